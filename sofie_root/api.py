@@ -1,0 +1,52 @@
+"""The public entry points: ``compile`` and ``supported_ops``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+
+from .errors import ModelLoadError
+from .ir.graph import Graph
+from .model import Model
+
+
+def compile(  # noqa: A001
+    source: str | os.PathLike | bytes | object,
+    *,
+    input_shapes: Mapping[str, Sequence[int | str | None]] | None = None,
+    passes: Iterable[str] | None = None,
+) -> Model:
+    """Compile a model to C++ and JIT it; returns a callable :class:`Model`.
+
+    Args:
+        source: a path to an ``.onnx`` file, its bytes, an ``onnx.ModelProto`` or an IR ``Graph``.
+        input_shapes: shapes for graph inputs that have none (or to override them); ``None`` or a
+            name inside a shape is a symbolic dimension, e.g. ``{"x": ("N", 7)}``.
+        passes: names of the optimisation passes to run (default: all; ``[]`` for none).
+
+    Raises:
+        UnsupportedOperatorError: listing every node whose operator is not supported.
+        ModelLoadError: the file is missing, malformed or not ONNX.
+
+    >>> model = sofie_root.compile("higgs.onnx")    # doctest: +SKIP
+    """
+    if isinstance(source, Graph):
+        graph = source
+    else:
+        import onnx
+
+        from .frontends.onnx import from_onnx
+
+        if not isinstance(source, (str, os.PathLike, bytes, bytearray, onnx.ModelProto)):
+            raise ModelLoadError(
+                f"cannot compile an object of type {type(source).__name__}; give a path, bytes or onnx.ModelProto"
+            )
+        graph = from_onnx(source, input_shapes=input_shapes)
+    return Model(graph, passes=passes)
+
+
+def supported_ops() -> list[str]:
+    """Sorted names of the supported operators (custom domains as ``domain::Op``)."""
+    from .ops import REGISTRY
+
+    return sorted(op if not dom else f"{dom}::{op}" for dom, op in REGISTRY)

@@ -1,0 +1,406 @@
+"""C++ generation: turns a validated, optimised IR graph into the source of one namespace.
+
+:class:`NodeEmitter` is the toolbox operators use in ``emit`` (pointers of inputs and outputs,
+dimension expressions, literals, broadcast loops). :func:`generate` walks the graph, plans the
+arena, lays out the weight blob and fills the skeleton in :mod:`sofie_root.codegen.template`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ShapeInferenceError, UnsupportedOperatorError
+from ..ir.dims import Dim, DimLike, numel
+from ..ir.dtypes import DType
+from ..ir.graph import Graph, TensorInfo
+from ..ops.base import NodeView, Operator, lookup
+from . import memory
+from .names import comment, identifier
+from .template import MODEL
+
+RUNTIME_HEADER = "runtime.hxx"
+
+
+@dataclass
+class WeightSlot:
+    name: str
+    offset: int
+    nbytes: int
+
+
+@dataclass
+class Generated:
+    """The result of code generation."""
+
+    namespace: str
+    source: str
+    weights: list[WeightSlot]
+    weight_bytes: int
+    symbols: list[str]
+    arena_groups: list[memory.Group] = field(default_factory=list)
+
+    def weight_blob(self, graph: Graph) -> np.ndarray:
+        blob = np.zeros(self.weight_bytes, dtype=np.uint8)
+        for slot in self.weights:
+            arr = np.ascontiguousarray(graph.initializers[slot.name])
+            blob[slot.offset:slot.offset + slot.nbytes] = arr.reshape(-1).view(np.uint8)
+        return blob
+
+
+def cpp_literal(value: float | int | bool, dtype: DType) -> str:
+    """A C++ literal of ``dtype`` for a Python scalar (inf and nan included)."""
+    if dtype.name == "bool":
+        return "true" if value else "false"
+    if dtype.is_float:
+        v = float(value)
+        t = dtype.cpp
+        if math.isnan(v):
+            return f"std::numeric_limits<{t}>::quiet_NaN()"
+        if math.isinf(v):
+            return f"{'-' if v < 0 else ''}std::numeric_limits<{t}>::infinity()"
+        if dtype.name == "float32":
+            v = float(np.float32(v))
+            return f"{v!r}f" if ("e" in repr(v) or "." in repr(v)) else f"{v!r}.f"
+        return repr(v)
+    v = int(value)
+    if dtype.name == "int64":
+        if v == -(2**63):
+            return "std::numeric_limits<std::int64_t>::min()"
+        return f"std::int64_t({v}LL)"
+    if dtype.name == "uint64":
+        return f"std::uint64_t({v}ULL)"
+    return f"{dtype.cpp}({v})"
+
+
+class NodeEmitter:
+    """Helpers given to ``Operator.emit`` for one node."""
+
+    def __init__(self, model: _ModelState, view: NodeView, index: int):
+        self._m = model
+        self.view = view
+        self.index = index
+        self._tmp = 0
+
+    # -- names ---------------------------------------------------------------------------------
+    def inp(self, i: int) -> str:
+        """C++ pointer of input ``i`` (``const T*`` for graph inputs and weights)."""
+        return self._m.var[self.view.node.inputs[i]]
+
+    def out(self, i: int = 0) -> str:
+        return self._m.var[self.view.node.outputs[i]]
+
+    def ws(self, k: int = 0) -> str:
+        """Pointer to workspace buffer ``k`` declared by ``Operator.workspace``."""
+        return self._m.var[_ws_name(self.index, k)]
+
+    def tmp(self, prefix: str = "v") -> str:
+        self._tmp += 1
+        return f"{prefix}{self._tmp}_"
+
+    def dim(self, d: DimLike) -> str:
+        return self._m.dim(d)
+
+    def size_in(self, i: int) -> str:
+        return self.dim(self.view.input(i).size)
+
+    def size_out(self, i: int = 0) -> str:
+        return self.dim(self._out_info(i).size)
+
+    def _out_info(self, i: int) -> TensorInfo:
+        return self._m.graph.info(self.view.node.outputs[i])
+
+    def out_info(self, i: int = 0) -> TensorInfo:
+        return self._out_info(i)
+
+    @staticmethod
+    def ctype(dtype: DType) -> str:
+        return dtype.cpp
+
+    @staticmethod
+    def lit(value: float | int | bool, dtype: DType) -> str:
+        return cpp_literal(value, dtype)
+
+    def fail(self, what: str) -> str:
+        """A C++ statement throwing a runtime error that names this node."""
+        msg = comment(f"{self.view.label}: {what}", 200).replace('"', "'")
+        return f'throw std::runtime_error("{msg}");'
+
+    # -- loops ---------------------------------------------------------------------------------
+    def broadcast(self, out: int, ins: Sequence[int], expr: Callable[[list[str]], str],
+                  out_expr: Callable[[str], str] | None = None) -> str:
+        """Element-wise loop over output ``out`` reading inputs ``ins`` with ONNX broadcasting.
+
+        ``expr`` receives the C++ element expressions of the inputs (``a[ia]``) and returns the
+        value to store. Dimensions that broadcast the same way are merged, so the common cases
+        (same shape, scalar, bias along the last axis) become one or two flat loops.
+        """
+        out_info = self._out_info(out)
+        shapes = [self.view.input(i).shape for i in ins]
+        ptrs = [self.inp(i) for i in ins]
+        return self.broadcast_raw(self.out(out), out_info.shape, ptrs, shapes, expr)
+
+    def broadcast_raw(self, out_ptr: str, out_shape: Sequence[DimLike], ptrs: Sequence[str],
+                      shapes: Sequence[Sequence[DimLike]], expr: Callable[[list[str]], str]) -> str:
+        rank = len(out_shape)
+        # per input and axis: does the input vary along this axis?
+        aligned = [[1] * (rank - len(s)) + list(s) for s in shapes]
+        varies = [[not (isinstance(d, int) and d == 1) for d in a] for a in aligned]
+        # merge adjacent axes with the same pattern
+        dims: list[DimLike] = []
+        pats: list[tuple[bool, ...]] = []
+        for ax in range(rank):
+            d = out_shape[ax]
+            if isinstance(d, int) and d == 1:
+                continue
+            pat = tuple(v[ax] for v in varies)
+            if pats and pats[-1] == pat:
+                dims[-1] = dims[-1] * d
+            else:
+                dims.append(d)
+                pats.append(pat)
+        if not dims:
+            return f"{out_ptr}[0] = {expr([f'{p}[0]' for p in ptrs])};"
+        n = len(dims)
+        lines = []
+        idx = [self.tmp("i") for _ in range(n)]
+        # strides of each input over the merged axes
+        strides: list[list[DimLike]] = []
+        for k in range(len(ptrs)):
+            st: list[DimLike] = [0] * n
+            acc: DimLike = 1
+            for j in reversed(range(n)):
+                if pats[j][k]:
+                    st[j] = acc
+                    acc = acc * dims[j]
+            strides.append(st)
+        if n == 1:
+            i = idx[0]
+            args = [f"{p}[{i}]" if strides[k][0] != 0 else f"{p}[0]" for k, p in enumerate(ptrs)]
+            return (f"for (std::int64_t {i} = 0; {i} < {self.dim(dims[0])}; ++{i})\n"
+                    f"   {out_ptr}[{i}] = {expr(args)};")
+        o = self.tmp("o")
+        lines.append(f"std::int64_t {o} = 0;")
+        for j in range(n):
+            lines.append("   " * j + f"for (std::int64_t {idx[j]} = 0; {idx[j]} < {self.dim(dims[j])}; ++{idx[j]}) {{")
+        args = []
+        for k, p in enumerate(ptrs):
+            terms = [f"{idx[j]} * {self.dim(strides[k][j])}" if strides[k][j] != 1 else idx[j]
+                     for j in range(n) if strides[k][j] != 0]
+            args.append(f"{p}[{' + '.join(terms) if terms else '0'}]")
+        lines.append("   " * n + f"{out_ptr}[{o}++] = {expr(args)};")
+        lines.append("}" * n)
+        return "\n".join(lines)
+
+
+def _ws_name(node_index: int, k: int) -> str:
+    return f"\x00ws{node_index}_{k}"
+
+
+class _ModelState:
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.var: dict[str, str] = {}
+        self.symbols = graph.symbols
+        self.sym_var = {s: identifier("s", i, s) for i, s in enumerate(self.symbols)}
+
+    def dim(self, d: DimLike) -> str:
+        if isinstance(d, Dim):
+            missing = d.symbols - set(self.sym_var)
+            if missing:
+                raise ShapeInferenceError(
+                    f"dimension {d} depends on {sorted(missing)}, which no graph input determines"
+                )
+            return d.to_cpp(lambda s: self.sym_var[s])
+        return str(int(d))
+
+
+def _views(graph: Graph) -> list[tuple[NodeView, Operator]]:
+    out = []
+    unsupported = []
+    for node in graph.nodes:
+        op = lookup(node.domain, node.op_type)
+        ins = [graph.info(i) if i else None for i in node.inputs]
+        consts = [graph.initializers.get(i) if i else None for i in node.inputs]
+        outs = [graph.info(o) if o else None for o in node.outputs]
+        view = NodeView(node, ins, consts, outs)
+        if op is None:
+            unsupported.append((node.op_type, node.name, node.domain, node.opset, ""))
+            continue
+        out.append((view, op))
+    if unsupported:
+        raise UnsupportedOperatorError(unsupported)
+    return out
+
+
+def content_hash(graph_text: str, blob: bytes) -> str:
+    h = hashlib.sha256()
+    h.update(__version__.encode())
+    h.update(graph_text.encode())
+    h.update(blob)
+    return h.hexdigest()[:16]
+
+
+def generate(graph: Graph, namespace: str) -> Generated:
+    """Generate the C++ of ``graph`` in ``namespace`` (which must be a safe identifier)."""
+    st = _ModelState(graph)
+    views = _views(graph)
+    g_inputs = set(graph.inputs)
+    g_outputs = list(graph.outputs)
+
+    # which tensors are read at run time (static inputs are compile-time only)
+    runtime_reads: dict[str, int] = {}
+    for step, (view, op) in enumerate(views):
+        for k, name in enumerate(view.node.inputs):
+            if name and k not in op.static_inputs:
+                runtime_reads[name] = step
+
+    # weights: initializers read at run time or returned as outputs
+    weights: list[WeightSlot] = []
+    offset = 0
+    for name, arr in graph.initializers.items():
+        if name in runtime_reads or name in g_outputs:
+            nbytes = int(arr.nbytes)
+            weights.append(WeightSlot(name, offset, nbytes))
+            offset += _round(nbytes)
+    weight_bytes = offset
+
+    # variable names
+    counter = 0
+    def name_var(t: str, prefix: str) -> str:
+        nonlocal counter
+        counter += 1
+        v = identifier(prefix, counter, t)
+        st.var[t] = v
+        return v
+
+    for t in graph.inputs:
+        name_var(t, "in")
+    for w in weights:
+        name_var(w.name, "w")
+    value_tensors = [t for t in graph.value_tensors() if t in runtime_reads or t in g_outputs]
+    for t in value_tensors:
+        name_var(t, "k")
+    produced_outputs: set[str] = set()
+    for view, _ in views:
+        for o in view.node.outputs:
+            if o:
+                name_var(o, "out" if o in g_outputs else "t")
+                if o in g_outputs:
+                    produced_outputs.add(o)
+
+    # arena requests: intermediates (node outputs that are not graph outputs) and workspaces
+    requests: list[tuple[str, DimLike, int, int]] = []
+    first: dict[str, int] = {}
+    for step, (view, op) in enumerate(views):
+        for o in view.node.outputs:
+            if o and o not in g_outputs:
+                first[o] = step
+        for k, (dt, count) in enumerate(op.workspace(view)):
+            wn = _ws_name(step, k)
+            st.var[wn] = f"ws{step}_{k}"
+            requests.append((wn, numel([count]) * dt.itemsize, step, step))
+    ws_types = {}
+    for step, (view, op) in enumerate(views):
+        for k, (dt, _) in enumerate(op.workspace(view)):
+            ws_types[_ws_name(step, k)] = dt
+    for t, step in first.items():
+        info = graph.info(t)
+        last = runtime_reads.get(t, step)
+        requests.append((t, info.size * info.dtype.itemsize, step, max(step, last)))
+    groups = memory.plan(requests)
+
+    # arena layout code: group base offsets computed from the symbol values
+    layout = []
+    offsets: dict[str, str] = {}
+    for gi, g in enumerate(groups):
+        base = f"g{gi}_base"
+        layout.append(f"      const std::size_t {base} = arena_bytes;")
+        scale = st.dim(g.scale)
+        layout.append(f"      arena_bytes += sofie_rt::round_up(std::size_t({g.units}) * std::size_t({scale}));")
+        for b in g.blocks:
+            offsets[b.name] = f"{base} + std::size_t({b.offset}) * std::size_t({scale})"
+
+    # bindings
+    bind = []
+    for i, t in enumerate(graph.inputs):
+        info = graph.info(t)
+        bind.append(f"      const {info.dtype.cpp} *const {st.var[t]} = static_cast<const {info.dtype.cpp} *>(in[{i}]);"
+                    f"  // {comment(t)}")
+    for w in weights:
+        info = graph.info(w.name)
+        bind.append(f"      const {info.dtype.cpp} *const {st.var[w.name]} = reinterpret_cast<const {info.dtype.cpp} *>(weights + {w.offset});"
+                    f"  // {comment(w.name)}")
+    for t in value_tensors:
+        info = graph.info(t)
+        vals = ", ".join(f"{info.dtype.cpp}({st.dim(d)})" for d in info.value)
+        bind.append(f"      const {info.dtype.cpp} {st.var[t]}[{max(1, len(info.value))}] = {{{vals}}};"
+                    f"  // {comment(t)}")
+    for i, t in enumerate(g_outputs):
+        if t in produced_outputs and t not in [g_outputs[j] for j in range(i)]:
+            info = graph.info(t)
+            bind.append(f"      {info.dtype.cpp} *const {st.var[t]} = static_cast<{info.dtype.cpp} *>(out[{i}]);"
+                        f"  // {comment(t)}")
+    for t in first:
+        info = graph.info(t)
+        bind.append(f"      {info.dtype.cpp} *const {st.var[t]} = reinterpret_cast<{info.dtype.cpp} *>(arena + {offsets[t]});"
+                    f"  // {comment(t)}")
+    for wn, dt in ws_types.items():
+        bind.append(f"      {dt.cpp} *const {st.var[wn]} = reinterpret_cast<{dt.cpp} *>(arena + {offsets[wn]});")
+
+    # node bodies
+    body = []
+    for step, (view, op) in enumerate(views):
+        em = NodeEmitter(st, view, step)
+        code = op.emit(view, em)
+        body.append(f"      {{ // {comment(view.label)}")
+        body.extend("         " + line if line else "" for line in code.splitlines())
+        body.append("      }")
+
+    # graph outputs not written by a node (a graph input, a weight, or listed twice)
+    written: set[str] = set()
+    for i, t in enumerate(g_outputs):
+        info = graph.info(t)
+        if t in produced_outputs and t not in written:
+            written.add(t)
+            continue
+        src = st.var[t]
+        body.append(f"      std::memcpy(out[{i}], {src}, std::size_t({st.dim(info.size)}) * sizeof({info.dtype.cpp}));")
+
+    sym_lines = [f"      const std::int64_t {st.sym_var[s]} = sym[{i}];" for i, s in enumerate(st.symbols)]
+    for s in st.symbols:
+        sym_lines.append(f"      (void){st.sym_var[s]};")
+    typed_params = [f"std::int64_t {st.sym_var[s]}" for s in st.symbols]
+    typed_params += [f"const {graph.info(t).dtype.cpp} *x{i}" for i, t in enumerate(graph.inputs)]
+    typed_params += [f"{graph.info(t).dtype.cpp} *y{i}" for i, t in enumerate(g_outputs)]
+
+    source = MODEL.substitute(
+        version=__version__,
+        model_comment=comment(graph.name),
+        inputs_comment=comment(", ".join(f"{t} {graph.info(t)}" for t in graph.inputs), 400),
+        outputs_comment=comment(", ".join(f"{t} {graph.info(t)}" for t in g_outputs), 400),
+        ns=namespace,
+        weight_bytes=weight_bytes,
+        num_symbols=len(st.symbols),
+        num_inputs=len(graph.inputs),
+        num_outputs=len(g_outputs),
+        extra_members="",
+        typed_params=", ".join(typed_params),
+        typed_sym_values="".join(f"{st.sym_var[s]}, " for s in st.symbols),
+        typed_in_values="".join(f"x{i}, " for i in range(len(graph.inputs))),
+        typed_out_values="".join(f"y{i}, " for i in range(len(g_outputs))),
+        symbols="\n".join(sym_lines),
+        arena_layout="\n".join(layout),
+        bindings="\n".join(bind),
+        body="\n".join(body),
+    )
+    return Generated(namespace, source, weights, weight_bytes, list(st.symbols), groups)
+
+
+def _round(n: int) -> int:
+    return (n + memory.ALIGN - 1) // memory.ALIGN * memory.ALIGN

@@ -1,0 +1,45 @@
+"""The exception hierarchy: every error sofie_root raises on purpose derives from SofieError."""
+
+from __future__ import annotations
+
+
+class SofieError(Exception):
+    """Base class of every error raised by sofie_root."""
+
+
+class ModelLoadError(SofieError):
+    """A model file or object could not be read (missing, malformed, corrupt, foreign)."""
+
+
+class InvalidGraphError(SofieError):
+    """The graph is structurally wrong (dangling tensor, cycle, duplicate output, bad attribute)."""
+
+
+class ShapeInferenceError(SofieError):
+    """Shapes or dtypes do not fit together, or a shape is not known where it must be."""
+
+
+class UnsupportedOperatorError(SofieError):
+    """One or more nodes use operators (or operator variants) this version cannot compile.
+
+    ``nodes`` lists ``(op_type, node_name, domain, opset, reason)`` for every offending node.
+    """
+
+    def __init__(self, nodes: list[tuple[str, str, str, int, str]]):
+        self.nodes = list(nodes)
+        lines = []
+        for op_type, name, domain, opset, reason in self.nodes:
+            qual = f"{domain}::{op_type}" if domain not in ("", "ai.onnx") else op_type
+            lines.append(f"  - {qual} (node {name!r}, opset {opset}){': ' + reason if reason else ''}")
+        super().__init__(
+            f"{len(self.nodes)} node(s) use unsupported operators:\n" + "\n".join(lines)
+            + "\nsofie_root.supported_ops() lists what is supported."
+        )
+
+
+class CompilationError(SofieError):
+    """The generated C++ failed to compile (a bug in sofie_root: please report it)."""
+
+
+class InputError(SofieError, ValueError):
+    """Arrays passed to ``infer`` do not match the model's inputs (count, shape or dtype)."""

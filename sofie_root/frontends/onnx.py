@@ -1,0 +1,383 @@
+"""ONNX frontend: an ONNX model (path, bytes or ``ModelProto``) to the IR.
+
+Walks the graph once in topological order. For every node it looks up the operator, checks the
+variant, infers output dtypes and shapes (symbolic dims kept), and folds what is known at compile
+time: nodes whose inputs are all constant are evaluated with ``onnx.reference``, and small integer
+tensors whose values are known but symbolic (shape sub-graphs on a batch dimension) become
+compile-time values that Reshape, Expand and friends read. Constant nodes become initializers.
+Every unsupported node is reported at once, before any code is generated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..errors import InvalidGraphError, ModelLoadError, ShapeInferenceError, SofieError, UnsupportedOperatorError
+from ..ir.dims import Dim, DimLike, Shape
+from ..ir.dtypes import DType, dtype_from_numpy, dtype_from_onnx
+from ..ir.graph import Graph, Node, TensorInfo
+from ..ops import base as opbase
+from ..passes.fold import evaluate_node, should_fold
+
+MIN_OPSET = 7
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
+    """Read an ONNX model (with external data) and return it with a label for messages."""
+    if isinstance(source, onnx.ModelProto):
+        return source, "<ModelProto>"
+    if isinstance(source, (bytes, bytearray)):
+        try:
+            return onnx.load_from_string(bytes(source)), "<bytes>"
+        except Exception as e:
+            raise ModelLoadError(f"the bytes given are not a valid ONNX model: {e}") from e
+    path = Path(source)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise ModelLoadError(f"{path}: not a valid ONNX file ({type(e).__name__}: {e})") from e
+    try:
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+            onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+    except Exception as e:
+        raise ModelLoadError(f"{path}: cannot read its external weight data ({e})") from e
+    if not model.graph.node and not model.graph.output:
+        raise ModelLoadError(f"{path}: the file holds no ONNX graph")
+    return model, str(path)
+
+
+def from_onnx(source: str | os.PathLike | bytes | onnx.ModelProto,
+              input_shapes: Mapping[str, Sequence[int | str | None]] | None = None) -> Graph:
+    """Convert an ONNX model to a validated IR graph.
+
+    Args:
+        source: path to a .onnx file, its bytes, or an ``onnx.ModelProto``.
+        input_shapes: optional shapes overriding (or filling in) those of graph inputs; ``None`` or
+            a string in a shape is a symbolic dimension.
+    """
+    model, label = load_model(source)
+    opsets = {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in model.opset_import}
+    if "" not in opsets:
+        opsets[""] = MIN_OPSET if not model.opset_import else max(opsets.values())
+    newest = onnx.defs.onnx_opset_version()
+    if opsets[""] < MIN_OPSET:
+        raise ModelLoadError(
+            f"{label}: ONNX opset {opsets['']} is older than {MIN_OPSET}, the oldest supported; "
+            "convert it with onnx.version_converter.convert_version(model, 13)"
+        )
+    if opsets[""] > newest:
+        raise ModelLoadError(
+            f"{label}: ONNX opset {opsets['']} is newer than {newest}, the newest the installed onnx knows"
+        )
+    metadata = {"producer_name": model.producer_name, "producer_version": model.producer_version,
+                "onnx_opset": str(opsets[""]), "source": label}
+    for p in model.metadata_props:
+        metadata[f"onnx:{p.key}"] = p.value
+    conv = _Converter(opsets, label)
+    graph = conv.convert_graph(model.graph, outer={}, input_shapes=input_shapes or {})
+    graph.metadata.update(metadata)
+    return graph
+
+
+def _attr_value(a: onnx.AttributeProto, conv: _Converter, outer: Mapping[str, TensorInfo], where: str) -> Any:
+    t = a.type
+    A = onnx.AttributeProto
+    if t == A.FLOAT:
+        return float(a.f)
+    if t == A.INT:
+        return int(a.i)
+    if t == A.STRING:
+        return a.s.decode("utf-8", errors="replace")
+    if t == A.TENSOR:
+        return _to_numpy(a.t, f"{where}, attribute {a.name!r}")
+    if t == A.GRAPH:
+        return conv.convert_graph(a.g, outer=outer, input_shapes={})
+    if t == A.FLOATS:
+        return [float(x) for x in a.floats]
+    if t == A.INTS:
+        return [int(x) for x in a.ints]
+    if t == A.STRINGS:
+        return [s.decode("utf-8", errors="replace") for s in a.strings]
+    if t == A.TENSORS:
+        return [_to_numpy(x, f"{where}, attribute {a.name!r}") for x in a.tensors]
+    raise ShapeInferenceError(f"{where}: attribute {a.name!r} has an unsupported kind {A.AttributeType.Name(t)}")
+
+
+def _to_numpy(tp: onnx.TensorProto, where: str) -> np.ndarray:
+    dtype_from_onnx(tp.data_type, f"{where}: ")
+    try:
+        arr = numpy_helper.to_array(tp)
+    except Exception as e:
+        raise ModelLoadError(f"{where}: tensor data is corrupt ({e})") from e
+    return np.ascontiguousarray(arr)
+
+
+class _Converter:
+    def __init__(self, opsets: dict[str, int], label: str):
+        self.opsets = opsets
+        self.label = label
+        self._symbols: dict[str, str] = {}
+
+    def _symbol(self, param: str) -> Dim:
+        sym = self._symbols.get(param)
+        if sym is None:
+            sym = param if _IDENT.match(param) else "d_" + re.sub(r"[^A-Za-z0-9_]", "_", param)
+            while sym in self._symbols.values():
+                sym += "_"
+            self._symbols[param] = sym
+        return Dim.symbol(sym)
+
+    def _value_info(self, vi: onnx.ValueInfoProto, override: Sequence[int | str | None] | None) -> TensorInfo:
+        where = f"{self.label}: graph input {vi.name!r}"
+        tt = vi.type
+        if not tt.HasField("tensor_type"):
+            raise ShapeInferenceError(f"{where} is not a tensor (sequences, maps and optionals are not supported)")
+        dtype = dtype_from_onnx(tt.tensor_type.elem_type, f"{where}: ")
+        if override is not None:
+            dims = [self._symbol(f"{vi.name}_{k}") if d is None else (self._symbol(d) if isinstance(d, str) else int(d))
+                    for k, d in enumerate(override)]
+            return TensorInfo(vi.name, dtype, tuple(dims))
+        if not tt.tensor_type.HasField("shape"):
+            raise ShapeInferenceError(
+                f"{where} has no shape; pass input_shapes={{{vi.name!r}: (...)}} to compile()"
+            )
+        dims: list[DimLike] = []
+        for k, d in enumerate(tt.tensor_type.shape.dim):
+            if d.HasField("dim_value") and d.dim_value >= 0:
+                dims.append(int(d.dim_value))
+            elif d.HasField("dim_param") and d.dim_param:
+                dims.append(self._symbol(d.dim_param))
+            else:
+                dims.append(self._symbol(f"{vi.name}_dim{k}"))
+        return TensorInfo(vi.name, dtype, tuple(dims))
+
+    def convert_graph(self, g: onnx.GraphProto, outer: Mapping[str, TensorInfo],
+                      input_shapes: Mapping[str, Sequence[int | str | None]]) -> Graph:
+        tensors: dict[str, TensorInfo] = {}
+        initializers: dict[str, np.ndarray] = {}
+        for tp in list(g.initializer):
+            if not tp.name:
+                raise ModelLoadError(f"{self.label}: an initializer has no name")
+            arr = _to_numpy(tp, f"{self.label}: initializer {tp.name!r}")
+            initializers[tp.name] = arr
+            tensors[tp.name] = TensorInfo(tp.name, dtype_from_numpy(arr.dtype), tuple(arr.shape))
+        for sp in g.sparse_initializer:
+            raise ModelLoadError(f"{self.label}: sparse initializer {sp.values.name!r} is not supported")
+        unknown = set(input_shapes) - {vi.name for vi in g.input}
+        if unknown:
+            raise ShapeInferenceError(f"input_shapes names {sorted(unknown)}, which are not graph inputs")
+        inputs: list[str] = []
+        for vi in g.input:
+            if vi.name in initializers:
+                continue  # pre-opset-9 style: initializers listed as inputs keep their value
+            tensors[vi.name] = self._value_info(vi, input_shapes.get(vi.name))
+            inputs.append(vi.name)
+
+        nodes = _toposort(list(g.node), set(tensors) | set(outer), self.label)
+        self._check_registry(nodes)
+        scope: dict[str, TensorInfo] = dict(outer)
+        scope.update(tensors)
+        out_nodes: list[Node] = []
+        for proto in nodes:
+            self._convert_node(proto, scope, initializers, out_nodes, outer)
+        outputs = [o.name for o in g.output]
+        for o in g.output:
+            if o.name not in scope:
+                raise InvalidGraphError(f"{self.label}: graph output {o.name!r} is never produced")
+            self._check_declared(o, scope[o.name])
+        local = {k: v for k, v in scope.items() if k not in outer or k in initializers}
+        graph = Graph(out_nodes, inputs, outputs, local, initializers, dict(self.opsets),
+                      name=g.name or "model", outer_scope={k: v for k, v in outer.items() if k not in local})
+        from ..passes.dce import eliminate_dead_code
+
+        return eliminate_dead_code(graph)
+
+    def _check_declared(self, vi: onnx.ValueInfoProto, info: TensorInfo) -> None:
+        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if tt is not None and tt.elem_type and tt.elem_type in (d.onnx for d in [info.dtype]):
+            return
+        if tt is not None and tt.elem_type:
+            try:
+                declared = dtype_from_onnx(tt.elem_type).name
+            except SofieError:
+                declared = str(tt.elem_type)
+            raise ShapeInferenceError(
+                f"{self.label}: graph output {vi.name!r} is declared {declared} but computes {info.dtype.name}"
+            )
+
+    def _check_registry(self, nodes: list[onnx.NodeProto]) -> None:
+        missing = []
+        for n in _walk_protos(nodes):
+            domain = "" if n.domain == "ai.onnx" else n.domain
+            if opbase.lookup(domain, n.op_type) is None:
+                missing.append((n.op_type, n.name, domain, self.opsets.get(domain, 0), ""))
+        if missing:
+            raise UnsupportedOperatorError(missing)
+
+    def _convert_node(self, proto: onnx.NodeProto, scope: dict[str, TensorInfo],
+                      initializers: dict[str, np.ndarray], out_nodes: list[Node],
+                      outer: Mapping[str, TensorInfo]) -> None:
+        domain = "" if proto.domain == "ai.onnx" else proto.domain
+        label = f"{proto.op_type} node {proto.name!r}" if proto.name else f"{proto.op_type} node"
+        for i in proto.input:
+            if i and i not in scope:
+                raise InvalidGraphError(f"{self.label}: {label} reads {i!r}, which is not defined")
+        attrs = {a.name: _attr_value(a, self, scope, f"{self.label}: {label}") for a in proto.attribute}
+        node = Node(proto.op_type, list(proto.input), list(proto.output), attrs, proto.name,
+                    domain, self.opsets.get(domain, 0))
+        op = opbase.lookup(domain, proto.op_type)
+        assert op is not None
+        if node.op_type == "Constant" and domain == "":
+            value = _constant_value(node, f"{self.label}: {label}")
+            initializers[node.outputs[0]] = value
+            scope[node.outputs[0]] = TensorInfo(node.outputs[0], dtype_from_numpy(value.dtype), tuple(value.shape))
+            return
+        ins = [scope[i] if i else None for i in node.inputs]
+        consts = [initializers.get(i) if i else None for i in node.inputs]
+        view = opbase.NodeView(node, ins, consts)
+        reason = op.check(view)
+        if reason:
+            raise UnsupportedOperatorError([(node.op_type, node.name, domain, node.opset, reason)])
+        try:
+            outs = op.infer(view)
+        except SofieError:
+            raise
+        except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError) as e:
+            raise ShapeInferenceError(f"{self.label}: {label}: {type(e).__name__}: {e}") from e
+        if len(outs) < len([o for o in node.outputs if o]):
+            outs = list(outs) + [None] * (len(node.outputs) - len(outs))
+        values = op.propagate(view, outs)
+        infos = []
+        for k, name in enumerate(node.outputs):
+            if not name:
+                infos.append(None)
+                continue
+            o = outs[k]
+            if o is None:
+                raise ShapeInferenceError(f"{self.label}: {label}: output {k} ({name!r}) is not produced by this variant")
+            value = values[k] if k < len(values) else None
+            infos.append(TensorInfo(name, o.dtype, tuple(o.shape), value if value is not None else o.value))
+        # constant folding: every input known
+        runtime_inputs = [i for k, i in enumerate(node.inputs) if i and k not in op.static_inputs]
+        all_const = all(i in initializers for i in node.inputs if i)
+        if all_const and should_fold(node, infos):
+            results = evaluate_node(node, [initializers[i] if i else None for i in node.inputs],
+                                    [i.dtype if i else None for i in infos], f"{self.label}: {label}")
+            for name, info, arr in zip(node.outputs, infos, results):
+                if not name:
+                    continue
+                if tuple(arr.shape) != tuple(info.shape) or dtype_from_numpy(arr.dtype) != info.dtype:
+                    raise ShapeInferenceError(
+                        f"{self.label}: {label}: shape inference says {info} for output {name!r} but "
+                        f"evaluation gives {arr.dtype}{list(arr.shape)}"
+                    )
+                initializers[name] = arr
+                scope[name] = info
+            return
+        del runtime_inputs
+        # compile-time values: all outputs known -> no node needed
+        if all(info is None or info.value is not None for info in infos) and any(infos):
+            for info in infos:
+                if info is None:
+                    continue
+                if all(isinstance(x, int) for x in info.value):  # type: ignore[union-attr]
+                    arr = np.array(info.value, dtype=info.dtype.numpy).reshape(
+                        tuple(int(d) for d in info.shape))
+                    initializers[info.name] = arr
+                    scope[info.name] = TensorInfo(info.name, info.dtype, info.shape)
+                else:
+                    scope[info.name] = info
+            return
+        for info in infos:
+            if info is not None:
+                scope[info.name] = info
+        out_nodes.append(node)
+
+
+def _constant_value(node: Node, where: str) -> np.ndarray:
+    a = node.attrs
+    if "value" in a:
+        return np.ascontiguousarray(a["value"])
+    if "value_float" in a:
+        return np.array(a["value_float"], dtype=np.float32)
+    if "value_floats" in a:
+        return np.array(a["value_floats"], dtype=np.float32)
+    if "value_int" in a:
+        return np.array(a["value_int"], dtype=np.int64)
+    if "value_ints" in a:
+        return np.array(a["value_ints"], dtype=np.int64)
+    raise UnsupportedOperatorError([("Constant", node.name, "", node.opset,
+                                     f"only tensor, float(s) and int(s) values are supported, got {sorted(a)}")])
+
+
+def _walk_protos(nodes: Sequence[onnx.NodeProto]):
+    for n in nodes:
+        yield n
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from _walk_protos(a.g.node)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for g in a.graphs:
+                    yield from _walk_protos(g.node)
+
+
+def _toposort(nodes: list[onnx.NodeProto], available: set[str], label: str) -> list[onnx.NodeProto]:
+    """Order nodes so every input is produced first (ONNX requires it; some exporters don't)."""
+    produced_by: dict[str, int] = {}
+    for k, n in enumerate(nodes):
+        for o in n.output:
+            if o:
+                if o in produced_by or o in available:
+                    raise InvalidGraphError(f"{label}: tensor {o!r} is produced twice")
+                produced_by[o] = k
+    deps: list[set[int]] = []
+    for n in nodes:
+        d = set()
+        for i in list(n.input) + _implicit_inputs(n):
+            if i and i in produced_by:
+                d.add(produced_by[i])
+        deps.append(d)
+    order: list[int] = []
+    done: set[int] = set()
+    pending = list(range(len(nodes)))
+    while pending:
+        progress = [k for k in pending if deps[k] <= done]
+        if not progress:
+            names = [nodes[k].name or nodes[k].op_type for k in pending[:5]]
+            raise InvalidGraphError(f"{label}: the graph has a cycle (involving nodes {names})")
+        # keep the original order among ready nodes
+        for k in progress:
+            order.append(k)
+            done.add(k)
+        pending = [k for k in pending if k not in done]
+    return [nodes[k] for k in order]
+
+
+def _implicit_inputs(n: onnx.NodeProto) -> list[str]:
+    """Outer-scope names read inside sub-graphs (If branches) count as inputs of the node."""
+    names: list[str] = []
+    for a in n.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            local = {i.name for i in a.g.input} | {t.name for t in a.g.initializer}
+            for sub in a.g.node:
+                names.extend(i for i in list(sub.input) + _implicit_inputs(sub) if i and i not in local)
+                local.update(sub.output)
+    return names
+
+
+__all__ = ["from_onnx", "load_model"]
+
+_ = DType, Shape  # re-exported types used in annotations above

@@ -1,0 +1,97 @@
+"""JIT compilation with cling (ROOT's C++ interpreter) and the C entry points of a compiled model.
+
+ROOT is imported lazily, in batch mode, the first time a model is compiled. Declared code is
+cached per process by namespace (content hash), so compiling the same model twice declares it
+once. Each model exposes three C functions (create, destroy, run) whose addresses are called
+through ctypes: errors come back as return codes with a message, never as C++ exceptions
+crossing into Python.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CompilationError
+
+_lock = threading.RLock()
+_declared: dict[str, ModelEntry] = {}
+_root = None
+
+RUNTIME_PATH = Path(__file__).resolve().parent.parent / "codegen" / "runtime.hxx"
+
+_CREATE = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t)
+_DESTROY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_RUN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                        ctypes.c_char_p, ctypes.c_size_t)
+
+
+@dataclass
+class ModelEntry:
+    namespace: str
+    create: object
+    destroy: object
+    run: object
+
+
+def root():
+    """Import ROOT once (batch mode, quiet) and declare the runtime header."""
+    global _root
+    with _lock:
+        if _root is None:
+            os.environ.setdefault("ROOT_BATCH", "1")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import ROOT  # noqa: N814
+            ROOT.gROOT.SetBatch(True)
+            _declare(ROOT, RUNTIME_PATH.read_text(), "the sofie_root runtime header")
+            _root = ROOT
+        return _root
+
+
+def _declare(ROOT, code: str, what: str) -> None:  # noqa: N803
+    """Declare code to cling, capturing its diagnostics if it fails."""
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        fd = 2
+        saved = os.dup(fd)
+        try:
+            os.dup2(tmp.fileno(), fd)
+            ok = ROOT.gInterpreter.Declare(code)
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+        tmp.seek(0)
+        diag = tmp.read().decode(errors="replace")
+    if not ok:
+        raise CompilationError(
+            f"cling failed to compile {what}; this is a bug in sofie_root, please report it.\n"
+            + diag[-4000:]
+        )
+
+
+def declare_model(namespace: str, source: str) -> ModelEntry:
+    """Declare a model's source (once per namespace per process) and bind its entry points."""
+    with _lock:
+        entry = _declared.get(namespace)
+        if entry is not None:
+            return entry
+        ROOT = root()  # noqa: N806
+        _declare(ROOT, source, f"model {namespace}")
+        addr = {}
+        for fn in ("create", "destroy", "run"):
+            a = int(ROOT.gInterpreter.ProcessLine(f"(long long)(&{namespace}::{fn});"))
+            if not a:
+                raise CompilationError(f"cling did not return the address of {namespace}::{fn}")
+            addr[fn] = a
+        entry = ModelEntry(namespace, _CREATE(addr["create"]), _DESTROY(addr["destroy"]), _RUN(addr["run"]))
+        _declared[namespace] = entry
+        return entry
+
+
+def is_declared(namespace: str) -> bool:
+    return namespace in _declared

@@ -1,0 +1,195 @@
+"""The user-facing :class:`Model`: a compiled network callable on numpy arrays."""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .codegen.emitter import Generated, content_hash, generate
+from .errors import InputError, SofieError
+from .ir.dims import Dim, DimLike
+from .ir.graph import Graph
+from .jit import cling
+from .passes import run_passes
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, dtype and shape of a model input or output. Symbolic dims are strings (``"N"``)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | str, ...]
+
+    def __repr__(self) -> str:
+        return f"TensorSpec({self.name!r}, {self.dtype.name}, {self.shape})"
+
+
+def _spec(graph: Graph, name: str) -> TensorSpec:
+    info = graph.info(name)
+    return TensorSpec(name, info.dtype.numpy, tuple(str(d) if isinstance(d, Dim) else int(d) for d in info.shape))
+
+
+class Model:
+    """A model compiled to C++ and JIT-compiled by cling.
+
+    Create it with :func:`sofie_root.compile`. Calling :meth:`infer` runs the generated code on
+    numpy arrays; the first dimension may be any size when the model's batch dimension is symbolic.
+
+    >>> model = sofie_root.compile("model.onnx")            # doctest: +SKIP
+    >>> scores = model(np.random.rand(64, 7).astype("f4"))  # doctest: +SKIP
+    """
+
+    def __init__(self, graph: Graph, passes: Iterable[str] | None = None):
+        t0 = time.perf_counter()
+        self.graph = run_passes(graph, passes)
+        g = self.graph
+        blob_probe = b"".join(np.ascontiguousarray(a).tobytes() for a in g.initializers.values())
+        self.hash = content_hash(str(g) + repr(sorted(g.metadata.items())), blob_probe)
+        self._generated: Generated = generate(g, f"sofie_{self.hash}")
+        self._blob = self._generated.weight_blob(g)
+        self._entry = cling.declare_model(self._generated.namespace, self._generated.source)
+        self._err = ctypes.create_string_buffer(1024)
+        ptr = self._entry.create(self._blob.ctypes.data if self._blob.size else None, self._blob.size,
+                                 self._err, len(self._err))
+        if not ptr:
+            raise SofieError(f"creating the session failed: {self._err.value.decode(errors='replace')}")
+        self._session = ptr
+        self._lock = threading.Lock()
+        self._symbols = self._generated.symbols
+        self._in_infos = g.input_infos
+        self._out_infos = g.output_infos
+        self.compile_seconds = time.perf_counter() - t0
+
+    # -- description ---------------------------------------------------------------------------
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return [_spec(self.graph, n) for n in self.graph.inputs]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return [_spec(self.graph, n) for n in self.graph.outputs]
+
+    @property
+    def source(self) -> str:
+        """The generated C++ of this model (the runtime header it includes is ``runtime_source``)."""
+        return self._generated.source
+
+    @property
+    def runtime_source(self) -> str:
+        return cling.RUNTIME_PATH.read_text()
+
+    @property
+    def namespace(self) -> str:
+        return self._generated.namespace
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{s.name}: {s.dtype.name}{list(s.shape)}" for s in self.inputs)
+        outs = ", ".join(f"{s.name}: {s.dtype.name}{list(s.shape)}" for s in self.outputs)
+        return f"<sofie_root.Model {self.graph.name!r} ({ins}) -> ({outs})>"
+
+    # -- inference -----------------------------------------------------------------------------
+    def infer(self, *arrays: object, **named: object) -> list[np.ndarray]:
+        """Run the model; returns one numpy array per graph output.
+
+        Inputs are given positionally in the order of :attr:`inputs`, or by name. Arrays of a
+        different float precision are cast (float64 -> float32); a wrong rank, a wrong fixed
+        dimension, or an incompatible dtype raises :class:`~sofie_root.InputError`.
+        """
+        args = self._collect(arrays, named)
+        syms: dict[str, int] = {}
+        prepared = []
+        for info, arr in zip(self._in_infos, args):
+            a = self._convert(info, arr)
+            self._bind(info, a.shape, syms)
+            prepared.append(a)
+        sym_arr = (ctypes.c_int64 * max(1, len(self._symbols)))(*[syms[s] for s in self._symbols])
+        outs = []
+        for info in self._out_infos:
+            shape = tuple(d.evaluate(syms) if isinstance(d, Dim) else int(d) for d in info.shape)
+            outs.append(np.empty(shape, dtype=info.dtype.numpy))
+        in_ptrs = (ctypes.c_void_p * max(1, len(prepared)))(*[a.ctypes.data for a in prepared])
+        out_ptrs = (ctypes.c_void_p * max(1, len(outs)))(*[o.ctypes.data for o in outs])
+        with self._lock:
+            rc = self._entry.run(self._session, sym_arr, in_ptrs, out_ptrs, self._err, len(self._err))
+            if rc:
+                raise SofieError(f"inference failed: {self._err.value.decode(errors='replace')}")
+        return outs
+
+    def __call__(self, *arrays: object, **named: object) -> np.ndarray | list[np.ndarray]:
+        """Like :meth:`infer`, but returns the array itself when the model has one output."""
+        outs = self.infer(*arrays, **named)
+        return outs[0] if len(outs) == 1 else outs
+
+    def _collect(self, arrays: Sequence[object], named: Mapping[str, object]) -> list[object]:
+        names = self.graph.inputs
+        if named:
+            if arrays:
+                raise InputError("give the inputs either all by position or all by name")
+            unknown = sorted(set(named) - set(names))
+            if unknown:
+                raise InputError(f"unknown input name(s) {unknown}; the model's inputs are {names}")
+            missing = [n for n in names if n not in named]
+            if missing:
+                raise InputError(f"missing input(s) {missing}")
+            return [named[n] for n in names]
+        if len(arrays) != len(names):
+            raise InputError(f"the model takes {len(names)} input(s) {names}, {len(arrays)} given")
+        return list(arrays)
+
+    @staticmethod
+    def _convert(info, arr: object) -> np.ndarray:
+        want = info.dtype.numpy
+        try:
+            a = np.asarray(arr)
+        except Exception as e:
+            raise InputError(f"input {info.name!r}: cannot be converted to an array ({e})") from e
+        if a.dtype != want:
+            ok = (a.dtype.kind == "f" and want.kind == "f") or \
+                 (a.dtype.kind in "iu" and want.kind in "iu" and np.can_cast(a.dtype, want, "same_kind")) or \
+                 (a.dtype.kind in "iub" and want.kind == "f")
+            if not ok:
+                raise InputError(f"input {info.name!r} expects {want.name}, got an array of {a.dtype.name}")
+            a = a.astype(want)
+        return np.ascontiguousarray(a)
+
+    @staticmethod
+    def _bind(info, shape: tuple[int, ...], syms: dict[str, int]) -> None:
+        expected = info.shape
+        pretty = "[" + ", ".join(str(d) for d in expected) + "]"
+        if len(shape) != len(expected):
+            raise InputError(f"input {info.name!r} expects shape {pretty} (rank {len(expected)}), "
+                             f"got an array of shape {list(shape)}")
+        deferred: list[tuple[int, DimLike]] = []
+        for axis, (got, d) in enumerate(zip(shape, expected)):
+            if isinstance(d, Dim):
+                if len(d.terms) == 1 and next(iter(d.terms.items())) in (((s,), 1) for s in d.symbols):
+                    (sym,) = d.symbols
+                    if sym in syms and syms[sym] != got:
+                        raise InputError(
+                            f"input {info.name!r}: dimension {axis} ({sym}) is {got}, but {sym} is "
+                            f"{syms[sym]} from another input")
+                    syms[sym] = got
+                else:
+                    deferred.append((axis, d))
+            elif got != d:
+                raise InputError(f"input {info.name!r} expects shape {pretty}, got {list(shape)} "
+                                 f"(dimension {axis} must be {d})")
+        for axis, d in deferred:
+            try:
+                value = d.evaluate(syms)
+            except KeyError:
+                raise InputError(f"input {info.name!r}: dimension {axis} ({d}) cannot be matched") from None
+            if value != shape[axis]:
+                raise InputError(f"input {info.name!r}: dimension {axis} must be {d} = {value}, got {shape[axis]}")
+
+    def __del__(self) -> None:
+        session = getattr(self, "_session", None)
+        if session:
+            self._entry.destroy(session)
+            self._session = None

@@ -1,0 +1,12 @@
+"""Operators, one module per family; importing this package fills the registry."""
+
+from __future__ import annotations
+
+from . import (  # noqa: F401  (imported for registration)
+    elementwise,
+    linalg,
+    shape,
+)
+from .base import REGISTRY, NodeView, Operator, OutInfo, lookup, register
+
+__all__ = ["REGISTRY", "NodeView", "Operator", "OutInfo", "lookup", "register"]

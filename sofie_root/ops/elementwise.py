@@ -1,0 +1,404 @@
+"""Element-wise operators: unary math and activations, binary arithmetic, comparisons and logic
+with ONNX broadcasting, variadic Max/Min/Sum/Mean, Where, Clip, Cast and CastLike.
+
+Each operator is a C++ expression over the element(s); the loop nest (with broadcasting and
+merged axes) comes from ``NodeEmitter.broadcast``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from ..ir.dims import broadcast_shapes
+from ..ir.dtypes import BOOL, DType, dtype_from_onnx
+from .base import NodeView, Operator, OutInfo, register
+
+FLOATS = ("float32", "float64")
+SIGNED_INTS = ("int8", "int16", "int32", "int64")
+UNSIGNED_INTS = ("uint8", "uint16", "uint32", "uint64")
+INTS = SIGNED_INTS + UNSIGNED_INTS
+NUMERIC = FLOATS + INTS
+
+# -- unary ------------------------------------------------------------------------------------
+
+UnaryExpr = Callable[[str, DType, NodeView], str]
+
+
+class _Unary(Operator):
+    expr: UnaryExpr
+    out_dtype: DType | None = None
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        x = v.input(0)
+        return [OutInfo(self.out_dtype or x.dtype, x.shape)]
+
+    def emit(self, v: NodeView, e) -> str:
+        dt = v.input(0).dtype
+        return e.broadcast(0, [0], lambda a: self.expr(a[0], dt, v))
+
+
+def _lit(value: float, dt: DType) -> str:
+    from ..codegen.emitter import cpp_literal
+
+    return cpp_literal(value, dt)
+
+
+def _unary(name: str, dtypes: tuple[str, ...], expr: UnaryExpr, out_dtype: DType | None = None) -> None:
+    cls = type(name, (_Unary,), {"op_type": name, "dtypes": dtypes, "expr": staticmethod(expr),
+                                 "out_dtype": out_dtype, "__doc__": f"ONNX {name}."})
+    register(cls)
+
+
+def _abs(x: str, dt: DType, v: NodeView) -> str:
+    if dt.is_float:
+        return f"std::abs({x})"
+    if dt.name in UNSIGNED_INTS:
+        return x
+    return f"{dt.cpp}({x} < 0 ? -{x} : {x})"
+
+
+def _sign(x: str, dt: DType, v: NodeView) -> str:
+    if dt.name in UNSIGNED_INTS:
+        return f"{dt.cpp}({x} > 0)"
+    if dt.is_float:
+        return f"({x} > 0 ? {dt.cpp}(1) : ({x} < 0 ? {dt.cpp}(-1) : {x}))"
+    return f"{dt.cpp}(({x} > 0) - ({x} < 0))"
+
+
+def _std(fn: str) -> UnaryExpr:
+    return lambda x, dt, v: f"std::{fn}({x})"
+
+
+for _name, _fn in [("Sqrt", "sqrt"), ("Exp", "exp"), ("Log", "log"), ("Sin", "sin"), ("Cos", "cos"),
+                   ("Tan", "tan"), ("Asin", "asin"), ("Acos", "acos"), ("Atan", "atan"), ("Sinh", "sinh"),
+                   ("Cosh", "cosh"), ("Asinh", "asinh"), ("Acosh", "acosh"), ("Atanh", "atanh"),
+                   ("Erf", "erf"), ("Floor", "floor"), ("Ceil", "ceil"), ("Tanh", "tanh")]:
+    _unary(_name, FLOATS, _std(_fn))
+
+_unary("Round", FLOATS, lambda x, dt, v: f"std::nearbyint({x})")
+_unary("Abs", NUMERIC, _abs)
+_unary("Neg", FLOATS + SIGNED_INTS, lambda x, dt, v: f"{dt.cpp}(-{x})")
+_unary("Sign", NUMERIC, _sign)
+_unary("Reciprocal", FLOATS, lambda x, dt, v: f"{_lit(1, dt)} / {x}")
+_unary("Relu", FLOATS + SIGNED_INTS, lambda x, dt, v: f"({x} > 0 ? {x} : {dt.cpp}(0))")
+_unary("Sigmoid", FLOATS, lambda x, dt, v: f"{_lit(1, dt)} / ({_lit(1, dt)} + std::exp(-{x}))")
+_unary("Softplus", FLOATS, lambda x, dt, v: f"sofie_rt::softplus({x})")
+_unary("Softsign", FLOATS, lambda x, dt, v: f"{x} / ({_lit(1, dt)} + std::abs({x}))")
+_unary("Mish", FLOATS, lambda x, dt, v: f"{x} * std::tanh(sofie_rt::softplus({x}))")
+_unary("LeakyRelu", FLOATS,
+       lambda x, dt, v: f"({x} >= 0 ? {x} : {_lit(v.attr('alpha', 0.01), dt)} * {x})")
+_unary("ThresholdedRelu", FLOATS,
+       lambda x, dt, v: f"({x} > {_lit(v.attr('alpha', 1.0), dt)} ? {x} : {dt.cpp}(0))")
+_unary("Elu", FLOATS,
+       lambda x, dt, v: f"({x} >= 0 ? {x} : {_lit(v.attr('alpha', 1.0), dt)} * (std::exp({x}) - {_lit(1, dt)}))")
+_unary("Celu", FLOATS,
+       lambda x, dt, v: (f"(std::max({dt.cpp}(0), {x}) + std::min({dt.cpp}(0), {_lit(v.attr('alpha', 1.0), dt)} * "
+                         f"(std::exp({x} / {_lit(v.attr('alpha', 1.0), dt)}) - {_lit(1, dt)})))"))
+_unary("Selu", FLOATS,
+       lambda x, dt, v: (f"{_lit(v.attr('gamma', 1.05070102214813232421875), dt)} * ({x} > 0 ? {x} : "
+                         f"{_lit(v.attr('alpha', 1.67326319217681884765625), dt)} * (std::exp({x}) - {_lit(1, dt)}))"))
+_unary("HardSigmoid", FLOATS,
+       lambda x, dt, v: (f"std::max({dt.cpp}(0), std::min({dt.cpp}(1), {_lit(v.attr('alpha', 0.2), dt)} * {x} + "
+                         f"{_lit(v.attr('beta', 0.5), dt)}))"))
+_unary("HardSwish", FLOATS,
+       lambda x, dt, v: (f"{x} * std::max({dt.cpp}(0), std::min({dt.cpp}(1), {_lit(1 / 6, dt)} * {x} + "
+                         f"{_lit(0.5, dt)}))"))
+_unary("Swish", FLOATS,
+       lambda x, dt, v: f"{x} / ({_lit(1, dt)} + std::exp(-{_lit(v.attr('alpha', 1.0), dt)} * {x}))")
+_unary("IsNaN", FLOATS, lambda x, dt, v: f"std::isnan({x})", out_dtype=BOOL)
+_unary("IsInf", FLOATS,
+       lambda x, dt, v: (f"(std::isinf({x}) && ({x} > 0 ? {int(v.attr('detect_positive', 1))} : "
+                         f"{int(v.attr('detect_negative', 1))}))"), out_dtype=BOOL)
+_unary("Not", ("bool",), lambda x, dt, v: f"!{x}")
+
+
+@register
+class Gelu(_Unary):
+    """ONNX Gelu (opset 20): exact (erf) or tanh approximation."""
+
+    op_type = "Gelu"
+    dtypes = FLOATS
+
+    def check(self, v: NodeView) -> str | None:
+        if v.attr("approximate", "none") not in ("none", "tanh"):
+            return f"approximate={v.attr('approximate')!r} is not defined by ONNX"
+        return super().check(v)
+
+    @staticmethod
+    def expr(x: str, dt: DType, v: NodeView) -> str:
+        if v.attr("approximate", "none") == "tanh":
+            c = _lit(math.sqrt(2 / math.pi), dt)
+            return (f"{_lit(0.5, dt)} * {x} * ({_lit(1, dt)} + std::tanh({c} * ({x} + "
+                    f"{_lit(0.044715, dt)} * {x} * {x} * {x})))")
+        return f"{_lit(0.5, dt)} * {x} * ({_lit(1, dt)} + std::erf({x} * {_lit(1 / math.sqrt(2), dt)}))"
+
+
+# -- binary -----------------------------------------------------------------------------------
+
+BinaryExpr = Callable[[str, str, DType, NodeView], str]
+
+
+class _Binary(Operator):
+    expr: BinaryExpr
+    out_bool = False
+    same_type = True
+
+    def check(self, v: NodeView) -> str | None:
+        reason = super().check(v)
+        if reason:
+            return reason
+        a, b = v.input(0), v.input(1)
+        if self.same_type and a.dtype != b.dtype:
+            return f"inputs have different element types ({a.dtype.name} and {b.dtype.name})"
+        return None
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        a, b = v.input(0), v.input(1)
+        shape = broadcast_shapes(a.shape, b.shape, where=f"{v.label}: ")
+        return [OutInfo(BOOL if self.out_bool else a.dtype, shape)]
+
+    def propagate(self, v: NodeView, outs: list[OutInfo]):
+        fn = _SHAPE_ARITH.get(self.op_type)
+        a, b = v.known_value(0), v.known_value(1)
+        if fn is None or a is None or b is None or len(outs[0].shape) > 1:
+            return [None]
+        if len(a) != len(b) and 1 not in (len(a), len(b)):
+            return [None]
+        n = max(len(a), len(b))
+        a = a * n if len(a) == 1 else a
+        b = b * n if len(b) == 1 else b
+        try:
+            return [tuple(fn(x, y) for x, y in zip(a, b))]
+        except Exception:  # noqa: BLE001 - a symbolic value that does not divide exactly stays unknown
+            return [None]
+
+    def emit(self, v: NodeView, e) -> str:
+        dt = v.input(0).dtype
+        return e.broadcast(0, [0, 1], lambda x: self.expr(x[0], x[1], dt, v))
+
+
+_SHAPE_ARITH = {
+    "Add": lambda x, y: x + y,
+    "Sub": lambda x, y: x - y,
+    "Mul": lambda x, y: x * y,
+    "Div": lambda x, y: x // y,
+}
+
+
+def _binary(name: str, dtypes: tuple[str, ...], expr: BinaryExpr, out_bool: bool = False,
+            same_type: bool = True) -> None:
+    cls = type(name, (_Binary,), {"op_type": name, "dtypes": dtypes, "expr": staticmethod(expr),
+                                  "out_bool": out_bool, "same_type": same_type, "__doc__": f"ONNX {name}."})
+    register(cls)
+
+
+_binary("Add", NUMERIC, lambda a, b, dt, v: f"{dt.cpp}({a} + {b})")
+_binary("Sub", NUMERIC, lambda a, b, dt, v: f"{dt.cpp}({a} - {b})")
+_binary("Mul", NUMERIC, lambda a, b, dt, v: f"{dt.cpp}({a} * {b})")
+_binary("Div", NUMERIC, lambda a, b, dt, v: f"{a} / {b}" if dt.is_float else f"sofie_rt::int_div({a}, {b})")
+_binary("Mod", NUMERIC,
+        lambda a, b, dt, v: (f"sofie_rt::mod_trunc({a}, {b})" if v.attr("fmod", 0) else f"sofie_rt::mod_floor({a}, {b})"))
+_binary("Pow", NUMERIC,
+        lambda a, b, dt, v: (f"{dt.cpp}(std::pow({a}, {b}))" if dt.is_float
+                             else f"sofie_rt::int_pow({a}, {dt.cpp}({b}))"), same_type=False)
+_binary("PRelu", FLOATS + SIGNED_INTS, lambda a, b, dt, v: f"({a} < 0 ? {dt.cpp}({b} * {a}) : {a})")
+_binary("Equal", NUMERIC + ("bool",), lambda a, b, dt, v: f"{a} == {b}", out_bool=True)
+_binary("Less", NUMERIC, lambda a, b, dt, v: f"{a} < {b}", out_bool=True)
+_binary("Greater", NUMERIC, lambda a, b, dt, v: f"{a} > {b}", out_bool=True)
+_binary("LessOrEqual", NUMERIC, lambda a, b, dt, v: f"{a} <= {b}", out_bool=True)
+_binary("GreaterOrEqual", NUMERIC, lambda a, b, dt, v: f"{a} >= {b}", out_bool=True)
+_binary("And", ("bool",), lambda a, b, dt, v: f"{a} && {b}", out_bool=True)
+_binary("Or", ("bool",), lambda a, b, dt, v: f"{a} || {b}", out_bool=True)
+_binary("Xor", ("bool",), lambda a, b, dt, v: f"{a} != {b}", out_bool=True)
+_binary("BitwiseAnd", INTS, lambda a, b, dt, v: f"{dt.cpp}({a} & {b})")
+_binary("BitwiseOr", INTS, lambda a, b, dt, v: f"{dt.cpp}({a} | {b})")
+_binary("BitwiseXor", INTS, lambda a, b, dt, v: f"{dt.cpp}({a} ^ {b})")
+
+
+# -- variadic ---------------------------------------------------------------------------------
+
+class _Variadic(Operator):
+    dtypes = NUMERIC
+    combine: Callable[[list[str], DType], str]
+
+    def check(self, v: NodeView) -> str | None:
+        reason = super().check(v)
+        if reason:
+            return reason
+        if len({i.dtype for i in v.inputs if i is not None}) > 1:
+            return "inputs have different element types"
+        return None
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        shapes = [i.shape for i in v.inputs if i is not None]
+        return [OutInfo(v.input(0).dtype, broadcast_shapes(*shapes, where=f"{v.label}: "))]
+
+    def emit(self, v: NodeView, e) -> str:
+        dt = v.input(0).dtype
+        ins = [k for k, i in enumerate(v.inputs) if i is not None]
+        return e.broadcast(0, ins, lambda xs: self.combine(xs, dt))
+
+
+def _fold(fn: str) -> Callable[[list[str], DType], str]:
+    def combine(xs: list[str], dt: DType) -> str:
+        acc = xs[0]
+        for x in xs[1:]:
+            acc = f"{fn}({acc}, {x})"
+        return acc
+    return combine
+
+
+def _nan_max(xs: list[str], dt: DType) -> str:
+    acc = xs[0]
+    for x in xs[1:]:
+        acc = f"sofie_rt::nan_max({acc}, {x})" if dt.is_float else f"std::max({acc}, {x})"
+    return acc
+
+
+def _nan_min(xs: list[str], dt: DType) -> str:
+    acc = xs[0]
+    for x in xs[1:]:
+        acc = f"sofie_rt::nan_min({acc}, {x})" if dt.is_float else f"std::min({acc}, {x})"
+    return acc
+
+
+for _name, _comb in [
+    ("Max", _nan_max),
+    ("Min", _nan_min),
+    ("Sum", lambda xs, dt: f"{dt.cpp}(" + " + ".join(xs) + ")"),
+    ("Mean", lambda xs, dt: f"{dt.cpp}((" + " + ".join(xs) + f") / {dt.cpp}({len(xs)}))"),
+]:
+    register(type(_name, (_Variadic,), {"op_type": _name, "combine": staticmethod(_comb),
+                                        "__doc__": f"ONNX {_name} (variadic, broadcasting)."}))
+
+
+# -- Where, Clip, Cast ------------------------------------------------------------------------
+
+@register
+class Where(Operator):
+    """ONNX Where(condition, X, Y) with broadcasting."""
+
+    op_type = "Where"
+
+    def check(self, v: NodeView) -> str | None:
+        if v.input(0).dtype != BOOL:
+            return "condition must be bool"
+        if v.input(1).dtype != v.input(2).dtype:
+            return "X and Y have different element types"
+        return None
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        shape = broadcast_shapes(v.input(0).shape, v.input(1).shape, v.input(2).shape, where=f"{v.label}: ")
+        return [OutInfo(v.input(1).dtype, shape)]
+
+    def propagate(self, v: NodeView, outs: list[OutInfo]):
+        c, x, y = v.known_value(0), v.known_value(1), v.known_value(2)
+        if c is None or x is None or y is None or len(outs[0].shape) != 1:
+            return [None]
+        n = int(outs[0].shape[0])
+        c, x, y = [(t * n if len(t) == 1 else t) for t in (c, x, y)]
+        return [tuple(xx if cc else yy for cc, xx, yy in zip(c, x, y))]
+
+    def emit(self, v: NodeView, e) -> str:
+        return e.broadcast(0, [0, 1, 2], lambda a: f"({a[0]} ? {a[1]} : {a[2]})")
+
+
+@register
+class Clip(Operator):
+    """ONNX Clip: bounds as attributes (opset < 11) or optional inputs (constant or run time)."""
+
+    op_type = "Clip"
+    dtypes = NUMERIC
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        return [OutInfo(v.input(0).dtype, v.input(0).shape)]
+
+    def emit(self, v: NodeView, e) -> str:
+        dt = v.input(0).dtype
+        lo = hi = None
+        pre = []
+        if v.opset < 11:
+            lo = _lit(v.attr("min", -math.inf), dt) if dt.is_float else None
+            hi = _lit(v.attr("max", math.inf), dt) if dt.is_float else None
+        else:
+            for k in (1, 2):
+                if not v.has_input(k):
+                    continue
+                c = v.const(k)
+                if c is not None:
+                    val = _lit(c.reshape(-1)[0].item(), dt)
+                else:
+                    var = e.tmp("b")
+                    pre.append(f"const {dt.cpp} {var} = {e.inp(k)}[0];")
+                    val = var
+                if k == 1:
+                    lo = val
+                else:
+                    hi = val
+        def expr(a: list[str]) -> str:
+            r = a[0]
+            if lo is not None:
+                r = f"({r} < {lo} ? {lo} : {r})"
+            if hi is not None:
+                r = f"({r} > {hi} ? {hi} : {r})"
+            return r
+        return "\n".join(pre + [e.broadcast(0, [0], expr)])
+
+
+def _cast_expr(a: str, src: DType, dst: DType) -> str:
+    if dst.name == "bool":
+        return f"({a} != 0)"
+    if src.is_float and dst.is_int:
+        # out-of-range float -> int conversion is undefined behaviour in C++; saturate like numpy on x86
+        return f"sofie_rt::float_to_int<{dst.cpp}>({a})"
+    return f"static_cast<{dst.cpp}>({a})"
+
+
+@register
+class Cast(Operator):
+    """ONNX Cast between the supported numeric types and bool."""
+
+    op_type = "Cast"
+
+    def check(self, v: NodeView) -> str | None:
+        try:
+            dtype_from_onnx(v.attr("to", 0))
+        except Exception as e:  # noqa: BLE001
+            return str(e)
+        return None
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        return [OutInfo(dtype_from_onnx(v.attr("to")), v.input(0).shape)]
+
+    def propagate(self, v: NodeView, outs: list[OutInfo]):
+        val = v.known_value(0)
+        if val is not None and outs[0].dtype.is_int:
+            return [val]
+        return [None]
+
+    def emit(self, v: NodeView, e) -> str:
+        src, dst = v.input(0).dtype, dtype_from_onnx(v.attr("to"))
+        return e.broadcast(0, [0], lambda a: _cast_expr(a[0], src, dst))
+
+
+@register
+class CastLike(Cast):
+    """ONNX CastLike: Cast to the element type of the second input."""
+
+    op_type = "CastLike"
+    static_inputs = (1,)
+
+    def check(self, v: NodeView) -> str | None:
+        return None
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        return [OutInfo(v.input(1).dtype, v.input(0).shape)]
+
+    def propagate(self, v: NodeView, outs: list[OutInfo]):
+        val = v.known_value(0)
+        return [val if val is not None and outs[0].dtype.is_int else None]
+
+    def emit(self, v: NodeView, e) -> str:
+        src, dst = v.input(0).dtype, v.input(1).dtype
+        return e.broadcast(0, [0], lambda a: _cast_expr(a[0], src, dst))
