@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from . import (  # noqa: F401  (imported for registration)
+    control,
+    conv,
+    einsum,
     elementwise,
     linalg,
+    movement,
+    normalization,
+    reduce,
+    rnn,
     shape,
 )
 from .base import REGISTRY, NodeView, Operator, OutInfo, lookup, register
