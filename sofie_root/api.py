@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from .errors import ModelLoadError
 from .ir.graph import Graph
-from .model import Model
+from .model import Model, SpecializingModel
 
 
 def compile(  # noqa: A001
@@ -35,13 +35,21 @@ def compile(  # noqa: A001
     else:
         import onnx
 
-        from .frontends.onnx import from_onnx
+        from .errors import DataDependentShapeError
+        from .frontends.onnx import convert_model, graph_input_ancestors, load_model
 
         if not isinstance(source, (str, os.PathLike, bytes, bytearray, onnx.ModelProto)):
             raise ModelLoadError(
                 f"cannot compile an object of type {type(source).__name__}; give a path, bytes or onnx.ModelProto"
             )
-        graph = from_onnx(source, input_shapes=input_shapes)
+        proto, label = load_model(source)
+        try:
+            graph = convert_model(proto, label, input_shapes)
+        except DataDependentShapeError as e:
+            bound = graph_input_ancestors(proto, e.tensor)
+            if not bound:
+                raise
+            return SpecializingModel(proto, label, input_shapes, bound, passes)
     return Model(graph, passes=passes)
 
 

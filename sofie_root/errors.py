@@ -19,6 +19,18 @@ class ShapeInferenceError(SofieError):
     """Shapes or dtypes do not fit together, or a shape is not known where it must be."""
 
 
+class DataDependentShapeError(ShapeInferenceError):
+    """A shape (or axis, or count) depends on tensor values unknown at compile time.
+
+    ``tensor`` names the tensor whose value is needed. When that value comes from graph inputs,
+    ``sofie_root.compile`` specialises the model on those inputs at the first call instead.
+    """
+
+    def __init__(self, message: str, tensor: str):
+        super().__init__(message)
+        self.tensor = tensor
+
+
 class UnsupportedOperatorError(SofieError):
     """One or more nodes use operators (or operator variants) this version cannot compile.
 

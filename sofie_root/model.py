@@ -29,6 +29,9 @@ class TensorSpec:
     def __repr__(self) -> str:
         return f"TensorSpec({self.name!r}, {self.dtype.name}, {self.shape})"
 
+    def __str__(self) -> str:
+        return f"{self.name}: {self.dtype.name}[{', '.join(map(str, self.shape))}]"
+
 
 def _spec(graph: Graph, name: str) -> TensorSpec:
     info = graph.info(name)
@@ -49,7 +52,7 @@ class Model:
         t0 = time.perf_counter()
         self.graph = run_passes(graph, passes)
         g = self.graph
-        blob_probe = b"".join(np.ascontiguousarray(a).tobytes() for a in g.initializers.values())
+        blob_probe = b"".join(np.require(a, requirements="C").tobytes() for a in g.initializers.values())
         self.hash = content_hash(str(g) + repr(sorted(g.metadata.items())), blob_probe)
         self._generated: Generated = generate(g, f"sofie_{self.hash}")
         self._blob = self._generated.weight_blob(g)
@@ -89,8 +92,8 @@ class Model:
         return self._generated.namespace
 
     def __repr__(self) -> str:
-        ins = ", ".join(f"{s.name}: {s.dtype.name}{list(s.shape)}" for s in self.inputs)
-        outs = ", ".join(f"{s.name}: {s.dtype.name}{list(s.shape)}" for s in self.outputs)
+        ins = ", ".join(map(str, self.inputs))
+        outs = ", ".join(map(str, self.outputs))
         return f"<sofie_root.Model {self.graph.name!r} ({ins}) -> ({outs})>"
 
     # -- inference -----------------------------------------------------------------------------
@@ -156,7 +159,9 @@ class Model:
             if not ok:
                 raise InputError(f"input {info.name!r} expects {want.name}, got an array of {a.dtype.name}")
             a = a.astype(want)
-        return np.ascontiguousarray(a)
+        if not info.shape and a.shape == (1,):
+            a = a.reshape(())  # a one-element array where a scalar is expected
+        return np.require(a, requirements="C")
 
     @staticmethod
     def _bind(info, shape: tuple[int, ...], syms: dict[str, int]) -> None:
@@ -193,3 +198,104 @@ class Model:
         if session:
             self._entry.destroy(session)
             self._session = None
+
+
+class SpecializingModel(Model):
+    """A model some of whose shapes depend on the values of graph inputs.
+
+    Some models take a shape, an axis list or a count as a graph input (a Reshape target, Slice
+    bounds, TopK's K). Code with those values unknown cannot be generated, so the model is
+    compiled at the first call, with those inputs bound to the values given, and compiled again
+    (and cached) when they change. Everything else about the model is as for :class:`Model`.
+    """
+
+    MAX_VARIANTS = 16
+
+    def __init__(self, onnx_model, label: str, input_shapes, bound: list[str],
+                 passes: Iterable[str] | None = None):
+        from .frontends.onnx import input_specs
+
+        self._onnx = onnx_model
+        self._label = label
+        self._input_shapes = input_shapes
+        self._bound = list(bound)
+        self._passes = passes
+        self._specs = input_specs(onnx_model, label, input_shapes)
+        self._variants: dict[tuple, Model] = {}
+        self._last: Model | None = None
+        self.compile_seconds = 0.0
+
+    @property
+    def bound_inputs(self) -> list[str]:
+        """Graph inputs the model is specialised on (their values select the compiled variant)."""
+        return list(self._bound)
+
+    @property
+    def graph(self) -> Graph:  # type: ignore[override]
+        if self._last is None:
+            raise SofieError(f"{self._label}: the model is compiled at its first call "
+                             f"(it is specialised on the values of {self._bound})")
+        return self._last.graph
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return [TensorSpec(i.name, i.dtype.numpy, tuple(str(d) if isinstance(d, Dim) else int(d) for d in i.shape))
+                for i in self._specs]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self.graph and self._last.outputs  # type: ignore[union-attr]
+
+    @property
+    def source(self) -> str:
+        return self.graph and self._last.source  # type: ignore[union-attr]
+
+    @property
+    def namespace(self) -> str:
+        return self.graph and self._last.namespace  # type: ignore[union-attr]
+
+    def __repr__(self) -> str:
+        ins = ", ".join(map(str, self.inputs))
+        return f"<sofie_root.Model {self._label!r} ({ins}), specialised on {self._bound}>"
+
+    def infer(self, *arrays: object, **named: object) -> list[np.ndarray]:
+        from .errors import DataDependentShapeError
+        from .frontends.onnx import convert_model, graph_input_ancestors
+
+        names = [s.name for s in self._specs]
+        if named:
+            if arrays:
+                raise InputError("give the inputs either all by position or all by name")
+            missing = [n for n in names if n not in named]
+            if missing or set(named) - set(names):
+                raise InputError(f"the model's inputs are {names}; got {sorted(named)}")
+            arrays = tuple(named[n] for n in names)
+        if len(arrays) != len(names):
+            raise InputError(f"the model takes {len(names)} input(s) {names}, {len(arrays)} given")
+        by_name = {s.name: (s, a) for s, a in zip(self._specs, arrays)}
+        while True:
+            values = {n: Model._convert(by_name[n][0], by_name[n][1]) for n in self._bound}
+            key = tuple((n, v.dtype.str, v.shape, v.tobytes()) for n, v in sorted(values.items()))
+            variant = self._variants.get(key)
+            if variant is not None:
+                break
+            try:
+                graph = convert_model(self._onnx, self._label, self._input_shapes, values)
+            except DataDependentShapeError as e:
+                more = [n for n in graph_input_ancestors(self._onnx, e.tensor) if n not in self._bound]
+                if not more:
+                    raise
+                self._bound.extend(more)
+                continue
+            variant = Model(graph, self._passes)
+            self.compile_seconds += variant.compile_seconds
+            if len(self._variants) >= self.MAX_VARIANTS:
+                self._variants.pop(next(iter(self._variants)))
+            self._variants[key] = variant
+            break
+        self._last = variant
+        rest = [a for s, a in zip(self._specs, arrays) if s.name not in self._bound]
+        return variant.infer(*rest)
+
+    def __del__(self) -> None:
+        pass

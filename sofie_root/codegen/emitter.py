@@ -48,7 +48,7 @@ class Generated:
     def weight_blob(self, graph: Graph) -> np.ndarray:
         blob = np.zeros(self.weight_bytes, dtype=np.uint8)
         for slot in self.weights:
-            arr = np.ascontiguousarray(graph.initializers[slot.name])
+            arr = np.require(graph.initializers[slot.name], requirements="C")
             blob[slot.offset:slot.offset + slot.nbytes] = arr.reshape(-1).view(np.uint8)
         return blob
 

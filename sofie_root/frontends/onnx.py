@@ -21,13 +21,15 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import InvalidGraphError, ModelLoadError, ShapeInferenceError, SofieError, UnsupportedOperatorError
-from ..ir.dims import Dim, DimLike, Shape
-from ..ir.dtypes import DType, dtype_from_numpy, dtype_from_onnx
+from ..ir.dims import Dim, DimLike
+from ..ir.dtypes import dtype_from_numpy, dtype_from_onnx
 from ..ir.graph import Graph, Node, TensorInfo
 from ..ops import base as opbase
 from ..passes.fold import evaluate_node, should_fold
 
-MIN_OPSET = 7
+#: opsets before 7 are accepted where an operator's semantics did not change since; operators
+#: whose old versions differ reject the old attributes in ``check``
+MIN_OPSET = 1
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -60,36 +62,79 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> tuple[onn
 
 
 def from_onnx(source: str | os.PathLike | bytes | onnx.ModelProto,
-              input_shapes: Mapping[str, Sequence[int | str | None]] | None = None) -> Graph:
+              input_shapes: Mapping[str, Sequence[int | str | None]] | None = None,
+              input_values: Mapping[str, np.ndarray] | None = None) -> Graph:
     """Convert an ONNX model to a validated IR graph.
 
     Args:
         source: path to a .onnx file, its bytes, or an ``onnx.ModelProto``.
         input_shapes: optional shapes overriding (or filling in) those of graph inputs; ``None`` or
             a string in a shape is a symbolic dimension.
+        input_values: graph inputs to bind to constant values (specialisation on inputs that
+            determine shapes, such as a Reshape target given as a graph input).
     """
     model, label = load_model(source)
+    return convert_model(model, label, input_shapes, input_values)
+
+
+def model_opsets(model: onnx.ModelProto, label: str) -> dict[str, int]:
     opsets = {("" if o.domain == "ai.onnx" else o.domain): int(o.version) for o in model.opset_import}
     if "" not in opsets:
-        opsets[""] = MIN_OPSET if not model.opset_import else max(opsets.values())
+        opsets[""] = MIN_OPSET
     newest = onnx.defs.onnx_opset_version()
     if opsets[""] < MIN_OPSET:
-        raise ModelLoadError(
-            f"{label}: ONNX opset {opsets['']} is older than {MIN_OPSET}, the oldest supported; "
-            "convert it with onnx.version_converter.convert_version(model, 13)"
-        )
+        raise ModelLoadError(f"{label}: ONNX opset {opsets['']} is not valid")
     if opsets[""] > newest:
         raise ModelLoadError(
             f"{label}: ONNX opset {opsets['']} is newer than {newest}, the newest the installed onnx knows"
         )
+    return opsets
+
+
+def convert_model(model: onnx.ModelProto, label: str,
+                  input_shapes: Mapping[str, Sequence[int | str | None]] | None = None,
+                  input_values: Mapping[str, np.ndarray] | None = None) -> Graph:
+    """Convert an already loaded ONNX model (see :func:`from_onnx`)."""
+    opsets = model_opsets(model, label)
     metadata = {"producer_name": model.producer_name, "producer_version": model.producer_version,
                 "onnx_opset": str(opsets[""]), "source": label}
     for p in model.metadata_props:
         metadata[f"onnx:{p.key}"] = p.value
     conv = _Converter(opsets, label)
-    graph = conv.convert_graph(model.graph, outer={}, input_shapes=input_shapes or {})
+    graph = conv.convert_graph(model.graph, outer={}, input_shapes=input_shapes or {},
+                               input_values=input_values or {})
     graph.metadata.update(metadata)
     return graph
+
+
+def input_specs(model: onnx.ModelProto, label: str,
+                input_shapes: Mapping[str, Sequence[int | str | None]] | None = None) -> list[TensorInfo]:
+    """TensorInfos of the graph inputs (initializers excluded), without converting the graph."""
+    conv = _Converter(model_opsets(model, label), label)
+    inits = {t.name for t in model.graph.initializer}
+    shapes = input_shapes or {}
+    return [conv._value_info(vi, shapes.get(vi.name)) for vi in model.graph.input if vi.name not in inits]
+
+
+def graph_input_ancestors(model: onnx.ModelProto, tensor: str) -> list[str]:
+    """Graph inputs (not initializers) whose values flow into ``tensor``, in graph-input order."""
+    producer = {o: n for n in model.graph.node for o in n.output if o}
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [vi.name for vi in model.graph.input if vi.name not in inits]
+    found: set[str] = set()
+    seen: set[str] = set()
+    stack = [tensor]
+    while stack:
+        t = stack.pop()
+        if t in seen or not t:
+            continue
+        seen.add(t)
+        if t in inputs:
+            found.add(t)
+        elif t in producer:
+            n = producer[t]
+            stack.extend(list(n.input) + _implicit_inputs(n))
+    return [i for i in inputs if i in found]
 
 
 def _attr_value(a: onnx.AttributeProto, conv: _Converter, outer: Mapping[str, TensorInfo], where: str) -> Any:
@@ -122,7 +167,7 @@ def _to_numpy(tp: onnx.TensorProto, where: str) -> np.ndarray:
         arr = numpy_helper.to_array(tp)
     except Exception as e:
         raise ModelLoadError(f"{where}: tensor data is corrupt ({e})") from e
-    return np.ascontiguousarray(arr)
+    return np.require(arr, requirements="C")
 
 
 class _Converter:
@@ -165,7 +210,9 @@ class _Converter:
         return TensorInfo(vi.name, dtype, tuple(dims))
 
     def convert_graph(self, g: onnx.GraphProto, outer: Mapping[str, TensorInfo],
-                      input_shapes: Mapping[str, Sequence[int | str | None]]) -> Graph:
+                      input_shapes: Mapping[str, Sequence[int | str | None]],
+                      input_values: Mapping[str, np.ndarray] | None = None) -> Graph:
+        input_values = input_values or {}
         tensors: dict[str, TensorInfo] = {}
         initializers: dict[str, np.ndarray] = {}
         for tp in list(g.initializer):
@@ -176,14 +223,20 @@ class _Converter:
             tensors[tp.name] = TensorInfo(tp.name, dtype_from_numpy(arr.dtype), tuple(arr.shape))
         for sp in g.sparse_initializer:
             raise ModelLoadError(f"{self.label}: sparse initializer {sp.values.name!r} is not supported")
-        unknown = set(input_shapes) - {vi.name for vi in g.input}
+        unknown = (set(input_shapes) | set(input_values)) - {vi.name for vi in g.input}
         if unknown:
-            raise ShapeInferenceError(f"input_shapes names {sorted(unknown)}, which are not graph inputs")
+            raise ShapeInferenceError(f"{sorted(unknown)} are not graph inputs of {self.label}")
         inputs: list[str] = []
         for vi in g.input:
             if vi.name in initializers:
                 continue  # pre-opset-9 style: initializers listed as inputs keep their value
-            tensors[vi.name] = self._value_info(vi, input_shapes.get(vi.name))
+            info = self._value_info(vi, input_shapes.get(vi.name))
+            if vi.name in input_values:
+                arr = np.require(np.asarray(input_values[vi.name], dtype=info.dtype.numpy), requirements="C")
+                initializers[vi.name] = arr
+                tensors[vi.name] = TensorInfo(vi.name, info.dtype, tuple(arr.shape))
+                continue
+            tensors[vi.name] = info
             inputs.append(vi.name)
 
         nodes = _toposort(list(g.node), set(tensors) | set(outer), self.label)
@@ -271,7 +324,6 @@ class _Converter:
             value = values[k] if k < len(values) else None
             infos.append(TensorInfo(name, o.dtype, tuple(o.shape), value if value is not None else o.value))
         # constant folding: every input known
-        runtime_inputs = [i for k, i in enumerate(node.inputs) if i and k not in op.static_inputs]
         all_const = all(i in initializers for i in node.inputs if i)
         if all_const and should_fold(node, infos):
             results = evaluate_node(node, [initializers[i] if i else None for i in node.inputs],
@@ -287,7 +339,6 @@ class _Converter:
                 initializers[name] = arr
                 scope[name] = info
             return
-        del runtime_inputs
         # compile-time values: all outputs known -> no node needed
         if all(info is None or info.value is not None for info in infos) and any(infos):
             for info in infos:
@@ -310,7 +361,7 @@ class _Converter:
 def _constant_value(node: Node, where: str) -> np.ndarray:
     a = node.attrs
     if "value" in a:
-        return np.ascontiguousarray(a["value"])
+        return np.require(a["value"], requirements="C")
     if "value_float" in a:
         return np.array(a["value_float"], dtype=np.float32)
     if "value_floats" in a:
@@ -378,6 +429,4 @@ def _implicit_inputs(n: onnx.NodeProto) -> list[str]:
     return names
 
 
-__all__ = ["from_onnx", "load_model"]
-
-_ = DType, Shape  # re-exported types used in annotations above
+__all__ = ["convert_model", "from_onnx", "graph_input_ancestors", "input_specs", "load_model"]

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..errors import ShapeInferenceError
+from ..errors import DataDependentShapeError, ShapeInferenceError
 from ..ir.dims import DimLike, Shape
 from ..ir.dtypes import DType
 from ..ir.graph import Node, TensorInfo
@@ -88,9 +88,10 @@ class NodeView:
     def require_value(self, i: int, what: str) -> tuple[DimLike, ...]:
         v = self.known_value(i)
         if v is None:
-            raise ShapeInferenceError(
-                f"{self.label}: {what} (input {i}, {self.input(i).name!r}) is computed at run time "
-                "from data; only values known at compile time are supported here"
+            name = self.input(i).name
+            raise DataDependentShapeError(
+                f"{self.label}: {what} (input {i}, {name!r}) is computed at run time "
+                "from data; only values known at compile time are supported here", name
             )
         return v
 

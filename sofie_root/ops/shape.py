@@ -22,6 +22,10 @@ def copy_code(v: NodeView, e, src: int = 0, dst: int = 0) -> str:
 class _Copy(Operator):
     """Operators whose output holds the input's elements unchanged (only the shape differs)."""
 
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        x = v.input(0)
+        return [OutInfo(x.dtype, x.shape)]
+
     def propagate(self, v: NodeView, outs: list[OutInfo]):
         return [v.known_value(0)] + [None] * (len(outs) - 1)
 

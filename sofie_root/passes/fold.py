@@ -81,5 +81,5 @@ def evaluate_node(node: Node, inputs: Sequence[np.ndarray | None], out_dtypes: S
             continue
         r = np.asarray(results[k])
         k += 1
-        out.append(np.ascontiguousarray(r.astype(d.numpy, copy=False)))
+        out.append(np.require(r.astype(d.numpy, copy=False), requirements="C"))
     return out

@@ -1,0 +1,28 @@
+# make demo / make test work on a fresh machine: they create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: demo test test-fast lint conformance bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python tutorials/sofie_root001_quickstart.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+conformance: $(STAMP)
+	$(BIN)/python ../shared/tools/onnx_node_conformance.py project
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

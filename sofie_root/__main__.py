@@ -1,0 +1,9 @@
+"""``python -m sofie_root`` is the ``sofie-root`` command."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,112 @@
+"""The ``sofie-root`` command line: a thin layer over the public API.
+
+Exit codes: 0 success, 1 the model cannot be compiled or does not match the reference,
+2 usage errors (argparse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+EPILOG = """examples:
+  sofie-root ops                          list the supported ONNX operators
+  sofie-root check model.onnx             compile, run on random inputs, compare with onnxruntime
+  sofie-root source model.onnx -o m.cxx   write the generated C++
+"""
+
+
+def _random_inputs(model, batch: int):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    arrays = []
+    for spec in model.inputs:
+        shape = tuple(batch if isinstance(d, str) else d for d in spec.shape)
+        if spec.dtype.kind == "f":
+            arrays.append(rng.standard_normal(shape).astype(spec.dtype))
+        elif spec.dtype.kind == "b":
+            arrays.append(rng.integers(0, 2, shape).astype(bool))
+        else:
+            arrays.append(rng.integers(0, 4, shape).astype(spec.dtype))
+    return arrays
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    from . import supported_ops
+
+    for op in supported_ops():
+        print(op)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import compile as sofie_compile
+
+    t0 = time.perf_counter()
+    model = sofie_compile(args.model)
+    print(f"compiled {args.model} in {time.perf_counter() - t0:.2f} s: {model}")
+    arrays = _random_inputs(model, args.batch)
+    ours = model.infer(*arrays)
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print("onnxruntime is not installed: outputs not compared")
+        return 0
+    sess = ort.InferenceSession(str(args.model), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {i.name: a for i, a in zip(sess.get_inputs(), arrays)})
+    worst = 0.0
+    for spec, a, r in zip(model.outputs, ours, ref):
+        d = float(np.max(np.abs(a.astype(np.float64) - r.astype(np.float64)))) if a.size else 0.0
+        worst = max(worst, d)
+        print(f"  {spec}: max |difference| vs onnxruntime = {d:.3g}")
+    ok = all(np.allclose(a, r, rtol=args.rtol, atol=args.atol, equal_nan=True) for a, r in zip(ours, ref))
+    print("OK" if ok else f"MISMATCH (rtol={args.rtol}, atol={args.atol})")
+    return 0 if ok else 1
+
+
+def cmd_source(args: argparse.Namespace) -> int:
+    from . import compile as sofie_compile
+
+    model = sofie_compile(args.model)
+    text = model.source
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sofie-root", description="Compile neural networks to C++ for ROOT analyses.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("ops", help="list the supported operators")
+    p.set_defaults(fn=cmd_ops)
+    p = sub.add_parser("check", help="compile a model and compare it with onnxruntime on random inputs")
+    p.add_argument("model", help="an .onnx file")
+    p.add_argument("--batch", type=int, default=4, help="value of symbolic dimensions (default 4)")
+    p.add_argument("--rtol", type=float, default=1e-4)
+    p.add_argument("--atol", type=float, default=1e-5)
+    p.set_defaults(fn=cmd_check)
+    p = sub.add_parser("source", help="print (or write) the generated C++")
+    p.add_argument("model", help="an .onnx file")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(fn=cmd_source)
+    args = parser.parse_args(argv)
+    from .errors import SofieError
+
+    try:
+        return args.fn(args)
+    except SofieError as e:
+        print(f"sofie-root: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
