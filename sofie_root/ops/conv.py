@@ -1,3 +1,639 @@
-"""(being written)"""
+"""Convolution and pooling: Conv, ConvTranspose, MaxPool, AveragePool, LpPool and the global
+pools, for 1-D, 2-D and 3-D (any number of) spatial dimensions.
+
+The batch dimension may be symbolic; the spatial dimensions must be known at compile time (the
+padding, output size and loop bounds are derived from them). Conv lowers to im2col + GEMM per
+(image, group), with the im2col matrix in a workspace buffer (skipped for 1x1 convolutions
+without stride or padding); ConvTranspose is GEMM + col2im. Pools loop over the output and
+over the part of each window that lies inside the input, so padding never needs a buffer.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir.dims import Dim, DimLike, numel
+from ..ir.dtypes import INT64, DType
+from .base import NodeView, Operator, OutInfo, register
+
+FLOATS = ("float32", "float64")
+AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
+
+
+@dataclass(frozen=True)
+class _Geom:
+    """Per spatial dimension: input size, kernel, stride, dilation, pads and output size."""
+
+    inp: tuple[int, ...]
+    k: tuple[int, ...]
+    s: tuple[int, ...]
+    d: tuple[int, ...]
+    pb: tuple[int, ...]
+    pe: tuple[int, ...]
+    out: tuple[int, ...]
+
+    @property
+    def rank(self) -> int:
+        return len(self.inp)
+
+
+# -- attribute helpers --------------------------------------------------------------------------
+
+def _ints_attr(v: NodeView, name: str, n: int, default: int) -> list[int]:
+    val = v.attr(name)
+    if val is None:
+        return [default] * n
+    val = [int(x) for x in val]
+    if len(val) != n:
+        raise v.fail(f"attribute {name}={val} must have {n} values (one per spatial dimension)")
+    return val
+
+
+def _pads_attr(v: NodeView, n: int) -> tuple[list[int], list[int]]:
+    val = v.attr("pads")
+    if val is None:
+        return [0] * n, [0] * n
+    val = [int(x) for x in val]
+    if len(val) != 2 * n:
+        raise v.fail(f"attribute pads={val} must have {2 * n} values (begins then ends)")
+    if any(p < 0 for p in val):
+        raise v.fail(f"attribute pads={val} has negative values")
+    return val[:n], val[n:]
+
+
+def _auto_pad(v: NodeView) -> str:
+    ap = v.attr("auto_pad", "NOTSET") or "NOTSET"
+    return ap
+
+
+def _check_common(v: NodeView, min_rank: int = 3) -> str | None:
+    """Shared checks: auto_pad value, rank, static spatial dimensions, static channel count."""
+    ap = _auto_pad(v)
+    if ap not in AUTO_PADS:
+        return f"auto_pad={ap!r} is not one of {', '.join(AUTO_PADS)}"
+    if not v.has_input(0):
+        return None
+    x = v.input(0)
+    if x.rank < min_rank:
+        return None  # reported by infer as a shape error
+    if any(isinstance(dim, Dim) for dim in x.shape[1:]):
+        return (f"input shape {x} has symbolic channel or spatial dimensions; only the batch "
+                "dimension may be symbolic")
+    return None
+
+
+def _spatial(v: NodeView, x_shape, min_rank: int = 3) -> tuple[int, ...]:
+    if len(x_shape) < min_rank:
+        raise v.fail(f"input must have rank >= {min_rank} ([N, C, spatial...]), got {len(x_shape)}")
+    sp = tuple(x_shape[2:])
+    if any(isinstance(dim, Dim) for dim in sp) or isinstance(x_shape[1], Dim):
+        raise v.fail("channel and spatial dimensions must be known at compile time")
+    return tuple(int(dim) for dim in sp)
+
+
+def _window(k: int, d: int) -> int:
+    return (k - 1) * d + 1
+
+
+def _same_pads(ap: str, total: int) -> tuple[int, int]:
+    if ap == "SAME_UPPER":
+        return total // 2, total - total // 2
+    return total - total // 2, total // 2
+
+
+def _conv_geom(v: NodeView, inp: tuple[int, ...], k: list[int], ceil_mode: bool = False) -> _Geom:
+    """Output size and pads of Conv and the pools (auto_pad, explicit pads, ceil_mode)."""
+    n = len(inp)
+    if any(kk < 1 for kk in k):
+        raise v.fail(f"kernel_shape {k} must be positive")
+    s = _ints_attr(v, "strides", n, 1)
+    d = _ints_attr(v, "dilations", n, 1)
+    if any(x < 1 for x in s) or any(x < 1 for x in d):
+        raise v.fail(f"strides {s} and dilations {d} must be positive")
+    ap = _auto_pad(v)
+    if ap in ("SAME_UPPER", "SAME_LOWER"):
+        out = [-(-i // st) for i, st in zip(inp, s)]
+        pb, pe = [], []
+        for j in range(n):
+            total = max(0, (out[j] - 1) * s[j] + _window(k[j], d[j]) - inp[j])
+            b, e = _same_pads(ap, total)
+            pb.append(b)
+            pe.append(e)
+    else:
+        if ap == "VALID":
+            pb, pe = [0] * n, [0] * n
+        else:
+            pb, pe = _pads_attr(v, n)
+        out = []
+        for j in range(n):
+            num = inp[j] + pb[j] + pe[j] - _window(k[j], d[j])
+            if num < 0:
+                raise v.fail(f"the window ({_window(k[j], d[j])} with dilation) is larger than the padded "
+                             f"input ({inp[j] + pb[j] + pe[j]}) along spatial axis {j}")
+            if ceil_mode:
+                o = -(-num // s[j]) + 1
+                if (o - 1) * s[j] >= inp[j] + pb[j]:
+                    o -= 1  # the last window must start inside the input or the begin padding
+            else:
+                o = num // s[j] + 1
+            out.append(o)
+    if any(o < 1 for o in out):
+        raise v.fail(f"the output would be empty (spatial output {out})")
+    return _Geom(tuple(inp), tuple(k), tuple(s), tuple(d), tuple(pb), tuple(pe), tuple(out))
+
+
+def _kernel(v: NodeView, w_shape=None, n: int | None = None) -> list[int]:
+    ks = v.attr("kernel_shape")
+    if ks is not None:
+        ks = [int(x) for x in ks]
+        if n is not None and len(ks) != n:
+            raise v.fail(f"kernel_shape {ks} must have {n} values")
+        if w_shape is not None and tuple(ks) != tuple(w_shape):
+            raise v.fail(f"kernel_shape {ks} differs from the weight's spatial shape {list(w_shape)}")
+        return ks
+    if w_shape is None:
+        raise v.fail("kernel_shape is required")
+    return [int(x) for x in w_shape]
+
+
+def _flat(idx: list[str], dims: tuple[int, ...] | list[int]) -> str:
+    """Row-major flat index expression of ``idx`` over ``dims``."""
+    expr = idx[0]
+    for j in range(1, len(idx)):
+        expr = f"({expr}) * {dims[j]} + {idx[j]}"
+    return expr
+
+
+def _prod(xs) -> int:
+    p = 1
+    for x in xs:
+        p *= int(x)
+    return p
+
+
+def _check_conv(v: NodeView) -> str | None:
+    dts = {i.dtype for i in v.inputs if i is not None}
+    if len(dts) > 1:
+        return "inputs have different element types"
+    if v.has_input(1) and any(isinstance(dim, Dim) for dim in v.input(1).shape):
+        return f"the weight shape {v.input(1)} must be known at compile time"
+    return _check_common(v)
+
+
+# -- Conv -------------------------------------------------------------------------------------
+
+@register
+class Conv(Operator):
+    """ONNX Conv: N-D, groups (depthwise included), strides, dilations, pads, auto_pad, bias."""
+
+    op_type = "Conv"
+    dtypes = FLOATS
+
+    def check(self, v: NodeView) -> str | None:
+        return super().check(v) or _check_conv(v)
+
+    def _geom(self, v: NodeView) -> tuple[_Geom, int]:
+        x, w = v.input(0), v.input(1)
+        inp = _spatial(v, x.shape)
+        n = len(inp)
+        if w.rank != x.rank:
+            raise v.fail(f"weight {w} must have the input's rank {x.rank} ([M, C/group, kernel...])")
+        group = int(v.attr("group", 1))
+        c, m, cg = int(x.shape[1]), int(w.shape[0]), int(w.shape[1])
+        if group < 1 or c % group or m % group:
+            raise v.fail(f"group={group} must divide the input channels ({c}) and the output channels ({m})")
+        if cg * group != c:
+            raise v.fail(f"the input has {c} channels but the weight {w} expects {cg} x group {group}")
+        k = _kernel(v, w.shape[2:], n)
+        if v.has_input(2):
+            b = v.input(2)
+            if b.rank != 1 or b.shape[0] != m:
+                raise v.fail(f"bias {b} must be a vector of the {m} output channels")
+        return _conv_geom(v, inp, k), group
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        g, _ = self._geom(v)
+        x, w = v.input(0), v.input(1)
+        return [OutInfo(x.dtype, (x.shape[0], w.shape[0], *g.out))]
+
+    @staticmethod
+    def _pointwise(g: _Geom) -> bool:
+        return all(k == 1 for k in g.k) and all(s == 1 for s in g.s) and not any(g.pb) and not any(g.pe)
+
+    def workspace(self, v: NodeView) -> list[tuple[DType, DimLike]]:
+        g, _ = self._geom(v)
+        if self._pointwise(g):
+            return []
+        cg = int(v.input(1).shape[1])
+        return [(v.input(0).dtype, cg * _prod(g.k) * _prod(g.out))]
+
+    def emit(self, v: NodeView, e) -> str:
+        g, group = self._geom(v)
+        x, w = v.input(0), v.input(1)
+        t = x.dtype.cpp
+        c, m, cg = int(x.shape[1]), int(w.shape[0]), int(w.shape[1])
+        mg = m // group
+        kk = _prod(g.k)
+        p = _prod(g.out)
+        isz = _prod(g.inp)
+        n, gi = e.tmp("n"), e.tmp("g")
+        xg, yg, col = e.tmp("xg"), e.tmp("yg"), e.tmp("col")
+        lines = [f"for (std::int64_t {n} = 0; {n} < {e.dim(x.shape[0])}; ++{n}) {{",
+                 f"for (std::int64_t {gi} = 0; {gi} < {group}; ++{gi}) {{",
+                 f"const {t} *{xg} = {e.inp(0)} + ({n} * {c} + {gi} * {cg}) * std::int64_t({isz});",
+                 f"{t} *{yg} = {e.out()} + ({n} * {m} + {gi} * {mg}) * std::int64_t({p});"]
+        if self._pointwise(g):
+            lines.append(f"const {t} *{col} = {xg};")
+        else:
+            lines.append(f"{t} *{col} = {e.ws(0)};")
+            lines.extend(_im2col(e, xg, col, cg, g, t))
+        beta = e.lit(0, x.dtype)
+        if v.has_input(2):
+            mm = e.tmp("m")
+            lines.append(f"for (std::int64_t {mm} = 0; {mm} < {mg}; ++{mm})")
+            lines.append(f"   std::fill({yg} + {mm} * {p}, {yg} + ({mm} + 1) * {p}, "
+                         f"{t}({e.inp(2)}[{gi} * {mg} + {mm}]));")
+            beta = e.lit(1, x.dtype)
+        lines.append(f"sofie_rt::gemm<{t}>(false, false, {mg}, {p}, {cg * kk}, {e.lit(1, x.dtype)}, "
+                     f"{e.inp(1)} + {gi} * std::int64_t({mg * cg * kk}), {cg * kk}, {col}, {p}, {beta}, {yg}, {p});")
+        lines.append("}}")
+        return "\n".join(lines)
+
+
+def _im2col(e, src: str, dst: str, cg: int, g: _Geom, t: str) -> list[str]:
+    """Rows (channel, kernel offset) x columns (output position) of the input, zero where padded."""
+    n = g.rank
+    c, dp, xc = e.tmp("c"), e.tmp("dp"), e.tmp("xc")
+    ks = [e.tmp("k") for _ in range(n)]
+    os_ = [e.tmp("o") for _ in range(n)]
+    is_ = [e.tmp("i") for _ in range(n)]
+    lines = [f"{t} *{dp} = {dst};",
+             f"for (std::int64_t {c} = 0; {c} < {cg}; ++{c}) {{",
+             f"const {t} *{xc} = {src} + {c} * std::int64_t({_prod(g.inp)});"]
+    for j in range(n):
+        lines.append(f"for (std::int64_t {ks[j]} = 0; {ks[j]} < {g.k[j]}; ++{ks[j]}) {{")
+    for j in range(n):
+        lines.append(f"for (std::int64_t {os_[j]} = 0; {os_[j]} < {g.out[j]}; ++{os_[j]}) {{")
+        lines.append(f"const std::int64_t {is_[j]} = {os_[j]} * {g.s[j]} + {ks[j]} * {g.d[j]} - {g.pb[j]};")
+    cond = " && ".join(f"static_cast<std::uint64_t>({is_[j]}) < {g.inp[j]}u" for j in range(n))
+    lines.append(f"*{dp}++ = ({cond}) ? {xc}[{_flat(is_, g.inp)}] : {t}(0);")
+    lines.append("}" * (2 * n + 1))
+    return lines
+
+
+# -- ConvTranspose ----------------------------------------------------------------------------
+
+@register
+class ConvTranspose(Operator):
+    """ONNX ConvTranspose: N-D, groups, strides, dilations, pads, output_padding, output_shape, auto_pad."""
+
+    op_type = "ConvTranspose"
+    dtypes = FLOATS
+
+    def check(self, v: NodeView) -> str | None:
+        return super().check(v) or _check_conv(v)
+
+    def _geom(self, v: NodeView) -> tuple[_Geom, int]:
+        x, w = v.input(0), v.input(1)
+        inp = _spatial(v, x.shape)
+        n = len(inp)
+        if w.rank != x.rank:
+            raise v.fail(f"weight {w} must have the input's rank {x.rank} ([C, M/group, kernel...])")
+        group = int(v.attr("group", 1))
+        c, mg = int(x.shape[1]), int(w.shape[1])
+        if group < 1 or c % group:
+            raise v.fail(f"group={group} must divide the input channels ({c})")
+        if int(w.shape[0]) != c:
+            raise v.fail(f"the input has {c} channels but the weight {w} has {w.shape[0]}")
+        k = _kernel(v, w.shape[2:], n)
+        if any(kk < 1 for kk in k):
+            raise v.fail(f"kernel_shape {k} must be positive")
+        if v.has_input(2):
+            b = v.input(2)
+            if b.rank != 1 or b.shape[0] != mg * group:
+                raise v.fail(f"bias {b} must be a vector of the {mg * group} output channels")
+        s = _ints_attr(v, "strides", n, 1)
+        d = _ints_attr(v, "dilations", n, 1)
+        if any(x < 1 for x in s) or any(x < 1 for x in d):
+            raise v.fail(f"strides {s} and dilations {d} must be positive")
+        op = _ints_attr(v, "output_padding", n, 0)
+        ap = _auto_pad(v)
+        full = [s[j] * (inp[j] - 1) + op[j] + _window(k[j], d[j]) for j in range(n)]
+        os_attr = v.attr("output_shape")
+        if os_attr is not None or ap in ("SAME_UPPER", "SAME_LOWER"):
+            if os_attr is not None:
+                out = [int(x) for x in os_attr]
+                if len(out) == n + 2:
+                    out = out[2:]
+                if len(out) != n:
+                    raise v.fail(f"output_shape {list(os_attr)} must have {n} values")
+            else:
+                out = [inp[j] * s[j] for j in range(n)]
+            pb, pe = [], []
+            for j in range(n):
+                b_, e_ = _same_pads("SAME_UPPER" if ap == "SAME_UPPER" else "SAME_LOWER", full[j] - out[j])
+                pb.append(b_)
+                pe.append(e_)
+        else:
+            pb, pe = _pads_attr(v, n) if ap == "NOTSET" else ([0] * n, [0] * n)
+            out = [full[j] - pb[j] - pe[j] for j in range(n)]
+        if any(o < 1 for o in out):
+            raise v.fail(f"the output would be empty (spatial output {out})")
+        return _Geom(inp, tuple(k), tuple(s), tuple(d), tuple(pb), tuple(pe), tuple(out)), group
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        g, group = self._geom(v)
+        x, w = v.input(0), v.input(1)
+        return [OutInfo(x.dtype, (x.shape[0], int(w.shape[1]) * group, *g.out))]
+
+    def workspace(self, v: NodeView) -> list[tuple[DType, DimLike]]:
+        g, _ = self._geom(v)
+        return [(v.input(0).dtype, int(v.input(1).shape[1]) * _prod(g.k) * _prod(g.inp))]
+
+    def emit(self, v: NodeView, e) -> str:
+        g, group = self._geom(v)
+        x, w = v.input(0), v.input(1)
+        t = x.dtype.cpp
+        c, mg = int(x.shape[1]), int(w.shape[1])
+        cg, m = c // group, mg * group
+        kk = _prod(g.k)
+        isz = _prod(g.inp)
+        osz = _prod(g.out)
+        n, gi = e.tmp("n"), e.tmp("g")
+        xg, yg, col = e.tmp("xg"), e.tmp("yg"), e.ws(0)
+        lines = [f"for (std::int64_t {n} = 0; {n} < {e.dim(x.shape[0])}; ++{n}) {{",
+                 f"for (std::int64_t {gi} = 0; {gi} < {group}; ++{gi}) {{",
+                 f"const {t} *{xg} = {e.inp(0)} + ({n} * {c} + {gi} * {cg}) * std::int64_t({isz});",
+                 f"{t} *{yg} = {e.out()} + ({n} * {m} + {gi} * {mg}) * std::int64_t({osz});",
+                 # col[(mg * K), in] = W_g^T [(mg * K), cg] x X_g [cg, in]
+                 (f"sofie_rt::gemm<{t}>(true, false, {mg * kk}, {isz}, {cg}, {e.lit(1, x.dtype)}, "
+                 f"{e.inp(1)} + {gi} * std::int64_t({cg * mg * kk}), {mg * kk}, {xg}, {isz}, "
+                 f"{e.lit(0, x.dtype)}, {col}, {isz});")]
+        mm = e.tmp("m")
+        lines.append(f"for (std::int64_t {mm} = 0; {mm} < {mg}; ++{mm}) {{")
+        yc = e.tmp("yc")
+        lines.append(f"{t} *{yc} = {yg} + {mm} * std::int64_t({osz});")
+        init = f"{t}({e.inp(2)}[{gi} * {mg} + {mm}])" if v.has_input(2) else f"{t}(0)"
+        lines.append(f"std::fill({yc}, {yc} + {osz}, {init});")
+        nd = g.rank
+        ks = [e.tmp("k") for _ in range(nd)]
+        is_ = [e.tmp("i") for _ in range(nd)]
+        os_ = [e.tmp("o") for _ in range(nd)]
+        cr = e.tmp("cr")
+        for j in range(nd):
+            lines.append(f"for (std::int64_t {ks[j]} = 0; {ks[j]} < {g.k[j]}; ++{ks[j]}) {{")
+        lines.append(f"const {t} *{cr} = {col} + ({mm} * {kk} + {_flat(ks, g.k)}) * std::int64_t({isz});")
+        for j in range(nd):
+            lines.append(f"for (std::int64_t {is_[j]} = 0; {is_[j]} < {g.inp[j]}; ++{is_[j]}) {{")
+            lines.append(f"const std::int64_t {os_[j]} = {is_[j]} * {g.s[j]} + {ks[j]} * {g.d[j]} - {g.pb[j]};")
+            lines.append(f"if (static_cast<std::uint64_t>({os_[j]}) >= {g.out[j]}u) continue;")
+        lines.append(f"{yc}[{_flat(os_, g.out)}] += {cr}[{_flat(is_, g.inp)}];")
+        lines.append("}" * (2 * nd + 1))
+        lines.append("}}")
+        return "\n".join(lines)
+
+
+# -- pools ------------------------------------------------------------------------------------
+
+class _Pool(Operator):
+    """Windowed pools: max, average and Lp."""
+
+    kind = "max"
+    dtypes = FLOATS
+
+    def check(self, v: NodeView) -> str | None:
+        reason = super().check(v)
+        if reason:
+            return reason
+        if v.attr("kernel_shape") is None:
+            return "kernel_shape is required"
+        return _check_common(v)
+
+    def _geom(self, v: NodeView) -> _Geom:
+        x = v.input(0)
+        inp = _spatial(v, x.shape)
+        k = _kernel(v, None, len(inp))
+        ceil_mode = bool(v.attr("ceil_mode", 0))
+        return _conv_geom(v, inp, k, ceil_mode=ceil_mode)
+
+    def _p(self, v: NodeView) -> float:
+        p = float(v.attr("p", 2))
+        return p
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        g = self._geom(v)
+        x = v.input(0)
+        shape = (x.shape[0], x.shape[1], *g.out)
+        outs = [OutInfo(x.dtype, shape)]
+        if self.kind == "max":
+            outs.append(OutInfo(INT64, shape))
+        return outs
+
+    def emit(self, v: NodeView, e) -> str:
+        g = self._geom(v)
+        x = v.input(0)
+        dt = x.dtype
+        t = dt.cpp
+        nd = g.rank
+        isz, osz = _prod(g.inp), _prod(g.out)
+        want_idx = self.kind == "max" and len(v.node.outputs) > 1 and bool(v.node.outputs[1])
+        count_pad = bool(v.attr("count_include_pad", 0))
+        p = self._p(v) if self.kind == "lp" else 0.0
+        pl, xp, yp, oi = e.tmp("pl"), e.tmp("xp"), e.tmp("yp"), e.tmp("oi")
+        planes = numel(x.shape[:2])
+        lines = [f"for (std::int64_t {pl} = 0; {pl} < {e.dim(planes)}; ++{pl}) {{",
+                 f"const {t} *{xp} = {e.inp(0)} + {pl} * std::int64_t({isz});",
+                 f"{t} *{yp} = {e.out()} + {pl} * std::int64_t({osz});",
+                 f"std::int64_t {oi} = 0;"]
+        os_ = [e.tmp("o") for _ in range(nd)]
+        bs = [e.tmp("b") for _ in range(nd)]
+        lo = [e.tmp("lo") for _ in range(nd)]
+        hi = [e.tmp("hi") for _ in range(nd)]
+        ks = [e.tmp("k") for _ in range(nd)]
+        is_ = [e.tmp("i") for _ in range(nd)]
+        cnt = []
+        for j in range(nd):
+            d = g.d[j]
+            lines.append(f"for (std::int64_t {os_[j]} = 0; {os_[j]} < {g.out[j]}; ++{os_[j]}) {{")
+            lines.append(f"const std::int64_t {bs[j]} = {os_[j]} * {g.s[j]} - {g.pb[j]};")
+            lines.append(f"const std::int64_t {lo[j]} = {bs[j]} < 0 ? (-{bs[j]} + {d - 1}) / {d} : 0;")
+            lines.append(f"const std::int64_t {hi[j]} = std::min<std::int64_t>({g.k[j]}, "
+                         f"std::max<std::int64_t>(0, {g.inp[j]} - {bs[j]} + {d - 1}) / {d});")
+            if self.kind == "avg" and count_pad:
+                c = e.tmp("cp")
+                lines.append(f"const std::int64_t {c} = std::min<std::int64_t>({g.k[j]}, "
+                             f"std::max<std::int64_t>(0, {g.inp[j] + g.pe[j]} - {bs[j]} + {d - 1}) / {d});")
+                cnt.append(c)
+            else:
+                cnt.append(f"std::max<std::int64_t>(0, {hi[j]} - {lo[j]})")
+        acc, best = e.tmp("acc"), e.tmp("best")
+        if self.kind == "max":
+            lines.append(f"{t} {acc} = std::numeric_limits<{t}>::lowest();")
+            if want_idx:
+                lines.append(f"std::int64_t {best} = -1;")
+        else:
+            lines.append(f"{t} {acc} = {t}(0);")
+        for j in range(nd):
+            lines.append(f"for (std::int64_t {ks[j]} = {lo[j]}; {ks[j]} < {hi[j]}; ++{ks[j]}) {{")
+            lines.append(f"const std::int64_t {is_[j]} = {bs[j]} + {ks[j]} * {g.d[j]};")
+        val = f"{xp}[{_flat(is_, g.inp)}]"
+        if self.kind == "max":
+            xv = e.tmp("xv")
+            lines.append(f"const {t} {xv} = {val};")
+            if want_idx:
+                if int(v.attr("storage_order", 0)):
+                    # column-major: the first spatial index varies fastest
+                    idx = is_[nd - 1]
+                    for j in reversed(range(nd - 1)):
+                        idx = f"({idx}) * {g.inp[j]} + {is_[j]}"
+                else:
+                    idx = _flat(is_, g.inp)
+                lines.append(f"if ({xv} > {acc} || {best} < 0) {{ {acc} = {xv}; {best} = {idx}; }}")
+            else:
+                lines.append(f"{acc} = {xv} > {acc} ? {xv} : {acc};")
+        elif self.kind == "avg":
+            lines.append(f"{acc} += {val};")
+        else:
+            if p == 1:
+                lines.append(f"{acc} += std::abs({val});")
+            elif p == 2:
+                lines.append(f"{acc} += {val} * {val};")
+            else:
+                lines.append(f"{acc} += std::pow(std::abs({val}), {e.lit(p, dt)});")
+        lines.append("}" * nd)
+        if self.kind == "max":
+            lines.append(f"{yp}[{oi}] = {acc};")
+            if want_idx:
+                lines.append(f"{e.out(1)}[{pl} * std::int64_t({osz}) + {oi}] = "
+                             f"{pl} * std::int64_t({isz}) + ({best} < 0 ? 0 : {best});")
+        elif self.kind == "avg":
+            div = " * ".join(cnt)
+            lines.append(f"{yp}[{oi}] = {acc} / {t}({div});")
+        else:
+            if p == 1:
+                lines.append(f"{yp}[{oi}] = {acc};")
+            elif p == 2:
+                lines.append(f"{yp}[{oi}] = std::sqrt({acc});")
+            else:
+                lines.append(f"{yp}[{oi}] = std::pow({acc}, {e.lit(1.0 / p, dt)});")
+        lines.append(f"++{oi};")
+        lines.append("}" * nd)
+        lines.append("}")
+        return "\n".join(lines)
+
+
+@register
+class MaxPool(_Pool):
+    """ONNX MaxPool: N-D, pads, auto_pad, strides, dilations, ceil_mode, Indices (storage_order)."""
+
+    op_type = "MaxPool"
+    kind = "max"
+    dtypes = (*FLOATS, "int8", "uint8")
+
+
+@register
+class AveragePool(_Pool):
+    """ONNX AveragePool: N-D, pads, auto_pad, strides, dilations, ceil_mode, count_include_pad."""
+
+    op_type = "AveragePool"
+    kind = "avg"
+
+
+@register
+class LpPool(_Pool):
+    """ONNX LpPool: (sum |x|^p over the window)^(1/p); pads, auto_pad, strides, dilations, ceil_mode."""
+
+    op_type = "LpPool"
+    kind = "lp"
+
+    def check(self, v: NodeView) -> str | None:
+        reason = super().check(v)
+        if reason:
+            return reason
+        if self._p(v) <= 0:
+            return f"p={v.attr('p')} must be positive"
+        return None
+
+
+# -- global pools -----------------------------------------------------------------------------
+
+class _GlobalPool(Operator):
+    kind = "avg"
+    dtypes = FLOATS
+
+    def _p(self, v: NodeView) -> float:
+        return float(v.attr("p", 2))
+
+    def check(self, v: NodeView) -> str | None:
+        reason = super().check(v)
+        if reason:
+            return reason
+        if self.kind == "lp" and self._p(v) <= 0:
+            return f"p={v.attr('p')} must be positive"
+        return None
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        x = v.input(0)
+        if x.rank < 3:
+            raise v.fail(f"input must have rank >= 3 ([N, C, spatial...]), got {x}")
+        return [OutInfo(x.dtype, (x.shape[0], x.shape[1]) + (1,) * (x.rank - 2))]
+
+    def emit(self, v: NodeView, e) -> str:
+        x = v.input(0)
+        dt = x.dtype
+        t = dt.cpp
+        planes = numel(x.shape[:2])
+        sp = e.dim(numel(x.shape[2:]))
+        pl, xp, acc, i = e.tmp("pl"), e.tmp("xp"), e.tmp("acc"), e.tmp("i")
+        lines = [f"for (std::int64_t {pl} = 0; {pl} < {e.dim(planes)}; ++{pl}) {{",
+                 f"const {t} *{xp} = {e.inp(0)} + {pl} * {sp};"]
+        p = self._p(v) if self.kind == "lp" else 0.0
+        if self.kind == "max":
+            lines.append(f"{t} {acc} = std::numeric_limits<{t}>::lowest();")
+            body = f"{acc} = {xp}[{i}] > {acc} ? {xp}[{i}] : {acc};"
+        else:
+            lines.append(f"{t} {acc} = {t}(0);")
+            if self.kind == "avg":
+                body = f"{acc} += {xp}[{i}];"
+            elif p == 1:
+                body = f"{acc} += std::abs({xp}[{i}]);"
+            elif p == 2:
+                body = f"{acc} += {xp}[{i}] * {xp}[{i}];"
+            else:
+                body = f"{acc} += std::pow(std::abs({xp}[{i}]), {e.lit(p, dt)});"
+        lines.append(f"for (std::int64_t {i} = 0; {i} < {sp}; ++{i}) {body}")
+        if self.kind == "avg":
+            res = f"{acc} / {t}({sp})"
+        elif self.kind == "lp" and p == 2:
+            res = f"std::sqrt({acc})"
+        elif self.kind == "lp" and p != 1:
+            res = f"std::pow({acc}, {e.lit(1.0 / p, dt)})"
+        else:
+            res = acc
+        lines.append(f"{e.out()}[{pl}] = {res};")
+        lines.append("}")
+        return "\n".join(lines)
+
+
+@register
+class GlobalAveragePool(_GlobalPool):
+    """ONNX GlobalAveragePool: the mean over all spatial positions of each channel."""
+
+    op_type = "GlobalAveragePool"
+    kind = "avg"
+
+
+@register
+class GlobalMaxPool(_GlobalPool):
+    """ONNX GlobalMaxPool: the maximum over all spatial positions of each channel."""
+
+    op_type = "GlobalMaxPool"
+    kind = "max"
+
+
+@register
+class GlobalLpPool(_GlobalPool):
+    """ONNX GlobalLpPool: (sum |x|^p)^(1/p) over all spatial positions of each channel."""
+
+    op_type = "GlobalLpPool"
+    kind = "lp"
