@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import compile, supported_ops  # noqa: A004
+from .api import compile, supported_ops
 from .errors import (
     CompilationError,
     InputError,

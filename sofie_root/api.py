@@ -10,7 +10,7 @@ from .ir.graph import Graph
 from .model import Model, SpecializingModel
 
 
-def compile(  # noqa: A001
+def compile(
     source: str | os.PathLike | bytes | object,
     *,
     input_shapes: Mapping[str, Sequence[int | str | None]] | None = None,

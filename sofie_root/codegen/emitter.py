@@ -250,7 +250,6 @@ def generate(graph: Graph, namespace: str) -> Generated:
     """Generate the C++ of ``graph`` in ``namespace`` (which must be a safe identifier)."""
     st = _ModelState(graph)
     views = _views(graph)
-    g_inputs = set(graph.inputs)
     g_outputs = list(graph.outputs)
 
     # which tensors are read at run time (static inputs are compile-time only)

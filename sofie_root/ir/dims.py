@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Union
 
 from ..errors import ShapeInferenceError
 
@@ -175,7 +174,7 @@ class Dim:
         return total
 
 
-DimLike = Union[int, Dim]
+DimLike = int | Dim
 Shape = tuple[DimLike, ...]
 
 

@@ -172,11 +172,11 @@ class Graph:
 
     def replace(self, **changes: Any) -> Graph:
         """A new validated graph with some fields changed (passes use this; graphs are not mutated)."""
-        fields = dict(
-            nodes=self.nodes, inputs=self.inputs, outputs=self.outputs, tensors=self.tensors,
-            initializers=self.initializers, opsets=self.opsets, name=self.name,
-            metadata=self.metadata, outer_scope=self.outer_scope,
-        )
+        fields = {
+            "nodes": self.nodes, "inputs": self.inputs, "outputs": self.outputs, "tensors": self.tensors,
+            "initializers": self.initializers, "opsets": self.opsets, "name": self.name,
+            "metadata": self.metadata, "outer_scope": self.outer_scope,
+        }
         fields.update(changes)
         return Graph(**fields)
 
@@ -253,7 +253,7 @@ class Graph:
         lines = [f"graph {self.name!r} (opsets {dict(sorted(self.opsets.items()))})"]
         for n in self.inputs:
             lines.append(f"  input  {n}: {self.tensors[n]}")
-        for n, arr in self.initializers.items():
+        for n in self.initializers:
             lines.append(f"  weight {n}: {self.tensors[n]}")
         for node in self.nodes:
             outs = ", ".join(f"{o}: {self.tensors[o]}" for o in node.outputs if o)

@@ -47,14 +47,14 @@ def root():
             os.environ.setdefault("ROOT_BATCH", "1")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                import ROOT  # noqa: N814
+                import ROOT
             ROOT.gROOT.SetBatch(True)
             _declare(ROOT, RUNTIME_PATH.read_text(), "the sofie_root runtime header")
             _root = ROOT
         return _root
 
 
-def _declare(ROOT, code: str, what: str) -> None:  # noqa: N803
+def _declare(ROOT, code: str, what: str) -> None:
     """Declare code to cling, capturing its diagnostics if it fails."""
     with tempfile.TemporaryFile(mode="w+b") as tmp:
         fd = 2
@@ -80,7 +80,7 @@ def declare_model(namespace: str, source: str) -> ModelEntry:
         entry = _declared.get(namespace)
         if entry is not None:
             return entry
-        ROOT = root()  # noqa: N806
+        ROOT = root()
         _declare(ROOT, source, f"model {namespace}")
         addr = {}
         for fn in ("create", "destroy", "run"):

@@ -170,7 +170,7 @@ class _Binary(Operator):
         b = b * n if len(b) == 1 else b
         try:
             return [tuple(fn(x, y) for x, y in zip(a, b))]
-        except Exception:  # noqa: BLE001 - a symbolic value that does not divide exactly stays unknown
+        except Exception:
             return [None]
 
     def emit(self, v: NodeView, e) -> str:
@@ -364,7 +364,7 @@ class Cast(Operator):
     def check(self, v: NodeView) -> str | None:
         try:
             dtype_from_onnx(v.attr("to", 0))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             return str(e)
         return None
 
