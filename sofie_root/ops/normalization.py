@@ -1,3 +1,443 @@
-"""(being written)"""
+"""Normalization operators: BatchNormalization (inference), LayerNormalization,
+InstanceNormalization, GroupNormalization, LpNormalization and MeanVarianceNormalization.
+
+Statistics are accumulated in double and variances use two passes (mean first, then the
+squared deviations), so constant rows give exactly zero variance. Every dimension, the batch
+included, may be symbolic.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..ir.dims import Dim, DimLike, numel
+from ..ir.dtypes import FLOAT32, FLOAT64, DType
+from .base import NodeView, Operator, OutInfo, normalize_axis, register
+
+FLOATS = ("float32", "float64")
+
+
+def _is_one(d: DimLike) -> bool:
+    return isinstance(d, int) and d == 1
+
+
+def _out_wanted(v: NodeView, k: int) -> bool:
+    return len(v.node.outputs) > k and bool(v.node.outputs[k])
+
+
+def _stats(e, xr: str, count: DimLike, jname: str | None = None) -> tuple[list[str], str, str]:
+    """C++ computing the mean and the (biased) variance, in double, of ``count`` contiguous values."""
+    mu, var, s, j, dv = e.tmp("mu"), e.tmp("var"), e.tmp("s"), jname or e.tmp("j"), e.tmp("dv")
+    n = e.dim(count)
+    lines = [f"double {s} = 0;",
+             f"for (std::int64_t {j} = 0; {j} < {n}; ++{j}) {s} += double({xr}[{j}]);",
+             f"const double {mu} = {s} / double({n});",
+             f"double {var} = 0;",
+             f"for (std::int64_t {j} = 0; {j} < {n}; ++{j}) {{ const double {dv} = double({xr}[{j}]) - {mu}; "
+             f"{var} += {dv} * {dv}; }}",
+             f"{var} /= double({n});"]
+    return lines, mu, var
+
+
+def _bcast_index(e, j: str, target: Sequence[DimLike], src: Sequence[DimLike]) -> str:
+    """Index into a tensor of shape ``src`` broadcast (numpy rules) to ``target`` at flat index ``j``."""
+    if all(_is_one(d) for d in src):
+        return "0"
+    aligned = [1] * (len(target) - len(src)) + list(src)
+    first = next(k for k, d in enumerate(aligned) if not _is_one(d))
+    if all(aligned[k] == target[k] for k in range(first, len(target))):
+        # the source covers a trailing block of the target: a modulo (or nothing)
+        if first == 0:
+            return j
+        return f"({j} % {e.dim(numel(target[first:]))})"
+    terms = []
+    t_stride: DimLike = 1
+    s_stride: DimLike = 1
+    for k in reversed(range(len(target))):
+        if not _is_one(aligned[k]):
+            terms.append(f"(({j} / {e.dim(t_stride)}) % {e.dim(target[k])}) * {e.dim(s_stride)}")
+            s_stride = s_stride * aligned[k]
+        t_stride = t_stride * target[k]
+    return "(" + " + ".join(terms) + ")"
+
+
+def _check_bcast(v: NodeView, what: str, src: Sequence[DimLike], target: Sequence[DimLike]) -> None:
+    aligned = [1] * (len(target) - len(src)) + list(src)
+    if len(src) > len(target) or any(not (_is_one(a) or a == t) for a, t in zip(aligned, target)):
+        raise v.fail(f"{what} shape {list(map(str, src))} does not broadcast to the normalized "
+                     f"shape {list(map(str, target))}")
+
+
+def _check_vector(v: NodeView, i: int, what: str, n: DimLike) -> None:
+    if not v.has_input(i):
+        raise v.fail(f"{what} (input {i}) is required")
+    info = v.input(i)
+    if info.size != n:
+        raise v.fail(f"{what} {info} must have {n} elements")
+
+
+# -- BatchNormalization -----------------------------------------------------------------------
+
+@register
+class BatchNormalization(Operator):
+    """ONNX BatchNormalization in inference mode (running mean and variance), every opset;
+    opset < 9 ``spatial=0`` (per-activation statistics) included. training_mode=1 is rejected."""
+
+    op_type = "BatchNormalization"
+    dtypes = FLOATS
+
+    def check(self, v: NodeView) -> str | None:
+        reason = super().check(v)
+        if reason:
+            return reason
+        if int(v.attr("training_mode", 0)):
+            return "training_mode=1 is not supported (inference only)"
+        if sum(1 for o in v.node.outputs if o) > 1:
+            return "the running/saved statistics outputs exist only in training mode (inference only)"
+        return None
+
+    def _layout(self, v: NodeView) -> tuple[DimLike, DimLike, DimLike]:
+        """(batch, channels, inner): statistics are per channel, shared by ``inner`` values."""
+        x = v.input(0)
+        if x.rank < 2:
+            raise v.fail(f"input must have rank >= 2 ([N, C, ...]), got {x}")
+        if v.opset < 9 and int(v.attr("spatial", 1)) == 0:
+            ch, inner = numel(x.shape[1:]), 1
+        else:
+            ch, inner = x.shape[1], numel(x.shape[2:])
+        for i, what in ((1, "scale"), (2, "B"), (3, "mean"), (4, "var")):
+            _check_vector(v, i, what, ch)
+        return x.shape[0], ch, inner
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        self._layout(v)
+        x = v.input(0)
+        return [OutInfo(x.dtype, x.shape)]
+
+    def emit(self, v: NodeView, e) -> str:
+        n, ch, inner = self._layout(v)
+        t = v.input(0).dtype.cpp
+        eps = e.lit(v.attr("epsilon", 1e-5), FLOAT64)
+        b, c, i, xp, yp = e.tmp("n"), e.tmp("c"), e.tmp("i"), e.tmp("xp"), e.tmp("yp")
+        a, m, bb = e.tmp("a"), e.tmp("m"), e.tmp("b")
+        return "\n".join([
+            f"for (std::int64_t {b} = 0; {b} < {e.dim(n)}; ++{b}) {{",
+            f"for (std::int64_t {c} = 0; {c} < {e.dim(ch)}; ++{c}) {{",
+            f"const {t} {a} = {t}(double({e.inp(1)}[{c}]) / std::sqrt(double({e.inp(4)}[{c}]) + {eps}));",
+            f"const {t} {m} = {t}({e.inp(3)}[{c}]);",
+            f"const {t} {bb} = {t}({e.inp(2)}[{c}]);",
+            f"const {t} *{xp} = {e.inp(0)} + ({b} * {e.dim(ch)} + {c}) * {e.dim(inner)};",
+            f"{t} *{yp} = {e.out()} + ({b} * {e.dim(ch)} + {c}) * {e.dim(inner)};",
+            f"for (std::int64_t {i} = 0; {i} < {e.dim(inner)}; ++{i}) {yp}[{i}] = ({xp}[{i}] - {m}) * {a} + {bb};",
+            "}}",
+        ])
+
+
+# -- LayerNormalization -----------------------------------------------------------------------
+
+_STASH = {1: FLOAT32, 11: FLOAT64}
+
+
+@register
+class LayerNormalization(Operator):
+    """ONNX LayerNormalization (opset 17): any axis, optional B, Mean and InvStdDev outputs,
+    stash_type float or double; Scale and B broadcast over the normalized dimensions."""
+
+    op_type = "LayerNormalization"
+    dtypes = FLOATS
+
+    def check(self, v: NodeView) -> str | None:
+        reason = super().check(v)
+        if reason:
+            return reason
+        if int(v.attr("stash_type", 1)) not in _STASH:
+            return f"stash_type={v.attr('stash_type')} is not supported (float or double only)"
+        return None
+
+    def _axis(self, v: NodeView) -> int:
+        x = v.input(0)
+        if x.rank < 1:
+            raise v.fail("input must have rank >= 1")
+        a = normalize_axis(int(v.attr("axis", -1)), x.rank, v)
+        norm = x.shape[a:]
+        _check_bcast(v, "Scale", v.input(1).shape, norm)
+        if v.has_input(2):
+            _check_bcast(v, "B", v.input(2).shape, norm)
+        return a
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        a = self._axis(v)
+        x = v.input(0)
+        u = _STASH[int(v.attr("stash_type", 1))]
+        stat = tuple(x.shape[:a]) + (1,) * (x.rank - a)
+        return [OutInfo(x.dtype, x.shape), OutInfo(u, stat), OutInfo(u, stat)]
+
+    def emit(self, v: NodeView, e) -> str:
+        a = self._axis(v)
+        x = v.input(0)
+        t = x.dtype.cpp
+        u = _STASH[int(v.attr("stash_type", 1))].cpp
+        norm = x.shape[a:]
+        d = numel(norm)
+        rows = numel(x.shape[:a])
+        r, xr, yr, j = e.tmp("r"), e.tmp("xr"), e.tmp("yr"), e.tmp("j")
+        mean, inv = e.tmp("mean"), e.tmp("inv")
+        lines = [f"for (std::int64_t {r} = 0; {r} < {e.dim(rows)}; ++{r}) {{",
+                 f"const {t} *{xr} = {e.inp(0)} + {r} * {e.dim(d)};",
+                 f"{t} *{yr} = {e.out()} + {r} * {e.dim(d)};"]
+        st, mu, var = _stats(e, xr, d)
+        lines += st
+        eps = e.lit(v.attr("epsilon", 1e-5), _STASH[int(v.attr("stash_type", 1))])
+        lines.append(f"const {u} {mean} = {u}({mu});")
+        lines.append(f"const {u} {inv} = {u}(1) / std::sqrt({u}({var}) + {eps});")
+        sc = f"{e.inp(1)}[{_bcast_index(e, j, norm, v.input(1).shape)}]"
+        val = f"{t}(({u}({xr}[{j}]) - {mean}) * {inv}) * {sc}"
+        if v.has_input(2):
+            val += f" + {e.inp(2)}[{_bcast_index(e, j, norm, v.input(2).shape)}]"
+        lines.append(f"for (std::int64_t {j} = 0; {j} < {e.dim(d)}; ++{j}) {yr}[{j}] = {val};")
+        if _out_wanted(v, 1):
+            lines.append(f"{e.out(1)}[{r}] = {mean};")
+        if _out_wanted(v, 2):
+            lines.append(f"{e.out(2)}[{r}] = {inv};")
+        lines.append("}")
+        return "\n".join(lines)
+
+
+# -- InstanceNormalization / GroupNormalization -----------------------------------------------
+
+@register
+class InstanceNormalization(Operator):
+    """ONNX InstanceNormalization: per (image, channel) statistics over the spatial dimensions."""
+
+    op_type = "InstanceNormalization"
+    dtypes = FLOATS
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        x = v.input(0)
+        if x.rank < 2:
+            raise v.fail(f"input must have rank >= 2 ([N, C, ...]), got {x}")
+        _check_vector(v, 1, "scale", x.shape[1])
+        _check_vector(v, 2, "B", x.shape[1])
+        return [OutInfo(x.dtype, x.shape)]
+
+    def emit(self, v: NodeView, e) -> str:
+        x = v.input(0)
+        t = x.dtype.cpp
+        ch = x.shape[1]
+        sp = numel(x.shape[2:])
+        r, xr, yr, j, c, a, b = (e.tmp(p) for p in ("r", "xr", "yr", "j", "c", "a", "b"))
+        eps = e.lit(v.attr("epsilon", 1e-5), FLOAT64)
+        lines = [f"for (std::int64_t {r} = 0; {r} < {e.dim(numel(x.shape[:2]))}; ++{r}) {{",
+                 f"const {t} *{xr} = {e.inp(0)} + {r} * {e.dim(sp)};",
+                 f"{t} *{yr} = {e.out()} + {r} * {e.dim(sp)};",
+                 f"const std::int64_t {c} = {r} % {e.dim(ch)};"]
+        st, mu, var = _stats(e, xr, sp)
+        lines += st
+        lines.append(f"const double {a} = double({e.inp(1)}[{c}]) / std::sqrt({var} + {eps});")
+        lines.append(f"const double {b} = double({e.inp(2)}[{c}]) - {mu} * {a};")
+        lines.append(f"for (std::int64_t {j} = 0; {j} < {e.dim(sp)}; ++{j}) "
+                     f"{yr}[{j}] = {t}(double({xr}[{j}]) * {a} + {b});")
+        lines.append("}")
+        return "\n".join(lines)
+
+
+@register
+class GroupNormalization(Operator):
+    """ONNX GroupNormalization: statistics per (image, group of channels); scale and bias are
+    per group in opset 18 and per channel from opset 21 (stash_type float or double)."""
+
+    op_type = "GroupNormalization"
+    dtypes = FLOATS
+
+    def check(self, v: NodeView) -> str | None:
+        reason = super().check(v)
+        if reason:
+            return reason
+        if int(v.attr("stash_type", 1)) not in _STASH:
+            return f"stash_type={v.attr('stash_type')} is not supported (float or double only)"
+        return None
+
+    def _groups(self, v: NodeView) -> tuple[int, DimLike]:
+        x = v.input(0)
+        if x.rank < 2:
+            raise v.fail(f"input must have rank >= 2 ([N, C, ...]), got {x}")
+        g = v.attr("num_groups")
+        if g is None:
+            raise v.fail("num_groups is required")
+        g = int(g)
+        ch = x.shape[1]
+        if isinstance(ch, Dim):
+            raise v.fail("the channel dimension must be known at compile time")
+        if g < 1 or ch % g:
+            raise v.fail(f"num_groups={g} must divide the {ch} channels")
+        per = g if v.opset < 21 else ch
+        _check_vector(v, 1, "scale", per)
+        _check_vector(v, 2, "bias", per)
+        return g, ch // g
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        self._groups(v)
+        x = v.input(0)
+        return [OutInfo(x.dtype, x.shape)]
+
+    def emit(self, v: NodeView, e) -> str:
+        g, cg = self._groups(v)
+        x = v.input(0)
+        t = x.dtype.cpp
+        sp = numel(x.shape[2:])
+        per_group = v.opset < 21
+        r, xr, yr, gi, c, ch, j, a, b = (e.tmp(p) for p in ("r", "xr", "yr", "g", "c", "ch", "j", "a", "b"))
+        eps = e.lit(v.attr("epsilon", 1e-5), FLOAT64)
+        size = cg * sp
+        lines = [f"for (std::int64_t {r} = 0; {r} < {e.dim(x.shape[0])} * {g}; ++{r}) {{",
+                 f"const {t} *{xr} = {e.inp(0)} + {r} * {e.dim(size)};",
+                 f"{t} *{yr} = {e.out()} + {r} * {e.dim(size)};",
+                 f"const std::int64_t {gi} = {r} % {g};"]
+        st, mu, var = _stats(e, xr, size)
+        lines += st
+        if v.opset >= 21:
+            # the function body of opset 21 normalizes in the stash type
+            u = _STASH[int(v.attr("stash_type", 1))]
+            inv = e.tmp("inv")
+            lines.append(f"const double {inv} = double({u.cpp}(1) / std::sqrt({u.cpp}({var}) + "
+                         f"{e.lit(v.attr('epsilon', 1e-5), u)}));")
+        else:
+            inv = e.tmp("inv")
+            lines.append(f"const double {inv} = 1.0 / std::sqrt({var} + {eps});")
+        lines.append(f"for (std::int64_t {c} = 0; {c} < {cg}; ++{c}) {{")
+        idx = gi if per_group else f"{ch}"
+        if not per_group:
+            lines.append(f"const std::int64_t {ch} = {gi} * {cg} + {c};")
+        lines.append(f"const double {a} = double({e.inp(1)}[{idx}]) * {inv};")
+        lines.append(f"const double {b} = double({e.inp(2)}[{idx}]) - {mu} * {a};")
+        lines.append(f"for (std::int64_t {j} = 0; {j} < {e.dim(sp)}; ++{j}) "
+                     f"{yr}[{c} * {e.dim(sp)} + {j}] = {t}(double({xr}[{c} * {e.dim(sp)} + {j}]) * {a} + {b});")
+        lines.append("}")
+        lines.append("}")
+        return "\n".join(lines)
+
+
+# -- LpNormalization --------------------------------------------------------------------------
+
+@register
+class LpNormalization(Operator):
+    """ONNX LpNormalization: x / ||x||_p along one axis (p = 1 or 2); a zero norm gives 0."""
+
+    op_type = "LpNormalization"
+    dtypes = FLOATS
+
+    def check(self, v: NodeView) -> str | None:
+        reason = super().check(v)
+        if reason:
+            return reason
+        if int(v.attr("p", 2)) not in (1, 2):
+            return f"p={v.attr('p')} is not supported (ONNX defines p = 1 or 2)"
+        return None
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        x = v.input(0)
+        normalize_axis(int(v.attr("axis", -1)), x.rank, v)
+        return [OutInfo(x.dtype, x.shape)]
+
+    def emit(self, v: NodeView, e) -> str:
+        x = v.input(0)
+        t = x.dtype.cpp
+        a = normalize_axis(int(v.attr("axis", -1)), x.rank, v)
+        outer, n, inner = numel(x.shape[:a]), x.shape[a], numel(x.shape[a + 1:])
+        o, i, k, base, s, nrm, xv = (e.tmp(p) for p in ("o", "i", "k", "base", "s", "nrm", "xv"))
+        p = int(v.attr("p", 2))
+        acc = f"std::abs({xv})" if p == 1 else f"{xv} * {xv}"
+        st = e.dim(inner)
+        return "\n".join([
+            f"for (std::int64_t {o} = 0; {o} < {e.dim(outer)}; ++{o}) {{",
+            f"for (std::int64_t {i} = 0; {i} < {st}; ++{i}) {{",
+            f"const std::int64_t {base} = {o} * {e.dim(n * inner)} + {i};",
+            f"double {s} = 0;",
+            f"for (std::int64_t {k} = 0; {k} < {e.dim(n)}; ++{k}) {{ const double {xv} = "
+            f"double({e.inp(0)}[{base} + {k} * {st}]); {s} += {acc}; }}",
+            f"const double {nrm} = {'std::sqrt(' + s + ')' if p == 2 else s};",
+            f"for (std::int64_t {k} = 0; {k} < {e.dim(n)}; ++{k}) {e.out()}[{base} + {k} * {st}] = "
+            f"{nrm} == 0 ? {t}(0) : {t}(double({e.inp(0)}[{base} + {k} * {st}]) / {nrm});",
+            "}}",
+        ])
+
+
+# -- MeanVarianceNormalization ----------------------------------------------------------------
+
+@register
+class MeanVarianceNormalization(Operator):
+    """ONNX MeanVarianceNormalization: (x - mean) / (std + 1e-9) over ``axes`` (default [0, 2, 3])."""
+
+    op_type = "MeanVarianceNormalization"
+    dtypes = FLOATS
+
+    def _axes(self, v: NodeView) -> set[int]:
+        x = v.input(0)
+        axes = v.attr("axes", [0, 2, 3])
+        out = {normalize_axis(int(a), x.rank, v) for a in axes}
+        if len(out) != len(axes):
+            raise v.fail(f"repeated axes {list(axes)}")
+        return out
+
+    def _merged(self, v: NodeView) -> list[tuple[DimLike, bool]]:
+        """Adjacent dimensions merged when both are reduced or both kept: (size, reduced)."""
+        x = v.input(0)
+        axes = self._axes(v)
+        out: list[tuple[DimLike, bool]] = []
+        for k, d in enumerate(x.shape):
+            if _is_one(d):
+                continue
+            red = k in axes
+            if out and out[-1][1] == red:
+                out[-1] = (out[-1][0] * d, red)
+            else:
+                out.append((d, red))
+        return out or [(1, True)]
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        self._axes(v)
+        x = v.input(0)
+        return [OutInfo(x.dtype, x.shape)]
+
+    def workspace(self, v: NodeView) -> list[tuple[DType, DimLike]]:
+        kept = numel(d for d, red in self._merged(v) if not red)
+        return [(FLOAT64, kept), (FLOAT64, kept)]
+
+    def emit(self, v: NodeView, e) -> str:
+        x = v.input(0)
+        t = x.dtype.cpp
+        dims = self._merged(v)
+        kept = numel(d for d, red in dims if not red)
+        cnt = numel(d for d, red in dims if red)
+        mean, sd = e.ws(0), e.ws(1)
+        idx = [e.tmp("i") for _ in dims]
+        # index of each element in the kept (statistics) space
+        kterms = []
+        stride: DimLike = 1
+        for k in reversed(range(len(dims))):
+            d, red = dims[k]
+            if not red:
+                kterms.append(idx[k] if _is_one(stride) else f"{idx[k]} * {e.dim(stride)}")
+                stride = stride * d
+        kidx = " + ".join(kterms) if kterms else "0"
+
+        def loops(body: str) -> list[str]:
+            off = e.tmp("off")
+            out = [f"std::int64_t {off} = 0;"]
+            for k, (d, _) in enumerate(dims):
+                out.append(f"for (std::int64_t {idx[k]} = 0; {idx[k]} < {e.dim(d)}; ++{idx[k]}) {{")
+            out.append(body.replace("@OFF", f"{off}++").replace("@K", f"({kidx})"))
+            out.append("}" * len(dims))
+            return ["{"] + out + ["}"]
+
+        q, dv = e.tmp("q"), e.tmp("dv")
+        lines = [f"std::fill({mean}, {mean} + {e.dim(kept)}, 0.0);",
+                 f"std::fill({sd}, {sd} + {e.dim(kept)}, 0.0);"]
+        lines += loops(f"{mean}[@K] += double({e.inp(0)}[@OFF]);")
+        lines.append(f"for (std::int64_t {q} = 0; {q} < {e.dim(kept)}; ++{q}) {mean}[{q}] /= double({e.dim(cnt)});")
+        lines += loops(f"{{ const double {dv} = double({e.inp(0)}[@OFF]) - {mean}[@K]; {sd}[@K] += {dv} * {dv}; }}")
+        lines.append(f"for (std::int64_t {q} = 0; {q} < {e.dim(kept)}; ++{q}) "
+                     f"{sd}[{q}] = 1.0 / (std::sqrt({sd}[{q}] / double({e.dim(cnt)})) + 1e-9);")
+        lines += loops(f"{{ const std::int64_t {dv} = @OFF; {e.out()}[{dv}] = "
+                       f"{t}((double({e.inp(0)}[{dv}]) - {mean}[@K]) * {sd}[@K]); }}")
+        return "\n".join(lines)
