@@ -1,0 +1,25 @@
+"""Every tutorial runs, as a user would run it, and succeeds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TUTORIALS = sorted((Path(__file__).resolve().parents[2] / "tutorials").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", TUTORIALS, ids=lambda p: p.name)
+def test_tutorial_runs(script: Path, tmp_path) -> None:
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600, check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def test_quickstart_reports_agreement(tmp_path) -> None:
+    script = next(p for p in TUTORIALS if p.name == "sofie_root001_quickstart.py")
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600, check=False)
+    assert "max |sofie_root - onnxruntime|" in r.stdout and "compile time" in r.stdout
