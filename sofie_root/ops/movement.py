@@ -313,7 +313,9 @@ class Split(Operator):
         axis = normalize_axis(int(v.attr("axis", 0)), x.rank, v)
         d = x.shape[axis]
         n = len(v.node.outputs)
-        if v.opset < 13:
+        if v.opset < 2 and v.has_input(1):
+            split = v.require_value(1, "the split sizes")
+        elif v.opset < 13:
             split = v.attr("split")
         else:
             split = v.require_value(1, "the split sizes") if v.has_input(1) else None
@@ -847,6 +849,11 @@ class Tile(Operator):
 
     op_type = "Tile"
     static_inputs = (1,)
+
+    def check(self, v: NodeView) -> str | None:
+        if v.opset < 6:
+            return "Tile-1 (tiles and axis inputs) is not supported; convert the model to opset >= 6"
+        return None
 
     def _reps(self, v: NodeView) -> list[DimLike]:
         reps = list(v.require_value(1, "the repeats"))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ..ir.dims import Dim, DimLike, numel
-from ..ir.dtypes import INT64, DType
+from ..ir.dtypes import FLOAT64, INT64, DType
 from .base import NodeView, Operator, OutInfo, normalize_axis, register
 
 FLOATS = ("float32", "float64")
@@ -381,10 +381,22 @@ class ReduceMin(_MaxMin):
 
 @register
 class ReduceLogSumExp(_Reduce):
-    """ONNX ReduceLogSumExp, computed stably: max + log(sum(exp(x - max)))."""
+    """ONNX ReduceLogSumExp, computed stably: max + log(sum(exp(x - max))) over the finite maximum.
+
+    Integer inputs (allowed before opset 28) are computed in double and truncated.
+    """
 
     op_type = "ReduceLogSumExp"
-    dtypes = FLOATS
+    dtypes = SUM_TYPES
+
+    def check(self, v: NodeView) -> str | None:
+        if v.opset >= 28 and v.input(0).dtype.is_int:
+            return "integer inputs were removed from ReduceLogSumExp in opset 28"
+        return super().check(v)
+
+    @staticmethod
+    def _ct(dt: DType) -> DType:
+        return dt if dt.is_float else FLOAT64
 
     def workspace(self, v: NodeView):
         x = v.input(0)
@@ -392,24 +404,30 @@ class ReduceLogSumExp(_Reduce):
         red = [g for g in groups if g[1]]
         if not red or (len(red) == 1 and groups[-1][1]):
             return []
-        return [(x.dtype, numel(self.infer(v)[0].shape))]
+        n = numel(self.infer(v)[0].shape)
+        ct = self._ct(x.dtype)
+        return [(ct, n), (ct, n)]
 
     def _emit_groups(self, v: NodeView, e, dt: DType, groups, count: str, x: str, y: str) -> str:
         T = dt.cpp
+        ct = self._ct(dt)
+        C = ct.cpp
         reduced = [g for g in groups if g[1]]
-        ninf = _lowest(dt)
+        ninf = _lowest(ct)
 
         def max_step(m: str, xv: str) -> str:
             return f"(std::isfinite({xv}) && {xv} > {m}) ? {xv} : {m}"
 
         def shift(m: str) -> str:
-            return f"({m} == {ninf} ? {T}(0) : {m})"
+            return f"({m} == {ninf} ? {C}(0) : {m})"
+
+        def result(s: str, m: str) -> str:
+            r = f"std::log({s}) + {m}"
+            return r if dt.is_float else f"sofie_rt::float_to_int<{T}>({r})"
 
         if not reduced:
-            i, xv = e.tmp("i"), e.tmp("x")
-            return (f"for (std::int64_t {i} = 0; {i} < {e.size_in(0)}; ++{i}) {{\n"
-                    f"   const {T} {xv} = {x}[{i}];\n"
-                    f"   {y}[{i}] = {xv};\n}}")
+            i = e.tmp("i")
+            return f"for (std::int64_t {i} = 0; {i} < {e.size_in(0)}; ++{i})\n   {y}[{i}] = {x}[{i}];"
         if len(reduced) == 1 and groups[-1][1]:
             outer = groups[0][0] if len(groups) == 2 else 1
             r = e.dim(groups[-1][0])
@@ -417,24 +435,24 @@ class ReduceLogSumExp(_Reduce):
             row = e.tmp("row")
             return (f"for (std::int64_t {o} = 0; {o} < {e.dim(outer)}; ++{o}) {{\n"
                     f"   const {T} *{row} = {x} + {o} * {r};\n"
-                    f"   {T} {m} = {ninf};\n"
+                    f"   {C} {m} = {ninf};\n"
                     f"   for (std::int64_t {j} = 0; {j} < {r}; ++{j})\n"
-                    f"      {m} = {max_step(m, f'{row}[{j}]')};\n"
+                    f"      {m} = {max_step(m, f'{C}({row}[{j}])')};\n"
                     f"   {m} = {shift(m)};\n"
-                    f"   {T} {s} = {T}(0);\n"
+                    f"   {C} {s} = {C}(0);\n"
                     f"   for (std::int64_t {j} = 0; {j} < {r}; ++{j})\n"
-                    f"      {s} += std::exp({row}[{j}] - {m});\n"
-                    f"   {y}[{o}] = std::log({s}) + {m};\n}}")
-        mx = e.ws(0)
-        lines = [self._fill(e, mx, ninf)]
-        lines.append(self._walk(e, groups, lambda oo, xv: f"{mx}[{oo}] = {max_step(f'{mx}[{oo}]', xv)};", x, T))
+                    f"      {s} += std::exp({C}({row}[{j}]) - {m});\n"
+                    f"   {y}[{o}] = {result(s, m)};\n}}")
+        mx, sm = e.ws(0), e.ws(1)
         k = e.tmp("k")
-        lines.append(f"for (std::int64_t {k} = 0; {k} < {e.size_out()}; ++{k}) {{\n"
-                     f"   {mx}[{k}] = {shift(f'{mx}[{k}]')};\n   {y}[{k}] = {T}(0);\n}}")
-        lines.append(self._walk(e, groups, lambda oo, xv: f"{y}[{oo}] += std::exp({xv} - {mx}[{oo}]);", x, T))
+        lines = [f"for (std::int64_t {k} = 0; {k} < {e.size_out()}; ++{k}) {{ {mx}[{k}] = {ninf}; {sm}[{k}] = {C}(0); }}"]
+        lines.append(self._walk(e, groups, lambda oo, xv: f"{mx}[{oo}] = {max_step(f'{mx}[{oo}]', xv)};", x, C))
+        k = e.tmp("k")
+        lines.append(f"for (std::int64_t {k} = 0; {k} < {e.size_out()}; ++{k})\n   {mx}[{k}] = {shift(f'{mx}[{k}]')};")
+        lines.append(self._walk(e, groups, lambda oo, xv: f"{sm}[{oo}] += std::exp({xv} - {mx}[{oo}]);", x, C))
         k = e.tmp("k")
         lines.append(f"for (std::int64_t {k} = 0; {k} < {e.size_out()}; ++{k})\n"
-                     f"   {y}[{k}] = std::log({y}[{k}]) + {mx}[{k}];")
+                     f"   {y}[{k}] = {result(f'{sm}[{k}]', f'{mx}[{k}]')};")
         return "\n".join(lines)
 
 

@@ -16,10 +16,6 @@ def test_tutorial_runs(script: Path, tmp_path) -> None:
     r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
                        timeout=600, check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    if script.name == "sofie_root001_quickstart.py":
+        assert "max |sofie_root - onnxruntime|" in r.stdout and "compile time" in r.stdout
 
-
-def test_quickstart_reports_agreement(tmp_path) -> None:
-    script = next(p for p in TUTORIALS if p.name == "sofie_root001_quickstart.py")
-    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=600, check=False)
-    assert "max |sofie_root - onnxruntime|" in r.stdout and "compile time" in r.stdout
