@@ -987,24 +987,27 @@ class Pad(Operator):
                 lines += _checks(e, [(0, s) for s in region], "negative pads crop more than the input holds")
             lines.append(_copy(e, region, e.out(), dst_off, ost, e.inp(0), src_off, ist))
             return "\n".join(lines)
-        # edge / reflect / wrap: every output element maps to one input element
+        # edge / reflect / wrap: every output element maps to one element of the input region left
+        # after negative pads crop it (as onnxruntime does); that region must not be empty
         for k, d in enumerate(x.shape):
-            if pads[k] or pads[k + r]:
-                lines += _checks(e, [(1, d)], f"mode {mode} cannot pad an empty dimension")
+            if pads[k] > 0 or pads[k + r] > 0:
+                region = d - max(0, -pads[k]) - max(0, -pads[k + r])
+                lines += _checks(e, [(1, region)], f"mode {mode} cannot pad an empty dimension")
         if _is(numel(out), 0):
             return "\n".join(lines)
         idx = [e.tmp("i") for _ in range(r)]
         body: list[str] = []
         prev = "0"
         for k in range(r):
-            i, d = idx[k], _cx(e, x.shape[k])
+            i = idx[k]
+            b, a = pads[k], pads[k + r]
+            lo = max(0, -b)
+            d = _cx(e, x.shape[k] - lo - max(0, -a))
             ind = "   " * k
             body.append(f"{ind}for ({I64} {i} = 0; {i} < {_cx(e, out[k])}; ++{i}) {{")
-            b, a = pads[k], pads[k + r]
-            src = i if b == 0 else f"{i} - {b}" if b > 0 else f"{i} + {-b}"
             xk = e.tmp("x")
-            body.append(f"{ind}   {I64} {xk} = {src};")
-            if b or a:
+            body.append(f"{ind}   {I64} {xk} = {i if b <= 0 else f'{i} - {b}'};")
+            if b > 0 or a > 0:
                 if mode == "edge":
                     body.append(f"{ind}   {xk} = {xk} < 0 ? 0 : ({xk} >= {d} ? {d} - 1 : {xk});")
                 elif mode == "wrap":
@@ -1014,6 +1017,8 @@ class Pad(Operator):
                     body.append(f"{ind}   const {I64} {p} = 2 * ({d} - 1);")
                     body.append(f"{ind}   if ({p} == 0) {xk} = 0; else {{ {xk} %= {p}; if ({xk} < 0) {xk} += {p}; "
                                 f"if ({xk} >= {d}) {xk} = {p} - {xk}; }}")
+            if lo:
+                body.append(f"{ind}   {xk} += {lo};")
             off = e.tmp("s")
             body.append(f"{ind}   const {I64} {off} = {_sum([prev, _term(e, xk, ist[k])])};")
             prev = off
