@@ -198,6 +198,23 @@ class NodeEmitter:
         return "\n".join(lines)
 
 
+# Hook for control-flow operators (ops/control.py): tensors of the enclosing graph read inside
+# a node's sub-graphs (If branches) count as run-time reads of that node, so that weights used only
+# inside a branch are bound and intermediates stay alive (in the arena plan) until the node runs.
+def subgraph_reads(node) -> set[str]:
+    """Names read by the sub-graphs of ``node`` (recursively) that those sub-graphs do not define."""
+    out: set[str] = set()
+    for g in node.attrs.values():
+        if not isinstance(g, Graph):
+            continue
+        local = set(g.tensors) | set(g.initializers) | set(g.inputs)
+        for n in g.nodes:
+            out.update(i for i in n.inputs if i and i not in local)
+            out.update(i for i in subgraph_reads(n) if i not in local)
+        out.update(o for o in g.outputs if o not in local)
+    return out
+
+
 def _ws_name(node_index: int, k: int) -> str:
     return f"\x00ws{node_index}_{k}"
 
@@ -258,6 +275,8 @@ def generate(graph: Graph, namespace: str) -> Generated:
         for k, name in enumerate(view.node.inputs):
             if name and k not in op.static_inputs:
                 runtime_reads[name] = step
+        for name in subgraph_reads(view.node):  # hook for control flow (If), see subgraph_reads
+            runtime_reads[name] = step
 
     # weights: initializers read at run time or returned as outputs
     weights: list[WeightSlot] = []
