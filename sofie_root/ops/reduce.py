@@ -229,7 +229,7 @@ class _Reduce(Operator):
         lines.append(f"{pad}const std::int64_t {oo} = {' + '.join(terms) if terms else '0'};")
         lines.append(f"{pad}const {T} {xv} = {x}[{ii}++];")
         lines.append(pad + body(oo, xv))
-        lines.append("}" * n)
+        lines.extend("   " * j + "}" for j in reversed(range(n)))
         return "\n".join(lines)
 
 

@@ -449,3 +449,15 @@ def test_cumsum_rank1_scalar_and_1elem_axis() -> None:
     model = make_model(nodes, [value_info("x", np.float32, [2, 5])], [value_info("y", np.float32, None)],
                        {"a": np.array([1], np.int32)}, opset=14)
     assert_matches_ort(model, RNG.standard_normal((2, 5)).astype(np.float32))
+
+
+def test_other_int_dtypes_against_reference() -> None:
+    """Element types onnxruntime has no kernel for: ArgMax/TopK on int16/uint64, CumSum on uint32/uint64."""
+    for dtype in (np.int16, np.uint64):
+        x = RNG.integers(0, 5, (3, 6)).astype(dtype)
+        _assert_matches_reference(_arg_model("ArgMax", dtype, [3, 6], [{"axis": 1}, {"axis": 0, "keepdims": 0}]), x)
+        _assert_matches_reference(_arg_model("ArgMin", dtype, [3, 6], [{"axis": 1, "select_last_index": 1}]), x)
+        _assert_matches_reference(_topk_model(dtype, [3, 6], [(3, {"axis": 1}), (2, {"axis": 0, "largest": 0})], 11), x)
+    for dtype in (np.uint32, np.uint64):
+        x = RNG.integers(0, 9, (3, 4)).astype(dtype)
+        _assert_matches_reference(_cumsum_model(dtype, [3, 4], [(1, {}), (0, {"exclusive": 1, "reverse": 1})]), x)
