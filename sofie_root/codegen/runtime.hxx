@@ -124,6 +124,21 @@ template <class I, class F> inline I float_to_int(F x)
    return static_cast<I>(x);
 }
 
+// BitShift as ONNX defines it: no undefined behaviour for negative or too large shift amounts.
+template <class T> inline T shift_left(T a, T b)
+{
+   using U = typename std::make_unsigned<T>::type;
+   if ((std::is_signed<T>::value && b < T(0)) || b >= T(8 * sizeof(T)))
+      return T(0);
+   return static_cast<T>(static_cast<U>(static_cast<U>(a) << static_cast<int>(b)));
+}
+template <class T> inline T shift_right(T a, T b)
+{
+   if ((std::is_signed<T>::value && b < T(0)) || b >= T(8 * sizeof(T)))
+      return (std::is_signed<T>::value && a < T(0)) ? T(-1) : T(0);
+   return static_cast<T>(a >> static_cast<int>(b));
+}
+
 // ---- matrix multiplication ---------------------------------------------------------------
 // C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C, row-major with leading dimensions.
 // The inner loop runs over contiguous columns of B and C (axpy form), which vectorises.
@@ -149,6 +164,101 @@ inline void gemm(bool transA, bool transB, std::int64_t M, std::int64_t N, std::
          } else {
             for (std::int64_t j = 0; j < N; ++j)
                c[j] += a * B[j * ldb + k];
+         }
+      }
+   }
+}
+
+// ---- scaled dot-product attention (ONNX Attention, opsets 23-25) ---------------------------
+// K and V arrive already concatenated with the past cache, in [B, Hkv, S, D] layout; Q and Y
+// are addressed through strides so that 3-D ([B, S, H*D]) and 4-D layouts share the code.
+template <class T> struct AttentionArgs {
+   std::int64_t B, Hq, Hkv, Sq, St, D, Dv;
+   std::int64_t qb, qh, qi;          // strides of Q (the innermost stride is 1)
+   std::int64_t yb, yh, yi;          // strides of Y
+   const T *Q; const T *K; const T *V; T *Y;
+   T scale_sqrt; T softcap;
+   bool causal; std::int64_t past; std::int64_t left, right;
+   const std::int64_t *nonpad;       // per-batch valid key count, or nullptr
+   const void *mask; bool mask_bool; // additive float mask or boolean mask, or nullptr
+   std::int64_t mb, mh, mi, mlen;    // mask strides (0 where broadcast) and its last dimension
+   int qk_mode; T *qk;               // optional [B, Hq, Sq, St] output, or nullptr
+   T *scores;                        // workspace of St elements
+};
+
+template <class T> inline void attention(const AttentionArgs<T> &a)
+{
+   const T ninf = -std::numeric_limits<T>::infinity();
+   const std::int64_t group = a.Hq / a.Hkv;
+   for (std::int64_t b = 0; b < a.B; ++b) {
+      const std::int64_t offset = a.past > 0 || !a.nonpad ? a.past : a.nonpad[b] - a.Sq;
+      for (std::int64_t h = 0; h < a.Hq; ++h) {
+         const std::int64_t hk = h / group;
+         const T *K = a.K + (b * a.Hkv + hk) * a.St * a.D;
+         const T *V = a.V + (b * a.Hkv + hk) * a.St * a.Dv;
+         for (std::int64_t i = 0; i < a.Sq; ++i) {
+            const T *q = a.Q + b * a.qb + h * a.qh + i * a.qi;
+            T *qk = a.qk ? a.qk + ((b * a.Hq + h) * a.Sq + i) * a.St : nullptr;
+            bool any_allowed = false;
+            T smax = ninf;
+            for (std::int64_t j = 0; j < a.St; ++j) {
+               T s = T(0);
+               const T *k = K + j * a.D;
+               for (std::int64_t d = 0; d < a.D; ++d)
+                  s += (q[d] * a.scale_sqrt) * (k[d] * a.scale_sqrt);
+               if (a.softcap > T(0))
+                  s = a.softcap * std::tanh(s / a.softcap);
+               T bias = T(0);
+               if (a.mask) {
+                  const std::int64_t m = b * a.mb + h * a.mh + i * a.mi + j;
+                  if (j >= a.mlen)
+                     bias = ninf;
+                  else if (a.mask_bool)
+                     bias = static_cast<const bool *>(a.mask)[m] ? T(0) : ninf;
+                  else
+                     bias = static_cast<const T *>(a.mask)[m];
+               }
+               const std::int64_t diff = i + offset - j;
+               if (a.causal && diff < 0)
+                  bias = ninf;
+               if ((a.left >= 0 && diff > a.left) || (a.right >= 0 && -diff > a.right))
+                  bias = ninf;
+               if (a.nonpad && j >= a.nonpad[b])
+                  bias = ninf;
+               if (qk && a.qk_mode <= 1)
+                  qk[j] = s;
+               s += bias;
+               if (qk && a.qk_mode == 2)
+                  qk[j] = s;
+               if (bias != ninf)
+                  any_allowed = true;
+               a.scores[j] = s;
+               if (s > smax)
+                  smax = s;
+            }
+            T *y = a.Y + b * a.yb + h * a.yh + i * a.yi;
+            for (std::int64_t d = 0; d < a.Dv; ++d)
+               y[d] = T(0);
+            if (!any_allowed || smax == ninf) {
+               if (qk && a.qk_mode == 3)
+                  for (std::int64_t j = 0; j < a.St; ++j)
+                     qk[j] = T(0);
+               continue;
+            }
+            T sum = T(0);
+            for (std::int64_t j = 0; j < a.St; ++j) {
+               a.scores[j] = std::exp(a.scores[j] - smax);
+               sum += a.scores[j];
+            }
+            const T inv = T(1) / sum;
+            for (std::int64_t j = 0; j < a.St; ++j) {
+               const T p = a.scores[j] * inv;
+               if (qk && a.qk_mode == 3)
+                  qk[j] = p;
+               const T *v = V + j * a.Dv;
+               for (std::int64_t d = 0; d < a.Dv; ++d)
+                  y[d] += p * v[d];
+            }
          }
       }
    }

@@ -111,6 +111,11 @@ _unary("IsInf", FLOATS,
        lambda x, dt, v: (f"(std::isinf({x}) && ({x} > 0 ? {int(v.attr('detect_positive', 1))} : "
                          f"{int(v.attr('detect_negative', 1))}))"), out_dtype=BOOL)
 _unary("Not", ("bool",), lambda x, dt, v: f"!{x}")
+_unary("BitwiseNot", INTS, lambda x, dt, v: f"{dt.cpp}(~{x})")
+_unary("Shrink", NUMERIC,
+       lambda x, dt, v: (f"({x} < {_lit(-v.attr('lambd', 0.5), dt) if dt.is_signed else dt.cpp + '(0)'} ? "
+                         f"{dt.cpp}({x} + {_lit(v.attr('bias', 0.0), dt)}) : ({x} > {_lit(v.attr('lambd', 0.5), dt)} ? "
+                         f"{dt.cpp}({x} - {_lit(v.attr('bias', 0.0), dt)}) : {dt.cpp}(0)))"))
 
 
 @register
@@ -214,6 +219,9 @@ _binary("Xor", ("bool",), lambda a, b, dt, v: f"{a} != {b}", out_bool=True)
 _binary("BitwiseAnd", INTS, lambda a, b, dt, v: f"{dt.cpp}({a} & {b})")
 _binary("BitwiseOr", INTS, lambda a, b, dt, v: f"{dt.cpp}({a} | {b})")
 _binary("BitwiseXor", INTS, lambda a, b, dt, v: f"{dt.cpp}({a} ^ {b})")
+# shifts by negative amounts or by the type's width are undefined in C++; the helpers do what ONNX says
+_binary("BitShift", INTS,
+        lambda a, b, dt, v: f"sofie_rt::{'shift_left' if v.attr('direction', 'LEFT') == 'LEFT' else 'shift_right'}({a}, {b})")
 
 
 # -- variadic ---------------------------------------------------------------------------------

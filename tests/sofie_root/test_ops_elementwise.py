@@ -223,3 +223,26 @@ def test_symbolic_batch_two_sizes() -> None:
     compiled = sofie_root.compile(model)
     for n in (1, 17, 2):
         assert_matches_ort(model, RNG.standard_normal((n, 3)).astype(np.float32), compiled=compiled)
+
+
+@pytest.mark.parametrize("direction", ["LEFT", "RIGHT"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint32, np.uint64])
+def test_bitshift_unsigned(direction: str, dtype) -> None:
+    bits = 8 * np.dtype(dtype).itemsize
+    x = RNG.integers(0, 200, (3, 5)).astype(dtype)
+    y = RNG.integers(0, bits, (5,)).astype(dtype)
+    node = helper.make_node("BitShift", ["x", "y"], ["z"], direction=direction)
+    model = make_model([node], [value_info("x", dtype, x.shape), value_info("y", dtype, y.shape)],
+                       [value_info("z", dtype, None)], opset=11)
+    assert_matches_ort(model, x, y)
+
+
+def test_bitwise_not_and_shrink() -> None:
+    x = RNG.integers(-100, 100, (4, 3)).astype(np.int32)
+    model = make_model([helper.make_node("BitwiseNot", ["x"], ["y"])], [value_info("x", np.int32, x.shape)],
+                       [value_info("y", np.int32, None)], opset=18)
+    assert_matches_ort(model, x)
+    f = RNG.uniform(-2, 2, (4, 3)).astype(np.float32)
+    model = make_model([helper.make_node("Shrink", ["x"], ["y"], lambd=0.7, bias=0.2)],
+                       [value_info("x", np.float32, f.shape)], [value_info("y", np.float32, None)], opset=18)
+    assert_matches_ort(model, f)

@@ -1,0 +1,154 @@
+"""Attention (ONNX opsets 23-25): scaled dot-product attention with multi-head, grouped-query and
+multi-query heads, 3-D or 4-D layouts, boolean or additive masks, causal and sliding-window
+masking, a key/value cache (past/present), per-batch valid lengths and soft-capping.
+
+The kernel is ``sofie_rt::attention`` in the runtime header; this module does the shape
+inference and lays out the arguments. K and V are first gathered with the past cache into the
+``present`` layout ``[B, Hkv, S_total, D]`` (the present outputs themselves, or workspace).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..ir.dims import Dim
+from ..ir.dtypes import BOOL
+from .base import NodeView, Operator, OutInfo, register
+
+FLOATS = ("float32", "float64")
+
+
+@register
+class Attention(Operator):
+    """ONNX Attention: Y = softmax(Q K^T * scale + bias) V, with every masking option."""
+
+    op_type = "Attention"
+
+    def check(self, v: NodeView) -> str | None:
+        for k in (0, 1, 2, 4, 5):
+            if v.has_input(k) and v.input(k).dtype.name not in FLOATS:
+                return f"element type {v.input(k).dtype.name} is not supported (float32, float64)"
+        if v.has_input(3) and v.input(3).dtype not in (BOOL, v.input(0).dtype):
+            return "attn_mask must be bool or of the query's element type"
+        if v.has_input(4) != v.has_input(5):
+            return "past_key and past_value must be given together"
+        if v.has_input(6) and v.has_input(4):
+            return "nonpad_kv_seqlen cannot be combined with a past cache"
+        if v.input(0).rank not in (3, 4):
+            return "Q, K and V must be 3-D or 4-D"
+        return None
+
+    def _dims(self, v: NodeView):
+        q, k, val = v.input(0), v.input(1), v.input(2)
+        if not q.rank == k.rank == val.rank:
+            raise v.fail(f"Q, K and V must have the same rank, got {q} {k} {val}")
+        if q.rank == 4:
+            b, hq, sq, d = q.shape
+            _, hkv, skv, dk = k.shape
+            dv = val.shape[3]
+        else:
+            hq, hkv = v.attr("q_num_heads"), v.attr("kv_num_heads")
+            if not hq or not hkv:
+                raise v.fail("3-D inputs need the q_num_heads and kv_num_heads attributes")
+            b, sq, hid = q.shape
+            skv = k.shape[1]
+            d, dk, dv = hid // hq, k.shape[2] // hkv, val.shape[2] // hkv
+        if isinstance(hq, int) and isinstance(hkv, int) and hq % hkv:
+            raise v.fail(f"q_num_heads {hq} is not a multiple of kv_num_heads {hkv}")
+        if d != dk and not isinstance(d, Dim) and not isinstance(dk, Dim):
+            raise v.fail(f"query head size {d} differs from key head size {dk}")
+        past = v.input(4).shape[2] if v.has_input(4) else 0
+        return b, hq, hkv, sq, skv, past, d, dv
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        b, hq, hkv, sq, skv, past, d, dv = self._dims(v)
+        dt = v.input(0).dtype
+        total = past + skv
+        y = (b, hq, sq, dv) if v.input(0).rank == 4 else (b, sq, hq * dv)
+        return [OutInfo(dt, y), OutInfo(dt, (b, hkv, total, d)), OutInfo(dt, (b, hkv, total, dv)),
+                OutInfo(dt, (b, hq, sq, total))]
+
+    def _has_out(self, v: NodeView, k: int) -> bool:
+        return len(v.node.outputs) > k and bool(v.node.outputs[k])
+
+    def workspace(self, v: NodeView):
+        b, _, hkv, _, skv, past, d, dv = self._dims(v)
+        dt = v.input(0).dtype
+        total = past + skv
+        ws = [(dt, total)]
+        if not self._has_out(v, 1):
+            ws.append((dt, b * hkv * total * d))
+        if not self._has_out(v, 2):
+            ws.append((dt, b * hkv * total * dv))
+        return ws
+
+    def emit(self, v: NodeView, e) -> str:
+        b, hq, hkv, sq, skv, past, d, dv = self._dims(v)
+        dt = v.input(0).dtype
+        T = dt.cpp
+        total = past + skv
+        four = v.input(0).rank == 4
+        ws = 1
+        if self._has_out(v, 1):
+            kp = e.out(1)
+        else:
+            kp, ws = e.ws(ws), ws + 1
+        if self._has_out(v, 2):
+            vp = e.out(2)
+        else:
+            vp = e.ws(ws)
+        lines = []
+        # gather past and new keys/values into the present layout [B, Hkv, S_total, D]
+        for dst, new, past_in, dd in ((kp, 1, 4, d), (vp, 2, 5, dv)):
+            sb, sh, ss = ((hkv * skv * dd, skv * dd, dd) if four else (skv * hkv * dd, dd, hkv * dd))
+            lines.append(
+                f"for (std::int64_t b_ = 0; b_ < {e.dim(b)}; ++b_)\n"
+                f"   for (std::int64_t h_ = 0; h_ < {e.dim(hkv)}; ++h_) {{\n"
+                f"      {T} *dst_ = {dst} + (b_ * {e.dim(hkv)} + h_) * {e.dim(total * dd)};")
+            if v.has_input(past_in):
+                lines.append(
+                    f"      std::memcpy(dst_, {e.inp(past_in)} + (b_ * {e.dim(hkv)} + h_) * {e.dim(past * dd)}, "
+                    f"sizeof({T}) * std::size_t({e.dim(past * dd)}));")
+            lines.append(
+                f"      for (std::int64_t s_ = 0; s_ < {e.dim(skv)}; ++s_)\n"
+                f"         std::memcpy(dst_ + ({e.dim(past)} + s_) * {e.dim(dd)}, {e.inp(new)} + b_ * {e.dim(sb)} + "
+                f"h_ * {e.dim(sh)} + s_ * {e.dim(ss)}, sizeof({T}) * std::size_t({e.dim(dd)}));\n"
+                f"   }}")
+        scale = v.attr("scale")
+        if scale is None:
+            if isinstance(d, Dim):
+                raise v.fail("the head size must be static when no scale is given")
+            scale = 1.0 / math.sqrt(d)
+        a = e.tmp("attn")
+        q_strides = (hq * sq * d, sq * d, d) if four else (sq * hq * d, d, hq * d)
+        y_strides = (hq * sq * dv, sq * dv, dv) if four else (sq * hq * dv, dv, hq * dv)
+        lines.append(f"sofie_rt::AttentionArgs<{T}> {a}{{}};")
+        fields = {
+            "B": b, "Hq": hq, "Hkv": hkv, "Sq": sq, "St": total, "D": d, "Dv": dv,
+            "qb": q_strides[0], "qh": q_strides[1], "qi": q_strides[2],
+            "yb": y_strides[0], "yh": y_strides[1], "yi": y_strides[2], "past": past,
+        }
+        for name, val in fields.items():
+            lines.append(f"{a}.{name} = {e.dim(val)};")
+        lines.append(f"{a}.Q = {e.inp(0)}; {a}.K = {kp}; {a}.V = {vp}; {a}.Y = {e.out(0)};")
+        lines.append(f"{a}.scale_sqrt = {e.lit(math.sqrt(scale), dt)};")
+        lines.append(f"{a}.softcap = {e.lit(v.attr('softcap', 0.0), dt)};")
+        lines.append(f"{a}.causal = {'true' if v.attr('is_causal', 0) else 'false'};")
+        lines.append(f"{a}.left = {int(v.attr('left_window_size', -1))}; {a}.right = {int(v.attr('right_window_size', -1))};")
+        lines.append(f"{a}.nonpad = {e.inp(6) if v.has_input(6) else 'nullptr'};")
+        if v.has_input(3):
+            m = v.input(3)
+            shape = [1] * (4 - m.rank) + list(m.shape)
+            strides = []
+            acc = shape[3]
+            for ax in (2, 1, 0):
+                strides.insert(0, 0 if isinstance(shape[ax], int) and shape[ax] == 1 else acc)
+                acc = acc * shape[ax]
+            lines.append(f"{a}.mask = {e.inp(3)}; {a}.mask_bool = {'true' if m.dtype == BOOL else 'false'};")
+            lines.append(f"{a}.mb = {e.dim(strides[0])}; {a}.mh = {e.dim(strides[1])}; {a}.mi = {e.dim(strides[2])}; "
+                         f"{a}.mlen = {e.dim(shape[3])};")
+        if self._has_out(v, 3):
+            lines.append(f"{a}.qk_mode = {int(v.attr('qk_matmul_output_mode', 0))}; {a}.qk = {e.out(3)};")
+        lines.append(f"{a}.scores = {e.ws(0)};")
+        lines.append(f"sofie_rt::attention<{T}>({a});")
+        return "\n".join(lines)
