@@ -246,7 +246,10 @@ class _Recurrent(Operator):
                 if self._has_out(v, k):
                     body.append("for (std::int64_t b = 0; b < B; ++b)")
                     body.append("   for (std::int64_t j = 0; j < H; ++j)")
-                    body.append(f"      {e.out(k)}[{st_idx}] = {src}[b * H + j];")
+                    # a sequence of length 0 has zero final states (as onnxruntime)
+                    val = (f"({e.inp(4)}[b] == 0 ? {zero} : {src}[b * H + j])" if v.has_input(4)
+                           else f"{src}[b * H + j]")
+                    body.append(f"      {e.out(k)}[{st_idx}] = {val};")
             lines.extend("   " + ln for ln in body)
             lines.append("}")
         return "\n".join(lines)

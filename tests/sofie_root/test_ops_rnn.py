@@ -254,3 +254,23 @@ def test_torch_export(kind, bidir, batch_first):
         got = m.infer(*[a.numpy() for a in args])
         for g, r in zip(got, call(args)):
             np.testing.assert_allclose(g, r.numpy(), **TOL)
+
+
+@pytest.mark.parametrize("op", ["RNN", "GRU", "LSTM"])
+def test_zero_length_sequence(op):
+    """A sequence of length 0 has zero outputs and zero final states (as onnxruntime)."""
+    model, feeds = build(op, "bidirectional", seq_lens=True)
+    feeds[1] = np.array([5, 0, 2], dtype=np.int32)
+    assert_matches_ort(model, *feeds, **TOL)
+
+
+@pytest.mark.parametrize("op", ["GRU", "LSTM"])
+def test_symbolic_sequence_and_batch(op):
+    model, feeds = build(op, "bidirectional", seq_lens=True, batch_dim="N")
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "T"
+    m = sofie_root.compile(model)
+    assert_matches_ort(model, *feeds, compiled=m, **TOL)
+    rng = np.random.default_rng(7)
+    other = [rng.standard_normal((7, 2, 4)).astype(np.float32), np.array([7, 3], dtype=np.int32)]
+    other += [rng.standard_normal((2, 2, 6)).astype(np.float32) for _ in feeds[2:]]
+    assert_matches_ort(model, *other, compiled=m, **TOL)
