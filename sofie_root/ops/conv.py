@@ -331,7 +331,11 @@ class ConvTranspose(Operator):
                 out = [inp[j] * s[j] for j in range(n)]
             pb, pe = [], []
             for j in range(n):
-                b_, e_ = _same_pads("SAME_UPPER" if ap == "SAME_UPPER" else "SAME_LOWER", full[j] - out[j])
+                total = full[j] - out[j]
+                if ap not in ("SAME_UPPER", "SAME_LOWER"):
+                    # an output_shape beyond the full output only adds (bias-only) positions at the end
+                    total = max(total, 0)
+                b_, e_ = _same_pads("SAME_UPPER" if ap == "SAME_UPPER" else "SAME_LOWER", total)
                 pb.append(b_)
                 pe.append(e_)
         else:
