@@ -121,6 +121,7 @@ CONVT_CASES = {
     "group2": ((2, 4, 3, 3), (4, 2, 3, 3), True, {"group": 2, "strides": [2, 1]}),
     "depthwise": ((1, 3, 4, 4), (3, 1, 3, 3), True, {"group": 3, "strides": [2, 2], "pads": [1, 1, 1, 1]}),
     "output_shape": ((1, 2, 3, 3), (2, 2, 3, 3), True, {"strides": [3, 2], "output_shape": [10, 8]}),
+    "output_shape_crop": ((1, 2, 3, 3), (2, 2, 3, 3), False, {"strides": [3, 2], "output_shape": [8, 6]}),
     "same_upper_even": ((1, 2, 3, 4), (2, 2, 4, 4), True, {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
     "same_lower_even": ((1, 2, 3, 4), (2, 2, 4, 4), True, {"auto_pad": "SAME_LOWER", "strides": [2, 2]}),
     "kernel_attr": ((1, 1, 3, 3), (1, 2, 3, 3), False, {"kernel_shape": [3, 3], "strides": [2, 2]}),
