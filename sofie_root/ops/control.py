@@ -27,6 +27,9 @@ from ..ir.dtypes import DType
 from ..ir.graph import Graph
 from .base import NodeView, Operator, OutInfo, lookup, register
 
+#: largest constant branch output whose values are propagated as compile-time values
+_MAX_VALUE_SIZE = 64
+
 
 @dataclass
 class _Branch:
@@ -157,6 +160,21 @@ class If(Operator):
     def infer(self, v: NodeView) -> list[OutInfo]:
         (_, g), *_ = self._branches(v)
         return [OutInfo(g.info(o).dtype, g.info(o).shape) for o in g.outputs]
+
+    def propagate(self, v: NodeView, outs: list[OutInfo]):
+        """With a constant condition, small integer outputs of the taken branch known at compile
+        time (constants, folded shape computations) are known values of the If outputs."""
+        if self._const_cond(v) is None:
+            return [None] * len(outs)
+        (_, g), = self._branches(v)
+        vals: list[tuple[DimLike, ...] | None] = []
+        for o in g.outputs:
+            arr = g.initializers.get(o)
+            if arr is not None and arr.dtype.kind in "iu" and arr.size <= _MAX_VALUE_SIZE:
+                vals.append(tuple(int(x) for x in arr.reshape(-1)))
+            else:
+                vals.append(g.info(o).value)
+        return vals
 
     def workspace(self, v: NodeView) -> list[tuple[DType, DimLike]]:
         out: list[tuple[DType, DimLike]] = []

@@ -183,3 +183,14 @@ def test_int_and_bool_outputs():
                        [value_info("b", bool, None), value_info("i", np.int64, None)],
                        {"zero": np.array(0, dtype=F)})
     _check_both(model, _rand(5))
+
+
+def test_constant_condition_propagates_shape_values():
+    """A constant-condition If returning an integer constant feeds a Reshape target at compile time."""
+    then_g = _graph([], [value_info("s1", np.int64, None)], "then", inits={"s1": np.array([3, 2], dtype=np.int64)})
+    else_g = _graph([], [value_info("s2", np.int64, None)], "else", inits={"s2": np.array([6], dtype=np.int64)})
+    nodes = [helper.make_node("If", ["c"], ["shape"], then_branch=then_g, else_branch=else_g),
+             helper.make_node("Reshape", ["x", "shape"], ["y"])]
+    model = make_model(nodes, [value_info("x", F, (2, 3))], [value_info("y", F, None)], {"c": np.array(True)})
+    got = assert_matches_ort(model, _rand(2, 3))
+    assert got[0].shape == (3, 2)
