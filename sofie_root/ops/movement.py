@@ -338,12 +338,10 @@ class Split(Operator):
         if isinstance(d, int):
             if d % n == 0:
                 return axis, [d // n] * n
+            # chunks of ceil(d / n), the last ones smaller (possibly empty when n does not divide
+            # well, e.g. 5 into 4 gives 2, 2, 1, 0: what the reference implementation produces)
             chunk = d // n + 1
-            sizes: list[DimLike] = [chunk] * n
-            sizes[-1] = d - chunk * (n - 1)
-            if sizes[-1] < 0:
-                raise v.fail(f"cannot split dimension {d} into {n} parts")
-            return axis, sizes
+            return axis, [min(chunk, max(0, d - k * chunk)) for k in range(n)]
         try:
             return axis, [d // n] * n
         except ShapeInferenceError:
