@@ -124,6 +124,13 @@ def test_split_num_outputs(n, d) -> None:
     check([node], {"x": rand((2, d))}, dict.fromkeys(outs, F32), opset=18)
 
 
+def test_split_uneven_last_chunks_empty() -> None:
+    """5 into 4 parts: 2, 2, 1, 0 as onnx.reference gives (onnxruntime rejects it at run time)."""
+    node = helper.make_node("Split", ["x"], list("abcd"), num_outputs=4)
+    m = check([node], {"x": rand((5, 2))}, dict.fromkeys("abcd", F32), opset=18, reference=True)
+    assert [o.shape[0] for o in m.infer(rand((5, 2)))] == [2, 2, 1, 0]
+
+
 def test_split_symbolic_batch() -> None:
     node = helper.make_node("Split", ["x"], ["a", "b"], axis=1)
     check([node], {"x": rand((2, 6), np.uint32)}, {"a": np.uint32, "b": np.uint32}, dims={"x": ["N", 6]},
@@ -183,6 +190,14 @@ def test_slice_symbolic_batch() -> None:
              helper.make_node("Slice", ["x", "s2", "e2", "a2", "t2"], ["z"])]
     check(nodes, {"x": rand((3, 4))}, {"y": F32, "z": F32}, inits=inits, dims={"x": ["N", 4]},
           more=[{"x": rand((6, 4))}])
+
+
+def test_slice_symbolic_bounds_checked_at_run_time() -> None:
+    inits = {"s": np.array([1], I64), "e": np.array([3], I64), "a": np.array([0], I64)}
+    m = check([helper.make_node("Slice", ["x", "s", "e", "a"], ["y"])], {"x": rand((5, 4))}, {"y": F32},
+              inits=inits, dims={"x": ["N", 4]}, more=[{"x": rand((3, 4))}])
+    with pytest.raises(sofie_root.SofieError, match="slice bounds"):
+        m.infer(rand((2, 4)))
 
 
 # -- Gather family -------------------------------------------------------------------------------
