@@ -1,0 +1,307 @@
+"""Quantization operators against onnxruntime (onnx.reference where onnxruntime has no kernel):
+QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger, ConvInteger,
+QLinearMatMul and QLinearConv."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+import sofie_root
+
+from .ort_check import assert_matches_ort, make_model, run_reference, value_info
+
+RNG = np.random.default_rng(1234)
+
+QTYPES = {np.uint8: (0, 255), np.int8: (-128, 127), np.uint16: (0, 65535), np.int16: (-32768, 32767)}
+
+
+def _ints(shape, dtype):
+    lo, hi = QTYPES.get(dtype, (-1000, 1000))
+    return RNG.integers(lo, hi, size=shape, endpoint=True).astype(dtype)
+
+
+def _scales(shape, dtype=np.float32):
+    return (RNG.uniform(0.01, 0.2, size=shape)).astype(dtype)
+
+
+def _node_model(op, inputs, out_specs, opset, **attrs):
+    """A one-node model; ``inputs`` is a list of (name, array, is_initializer)."""
+    node = helper.make_node(op, [n for n, _, _ in inputs], [o for o, _ in out_specs], **attrs)
+    graph_inputs = [value_info(n, a.dtype, a.shape) for n, a, init in inputs if not init]
+    inits = {n: a for n, a, init in inputs if init}
+    return make_model([node], graph_inputs, [value_info(o, dt, None) for o, dt in out_specs],
+                      initializers=inits, opset=opset)
+
+
+def _run(model, inputs, **kw):
+    arrays = [a for _, a, init in inputs if not init]
+    return assert_matches_ort(model, *arrays, **kw)
+
+
+def _assert_matches_reference(model, *arrays):
+    got = sofie_root.compile(model).infer(*arrays)
+    ref = run_reference(model, *arrays)
+    for g, r in zip(got, ref):
+        assert g.dtype == r.dtype and g.shape == r.shape
+        np.testing.assert_array_equal(g, r)
+
+
+# -- QuantizeLinear ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("qtype", [np.uint8, np.int8, np.uint16, np.int16])
+@pytest.mark.parametrize("opset", [13, 19, 21])
+def test_quantize_per_tensor(qtype, opset):
+    if opset < 21 and qtype in (np.uint16, np.int16):
+        pytest.skip("16-bit quantization needs opset 21")
+    x = RNG.standard_normal((3, 4, 5)).astype(np.float32) * 20
+    x.reshape(-1)[:4] = [0.5, 1.5, -2.5, 1000.0]  # ties (half to even) and saturation
+    s = np.array(0.5 if qtype in (np.uint8, np.int8) else 0.001, np.float32)
+    z = np.array(3 if qtype in (np.uint8, np.uint16) else -3, qtype)
+    ins = [("x", x, False), ("s", s, False), ("z", z, False)]
+    _run(_node_model("QuantizeLinear", ins, [("y", qtype)], opset), ins)
+
+
+def test_quantize_ties_round_half_to_even():
+    x = np.array([-3.5, -2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5, 300, -300], np.float32)
+    ins = [("x", x, False), ("s", np.array(1, np.float32), True), ("z", np.array(0, np.int8), True)]
+    got = _run(_node_model("QuantizeLinear", ins, [("y", np.int8)], 13), ins)
+    np.testing.assert_array_equal(got[0], [-4, -2, -2, 0, 0, 2, 2, 4, 127, -128])
+
+
+def test_quantize_no_zero_point_defaults_to_uint8():
+    x = RNG.standard_normal((2, 7)).astype(np.float32) * 5
+    ins = [("x", x, False), ("s", np.array(0.05, np.float32), True)]
+    _run(_node_model("QuantizeLinear", ins, [("y", np.uint8)], 13), ins)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1, 2])
+@pytest.mark.parametrize("qtype", [np.uint8, np.int8])
+def test_quantize_per_axis(axis, qtype):
+    x = RNG.standard_normal((3, 4, 5)).astype(np.float32) * 10
+    n = x.shape[axis]
+    ins = [("x", x, False), ("s", _scales((n,)), False), ("z", _ints((n,), qtype), False)]
+    _run(_node_model("QuantizeLinear", ins, [("y", qtype)], 13, axis=axis), ins)
+
+
+@pytest.mark.parametrize("axis,block", [(0, 2), (1, 3), (-1, 2)])
+@pytest.mark.parametrize("with_zp", [True, False])
+def test_quantize_blocked(axis, block, with_zp):
+    x = RNG.standard_normal((4, 6, 5)).astype(np.float32) * 10
+    sshape = list(x.shape)
+    sshape[axis] = -(-sshape[axis] // block)
+    ins = [("x", x, False), ("s", _scales(tuple(sshape)), False)]
+    if with_zp:
+        ins.append(("z", _ints(tuple(sshape), np.int8), False))
+    out = np.int8 if with_zp else np.uint8
+    _run(_node_model("QuantizeLinear", ins, [("y", out)], 21, axis=axis, block_size=block), ins)
+
+
+@pytest.mark.parametrize("out", [TensorProto.INT8, TensorProto.UINT16, TensorProto.INT16])
+def test_quantize_output_dtype(out):
+    x = RNG.standard_normal((3, 8)).astype(np.float32) * 40
+    ins = [("x", x, False), ("s", np.array(0.01, np.float32), True)]
+    np_out = helper.tensor_dtype_to_np_dtype(out)
+    _run(_node_model("QuantizeLinear", ins, [("y", np_out)], 21, output_dtype=out), ins)
+
+
+def test_quantize_float64_and_int32_inputs():
+    x = RNG.standard_normal((3, 8)) * 40
+    ins = [("x", x, False), ("s", np.array(0.3, np.float64), False), ("z", np.array(7, np.uint8), False)]
+    _assert_matches_reference(_node_model("QuantizeLinear", ins, [("y", np.uint8)], 21), x, ins[1][1], ins[2][1])
+    xi = RNG.integers(-500, 500, (3, 8)).astype(np.int32)
+    ins = [("x", xi, False), ("s", np.array(2.5, np.float32), True), ("z", np.array(-1, np.int8), True)]
+    _assert_matches_reference(_node_model("QuantizeLinear", ins, [("y", np.int8)], 21), xi)
+
+
+def test_quantize_symbolic_batch():
+    node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], axis=1)
+    model = make_model([node], [value_info("x", np.float32, ["N", 4, 3])], [value_info("y", np.int8, None)],
+                       initializers={"s": _scales((4,)), "z": _ints((4,), np.int8)}, opset=13)
+    m = sofie_root.compile(model)
+    for n in (1, 5):
+        assert_matches_ort(model, RNG.standard_normal((n, 4, 3)).astype(np.float32) * 5, compiled=m)
+
+
+@pytest.mark.parametrize("out", [TensorProto.FLOAT8E4M3FN, TensorProto.INT4, TensorProto.FLOAT4E2M1])
+def test_quantize_unsupported_outputs_have_a_reason(out):
+    node = helper.make_node("QuantizeLinear", ["x", "s"], ["y"], output_dtype=out)
+    model = make_model([node], [value_info("x", np.float32, [4])], [helper.make_tensor_value_info("y", out, [4])],
+                       initializers={"s": np.array(1.0, np.float32)}, opset=21)
+    with pytest.raises(sofie_root.UnsupportedOperatorError, match="not supported"):
+        sofie_root.compile(model)
+
+
+# -- DequantizeLinear -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("qtype", [np.uint8, np.int8, np.uint16, np.int16, np.int32])
+def test_dequantize_per_tensor(qtype):
+    opset = 13 if qtype in (np.uint8, np.int8, np.int32) else 21
+    x = _ints((3, 5), qtype)
+    ins = [("x", x, False), ("s", np.array(0.125, np.float32), False)]
+    if qtype != np.int32:
+        ins.append(("z", _ints((), qtype), False))
+    _run(_node_model("DequantizeLinear", ins, [("y", np.float32)], opset), ins)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_dequantize_per_axis(axis):
+    x = _ints((2, 3, 4), np.uint8)
+    n = x.shape[axis]
+    ins = [("x", x, False), ("s", _scales((n,)), False), ("z", _ints((n,), np.uint8), False)]
+    _run(_node_model("DequantizeLinear", ins, [("y", np.float32)], 13, axis=axis), ins)
+
+
+@pytest.mark.parametrize("axis,block", [(0, 3), (1, 2), (-1, 4)])
+def test_dequantize_blocked(axis, block):
+    x = _ints((5, 6, 7), np.int8)
+    sshape = list(x.shape)
+    sshape[axis] = -(-sshape[axis] // block)
+    ins = [("x", x, False), ("s", _scales(tuple(sshape)), False), ("z", _ints(tuple(sshape), np.int8), False)]
+    _run(_node_model("DequantizeLinear", ins, [("y", np.float32)], 21, axis=axis, block_size=block), ins)
+
+
+def test_dequantize_float64_scale_and_output_dtype():
+    x = _ints((4, 3), np.int16)
+    ins = [("x", x, False), ("s", _scales((3,), np.float64), False), ("z", _ints((3,), np.int16), False)]
+    model = _node_model("DequantizeLinear", ins, [("y", np.float64)], 21, axis=1)
+    got = sofie_root.compile(model).infer(x, ins[1][1], ins[2][1])[0]
+    np.testing.assert_allclose(got, run_reference(model, x, ins[1][1], ins[2][1])[0], rtol=1e-7)
+    ins = [("x", x, False), ("s", np.array(0.5, np.float32), True)]
+    model = _node_model("DequantizeLinear", ins, [("y", np.float64)], 23, output_dtype=TensorProto.DOUBLE)
+    got = sofie_root.compile(model).infer(x)[0]
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, run_reference(model, x)[0])
+
+
+def test_dequantize_symbolic_batch():
+    node = helper.make_node("DequantizeLinear", ["x", "s", "z"], ["y"], axis=1)
+    model = make_model([node], [value_info("x", np.int8, ["N", 3])], [value_info("y", np.float32, None)],
+                       initializers={"s": _scales((3,)), "z": _ints((3,), np.int8)}, opset=13)
+    m = sofie_root.compile(model)
+    for n in (2, 6):
+        assert_matches_ort(model, _ints((n, 3), np.int8), compiled=m)
+
+
+def test_quantize_dequantize_round_trip():
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    model = make_model(nodes, [value_info("x", np.float32, [4, 6])], [value_info("y", np.float32, None)],
+                       initializers={"s": np.array(0.02, np.float32), "z": np.array(128, np.uint8)}, opset=13)
+    assert_matches_ort(model, RNG.standard_normal((4, 6)).astype(np.float32))
+
+
+# -- DynamicQuantizeLinear --------------------------------------------------------------------
+
+@pytest.mark.parametrize("shift", [0.0, 3.0, -3.0])
+def test_dynamic_quantize(shift):
+    node = helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])
+    model = make_model([node], [value_info("x", np.float32, ["N", 5])],
+                       [value_info("y", np.uint8, None), value_info("s", np.float32, None),
+                        value_info("z", np.uint8, None)], opset=11)
+    m = sofie_root.compile(model)
+    for n in (1, 4):
+        assert_matches_ort(model, RNG.standard_normal((n, 5)).astype(np.float32) + shift, compiled=m)
+
+
+# -- MatMulInteger / QLinearMatMul ------------------------------------------------------------
+
+@pytest.mark.parametrize("ta,tb", [(np.uint8, np.uint8), (np.uint8, np.int8), (np.int8, np.int8)])
+@pytest.mark.parametrize("a_shape,b_shape", [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5)),
+                                             ((4,), (4, 3))])
+def test_matmul_integer(ta, tb, a_shape, b_shape):
+    a, b = _ints(a_shape, ta), _ints(b_shape, tb)
+    ins = [("a", a, False), ("b", b, False), ("za", _ints((), ta), False), ("zb", _ints((), tb), False)]
+    _run(_node_model("MatMulInteger", ins, [("y", np.int32)], 10), ins)
+
+
+def test_matmul_integer_per_column_b_zero_point_and_no_zero_points():
+    a, b = _ints((3, 4), np.uint8), _ints((4, 5), np.uint8)
+    ins = [("a", a, False), ("b", b, False), ("za", _ints((), np.uint8), False), ("zb", _ints((5,), np.uint8), False)]
+    _run(_node_model("MatMulInteger", ins, [("y", np.int32)], 10), ins)
+    ins = [("a", a, False), ("b", b, False)]
+    _run(_node_model("MatMulInteger", ins, [("y", np.int32)], 10), ins)
+
+
+def test_matmul_integer_symbolic_batch():
+    node = helper.make_node("MatMulInteger", ["a", "b", "za"], ["y"])
+    model = make_model([node], [value_info("a", np.uint8, ["N", 3, 4])], [value_info("y", np.int32, None)],
+                       initializers={"b": _ints((4, 2), np.uint8), "za": np.array(9, np.uint8)}, opset=10)
+    m = sofie_root.compile(model)
+    for n in (1, 3):
+        assert_matches_ort(model, _ints((n, 3, 4), np.uint8), compiled=m)
+
+
+@pytest.mark.parametrize("ta,tb,ty", [(np.uint8, np.uint8, np.uint8), (np.int8, np.int8, np.int8),
+                                      (np.uint8, np.int8, np.int8)])
+@pytest.mark.parametrize("opset", [10, 21])
+def test_qlinear_matmul(ta, tb, ty, opset):
+    a, b = _ints((2, 3, 8), ta), _ints((8, 4), tb)
+    ins = [("a", a, False), ("sa", np.array(0.05, np.float32), False), ("za", _ints((), ta), False),
+           ("b", b, False), ("sb", np.array(0.03, np.float32), False), ("zb", _ints((), tb), False),
+           ("sy", np.array(0.4, np.float32), False), ("zy", _ints((), ty), False)]
+    _run(_node_model("QLinearMatMul", ins, [("y", ty)], opset), ins)
+
+
+def test_qlinear_matmul_per_column_b():
+    a, b = _ints((5, 6), np.uint8), _ints((6, 3), np.int8)
+    ins = [("a", a, False), ("sa", np.array(0.05, np.float32), True), ("za", np.array(120, np.uint8), True),
+           ("b", b, False), ("sb", _scales((3,)), True), ("zb", np.zeros(3, np.int8), True),
+           ("sy", np.array(0.3, np.float32), True), ("zy", np.array(100, np.uint8), True)]
+    _run(_node_model("QLinearMatMul", ins, [("y", np.uint8)], 21), ins)
+
+
+# -- ConvInteger / QLinearConv ----------------------------------------------------------------
+
+CONV_CASES = [
+    {"x": (1, 2, 5, 5), "w": (3, 2, 3, 3)},
+    {"x": (2, 4, 6, 5), "w": (4, 2, 3, 2), "group": 2, "pads": [1, 0, 1, 1], "strides": [2, 1]},
+    {"x": (1, 3, 7), "w": (2, 3, 3), "dilations": [2], "pads": [2, 1]},
+    {"x": (2, 3, 4, 4), "w": (5, 3, 1, 1)},
+    {"x": (1, 2, 5, 6), "w": (2, 2, 3, 3), "auto_pad": "SAME_UPPER"},
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("tx", [np.uint8, np.int8])
+def test_conv_integer(case, tx):
+    case = dict(case)
+    xs, wsh = case.pop("x"), case.pop("w")
+    ins = [("x", _ints(xs, tx), False), ("w", _ints(wsh, np.uint8), False), ("zx", _ints((), tx), False),
+           ("zw", _ints((), np.uint8), False)]
+    _run(_node_model("ConvInteger", ins, [("y", np.int32)], 10, **case), ins)
+
+
+def test_conv_integer_symbolic_batch_without_zero_points():
+    node = helper.make_node("ConvInteger", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    model = make_model([node], [value_info("x", np.uint8, ["N", 2, 4, 4])], [value_info("y", np.int32, None)],
+                       initializers={"w": _ints((3, 2, 3, 3), np.uint8)}, opset=10)
+    m = sofie_root.compile(model)
+    for n in (1, 3):
+        assert_matches_ort(model, _ints((n, 2, 4, 4), np.uint8), compiled=m)
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("tx,tw", [(np.uint8, np.uint8), (np.uint8, np.int8), (np.int8, np.int8)])
+def test_qlinear_conv(case, tx, tw):
+    case = dict(case)
+    xs, wsh = case.pop("x"), case.pop("w")
+    m = wsh[0]
+    ins = [("x", _ints(xs, tx), False), ("sx", np.array(0.02, np.float32), True),
+           ("zx", _ints((), tx), True), ("w", _ints(wsh, tw), True), ("sw", _scales((m,)), True),
+           ("zw", np.zeros((m,), tw), True), ("sy", np.array(1.5, np.float32), True),
+           ("zy", _ints((), tx), True), ("B", RNG.integers(-500, 500, (m,)).astype(np.int32), True)]
+    _run(_node_model("QLinearConv", ins, [("y", tx)], 10, **case), ins)
+
+
+def test_qlinear_conv_per_tensor_no_bias_symbolic_batch():
+    node = helper.make_node("QLinearConv", ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy"], ["y"], pads=[1, 1, 1, 1])
+    inits = {"sx": np.array(0.05, np.float32), "zx": np.array(100, np.uint8), "w": _ints((3, 2, 3, 3), np.uint8),
+             "sw": np.array(0.01, np.float32), "zw": np.array(128, np.uint8), "sy": np.array(0.2, np.float32),
+             "zy": np.array(60, np.uint8)}
+    model = make_model([node], [value_info("x", np.uint8, ["N", 2, 5, 5])], [value_info("y", np.uint8, None)],
+                       initializers=inits, opset=10)
+    m = sofie_root.compile(model)
+    for n in (1, 2):
+        assert_matches_ort(model, _ints((n, 2, 5, 5), np.uint8), compiled=m)
