@@ -21,6 +21,25 @@ from .errors import (
 )
 from .model import Model, TensorSpec
 
+
+def _preload_root() -> None:
+    """Start ROOT and cling when the package is imported, so the first compile is quick and
+    processes forked afterwards inherit a ready interpreter. ``SOFIE_ROOT_LAZY=1`` defers it to
+    the first compile; without ROOT installed everything but the JIT still works."""
+    import os
+
+    if os.environ.get("SOFIE_ROOT_LAZY"):
+        return
+    try:
+        from .jit import cling
+
+        cling.root()
+    except ImportError:
+        pass
+
+
+_preload_root()
+
 __all__ = [
     "CompilationError", "InputError", "InvalidGraphError", "Model", "ModelLoadError",
     "ShapeInferenceError", "SofieError", "TensorSpec", "UnsupportedOperatorError", "__version__",

@@ -18,7 +18,7 @@ from .. import __version__
 from ..errors import ShapeInferenceError, UnsupportedOperatorError
 from ..ir.dims import Dim, DimLike, numel
 from ..ir.dtypes import DType
-from ..ir.graph import Graph, TensorInfo
+from ..ir.graph import Graph, TensorInfo, subgraph_reads
 from ..ops.base import NodeView, Operator, lookup
 from . import memory
 from .names import comment, identifier
@@ -201,20 +201,6 @@ class NodeEmitter:
 # Hook for control-flow operators (ops/control.py): tensors of the enclosing graph read inside
 # a node's sub-graphs (If branches) count as run-time reads of that node, so that weights used only
 # inside a branch are bound and intermediates stay alive (in the arena plan) until the node runs.
-def subgraph_reads(node) -> set[str]:
-    """Names read by the sub-graphs of ``node`` (recursively) that those sub-graphs do not define."""
-    out: set[str] = set()
-    for g in node.attrs.values():
-        if not isinstance(g, Graph):
-            continue
-        local = set(g.tensors) | set(g.initializers) | set(g.inputs)
-        for n in g.nodes:
-            out.update(i for i in n.inputs if i and i not in local)
-            out.update(i for i in subgraph_reads(n) if i not in local)
-        out.update(o for o in g.outputs if o not in local)
-    return out
-
-
 def _ws_name(node_index: int, k: int) -> str:
     return f"\x00ws{node_index}_{k}"
 

@@ -141,10 +141,11 @@ template <class T> inline T shift_right(T a, T b)
 
 // ---- matrix multiplication ---------------------------------------------------------------
 // C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C, row-major with leading dimensions.
-// The inner loop runs over contiguous columns of B and C (axpy form), which vectorises.
+// The portable loop keeps the inner loop over contiguous columns of B and C (axpy form), which
+// vectorises; float and double go to BLAS when one is available (SOFIE_RT_CBLAS_PREFIX).
 template <class T>
-inline void gemm(bool transA, bool transB, std::int64_t M, std::int64_t N, std::int64_t K, T alpha,
-                 const T *A, std::int64_t lda, const T *B, std::int64_t ldb, T beta, T *C, std::int64_t ldc)
+inline void gemm_loops(bool transA, bool transB, std::int64_t M, std::int64_t N, std::int64_t K, T alpha,
+                       const T *A, std::int64_t lda, const T *B, std::int64_t ldb, T beta, T *C, std::int64_t ldc)
 {
    for (std::int64_t i = 0; i < M; ++i) {
       T *c = C + i * ldc;
@@ -167,6 +168,38 @@ inline void gemm(bool transA, bool transB, std::int64_t M, std::int64_t N, std::
          }
       }
    }
+}
+
+#ifdef SOFIE_RT_CBLAS
+extern "C" {
+void scipy_cblas_sgemm(int order, int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc);
+void scipy_cblas_dgemm(int order, int transA, int transB, int M, int N, int K, double alpha, const double *A,
+                       int lda, const double *B, int ldb, double beta, double *C, int ldc);
+}
+#endif
+
+template <class T>
+inline void gemm(bool transA, bool transB, std::int64_t M, std::int64_t N, std::int64_t K, T alpha, const T *A,
+                 std::int64_t lda, const T *B, std::int64_t ldb, T beta, T *C, std::int64_t ldc)
+{
+   if (M <= 0 || N <= 0)
+      return;
+#ifdef SOFIE_RT_CBLAS
+   // 101 = row major, 111/112 = no transpose/transpose (CBLAS enums)
+   if (K > 0 && M < (std::int64_t(1) << 31) && N < (std::int64_t(1) << 31) && K < (std::int64_t(1) << 31)) {
+      if constexpr (std::is_same<T, float>::value) {
+         scipy_cblas_sgemm(101, transA ? 112 : 111, transB ? 112 : 111, int(M), int(N), int(K), alpha, A, int(lda),
+                           B, int(ldb), beta, C, int(ldc));
+         return;
+      } else if constexpr (std::is_same<T, double>::value) {
+         scipy_cblas_dgemm(101, transA ? 112 : 111, transB ? 112 : 111, int(M), int(N), int(K), alpha, A, int(lda),
+                           B, int(ldb), beta, C, int(ldc));
+         return;
+      }
+   }
+#endif
+   gemm_loops(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 // ---- scaled dot-product attention (ONNX Attention, opsets 23-25) ---------------------------

@@ -117,8 +117,24 @@ def input_specs(model: onnx.ModelProto, label: str,
 
 
 def graph_input_ancestors(model: onnx.ModelProto, tensor: str) -> list[str]:
-    """Graph inputs (not initializers) whose values flow into ``tensor``, in graph-input order."""
-    producer = {o: n for n in model.graph.node for o in n.output if o}
+    """Graph inputs (not initializers) whose values flow into ``tensor``, in graph-input order.
+
+    Tensors produced inside sub-graphs (If branches) count too; they also depend on the inputs
+    of the node that owns the sub-graph (its condition).
+    """
+    deps: dict[str, list[str]] = {}
+
+    def visit(nodes, owner_inputs: list[str]) -> None:
+        for n in nodes:
+            ins = list(n.input) + _implicit_inputs(n) + owner_inputs
+            for o in n.output:
+                if o:
+                    deps[o] = ins
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    visit(a.g.node, ins)
+
+    visit(model.graph.node, [])
     inits = {t.name for t in model.graph.initializer}
     inputs = [vi.name for vi in model.graph.input if vi.name not in inits]
     found: set[str] = set()
@@ -131,13 +147,13 @@ def graph_input_ancestors(model: onnx.ModelProto, tensor: str) -> list[str]:
         seen.add(t)
         if t in inputs:
             found.add(t)
-        elif t in producer:
-            n = producer[t]
-            stack.extend(list(n.input) + _implicit_inputs(n))
+        else:
+            stack.extend(deps.get(t, ()))
     return [i for i in inputs if i in found]
 
 
 def _attr_value(a: onnx.AttributeProto, conv: _Converter, outer: Mapping[str, TensorInfo], where: str) -> Any:
+    """The Python value of an attribute; sub-graphs are converted with ``outer`` visible."""
     t = a.type
     A = onnx.AttributeProto
     if t == A.FLOAT:
@@ -175,6 +191,15 @@ class _Converter:
         self.opsets = opsets
         self.label = label
         self._symbols: dict[str, str] = {}
+        # initializers of the graphs being converted, innermost last: sub-graphs see the
+        # constants of their enclosing graphs (for folding and for compile-time values)
+        self._inits: list[Mapping[str, np.ndarray]] = []
+
+    def _const(self, name: str) -> np.ndarray | None:
+        for inits in reversed(self._inits):
+            if name in inits:
+                return inits[name]
+        return None
 
     def _symbol(self, param: str) -> Dim:
         sym = self._symbols.get(param)
@@ -244,8 +269,12 @@ class _Converter:
         scope: dict[str, TensorInfo] = dict(outer)
         scope.update(tensors)
         out_nodes: list[Node] = []
-        for proto in nodes:
-            self._convert_node(proto, scope, initializers, out_nodes, outer)
+        self._inits.append(initializers)
+        try:
+            for proto in nodes:
+                self._convert_node(proto, scope, initializers, out_nodes, outer)
+        finally:
+            self._inits.pop()
         outputs = [o.name for o in g.output]
         for o in g.output:
             if o.name not in scope:
@@ -288,6 +317,9 @@ class _Converter:
         for i in proto.input:
             if i and i not in scope:
                 raise InvalidGraphError(f"{self.label}: {label} reads {i!r}, which is not defined")
+        if proto.op_type == "If" and domain == "" and self._inline_constant_if(proto, scope, initializers,
+                                                                                out_nodes, outer):
+            return
         attrs = {a.name: _attr_value(a, self, scope, f"{self.label}: {label}") for a in proto.attribute}
         node = Node(proto.op_type, list(proto.input), list(proto.output), attrs, proto.name,
                     domain, self.opsets.get(domain, 0))
@@ -299,7 +331,7 @@ class _Converter:
             scope[node.outputs[0]] = TensorInfo(node.outputs[0], dtype_from_numpy(value.dtype), tuple(value.shape))
             return
         ins = [scope[i] if i else None for i in node.inputs]
-        consts = [initializers.get(i) if i else None for i in node.inputs]
+        consts = [self._const(i) if i else None for i in node.inputs]
         view = opbase.NodeView(node, ins, consts)
         reason = op.check(view)
         if reason:
@@ -324,9 +356,9 @@ class _Converter:
             value = values[k] if k < len(values) else None
             infos.append(TensorInfo(name, o.dtype, tuple(o.shape), value if value is not None else o.value))
         # constant folding: every input known
-        all_const = all(i in initializers for i in node.inputs if i)
+        all_const = all(c is not None for i, c in zip(node.inputs, consts) if i)
         if all_const and should_fold(node, infos):
-            results = evaluate_node(node, [initializers[i] if i else None for i in node.inputs],
+            results = evaluate_node(node, consts,
                                     [i.dtype if i else None for i in infos], f"{self.label}: {label}")
             for name, info, arr in zip(node.outputs, infos, results):
                 if not name:
@@ -356,6 +388,34 @@ class _Converter:
             if info is not None:
                 scope[info.name] = info
         out_nodes.append(node)
+
+
+    def _inline_constant_if(self, proto: onnx.NodeProto, scope: dict[str, TensorInfo],
+                            initializers: dict[str, np.ndarray], out_nodes: list[Node],
+                            outer: Mapping[str, TensorInfo]) -> bool:
+        """An If whose condition is a compile-time constant becomes its taken branch (the other
+        branch may not even make sense for these shapes). Returns False if it cannot be inlined."""
+        cond = self._const(proto.input[0]) if proto.input else None
+        if cond is None or cond.size != 1:
+            return False
+        name = "then_branch" if bool(cond.reshape(-1)[0]) else "else_branch"
+        branch = next((a.g for a in proto.attribute if a.name == name), None)
+        if branch is None or len(branch.output) != len(proto.output):
+            return False
+        produced = {o for n in branch.node for o in n.output if o} | {t.name for t in branch.initializer}
+        if produced & set(scope) or produced & set(proto.output):
+            return False  # a name clash with the enclosing graph: keep the If
+        for tp in branch.initializer:
+            arr = _to_numpy(tp, f"{self.label}: initializer {tp.name!r}")
+            initializers[tp.name] = arr
+            scope[tp.name] = TensorInfo(tp.name, dtype_from_numpy(arr.dtype), tuple(arr.shape))
+        for sub in _toposort(list(branch.node), set(scope), self.label):
+            self._convert_node(sub, scope, initializers, out_nodes, outer)
+        for src, dst in zip(branch.output, proto.output):
+            if dst:
+                ident = onnx.helper.make_node("Identity", [src.name], [dst], name=proto.name)
+                self._convert_node(ident, scope, initializers, out_nodes, outer)
+        return True
 
 
 def _constant_value(node: Node, where: str) -> np.ndarray:

@@ -265,5 +265,20 @@ class Graph:
     __repr__ = __str__
 
 
+def subgraph_reads(node: Node) -> set[str]:
+    """Names read by the sub-graphs of ``node`` (recursively) that those sub-graphs do not define:
+    for control flow, these are inputs of the node as far as lifetimes and bindings go."""
+    out: set[str] = set()
+    for g in node.attrs.values():
+        if not isinstance(g, Graph):
+            continue
+        local = set(g.tensors) | set(g.initializers) | set(g.inputs)
+        for n in g.nodes:
+            out.update(i for i in n.inputs if i and i not in local)
+            out.update(i for i in subgraph_reads(n) if i not in local)
+        out.update(o for o in g.outputs if o not in local)
+    return out
+
+
 def with_shape(info: TensorInfo, shape: Shape) -> TensorInfo:
     return replace(info, shape=tuple(shape))

@@ -49,9 +49,35 @@ def root():
                 warnings.simplefilter("ignore")
                 import ROOT
             ROOT.gROOT.SetBatch(True)
-            _declare(ROOT, RUNTIME_PATH.read_text(), "the sofie_root runtime header")
+            prelude = "#define SOFIE_RT_CBLAS 1\n" if _load_blas(ROOT) else ""
+            _declare(ROOT, prelude + RUNTIME_PATH.read_text(), "the sofie_root runtime header")
             _root = ROOT
         return _root
+
+
+def blas_library() -> str | None:
+    """Path of the BLAS library from the scipy-openblas32 wheel, or None if it is not installed."""
+    try:
+        import scipy_openblas32
+    except ImportError:
+        return None
+    path = Path(scipy_openblas32.get_lib_dir()) / f"lib{scipy_openblas32.get_library()}.so"
+    return str(path) if path.exists() else None
+
+
+def _load_blas(ROOT) -> bool:
+    """Load OpenBLAS into the process for GEMMs, single-threaded (one Session per thread is the
+    parallelism model; BLAS threads inside would oversubscribe the cores)."""
+    if os.environ.get("SOFIE_ROOT_NO_BLAS"):
+        return False
+    path = blas_library()
+    if path is None or ROOT.gSystem.Load(path) < 0:
+        return False
+    try:
+        ctypes.CDLL(path).scipy_openblas_set_num_threads(1)
+    except (OSError, AttributeError):
+        pass
+    return True
 
 
 def _declare(ROOT, code: str, what: str) -> None:

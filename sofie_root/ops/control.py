@@ -66,7 +66,7 @@ def _sub_views(g: Graph, where: str) -> list[tuple[NodeView, Operator]]:
 
 
 def _plan(v: NodeView, g: Graph) -> _Branch:
-    from ..codegen.emitter import subgraph_reads
+    from ..ir.graph import subgraph_reads
 
     b = _Branch(g, _sub_views(g, v.label))
     produced = {o for n in g.nodes for o in n.outputs if o}

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..ir.graph import Graph
-from ..ops.base import lookup
+from ..ir.graph import Graph, subgraph_reads
 
 
 def eliminate_dead_code(graph: Graph) -> Graph:
@@ -15,11 +14,7 @@ def eliminate_dead_code(graph: Graph) -> Graph:
             continue
         keep.append(node)
         needed.update(i for i in node.inputs if i)
-        for v in node.attrs.values():
-            if isinstance(v, Graph):
-                needed.update(v.outer_scope)
-        op = lookup(node.domain, node.op_type)
-        del op
+        needed.update(subgraph_reads(node))
     keep.reverse()
     used = set(needed)
     inits = {k: v for k, v in graph.initializers.items() if k in used}
