@@ -165,34 +165,40 @@ def _nearest_coeffs(ratio: np.ndarray, mode: str) -> np.ndarray:
 
 def _x_original(mode: str, y: np.ndarray, scale: float, in_w: int, out_int: int,
                 roi: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Source coordinates of the output positions ``y`` (onnx.reference semantics)."""
-    out_w = scale * in_w
+    """Source coordinates of the output positions ``y`` (onnx.reference semantics), computed in
+    float32 as onnxruntime does (so that nearest-neighbour ties round the same way)."""
+    f = np.float32
+    y = y.astype(f)
+    out_w = f(scale) * f(in_w)
+    scale, in_w = f(scale), f(in_w)
+    if roi is not None:
+        roi = (f(roi[0]), f(roi[1]))
     ext = None
     if mode == "align_corners":
-        x = np.zeros(out_int) if out_w == 1 else y * (in_w - 1) / (out_w - 1)
+        x = np.zeros(out_int, f) if out_w == 1 else y * (in_w - 1) / (out_w - 1)
     elif mode == "asymmetric":
         x = y / scale
     elif mode == "tf_crop_and_resize":
         r0, r1 = roi if roi is not None else (0.0, 1.0)
         if out_w == 1:
-            x = np.full(out_int, (r1 - r0) * (in_w - 1) / 2)
+            x = np.full(out_int, (r1 - r0) * (in_w - 1) / 2, f)
         else:
             x = y * (r1 - r0) * (in_w - 1) / (out_w - 1)
         x = x + r0 * (in_w - 1)
         ext = (x < 0) | (x > in_w - 1)
     elif mode == "pytorch_half_pixel":
-        x = np.full(out_int, -0.5) if out_w == 1 else (y + 0.5) / scale - 0.5
+        x = np.full(out_int, -0.5, f) if out_w == 1 else (y + f(0.5)) / scale - f(0.5)
     elif mode == "half_pixel":
-        x = (y + 0.5) / scale - 0.5
+        x = (y + f(0.5)) / scale - f(0.5)
     elif mode == "half_pixel_symmetric":
-        adjustment = out_int / out_w
-        offset = in_w / 2 * (1 - adjustment)
-        x = offset + (y + 0.5) / scale - 0.5
+        adjustment = f(out_int) / out_w
+        offset = in_w / f(2) * (f(1) - adjustment)
+        x = offset + (y + f(0.5)) / scale - f(0.5)
     elif mode == "tf_half_pixel_for_nn":
-        x = (y + 0.5) / scale
+        x = (y + f(0.5)) / scale
     else:
         raise ValueError(mode)
-    return x, ext
+    return np.asarray(x, np.float32).astype(np.float64), ext
 
 
 def _axis_taps(in_w: int, out_int: int, scale: float, roi, attrs: dict) -> _AxisTaps:
@@ -328,7 +334,8 @@ class _ResizeBase(Operator):
                     raise v.fail(f"axis {a} (size {d}) is resized but its size is symbolic; a "
                                  "resized axis must have a size known at compile time")
                 else:
-                    out.append(int(np.float64(sc[a]) * d))
+                    # the product in float32, as onnxruntime computes it (floor(5 * 1.4f) = 7)
+                    out.append(int(math.floor(np.float32(sc[a]) * np.float32(d))))
         elif sizes is not None:
             if len(sizes) != len(axes):
                 raise v.fail(f"sizes has {len(sizes)} values for {len(axes)} axes")
@@ -791,7 +798,8 @@ class GridSample(Operator):
                 lines.append(f"{t} {xj} = (({nv} + {one}) * {dj} - {one}) / {t}(2);")
             if mode == "nearest":
                 lines.append(f"{xj} = std::nearbyint({xj});")
-            if pm == "border":
+            if pm == "border" and mode != "cubic":
+                # (bicubic clamps each tap instead, as PyTorch and onnxruntime do)
                 lines.append(f"if ({xj} < {lo} || {xj} > {hi}) {xj} = std::min(std::max({xj}, {t}(0)), "
                              f"{dj} - {one});")
             elif pm == "reflection":
