@@ -335,7 +335,7 @@ class _ResizeBase(Operator):
                                  "resized axis must have a size known at compile time")
                 else:
                     # the product in float32, as onnxruntime computes it (floor(5 * 1.4f) = 7)
-                    out.append(int(math.floor(np.float32(sc[a]) * np.float32(d))))
+                    out.append(math.floor(float(np.float32(sc[a]) * np.float32(d))))
         elif sizes is not None:
             if len(sizes) != len(axes):
                 raise v.fail(f"sizes has {len(sizes)} values for {len(axes)} axes")
