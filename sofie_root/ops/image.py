@@ -1013,7 +1013,7 @@ class RoiAlign(Operator):
             f"for ({I64} ix_ = 0; ix_ < gw_; ++ix_) {{",
             f"const {t} xx_ = sw_ + {t}(pw_) * bw_ + ({t}(ix_) + {t}(0.5)) * bw_ / {t}(gw_);",
             f"{I64} p1 = 0, p2 = 0, p3 = 0, p4 = 0; {t} w1 = 0, w2 = 0, w3 = 0, w4 = 0;",
-            f"if (!(yy_ < {t}(-1) || yy_ > {t}(H_) || xx_ < {t}(-1) || xx_ > {t}(W_))) {{",
+            f"if (H_ > 0 && W_ > 0 && !(yy_ < {t}(-1) || yy_ > {t}(H_) || xx_ < {t}(-1) || xx_ > {t}(W_))) {{",
             f"   {t} y = std::max(yy_, {t}(0)), x = std::max(xx_, {t}(0));",
             f"   {I64} yl = sofie_rt::float_to_int<{I64}>(y), xl = sofie_rt::float_to_int<{I64}>(x), yh, xh;",
             f"   if (yl >= H_ - 1) {{ yh = yl = H_ - 1; y = {t}(yl); }} else yh = yl + 1;",
