@@ -48,12 +48,11 @@ class _Loss(Operator):
         if t.rank != x.rank - 1:
             raise v.fail(f"the target {t} must have rank {x.rank - 1} ([N, d1, ...]) for the input {x}")
         for k, (dt, dx) in enumerate(zip(t.shape, (x.shape[0], *x.shape[2:]))):
-            if isinstance(dt, int) and isinstance(dx, int) and dt != dx:
+            if dt != dx:  # symbolic dims must be the same symbol: target is read at x's extents
                 raise v.fail(f"the target {t} does not match the input {x} (dimension {k})")
         if v.has_input(2):
             w = v.input(2)
-            if w.rank != 1 or (isinstance(w.shape[0], int) and isinstance(x.shape[1], int)
-                               and w.shape[0] != x.shape[1]):
+            if w.rank != 1 or w.shape[0] != x.shape[1]:
                 raise v.fail(f"the weights {w} must be a vector of the {x.shape[1]} classes")
         return x.shape[0], x.shape[1], numel(x.shape[2:])
 
@@ -83,8 +82,8 @@ class _Loss(Operator):
         if self.softmax:
             # log-softmax over the classes (stride S) of this (n, d)
             lp = e.out(1) if _out_wanted(v, 1) else None
-            lines += [f"{tt} mx_ = xp_[0];",
-                      f"for (std::int64_t {c} = 1; {c} < {C}; ++{c}) mx_ = xp_[{c} * {S}] > mx_ ? xp_[{c} * {S}] : mx_;",
+            lines += [f"{tt} mx_ = -std::numeric_limits<{tt}>::infinity();",  # no read when C == 0
+                      f"for (std::int64_t {c} = 0; {c} < {C}; ++{c}) mx_ = xp_[{c} * {S}] > mx_ ? xp_[{c} * {S}] : mx_;",
                       f"{tt} se_ = 0;",
                       f"for (std::int64_t {c} = 0; {c} < {C}; ++{c}) se_ += std::exp(xp_[{c} * {S}] - mx_);",
                       f"const {tt} lse_ = mx_ + std::log(se_);"]

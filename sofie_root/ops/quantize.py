@@ -41,8 +41,10 @@ def _is_one(d: DimLike) -> bool:
     return isinstance(d, int) and d == 1
 
 
-def _static_differs(a: DimLike, b: DimLike) -> bool:
-    return isinstance(a, int) and isinstance(b, int) and a != b
+def _differs(a: DimLike, b: DimLike) -> bool:
+    """Not provably equal: a symbolic dimension must be the same symbol (a static length read at a
+    symbolic extent could run past the end at run time)."""
+    return a != b
 
 
 # -- scale / zero-point layouts ---------------------------------------------------------------
@@ -63,16 +65,18 @@ def _layout(v: NodeView, x: TensorInfo, s: TensorInfo, z: TensorInfo | None) -> 
     if not block:
         if s.rank != 1:
             raise v.fail(f"the scale {s} must be a scalar or a 1-D tensor (per-axis) without block_size")
-        if _static_differs(s.shape[0], a):
+        if _differs(s.shape[0], a):
             raise v.fail(f"the per-axis scale {s} must have {a} elements (axis {axis} of {x})")
         return "axis", axis, 0
     if s.rank != x.rank:
         raise v.fail(f"blocked quantization needs a scale of the input's rank, got {s} for {x}")
     for j in range(x.rank):
-        if j != axis and _static_differs(s.shape[j], x.shape[j]):
+        if j != axis and _differs(s.shape[j], x.shape[j]):
             raise v.fail(f"the blocked scale {s} must match the input {x} except along axis {axis}")
     nb = s.shape[axis]
-    if isinstance(a, int) and isinstance(nb, int) and nb * block < a:
+    if not (isinstance(a, int) and isinstance(nb, int)):
+        raise v.fail(f"blocked quantization needs a static length along axis {axis} ({x}, scale {s})")
+    if nb * block < a:
         raise v.fail(f"the blocked scale {s} has {nb} blocks of {block} along axis {axis}, "
                      f"too few for {a} elements")
     return "block", axis, block
@@ -277,10 +281,10 @@ def _zp_shape(v: NodeView, x: TensorInfo, z: TensorInfo, per: str, what: str) ->
         if x.rank < 2:
             raise v.fail(f"{what} {z} must be a scalar for a 1-D operand {x}")
         if per == "row":
-            if _static_differs(z.shape[0], x.shape[-2]):
+            if _differs(z.shape[0], x.shape[-2]):
                 raise v.fail(f"{what} {z} must have one value per row of {x}")
             return (z.shape[0], 1)
-        if _static_differs(z.shape[0], x.shape[-1]):
+        if _differs(z.shape[0], x.shape[-1]):
             raise v.fail(f"{what} {z} must have one value per column of {x}")
         return (z.shape[0],)
     shape = tuple(z.shape)
@@ -306,8 +310,17 @@ def _shift(e, v: NodeView, src: int, zp: int | None, dst: str, per: str, what: s
 
 
 def _mm_shapes(v: NodeView, ai: int, bi: int):
-    """MatMul's shape rules (1-D promotion, batch broadcasting) for inputs ``ai`` @ ``bi``."""
-    return MatMul._shapes(NodeView(v.node, [v.input(ai), v.input(bi)], []))
+    """MatMul's shape rules (1-D promotion, batch broadcasting) for inputs ``ai`` @ ``bi``, with
+    symbolic inner and batch dimensions required to be provably equal (no run-time overreads)."""
+    shapes = MatMul._shapes(NodeView(v.node, [v.input(ai), v.input(bi)], []))
+    a2, b2 = shapes[0], shapes[1]
+    if _differs(a2[-1], b2[-2]):
+        raise v.fail(f"inner dimensions differ: {v.input(ai)} @ {v.input(bi)}")
+    ab, bb = a2[:-2], b2[:-2]
+    for da, db in zip(ab[::-1], bb[::-1]):
+        if _differs(da, db) and not (_is_one(da) or _is_one(db)):
+            raise v.fail(f"batch dimensions of {v.input(ai)} and {v.input(bi)} must be equal or 1")
+    return shapes
 
 
 def _int_matmul(e, a: str, b: str, y: str, shapes) -> str:
@@ -487,7 +500,7 @@ def _per_channel(v: NodeView, i: int, m: int, what: str) -> bool:
     t = v.input(i)
     if _is_one(t.size):
         return False
-    if t.rank != 1 or _static_differs(t.shape[0], m):
+    if t.rank != 1 or _differs(t.shape[0], m):
         raise v.fail(f"{what} {t} must be a scalar or have one value per output channel ({m})")
     return True
 
@@ -612,7 +625,7 @@ class QLinearConv(Operator):
         _per_channel(v, 4, m, "w_scale")
         if v.has_input(5):
             _per_channel(v, 5, m, "w_zero_point")
-        if v.has_input(8) and (v.input(8).rank != 1 or _static_differs(v.input(8).shape[0], m)):
+        if v.has_input(8) and (v.input(8).rank != 1 or _differs(v.input(8).shape[0], m)):
             raise v.fail(f"bias {v.input(8)} must be a vector of the {m} output channels")
         return [OutInfo(self._out_dtype(v), (x.shape[0], w.shape[0], *g.out))]
 

@@ -159,3 +159,10 @@ def test_loss_mean_all_ignored_is_nan(op, weight):
     arrays = [np.zeros((2, 3), np.float32), np.array([1, 1])] + ([np.ones(3, np.float32)] if weight else [])
     got = assert_matches_ort(model, *arrays)
     assert np.isnan(got[0])
+
+
+def test_loss_target_with_another_symbol_is_rejected():
+    # the target is read at the input's extents, so its dimensions must be provably the same
+    model = _loss_model("NegativeLogLikelihoodLoss", ["N", 4, 3], ["M", 3], reduction="none")
+    with pytest.raises(sofie_root.SofieError, match="does not match"):
+        sofie_root.compile(model)

@@ -305,3 +305,32 @@ def test_qlinear_conv_per_tensor_no_bias_symbolic_batch():
     m = sofie_root.compile(model)
     for n in (1, 2):
         assert_matches_ort(model, _ints((n, 2, 5, 5), np.uint8), compiled=m)
+
+
+@pytest.mark.parametrize("op", ["ConvInteger", "QLinearConv"])
+def test_conv_per_channel_weight_zero_point_against_reference(op):
+    # onnxruntime only implements a per-tensor w_zero_point; the reference does per channel
+    x, w = _ints((2, 4, 5, 5), np.uint8), _ints((6, 2, 3, 3), np.int8)
+    zw = RNG.integers(-5, 5, (6,)).astype(np.int8)
+    if op == "ConvInteger":
+        names = ["x", "w", "zx", "zw"]
+        inits = {"w": w, "zx": np.array(7, np.uint8), "zw": zw}
+        out = np.int32
+    else:
+        names = ["x", "sx", "zx", "w", "sw", "zw", "sy", "zy"]
+        inits = {"sx": np.array(0.02, np.float32), "zx": np.array(7, np.uint8), "w": w, "sw": _scales((6,)),
+                 "zw": zw, "sy": np.array(0.5, np.float32), "zy": np.array(100, np.uint8)}
+        out = np.uint8
+    node = helper.make_node(op, names, ["y"], group=2, pads=[1, 1, 1, 1])
+    model = make_model([node], [value_info("x", np.uint8, x.shape)], [value_info("y", out, None)],
+                       initializers=inits, opset=10)
+    _assert_matches_reference(model, x)
+
+
+def test_per_axis_scale_along_a_symbolic_axis_is_rejected():
+    # a static number of scales read along a dimension only known at run time could overrun
+    node = helper.make_node("DequantizeLinear", ["x", "s"], ["y"], axis=0)
+    model = make_model([node], [value_info("x", np.int8, ["N", 3])], [value_info("y", np.float32, None)],
+                       initializers={"s": _scales((4,))}, opset=13)
+    with pytest.raises(sofie_root.SofieError, match="per-axis scale"):
+        sofie_root.compile(model)
