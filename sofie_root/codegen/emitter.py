@@ -148,50 +148,75 @@ class NodeEmitter:
     def broadcast_raw(self, out_ptr: str, out_shape: Sequence[DimLike], ptrs: Sequence[str],
                       shapes: Sequence[Sequence[DimLike]], expr: Callable[[list[str]], str]) -> str:
         rank = len(out_shape)
-        # per input and axis: does the input vary along this axis?
         aligned = [[1] * (rank - len(s)) + list(s) for s in shapes]
-        varies = [[not (isinstance(d, int) and d == 1) for d in a] for a in aligned]
-        # merge adjacent axes with the same pattern
-        dims: list[DimLike] = []
-        pats: list[tuple[bool, ...]] = []
+        # per input and axis: 0 = broadcast (size 1), 1 = follows the output, and for a symbolic
+        # input dimension that differs from the output's ("N" against 3), a marker: it must be
+        # 1 or equal at run time, which is checked, and its stride is chosen at run time
+        pre: list[str] = []
+        marks: list[list[object]] = []
+        for k, a in enumerate(aligned):
+            row: list[object] = []
+            for ax, d in enumerate(a):
+                if isinstance(d, int) and d == 1:
+                    row.append(0)
+                elif isinstance(d, Dim) and d != out_shape[ax]:
+                    row.append(("runtime", k, ax))
+                    od = self.dim(out_shape[ax])
+                    pre.append(f"if (!({self.dim(d)} == 1 || {self.dim(d)} == {od})) "
+                               + self.fail(f"input {k} cannot be broadcast along axis {ax}"))
+                else:
+                    row.append(1)
+            marks.append(row)
+        # merge adjacent axes with the same pattern (never axes decided at run time)
+        groups: list[list[int]] = []
+        pats: list[tuple[object, ...]] = []
         for ax in range(rank):
             d = out_shape[ax]
             if isinstance(d, int) and d == 1:
                 continue
-            pat = tuple(v[ax] for v in varies)
-            if pats and pats[-1] == pat:
-                dims[-1] = dims[-1] * d
+            pat = tuple(m[ax] for m in marks)
+            if pats and pats[-1] == pat and not any(isinstance(x, tuple) for x in pat):
+                groups[-1].append(ax)
             else:
-                dims.append(d)
+                groups.append([ax])
                 pats.append(pat)
-        if not dims:
-            return f"{out_ptr}[0] = {expr([f'{p}[0]' for p in ptrs])};"
-        n = len(dims)
-        lines = []
+        if not groups:
+            return "\n".join([*pre, f"{out_ptr}[0] = {expr([f'{p}[0]' for p in ptrs])};"])
+        dims = [numel([out_shape[ax] for ax in g]) for g in groups]
+        n = len(groups)
         idx = [self.tmp("i") for _ in range(n)]
-        # strides of each input over the merged axes
-        strides: list[list[DimLike]] = []
-        for k in range(len(ptrs)):
-            st: list[DimLike] = [0] * n
+        # stride of each input along each merged axis (a C++ expression, or None if broadcast)
+        strides: list[list[str | None]] = []
+        for k, a in enumerate(aligned):
+            st: list[str | None] = [None] * n
             acc: DimLike = 1
             for j in reversed(range(n)):
-                if pats[j][k]:
-                    st[j] = acc
+                mark = pats[j][k]
+                if mark == 1:
+                    st[j] = self.dim(acc)
                     acc = acc * dims[j]
+                elif isinstance(mark, tuple):
+                    var = self.tmp("st")
+                    d = a[groups[j][0]]
+                    pre.append(f"const std::int64_t {var} = {self.dim(d)} == 1 ? 0 : {self.dim(acc)};")
+                    st[j] = var
+                    acc = acc * d
             strides.append(st)
         if n == 1:
             i = idx[0]
-            args = [f"{p}[{i}]" if strides[k][0] != 0 else f"{p}[0]" for k, p in enumerate(ptrs)]
-            return (f"for (std::int64_t {i} = 0; {i} < {self.dim(dims[0])}; ++{i})\n"
-                    f"   {out_ptr}[{i}] = {expr(args)};")
+            args = [f"{p}[{i}]" if strides[k][0] == "1" else
+                    (f"{p}[{i} * {strides[k][0]}]" if strides[k][0] else f"{p}[0]") for k, p in enumerate(ptrs)]
+            return "\n".join([*pre, f"for (std::int64_t {i} = 0; {i} < {self.dim(dims[0])}; ++{i})\n"
+                               f"   {out_ptr}[{i}] = {expr(args)};"])
+        lines = list(pre)
         o = self.tmp("o")
         lines.append(f"std::int64_t {o} = 0;")
         for j in range(n):
             lines.append("   " * j + f"for (std::int64_t {idx[j]} = 0; {idx[j]} < {self.dim(dims[j])}; ++{idx[j]}) {{")
         args = []
         for k, p in enumerate(ptrs):
-            terms = [f"{idx[j]} * {self.dim(strides[k][j])}" if strides[k][j] != 1 else idx[j]
-                     for j in range(n) if strides[k][j] != 0]
+            terms = [idx[j] if strides[k][j] == "1" else f"{idx[j]} * {strides[k][j]}"
+                     for j in range(n) if strides[k][j] is not None]
             args.append(f"{p}[{' + '.join(terms) if terms else '0'}]")
         lines.append("   " * n + f"{out_ptr}[{o}++] = {expr(args)};")
         lines.append("}" * n)

@@ -50,9 +50,36 @@ def root():
                 import ROOT
             ROOT.gROOT.SetBatch(True)
             prelude = "#define SOFIE_RT_CBLAS 1\n" if _load_blas(ROOT) else ""
-            _declare(ROOT, prelude + RUNTIME_PATH.read_text(), "the sofie_root runtime header")
+            _declare(ROOT, optimized(prelude + RUNTIME_PATH.read_text()), "the sofie_root runtime header")
             _root = ROOT
         return _root
+
+
+def target_features() -> str:
+    """Vector instruction sets of this CPU that generated code may use ("" if unknown).
+
+    cling compiles for generic x86-64 (SSE2) by default; enabling AVX2/FMA for our functions
+    halves the time of vectorised loops. Read from /proc/cpuinfo, so it never asks for more
+    than the machine has. ``SOFIE_ROOT_TARGET`` overrides it ("" disables).
+    """
+    if "SOFIE_ROOT_TARGET" in os.environ:
+        return os.environ["SOFIE_ROOT_TARGET"]
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return ""
+    return "avx2,fma" if "avx2" in flags and "fma" in flags else ""
+
+
+def optimized(code: str) -> str:
+    """Wrap code so cling compiles it at -O3 for this CPU's vector units (see target_features)."""
+    features = target_features()
+    head = "#pragma cling optimize(3)\n"
+    if not features:
+        return head + code
+    return (head + f'#pragma clang attribute push (__attribute__((target("{features}"))), apply_to = function)\n'
+            + code + "\n#pragma clang attribute pop\n")
 
 
 def blas_library() -> str | None:
@@ -107,7 +134,7 @@ def declare_model(namespace: str, source: str) -> ModelEntry:
         if entry is not None:
             return entry
         ROOT = root()
-        _declare(ROOT, source, f"model {namespace}")
+        _declare(ROOT, optimized(source), f"model {namespace}")
         addr = {}
         for fn in ("create", "destroy", "run"):
             a = int(ROOT.gInterpreter.ProcessLine(f"(long long)(&{namespace}::{fn});"))

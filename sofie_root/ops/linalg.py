@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from ..ir.dims import DimLike, broadcast_shapes, numel
+from ..ir.dims import Dim, DimLike, broadcast_shapes, numel
 from .base import NodeView, Operator, OutInfo, register
 
 FLOATS = ("float32", "float64")
 NUMERIC = FLOATS + ("int32", "int64", "uint32", "uint64")
+
+
+def inner_check(e, k: DimLike, k2: DimLike) -> str:
+    """Run-time check that symbolic inner dimensions agree (else the GEMM would read out of bounds)."""
+    return f"if ({e.dim(k)} != {e.dim(k2)}) " + e.fail("inner dimensions of A and B differ")
 
 
 @register
@@ -39,7 +44,8 @@ class Gemm(Operator):
         a, b = v.input(0), v.input(1)
         alpha = e.lit(v.attr("alpha", 1.0), dt)
         beta_v = v.attr("beta", 1.0)
-        lines = []
+        k2 = b.shape[1] if v.attr("transB", 0) else b.shape[0]
+        lines = [] if k == k2 else [inner_check(e, k, k2)]
         if v.has_input(2) and beta_v != 0:
             beta = e.lit(beta_v, dt)
             lines.append(e.broadcast_raw(e.out(), (m, n), [e.inp(2)], [v.input(2).shape],
@@ -90,6 +96,16 @@ class MatMul(Operator):
         dt = v.input(0).dtype
         one, zero = e.lit(1, dt), e.lit(0, dt)
         a_batch, b_batch = a2[:-2], b2[:-2]
+        checks = [] if b2[-2] == k else [inner_check(e, k, b2[-2])]
+        for x_batch in (a_batch, b_batch):
+            # a symbolic batch dimension broadcast against a fixed one must equal it at run time
+            for d, out_d in zip(reversed(x_batch), reversed(batch)):
+                if isinstance(d, Dim) and d != out_d:
+                    checks.append(f"if ({e.dim(d)} != {e.dim(out_d)}) "
+                                  + e.fail("batch dimensions of A and B do not match"))
+        return "\n".join([*checks, self._emit(v, e, a2, b2, batch, m, n, k, dt, one, zero, a_batch, b_batch)])
+
+    def _emit(self, v, e, a2, b2, batch, m, n, k, dt, one, zero, a_batch, b_batch) -> str:
         if not b_batch or all(isinstance(d, int) and d == 1 for d in b_batch):
             # B shared by every batch entry: fold A's batch dimensions into M (one GEMM)
             rows = numel(a_batch) * m

@@ -87,8 +87,10 @@ class Dropout(_Copy):
     def check(self, v: NodeView) -> str | None:
         if v.opset >= 12 and v.has_input(2):
             t = v.const(2)
-            if t is None or bool(t.reshape(-1)[0]):
-                return "training_mode must be a constant false (inference only)"
+            ratio = v.const(1) if v.has_input(1) else None
+            zero_ratio = ratio is not None and float(ratio.reshape(-1)[0]) == 0.0
+            if t is None or (bool(t.reshape(-1)[0]) and not zero_ratio):
+                return "training_mode must be a constant false (inference only; random dropout is not supported)"
         return None
 
     def infer(self, v: NodeView) -> list[OutInfo]:

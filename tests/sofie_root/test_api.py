@@ -198,3 +198,15 @@ def test_graph_output_that_is_an_input_or_a_constant() -> None:
     np.testing.assert_array_equal(y, [0, 1])
     np.testing.assert_array_equal(x_out, [-1, 1])
     np.testing.assert_array_equal(c, [1.5, 2.5])
+
+
+def test_symbolic_inner_dimension_is_checked_at_run_time() -> None:
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["y"])]
+    proto = make_model(nodes, [value_info("a", np.float32, [2, "K"]), value_info("b", np.float32, [3, 4])],
+                       [value_info("y", np.float32, None)])
+    m = sofie_root.compile(proto)
+    a = RNG.standard_normal((2, 3)).astype(np.float32)
+    b = RNG.standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_allclose(m(a, b), a @ b, rtol=1e-5)
+    with pytest.raises(sofie_root.SofieError, match="inner dimensions"):
+        m(RNG.standard_normal((2, 5)).astype(np.float32), b)

@@ -246,3 +246,18 @@ def test_bitwise_not_and_shrink() -> None:
     model = make_model([helper.make_node("Shrink", ["x"], ["y"], lambd=0.7, bias=0.2)],
                        [value_info("x", np.float32, f.shape)], [value_info("y", np.float32, None)], opset=18)
     assert_matches_ort(model, f)
+
+
+def test_symbolic_dimension_broadcast_against_fixed() -> None:
+    # "N" meets 3: N must be 3 (element-wise) or 1 (broadcast); anything else is an error, not a bad read
+    node = helper.make_node("Add", ["a", "b"], ["y"])
+    model = make_model([node], [value_info("a", np.float32, ["N"]), value_info("b", np.float32, [3])],
+                       [value_info("y", np.float32, None)])
+    import sofie_root
+
+    m = sofie_root.compile(model)
+    b = np.array([1.0, 2.0, 3.0], np.float32)
+    np.testing.assert_array_equal(m(np.array([10.0, 20.0, 30.0], np.float32), b), [11, 22, 33])
+    np.testing.assert_array_equal(m(np.array([10.0], np.float32), b), [11, 12, 13])
+    with pytest.raises(sofie_root.SofieError, match="cannot be broadcast"):
+        m(np.array([1.0, 2.0], np.float32), b)
