@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 from .api import compile, supported_ops
 from .errors import (
     CompilationError,
+    ExportError,
     InputError,
     InvalidGraphError,
     ModelLoadError,
@@ -20,6 +21,7 @@ from .errors import (
     UnsupportedOperatorError,
 )
 from .model import Model, TensorSpec
+from .ops.custom import register_operator, registered_operators, unregister_operator
 
 
 def _preload_root() -> None:
@@ -41,7 +43,7 @@ def _preload_root() -> None:
 _preload_root()
 
 __all__ = [
-    "CompilationError", "InputError", "InvalidGraphError", "Model", "ModelLoadError",
+    "CompilationError", "ExportError", "InputError", "InvalidGraphError", "Model", "ModelLoadError",
     "ShapeInferenceError", "SofieError", "TensorSpec", "UnsupportedOperatorError", "__version__",
-    "compile", "supported_ops",
+    "compile", "register_operator", "registered_operators", "supported_ops", "unregister_operator",
 ]

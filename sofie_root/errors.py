@@ -11,6 +11,11 @@ class ModelLoadError(SofieError):
     """A model file or object could not be read (missing, malformed, corrupt, foreign)."""
 
 
+class ExportError(ModelLoadError):
+    """A PyTorch, Keras or graph-network model could not be turned into ONNX/IR (the message says
+    which layer or exporter step failed and what to do about it)."""
+
+
 class InvalidGraphError(SofieError):
     """The graph is structurally wrong (dangling tensor, cycle, duplicate output, bad attribute)."""
 

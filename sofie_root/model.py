@@ -53,7 +53,9 @@ class Model:
         self.graph = run_passes(graph, passes)
         g = self.graph
         blob_probe = b"".join(np.require(a, requirements="C").tobytes() for a in g.initializers.values())
-        self.hash = content_hash(str(g) + repr(sorted(g.metadata.items())), blob_probe)
+        from .ops.custom import graph_fingerprint
+
+        self.hash = content_hash(str(g) + repr(sorted(g.metadata.items())) + graph_fingerprint(g), blob_probe)
         self._generated: Generated = generate(g, f"sofie_{self.hash}")
         self._blob = self._generated.weight_blob(g)
         self._entry = cling.declare_model(self._generated.namespace, self._generated.source)

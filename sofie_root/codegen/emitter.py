@@ -258,7 +258,9 @@ def _views(graph: Graph) -> list[tuple[NodeView, Operator]]:
         outs = [graph.info(o) if o else None for o in node.outputs]
         view = NodeView(node, ins, consts, outs)
         if op is None:
-            unsupported.append((node.op_type, node.name, node.domain, node.opset, ""))
+            from ..ops.custom import missing_reason
+
+            unsupported.append((node.op_type, node.name, node.domain, node.opset, missing_reason(node.domain)))
             continue
         out.append((view, op))
     if unsupported:

@@ -25,6 +25,7 @@ from ..ir.dims import Dim, DimLike
 from ..ir.dtypes import dtype_from_numpy, dtype_from_onnx
 from ..ir.graph import Graph, Node, TensorInfo
 from ..ops import base as opbase
+from ..ops.custom import missing_reason
 from ..passes.fold import evaluate_node, should_fold
 
 #: opsets before 7 are accepted where an operator's semantics did not change since; operators
@@ -305,7 +306,7 @@ class _Converter:
         for n in _walk_protos(nodes):
             domain = "" if n.domain == "ai.onnx" else n.domain
             if opbase.lookup(domain, n.op_type) is None:
-                missing.append((n.op_type, n.name, domain, self.opsets.get(domain, 0), ""))
+                missing.append((n.op_type, n.name, domain, self.opsets.get(domain, 0), missing_reason(domain)))
         if missing:
             raise UnsupportedOperatorError(missing)
 
