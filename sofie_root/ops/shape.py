@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DataDependentShapeError, UnsupportedOperatorError
 from ..ir.dims import Dim, DimLike, numel
 from ..ir.dtypes import BOOL, INT64, dtype_from_numpy
 from .base import NodeView, Operator, OutInfo, normalize_axis, register
@@ -84,17 +85,19 @@ class Dropout(_Copy):
     op_type = "Dropout"
     static_inputs = (1, 2)
 
-    def check(self, v: NodeView) -> str | None:
-        if v.opset >= 12 and v.has_input(2):
-            t = v.const(2)
-            ratio = v.const(1) if v.has_input(1) else None
-            zero_ratio = ratio is not None and float(ratio.reshape(-1)[0]) == 0.0
-            if t is None or (bool(t.reshape(-1)[0]) and not zero_ratio):
-                return "training_mode must be a constant false (inference only; random dropout is not supported)"
-        return None
-
     def infer(self, v: NodeView) -> list[OutInfo]:
         x = v.input(0)
+        if v.opset >= 12 and v.has_input(2):
+            # training_mode (and the ratio) must be known: random dropout is not supported,
+            # training with a zero ratio is the identity
+            training = bool(v.require_value(2, "training_mode")[0])
+            ratio = v.const(1) if v.has_input(1) else None
+            if training and v.has_input(1) and ratio is None:
+                raise DataDependentShapeError(f"{v.label}: the dropout ratio must be known", v.input(1).name)
+            if training and (ratio is None or float(ratio.reshape(-1)[0]) != 0.0):
+                raise UnsupportedOperatorError([(v.node.op_type, v.node.name, v.node.domain, v.opset,
+                                                 "training-mode dropout with a non-zero ratio is random "
+                                                 "(inference only)")])
         return [OutInfo(x.dtype, x.shape), OutInfo(BOOL, x.shape)]
 
     def emit(self, v: NodeView, e) -> str:
