@@ -276,8 +276,11 @@ def content_hash(graph_text: str, blob: bytes) -> str:
     return h.hexdigest()[:16]
 
 
-def generate(graph: Graph, namespace: str) -> Generated:
-    """Generate the C++ of ``graph`` in ``namespace`` (which must be a safe identifier)."""
+def generate(graph: Graph, namespace: str, extra_members: str = "") -> Generated:
+    """Generate the C++ of ``graph`` in ``namespace`` (which must be a safe identifier).
+
+    ``extra_members`` is C++ added to the Session class (``sofie-root emit`` uses it for a
+    constructor reading the weights from a .root file); it must not come from a model file."""
     st = _ModelState(graph)
     views = _views(graph)
     g_outputs = list(graph.outputs)
@@ -420,7 +423,7 @@ def generate(graph: Graph, namespace: str) -> Generated:
         num_symbols=len(st.symbols),
         num_inputs=len(graph.inputs),
         num_outputs=len(g_outputs),
-        extra_members="",
+        extra_members=extra_members,
         typed_params=", ".join(typed_params),
         typed_sym_values="".join(f"{st.sym_var[s]}, " for s in st.symbols),
         typed_in_values="".join(f"x{i}, " for i in range(len(graph.inputs))),
