@@ -57,4 +57,5 @@ def supported_ops() -> list[str]:
     """Sorted names of the supported operators (custom domains as ``domain::Op``)."""
     from .ops import REGISTRY
 
-    return sorted(op if not dom else f"{dom}::{op}" for dom, op in REGISTRY)
+    return sorted(op if not dom else f"{dom}::{op}" for (dom, op), impl in REGISTRY.items()
+                  if not getattr(impl, "internal", False))

@@ -25,6 +25,8 @@ _FAMILY_TITLES = {
 def operator_table() -> str:
     rows = []
     for (domain, op_type), op in sorted(REGISTRY.items(), key=lambda kv: (kv[0][1].lower(), kv[0][0])):
+        if getattr(op, "internal", False):
+            continue
         if getattr(op, "user_defined", False):  # sofie_root.register_operator: not part of the package
             continue
         family = type(op).__module__.rsplit(".", 1)[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,9 +34,28 @@ class TensorSpec:
         return f"{self.name}: {self.dtype.name}[{', '.join(map(str, self.shape))}]"
 
 
+IO_TYPES_KEY = "sofie:io_types"  # graph metadata: inputs/outputs that are float16/bfloat16 in the model
+
+
+def half_dtype(kind: str) -> np.dtype:
+    """numpy dtype of a half-precision type name ("float16", or "bfloat16" from ml_dtypes)."""
+    if kind == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(kind)
+
+
+def io_types(graph: Graph) -> dict[str, str]:
+    """Inputs and outputs declared float16/bfloat16 (computed in float32 inside)."""
+    return json.loads(graph.metadata.get(IO_TYPES_KEY, "{}"))
+
+
 def _spec(graph: Graph, name: str) -> TensorSpec:
     info = graph.info(name)
-    return TensorSpec(name, info.dtype.numpy, tuple(str(d) if isinstance(d, Dim) else int(d) for d in info.shape))
+    kind = io_types(graph).get(name)
+    dtype = half_dtype(kind) if kind else info.dtype.numpy
+    return TensorSpec(name, dtype, tuple(str(d) if isinstance(d, Dim) else int(d) for d in info.shape))
 
 
 class Model:
@@ -69,6 +89,7 @@ class Model:
         self._symbols = self._generated.symbols
         self._in_infos = g.input_infos
         self._out_infos = g.output_infos
+        self._io_types = io_types(g)
         self.compile_seconds = time.perf_counter() - t0
 
     # -- description ---------------------------------------------------------------------------
@@ -110,6 +131,8 @@ class Model:
         syms: dict[str, int] = {}
         prepared = []
         for info, arr in zip(self._in_infos, args):
+            if info.name in self._io_types:  # a half-precision input, computed in float32
+                arr = np.asarray(arr).astype(np.float32)
             a = self._convert(info, arr)
             self._bind(info, a.shape, syms)
             prepared.append(a)
@@ -124,6 +147,9 @@ class Model:
             rc = self._entry.run(self._session, sym_arr, in_ptrs, out_ptrs, self._err, len(self._err))
             if rc:
                 raise SofieError(f"inference failed: {self._err.value.decode(errors='replace')}")
+        if self._io_types:
+            outs = [o.astype(half_dtype(self._io_types[i.name])) if i.name in self._io_types else o
+                    for i, o in zip(self._out_infos, outs)]
         return outs
 
     def __call__(self, *arrays: object, **named: object) -> np.ndarray | list[np.ndarray]:
@@ -156,6 +182,7 @@ class Model:
             raise InputError(f"input {info.name!r}: cannot be converted to an array ({e})") from e
         if a.dtype != want:
             ok = (a.dtype.kind == "f" and want.kind == "f") or \
+                 (a.dtype.name == "bfloat16" and want.kind == "f") or \
                  (a.dtype.kind in "iu" and want.kind in "iu" and np.can_cast(a.dtype, want, "same_kind")) or \
                  (a.dtype.kind in "iub" and want.kind == "f")
             if not ok:

@@ -124,6 +124,41 @@ template <class I, class F> inline I float_to_int(F x)
    return static_cast<I>(x);
 }
 
+// Rounding float32 values to the nearest float16 / bfloat16 value (ties to even): half-precision
+// models are computed in float32, and casts to the half types round with these.
+inline float round_float16(float x)
+{
+   if (!(x == x))
+      return x;
+   const float a = std::fabs(x);
+   if (a >= 65520.f) // halfway between the largest float16 (65504) and the next power of two
+      return std::copysign(std::numeric_limits<float>::infinity(), x);
+   if (a < 6.103515625e-05f) { // subnormal float16: multiples of 2^-24
+      const float q = 5.9604644775390625e-08f;
+      return std::copysign(std::nearbyint(a / q) * q, x);
+   }
+   std::uint32_t u;
+   std::memcpy(&u, &a, 4);
+   u += 0xFFFu + ((u >> 13) & 1u); // keep 10 mantissa bits, ties to even
+   u &= ~0x1FFFu;
+   float r;
+   std::memcpy(&r, &u, 4);
+   return std::copysign(r, x);
+}
+
+inline float round_bfloat16(float x)
+{
+   if (!(x == x))
+      return x;
+   std::uint32_t u;
+   std::memcpy(&u, &x, 4);
+   u += 0x7FFFu + ((u >> 16) & 1u);
+   u &= 0xFFFF0000u;
+   float r;
+   std::memcpy(&r, &u, 4);
+   return r;
+}
+
 // BitShift as ONNX defines it: no undefined behaviour for negative or too large shift amounts.
 template <class T> inline T shift_left(T a, T b)
 {

@@ -10,6 +10,7 @@ Every unsupported node is reported at once, before any code is generated.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,7 @@ from onnx import numpy_helper
 
 from ..errors import InvalidGraphError, ModelLoadError, ShapeInferenceError, SofieError, UnsupportedOperatorError
 from ..ir.dims import Dim, DimLike
-from ..ir.dtypes import dtype_from_numpy, dtype_from_onnx
+from ..ir.dtypes import FLOAT32, dtype_from_numpy, dtype_from_onnx
 from ..ir.graph import Graph, Node, TensorInfo
 from ..ops import base as opbase
 from ..ops.custom import missing_reason
@@ -31,6 +32,8 @@ from ..passes.fold import evaluate_node, should_fold
 #: opsets before 7 are accepted where an operator's semantics did not change since; operators
 #: whose old versions differ reject the old attributes in ``check``
 MIN_OPSET = 1
+#: metadata key: JSON {tensor: "float16" | "bfloat16"} for inputs/outputs of half types
+IO_TYPES_KEY = "sofie:io_types"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -104,6 +107,9 @@ def convert_model(model: onnx.ModelProto, label: str,
     conv = _Converter(opsets, label)
     graph = conv.convert_graph(model.graph, outer={}, input_shapes=input_shapes or {},
                                input_values=input_values or {})
+    io_types = {n: conv.half[n] for n in [*graph.inputs, *graph.outputs] if n in conv.half}
+    if io_types:
+        metadata[IO_TYPES_KEY] = json.dumps(io_types, sort_keys=True)
     graph.metadata.update(metadata)
     return graph
 
@@ -178,12 +184,22 @@ def _attr_value(a: onnx.AttributeProto, conv: _Converter, outer: Mapping[str, Te
     raise ShapeInferenceError(f"{where}: attribute {a.name!r} has an unsupported kind {A.AttributeType.Name(t)}")
 
 
+#: float16 and bfloat16 are storage types here: tensors of these types are computed in float32
+#: (CPUs have no half-precision arithmetic worth using), casts to them round, and the model's
+#: inputs and outputs keep their declared type at the Python boundary
+HALF_TYPES = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
+_DTYPE_ATTRS = ("to", "dtype", "output_dtype", "softmax_precision")
+
+
 def _to_numpy(tp: onnx.TensorProto, where: str) -> np.ndarray:
-    dtype_from_onnx(tp.data_type, f"{where}: ")
+    if tp.data_type not in HALF_TYPES:
+        dtype_from_onnx(tp.data_type, f"{where}: ")
     try:
         arr = numpy_helper.to_array(tp)
     except Exception as e:
         raise ModelLoadError(f"{where}: tensor data is corrupt ({e})") from e
+    if tp.data_type in HALF_TYPES:
+        arr = arr.astype(np.float32)
     return np.require(arr, requirements="C")
 
 
@@ -195,6 +211,8 @@ class _Converter:
         # initializers of the graphs being converted, innermost last: sub-graphs see the
         # constants of their enclosing graphs (for folding and for compile-time values)
         self._inits: list[Mapping[str, np.ndarray]] = []
+        # tensors that are float16/bfloat16 in the ONNX model (computed in float32 here)
+        self.half: dict[str, str] = {}
 
     def _const(self, name: str) -> np.ndarray | None:
         for inits in reversed(self._inits):
@@ -216,7 +234,11 @@ class _Converter:
         tt = vi.type
         if not tt.HasField("tensor_type"):
             raise ShapeInferenceError(f"{where} is not a tensor (sequences, maps and optionals are not supported)")
-        dtype = dtype_from_onnx(tt.tensor_type.elem_type, f"{where}: ")
+        if tt.tensor_type.elem_type in HALF_TYPES:
+            self.half[vi.name] = HALF_TYPES[tt.tensor_type.elem_type]
+            dtype = FLOAT32
+        else:
+            dtype = dtype_from_onnx(tt.tensor_type.elem_type, f"{where}: ")
         if override is not None:
             dims = [self._symbol(f"{vi.name}_{k}") if d is None else (self._symbol(d) if isinstance(d, str) else int(d))
                     for k, d in enumerate(override)]
@@ -247,6 +269,8 @@ class _Converter:
             arr = _to_numpy(tp, f"{self.label}: initializer {tp.name!r}")
             initializers[tp.name] = arr
             tensors[tp.name] = TensorInfo(tp.name, dtype_from_numpy(arr.dtype), tuple(arr.shape))
+            if tp.data_type in HALF_TYPES:
+                self.half[tp.name] = HALF_TYPES[tp.data_type]
         for sp in g.sparse_initializer:
             raise ModelLoadError(f"{self.label}: sparse initializer {sp.values.name!r} is not supported")
         unknown = (set(input_shapes) | set(input_values)) - {vi.name for vi in g.input}
@@ -292,6 +316,8 @@ class _Converter:
         tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
         if tt is not None and tt.elem_type and tt.elem_type in (d.onnx for d in [info.dtype]):
             return
+        if tt is not None and tt.elem_type in HALF_TYPES and info.dtype == FLOAT32:
+            return  # half types are computed in float32
         if tt is not None and tt.elem_type:
             try:
                 declared = dtype_from_onnx(tt.elem_type).name
@@ -321,7 +347,13 @@ class _Converter:
         if proto.op_type == "If" and domain == "" and self._inline_constant_if(proto, scope, initializers,
                                                                                 out_nodes, outer):
             return
+        if domain == "" and self._rewrite_half_cast(proto, scope, initializers, out_nodes, outer):
+            return
+        self._tag_half(proto)
         attrs = {a.name: _attr_value(a, self, scope, f"{self.label}: {label}") for a in proto.attribute}
+        for key in _DTYPE_ATTRS:
+            if attrs.get(key) in HALF_TYPES:
+                attrs[key] = int(onnx.TensorProto.FLOAT)
         node = Node(proto.op_type, list(proto.input), list(proto.output), attrs, proto.name,
                     domain, self.opsets.get(domain, 0))
         op = opbase.lookup(domain, proto.op_type)
@@ -359,8 +391,11 @@ class _Converter:
         # constant folding: every input known
         all_const = all(c is not None for i, c in zip(node.inputs, consts) if i)
         if all_const and should_fold(node, infos):
-            results = evaluate_node(node, consts,
-                                    [i.dtype if i else None for i in infos], f"{self.label}: {label}")
+            if hasattr(op, "evaluate"):
+                results = op.evaluate(view, consts)
+            else:
+                results = evaluate_node(node, consts,
+                                        [i.dtype if i else None for i in infos], f"{self.label}: {label}")
             for name, info, arr in zip(node.outputs, infos, results):
                 if not name:
                     continue
@@ -390,6 +425,53 @@ class _Converter:
                 scope[info.name] = info
         out_nodes.append(node)
 
+
+    def _tag_half(self, proto: onnx.NodeProto) -> None:
+        """Float outputs computed from float16/bfloat16 tensors are of that type in the model."""
+        kinds = [self.half[i] for i in proto.input if i in self.half]
+        if proto.op_type == "Constant":
+            t = next((a.t for a in proto.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR),
+                     None)
+            if t is not None and t.data_type in HALF_TYPES:
+                kinds = [HALF_TYPES[t.data_type]]
+            else:
+                kinds = []
+        for a in proto.attribute:
+            if a.name in _DTYPE_ATTRS and a.type == onnx.AttributeProto.INT and a.i in HALF_TYPES:
+                kinds = [HALF_TYPES[a.i]]
+            elif a.name in _DTYPE_ATTRS and a.type == onnx.AttributeProto.INT and proto.op_type != "Attention":
+                kinds = []  # an explicit other element type
+            elif a.name == "value" and a.type == onnx.AttributeProto.TENSOR and a.t.data_type in HALF_TYPES:
+                kinds = [HALF_TYPES[a.t.data_type]]
+        if kinds:
+            for o in proto.output:
+                if o:
+                    self.half[o] = kinds[0]
+
+    def _rewrite_half_cast(self, proto: onnx.NodeProto, scope: dict[str, TensorInfo],
+                           initializers: dict[str, np.ndarray], out_nodes: list[Node],
+                           outer: Mapping[str, TensorInfo]) -> bool:
+        """Cast (or CastLike) to float16/bfloat16 becomes a cast to float32 that rounds to the
+        half type's precision (sofie.RoundFloat), since half types are computed in float32."""
+        if proto.op_type == "Cast":
+            to = next((a.i for a in proto.attribute if a.name == "to"), None)
+            kind = HALF_TYPES.get(to)
+        elif proto.op_type == "CastLike" and len(proto.input) > 1:
+            kind = self.half.get(proto.input[1])
+        else:
+            return False
+        if kind is None:
+            return False
+        tmp = proto.output[0] + "__sofie_as_float"
+        while tmp in scope:
+            tmp += "_"
+        helper = onnx.helper
+        cast = helper.make_node("Cast", [proto.input[0]], [tmp], name=proto.name, to=onnx.TensorProto.FLOAT)
+        rnd = helper.make_node("RoundFloat", [tmp], [proto.output[0]], name=proto.name, domain="sofie", dtype=kind)
+        self._convert_node(cast, scope, initializers, out_nodes, outer)
+        self._convert_node(rnd, scope, initializers, out_nodes, outer)
+        self.half[proto.output[0]] = kind
+        return True
 
     def _inline_constant_if(self, proto: onnx.NodeProto, scope: dict[str, TensorInfo],
                             initializers: dict[str, np.ndarray], out_nodes: list[Node],

@@ -410,3 +410,38 @@ class CastLike(Cast):
     def emit(self, v: NodeView, e) -> str:
         src, dst = v.input(0).dtype, v.input(1).dtype
         return e.broadcast(0, [0], lambda a: _cast_expr(a[0], src, dst))
+
+
+@register
+class RoundFloat(Operator):
+    """Internal (domain ``sofie``): round float32 values to float16 or bfloat16 precision.
+
+    The ONNX frontend computes half-precision models in float32 and turns each Cast to a half
+    type into Cast-to-float32 followed by this rounding, so results keep the half type's values.
+    """
+
+    op_type = "RoundFloat"
+    domain = "sofie"
+    internal = True
+    dtypes = ("float32",)
+
+    def check(self, v: NodeView) -> str | None:
+        if v.attr("dtype") not in ("float16", "bfloat16"):
+            return f"unknown rounding type {v.attr('dtype')!r}"
+        return super().check(v)
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        return [OutInfo(v.input(0).dtype, v.input(0).shape)]
+
+    def evaluate(self, v: NodeView, inputs: list) -> list:
+        import numpy as np
+
+        if v.attr("dtype") == "float16":
+            return [inputs[0].astype(np.float16).astype(np.float32)]
+        import ml_dtypes
+
+        return [inputs[0].astype(ml_dtypes.bfloat16).astype(np.float32)]
+
+    def emit(self, v: NodeView, e) -> str:
+        fn = "round_float16" if v.attr("dtype") == "float16" else "round_bfloat16"
+        return e.broadcast(0, [0], lambda a: f"sofie_rt::{fn}({a[0]})")

@@ -210,3 +210,25 @@ def test_symbolic_inner_dimension_is_checked_at_run_time() -> None:
     np.testing.assert_allclose(m(a, b), a @ b, rtol=1e-5)
     with pytest.raises(sofie_root.SofieError, match="inner dimensions"):
         m(RNG.standard_normal((2, 5)).astype(np.float32), b)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, "bfloat16"])
+def test_half_precision_models_keep_their_io_types(dtype) -> None:
+    import ml_dtypes
+
+    dt = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
+    w = RNG.standard_normal((4, 3)).astype(dt)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Relu", ["m"], ["r"]),
+             helper.make_node("Cast", ["r"], ["y"], to=helper.np_dtype_to_tensor_dtype(dt))]
+    elem = helper.np_dtype_to_tensor_dtype(dt)
+    graph = helper.make_graph(nodes, "half", [helper.make_tensor_value_info("x", elem, ["N", 4])],
+                              [helper.make_tensor_value_info("y", elem, None)],
+                              [onnx.numpy_helper.from_array(w, "w")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
+    m = sofie_root.compile(proto)
+    assert m.inputs[0].dtype == dt and m.outputs[0].dtype == dt
+    x = RNG.standard_normal((5, 4)).astype(dt)
+    y = m(x)
+    assert y.dtype == dt
+    expect = np.maximum(x.astype(np.float32) @ w.astype(np.float32), 0).astype(dt)
+    np.testing.assert_allclose(y.astype(np.float32), expect.astype(np.float32), rtol=1e-2, atol=1e-2)
