@@ -1,0 +1,218 @@
+"""``sofie_root.functor`` and ``sofie_root.rdf.define``: compiled models as RDataFrame columns.
+
+The functor is a C++ object (a cppyy instance of a generated struct with ``operator()``), so
+``df.Define("score", f, f.columns)`` runs it on every thread with no Python in the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from sofie_root.errors import SofieError
+
+from . import codegen
+from .plan import Columns, Plan, make_plan
+
+_lock = threading.RLock()
+_declared: set[str] = set()
+_models: dict[tuple, object] = {}
+
+#: Workspace slots a functor can serve (RDataFrame slots, or threads for the plain form).
+MIN_CAPACITY = 256
+
+
+def load_model(model_or_path) -> tuple[object, Path | None]:
+    """A compiled :class:`~sofie_root.Model` and the file it came from (None if not from a file).
+
+    Paths (``.onnx``, and ``.root`` once :func:`sofie_root.compile` reads them) are compiled once
+    per process and cached by path, size and modification time.
+    """
+    from sofie_root.model import Model
+
+    if isinstance(model_or_path, Model):
+        return model_or_path, getattr(model_or_path, "_rdf_source_path", None)
+    if isinstance(model_or_path, (str, os.PathLike)):
+        import sofie_root
+
+        path = Path(model_or_path).resolve()
+        try:
+            st = path.stat()
+        except OSError as e:
+            raise SofieError(f"model file {str(model_or_path)!r} cannot be read: {e}") from e
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        with _lock:
+            model = _models.get(key)
+            if model is None:
+                model = sofie_root.compile(path)
+                _models[key] = model
+        return model, path
+    import sofie_root
+
+    return sofie_root.compile(model_or_path), None
+
+
+def root():
+    """ROOT, with the sofie_root runtime and the RDataFrame adapter header declared."""
+    from sofie_root.jit import cling
+
+    ROOT = cling.root()
+    with _lock:
+        if "__header__" not in _declared:
+            cling._declare(ROOT, cling.optimized(codegen.HEADER_PATH.read_text()), "the sofie_root RDF header")
+            _declared.add("__header__")
+    return ROOT
+
+
+def declare(plan: Plan, ns: str | None = None) -> str:
+    """Declare the functor code of ``plan`` (once per process); returns its C++ namespace
+    (``ns`` if given, else one derived from the plan)."""
+    from sofie_root.jit import cling
+
+    ns = ns or codegen.namespace(plan)
+    ROOT = root()
+    with _lock:
+        if ns not in _declared:
+            if not cling.is_declared(plan.namespace):
+                raise SofieError(f"the model code {plan.namespace} is not declared in this process")
+            cling._declare(ROOT, cling.optimized(codegen.generate(plan, ns)), f"RDataFrame functor {ns}")
+            _declared.add(ns)
+    return ns
+
+
+def fingerprint(model) -> str:
+    """A digest of a model's generated code and weights that does not depend on where it was
+    loaded from (its C++ namespace does), to check that workers run the very same model."""
+    import hashlib
+
+    h = hashlib.sha1(model.source.replace(model.namespace, "NS").encode())
+    h.update(model._blob.tobytes())
+    return h.hexdigest()
+
+
+def _capacity(ROOT, nslots: int | None) -> int:
+    n = MIN_CAPACITY
+    try:
+        n = max(n, int(ROOT.GetThreadPoolSize()))
+    except Exception:
+        pass
+    return max(n, int(nslots or 0))
+
+
+def _weights(model) -> tuple[int, int]:
+    blob = model._blob
+    return (int(blob.ctypes.data) if blob.size else 0), int(blob.size)
+
+
+def _type_lookup(df) -> Callable[[str], str | None]:
+    def type_of(col: str) -> str | None:
+        try:
+            return str(df.GetColumnType(col))
+        except Exception:
+            return None
+
+    return type_of
+
+
+def _explicit_types(types, plan_columns: Sequence[str] | None) -> dict[str, str]:
+    if types is None:
+        return {}
+    if isinstance(types, Mapping):
+        return {str(k): str(v) for k, v in types.items()}
+    types = list(types)
+    if plan_columns is None or len(types) != len(plan_columns):
+        raise SofieError("types given as a list must match columns one to one; give a dict {column: type} otherwise")
+    return dict(zip(plan_columns, map(str, types)))
+
+
+def functor(model, columns: Sequence[str] | None = None, *, inputs: Mapping | None = None, outputs=None,
+            df=None, types=None, pad: float = 0.0, sort_by: str | None = None, descending: bool = True,
+            layout: str | None = None, dims: Mapping[str, int] | None = None, slot: bool = False):
+    """A C++ callable running ``model`` on one event, for ``RDataFrame.Define`` / ``DefineSlot``.
+
+    Args:
+        model: a :class:`~sofie_root.Model`, or a path to a model file (``.onnx``; ``.root`` files
+            are read by :func:`sofie_root.compile`), or anything :func:`sofie_root.compile` takes.
+        columns: the columns feeding a single-input model, in the model's feature order. Scalar
+            columns of any arithmetic type form a ``[1, F]`` input; ``RVec`` columns (one per
+            feature) form a ``[1, P, F]`` or ``[1, F, P]`` input, truncated or padded to P.
+            Omitted: the column names stored with the model (metadata ``sofie_root.columns``).
+        inputs: for several inputs, ``{input_name: columns or Columns(...)}`` (all inputs must be fed).
+        outputs: the output(s) returned: a name, an index or a list (concatenated). A single
+            value is returned as ``float``, anything else as ``ROOT::RVecF``.
+        df: the dataframe the functor will be used on: column types are read from it and
+            everything is checked now (column existence, types, counts), before any event runs.
+            Without it, scalar columns are taken to have the model's element type (``float``) and
+            collections to be ``RVec`` of it; ``types`` overrides ({column: "double", ...}).
+        pad, sort_by, descending, layout: options for collection columns (see :class:`Columns`).
+        dims: values of symbolic model dimensions other than the batch (e.g. ``{"P": 50}``).
+        slot: return the slot-aware form (``operator()(unsigned slot, columns...)``) for
+            ``df.DefineSlot(name, f, f.columns)`` or ``df.Define(name, f, ["rdfslot_", *f.columns])``.
+
+    Returns:
+        a cppyy object: ``f.columns`` is the column list to give to ``Define``, ``f.plan`` the
+        resolved mapping, ``f.sessions()`` the number of Sessions created so far. Copies of it
+        (RDataFrame copies its callables) share the weights and the per-slot Sessions.
+
+    Raises:
+        SofieError: a column missing or of a non-arithmetic type, a wrong number of columns for
+            an input, a model input left unfed, an output that does not exist.
+
+    >>> f = sofie_root.functor("higgs.onnx", ["m_jj", "m_jjj", "m_lv"], df=df)   # doctest: +SKIP
+    >>> df = df.Define("score", f, f.columns)                                    # doctest: +SKIP
+    """
+    m, _ = load_model(model)
+    col_list = None if columns is None else ([columns] if isinstance(columns, str) else
+                                             (list(columns.names) if isinstance(columns, Columns) else list(columns)))
+    plan = make_plan(m, columns, inputs=inputs, outputs=outputs, pad=pad, sort_by=sort_by, descending=descending,
+                     layout=layout, dims=dims, column_types=_explicit_types(types, col_list),
+                     type_of=_type_lookup(df) if df is not None else None)
+    return _instantiate(m, plan, slot=slot, nslots=_nslots(df))
+
+
+def _nslots(df) -> int | None:
+    if df is None:
+        return None
+    try:
+        return int(df.GetNSlots())
+    except Exception:
+        return None
+
+
+def _instantiate(model, plan: Plan, *, slot: bool, nslots: int | None = None):
+    ns = declare(plan)
+    ROOT = root()
+    cls = getattr(getattr(ROOT, ns), "SlotFunctor" if slot else "Functor")
+    addr, n = _weights(model)
+    try:
+        obj = cls(addr, n, _capacity(ROOT, nslots))
+    except Exception as e:
+        raise SofieError(f"creating the functor failed: {e}") from e
+    obj.columns = list(plan.args)
+    obj.plan = plan
+    return obj
+
+
+def define(df, name: str, model, columns: Sequence[str] | None = None, **options):
+    """``df`` with a new column ``name`` holding ``model``'s output, one Session per slot.
+
+    The same arguments as :func:`functor` (``inputs``, ``outputs``, ``pad``, ``sort_by``, ...);
+    columns are checked against ``df`` now. On a distributed dataframe
+    (``ROOT.RDataFrame(..., executor=client)``) the model file is shipped to the workers and
+    the code is declared there (see :mod:`sofie_root.rdf.distributed`).
+
+    >>> df = sofie_root.rdf.define(df, "score", "higgs.onnx", ["m_jj", "m_jjj", "m_lv"])  # doctest: +SKIP
+    """
+    from .distributed import is_distributed
+
+    if is_distributed(df):
+        from .distributed import define as ddefine
+
+        return ddefine(df, name, model, columns, **options)
+    if options.pop("slot", True) is False:
+        f = functor(model, columns, df=df, **options)
+        return df.Define(name, f, list(f.columns))
+    f = functor(model, columns, df=df, slot=True, **options)
+    return df.DefineSlot(name, f, list(f.columns))
