@@ -136,10 +136,14 @@ class Model:
             a = self._convert(info, arr)
             self._bind(info, a.shape, syms)
             prepared.append(a)
-        sym_arr = (ctypes.c_int64 * max(1, len(self._symbols)))(*[syms[s] for s in self._symbols])
+        data_syms = self._generated.data_symbols
+        sym_arr = (ctypes.c_int64 * max(1, len(self._symbols) + len(data_syms)))(
+            *[syms[s] for s in self._symbols])
+        # outputs sized by data-dependent symbols (NonZero) are allocated at their upper bound
+        bounds = {k: (b.evaluate(syms) if isinstance(b, Dim) else int(b)) for k, b in data_syms.items()}
         outs = []
         for info in self._out_infos:
-            shape = tuple(d.evaluate(syms) if isinstance(d, Dim) else int(d) for d in info.shape)
+            shape = tuple(d.evaluate({**syms, **bounds}) if isinstance(d, Dim) else int(d) for d in info.shape)
             outs.append(np.empty(shape, dtype=info.dtype.numpy))
         in_ptrs = (ctypes.c_void_p * max(1, len(prepared)))(*[a.ctypes.data for a in prepared])
         out_ptrs = (ctypes.c_void_p * max(1, len(outs)))(*[o.ctypes.data for o in outs])
@@ -147,6 +151,13 @@ class Model:
             rc = self._entry.run(self._session, sym_arr, in_ptrs, out_ptrs, self._err, len(self._err))
             if rc:
                 raise SofieError(f"inference failed: {self._err.value.decode(errors='replace')}")
+        if data_syms:
+            actual = dict(syms)
+            actual.update({k: int(sym_arr[len(self._symbols) + j]) for j, k in enumerate(data_syms)})
+            for j, info in enumerate(self._out_infos):
+                if any(isinstance(d, Dim) and d.symbols & set(data_syms) for d in info.shape):
+                    shape = tuple(d.evaluate(actual) if isinstance(d, Dim) else int(d) for d in info.shape)
+                    outs[j] = outs[j].reshape(-1)[:int(np.prod(shape))].reshape(shape)
         if self._io_types:
             outs = [o.astype(half_dtype(self._io_types[i.name])) if i.name in self._io_types else o
                     for i, o in zip(self._out_infos, outs)]

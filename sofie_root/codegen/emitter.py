@@ -44,6 +44,8 @@ class Generated:
     weight_bytes: int
     symbols: list[str]
     arena_groups: list[memory.Group] = field(default_factory=list)
+    #: data-dependent symbols (values returned by run after the input symbols) and their bounds
+    data_symbols: dict[str, DimLike] = field(default_factory=dict)
 
     def weight_blob(self, graph: Graph) -> np.ndarray:
         blob = np.zeros(self.weight_bytes, dtype=np.uint8)
@@ -284,6 +286,15 @@ def generate(graph: Graph, namespace: str, extra_members: str = "") -> Generated
     st = _ModelState(graph)
     views = _views(graph)
     g_outputs = list(graph.outputs)
+    # sizes only known at run time (NonZero): memory is planned with their upper bounds
+    data_syms: dict[str, DimLike] = {}
+    for view, op in views:
+        data_syms.update(op.data_dependent(view))
+    for k, sym in enumerate(data_syms):
+        st.sym_var[sym] = identifier("d", k, sym)
+
+    def bounded(d: DimLike) -> DimLike:
+        return d.substitute(data_syms) if isinstance(d, Dim) and d.symbols & set(data_syms) else d
 
     # which tensors are read at run time (static inputs are compile-time only)
     runtime_reads: dict[str, int] = {}
@@ -338,7 +349,7 @@ def generate(graph: Graph, namespace: str, extra_members: str = "") -> Generated
         for k, (dt, count) in enumerate(op.workspace(view)):
             wn = _ws_name(step, k)
             st.var[wn] = f"ws{step}_{k}"
-            requests.append((wn, numel([count]) * dt.itemsize, step, step))
+            requests.append((wn, bounded(numel([count]) * dt.itemsize), step, step))
     ws_types = {}
     for step, (view, op) in enumerate(views):
         for k, (dt, _) in enumerate(op.workspace(view)):
@@ -346,7 +357,7 @@ def generate(graph: Graph, namespace: str, extra_members: str = "") -> Generated
     for t, step in first.items():
         info = graph.info(t)
         last = runtime_reads.get(t, step)
-        requests.append((t, info.size * info.dtype.itemsize, step, max(step, last)))
+        requests.append((t, bounded(info.size * info.dtype.itemsize), step, max(step, last)))
     groups = memory.plan(requests)
 
     # arena layout code: group base offsets computed from the symbol values
@@ -407,8 +418,10 @@ def generate(graph: Graph, namespace: str, extra_members: str = "") -> Generated
         body.append(f"      std::memcpy(out[{i}], {src}, std::size_t({st.dim(info.size)}) * sizeof({info.dtype.cpp}));")
 
     sym_lines = [f"      const std::int64_t {st.sym_var[s]} = sym[{i}];" for i, s in enumerate(st.symbols)]
-    for s in st.symbols:
+    sym_lines += [f"      std::int64_t {st.sym_var[s]} = 0;" for s in data_syms]
+    for s in [*st.symbols, *data_syms]:
         sym_lines.append(f"      (void){st.sym_var[s]};")
+    data_out = [f"      sym[{len(st.symbols) + k}] = {st.sym_var[s]};" for k, s in enumerate(data_syms)]
     typed_params = [f"std::int64_t {st.sym_var[s]}" for s in st.symbols]
     typed_params += [f"const {graph.info(t).dtype.cpp} *x{i}" for i, t in enumerate(graph.inputs)]
     typed_params += [f"{graph.info(t).dtype.cpp} *y{i}" for i, t in enumerate(g_outputs)]
@@ -421,6 +434,8 @@ def generate(graph: Graph, namespace: str, extra_members: str = "") -> Generated
         ns=namespace,
         weight_bytes=weight_bytes,
         num_symbols=len(st.symbols),
+        num_data_symbols=len(data_syms),
+        data_symbols_out="\n".join(data_out),
         num_inputs=len(graph.inputs),
         num_outputs=len(g_outputs),
         extra_members=extra_members,
@@ -433,7 +448,7 @@ def generate(graph: Graph, namespace: str, extra_members: str = "") -> Generated
         bindings="\n".join(bind),
         body="\n".join(body),
     )
-    return Generated(namespace, source, weights, weight_bytes, list(st.symbols), groups)
+    return Generated(namespace, source, weights, weight_bytes, list(st.symbols), groups, data_syms)
 
 
 def _round(n: int) -> int:

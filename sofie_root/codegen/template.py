@@ -16,6 +16,8 @@ namespace $ns {
 struct Session {
    static constexpr std::size_t kWeightBytes = $weight_bytes;
    static constexpr int kNumSymbols = $num_symbols;
+   // sizes only known once the code has run (NonZero's count), returned in sym[kNumSymbols + k]
+   static constexpr int kNumDataSymbols = $num_data_symbols;
    static constexpr int kNumInputs = $num_inputs;
    static constexpr int kNumOutputs = $num_outputs;
 
@@ -34,13 +36,13 @@ struct Session {
 $extra_members
    void infer($typed_params)
    {
-      const std::int64_t sym[kNumSymbols + 1] = {$typed_sym_values 0};
+      std::int64_t sym[kNumSymbols + kNumDataSymbols + 1] = {$typed_sym_values 0};
       const void *in[kNumInputs + 1] = {$typed_in_values nullptr};
       void *out[kNumOutputs + 1] = {$typed_out_values nullptr};
       run(sym, in, out);
    }
 
-   void run(const std::int64_t *sym, const void *const *in, void *const *out)
+   void run(std::int64_t *sym, const void *const *in, void *const *out)
    {
       (void)sym; (void)in; (void)out;
 $symbols
@@ -53,6 +55,7 @@ $arena_layout
       (void)weights;
 $bindings
 $body
+$data_symbols_out
    }
 
    sofie_rt::Buffer fWeights;
@@ -76,7 +79,7 @@ inline void *create(const void *weights, std::size_t nbytes, char *err, std::siz
 
 inline void destroy(void *s) { delete static_cast<Session *>(s); }
 
-inline int run(void *s, const std::int64_t *sym, const void *const *in, void *const *out, char *err,
+inline int run(void *s, std::int64_t *sym, const void *const *in, void *const *out, char *err,
                std::size_t errlen)
 {
    try {

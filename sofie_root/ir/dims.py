@@ -164,6 +164,16 @@ class Dim:
         """C++ expression (int64 arithmetic) with ``name(symbol)`` giving each symbol's variable."""
         return "(" + self._render(name) + ")"
 
+    def substitute(self, values: Mapping[str, DimLike]) -> DimLike:
+        """Replace symbols by dimensions (ints or other Dims)."""
+        total: DimLike = 0
+        for m, c in self.terms.items():
+            term: DimLike = c
+            for sym in m:
+                term = term * (values[sym] if sym in values else Dim.symbol(sym))
+            total = total + term
+        return Dim.wrap(total) if isinstance(total, Dim) else total
+
     def evaluate(self, values: Mapping[str, int]) -> int:
         total = 0
         for m, c in self.terms.items():

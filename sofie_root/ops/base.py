@@ -130,6 +130,11 @@ class Operator:
     def emit(self, v: NodeView, e: NodeEmitter) -> str:
         raise NotImplementedError
 
+    def data_dependent(self, v: NodeView) -> dict[str, DimLike]:
+        """Symbols this node's outputs introduce whose values are only known once it has run
+        (NonZero's count), each with an upper bound used to size memory. Default: none."""
+        return {}
+
     def workspace(self, v: NodeView) -> list[tuple[DType, DimLike]]:
         """Scratch buffers the emitted code needs while the node runs (dtype, element count)."""
         return []

@@ -15,6 +15,7 @@ Split, Expand, Tile, Range and ConstantOfShape so that shape sub-graphs fold at 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -1291,40 +1292,49 @@ class OneHot(Operator):
 
 @register
 class NonZero(Operator):
-    """ONNX NonZero, for a constant input only (folded at compile time): its output shape depends
-    on the data, and data-dependent shapes are not supported."""
+    """ONNX NonZero: the indices of the non-zero elements, [rank, count]. On a run-time input the
+    count is a data-dependent size, bounded by the number of elements for memory planning."""
 
     op_type = "NonZero"
 
-    def check(self, v: NodeView) -> str | None:
-        if v.const(0) is None:
-            return ("the output shape depends on the input's values, which are only known at run time "
-                    "(NonZero is supported on constant inputs only)")
-        return None
+    @staticmethod
+    def _symbol(v: NodeView) -> str:
+        return "nnz_" + re.sub(r"[^A-Za-z0-9_]", "_", v.node.outputs[0])
 
     def infer(self, v: NodeView) -> list[OutInfo]:
         c = v.const(0)
-        if c is None:
-            raise v.fail("NonZero needs a constant input")
-        return [OutInfo(INT64, (c.ndim, int(np.count_nonzero(c))))]
+        x = v.input(0)
+        if c is not None:
+            return [OutInfo(INT64, (c.ndim, int(np.count_nonzero(c))))]
+        return [OutInfo(INT64, (x.rank, Dim.symbol(self._symbol(v))))]
+
+    def data_dependent(self, v: NodeView) -> dict:
+        if v.const(0) is not None:
+            return {}
+        return {self._symbol(v): v.input(0).size}
 
     def emit(self, v: NodeView, e) -> str:
-        # Reached only if folding was skipped (very large constant); the count is known statically.
         x = v.input(0)
-        n = int(np.count_nonzero(v.const(0)))
-        if n == 0 or x.rank == 0:
-            return "// empty output"
+        count = e.out_info(0).shape[1]
         pos = e.tmp("pos")
+        n = e.tmp("n")
         st = _strides(x.shape)
+        lines = [f"{I64} {n} = 0;",
+                 f"for ({I64} {pos} = 0; {pos} < {e.size_in(0)}; ++{pos}) {n} += {e.inp(0)}[{pos}] != 0;"]
+        if isinstance(count, Dim):
+            lines.append(f"{e.dim(count)} = {n};")
+        if x.rank == 0:
+            return "\n".join(lines) + "\n(void)" + n + ";"
+        lines.append(f"{I64} {pos} = 0;")
 
         def body(idx: list[str]) -> str:
             flat = _sum([_term(e, i, s) for i, s in zip(idx, st)])
-            code = [f"if ({e.inp(0)}[{flat}] != 0 && {pos} < {n}) {{"]
+            code = [f"if ({e.inp(0)}[{flat}] != 0) {{"]
             code += [f"   {e.out()}[{q} * {n} + {pos}] = {i};" for q, i in enumerate(idx)]
             code += [f"   ++{pos};", "}"]
             return "\n".join(code)
 
-        return f"{I64} {pos} = 0;\n" + _loops_idx(e, x.shape, body)
+        return "\n".join(lines) + "\n" + _loops_idx(e, x.shape, body)
 
 
 # -- DepthToSpace / SpaceToDepth ------------------------------------------------------------------

@@ -465,8 +465,7 @@ def test_non_zero_constant_and_runtime() -> None:
     nodes = [helper.make_node("NonZero", ["c"], ["nz"]), helper.make_node("Add", ["nz", "x"], ["y"])]
     check(nodes, {"x": np.zeros((2, 3), I64)}, {"y": I64}, inits={"c": c}, opset=13)
     model = build([helper.make_node("NonZero", ["x"], ["y"])], {"x": c}, {"y": I64}, opset=13)
-    with pytest.raises(sofie_root.UnsupportedOperatorError, match="constant inputs only"):
-        sofie_root.compile(model)
+    np.testing.assert_array_equal(sofie_root.compile(model)(c), np.array(np.nonzero(c)))
 
 
 # -- DepthToSpace / SpaceToDepth -------------------------------------------------------------------
@@ -531,3 +530,19 @@ def test_shape_subgraph_slice_concat_tile() -> None:
     assert sorted(n.op_type for n in m.graph.nodes) == ["Reshape", "Transpose"]
     for batch in (1, 3):
         assert_matches_ort(model, rand((batch, 3, 4)), compiled=m)
+
+
+def test_nonzero_on_runtime_input_with_downstream_ops() -> None:
+    # NonZero's count is only known at run time: outputs are sized at their bound, then trimmed
+    nodes = [helper.make_node("NonZero", ["x"], ["idx"]),
+             helper.make_node("Transpose", ["idx"], ["pairs"], perm=[1, 0]),
+             helper.make_node("Cast", ["idx"], ["f"], to=onnx.TensorProto.FLOAT),
+             helper.make_node("ReduceSum", ["f"], ["s"], keepdims=0)]
+    model = make_model(nodes, [value_info("x", np.float32, ["N", 4])],
+                       [value_info("pairs", np.int64, None), value_info("s", np.float32, None)], opset=13)
+    compiled = sofie_root.compile(model)
+    for x in (np.array([[0, 1, 0, 2], [3, 0, 0, 0]], np.float32), np.zeros((3, 4), np.float32),
+              RNG.integers(0, 2, (5, 4)).astype(np.float32)):
+        got = compiled.infer(x)
+        np.testing.assert_array_equal(got[0], np.argwhere(x))
+        np.testing.assert_allclose(got[1], np.nonzero(x)[0].sum(keepdims=False) + np.nonzero(x)[1].sum(), rtol=1e-6)
