@@ -245,6 +245,9 @@ class Decoder:
         if o.get("value") is not None:
             value = tuple(self.value_item(x, f"{path}.value[{k}]")
                           for k, x in enumerate(self.lst(o["value"], f"{path}.value", MAX_VALUE_LEN)))
+            if not dtype.is_int or not all(isinstance(d, int) for d in shape) or len(value) != math.prod(shape):
+                raise self.fail(path, f"a compile-time value of {len(value)} items does not fit a "
+                                      f"{dtype.name} tensor of shape {[str(d) for d in shape]}")
         return TensorInfo(name, dtype, shape, value)
 
     def check_size(self, shape: tuple[DimLike, ...], dtype: DType, path: str) -> None:
@@ -341,6 +344,12 @@ class Decoder:
                 self.string(n.get("domain", ""), f"{p}.domain"),
                 self.integer(n.get("opset", 0), f"{p}.opset", 0, 1 << 20),
             ))
+        for k, name in enumerate(o["inputs"] if isinstance(o["inputs"], list) else []):
+            if isinstance(name, str) and name in tensors and tensors[name].value is not None:
+                raise self.fail(f"{path}.inputs[{k}]", f"graph input {name!r} cannot have a compile-time value")
+        for name in inits:
+            if name in tensors and tensors[name].value is not None:
+                raise self.fail(f"{path}.initializers", f"initializer {name!r} cannot have a compile-time value")
         metadata = {self.string(k, f"{path}.metadata"): self.string(x, f"{path}.metadata[{k!r}]")
                     for k, x in self.obj(o.get("metadata", {}), f"{path}.metadata").items()}
         try:

@@ -111,10 +111,24 @@ def build_document(graph: Graph, generated, name: str, model_hash: str,
         },
         "graph": graph_doc,
     }
+    return document_text(doc), blob
+
+
+def document_text(doc: Mapping[str, Any]) -> str:
+    """The stored JSON text: compact, ASCII, ``format_version`` first and the SHA-256 of all the
+    text before it last."""
+    doc = {k: v for k, v in doc.items() if k != "sha256"}
     body = json.dumps(doc, allow_nan=False, separators=(",", ":"), ensure_ascii=True)
     head = body[:-1]
-    text = head + ',"sha256":"' + hashlib.sha256(head.encode()).hexdigest() + '"}'
-    return text, blob
+    return head + ',"sha256":"' + hashlib.sha256(head.encode()).hexdigest() + '"}'
+
+
+def write_entry(f, name: str, text: str, blob: bytes) -> None:
+    """Write one model directory (``name/ir``, ``name/weights``) into an open uproot file."""
+    f[f"{name}/ir"] = text
+    tree = f.mktree(f"{name}/weights", {"chunk": "var * uint8"},
+                    title="sofie_root weight blob: the entries' bytes concatenated")
+    _fill(tree, blob)
 
 
 def _onnx_bytes(source: str) -> int | None:
@@ -184,10 +198,7 @@ def save(model, path: str | os.PathLike, name: str | None = None, *, compression
                                        "choose another name")
             del f[name]
         f.compression = comp
-        f[f"{name}/ir"] = text
-        tree = f.mktree(f"{name}/weights", {"chunk": "var * uint8"},
-                        title="sofie_root weight blob: the entries' bytes concatenated")
-        _fill(tree, blob)
+        write_entry(f, name, text, blob)
     return name
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import compile, supported_ops
+from .api import compile, load, supported_ops
 from .errors import (
     CompilationError,
     ExportError,
@@ -45,5 +45,5 @@ _preload_root()
 __all__ = [
     "CompilationError", "ExportError", "InputError", "InvalidGraphError", "Model", "ModelLoadError",
     "ShapeInferenceError", "SofieError", "TensorSpec", "UnsupportedOperatorError", "__version__",
-    "compile", "register_operator", "registered_operators", "supported_ops", "unregister_operator",
+    "compile", "load", "register_operator", "registered_operators", "supported_ops", "unregister_operator",
 ]

@@ -14,6 +14,11 @@ EPILOG = """examples:
   sofie-root ops                          list the supported ONNX operators
   sofie-root check model.onnx             compile, run on random inputs, compare with onnxruntime
   sofie-root source model.onnx -o m.cxx   write the generated C++
+  sofie-root compile model.onnx -o model.root [--name N] [--compression ZSTD:5]
+                                          store the model (IR + weights) in a ROOT file
+  sofie-root inspect model.root[:name]    models in the file, inputs/outputs, operators, sizes
+  sofie-root emit model.root[:name] -o outdir/
+                                          a standalone C++ header reading its weights with TFile
 """
 
 
@@ -81,6 +86,31 @@ def cmd_source(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compile(args: argparse.Namespace) -> int:
+    from . import compile as sofie_compile
+
+    t0 = time.perf_counter()
+    model = sofie_compile(args.model)
+    name = model.save(args.output, args.name, compression=args.compression, overwrite=args.overwrite)
+    print(f"{args.model} -> {args.output}:{name} ({time.perf_counter() - t0:.2f} s)")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .serialization.inspect import report
+
+    print(report(args.file, args.onnx))
+    return 0
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    from .serialization.emit import emit
+
+    path = emit(args.file, args.output, namespace=args.namespace)
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="sofie-root", description="Compile neural networks to C++ for ROOT analyses.",
@@ -98,6 +128,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model", help="an .onnx file")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(fn=cmd_source)
+    p = sub.add_parser("compile", help="compile a model and store it (IR and weights) in a .root file",
+                       description="Compile an ONNX model and store its IR, compressed, in a ROOT file "
+                                   "(several models per file, one directory each).")
+    p.add_argument("model", help="an .onnx file")
+    p.add_argument("-o", "--output", required=True, help="the .root file to write (created or updated)")
+    p.add_argument("--name", help="the model's name in the file (default: the ONNX file's stem)")
+    p.add_argument("--compression", default=None, metavar="ALG[:LEVEL]",
+                   help="ZSTD, LZMA, LZ4, ZLIB or NONE, with an optional level (default ZSTD:5)")
+    p.add_argument("--overwrite", action="store_true", help="replace a model of the same name")
+    p.set_defaults(fn=cmd_compile)
+    p = sub.add_parser("inspect", help="describe the models in a .root file",
+                       description="List the models in a .root file with their inputs, outputs, "
+                                   "operators, parameter count and size on disk.")
+    p.add_argument("file", help="a .root file, or file.root:name for one model")
+    p.add_argument("--onnx", help="an ONNX file to compare the size on disk with")
+    p.set_defaults(fn=cmd_inspect)
+    p = sub.add_parser("emit", help="write a standalone C++ header for a model in a .root file",
+                       description="Write <outdir>/<name>.hxx: the runtime, a TFile weight reader and the "
+                                   "model; in C++: NS::Session s(\"model.root\"); s.infer(...).")
+    p.add_argument("file", help="a .root file, or file.root:name")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--namespace", help="C++ namespace of the model (default: sofie_<name>)")
+    p.set_defaults(fn=cmd_emit)
     args = parser.parse_args(argv)
     from .errors import SofieError
 

@@ -68,6 +68,9 @@ class Model:
     >>> scores = model(np.random.rand(64, 7).astype("f4"))  # doctest: +SKIP
     """
 
+    #: RDataFrame column names suggested for each input (stored in, and read from, .root files)
+    column_hints: dict[str, list[str]] | None = None
+
     def __init__(self, graph: Graph, passes: Iterable[str] | None = None):
         t0 = time.perf_counter()
         self.graph = run_passes(graph, passes)
@@ -118,6 +121,22 @@ class Model:
         ins = ", ".join(map(str, self.inputs))
         outs = ", ".join(map(str, self.outputs))
         return f"<sofie_root.Model {self.graph.name!r} ({ins}) -> ({outs})>"
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, path, name: str | None = None, *, compression: str | None = None, overwrite: bool = False,
+             columns=None) -> str:
+        """Store the model's IR (graph and weights, compressed) in the ROOT file ``path``.
+
+        Several models share a file, one directory each, named ``name`` (default: the ONNX file's
+        stem); an existing model of that name is only replaced with ``overwrite=True``.
+        ``compression`` is ``"ALG:LEVEL"`` with ALG one of ZSTD (default), LZMA, LZ4, ZLIB, NONE.
+        ``columns`` records RDataFrame column hints: ``{input: [columns]}`` (or a list for a
+        single-input model). Read it back with :func:`sofie_root.load`. Returns the name used.
+        """
+        from .serialization.writer import save
+
+        return save(self, path, name, compression=compression, overwrite=overwrite,
+                    columns=columns if columns is not None else self.column_hints)
 
     # -- inference -----------------------------------------------------------------------------
     def infer(self, *arrays: object, **named: object) -> list[np.ndarray]:
@@ -187,6 +206,10 @@ class Model:
     @staticmethod
     def _convert(info, arr: object) -> np.ndarray:
         want = info.dtype.numpy
+        if type(arr).__module__.partition(".")[0] == "awkward":
+            from .rdf.padding import awkward_input  # jagged particle lists, padded as the RDF functor does
+
+            arr = awkward_input(arr, info)
         try:
             a = np.asarray(arr)
         except Exception as e:
@@ -336,6 +359,10 @@ class SpecializingModel(Model):
         self._last = variant
         rest = [a for s, a in zip(self._specs, arrays) if s.name not in self._bound]
         return variant.infer(*rest)
+
+    def save(self, path, name: str | None = None, **kwargs) -> str:  # type: ignore[override]
+        raise SofieError(f"{self._label}: a model specialised on the values of {self._bound} cannot be "
+                         "saved: its graph depends on those values (save the ONNX file instead)")
 
     def __del__(self) -> None:
         pass
