@@ -15,6 +15,9 @@ def compile(
     *,
     input_shapes: Mapping[str, Sequence[int | str | None]] | None = None,
     passes: Iterable[str] | None = None,
+    example_inputs: Sequence[object] | None = None,
+    dynamic_batch: bool = True,
+    **importer_options: object,
 ) -> Model:
     """Compile a model to C++ and JIT it; returns a callable :class:`Model`.
 
@@ -24,6 +27,18 @@ def compile(
         input_shapes: shapes for graph inputs that have none (or to override them); ``None`` or a
             name inside a shape is a symbolic dimension, e.g. ``{"x": ("N", 7)}``.
         passes: names of the optimisation passes to run (default: all; ``[]`` for none).
+
+    Models from other frameworks go through an importer first (the framework is imported only
+    when such a model is given):
+
+    - a PyTorch ``nn.Module`` with ``example_inputs=(x, ...)``, or a TorchScript ``.pt`` file with
+      ``input_shapes``: exported to ONNX by ``torch.onnx.export`` (see
+      :func:`sofie_root.frontends.torch.torch_to_onnx` for ``exporter=``, ``dynamic_dims=``,
+      ``input_names=``, ``output_names=``, ``opset=``);
+    - a Keras 3 model or a ``.keras`` file (see :func:`sofie_root.frontends.keras.keras_to_onnx`);
+    - a :class:`sofie_root.frontends.gnn.GraphNetwork`.
+
+    ``dynamic_batch`` (default True) keeps the first dimension of every input symbolic (``N``).
 
     Raises:
         UnsupportedOperatorError: listing every node whose operator is not supported.
@@ -38,6 +53,14 @@ def compile(
             raise ModelLoadError(f"{source}: input_shapes cannot be changed for a model stored in a .root file")
         return load(source, passes=passes)
     else:
+        imported = _import_foreign(source, input_shapes, example_inputs, dynamic_batch, importer_options)
+        if imported is not None:
+            source, input_shapes = imported, None
+        elif example_inputs is not None or importer_options:
+            raise ModelLoadError(
+                f"example_inputs= and importer options {sorted(importer_options)} only apply to PyTorch, "
+                "Keras and graph-network models"
+            )
         import onnx
 
         from .errors import DataDependentShapeError
@@ -45,7 +68,8 @@ def compile(
 
         if not isinstance(source, (str, os.PathLike, bytes, bytearray, onnx.ModelProto)):
             raise ModelLoadError(
-                f"cannot compile an object of type {type(source).__name__}; give a path, bytes or onnx.ModelProto"
+                f"cannot compile an object of type {type(source).__name__}; give a path, bytes, an "
+                "onnx.ModelProto, a torch.nn.Module (with example_inputs=), a Keras model or a GraphNetwork"
             )
         proto, label = load_model(source)
         try:
@@ -56,6 +80,46 @@ def compile(
                 raise
             return SpecializingModel(proto, label, input_shapes, bound, passes)
     return Model(graph, passes=passes)
+
+
+def _framework(obj: object) -> str | None:
+    """'torch', 'keras' or 'gnn' when ``obj`` comes from that framework (checked without importing it)."""
+    for cls in type(obj).__mro__:
+        mod = cls.__module__ or ""
+        if mod == "sofie_root.frontends.gnn":
+            return "gnn"
+        if mod == "torch" or mod.startswith("torch."):
+            return "torch"
+        if mod == "keras" or mod.startswith("keras."):
+            return "keras"
+    return None
+
+
+def _import_foreign(source, input_shapes, example_inputs, dynamic_batch, options):
+    """The ONNX model of a PyTorch/Keras/graph-network source, or None for anything else."""
+    kind = None
+    if isinstance(source, (str, os.PathLike)):
+        suffix = os.fspath(source).lower().rsplit(".", 1)[-1] if "." in os.fspath(source) else ""
+        kind = {"pt": "torch", "pth": "torch", "ts": "torch", "keras": "keras"}.get(suffix)
+    elif not isinstance(source, (bytes, bytearray)):
+        kind = _framework(source)
+    if kind is None:
+        return None
+    if kind == "torch":
+        from .frontends.torch import torch_to_onnx
+
+        return torch_to_onnx(source, example_inputs, input_shapes=input_shapes, dynamic_batch=dynamic_batch,
+                             **options)
+    if example_inputs is not None:
+        raise ModelLoadError("example_inputs= is for PyTorch models; Keras and graph-network models "
+                             "know their input shapes")
+    if kind == "keras":
+        from .frontends.keras import keras_to_onnx
+
+        return keras_to_onnx(source, input_shapes=input_shapes, dynamic_batch=dynamic_batch, **options)
+    from .frontends.gnn import gnn_to_onnx
+
+    return gnn_to_onnx(source, **options)
 
 
 def _is_root_path(source: str | os.PathLike) -> bool:
@@ -79,8 +143,9 @@ def load(source: str | os.PathLike, name: str | None = None, *,
 
 
 def supported_ops() -> list[str]:
-    """Sorted names of the supported operators (custom domains as ``domain::Op``)."""
+    """Sorted names of the built-in operators (custom domains as ``domain::Op``); operators added
+    with :func:`sofie_root.register_operator` are listed by ``sofie_root.registered_operators()``."""
     from .ops import REGISTRY
 
     return sorted(op if not dom else f"{dom}::{op}" for (dom, op), impl in REGISTRY.items()
-                  if not getattr(impl, "internal", False))
+                  if not getattr(impl, "internal", False) and not getattr(impl, "user_defined", False))
