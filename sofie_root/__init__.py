@@ -42,8 +42,10 @@ def _preload_root() -> None:
 
 _preload_root()
 
+from .rdf.functor import functor  # noqa: E402  (RDataFrame functors; ROOT is needed only when called)
+
 __all__ = [
     "CompilationError", "ExportError", "InputError", "InvalidGraphError", "Model", "ModelLoadError",
     "ShapeInferenceError", "SofieError", "TensorSpec", "UnsupportedOperatorError", "__version__",
-    "compile", "load", "register_operator", "registered_operators", "supported_ops", "unregister_operator",
+    "compile", "functor", "load", "register_operator", "registered_operators", "supported_ops", "unregister_operator",
 ]

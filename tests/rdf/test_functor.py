@@ -34,7 +34,8 @@ def dense_reference(model, events, cols) -> np.ndarray:
 def test_define_with_cpp_functor_matches_infer(dense_path, data_file, events):
     model = sofie_root.compile(dense_path)
     df = ROOT.RDataFrame("Events", data_file)
-    f = srdf.functor(model, SCALARS, df=df)
+    f = sofie_root.functor(model, SCALARS, df=df)
+    assert sofie_root.functor is srdf.functor
     assert f.plan.return_type == "float" and f.columns == SCALARS
     got = column(df.Define("score", f, f.columns), "score")
     assert got.dtype == np.float32
