@@ -93,6 +93,7 @@ class Model:
         self._in_infos = g.input_infos
         self._out_infos = g.output_infos
         self._io_types = io_types(g)
+        self._prepare_calls()
         self.compile_seconds = time.perf_counter() - t0
 
     # -- description ---------------------------------------------------------------------------
@@ -139,6 +140,38 @@ class Model:
                     columns=columns if columns is not None else self.column_hints)
 
     # -- inference -----------------------------------------------------------------------------
+    def _prepare_calls(self) -> None:
+        """Precompute what every call needs (input checks, output shapes, ctypes argument arrays),
+        so that a batch-1 call from Python costs little more than the generated code."""
+        plans = []
+        for info in self._in_infos:
+            checks, simple = [], True
+            for axis, d in enumerate(info.shape):
+                if not isinstance(d, Dim):
+                    checks.append((axis, None, int(d)))
+                elif len(d.terms) == 1 and next(iter(d.terms.items()))[1] == 1 and len(d.symbols) == 1 \
+                        and next(iter(d.terms))[0] in d.symbols and len(next(iter(d.terms))) == 1:
+                    checks.append((axis, next(iter(d.symbols)), None))
+                else:
+                    simple = False
+            plans.append((info.dtype.numpy, info.rank, tuple(checks), simple))
+        self._in_plans = plans
+        out_plans = []
+        for info in self._out_infos:
+            dims = []
+            for d in info.shape:
+                if not isinstance(d, Dim):
+                    dims.append(int(d))
+                elif len(d.terms) == 1 and next(iter(d.terms.values())) == 1 and len(next(iter(d.terms))) == 1:
+                    dims.append(next(iter(d.terms))[0])
+                else:
+                    dims.append(d)
+            out_plans.append((tuple(dims), info.dtype.numpy))
+        self._out_plans = out_plans
+        n_sym = len(self._symbols) + len(self._generated.data_symbols)
+        self._call_arrays = ((ctypes.c_int64 * max(1, n_sym))(), (ctypes.c_void_p * max(1, len(self._in_infos)))(),
+                             (ctypes.c_void_p * max(1, len(self._out_infos)))())
+
     def infer(self, *arrays: object, **named: object) -> list[np.ndarray]:
         """Run the model; returns one numpy array per graph output.
 
@@ -146,33 +179,56 @@ class Model:
         different float precision are cast (float64 -> float32); a wrong rank, a wrong fixed
         dimension, or an incompatible dtype raises :class:`~sofie_root.InputError`.
         """
-        args = self._collect(arrays, named)
+        args = arrays if (not named and len(arrays) == len(self._in_infos)) else self._collect(arrays, named)
         syms: dict[str, int] = {}
         prepared = []
-        for info, arr in zip(self._in_infos, args):
-            if info.name in self._io_types:  # a half-precision input, computed in float32
-                arr = np.asarray(arr).astype(np.float32)
-            a = self._convert(info, arr)
-            self._bind(info, a.shape, syms)
+        for plan, info, arr in zip(self._in_plans, self._in_infos, args):
+            dtype, rank, checks, simple = plan
+            a = arr
+            if not (type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous):
+                if info.name in self._io_types:  # a half-precision input, computed in float32
+                    a = np.asarray(a).astype(np.float32)
+                a = self._convert(info, a)
+            shape = a.shape
+            ok = simple and len(shape) == rank
+            if ok:
+                for axis, sym, value in checks:
+                    got = shape[axis]
+                    if sym is None:
+                        if got != value:
+                            ok = False
+                            break
+                    elif syms.setdefault(sym, got) != got:
+                        ok = False
+                        break
+            if not ok:  # the full check, which also explains what is wrong
+                again: dict[str, int] = {}
+                for prev_info, prev in zip(self._in_infos, prepared):
+                    self._bind(prev_info, prev.shape, again)
+                self._bind(info, shape, again)
+                syms.update(again)
             prepared.append(a)
         data_syms = self._generated.data_symbols
-        sym_arr = (ctypes.c_int64 * max(1, len(self._symbols) + len(data_syms)))(
-            *[syms[s] for s in self._symbols])
         # outputs sized by data-dependent symbols (NonZero) are allocated at their upper bound
-        bounds = {k: (b.evaluate(syms) if isinstance(b, Dim) else int(b)) for k, b in data_syms.items()}
-        outs = []
-        for info in self._out_infos:
-            shape = tuple(d.evaluate({**syms, **bounds}) if isinstance(d, Dim) else int(d) for d in info.shape)
-            outs.append(np.empty(shape, dtype=info.dtype.numpy))
-        in_ptrs = (ctypes.c_void_p * max(1, len(prepared)))(*[a.ctypes.data for a in prepared])
-        out_ptrs = (ctypes.c_void_p * max(1, len(outs)))(*[o.ctypes.data for o in outs])
+        if data_syms:
+            syms.update({k: (b.evaluate(syms) if isinstance(b, Dim) else int(b)) for k, b in data_syms.items()})
+        outs = [np.empty(tuple(d if type(d) is int else (syms[d] if type(d) is str else d.evaluate(syms))
+                               for d in shape), dtype=dtype) for shape, dtype in self._out_plans]
         with self._lock:
+            sym_arr, in_ptrs, out_ptrs = self._call_arrays
+            for j, name in enumerate(self._symbols):
+                sym_arr[j] = syms[name]
+            for j, a in enumerate(prepared):
+                in_ptrs[j] = a.ctypes.data
+            for j, o in enumerate(outs):
+                out_ptrs[j] = o.ctypes.data
             rc = self._entry.run(self._session, sym_arr, in_ptrs, out_ptrs, self._err, len(self._err))
             if rc:
                 raise SofieError(f"inference failed: {self._err.value.decode(errors='replace')}")
+            data_values = [int(sym_arr[len(self._symbols) + j]) for j in range(len(data_syms))]
         if data_syms:
             actual = dict(syms)
-            actual.update({k: int(sym_arr[len(self._symbols) + j]) for j, k in enumerate(data_syms)})
+            actual.update(zip(data_syms, data_values))
             for j, info in enumerate(self._out_infos):
                 if any(isinstance(d, Dim) and d.symbols & set(data_syms) for d in info.shape):
                     shape = tuple(d.evaluate(actual) if isinstance(d, Dim) else int(d) for d in info.shape)
