@@ -26,18 +26,26 @@ def client():
     cluster.close()
 
 
-def graph(df, dense_path, tagger):
-    df = srdf.define(df, "score", dense_path, ["a", "b", "c"])
+@pytest.fixture(scope="module")
+def dense_root(rdf_dir, dense_path):
+    """The dense model in a .root file, with the columns it was trained on stored beside it."""
+    path = rdf_dir / "dense_dist.root"
+    sofie_root.compile(dense_path).save(path, columns=["a", "b", "c"], overwrite=True)
+    return str(path)
+
+
+def graph(df, dense_root, tagger):
+    df = srdf.define(df, "score", dense_root)  # columns from the file
     df = srdf.define(df, "probs", tagger, inputs=INPUTS, outputs="probs")
     df = df.Define("p0", "probs[0]").Filter("c > -4")
     return df.AsNumpy(["score", "p0", "b"]), df.Histo1D(("h", "score", 20, 0.0, 1.0), "score")
 
 
-def test_distributed_equals_local(client, data_file, dense_path, tagger_path):
+def test_distributed_equals_local(client, data_file, dense_root, tagger_path):
     tagger = sofie_root.compile(tagger_path)  # a Model object: shipped as generated code + weights
-    local, local_h = graph(ROOT.RDataFrame("Events", data_file), dense_path, tagger)
+    local, local_h = graph(ROOT.RDataFrame("Events", data_file), dense_root, tagger)
     ddf = ROOT.RDataFrame("Events", data_file, executor=client, npartitions=2)
-    dist, dist_h = graph(ddf, dense_path, tagger)
+    dist, dist_h = graph(ddf, dense_root, tagger)
     order_l, order_d = np.argsort(local["b"]), np.argsort(dist["b"])
     assert len(order_d) == len(order_l) > 1000
     for k in ("score", "p0"):
