@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from ..ir.dims import broadcast_shapes
+from ..ir.dims import Dim, broadcast_shapes
 from ..ir.dtypes import BOOL, DType, dtype_from_onnx
 from .base import NodeView, Operator, OutInfo, register
 
@@ -183,11 +183,26 @@ class _Binary(Operator):
         return e.broadcast(0, [0, 1], lambda x: self.expr(x[0], x[1], dt, v))
 
 
+def _known_equal(x, y) -> bool:
+    """Equality of two compile-time values, possibly symbolic. A symbolic size with non-negative
+    coefficients never equals a negative number (exporters test shapes against -1, as in torch's
+    ``Where(Equal(shape, -1), 1, shape)`` before Expand); anything undecidable raises."""
+    if not isinstance(x, Dim) and not isinstance(y, Dim):
+        return x == y
+    if isinstance(x, Dim) and isinstance(y, Dim) and x.terms == y.terms:
+        return True
+    d, other = (x, y) if isinstance(x, Dim) else (y, x)
+    if not isinstance(other, Dim) and int(other) < 0 and all(c > 0 for c in d.terms.values()):
+        return False
+    raise ValueError("undecidable at compile time")
+
+
 _SHAPE_ARITH = {
     "Add": lambda x, y: x + y,
     "Sub": lambda x, y: x - y,
     "Mul": lambda x, y: x * y,
     "Div": lambda x, y: x // y,
+    "Equal": _known_equal,
 }
 
 

@@ -151,3 +151,16 @@ def test_bad_shape_inference_is_reported(ops) -> None:
     m = _model(nodes, [value_info("x", np.float32, [2])], [value_info("y", np.float32, None)])
     with pytest.raises(sofie_root.ShapeInferenceError, match="dtype, shape"):
         sofie_root.compile(m)
+
+
+def test_saved_by_name_and_loaded_only_when_registered(ops, tmp_path) -> None:
+    ops("Twice", elementwise="x * 2")
+    nodes = [helper.make_node("Twice", ["x"], ["y"], domain=DOMAIN)]
+    m = _model(nodes, [value_info("x", np.float32, ["N", 2])], [value_info("y", np.float32, None)])
+    path = tmp_path / "custom.root"
+    sofie_root.compile(m).save(path, "twice")
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    np.testing.assert_array_equal(sofie_root.load(path)(x), 2 * x)
+    sofie_root.unregister_operator("Twice", DOMAIN)
+    with pytest.raises(sofie_root.UnsupportedOperatorError, match=r"test\.ops::Twice.*register_operator"):
+        sofie_root.load(path)

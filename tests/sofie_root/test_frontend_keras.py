@@ -261,3 +261,15 @@ def test_supported_layers_list() -> None:
 
     builtin = {f.__name__ for f in ALL_OBJECTS} - {"threshold"}  # threshold has required arguments
     assert builtin <= set(SUPPORTED_ACTIVATIONS)
+
+
+def test_save_and_load_round_trip(tmp_path) -> None:
+    keras.utils.set_random_seed(12)
+    m = keras.Sequential([keras.Input((10, 3)), L.Conv1D(4, 3, activation="relu"), L.LSTM(5), L.Dense(2)])
+    model = sofie_root.compile(m)
+    path = tmp_path / "keras.root"
+    model.save(path, "tagger")
+    loaded = sofie_root.load(f"{path}:tagger")
+    x = np.random.default_rng(0).standard_normal((4, 10, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded(x), model(x))
+    check(m, compiled=loaded)

@@ -174,3 +174,14 @@ def test_message_passing_exported_from_pytorch(exporter) -> None:
         with torch.no_grad():
             ref = m(x, ei).numpy()
         np.testing.assert_allclose(model(x.numpy(), ei.numpy()), ref, rtol=RTOL, atol=ATOL)
+
+
+def test_save_and_load_round_trip(tmp_path) -> None:
+    gn = make_gn("mean", sent=True)
+    model = sofie_root.compile(gn, exporter="torchscript")
+    path = tmp_path / "gnn.root"
+    model.save(path, "gnn")
+    loaded = sofie_root.load(path)
+    ins = [t.numpy() for t in event(9, 17, 3)]
+    for a, b in zip(loaded.infer(*ins), model.infer(*ins)):
+        np.testing.assert_array_equal(a, b)
