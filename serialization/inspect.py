@@ -36,7 +36,7 @@ def describe(stored: StoredModel) -> dict[str, Any]:
         "weight_bytes": int(stored.doc["blob"]["nbytes"]),
         "onnx_bytes": model.get("onnx_bytes"),
         "onnx": model.get("onnx", {}),
-        "format_version": stored.doc.get("format_version"),
+        "format_version": stored.format_version,
         "written_by": stored.doc.get("sofie_root_version", "?"),
         "column_hints": model.get("column_hints") or {},
     }

@@ -40,6 +40,8 @@ class StoredModel:
     graph: Graph
     doc: dict[str, Any]
     blob: bytes
+    #: the format version the file was written in (``doc`` is upgraded to the current one)
+    format_version: int = FORMAT_VERSION
 
     @property
     def where(self) -> str:
@@ -134,13 +136,14 @@ def read(spec: str | os.PathLike, name: str | None = None) -> StoredModel:
             text = str(f[f"{name}/ir"])
             tree = f[f"{name}/weights"]
             doc = _parse(text, where)
+            version = doc.pop("\0stored_version")
             blob = _read_blob(tree, doc, where)
         except SofieError:
             raise
         except Exception as e:
             raise CorruptFileError(f"{where}: cannot be read (truncated or corrupt?): {type(e).__name__}: {e}") from e
     graph = decode(doc, blob, where)
-    return StoredModel(path, name, graph, doc, blob)
+    return StoredModel(path, name, graph, doc, blob, version)
 
 
 def _parse(text: str, where: str) -> dict[str, Any]:
@@ -171,7 +174,9 @@ def _parse(text: str, where: str) -> dict[str, Any]:
             raise CorruptFileError(f"{where}: the stored IR has no valid checksum (corrupt?)")
         if hashlib.sha256(text[:cut].encode()).hexdigest() != stored:
             raise CorruptFileError(f"{where}: checksum mismatch in the stored IR: the file is corrupt")
-    return upgrade(doc, where)
+    doc = upgrade(doc, where)
+    doc["\0stored_version"] = version
+    return doc
 
 
 def _read_blob(tree, doc: dict[str, Any], where: str) -> bytes:

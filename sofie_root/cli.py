@@ -14,7 +14,7 @@ EPILOG = """examples:
   sofie-root ops                          list the supported ONNX operators
   sofie-root check model.onnx             compile, run on random inputs, compare with onnxruntime
   sofie-root source model.onnx -o m.cxx   write the generated C++
-  sofie-root compile model.onnx -o model.root [--name N] [--compression ZSTD:5]
+  sofie-root compile model.onnx -o model.root [--name N] [--compression ZSTD:1]
                                           store the model (IR + weights) in a ROOT file
   sofie-root inspect model.root[:name]    models in the file, inputs/outputs, operators, sizes
   sofie-root emit model.root[:name] -o outdir/
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", required=True, help="the .root file to write (created or updated)")
     p.add_argument("--name", help="the model's name in the file (default: the ONNX file's stem)")
     p.add_argument("--compression", default=None, metavar="ALG[:LEVEL]",
-                   help="ZSTD, LZMA, LZ4, ZLIB or NONE, with an optional level (default ZSTD:5)")
+                   help="ZSTD, LZMA, LZ4, ZLIB or NONE, with an optional level (default ZSTD:1)")
     p.add_argument("--overwrite", action="store_true", help="replace a model of the same name")
     p.set_defaults(fn=cmd_compile)
     p = sub.add_parser("inspect", help="describe the models in a .root file",

@@ -96,7 +96,15 @@ def test_format_version_1_fixture_loads() -> None:
     x = np.arange(12, dtype=np.float32).reshape(4, 3) - 5
     np.testing.assert_allclose(model(x), np.maximum(x @ w.T + b, 0), rtol=1e-6)
     assert model.column_hints == {}
+    assert reader.read(path).format_version == 1
+    assert "format version 1" in cli_report(path)
     assert schema.FORMAT_VERSION > 1 and 1 in schema.READABLE_VERSIONS
+
+
+def cli_report(path) -> str:
+    from sofie_root.serialization.inspect import report
+
+    return report(path)
 
 
 def test_cli_compile_inspect_emit(tmp_path, hep_onnx, capsys) -> None:
