@@ -56,6 +56,34 @@ def _export(model) -> Path:
     return path
 
 
+def _companion_files(path: Path) -> list[Path] | None:
+    """Files a model file needs beside it: an ONNX model's external weight data. None if they
+    cannot be shipped flat next to it (locations in sub-directories)."""
+    if path.suffix.lower() != ".onnx":
+        return []
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    locations: set[str] = set()
+
+    def scan(graph) -> None:
+        for t in graph.initializer:
+            for entry in t.external_data:
+                if entry.key == "location":
+                    locations.add(entry.value)
+        for node in graph.node:
+            for a in node.attribute:
+                if a.g is not None and a.HasField("g"):
+                    scan(a.g)
+                for g in a.graphs:
+                    scan(g)
+
+    scan(proto.graph)
+    if any(Path(loc).name != loc for loc in locations):
+        return None
+    return [path.parent / loc for loc in sorted(locations)]
+
+
 def _local_copy(basename: str, original: str) -> Path:
     """Where a shipped file is in this process: the Dask worker's directory, else the original path."""
     try:
@@ -140,10 +168,16 @@ def define(df, name: str, model, columns: Sequence[str] | None = None, **options
     m, path = load_model(model)
     col_list = None if columns is None else ([columns] if isinstance(columns, str) else list(columns))
     plan = make_plan(m, columns, column_types=_explicit_types(types, col_list), type_of=_type_lookup(df), **options)
-    kind = "model"
+    kind, files = "model", []
+    if path is not None:
+        companions = _companion_files(Path(path))
+        if companions is None:
+            path = None  # external data in sub-directories: ship the compiled form instead
+        else:
+            files = companions
     if path is None:
         path, kind = _export(m), "npz"
-    ROOT.RDF.Distributed.DistributeFiles([str(path)])
+    ROOT.RDF.Distributed.DistributeFiles([str(path), *map(str, files)])
     ns = codegen.namespace(plan)
     _register(ns, (path.name, str(path), kind, plan, fingerprint(m)))
     args = ", ".join(["rdfslot_", *plan.args])
