@@ -71,7 +71,7 @@ class Model:
     #: RDataFrame column names suggested for each input (stored in, and read from, .root files)
     column_hints: dict[str, list[str]] | None = None
 
-    def __init__(self, graph: Graph, passes: Iterable[str] | None = None):
+    def __init__(self, graph: Graph, passes: Iterable[str] | None = None, *, _profile: bool = False):
         t0 = time.perf_counter()
         self.graph = run_passes(graph, passes)
         g = self.graph
@@ -79,7 +79,8 @@ class Model:
         from .ops.custom import graph_fingerprint
 
         self.hash = content_hash(str(g) + repr(sorted(g.metadata.items())) + graph_fingerprint(g), blob_probe)
-        self._generated: Generated = generate(g, f"sofie_{self.hash}")
+        suffix = "_prof" if _profile else ""
+        self._generated: Generated = generate(g, f"sofie_{self.hash}{suffix}", profile=_profile)
         self._blob = self._generated.weight_blob(g)
         self._entry = cling.declare_model(self._generated.namespace, self._generated.source)
         self._err = ctypes.create_string_buffer(1024)
@@ -138,6 +139,22 @@ class Model:
 
         return save(self, path, name, compression=compression, overwrite=overwrite,
                     columns=columns if columns is not None else self.column_hints)
+
+    # -- profiling -----------------------------------------------------------------------------
+    def profile(self, *arrays: object, repeat: int = 100) -> list[tuple[str, str, float]]:
+        """Time per operator: runs a copy of the model compiled with timing code around every
+        node ``repeat`` times on ``arrays``; returns ``(node, op type, seconds per call)``,
+        slowest first. The model itself carries no timing code.
+        """
+        timed = Model(self.graph, passes=[], _profile=True)
+        timed.infer(*arrays)  # warm-up (first-touch of the arena)
+        base = list(timed._entry.profile(timed._session)[:len(self.graph.nodes)])
+        for _ in range(repeat):
+            timed.infer(*arrays)
+        total = timed._entry.profile(timed._session)
+        rows = [(n.name or n.outputs[0], n.op_type, (total[k] - base[k]) / repeat)
+                for k, n in enumerate(self.graph.nodes)]
+        return sorted(rows, key=lambda r: -r[2])
 
     # -- inference -----------------------------------------------------------------------------
     def _prepare_calls(self) -> None:

@@ -278,7 +278,7 @@ def content_hash(graph_text: str, blob: bytes) -> str:
     return h.hexdigest()[:16]
 
 
-def generate(graph: Graph, namespace: str, extra_members: str = "") -> Generated:
+def generate(graph: Graph, namespace: str, extra_members: str = "", profile: bool = False) -> Generated:
     """Generate the C++ of ``graph`` in ``namespace`` (which must be a safe identifier).
 
     ``extra_members`` is C++ added to the Session class (``sofie-root emit`` uses it for a
@@ -404,7 +404,12 @@ def generate(graph: Graph, namespace: str, extra_members: str = "") -> Generated
         em = NodeEmitter(st, view, step)
         code = op.emit(view, em)
         body.append(f"      {{ // {comment(view.label)}")
+        if profile:  # time per node, read back through profile()
+            body.append("         const auto prof_t0_ = std::chrono::steady_clock::now();")
         body.extend("         " + line if line else "" for line in code.splitlines())
+        if profile:
+            body.append(f"         fProfile[{step}] += std::chrono::duration<double>("
+                        "std::chrono::steady_clock::now() - prof_t0_).count();")
         body.append("      }")
 
     # graph outputs not written by a node (a graph input, a weight, or listed twice)
@@ -438,7 +443,11 @@ def generate(graph: Graph, namespace: str, extra_members: str = "") -> Generated
         data_symbols_out="\n".join(data_out),
         num_inputs=len(graph.inputs),
         num_outputs=len(g_outputs),
-        extra_members=extra_members,
+        extra_members=extra_members + (
+            f"   double fProfile[{max(1, len(views))}] = {{}};  // seconds per node, summed over calls\n"
+            if profile else ""),
+        profile_fn=("inline const double *profile(void *s) { return static_cast<Session *>(s)->fProfile; }"
+                    if profile else ""),
         typed_params=", ".join(typed_params),
         typed_sym_values="".join(f"{st.sym_var[s]}, " for s in st.symbols),
         typed_in_values="".join(f"x{i}, " for i in range(len(graph.inputs))),

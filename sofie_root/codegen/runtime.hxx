@@ -5,6 +5,7 @@
 #define SOFIE_ROOT_RUNTIME_HXX
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>

@@ -78,6 +78,7 @@ inline void *create(const void *weights, std::size_t nbytes, char *err, std::siz
 }
 
 inline void destroy(void *s) { delete static_cast<Session *>(s); }
+$profile_fn
 
 inline int run(void *s, std::int64_t *sym, const void *const *in, void *const *out, char *err,
                std::size_t errlen)

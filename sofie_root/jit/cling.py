@@ -10,7 +10,9 @@ crossing into Python.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
+import sys
 import tempfile
 import threading
 import warnings
@@ -19,7 +21,10 @@ from pathlib import Path
 
 from ..errors import CompilationError
 
+log = logging.getLogger("sofie_root")
 _lock = threading.RLock()
+#: what cling is told when sofie_root starts ROOT (users may set EXTRA_CLING_ARGS themselves)
+DEFAULT_CLING_ARGS = "-O3 -march=native"
 _declared: dict[str, ModelEntry] = {}
 _root = None
 
@@ -37,6 +42,7 @@ class ModelEntry:
     create: object
     destroy: object
     run: object
+    profile: object = None  # only in models generated with profiling code
 
 
 def root():
@@ -45,6 +51,14 @@ def root():
     with _lock:
         if _root is None:
             os.environ.setdefault("ROOT_BATCH", "1")
+            if "ROOT" not in sys.modules:
+                # cling reads its compiler flags once, when ROOT starts: by default it compiles at a
+                # low optimisation level for generic x86-64, which makes loop code 10-100x slower
+                os.environ.setdefault("EXTRA_CLING_ARGS", DEFAULT_CLING_ARGS)
+            else:
+                log.info("ROOT was imported before sofie_root: generated code is compiled with "
+                         "EXTRA_CLING_ARGS=%r; import sofie_root first (or set EXTRA_CLING_ARGS=%r) "
+                         "for full speed", os.environ.get("EXTRA_CLING_ARGS", ""), DEFAULT_CLING_ARGS)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 import ROOT
@@ -142,6 +156,9 @@ def declare_model(namespace: str, source: str) -> ModelEntry:
                 raise CompilationError(f"cling did not return the address of {namespace}::{fn}")
             addr[fn] = a
         entry = ModelEntry(namespace, _CREATE(addr["create"]), _DESTROY(addr["destroy"]), _RUN(addr["run"]))
+        if "const double *profile(void *s)" in source:
+            a = int(ROOT.gInterpreter.ProcessLine(f"(long long)(&{namespace}::profile);"))
+            entry.profile = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_double), ctypes.c_void_p)(a)
         _declared[namespace] = entry
         return entry
 

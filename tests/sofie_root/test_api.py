@@ -232,3 +232,11 @@ def test_half_precision_models_keep_their_io_types(dtype) -> None:
     assert y.dtype == dt
     expect = np.maximum(x.astype(np.float32) @ w.astype(np.float32), 0).astype(dt)
     np.testing.assert_allclose(y.astype(np.float32), expect.astype(np.float32), rtol=1e-2, atol=1e-2)
+
+
+def test_profile_times_every_node() -> None:
+    m = sofie_root.compile(_mlp())
+    rows = m.profile(RNG.standard_normal((4, 7)).astype(np.float32), repeat=5)
+    assert sorted(r[1] for r in rows) == ["Gemm", "MatMul", "Relu"]
+    assert all(t >= 0 for _, _, t in rows) and rows == sorted(rows, key=lambda r: -r[2])
+    assert "fProfile" not in m.source  # the model itself carries no timing code
