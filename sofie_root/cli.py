@@ -1,6 +1,7 @@
 """The ``sofie-root`` command line: a thin layer over the public API.
 
-Exit codes: 0 success, 1 the model cannot be compiled or does not match the reference,
+Exit codes: 0 success, 1 an error reported on stderr (the model cannot be compiled or does not
+match the reference; a file is missing, corrupt or holds no such model; a name clash on save),
 2 usage errors (argparse).
 """
 
