@@ -34,15 +34,22 @@ def dense_root(rdf_dir, dense_path):
     return str(path)
 
 
+USER_INIT = ("import ROOT\n"
+             "ROOT.gInterpreter.Declare('#ifndef SOFIE_TEST_USER_INIT\\n#define SOFIE_TEST_USER_INIT\\n"
+             "int sofie_test_user_flag = 7;\\n#endif')")
+
+
 def graph(df, dense_root, tagger):
     df = srdf.define(df, "score", dense_root)  # columns from the file
     df = srdf.define(df, "probs", tagger, inputs=INPUTS, outputs="probs")
-    df = df.Define("p0", "probs[0]").Filter("c > -4")
-    return df.AsNumpy(["score", "p0", "b"]), df.Histo1D(("h", "score", 20, 0.0, 1.0), "score")
+    df = df.Define("p0", "probs[0]").Filter("c > -4").Define("user_flag", "sofie_test_user_flag")
+    return df.AsNumpy(["score", "p0", "b", "user_flag"]), df.Histo1D(("h", "score", 20, 0.0, 1.0), "score")
 
 
 def test_distributed_equals_local(client, data_file, dense_root, tagger_path):
     tagger = sofie_root.compile(tagger_path)  # a Model object: shipped as generated code + weights
+    # a user's own initialisation, registered before: it keeps running on the workers
+    ROOT.RDF.Distributed.initialize(exec, USER_INIT)
     local, local_h = graph(ROOT.RDataFrame("Events", data_file), dense_root, tagger)
     ddf = ROOT.RDataFrame("Events", data_file, executor=client, npartitions=2)
     dist, dist_h = graph(ddf, dense_root, tagger)
@@ -50,6 +57,7 @@ def test_distributed_equals_local(client, data_file, dense_root, tagger_path):
     assert len(order_d) == len(order_l) > 1000
     for k in ("score", "p0"):
         np.testing.assert_array_equal(np.asarray(dist[k])[order_d], np.asarray(local[k])[order_l])
+    assert np.all(np.asarray(dist["user_flag"]) == 7)
     assert [dist_h.GetBinContent(i) for i in range(22)] == [local_h.GetBinContent(i) for i in range(22)]
     workers = client.run(lambda: __import__("os").getpid())
     assert len(workers) == 2

@@ -128,6 +128,18 @@ def test_particles_and_jet_inputs_and_output_choice(tagger_path, data_file, even
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_std_vector_columns(tagger_path, data_file, events):
+    df = ROOT.RDataFrame("Events", data_file)
+    for c in ("pf_pt", "pf_eta", "pf_phi"):
+        df = df.Define(f"v_{c}", f"std::vector<double>({c}.begin(), {c}.end())")
+    assert "vector<double>" in str(df.GetColumnType("v_pf_pt"))
+    plain = {"particles": ["pf_pt", "pf_eta", "pf_phi"], "jet": ["jet_pt", "jet_eta"]}
+    vec = {"particles": ["v_pf_pt", "v_pf_eta", "v_pf_phi"], "jet": ["jet_pt", "jet_eta"]}
+    d = srdf.define(srdf.define(df, "p1", tagger_path, inputs=plain, outputs="total"), "p2", tagger_path,
+                    inputs=vec, outputs="total")
+    np.testing.assert_allclose(column(d, "p1"), column(d, "p2"), rtol=1e-6)
+
+
 def test_symbolic_particle_dimension_needs_dims(rdf_dir, data_file, events):
     path = models.symbolic_particles(rdf_dir / "sym.onnx")
     df = ROOT.RDataFrame("Events", data_file)
