@@ -199,6 +199,17 @@ def numel(shape: Iterable[DimLike]) -> DimLike:
     return total
 
 
+def strides(shape: Iterable[DimLike]) -> list[DimLike]:
+    """Row-major element strides of a shape (symbolic dims included)."""
+    shape = list(shape)
+    out: list[DimLike] = [1] * len(shape)
+    acc: DimLike = 1
+    for k in reversed(range(len(shape))):
+        out[k] = acc
+        acc = acc * shape[k]
+    return out
+
+
 def dim_to_str(d: DimLike) -> str:
     return str(d)
 

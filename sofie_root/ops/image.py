@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir.dims import Dim, DimLike, Shape, numel
+from ..ir.dims import Dim, DimLike, Shape, numel, strides
 from ..ir.dtypes import FLOAT64, DType
 from .base import NodeView, Operator, OutInfo, normalize_axis, register
 
@@ -39,15 +39,6 @@ NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 def _s(x) -> str:
     """An attribute value as a str (bytes from some frontends)."""
     return x.decode() if isinstance(x, bytes) else str(x)
-
-
-def _strides(shape: Sequence[DimLike]) -> list[DimLike]:
-    st: list[DimLike] = [1] * len(shape)
-    acc: DimLike = 1
-    for k in reversed(range(len(shape))):
-        st[k] = acc
-        acc = acc * shape[k]
-    return st
 
 
 def _static_array(v: NodeView, i: int, what: str) -> np.ndarray | list | None:
@@ -403,7 +394,7 @@ class _ResizeBase(Operator):
             return ""
         if not taps:
             return (f"std::copy({e.inp(0)}, {e.inp(0)} + {e.size_in(0)}, {e.out()});")
-        in_st = _strides(x.shape)
+        in_st = strides(x.shape)
         lines: list[str] = []
         # loop groups: runs of adjacent non-resized axes merge into one loop
         groups: list[tuple[str, DimLike, DimLike, int | None]] = []  # (kind, extent, in stride, axis)
@@ -614,7 +605,7 @@ class CenterCropPad(Operator):
             lines.append(f"std::fill({e.out()}, {e.out()} + {e.size_out()}, {x.dtype.cpp}(0));")
         if numel(ext) == 0:
             return "\n".join(lines)
-        ist, ost = _strides(x.shape), _strides(out)
+        ist, ost = strides(x.shape), strides(out)
         ib = str(sum(c * s for c, s in zip(crop, ist)))
         ob = str(sum(p * s for p, s in zip(pad, ost)))
         depth = 0
@@ -1103,7 +1094,7 @@ class MaxUnpool(Operator):
             lines.append(f"{e.out()}[{ix}] = {e.inp(0)}[{k}];")
         else:
             rem, o = e.tmp("rem"), e.tmp("o")
-            ost = _strides(out)
+            ost = strides(out)
             lines.append(f"{I64} {rem} = {ix}, {o} = 0;")
             for a in reversed(range(len(out))):
                 if a == 0:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..errors import ShapeInferenceError
-from ..ir.dims import Dim, DimLike, Shape, broadcast_shapes, numel
+from ..ir.dims import Dim, DimLike, Shape, broadcast_shapes, numel, strides
 from ..ir.dtypes import INT64, DType, dtype_from_numpy, dtype_from_onnx
 from .base import NodeView, Operator, OutInfo, normalize_axis, register
 
@@ -38,15 +38,6 @@ I64 = "std::int64_t"
 
 def _is(d: DimLike, k: int) -> bool:
     return isinstance(d, int) and d == k
-
-
-def _strides(shape: Sequence[DimLike]) -> list[DimLike]:
-    st: list[DimLike] = [1] * len(shape)
-    acc: DimLike = 1
-    for k in reversed(range(len(shape))):
-        st[k] = acc
-        acc = acc * shape[k]
-    return st
 
 
 def _cx(e, x: DimLike | str) -> str:
@@ -221,8 +212,8 @@ class Transpose(Operator):
         x = v.input(0)
         perm = self._perm(v)
         out_shape = [x.shape[p] for p in perm]
-        ist = _strides(x.shape)
-        return _copy(e, out_shape, e.out(), 0, _strides(out_shape), e.inp(0), 0, [ist[p] for p in perm])
+        ist = strides(x.shape)
+        return _copy(e, out_shape, e.out(), 0, strides(out_shape), e.inp(0), 0, [ist[p] for p in perm])
 
 
 # -- Concat / Split -----------------------------------------------------------------------------
@@ -502,12 +493,12 @@ class Slice(Operator):
     def emit(self, v: NodeView, e) -> str:
         x = v.input(0)
         start, size, step, checks = self._params(v)
-        ist = _strides(x.shape)
+        ist = strides(x.shape)
         off: DimLike = 0
         for a in range(x.rank):
             off = off + start[a] * ist[a]
         lines = _checks(e, checks, "slice bounds fall outside the input for this batch size")
-        lines.append(_copy(e, size, e.out(), 0, _strides(size), e.inp(0), off,
+        lines.append(_copy(e, size, e.out(), 0, strides(size), e.inp(0), off,
                            [ist[a] * step[a] for a in range(x.rank)]))
         return "\n".join(lines)
 
@@ -598,7 +589,7 @@ class GatherElements(Operator):
     def emit(self, v: NodeView, e) -> str:
         x, ind = v.input(0), v.input(1)
         a = self._axis(v)
-        dst = _strides(x.shape)
+        dst = strides(x.shape)
         lines = _checks(e, [(ind.shape[k], x.shape[k]) for k in range(x.rank) if k != a],
                         "indices do not fit in data outside the gather axis")
         data_st = [0 if k == a else dst[k] for k in range(x.rank)]
@@ -609,7 +600,7 @@ class GatherElements(Operator):
             code.append(f"{e.out()}[{o[0]}] = {e.inp(0)}[{_sum([o[1], _term(e, k, dst[a])])}];")
             return "\n".join(code)
 
-        lines.append(_nest(e, ind.shape, [(0, _strides(ind.shape)), (0, data_st)], body))
+        lines.append(_nest(e, ind.shape, [(0, strides(ind.shape)), (0, data_st)], body))
         return "\n".join(lines)
 
 
@@ -649,7 +640,7 @@ class GatherND(Operator):
         n = numel(ind.shape[b:-1])
         s = numel(x.shape[b + m:])
         dbatch = numel(x.shape[b:])
-        xst = _strides(x.shape)
+        xst = strides(x.shape)
         lines = _same_dim_checks(e, [(x.shape[k], ind.shape[k]) for k in range(b)],
                                  "batch dimensions of data and indices differ")
         if any(_is(q, 0) for q in (nb, n, s)):
@@ -714,7 +705,7 @@ class ScatterElements(Operator):
         x, ind, upd = v.input(0), v.input(1), v.input(2)
         a = self._axis(v)
         red = v.attr("reduction", "none")
-        xst = _strides(x.shape)
+        xst = strides(x.shape)
         lines = [_copy_all(v, e)]
         lines += _checks(e, [(ind.shape[k], x.shape[k]) for k in range(x.rank) if k != a],
                          "indices do not fit in data outside the scatter axis")
@@ -729,7 +720,7 @@ class ScatterElements(Operator):
             code.append(f"{e.out()}[{tgt}] = {_reduce_expr(red, f'{e.out()}[{tgt}]', f'{e.inp(2)}[{o[0]}]', dt)};")
             return "\n".join(code)
 
-        lines.append(_nest(e, ind.shape, [(0, _strides(ind.shape)), (0, data_st)], body))
+        lines.append(_nest(e, ind.shape, [(0, strides(ind.shape)), (0, data_st)], body))
         return "\n".join(line for line in lines if line)
 
 
@@ -779,7 +770,7 @@ class ScatterND(Operator):
         red = v.attr("reduction", "none")
         n = numel(ind.shape[:-1])
         s = numel(x.shape[m:])
-        xst = _strides(x.shape)
+        xst = strides(x.shape)
         want = tuple(ind.shape[:-1]) + tuple(x.shape[m:])
         lines = [_copy_all(v, e)]
         lines += _same_dim_checks(e, list(zip(want, upd.shape)), "updates have the wrong shape")
@@ -834,11 +825,11 @@ class Expand(Operator):
         out = e.out_info(0).shape
         r = len(out)
         aligned = [1] * (r - x.rank) + list(x.shape)
-        ist = [0] * (r - x.rank) + _strides(x.shape)
+        ist = [0] * (r - x.rank) + strides(x.shape)
         src_st = [0 if _is(aligned[k], 1) else ist[k] for k in range(r)]
         lines = _same_dim_checks(e, [(aligned[k], out[k]) for k in range(r) if not _is(aligned[k], 1)],
                                  "the input does not broadcast to the target shape")
-        lines.append(_copy(e, out, e.out(), 0, _strides(out), e.inp(0), 0, src_st))
+        lines.append(_copy(e, out, e.out(), 0, strides(out), e.inp(0), 0, src_st))
         return "\n".join(lines)
 
 
@@ -878,8 +869,8 @@ class Tile(Operator):
         x = v.input(0)
         reps = self._reps(v)
         out = e.out_info(0).shape
-        ost = _strides(out)
-        ist = _strides(x.shape)
+        ost = strides(out)
+        ist = strides(x.shape)
         dims, dst, src = [], [], []
         for k in range(x.rank):
             dims += [reps[k], x.shape[k]]
@@ -955,7 +946,7 @@ class Pad(Operator):
         pads = self._pads(v)
         out = e.out_info(0).shape
         mode = v.attr("mode", "constant")
-        ist, ost = _strides(x.shape), _strides(out)
+        ist, ost = strides(x.shape), strides(out)
         lines: list[str] = []
         if mode == "constant":
             if v.opset < 11:
@@ -1318,7 +1309,7 @@ class NonZero(Operator):
         count = e.out_info(0).shape[1]
         pos = e.tmp("pos")
         n = e.tmp("n")
-        st = _strides(x.shape)
+        st = strides(x.shape)
         lines = [f"{I64} {n} = 0;",
                  f"for ({I64} {pos} = 0; {pos} < {e.size_in(0)}; ++{pos}) {n} += {e.inp(0)}[{pos}] != 0;"]
         if isinstance(count, Dim):
@@ -1388,7 +1379,7 @@ class DepthToSpace(Operator):
             src = [c * hw, hw, w, b * c2 * hw, 1, c2 * hw]
         else:
             src = [c * hw, b * b * hw, w, b * hw, 1, hw]
-        return _copy(e, dims, e.out(), 0, _strides(dims), e.inp(0), 0, src)
+        return _copy(e, dims, e.out(), 0, strides(dims), e.inp(0), 0, src)
 
 
 @register
@@ -1430,4 +1421,4 @@ class SpaceToDepth(Operator):
         else:
             dims = [n, c, b, b, h2, w2]
             src = [chw, hw, w, 1, b * w, b]
-        return _copy(e, dims, e.out(), 0, _strides(dims), e.inp(0), 0, src)
+        return _copy(e, dims, e.out(), 0, strides(dims), e.inp(0), 0, src)
