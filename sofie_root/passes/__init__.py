@@ -6,12 +6,14 @@ from collections.abc import Iterable
 
 from ..ir.graph import Graph
 from .dce import eliminate_dead_code
+from .layout import pretranspose_gemm_weights
 
 PASSES = {
     "dce": eliminate_dead_code,
+    "gemm_pretranspose": pretranspose_gemm_weights,
 }
 
-DEFAULT = ("dce",)
+DEFAULT = ("dce", "gemm_pretranspose")
 
 
 def run_passes(graph: Graph, names: Iterable[str] | None = None) -> Graph:
