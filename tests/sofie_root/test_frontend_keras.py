@@ -273,3 +273,13 @@ def test_save_and_load_round_trip(tmp_path) -> None:
     x = np.random.default_rng(0).standard_normal((4, 10, 3)).astype(np.float32)
     np.testing.assert_array_equal(loaded(x), model(x))
     check(m, compiled=loaded)
+
+
+def test_grouped_and_3d_convolutions() -> None:
+    keras.utils.set_random_seed(13)
+    m = keras.Sequential([keras.Input((10, 10, 4)), L.Conv2D(6, 3, groups=2, activation="relu"),
+                          L.Conv2D(4, 1, use_bias=False), L.GlobalAveragePooling2D(keepdims=True), L.Flatten()])
+    check(m)
+    m = keras.Sequential([keras.Input((6, 6, 6, 2)), L.Conv3D(3, 3, padding="same", strides=2), L.Flatten(),
+                          L.Dense(2)])
+    check(m)
