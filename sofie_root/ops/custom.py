@@ -61,6 +61,7 @@ class CustomOperator(Operator):
     infer_fn: Callable[..., Any] | None = None
     cpp_body: str | Callable[..., str] | None = None
     elementwise: str | None = None
+    compute_fn: Callable[..., Any] | None = None
 
     def check(self, v: NodeView) -> str | None:
         reason = super().check(v)
@@ -108,6 +109,31 @@ class CustomOperator(Operator):
                              f"pairs; output {k} is {item!r} ({e})") from e
             outs.append(OutInfo(dt, shape))
         return outs
+
+    def evaluate(self, v: NodeView, inputs: list) -> list:
+        """Constant folding (every input known at compile time): the user's numpy ``compute`` if
+        given, else the operator's own C++ run once on those inputs."""
+        attrs = self._attrs(v)
+        if self.compute_fn is not None:
+            res = self.compute_fn(*[x for x in inputs if x is not None], **attrs)
+            res = list(res) if isinstance(res, (list, tuple)) else [res]
+            outs = self.infer(v)
+            return [np.require(np.asarray(r, dtype=o.dtype.numpy), requirements="C") for r, o in zip(res, outs)]
+        from ..ir.graph import Graph, Node
+        from ..model import Model
+
+        names = [f"i{k}" if name else "" for k, name in enumerate(v.node.inputs)]
+        outs = self.infer(v)
+        out_names = [f"o{k}" if name else "" for k, name in enumerate(v.node.outputs)]
+        tensors = {n: TensorInfo(n, dtype_from_numpy(x.dtype), tuple(x.shape)) for n, x in zip(names, inputs) if n}
+        for n, o in zip(out_names, outs):
+            if n:
+                tensors[n] = TensorInfo(n, o.dtype, tuple(o.shape))
+        node = Node(v.node.op_type, names, out_names, dict(v.node.attrs), v.node.name, v.node.domain, v.node.opset)
+        graph = Graph([node], [n for n in names if n], [n for n in out_names if n], tensors,
+                      opsets={"": 1, v.node.domain: v.node.opset}, name="fold")
+        results = iter(Model(graph, passes=[]).infer(*[x for n, x in zip(names, inputs) if n]))
+        return [next(results) if n else None for n in out_names]
 
     def emit(self, v: NodeView, e) -> str:
         attrs = self._attrs(v)
@@ -166,6 +192,7 @@ def register_operator(
     attributes: Mapping[str, float] | None = None,
     dtypes: Sequence[str] | None = ("float32", "float64"),
     num_inputs: int | tuple[int, int | None] = (1, None),
+    compute: Callable[..., Any] | None = None,
     replace: bool = False,
 ) -> type[CustomOperator]:
     """Teach sofie_root a new operator: its shape inference and its C++.
@@ -186,6 +213,8 @@ def register_operator(
             values override them); their names become ``const double`` locals.
         dtypes: accepted input element types (``None``: any).
         num_inputs: the number of inputs, or a ``(min, max)`` range (``max=None``: no limit).
+        compute: optionally ``compute(*arrays, **attrs) -> array(s)`` in numpy, used to fold nodes
+            whose inputs are all constant; without it such nodes are folded by running the C++.
         replace: allow replacing an operator registered earlier with this function.
 
     Returns the operator class. The operator is used by every model compiled or loaded afterwards.
@@ -223,6 +252,7 @@ def register_operator(
         "op_type": op_type, "domain": dom, "dtypes": tuple(dtypes) if dtypes is not None else None,
         "arity": arity, "attributes": attrs, "infer_fn": staticmethod(infer) if infer else None,
         "cpp_body": staticmethod(cpp) if callable(cpp) else cpp, "elementwise": elementwise,
+        "compute_fn": staticmethod(compute) if compute else None,
         "fingerprint": hashlib.sha256(f"{body_text}|{id(cpp) if callable(cpp) else ''}|{id(infer)}|"
                                       f"{sorted(attrs.items())}".encode()).hexdigest()[:16],
         "__doc__": f"User-defined operator {_qual(dom, op_type)}.",

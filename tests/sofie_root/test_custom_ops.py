@@ -164,3 +164,16 @@ def test_saved_by_name_and_loaded_only_when_registered(ops, tmp_path) -> None:
     sofie_root.unregister_operator("Twice", DOMAIN)
     with pytest.raises(sofie_root.UnsupportedOperatorError, match=r"test\.ops::Twice.*register_operator"):
         sofie_root.load(path)
+
+
+@pytest.mark.parametrize("with_numpy", [False, True])
+def test_custom_op_on_constants_is_folded(ops, with_numpy) -> None:
+    kw = {"compute": lambda x, scale: np.sqrt(x) * scale} if with_numpy else {}
+    ops("ScaledSqrt", elementwise="std::sqrt(x) * scale", attributes={"scale": 1.0}, **kw)
+    nodes = [helper.make_node("ScaledSqrt", ["w"], ["w2"], domain=DOMAIN, scale=3.0),
+             helper.make_node("Add", ["x", "w2"], ["y"])]
+    w = np.array([1, 4, 9], np.float32)
+    m = _model(nodes, [value_info("x", np.float32, ["N", 3])], [value_info("y", np.float32, None)], {"w": w})
+    model = sofie_root.compile(m)
+    assert [n.op_type for n in model.graph.nodes] == ["Add"]
+    np.testing.assert_allclose(model(np.zeros((2, 3), np.float32)), [[3, 6, 9]] * 2)
