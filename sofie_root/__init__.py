@@ -44,8 +44,18 @@ _preload_root()
 
 from .rdf.functor import functor  # noqa: E402  (RDataFrame functors; ROOT is needed only when called)
 
+
+def __getattr__(name: str):
+    """``sofie_root.GraphNetwork`` / ``graph_independent``, imported on first use."""
+    if name in ("GraphNetwork", "graph_independent"):
+        from .frontends import gnn
+
+        return getattr(gnn, name)
+    raise AttributeError(f"module 'sofie_root' has no attribute {name!r}")
+
+
 __all__ = [
-    "CompilationError", "ExportError", "InputError", "InvalidGraphError", "Model", "ModelLoadError",
+    "CompilationError", "ExportError", "GraphNetwork", "InputError", "InvalidGraphError", "Model", "ModelLoadError",
     "ShapeInferenceError", "SofieError", "TensorSpec", "UnsupportedOperatorError", "__version__",
-    "compile", "functor", "load", "register_operator", "registered_operators", "supported_ops", "unregister_operator",
+    "compile", "functor", "graph_independent", "load", "register_operator", "registered_operators", "supported_ops", "unregister_operator",
 ]

@@ -71,6 +71,7 @@ def make_gn(agg: str, sent: bool = False) -> GraphNetwork:
 @pytest.mark.parametrize("agg", ["sum", "mean", "max"])
 def test_graph_network_all_blocks(agg) -> None:
     gn = make_gn(agg, sent=agg == "mean")
+    assert isinstance(gn, sofie_root.GraphNetwork)
     model = sofie_root.compile(gn, exporter="torchscript" if agg != "sum" else "dynamo")
     assert [i.name for i in model.inputs] == ["nodes", "edges", "senders", "receivers", "globals"]
     assert model.inputs[0].shape == ("nodes", FN) and model.inputs[1].shape == ("edges", FE)
