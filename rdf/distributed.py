@@ -32,7 +32,7 @@ import numpy as np
 
 from sofie_root.errors import SofieError
 
-from .plan import Plan, make_plan
+from .plan import Columns, Plan, make_plan
 
 _lock = threading.Lock()
 _ready: set[str] = set()  # functor namespaces initialised in this process
@@ -166,7 +166,8 @@ def define(df, name: str, model, columns: Sequence[str] | None = None, **options
     options.pop("slot", None)
     types = options.pop("types", None)
     m, path = load_model(model)
-    col_list = None if columns is None else ([columns] if isinstance(columns, str) else list(columns))
+    col_list = None if columns is None else ([columns] if isinstance(columns, str) else
+                                             (list(columns.names) if isinstance(columns, Columns) else list(columns)))
     plan = make_plan(m, columns, column_types=_explicit_types(types, col_list), type_of=_type_lookup(df), **options)
     kind, files = "model", []
     if path is not None:

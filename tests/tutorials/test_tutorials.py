@@ -16,6 +16,8 @@ def test_tutorial_runs(script: Path, tmp_path) -> None:
     r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
                        timeout=600, check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    if ".png" in script.read_text():  # tutorials that draw must have written their PNG
+        assert list(tmp_path.glob("*.png")), f"{script.name} wrote no PNG"
     if script.name == "sofie_root001_quickstart.py":
         assert "max |sofie_root - onnxruntime|" in r.stdout and "compile time" in r.stdout
 
