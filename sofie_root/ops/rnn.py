@@ -42,9 +42,9 @@ def _activation_expr(name: str, alpha: float, beta: float, x: str, dt: DType, li
     one, zero = lit(1, dt), lit(0, dt)
     a, b = lit(alpha, dt), lit(beta, dt)
     if name == "sigmoid":
-        return f"({one} / ({one} + std::exp(-({x}))))"
+        return f"sofie_rt::sigmoid({x})"
     if name == "tanh":
-        return f"std::tanh({x})"
+        return f"sofie_rt::fast_tanh({x})"
     if name == "relu":
         return f"std::max({zero}, {x})"
     if name == "hardsigmoid":
