@@ -14,7 +14,7 @@ from pathlib import Path
 from sofie_root.errors import SofieError
 
 from . import codegen
-from .plan import Columns, Plan, make_plan
+from .plan import Columns, Plan, make_plan, stored_columns
 
 _lock = threading.RLock()
 _declared: set[str] = set()
@@ -138,7 +138,9 @@ def functor(model, columns: Sequence[str] | None = None, *, inputs: Mapping | No
         columns: the columns feeding a single-input model, in the model's feature order. Scalar
             columns of any arithmetic type form a ``[1, F]`` input; ``RVec`` columns (one per
             feature) form a ``[1, P, F]`` or ``[1, F, P]`` input, truncated or padded to P.
-            Omitted: the column names stored with the model (metadata ``sofie_root.columns``).
+            Omitted: the column names stored with the model (``model.column_hints``, kept in .root
+            files, or the metadata ``sofie_root.columns``); without those (and without ``df``),
+            one argument per feature, in the model's order, for ``df.Define(name, f, columns)``.
         inputs: for several inputs, ``{input_name: columns or Columns(...)}`` (all inputs must be fed).
         outputs: the output(s) returned: a name, an index or a list (concatenated). A single
             value is returned as ``float``, anything else as ``ROOT::RVecF``.
@@ -164,12 +166,29 @@ def functor(model, columns: Sequence[str] | None = None, *, inputs: Mapping | No
     >>> df = df.Define("score", f, f.columns)                                    # doctest: +SKIP
     """
     m, _ = load_model(model)
+    if columns is None and inputs is None and df is None and stored_columns(m) is None:
+        inputs = _placeholder_inputs(m)
     col_list = None if columns is None else ([columns] if isinstance(columns, str) else
                                              (list(columns.names) if isinstance(columns, Columns) else list(columns)))
     plan = make_plan(m, columns, inputs=inputs, outputs=outputs, pad=pad, sort_by=sort_by, descending=descending,
                      layout=layout, dims=dims, column_types=_explicit_types(types, col_list),
                      type_of=_type_lookup(df) if df is not None else None)
     return _instantiate(m, plan, slot=slot, nslots=_nslots(df))
+
+
+def _placeholder_inputs(model) -> dict[str, list[str]]:
+    """Argument names for a functor made without columns (``df.Define(name, functor(m), cols)``):
+    F scalars for a [N, F] input, F collections for a [N, P, F] one, in the model's order."""
+    from sofie_root.ir.dims import Dim
+
+    inputs = {}
+    for info in model.graph.input_infos:
+        last = info.shape[-1] if info.shape else None
+        if last is None or isinstance(last, Dim) or len(info.shape) not in (2, 3):
+            raise SofieError(f"input {info.name!r} (shape {list(map(str, info.shape))}): give the columns, "
+                             f"the number of columns cannot be read from the model")
+        inputs[info.name] = [f"{info.name}[{i}]" for i in range(int(last))]
+    return inputs
 
 
 def _nslots(df) -> int | None:

@@ -70,6 +70,9 @@ def test_path_without_dataframe_defaults_to_model_types(dense_path, data_file, e
                                rtol=1e-5, atol=1e-6)
     g = srdf.functor(dense_path, SCALARS, types={"b": "double", "c": "int"})
     assert np.array_equal(column(df.Define("s", g, g.columns), "s"), got)
+    # the DESIGN contract: no columns given to functor, only to Define (float columns, model order)
+    h = sofie_root.functor(dense_path)
+    assert np.array_equal(column(df.Define("s", h, ["a", "bf", "cf"]), "s"), got)
 
 
 def test_identical_with_implicit_mt_after_filter_and_on_chains(dense_path, rdf_dir, events):
