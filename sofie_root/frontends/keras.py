@@ -7,7 +7,8 @@ Each layer becomes a few ONNX nodes; weights are read from the layer variables. 
 image-like tensors channels-last while ONNX convolutions and pools want channels-first: a tensor
 is converted (one Transpose) only where a layer needs the other layout, so a chain of Conv, pooling,
 BatchNormalization, activations, Dropout, merge layers and channel Concatenate runs channels-first
-with one Transpose in and one out. An unsupported layer or option raises
+with one Transpose in and one out; a Flatten followed by Dense needs no Transpose out (the Dense
+kernel rows are permuted instead). An unsupported layer or option raises
 :class:`~sofie_root.ExportError` naming the layer.
 
 Supported layers: see :data:`SUPPORTED_LAYERS`; activations: :data:`SUPPORTED_ACTIVATIONS`.
@@ -104,6 +105,9 @@ class _Converter:
     def __init__(self, keras: Any):
         self.keras = keras
         self.b = _Builder()
+        #: Flatten outputs of channels-first tensors: name -> (channels-first input, Keras input shape),
+        #: so that a Dense reading them can permute its kernel rows instead of needing the Transpose
+        self.flat_cf: dict[str, tuple[str, tuple]] = {}
 
     # -- helpers --------------------------------------------------------------------------------
     def np(self, var: Any) -> np.ndarray:
@@ -388,7 +392,18 @@ def _dense(c, layer, ins, shapes):
     t = ins[0]
     b = c.b
     w = c.np(layer.kernel)
-    y = b.op("MatMul", [b.native(t), b.const(w, "kernel")])
+    flat = c.flat_cf.get(t.name)
+    if flat is not None and all(isinstance(d, int) for d in flat[1][1:]):
+        # Dense after Flatten of a channels-first tensor: flatten that tensor as it is and permute
+        # the kernel rows (Keras' row (s..., ch) is row (ch, s...) here); the Transpose goes away
+        src, kshape = flat
+        keras_index = np.arange(int(np.prod(kshape[1:]))).reshape(kshape[1:])
+        perm = np.moveaxis(keras_index, -1, 0).reshape(-1)
+        x = b.op("Flatten", [src], axis=1)
+        w = w[perm]
+    else:
+        x = b.native(t)
+    y = b.op("MatMul", [x, b.const(w, "kernel")])
     if layer.use_bias:
         y = b.op("Add", [y, b.const(c.np(layer.bias), "bias")])
     return c.activation(layer, layer.activation, _T(y, shapes[0]))
@@ -513,7 +528,10 @@ def _flatten_layer(c, layer, ins, shapes):
         x = c.b.op("Transpose", [c.b.native(t)], perm=[0, *range(2, t.rank), 1])
     else:
         x = c.b.native(t)
-    return _T(c.b.op("Flatten", [x], axis=1), shapes[0])
+    y = c.b.op("Flatten", [x], axis=1)
+    if t.cf and t.rank > 2:
+        c.flat_cf[y] = (t.name, tuple(t.shape))
+    return _T(y, shapes[0])
 
 
 def _reshape(c, layer, ins, shapes):
