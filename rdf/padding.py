@@ -98,7 +98,8 @@ def pad_jagged(columns: Sequence, length: int, *, pad: float = 0.0, sort_by=None
 def awkward_input(arr, info) -> np.ndarray:
     """An awkward array as a numpy array for model input ``info`` (a TensorInfo).
 
-    Regular arrays convert directly. Jagged particle lists (``N * var * F`` numbers, ``N * var *
+    Regular arrays convert directly; records of scalars (``N * {a, b, ...}``) become ``[N, F]``
+    with the fields in order. Jagged particle lists (``N * var * F`` numbers, ``N * var *
     {fields}`` records, or a record of ``N * var`` fields) are padded with 0 or truncated to the
     input's P, in stored order, placed as [N, P, F] or [N, F, P] as the input's shape says (the
     functor's defaults). For other pad values or an ordering use :func:`pad_jagged` or :func:`evaluate`.
@@ -107,13 +108,16 @@ def awkward_input(arr, info) -> np.ndarray:
 
     ak = _ak()
     name = info.name
-    try:
-        return np.asarray(ak.to_numpy(arr, allow_missing=False))
-    except Exception:
-        pass
+    fields = ak.fields(arr)
+    if fields and all(arr[f].ndim == 1 for f in fields):  # N * {a, b, ...}: one feature per field
+        return np.stack([np.asarray(ak.to_numpy(arr[f])) for f in fields], axis=1)
+    if not fields:
+        try:
+            return np.asarray(ak.to_numpy(arr, allow_missing=False))
+        except Exception:
+            pass
     if arr.ndim < 2:
         raise InputError(f"input {name!r}: cannot convert awkward type {arr.type} to an array")
-    fields = ak.fields(arr)
     if fields:
         columns = [arr[f] for f in fields]
         names = list(fields)

@@ -72,7 +72,11 @@ private:
 template <class W>
 class ThreadTable {
 public:
-   explicit ThreadTable(std::size_t capacity) : fOwners(capacity), fItems(capacity) {}
+   explicit ThreadTable(std::size_t capacity) : fOwners(capacity), fItems(capacity)
+   {
+      for (auto &o : fOwners)
+         o.store(std::thread::id(), std::memory_order_relaxed);
+   }
    template <class Make>
    W &get(Make &&make)
    {

@@ -77,6 +77,13 @@ def test_model_infer_takes_awkward_particle_lists(rdf_dir, data_file, events):
     np.testing.assert_array_equal(fp(particles).reshape(-1, 2, 5).transpose(0, 2, 1).reshape(len(events), -1), got)
 
 
+def test_model_infer_takes_awkward_records_of_scalars(dense_path, events):
+    model = sofie_root.compile(dense_path)
+    rec = ak.zip({"a": events.a, "b": events.b, "c": events.c})
+    x = np.stack([events.a.to_numpy(), events.b.to_numpy(), events.c.to_numpy()], axis=1).astype(np.float32)
+    np.testing.assert_array_equal(model(rec), model(x))
+
+
 def test_tagger_columnar_and_event_loop_agree(tagger_path, data_file, events):
     model = sofie_root.compile(tagger_path)
     inputs = {"particles": srdf.Columns(["pf_pt", "pf_eta", "pf_phi"], sort_by="pf_pt"),
