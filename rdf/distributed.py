@@ -97,7 +97,7 @@ def _local_copy(basename: str, original: str) -> Path:
     return Path(original)
 
 
-def setup(basename: str, original: str, kind: str, plan: Plan, digest: str) -> None:
+def setup(basename: str, original: str, kind: str, plan: Plan, digest: str, key: str | None = None) -> None:
     """Declare ``plan``'s functor in this process and create its shared instance (idempotent).
 
     Runs on every distributed worker (through ``ROOT.RDF.Distributed.initialize``) and locally.
@@ -113,7 +113,7 @@ def setup(basename: str, original: str, kind: str, plan: Plan, digest: str) -> N
             return
         path = _local_copy(basename, original)
         if kind == "model":
-            model, _ = load_model(path)
+            model, _ = load_model(f"{path}:{key}" if key else path)
             if fingerprint(model) != digest:
                 raise SofieError(f"{path}: the model compiled on this worker differs from the one the column "
                                  f"was defined with (another sofie_root version or another file?)")
@@ -161,11 +161,11 @@ def define(df, name: str, model, columns: Sequence[str] | None = None, **options
     import ROOT
 
     from . import codegen
-    from .functor import _explicit_types, _type_lookup, fingerprint, load_model
+    from .functor import _explicit_types, _type_lookup, fingerprint, load_model_source
 
     options.pop("slot", None)
     types = options.pop("types", None)
-    m, path = load_model(model)
+    m, path, key = load_model_source(model)
     col_list = None if columns is None else ([columns] if isinstance(columns, str) else
                                              (list(columns.names) if isinstance(columns, Columns) else list(columns)))
     plan = make_plan(m, columns, column_types=_explicit_types(types, col_list), type_of=_type_lookup(df), **options)
@@ -180,6 +180,6 @@ def define(df, name: str, model, columns: Sequence[str] | None = None, **options
         path, kind = _export(m), "npz"
     ROOT.RDF.Distributed.DistributeFiles([str(path), *map(str, files)])
     ns = codegen.namespace(plan)
-    _register(ns, (path.name, str(path), kind, plan, fingerprint(m)))
+    _register(ns, (path.name, str(path), kind, plan, fingerprint(m), key if kind == "model" else None))
     args = ", ".join(["rdfslot_", *plan.args])
     return df.Define(name, f"{ns}::eval({args})")

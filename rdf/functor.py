@@ -24,34 +24,50 @@ _models: dict[tuple, object] = {}
 MIN_CAPACITY = 256
 
 
-def load_model(model_or_path) -> tuple[object, Path | None]:
-    """A compiled :class:`~sofie_root.Model` and the file it came from (None if not from a file).
+def split_key(spec: str) -> tuple[str, str | None]:
+    """``"models.root:tagger"`` -> ``("models.root", "tagger")``; other paths -> ``(path, None)``."""
+    head, sep, key = spec.rpartition(":")
+    if sep and head.lower().endswith(".root") and key and "/" not in key:
+        return head, key
+    return spec, None
 
-    Paths (``.onnx``, and ``.root`` once :func:`sofie_root.compile` reads them) are compiled once
-    per process and cached by path, size and modification time.
+
+def load_model_source(model_or_path) -> tuple[object, Path | None, str | None]:
+    """A compiled :class:`~sofie_root.Model`, the file it came from (None if not from a file) and
+    the model's name inside that file (``"file.root:name"``; None otherwise).
+
+    Paths (``.onnx``, ``.root``, ``.root:name``) are compiled with :func:`sofie_root.compile` once per
+    process and cached by path, size and modification time.
     """
     from sofie_root.model import Model
 
     if isinstance(model_or_path, Model):
-        return model_or_path, getattr(model_or_path, "_rdf_source_path", None)
+        return model_or_path, None, None
     if isinstance(model_or_path, (str, os.PathLike)):
         import sofie_root
 
-        path = Path(model_or_path).resolve()
+        file, key = split_key(os.fspath(model_or_path))
+        path = Path(file).resolve()
         try:
             st = path.stat()
         except OSError as e:
-            raise SofieError(f"model file {str(model_or_path)!r} cannot be read: {e}") from e
-        key = (str(path), st.st_size, st.st_mtime_ns)
+            raise SofieError(f"model file {file!r} cannot be read: {e}") from e
+        cache = (str(path), key, st.st_size, st.st_mtime_ns)
         with _lock:
-            model = _models.get(key)
+            model = _models.get(cache)
             if model is None:
-                model = sofie_root.compile(path)
-                _models[key] = model
-        return model, path
+                model = sofie_root.compile(f"{path}:{key}" if key else path)
+                _models[cache] = model
+        return model, path, key
     import sofie_root
 
-    return sofie_root.compile(model_or_path), None
+    return sofie_root.compile(model_or_path), None, None
+
+
+def load_model(model_or_path) -> tuple[object, Path | None]:
+    """A compiled :class:`~sofie_root.Model` and the file it came from (None if not from a file)."""
+    model, path, _ = load_model_source(model_or_path)
+    return model, path
 
 
 def root():

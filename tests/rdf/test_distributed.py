@@ -29,9 +29,10 @@ def client():
 @pytest.fixture(scope="module")
 def dense_root(rdf_dir, dense_path):
     """The dense model in a .root file, with the columns it was trained on stored beside it."""
-    path = rdf_dir / "dense_dist.root"
-    sofie_root.compile(dense_path).save(path, columns=["a", "b", "c"], overwrite=True)
-    return str(path)
+    path = rdf_dir / "dist_models.root"
+    sofie_root.compile(dense_path).save(path, "dense", columns=["a", "b", "c"], overwrite=True)
+    sofie_root.compile(dense_path).save(path, "other", columns=["b", "a", "c"], overwrite=True)
+    return f"{path}:dense"  # a file holding two models: the workers must take the right one
 
 
 USER_INIT = ("import ROOT\n"

@@ -131,6 +131,18 @@ def test_particles_and_jet_inputs_and_output_choice(tagger_path, data_file, even
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_model_by_name_in_a_root_file(rdf_dir, dense_path, tagger_path, data_file, events):
+    path = rdf_dir / "two_models.root"
+    sofie_root.compile(dense_path).save(path, "dense", columns=SCALARS, overwrite=True)
+    sofie_root.compile(dense_path).save(path, "swapped", columns=["b", "a", "c"], overwrite=True)
+    df = ROOT.RDataFrame("Events", data_file)
+    d = srdf.define(srdf.define(df, "s1", f"{path}:dense"), "s2", f"{path}:swapped")
+    model = sofie_root.compile(dense_path)
+    np.testing.assert_allclose(column(d, "s1"), dense_reference(model, events, SCALARS), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(column(d, "s2"), dense_reference(model, events, ["b", "a", "c"]), rtol=1e-5,
+                               atol=1e-6)
+
+
 def test_std_vector_columns(tagger_path, data_file, events):
     df = ROOT.RDataFrame("Events", data_file)
     for c in ("pf_pt", "pf_eta", "pf_phi"):
