@@ -78,7 +78,10 @@ class Model:
         blob_probe = b"".join(np.require(a, requirements="C").tobytes() for a in g.initializers.values())
         from .ops.custom import graph_fingerprint
 
-        self.hash = content_hash(str(g) + repr(sorted(g.metadata.items())) + graph_fingerprint(g), blob_probe)
+        # where the model was read from is not part of its content: the same model loaded from two
+        # paths (a copy on a Dask worker) must get the same namespace
+        meta = sorted((k, v) for k, v in g.metadata.items() if k != "source")
+        self.hash = content_hash(str(g) + repr(meta) + graph_fingerprint(g), blob_probe)
         suffix = "_prof" if _profile else ""
         self._generated: Generated = generate(g, f"sofie_{self.hash}{suffix}", profile=_profile)
         self._blob = self._generated.weight_blob(g)

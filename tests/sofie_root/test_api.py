@@ -240,3 +240,11 @@ def test_profile_times_every_node() -> None:
     assert sorted(r[1] for r in rows) == ["Gemm", "MatMul", "Relu"]
     assert all(t >= 0 for _, _, t in rows) and rows == sorted(rows, key=lambda r: -r[2])
     assert "fProfile" not in m.source  # the model itself carries no timing code
+
+
+def test_same_model_from_two_paths_gets_the_same_namespace(tmp_path) -> None:
+    proto = _mlp(seed=5)
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        onnx.save(proto, tmp_path / d / "m.onnx")
+    assert sofie_root.compile(tmp_path / "a" / "m.onnx").namespace == sofie_root.compile(tmp_path / "b" / "m.onnx").namespace
