@@ -61,13 +61,11 @@ inline std::size_t round_up(std::size_t n) { return (n + kAlign - 1) / kAlign * 
 
 // ---- scalar functions used by element-wise operators -------------------------------------
 // exp for float without a library call: 2^n * e^r with |r| <= ln2/2 and a Cephes polynomial
-// (about 1 ulp, as accurate as std::exp on [-87, 88]); 3-4x faster under cling, which matters
-// for sigmoid/tanh gates and softmax. Out of that range it defers to std::exp (inf, subnormals).
-inline float fast_exp(float x)
+// (about 1 ulp, as accurate as std::exp). exp_core has no branch, so loops calling it vectorise
+// (sigmoid/tanh gates, softmax); it needs x in [-87.3, 88.7], which the callers ensure.
+inline float exp_core(float x)
 {
-   if (!(x > -87.3f && x < 88.7f))
-      return std::exp(x);
-   const float fn = std::floor(x * 1.44269504088896341f + 0.5f);
+   const float fn = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
    const float r = (x - fn * 0.693359375f) + fn * 2.12194440e-4f;
    float p = 1.9875691500E-4f;
    p = p * r + 1.3981999507E-3f;
@@ -81,22 +79,30 @@ inline float fast_exp(float x)
    std::memcpy(&scale, &bits, 4);
    return p * scale;
 }
+// Out of exp_core's range it defers to std::exp (overflow to inf, subnormal results).
+inline float fast_exp(float x) { return (x > -87.3f && x < 88.7f) ? exp_core(x) : std::exp(x); }
 inline double fast_exp(double x) { return std::exp(x); }
+// exp of a value <= 0 next to a 1 (softmax after subtracting the maximum): below e^-87.3 the
+// terms vanish against the maximum's 1, so clamping there changes nothing.
+inline float exp_nonpos(float x) { return exp_core(x < -87.3f ? -87.3f : x); }
+inline double exp_nonpos(double x) { return std::exp(x); }
 
-template <class T> inline T sigmoid(T x) { return T(1) / (T(1) + fast_exp(-x)); }
+inline float sigmoid(float x)
+{
+   const float z = x < -87.f ? -87.f : (x > 87.f ? 87.f : x); // saturated well before the clamp
+   return 1.0f / (1.0f + exp_core(-z));
+}
+inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
-// tanh through fast_exp; an odd Taylor polynomial near zero keeps the relative accuracy there.
+// tanh through exp_core; an odd Taylor polynomial near zero keeps the relative accuracy there.
 inline float fast_tanh(float x)
 {
    const float a = std::fabs(x);
-   if (a < 0.0625f) {
-      const float x2 = x * x;
-      return x * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * -0.0539682540f)));
-   }
-   if (a > 9.1f)
-      return x > 0 ? 1.0f : -1.0f;
-   const float t = 1.0f - 2.0f / (fast_exp(2.0f * a) + 1.0f);
-   return x > 0 ? t : -t;
+   const float b = a < 9.0f ? a : 9.0f; // tanh(9) == 1 in float
+   const float t = 1.0f - 2.0f / (exp_core(2.0f * b) + 1.0f);
+   const float x2 = x * x;
+   const float p = x * (1.0f + x2 * (-0.333333333f + x2 * (0.133333333f + x2 * -0.0539682540f)));
+   return a < 0.0625f ? p : (x < 0 ? -t : t);
 }
 inline double fast_tanh(double x) { return std::tanh(x); }
 template <class T> inline T relu(T x) { return x > T(0) ? x : T(0); }

@@ -614,11 +614,11 @@ class _Softmax(_SoftmaxLike):
                  _loop(j, na, f"{m} = {xo}[{j}] > {m} ? {xo}[{j}] : {m};"),
                  f"{T} {s} = {T}(0);"]
         if self.log:
-            lines.append(_loop(j, na, f"{s} += sofie_rt::fast_exp({xo}[{j}] - {m});"))
+            lines.append(_loop(j, na, f"{s} += sofie_rt::exp_nonpos({xo}[{j}] - {m});"))
             lines.append(f"{s} = {m} + std::log({s});")
             lines.append(_loop(j, na, f"{yo}[{j}] = {xo}[{j}] - {s};"))
         else:
-            lines.append(_loop(j, na, f"{{ {yo}[{j}] = sofie_rt::fast_exp({xo}[{j}] - {m}); {s} += {yo}[{j}]; }}"))
+            lines.append(_loop(j, na, f"{{ {yo}[{j}] = sofie_rt::exp_nonpos({xo}[{j}] - {m}); {s} += {yo}[{j}]; }}"))
             lines.append(f"{s} = {T}(1) / {s};")
             lines.append(_loop(j, na, f"{yo}[{j}] *= {s};"))
         return lines
@@ -629,11 +629,11 @@ class _Softmax(_SoftmaxLike):
         lines = [_loop(k, ni, f"{{ {m}[{k}] = {_lowest(dt)}; {s}[{k}] = {T}(0); }}"),
                  _loop(j, na, _loop(k, ni, f"{m}[{k}] = {xo}[{at}] > {m}[{k}] ? {xo}[{at}] : {m}[{k}];"))]
         if self.log:
-            lines.append(_loop(j, na, _loop(k, ni, f"{s}[{k}] += sofie_rt::fast_exp({xo}[{at}] - {m}[{k}]);")))
+            lines.append(_loop(j, na, _loop(k, ni, f"{s}[{k}] += sofie_rt::exp_nonpos({xo}[{at}] - {m}[{k}]);")))
             lines.append(_loop(k, ni, f"{s}[{k}] = {m}[{k}] + std::log({s}[{k}]);"))
             lines.append(_loop(j, na, _loop(k, ni, f"{yo}[{at}] = {xo}[{at}] - {s}[{k}];")))
         else:
-            lines.append(_loop(j, na, _loop(k, ni, f"{{ {yo}[{at}] = sofie_rt::fast_exp({xo}[{at}] - {m}[{k}]); "
+            lines.append(_loop(j, na, _loop(k, ni, f"{{ {yo}[{at}] = sofie_rt::exp_nonpos({xo}[{at}] - {m}[{k}]); "
                                                     f"{s}[{k}] += {yo}[{at}]; }}")))
             lines.append(_loop(k, ni, f"{s}[{k}] = {T}(1) / {s}[{k}];"))
             lines.append(_loop(j, na, _loop(k, ni, f"{yo}[{at}] *= {s}[{k}];")))
