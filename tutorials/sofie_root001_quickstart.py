@@ -14,6 +14,7 @@ import logging
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +58,11 @@ def main(outdir: Path) -> float:
     x_train, y_train = toy_events(8192, rng)
     net = train(x_train, y_train)
     onnx_path = outdir / "higgs_classifier.onnx"
-    torch.onnx.export(net, (torch.from_numpy(x_train[:4]),), str(onnx_path), dynamo=True,
-                      input_names=["features"], output_names=["score"],
-                      dynamic_shapes=({0: torch.export.Dim("N")},), verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter
+        torch.onnx.export(net, (torch.from_numpy(x_train[:4]),), str(onnx_path), dynamo=True,
+                          input_names=["features"], output_names=["score"],
+                          dynamic_shapes=({0: torch.export.Dim("N")},), verbose=False)
 
     t0 = time.perf_counter()
     model = sofie_root.compile(onnx_path)
