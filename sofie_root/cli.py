@@ -20,6 +20,7 @@ EPILOG = """examples:
   sofie-root inspect model.root[:name]    models in the file, inputs/outputs, operators, sizes
   sofie-root emit model.root[:name] -o outdir/
                                           a standalone C++ header reading its weights with TFile
+  sofie-root bench model.onnx --profile   time per call at batch 1 and 256, and per operator
 """
 
 
@@ -112,6 +113,44 @@ def cmd_emit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import statistics
+
+    from . import compile as sofie_compile
+
+    t0 = time.perf_counter()
+    model = sofie_compile(args.model)
+    print(f"compiled {args.model} in {time.perf_counter() - t0:.2f} s: {model}")
+    for batch in args.batch:
+        arrays = _random_inputs(model, batch)
+        model.infer(*arrays)
+        calls = max(1, int(0.1 / max(_time_once(model, arrays), 1e-7)))
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            for _ in range(calls):
+                model.infer(*arrays)
+            times.append((time.perf_counter() - t) / calls)
+        per_call = statistics.median(times)
+        print(f"  batch {batch:5d}: {per_call * 1e6:10.1f} us per call, {per_call / batch * 1e6:8.2f} us per event "
+              "(model.infer from Python, median of 5)")
+    if args.profile:
+        arrays = _random_inputs(model, args.batch[0])
+        rows = model.profile(*arrays, repeat=args.repeat)
+        total = sum(r[2] for r in rows) or 1.0
+        print(f"\n  time per operator at batch {args.batch[0]} (generated code, {args.repeat} calls):")
+        print(f"  {'op type':20s} {'node':32s} {'us/call':>10s} {'share':>7s}")
+        for name, op, sec in rows:
+            print(f"  {op:20s} {name[:32]:32s} {sec * 1e6:10.2f} {100 * sec / total:6.1f}%")
+    return 0
+
+
+def _time_once(model, arrays) -> float:
+    t = time.perf_counter()
+    model.infer(*arrays)
+    return time.perf_counter() - t
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="sofie-root", description="Compile neural networks to C++ for ROOT analyses.",
@@ -152,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--namespace", help="C++ namespace of the model (default: sofie_<name>)")
     p.set_defaults(fn=cmd_emit)
+    p = sub.add_parser("bench", help="time a model (batch 1 and 256) and, with --profile, each operator")
+    p.add_argument("model", help="an .onnx file, a .root file or file.root:name")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 256],
+                   help="batch sizes (values of symbolic dimensions), default 1 256")
+    p.add_argument("--profile", action="store_true", help="also print the time per operator")
+    p.add_argument("--repeat", type=int, default=200, help="calls for the profile (default 200)")
+    p.set_defaults(fn=cmd_bench)
     args = parser.parse_args(argv)
     from .errors import SofieError
 

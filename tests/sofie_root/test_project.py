@@ -94,3 +94,11 @@ def test_console_script_runs() -> None:
     assert r.returncode == 0 and "sofie-root" in r.stdout
     r = subprocess.run([str(exe), "frobnicate"], capture_output=True, text=True)
     assert r.returncode == 2
+
+
+def test_cli_bench_with_profile(tmp_path, capsys) -> None:
+    path = _model(tmp_path)
+    assert cli.main(["bench", str(path), "--batch", "1", "4", "--profile", "--repeat", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "batch     1:" in out and "batch     4:" in out and "us per event" in out
+    assert "time per operator" in out and "Relu" in out
