@@ -105,11 +105,7 @@ inline float fast_tanh(float x)
    return a < 0.0625f ? p : (x < 0 ? -t : t);
 }
 inline double fast_tanh(double x) { return std::tanh(x); }
-template <class T> inline T relu(T x) { return x > T(0) ? x : T(0); }
 template <class T> inline T softplus(T x) { return x > T(20) ? x : std::log1p(std::exp(x)); }
-
-// Round half to even, as ONNX Round does.
-template <class T> inline T round_even(T x) { return std::nearbyint(x); }
 
 // Python-style (floored) modulo for Mod with fmod=0.
 template <class T> inline T mod_floor(T a, T b)
@@ -376,11 +372,6 @@ template <class T> inline void attention(const AttentionArgs<T> &a)
          }
       }
    }
-}
-
-inline std::string shape_error(const char *where, const char *what)
-{
-   return std::string(where) + ": " + what;
 }
 
 } // namespace sofie_rt

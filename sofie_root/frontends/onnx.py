@@ -314,7 +314,7 @@ class _Converter:
 
     def _check_declared(self, vi: onnx.ValueInfoProto, info: TensorInfo) -> None:
         tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
-        if tt is not None and tt.elem_type and tt.elem_type in (d.onnx for d in [info.dtype]):
+        if tt is not None and tt.elem_type == info.dtype.onnx:
             return
         if tt is not None and tt.elem_type in HALF_TYPES and info.dtype == FLOAT32:
             return  # half types are computed in float32

@@ -210,10 +210,6 @@ def strides(shape: Iterable[DimLike]) -> list[DimLike]:
     return out
 
 
-def dim_to_str(d: DimLike) -> str:
-    return str(d)
-
-
 _TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_]*)|(.))")
 
 

@@ -8,9 +8,8 @@ it is used, every name is defined once, and every tensor has a dtype and a shape
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -180,9 +179,6 @@ class Graph:
         fields.update(changes)
         return Graph(**fields)
 
-    def copy(self) -> Graph:
-        return self.replace(nodes=[copy.copy(n) for n in self.nodes])
-
     # -- validation ---------------------------------------------------------------------------
     def validate(self) -> None:
         where = f"graph {self.name!r}"
@@ -279,6 +275,3 @@ def subgraph_reads(node: Node) -> set[str]:
         out.update(o for o in g.outputs if o not in local)
     return out
 
-
-def with_shape(info: TensorInfo, shape: Shape) -> TensorInfo:
-    return replace(info, shape=tuple(shape))
