@@ -291,13 +291,14 @@ def _desc(info: TensorInfo) -> str:
     return str(info) + (f" = {[str(v) for v in info.value]}" if info.value is not None else "")
 
 
-def load(spec: str | os.PathLike, name: str | None = None, *, passes=None):
-    """Read a model from a .root file and compile it (the C++ is regenerated from the stored IR)."""
+def load(spec: str | os.PathLike, name: str | None = None, *, passes=None, backend=None):
+    """Read a model from a .root file and compile it (the C++ is regenerated from the stored IR)
+    with ``backend`` ("cling", "native"; None: the default of :func:`sofie_root.compile`)."""
     from sofie_root.model import Model
 
     stored = read(spec, name)
     try:
-        model = Model(stored.graph, passes=passes)
+        model = Model(stored.graph, passes=passes, backend=backend)
     except SofieError as e:
         if isinstance(e, InvalidModelFileError) or type(e).__name__ in ("UnsupportedOperatorError",
                                                                           "CompilationError"):

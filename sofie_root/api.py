@@ -17,6 +17,7 @@ def compile(
     passes: Iterable[str] | None = None,
     example_inputs: Sequence[object] | None = None,
     dynamic_batch: bool = True,
+    backend: str | None = None,
     **importer_options: object,
 ) -> Model:
     """Compile a model to C++ and JIT it; returns a callable :class:`Model`.
@@ -27,6 +28,11 @@ def compile(
         input_shapes: shapes for graph inputs that have none (or to override them); ``None`` or a
             name inside a shape is a symbolic dimension, e.g. ``{"x": ("N", 7)}``.
         passes: names of the optimisation passes to run (default: all; ``[]`` for none).
+        backend: what compiles the generated C++: ``"cling"`` (ROOT's JIT, in memory) or
+            ``"native"`` (the system C++ compiler, ``$CXX`` or ``c++``, at ``-O3 -march=native``;
+            the shared library is cached in ``$SOFIE_ROOT_CACHE``, default ``~/.cache/sofie_root``).
+            ``None``: ``$SOFIE_ROOT_BACKEND``, else ``"cling"``. Both give the same results and
+            the same :class:`Model`; see :mod:`sofie_root.jit.native`.
 
     Models from other frameworks go through an importer first (the framework is imported only
     when such a model is given):
@@ -43,15 +49,18 @@ def compile(
     Raises:
         UnsupportedOperatorError: listing every node whose operator is not supported.
         ModelLoadError: the file is missing, malformed or not ONNX.
+        ValueError: ``backend`` is neither ``"cling"`` nor ``"native"``.
+        CompilationError: ``backend="native"`` and no working C++ compiler was found.
 
     >>> model = sofie_root.compile("higgs.onnx")    # doctest: +SKIP
     """
+    backend = _check_backend(backend)
     if isinstance(source, Graph):
         graph = source
     elif isinstance(source, (str, os.PathLike)) and _is_root_path(source):
         if input_shapes:
             raise ModelLoadError(f"{source}: input_shapes cannot be changed for a model stored in a .root file")
-        return load(source, passes=passes)
+        return load(source, passes=passes, backend=backend)
     else:
         imported = _import_foreign(source, input_shapes, example_inputs, dynamic_batch, importer_options)
         if imported is not None:
@@ -78,8 +87,19 @@ def compile(
             bound = graph_input_ancestors(proto, e.tensor)
             if not bound:
                 raise
-            return SpecializingModel(proto, label, input_shapes, bound, passes)
-    return Model(graph, passes=passes)
+            return SpecializingModel(proto, label, input_shapes, bound, passes, backend=backend)
+    return Model(graph, passes=passes, backend=backend)
+
+
+def _check_backend(backend: str | None) -> str:
+    """The backend to use, checked now (before any import or conversion work); for "native",
+    also that a compiler exists, so a model compiled lazily does not fail at its first call."""
+    from .jit import native
+
+    backend = native.resolve_backend(backend)
+    if backend == "native":
+        native.compiler()
+    return backend
 
 
 def _framework(obj: object) -> str | None:
@@ -128,10 +148,10 @@ def _is_root_path(source: str | os.PathLike) -> bool:
 
 
 def load(source: str | os.PathLike, name: str | None = None, *,
-         passes: Iterable[str] | None = None) -> Model:
+         passes: Iterable[str] | None = None, backend: str | None = None) -> Model:
     """Load a model saved with :meth:`Model.save`: ``load("model.root")`` (the file's only model)
     or ``load("model.root:name")``. The C++ is regenerated from the stored IR; outputs are
-    bit-for-bit those of the saved model.
+    bit-for-bit those of the saved model. ``backend`` is as for :func:`compile`.
 
     Raises:
         ModelLoadError: (subclasses in ``sofie_root.serialization.errors``) the file is missing,
@@ -139,7 +159,7 @@ def load(source: str | os.PathLike, name: str | None = None, *,
     """
     from .serialization.reader import load as _load
 
-    return _load(source, name, passes=passes)
+    return _load(source, name, passes=passes, backend=_check_backend(backend))
 
 
 def supported_ops() -> list[str]:

@@ -15,7 +15,7 @@ from .codegen.emitter import Generated, content_hash, generate
 from .errors import InputError, SofieError
 from .ir.dims import Dim, DimLike
 from .ir.graph import Graph
-from .jit import cling
+from .jit import cling, native
 from .passes import run_passes
 
 
@@ -59,7 +59,8 @@ def _spec(graph: Graph, name: str) -> TensorSpec:
 
 
 class Model:
-    """A model compiled to C++ and JIT-compiled by cling.
+    """A model compiled to C++ and JIT-compiled by cling (or, with ``backend="native"``, built
+    into a shared library by the system C++ compiler; see :mod:`sofie_root.jit.native`).
 
     Create it with :func:`sofie_root.compile`. Calling :meth:`infer` runs the generated code on
     numpy arrays; the first dimension may be any size when the model's batch dimension is symbolic.
@@ -71,8 +72,10 @@ class Model:
     #: RDataFrame column names suggested for each input (stored in, and read from, .root files)
     column_hints: dict[str, list[str]] | None = None
 
-    def __init__(self, graph: Graph, passes: Iterable[str] | None = None, *, _profile: bool = False):
+    def __init__(self, graph: Graph, passes: Iterable[str] | None = None, *, backend: str | None = None,
+                 _profile: bool = False):
         t0 = time.perf_counter()
+        self._backend = native.resolve_backend(backend)
         self.graph = run_passes(graph, passes)
         g = self.graph
         blob_probe = b"".join(np.require(a, requirements="C").tobytes() for a in g.initializers.values())
@@ -82,10 +85,12 @@ class Model:
         # paths (a copy on a Dask worker) must get the same namespace
         meta = sorted((k, v) for k, v in g.metadata.items() if k != "source")
         self.hash = content_hash(str(g) + repr(meta) + graph_fingerprint(g), blob_probe)
-        suffix = "_prof" if _profile else ""
+        # a native model's proxy Session must not clash with a cling-declared one of the same content
+        suffix = ("_nat" if self._backend == "native" else "") + ("_prof" if _profile else "")
         self._generated: Generated = generate(g, f"sofie_{self.hash}{suffix}", profile=_profile)
         self._blob = self._generated.weight_blob(g)
-        self._entry = cling.declare_model(self._generated.namespace, self._generated.source)
+        load = native.load_model if self._backend == "native" else cling.declare_model
+        self._entry = load(self._generated.namespace, self._generated.source)
         self._err = ctypes.create_string_buffer(1024)
         ptr = self._entry.create(self._blob.ctypes.data if self._blob.size else None, self._blob.size,
                                  self._err, len(self._err))
@@ -122,6 +127,11 @@ class Model:
     def namespace(self) -> str:
         return self._generated.namespace
 
+    @property
+    def backend(self) -> str:
+        """``"cling"`` or ``"native"``: what compiled the generated code."""
+        return self._backend
+
     def __repr__(self) -> str:
         ins = ", ".join(map(str, self.inputs))
         outs = ", ".join(map(str, self.outputs))
@@ -149,7 +159,7 @@ class Model:
         node ``repeat`` times on ``arrays``; returns ``(node, op type, seconds per call)``,
         slowest first. The model itself carries no timing code.
         """
-        timed = Model(self.graph, passes=[], _profile=True)
+        timed = Model(self.graph, passes=[], backend=self._backend, _profile=True)
         timed.infer(*arrays)  # warm-up (first-touch of the arena)
         base = list(timed._entry.profile(timed._session)[:len(self.graph.nodes)])
         for _ in range(repeat):
@@ -351,9 +361,10 @@ class SpecializingModel(Model):
     MAX_VARIANTS = 16
 
     def __init__(self, onnx_model, label: str, input_shapes, bound: list[str],
-                 passes: Iterable[str] | None = None):
+                 passes: Iterable[str] | None = None, *, backend: str | None = None):
         from .frontends.onnx import input_specs
 
+        self._backend = native.resolve_backend(backend)
         self._onnx = onnx_model
         self._label = label
         self._input_shapes = input_shapes
@@ -426,7 +437,7 @@ class SpecializingModel(Model):
                     raise
                 self._bound.extend(more)
                 continue
-            variant = Model(graph, self._passes)
+            variant = Model(graph, self._passes, backend=self._backend)
             self.compile_seconds += variant.compile_seconds
             if len(self._variants) >= self.MAX_VARIANTS:
                 self._variants.pop(next(iter(self._variants)))

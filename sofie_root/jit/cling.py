@@ -5,6 +5,10 @@ cached per process by namespace (content hash), so compiling the same model twic
 once. Each model exposes three C functions (create, destroy, run) whose addresses are called
 through ctypes: errors come back as return codes with a message, never as C++ exceptions
 crossing into Python.
+
+Models built by the native backend (:mod:`sofie_root.jit.native`) have the same entry points; for
+cling code that uses their ``Session`` (RDataFrame functors) a forwarding proxy is declared here
+on demand (:func:`register_proxy`, :func:`is_declared`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +31,8 @@ _lock = threading.RLock()
 #: what cling is told when sofie_root starts ROOT (users may set EXTRA_CLING_ARGS themselves)
 DEFAULT_CLING_ARGS = "-O3 -march=native"
 _declared: dict[str, ModelEntry] = {}
+#: native models whose cling proxy is declared the first time someone asks for the namespace
+_proxies: dict[str, tuple[ModelEntry, Callable[[], str]]] = {}
 _root = None
 
 RUNTIME_PATH = Path(__file__).resolve().parent.parent / "codegen" / "runtime.hxx"
@@ -43,6 +50,7 @@ class ModelEntry:
     destroy: object
     run: object
     profile: object = None  # only in models generated with profiling code
+    library: str | None = None  # the shared library of a native model (None: declared to cling)
 
 
 def root():
@@ -144,9 +152,8 @@ def _declare(ROOT, code: str, what: str) -> None:
 def declare_model(namespace: str, source: str) -> ModelEntry:
     """Declare a model's source (once per namespace per process) and bind its entry points."""
     with _lock:
-        entry = _declared.get(namespace)
-        if entry is not None:
-            return entry
+        if is_declared(namespace):
+            return _declared[namespace]
         ROOT = root()
         _declare(ROOT, optimized(source), f"model {namespace}")
         addr = {}
@@ -163,5 +170,25 @@ def declare_model(namespace: str, source: str) -> ModelEntry:
         return entry
 
 
+def register_proxy(namespace: str, entry: ModelEntry, make_source: Callable[[], str]) -> None:
+    """Remember a native model whose ``namespace`` cling code may refer to; ``make_source()``
+    gives the proxy's C++, declared only when :func:`is_declared` is first asked about it
+    (so native models cost no cling work unless used from C++)."""
+    with _lock:
+        if namespace not in _declared:
+            _proxies[namespace] = (entry, make_source)
+
+
 def is_declared(namespace: str) -> bool:
-    return namespace in _declared
+    """Whether cling code can use ``namespace`` (declaring a native model's proxy now if needed)."""
+    with _lock:
+        if namespace in _declared:
+            return True
+        pending = _proxies.get(namespace)
+        if pending is None:
+            return False
+        entry, make_source = pending
+        _declare(root(), make_source(), f"the cling proxy of the native model {namespace}")
+        del _proxies[namespace]
+        _declared[namespace] = entry
+        return True
