@@ -1,5 +1,9 @@
 """End-to-end: typical HEP networks built with torch, exported to ONNX (the dynamo exporter,
-symbolic batch), compiled, and compared with onnxruntime at batch 1 and 64."""
+symbolic batch), compiled, and compared with onnxruntime and torch at batch 1 and 64.
+
+The models are the benchmark models (benchmarks/hep_models.py): a dense classifier, a Conv1D+LSTM
+jet tagger, a small CNN, a ParticleNet-style EdgeConv tagger (k-NN by TopK + Gather) and a
+transformer-encoder tagger."""
 
 from __future__ import annotations
 
@@ -38,3 +42,16 @@ def test_matches_onnxruntime(exported, batch: int) -> None:
     with torch.no_grad():
         t = module(*(torch.from_numpy(a) for a in arrays)).numpy()
     np.testing.assert_allclose(ours[0], t, rtol=RTOL, atol=ATOL)
+
+
+# the patterns each model is there to exercise: an exporter change that drops them would make the
+# comparison above pass without testing them
+PATTERNS = {"particlenet": {"TopK", "Gather", "Conv", "ReduceMean", "Range"},
+            "transformer": {"LayerNormalization", "Softmax", "MatMul", "Gelu", "Expand"},
+            "jet": {"LSTM", "Conv"}, "cnn": {"Conv", "MaxPool", "AveragePool"}, "dense": {"Gemm", "Sigmoid"}}
+
+
+def test_exported_patterns(exported) -> None:
+    name, _, path = exported
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert PATTERNS[name] <= ops, f"{name}: missing {PATTERNS[name] - ops}"
