@@ -1,0 +1,96 @@
+"""Kernel paths chosen at run time or by shape (sofie_rt::gemm's gemv branches for one row or one
+column, Conv's batched and direct paths, recurrent cells at batch 1) against onnxruntime and numpy.
+
+Every path is reached with a symbolic batch so that one compiled model runs both the batch-1
+branch and the general one; NaN planted in the arena (by a previous call with NaN input) must not
+leak into later results through 0 * y.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+import sofie_root
+
+from .ort_check import assert_matches_ort, make_model, value_info
+
+RNG = np.random.default_rng(77)
+
+
+def _rand(shape, dtype=np.float32):
+    return RNG.standard_normal(shape).astype(dtype)
+
+
+# -- GEMM: gemv for M == 1 and N == 1 -------------------------------------------------------
+
+def _gemm_model(k: int, n: int, trans_a: int, trans_b: int, bias: bool, dtype=np.float32, alpha=1.0, beta=1.0,
+                passes=None):
+    a_shape = [k, "N"] if trans_a else ["N", k]
+    b = _rand((n, k) if trans_b else (k, n), dtype)
+    inits = {"B": b}
+    names = ["a", "B"]
+    if bias:
+        inits["C"] = _rand((n,), dtype)
+        names.append("C")
+    node = helper.make_node("Gemm", names, ["y"], transA=trans_a, transB=trans_b, alpha=alpha, beta=beta)
+    return make_model([node], [value_info("a", dtype, a_shape)], [value_info("y", dtype, None)], inits)
+
+
+@pytest.mark.parametrize("trans_a", [0, 1])
+@pytest.mark.parametrize("trans_b", [0, 1])
+@pytest.mark.parametrize("k,n", [(300, 300), (7, 33), (37, 1), (1, 5)])
+def test_gemm_one_row_and_one_column(trans_a, trans_b, k, n) -> None:
+    model = _gemm_model(k, n, trans_a, trans_b, bias=(n % 2 == 1), alpha=0.5, beta=2.0)
+    for passes in (None, []):  # with and without the weight pre-transposition
+        m = sofie_root.compile(model, passes=passes)
+        for batch in (1, 4, 1):
+            a = _rand((k, batch) if trans_a else (batch, k))
+            assert_matches_ort(model, a, compiled=m, rtol=1e-4, atol=1e-4)
+
+
+def test_gemm_batch1_float64_against_numpy() -> None:
+    k, n = 19, 23
+    model = _gemm_model(k, n, 0, 1, bias=True, dtype=np.float64)
+    m = sofie_root.compile(model)
+    b = {i.name: i for i in model.graph.initializer}
+    from onnx import numpy_helper
+    w, c = numpy_helper.to_array(b["B"]), numpy_helper.to_array(b["C"])
+    for batch in (1, 3):
+        a = _rand((batch, k), np.float64)
+        np.testing.assert_allclose(m.infer(a)[0], a @ w.T + c, rtol=1e-12, atol=1e-12)
+
+
+def test_gemm_batch1_ignores_stale_nan_in_output_buffer() -> None:
+    # two chained Gemms: the second one's output lives in the arena after the first's input
+    k, n = 16, 24
+    w1, w2 = _rand((k, n)), _rand((n, n))
+    nodes = [helper.make_node("Gemm", ["a", "W1"], ["h"]), helper.make_node("Gemm", ["h", "W2"], ["h2"]),
+             helper.make_node("Neg", ["h2"], ["y"])]
+    model = make_model(nodes, [value_info("a", np.float32, ["N", k])], [value_info("y", np.float32, None)],
+                       {"W1": w1, "W2": w2})
+    m = sofie_root.compile(model)
+    bad = np.full((4, k), np.nan, np.float32)
+    assert np.isnan(m.infer(bad)[0]).all()
+    a = _rand((1, k))
+    np.testing.assert_allclose(m.infer(a)[0], -(a @ w1 @ w2), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [
+    ((1, 40), (40, 9)),         # one row
+    (("N", 40), (40, 1)),       # one column
+    (("N", 3, 40), (40,)),      # matrix-vector with 1-D promotion
+    ((40,), (40, 6)),           # vector-matrix
+    ((2, 1, 12), (2, 12, 5)),   # batched, one row per matrix
+    ((1, 12), (3, 12, 1)),      # batched, broadcast A, one column per matrix
+])
+def test_matmul_vector_shapes(a_shape, b_shape) -> None:
+    w = _rand(b_shape)
+    node = helper.make_node("MatMul", ["a", "B"], ["y"])
+    model = make_model([node], [value_info("a", np.float32, list(a_shape))], [value_info("y", np.float32, None)],
+                       {"B": w})
+    m = sofie_root.compile(model)
+    for batch in (1, 2):
+        shape = tuple(batch if d == "N" else d for d in a_shape)
+        assert_matches_ort(model, _rand(shape), compiled=m, rtol=1e-4, atol=1e-5)
