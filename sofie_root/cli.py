@@ -21,6 +21,8 @@ EPILOG = """examples:
   sofie-root emit model.root[:name] -o outdir/
                                           a standalone C++ header reading its weights with TFile
   sofie-root bench model.onnx --profile   time per call at batch 1 and 256, and per operator
+  sofie-root bench model.onnx --backend native
+                                          the same with the code built by the system C++ compiler
 """
 
 
@@ -54,8 +56,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from . import compile as sofie_compile
 
     t0 = time.perf_counter()
-    model = sofie_compile(args.model)
-    print(f"compiled {args.model} in {time.perf_counter() - t0:.2f} s: {model}")
+    model = sofie_compile(args.model, backend=args.backend)
+    print(f"compiled {args.model} ({model.backend}) in {time.perf_counter() - t0:.2f} s: {model}")
     arrays = _random_inputs(model, args.batch)
     ours = model.infer(*arrays)
     try:
@@ -92,7 +94,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from . import compile as sofie_compile
 
     t0 = time.perf_counter()
-    model = sofie_compile(args.model)
+    model = sofie_compile(args.model, backend=args.backend)
     name = model.save(args.output, args.name, compression=args.compression, overwrite=args.overwrite)
     print(f"{args.model} -> {args.output}:{name} ({time.perf_counter() - t0:.2f} s)")
     return 0
@@ -119,8 +121,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from . import compile as sofie_compile
 
     t0 = time.perf_counter()
-    model = sofie_compile(args.model)
-    print(f"compiled {args.model} in {time.perf_counter() - t0:.2f} s: {model}")
+    model = sofie_compile(args.model, backend=args.backend)
+    print(f"compiled {args.model} ({model.backend}) in {time.perf_counter() - t0:.2f} s: {model}")
     for batch in args.batch:
         arrays = _random_inputs(model, batch)
         model.infer(*arrays)
@@ -151,6 +153,12 @@ def _time_once(model, arrays) -> float:
     return time.perf_counter() - t
 
 
+def _backend_option(p: argparse.ArgumentParser, note: str = "") -> None:
+    p.add_argument("--backend", choices=("cling", "native"), default=None,
+                   help="what compiles the generated C++: cling (ROOT's JIT) or native (the system C++ "
+                        f"compiler, $CXX or c++); default $SOFIE_ROOT_BACKEND or cling {note}".rstrip())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="sofie-root", description="Compile neural networks to C++ for ROOT analyses.",
@@ -163,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=4, help="value of symbolic dimensions (default 4)")
     p.add_argument("--rtol", type=float, default=1e-4)
     p.add_argument("--atol", type=float, default=1e-5)
+    _backend_option(p)
     p.set_defaults(fn=cmd_check)
     p = sub.add_parser("source", help="print (or write) the generated C++")
     p.add_argument("model", help="an .onnx file")
@@ -177,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compression", default=None, metavar="ALG[:LEVEL]",
                    help="ZSTD, LZMA, LZ4, ZLIB or NONE, with an optional level (default ZSTD:1)")
     p.add_argument("--overwrite", action="store_true", help="replace a model of the same name")
+    _backend_option(p, "(checks that it compiles; the file holds the IR either way)")
     p.set_defaults(fn=cmd_compile)
     p = sub.add_parser("inspect", help="describe the models in a .root file",
                        description="List the models in a .root file with their inputs, outputs, "
@@ -197,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="batch sizes (values of symbolic dimensions), default 1 256")
     p.add_argument("--profile", action="store_true", help="also print the time per operator")
     p.add_argument("--repeat", type=int, default=200, help="calls for the profile (default 200)")
+    _backend_option(p)
     p.set_defaults(fn=cmd_bench)
     args = parser.parse_args(argv)
     from .errors import SofieError
