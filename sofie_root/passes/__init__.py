@@ -5,15 +5,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..ir.graph import Graph
+from .batchnorm import fold_batchnorm
+from .constant_folding import fold_constants
 from .dce import eliminate_dead_code
+from .fuse_activation import fuse_conv_activation, fuse_gemm_activation
 from .layout import pretranspose_gemm_weights
 
 PASSES = {
+    "fold_constants": fold_constants,
+    "fold_batchnorm": fold_batchnorm,
     "dce": eliminate_dead_code,
     "gemm_pretranspose": pretranspose_gemm_weights,
+    "fuse_gemm_activation": fuse_gemm_activation,
+    "fuse_conv_activation": fuse_conv_activation,
 }
 
-DEFAULT = ("dce", "gemm_pretranspose")
+# BatchNorm folds before the activation fusions look at what follows a product; weights are
+# pre-transposed before FusedGemm hides the Gemm from that pass
+DEFAULT = ("fold_constants", "fold_batchnorm", "dce", "gemm_pretranspose",
+           "fuse_gemm_activation", "fuse_conv_activation", "dce")
 
 
 def run_passes(graph: Graph, names: Iterable[str] | None = None) -> Graph:

@@ -1,0 +1,272 @@
+"""Fused operators created by the optimisation passes (domain ``sofie``, hidden from ``supported_ops``).
+
+* ``FusedGemm`` / ``FusedConv``: a Gemm or Conv followed by an activation. The product itself is
+  emitted by the plain Gemm/Conv operator (through a view of the node with the base attributes),
+  so kernel choices made there apply unchanged; the activation then runs over the output while it
+  is still in cache, instead of as a separate node reading it back.
+* ``FusedElementwise``: a chain (or a tree with one consumer per intermediate) of element-wise
+  operators evaluated in one loop: each element is read once, the intermediates live in registers
+  and only the final value is stored.
+
+Everything a fused node needs is in plain attributes (strings, numbers, lists), so fused graphs
+are saved to .root files and compiled again like any other. Attributes read from a file are
+validated before anything is emitted: operator names must be known element-wise operators,
+references must point backwards, and every value that reaches C++ goes through ``cpp_literal``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from ..ir.dims import broadcast_shapes
+from ..ir.dtypes import DType, dtype_by_name
+from ..ir.graph import Node
+from .base import NodeView, Operator, OutInfo, lookup, register
+from .elementwise import Cast, Clip, Where, _Binary, _cast_expr, _lit, _Unary, _Variadic
+
+#: activation attributes of FusedGemm/FusedConv are stored as ``act_<name>``
+ACT_PREFIX = "act_"
+
+#: activations the Gemm/Conv fusion accepts, with the attributes each may carry
+ACTIVATIONS: dict[str, tuple[str, ...]] = {
+    "Relu": (), "Sigmoid": (), "Tanh": (), "Softplus": (), "Softsign": (), "Mish": (), "HardSwish": (),
+    "LeakyRelu": ("alpha",), "Elu": ("alpha",), "Celu": ("alpha",), "ThresholdedRelu": ("alpha",),
+    "Selu": ("alpha", "gamma"), "HardSigmoid": ("alpha", "beta"), "Swish": ("alpha",),
+    "Gelu": ("approximate",), "Clip": ("min", "max"),
+}
+
+
+def _activation_expr(act: str, attrs: dict[str, Any], x: str, dt: DType, where: str) -> str:
+    """C++ expression of activation ``act`` (attributes without prefix) applied to ``x``."""
+    if act not in ACTIVATIONS:
+        raise ValueError(f"{where}: unknown fused activation {act!r}")
+    if act == "Clip":
+        r = x
+        if "min" in attrs:
+            lo = _lit(float(attrs["min"]), dt)
+            r = f"({r} < {lo} ? {lo} : {r})"
+        if "max" in attrs:
+            hi = _lit(float(attrs["max"]), dt)
+            r = f"({r} > {hi} ? {hi} : {r})"
+        return r
+    op = lookup("", act)
+    view = NodeView(Node(act, [x], [x], dict(attrs)), [], [])
+    return op.expr(x, dt, view)  # type: ignore[union-attr]
+
+
+def activation_check(act: str, attrs: dict[str, Any], dt: DType) -> str | None:
+    """Why ``act`` with ``attrs`` cannot be fused after a product of type ``dt`` (None if it can)."""
+    if act not in ACTIVATIONS:
+        return f"activation {act!r} cannot be fused"
+    if not dt.is_float:
+        return f"fused activations need a float type, not {dt.name}"
+    for k, val in attrs.items():
+        if k not in ACTIVATIONS[act]:
+            return f"activation {act} has no attribute {k!r}"
+        if k == "approximate":
+            if val not in ("none", "tanh"):
+                return f"Gelu approximate={val!r} is not defined by ONNX"
+        elif isinstance(val, bool) or not isinstance(val, (int, float)) or math.isnan(float(val)):
+            return f"activation attribute {k!r} must be a number"
+    return None
+
+
+class _FusedProduct(Operator):
+    """A Gemm or Conv (``base``) followed by an activation over its output."""
+
+    domain = "sofie"
+    internal = True
+    base: str = ""
+
+    @staticmethod
+    def split(node: Node) -> tuple[dict[str, Any], str, dict[str, Any]]:
+        base = {k: v for k, v in node.attrs.items() if k != "activation" and not k.startswith(ACT_PREFIX)}
+        act = {k[len(ACT_PREFIX):]: v for k, v in node.attrs.items() if k.startswith(ACT_PREFIX)}
+        return base, str(node.attrs.get("activation", "")), act
+
+    def _base_view(self, v: NodeView) -> NodeView:
+        attrs, _, _ = self.split(v.node)
+        node = Node(self.base, v.node.inputs, v.node.outputs, attrs, v.node.name, "", v.node.opset)
+        return NodeView(node, v.inputs, v.consts, v.outputs)
+
+    def check(self, v: NodeView) -> str | None:
+        _, act, attrs = self.split(v.node)
+        if not v.inputs or v.inputs[0] is None:
+            return "input 0 is missing"
+        reason = activation_check(act, attrs, v.inputs[0].dtype)
+        if reason:
+            return reason
+        return lookup("", self.base).check(self._base_view(v))  # type: ignore[union-attr]
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        return lookup("", self.base).infer(self._base_view(v))  # type: ignore[union-attr]
+
+    def workspace(self, v: NodeView):
+        return lookup("", self.base).workspace(self._base_view(v))  # type: ignore[union-attr]
+
+    def emit(self, v: NodeView, e) -> str:
+        base = lookup("", self.base)
+        code = base.emit(self._base_view(v), e)  # type: ignore[union-attr]
+        _, act, attrs = self.split(v.node)
+        dt = e.out_info(0).dtype
+        i, x = e.tmp("i"), e.tmp("x")
+        y = e.out()
+        expr = _activation_expr(act, attrs, x, dt, v.label)
+        return (f"{code}\nfor (std::int64_t {i} = 0; {i} < {e.size_out()}; ++{i}) "
+                f"{{ const {dt.cpp} {x} = {y}[{i}]; {y}[{i}] = {expr}; }}")
+
+
+@register
+class FusedGemm(_FusedProduct):
+    """Internal: Gemm (same inputs and attributes) followed by ``activation`` (``act_*`` attributes)."""
+
+    op_type = "FusedGemm"
+    base = "Gemm"
+
+
+@register
+class FusedConv(_FusedProduct):
+    """Internal: Conv (same inputs and attributes) followed by ``activation`` (``act_*`` attributes)."""
+
+    op_type = "FusedConv"
+    base = "Conv"
+
+
+# -- element-wise chains ----------------------------------------------------------------------
+
+def fusable_elementwise(op_type: str, domain: str = "") -> bool:
+    """True for the default-domain operators a FusedElementwise step may be."""
+    if domain:
+        return False
+    op = lookup("", op_type)
+    return isinstance(op, (_Unary, _Binary, _Variadic, Where, Clip)) or type(op) is Cast
+
+
+def encode_steps(steps: list[dict[str, Any]]) -> str:
+    return json.dumps(steps, sort_keys=True, separators=(",", ":"))
+
+
+def decode_steps(v: NodeView) -> list[dict[str, Any]]:
+    """The validated step list of a FusedElementwise node.
+
+    Each step is ``{"op": type, "in": [refs], "attrs": {...}, "dtype": name, "opset": n}`` where a
+    ref is ``["x", k]`` (node input k), ``["s", k]`` (an earlier step) or null (omitted input)."""
+    try:
+        steps = json.loads(v.attr("steps", ""))
+    except (TypeError, ValueError) as e:
+        raise v.fail(f"attribute 'steps' is not valid JSON: {e}") from None
+    if not isinstance(steps, list) or not steps:
+        raise v.fail("attribute 'steps' must be a non-empty list")
+    n_in = len(v.node.inputs)
+    for k, s in enumerate(steps):
+        if not isinstance(s, dict) or not isinstance(s.get("op"), str) or not fusable_elementwise(s["op"]):
+            raise v.fail(f"step {k} is not a fusable element-wise operator")
+        refs = s.get("in")
+        if not isinstance(refs, list) or not refs:
+            raise v.fail(f"step {k} ({s['op']}) has no inputs")
+        for r in refs:
+            if r is None:
+                continue
+            if (not isinstance(r, list) or len(r) != 2 or r[0] not in ("x", "s") or isinstance(r[1], bool)
+                    or not isinstance(r[1], int) or r[1] < 0 or r[1] >= (n_in if r[0] == "x" else k)):
+                raise v.fail(f"step {k} ({s['op']}) has a bad input reference {r!r}")
+        attrs = s.get("attrs", {})
+        if not isinstance(attrs, dict) or not all(
+                isinstance(a, str) and (isinstance(b, (int, float, str)) and not isinstance(b, bool))
+                for a, b in attrs.items()):
+            raise v.fail(f"step {k} ({s['op']}) has attributes that are not plain numbers or strings")
+        try:
+            dtype_by_name(s.get("dtype", ""))
+        except Exception:
+            raise v.fail(f"step {k} ({s['op']}) has an unknown element type {s.get('dtype')!r}") from None
+        if not isinstance(s.get("opset", 0), int):
+            raise v.fail(f"step {k} ({s['op']}) has a bad opset")
+    return steps
+
+
+def _step_expr(s: dict[str, Any], args: list[str | None], in_dts: list[DType | None], opset: int) -> str:
+    op_type = s["op"]
+    attrs = s.get("attrs", {})
+    op = lookup("", op_type)
+    view = NodeView(Node(op_type, [], [], dict(attrs), opset=int(s.get("opset", opset))), [], [])
+    dt = in_dts[0]
+    if isinstance(op, _Unary):
+        return op.expr(args[0], dt, view)
+    if isinstance(op, _Binary):
+        return op.expr(args[0], args[1], dt, view)
+    if isinstance(op, _Variadic):
+        return op.combine([a for a in args if a is not None], dt)
+    if isinstance(op, Where):
+        return f"({args[0]} ? {args[1]} : {args[2]})"
+    if isinstance(op, Clip):
+        r = args[0]
+        lo = args[1] if len(args) > 1 else None
+        hi = args[2] if len(args) > 2 else None
+        if "min" in attrs:
+            lo = _lit(float(attrs["min"]), dt)
+        if "max" in attrs:
+            hi = _lit(float(attrs["max"]), dt)
+        if lo is not None:
+            r = f"({r} < {lo} ? {lo} : {r})"
+        if hi is not None:
+            r = f"({r} > {hi} ? {hi} : {r})"
+        return r
+    return _cast_expr(args[0], dt, dtype_by_name(s["dtype"]))
+
+
+@register
+class FusedElementwise(Operator):
+    """Internal: several element-wise operators (attribute ``steps``, JSON) computed in one loop."""
+
+    op_type = "FusedElementwise"
+    domain = "sofie"
+    internal = True
+    #: output 0 may share the buffer of a same-shape input that dies here: each element is read
+    #: before it is written, and only at its own index
+    inplace_ok = True
+
+    def check(self, v: NodeView) -> str | None:
+        try:
+            steps = decode_steps(v)
+        except Exception as e:
+            return str(e)
+        if any(i is None for i in v.inputs):
+            return "an input is missing"
+        for k, s in enumerate(steps):
+            if s["op"] == "Gelu" and s.get("attrs", {}).get("approximate", "none") not in ("none", "tanh"):
+                return f"step {k}: Gelu approximate is not defined by ONNX"
+        return None
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        steps = decode_steps(v)
+        shape = broadcast_shapes(*[i.shape for i in v.inputs if i is not None], where=f"{v.label}: ")
+        return [OutInfo(dtype_by_name(steps[-1]["dtype"]), shape)]
+
+    def emit(self, v: NodeView, e) -> str:
+        steps = decode_steps(v)
+        ins = list(range(len(v.node.inputs)))
+        in_dts = [v.input(i).dtype for i in ins]
+
+        def expr(args: list[str]) -> str:
+            # a GNU statement expression: every step's value is a named local, so builders that
+            # use their operand several times (LeakyRelu, Elu) do not recompute it
+            lines = []
+            xs = []
+            for k, a in enumerate(args):
+                xv = f"x{k}_"
+                lines.append(f"const {in_dts[k].cpp} {xv} = {a};")
+                xs.append(xv)
+            dts: list[DType] = []
+            for k, s in enumerate(steps):
+                refs = s["in"]
+                vals = [None if r is None else (xs[r[1]] if r[0] == "x" else f"s{r[1]}_") for r in refs]
+                vdts = [None if r is None else (in_dts[r[1]] if r[0] == "x" else dts[r[1]]) for r in refs]
+                dt = dtype_by_name(s["dtype"])
+                lines.append(f"const {dt.cpp} s{k}_ = {_step_expr(s, vals, vdts, v.opset)};")
+                dts.append(dt)
+            return "({ " + " ".join(lines) + f" s{len(steps) - 1}_; }})"
+
+        return e.broadcast(0, ins, expr)
+
