@@ -38,7 +38,7 @@ def test_gemm_weights_are_pretransposed() -> None:
     proto = _dense(1)
     default = sofie_root.compile(proto)
     assert "gemm_pretranspose" in DEFAULT
-    (gemm,) = [n for n in default.graph.nodes if n.op_type == "Gemm"]
+    (gemm,) = [n for n in default.graph.nodes if n.op_type in ("Gemm", "FusedGemm")]
     assert gemm.attrs["transB"] == 0 and default.graph.initializers["w"].shape == (7, 16)
     plain = sofie_root.compile(proto, passes=[])
     assert plain.graph.initializers["w"].shape == (16, 7)
