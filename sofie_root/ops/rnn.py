@@ -8,7 +8,10 @@ the final states are taken at its last valid step), initial states, LSTM peephol
 
 Per direction, the input projection ``X @ W^T + Wb + Rb`` for all time steps is one GEMM before
 the recurrence; each step is then one GEMM ``H @ R^T`` over the batch (two for a GRU with
-``linear_before_reset=0``) and an element-wise gate loop. Scratch memory (projection, gates,
+``linear_before_reset=0``) and an element-wise gate loop. The ``gemm_pretranspose`` pass may
+store a constant R as ``[num_directions, hidden, gates * hidden]`` (marked by the attribute
+``R_TRANSPOSED``): at batch 1 the step is then a gemv over contiguous rows, which OpenBLAS runs
+about twice as fast as the transposed product. Scratch memory (projection, gates,
 states) is a set of workspace buffers planned in the arena, so nothing is allocated per call.
 """
 
@@ -36,6 +39,9 @@ _ACTIVATIONS: dict[str, tuple[bool, bool, float, float]] = {
 }
 
 _DIRECTIONS = ("forward", "reverse", "bidirectional")
+
+#: node attribute set by passes/layout.py when R is stored transposed per direction ([H, G])
+R_TRANSPOSED = "sofie_R_transposed"
 
 
 def _activation_expr(name: str, alpha: float, beta: float, x: str, dt: DType, lit) -> str:
@@ -130,9 +136,10 @@ class _Recurrent(Operator):
         seq, batch = (x.shape[0], x.shape[1]) if layout == 0 else (x.shape[1], x.shape[0])
         isz = x.shape[2]
         nd = self._num_dirs(v)
+        r_t = bool(v.attr(R_TRANSPOSED, 0))
         hidden = v.attr("hidden_size", None)
         if hidden is None:
-            hidden = r.shape[2]
+            hidden = r.shape[1] if r_t else r.shape[2]
         g = self.gates
 
         def need(what: str, got, want) -> None:
@@ -142,7 +149,7 @@ class _Recurrent(Operator):
                 raise v.fail(f"{what} has shape {list(got)}, expected {[str(d) for d in want]}")
 
         need("W", w.shape, (nd, g * hidden, isz))
-        need("R", r.shape, (nd, g * hidden, hidden))
+        need("R", r.shape, (nd, hidden, g * hidden) if r_t else (nd, g * hidden, hidden))
         if v.has_input(3):
             need("B", v.input(3).shape, (nd, 2 * g * hidden))
         if v.has_input(4):
@@ -177,6 +184,16 @@ class _Recurrent(Operator):
         return [(dt, seq * batch * g), (dt, batch * g), (dt, batch * hidden), (dt, batch * hidden)]
 
     # -- code ----------------------------------------------------------------------------------
+    def _r_gemm(self, v: NodeView, e, dt: DType, first: int, count: str, a: str, out: str) -> str:
+        """out[B, count*H] (row stride G) = a[B, H] @ R^T restricted to gate blocks first..first+count."""
+        T = dt.cpp
+        one, zero = e.lit(1, dt), e.lit(0, dt)
+        if v.attr(R_TRANSPOSED, 0):
+            return (f"sofie_rt::gemm<{T}>(false, false, B, {count} * H, H, {one}, {a}, H, Rd + {first} * H, G, "
+                    f"{zero}, {out}, G);")
+        return (f"sofie_rt::gemm<{T}>(false, true, B, {count} * H, H, {one}, {a}, H, Rd + {first} * H * H, H, "
+                f"{zero}, {out}, G);")
+
     def _has_out(self, v: NodeView, i: int) -> bool:
         return i < len(v.node.outputs) and bool(v.node.outputs[i])
 
@@ -298,9 +315,7 @@ class RNN(_Recurrent):
     default_acts = ("Tanh",)
 
     def _step(self, v, e, d, act, reverse, dt):
-        T = dt.cpp
-        one, zero = e.lit(1, dt), e.lit(0, dt)
-        out = [f"sofie_rt::gemm<{T}>(false, true, B, G, H, {one}, {e.ws(2)}, H, Rd, H, {zero}, {e.ws(1)}, G);"]
+        out = [self._r_gemm(v, e, dt, 0, "1", e.ws(2), e.ws(1))]
         out += self._batch_loop_head(v, e, reverse)
         out.append("   for (std::int64_t j = 0; j < H; ++j)")
         out.append(f"      hb[j] = {act(d, 0, 'xr[j] + gr[j]')};")
@@ -327,7 +342,7 @@ class GRU(_Recurrent):
         lbr = v.attr("linear_before_reset", 0)
         out: list[str] = []
         if lbr:
-            out.append(f"sofie_rt::gemm<{T}>(false, true, B, G, H, {one}, {e.ws(2)}, H, Rd, H, {zero}, {e.ws(1)}, G);")
+            out.append(self._r_gemm(v, e, dt, 0, "3", e.ws(2), e.ws(1)))
             out += self._batch_loop_head(v, e, reverse)
             rbh = "Rb[2 * H + j]" if v.has_input(3) else zero
             out.append("   for (std::int64_t j = 0; j < H; ++j) {")
@@ -341,7 +356,7 @@ class GRU(_Recurrent):
             return out
         # linear_before_reset = 0: h gate reads (r * H) @ Rh^T, a second GEMM after z and r
         rh = e.ws(3)
-        out.append(f"sofie_rt::gemm<{T}>(false, true, B, 2 * H, H, {one}, {e.ws(2)}, H, Rd, H, {zero}, {e.ws(1)}, G);")
+        out.append(self._r_gemm(v, e, dt, 0, "2", e.ws(2), e.ws(1)))
         out.append(f"std::fill({rh}, {rh} + B * H, {zero});")
         out += self._batch_loop_head(v, e, reverse)
         out.append("   for (std::int64_t j = 0; j < H; ++j) {")
@@ -349,8 +364,7 @@ class GRU(_Recurrent):
         out.append(f"      cb[j] = {act(d, 0, 'xr[H + j] + gr[H + j]')} * hb[j];")
         out.append("   }")
         out.append("}")
-        out.append(f"sofie_rt::gemm<{T}>(false, true, B, H, H, {one}, {rh}, H, Rd + 2 * H * H, H, {zero}, "
-                   f"{e.ws(1)} + 2 * H, G);")
+        out.append(self._r_gemm(v, e, dt, 2, "1", rh, f"{e.ws(1)} + 2 * H"))
         out += self._batch_loop_head(v, e, reverse)
         out.append("   for (std::int64_t j = 0; j < H; ++j) {")
         out.append("      const auto z = gr[j];")
@@ -372,8 +386,8 @@ class LSTM(_Recurrent):
 
     def _step(self, v, e, d, act, reverse, dt):
         T = dt.cpp
-        one, zero = e.lit(1, dt), e.lit(0, dt)
-        out = [f"sofie_rt::gemm<{T}>(false, true, B, G, H, {one}, {e.ws(2)}, H, Rd, H, {zero}, {e.ws(1)}, G);"]
+        one = e.lit(1, dt)
+        out = [self._r_gemm(v, e, dt, 0, "4", e.ws(2), e.ws(1))]
         out += self._batch_loop_head(v, e, reverse)
         if v.has_input(7):
             out.append(f"   const {T} *const P = {e.inp(7)} + {d} * 3 * H;")

@@ -94,3 +94,42 @@ def test_matmul_vector_shapes(a_shape, b_shape) -> None:
     for batch in (1, 2):
         shape = tuple(batch if d == "N" else d for d in a_shape)
         assert_matches_ort(model, _rand(shape), compiled=m, rtol=1e-4, atol=1e-5)
+
+
+# -- recurrent cells: R stored transposed (gemm_pretranspose), batch 1 through gemv ---------
+
+@pytest.mark.parametrize("op,extra", [("LSTM", {}), ("GRU", {"linear_before_reset": 0}),
+                                      ("GRU", {"linear_before_reset": 1}), ("RNN", {})])
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_recurrent_batch1_both_weight_layouts(op, extra, direction) -> None:
+    from sofie_root.ops.rnn import R_TRANSPOSED
+
+    from .test_ops_rnn import build
+
+    model, _ = build(op, direction, seq=7, batch=1, isz=5, hidden=9, batch_dim="N", **extra)
+    transposed = sofie_root.compile(model)
+    (node,) = [n for n in transposed.graph.nodes if n.op_type == op]
+    assert node.attrs.get(R_TRANSPOSED) == 1
+    plain = sofie_root.compile(model, passes=[])
+    assert not [n for n in plain.graph.nodes if n.attrs.get(R_TRANSPOSED)]
+    for batch in (1, 3):
+        _, feeds = build(op, direction, seq=7, batch=batch, isz=5, hidden=9, batch_dim="N", seed=batch, **extra)
+        for m in (transposed, plain):
+            assert_matches_ort(model, *feeds, compiled=m, rtol=1e-4, atol=1e-5)
+
+
+def test_recurrent_shared_R_is_not_transposed() -> None:
+    # two LSTMs reading the same R: the pass leaves it alone (one layout for both readers)
+    from sofie_root.ops.rnn import R_TRANSPOSED
+
+    from .test_ops_rnn import build
+
+    model, feeds = build("LSTM", seq=4, batch=1, isz=3, hidden=5, init=False, outputs=["Y", "", ""])
+    node = model.graph.node[0]
+    second = helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y2"], hidden_size=5)
+    model.graph.node.append(second)
+    model.graph.output.append(value_info("Y2", np.float32, None))
+    m = sofie_root.compile(model)
+    assert not [n for n in m.graph.nodes if n.attrs.get(R_TRANSPOSED)]
+    assert node.op_type == "LSTM"
+    assert_matches_ort(model, *feeds, compiled=m, rtol=1e-4, atol=1e-5)
