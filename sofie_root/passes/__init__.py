@@ -9,6 +9,7 @@ from .batchnorm import fold_batchnorm
 from .constant_folding import fold_constants
 from .dce import eliminate_dead_code
 from .fuse_activation import fuse_conv_activation, fuse_gemm_activation
+from .fuse_elementwise import fuse_elementwise
 from .layout import pretranspose_gemm_weights
 
 PASSES = {
@@ -18,12 +19,13 @@ PASSES = {
     "gemm_pretranspose": pretranspose_gemm_weights,
     "fuse_gemm_activation": fuse_gemm_activation,
     "fuse_conv_activation": fuse_conv_activation,
+    "fuse_elementwise": fuse_elementwise,
 }
 
 # BatchNorm folds before the activation fusions look at what follows a product; weights are
 # pre-transposed before FusedGemm hides the Gemm from that pass
 DEFAULT = ("fold_constants", "fold_batchnorm", "dce", "gemm_pretranspose",
-           "fuse_gemm_activation", "fuse_conv_activation", "dce")
+           "fuse_gemm_activation", "fuse_conv_activation", "fuse_elementwise", "dce")
 
 
 def run_passes(graph: Graph, names: Iterable[str] | None = None) -> Graph:
