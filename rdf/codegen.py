@@ -1,7 +1,9 @@
 """C++ of an RDataFrame functor: turns a :class:`~sofie_root.rdf.plan.Plan` into one namespace
 ``sofie_rdf_<key>`` holding
 
-- ``Workspace``: a Session plus fixed-size input/output buffers (one per slot or per thread);
+- ``Workspace``: a Session plus input/output buffers (one per slot or per thread): fixed-size
+  arrays, or grow-only buffers for inputs and outputs whose size comes from the columns' lengths
+  in each event (``variable`` groups, e.g. a graph's nodes and edges);
 - ``compute(ws, columns...)``: fills the inputs from the columns, runs the Session, returns
   ``float`` or ``ROOT::RVecF``;
 - ``Functor`` (for ``Define``; a workspace per thread) and ``SlotFunctor`` (for ``DefineSlot`` or
@@ -40,6 +42,51 @@ def _literal(value: float, ctype: str) -> str:
     return f"static_cast<{ctype}>({int(value)}LL)"
 
 
+def _variable_lengths(plan: Plan, arg_var: dict[str, str]) -> list[str]:
+    """This event's value ``n<k>`` of every variable symbol (the length of the first column that
+    gives it), every variable column checked against it, then the index columns checked against
+    the counts they index."""
+    body, owner = [], {}
+    for p in plan.inputs:
+        if p.kind == "variable" and p.var not in owner:
+            owner[p.var] = (p.name, p.columns[0])
+            body.append(f"   const std::size_t n{p.var} = sofie_rdf::length({arg_var[p.columns[0]]});")
+    for p in plan.inputs:
+        if p.kind != "variable":
+            continue
+        sym = plan.var_symbols[p.var][0]
+        for c in p.columns:
+            if (p.name, c) == owner[p.var]:
+                continue
+            og, oc = owner[p.var]
+            body.append(f"   if (sofie_rdf::length({arg_var[c]}) != n{p.var})")
+            body.append(f"      sofie_rdf::count_mismatch({_cstr(p.name)}, {_cstr(c)}, sofie_rdf::length({arg_var[c]}), "
+                        f"{_cstr(sym)}, {_cstr(og)}, {_cstr(oc)}, n{p.var});")
+    for p in plan.inputs:
+        if p.kind == "variable" and p.index_of >= 0:
+            tg, tc = owner[p.index_of]  # the input that binds the indexed dimension
+            for c in p.columns:
+                body.append(f"   sofie_rdf::check_indices<{p.ctype}>({arg_var[c]}, n{p.var}, n{p.index_of}, "
+                            f"{_cstr(p.name)}, {_cstr(c)}, {_cstr(tg)}, {_cstr(tc)});")
+    return body
+
+
+def _variable_fill(i: int, p, arg_var: dict[str, str]) -> list[str]:
+    """Point input ``i`` at its columns' data (one column of the model's type) or fill it."""
+    n = f"n{p.var}"
+    if len(p.columns) == 1:
+        return [f"   ws.in[{i}] = sofie_rdf::variable_input<{p.ctype}>({arg_var[p.columns[0]]}, {n}, ws.vin{i});"]
+    F = len(p.columns)
+    lines = ["   {", f"      {p.ctype} *dst = ws.vin{i}.get({n} ? {F} * {n} : 1);"]
+    for f, c in enumerate(p.columns):
+        if p.layout == "PF":
+            lines.append(f"      sofie_rdf::fill_variable<{p.ctype}>(dst + {f}, {F}, {arg_var[c]}, {n});")
+        else:  # FP: feature rows of n elements
+            lines.append(f"      sofie_rdf::fill_variable<{p.ctype}>(dst + {f} * {n}, 1, {arg_var[c]}, {n});")
+    lines += [f"      ws.in[{i}] = dst;", "   }"]
+    return lines
+
+
 def namespace(plan: Plan) -> str:
     return f"sofie_rdf_{plan.key()}"
 
@@ -52,18 +99,31 @@ def generate(plan: Plan, ns: str | None = None) -> str:
     params = ", ".join(f"const {t} &{arg_var[c]}" for c, t in zip(plan.args, plan.arg_types))
     call_args = ", ".join(arg_var[c] for c in plan.args)
 
-    members, ctor = [], []
+    members, ctor, grown = [], [], []
     for i, p in enumerate(plan.inputs):
+        if p.kind == "variable":
+            members.append(f"   sofie_rdf::GrowBuffer<{p.ctype}> vin{i};")
+            grown.append(f"vin{i}")
+            continue
         members.append(f"   alignas(64) {p.ctype} in{i}[{max(1, p.numel)}];")
         if p.sort_by:
             members.append(f"   int idx{i}[{max(1, p.P)}];")
         ctor.append(f"      in[{i}] = in{i};")
     for j, (ct, n) in enumerate(zip(plan.output_ctypes, plan.output_numels)):
+        if plan.output_variable(j):
+            members.append(f"   sofie_rdf::GrowBuffer<{ct}> vout{j};")
+            grown.append(f"vout{j}")
+            continue
         members.append(f"   alignas(64) {ct} out{j}[{max(1, n)}];")
         ctor.append(f"      out[{j}] = out{j};")
+    allocations = " + ".join(f"{b}.allocations()" for b in grown) or "0"
+    members.append(f"   std::size_t allocations() const {{ return {allocations}; }}")
 
-    body = []
+    body = _variable_lengths(plan, arg_var) if plan.variable else []
     for i, p in enumerate(plan.inputs):
+        if p.kind == "variable":
+            body.extend(_variable_fill(i, p, arg_var))
+            continue
         if p.kind == "scalar":
             for f, c in enumerate(p.columns):
                 body.append(f"   ws.in{i}[{f}] = static_cast<{p.ctype}>({arg_var[c]});")
@@ -95,9 +155,35 @@ def generate(plan: Plan, ns: str | None = None) -> str:
                         f"idx, m, {p.P}, pad);")
         body.append("   }")
     body.append("   std::copy(std::begin(kSymbols), std::end(kSymbols), ws.sym);")
+    for k, (_, idx) in enumerate(plan.var_symbols):
+        if idx >= 0:
+            body.append(f"   ws.sym[{idx}] = static_cast<std::int64_t>(n{k});")
+    size = {}
+    for j, expr in enumerate(plan.output_exprs):
+        if expr:
+            body.append(f"   const std::size_t m{j} = static_cast<std::size_t>({expr});")
+            body.append(f"   ws.out[{j}] = ws.vout{j}.get(m{j} ? m{j} : 1);")
+            size[j] = f"m{j}"
     body.append("   ws.session.run(ws.sym, ws.in, ws.out);")
     sel = plan.selected
-    if not plan.returns_vector:
+    if plan.variable and plan.returns_vector:
+        def buf(j):
+            return f"static_cast<const {plan.output_ctypes[j]} *>(ws.out[{j}])"
+
+        if len(sel) == 1:
+            j = sel[0]
+            n = size.get(j, str(plan.output_numels[j]))
+            body.append(f"   return ROOT::RVecF({buf(j)}, {buf(j)} + {n});")
+        else:
+            total = " + ".join(size.get(j, str(plan.output_numels[j])) for j in sel)
+            body.append(f"   ROOT::RVecF r({total});")
+            body.append("   std::size_t off = 0;")
+            for j in sel:
+                n = size.get(j, str(plan.output_numels[j]))
+                body.append(f"   for (std::size_t k = 0; k < {n}; ++k) r[off + k] = static_cast<float>({buf(j)}[k]);")
+                body.append(f"   off += {n};")
+            body.append("   return r;")
+    elif not plan.returns_vector:
         body.append(f"   return static_cast<float>(ws.out{sel[0]}[0]);")
     elif len(sel) == 1:
         j = sel[0]
@@ -147,6 +233,15 @@ struct State {{
       Workspace probe(weights); // fail here, not in the event loop, if the Session cannot be made
    }}
    std::unique_ptr<Workspace> make() const {{ return std::make_unique<Workspace>(weights); }}
+   // buffer (re)allocations of the variable-size inputs and outputs so far, all workspaces
+   std::size_t allocations() const
+   {{
+      std::size_t n = 0;
+      auto add = [&n](const Workspace &w) {{ n += w.allocations(); }};
+      slots.for_each(add);
+      threads.for_each(add);
+      return n;
+   }}
 }};
 
 inline {ret} compute(Workspace &ws{sep}{params})
@@ -164,6 +259,7 @@ struct Functor {{
       return compute(s.threads.get([&s] {{ return s.make(); }}){comma_args});
    }}
    std::size_t sessions() const {{ return fState->threads.created(); }}
+   std::size_t allocations() const {{ return fState->allocations(); }}
 }};
 
 // For DefineSlot(name, functor, columns) or Define(name, functor, {{"rdfslot_", columns...}}).
@@ -176,6 +272,7 @@ struct SlotFunctor {{
       return compute(s.slots.get(slot, [&s] {{ return s.make(); }}){comma_args});
    }}
    std::size_t sessions() const {{ return fState->slots.created(); }}
+   std::size_t allocations() const {{ return fState->allocations(); }}
 }};
 
 // For string expressions ("{ns}::eval(rdfslot_, ...)"), e.g. in distributed RDataFrame.

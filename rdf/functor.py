@@ -145,7 +145,8 @@ def _explicit_types(types, plan_columns: Sequence[str] | None) -> dict[str, str]
 
 def functor(model, columns: Sequence[str] | None = None, *, inputs: Mapping | None = None, outputs=None,
             df=None, types=None, pad: float = 0.0, sort_by: str | None = None, descending: bool = True,
-            layout: str | None = None, dims: Mapping[str, int] | None = None, slot: bool = False):
+            layout: str | None = None, dims: Mapping[str, int] | None = None, slot: bool = False,
+            variable: bool = False):
     """A C++ callable running ``model`` on one event, for ``RDataFrame.Define`` / ``DefineSlot``.
 
     Args:
@@ -168,11 +169,24 @@ def functor(model, columns: Sequence[str] | None = None, *, inputs: Mapping | No
         dims: values of symbolic model dimensions other than the batch (e.g. ``{"P": 50}``).
         slot: return the slot-aware form (``operator()(unsigned slot, columns...)``) for
             ``df.DefineSlot(name, f, f.columns)`` or ``df.Define(name, f, ["rdfslot_", *f.columns])``.
+        variable: collection columns given as plain lists are not padded: the model's symbolic
+            dimension they fill (a graph network's ``nodes`` and ``edges``) takes their length in
+            each event (see ``Columns(..., variable=True)``, also per group, and ``index_of`` for
+            node-index columns). Inputs may then be ``[n]``, ``[n, F]`` or ``[F, n]`` (graph
+            networks) as well as ``[1, n, F]``/``[1, F, n]``. Per event the functor checks that
+            the columns giving one dimension have equal lengths and that index columns stay
+            within the indexed input, and stops the event loop with an error naming the column
+            and the values otherwise. Outputs whose size depends on these dimensions (per-node
+            outputs ``[n, K]``) are returned as ``ROOT::RVecF`` of ``n * K`` values (row-major);
+            graph-level outputs as ``float`` or ``RVecF`` as usual. Buffers grow only when an
+            event is larger than all earlier ones (``f.allocations()`` counts the growths).
 
     Returns:
         a cppyy object: ``f.columns`` is the column list to give to ``Define``, ``f.plan`` the
-        resolved mapping, ``f.sessions()`` the number of Sessions created so far. Copies of it
-        (RDataFrame copies its callables) share the weights and the per-slot Sessions.
+        resolved mapping, ``f.sessions()`` the number of Sessions created so far,
+        ``f.allocations()`` the buffer growths of variable-size inputs and outputs so far (read
+        them between event loops). Copies of it (RDataFrame copies its callables) share the
+        weights and the per-slot Sessions.
 
     Raises:
         SofieError: a column missing or of a non-arithmetic type, a wrong number of columns for
@@ -180,6 +194,13 @@ def functor(model, columns: Sequence[str] | None = None, *, inputs: Mapping | No
 
     >>> f = sofie_root.functor("higgs.onnx", ["m_jj", "m_jjj", "m_lv"], df=df)   # doctest: +SKIP
     >>> df = df.Define("score", f, f.columns)                                    # doctest: +SKIP
+
+    A graph network (``sofie_root.GraphNetwork``) over tracks, one graph per event:
+
+    >>> f = sofie_root.functor(gnn, inputs={"nodes": ["trk_pt", "trk_eta", "trk_phi"],     # doctest: +SKIP
+    ...                                     "edges": ["edge_dr"], "senders": ["edge_src"],
+    ...                                     "receivers": ["edge_dst"], "globals": ["ntrk"]},
+    ...                        outputs="nodes_out", variable=True, df=df)
     """
     m, _ = load_model(model)
     if columns is None and inputs is None and df is None and stored_columns(m) is None:
@@ -188,7 +209,7 @@ def functor(model, columns: Sequence[str] | None = None, *, inputs: Mapping | No
                                              (list(columns.names) if isinstance(columns, Columns) else list(columns)))
     plan = make_plan(m, columns, inputs=inputs, outputs=outputs, pad=pad, sort_by=sort_by, descending=descending,
                      layout=layout, dims=dims, column_types=_explicit_types(types, col_list),
-                     type_of=_type_lookup(df) if df is not None else None)
+                     type_of=_type_lookup(df) if df is not None else None, variable=variable)
     return _instantiate(m, plan, slot=slot, nslots=_nslots(df))
 
 

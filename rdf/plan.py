@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sofie_root.errors import SofieError
 
@@ -71,8 +71,21 @@ class Columns:
         descending: order by decreasing key (highest pT first), the default.
         layout: ``"PF"`` or ``"FP"``; by default deduced from where F sits in the input shape.
         length: P, when the model's particle dimension is symbolic.
+        variable: no padding: the model's particle dimension (a symbol, e.g. a graph network's
+            ``nodes`` or ``edges``) is bound per event to the columns' length. The input may be
+            ``[n]``, ``[n, F]``, ``[F, n]`` (no batch dimension, as graph networks take them) or
+            ``[1, n]``, ``[1, n, F]``, ``[1, F, n]``. Groups whose inputs share the symbol must
+            have equal lengths in every event (checked per event). Outputs whose size depends on
+            the symbol are returned as ``RVecF`` of that event's size (row-major).
+        index_of: the model input (fed by a ``variable`` group) whose elements these columns'
+            values index, e.g. a graph's ``senders``/``receivers`` into ``nodes``: every value
+            must be in ``[0, n)`` of that event, else the event loop stops with an error naming
+            the column, the value and n. Implies ``variable=True``. Graph networks from
+            :class:`~sofie_root.GraphNetwork` record this for their senders and receivers.
 
     >>> sofie_root.rdf.Columns(["pf_pt", "pf_eta", "pf_phi"], sort_by="pf_pt", pad=0.0)  # doctest: +SKIP
+    >>> sofie_root.rdf.Columns(["trk_pt", "trk_eta"], variable=True)                      # doctest: +SKIP
+    >>> sofie_root.rdf.Columns(["edge_src", "edge_dst"], index_of="x")                    # doctest: +SKIP
     """
 
     names: tuple[str, ...]
@@ -81,9 +94,12 @@ class Columns:
     descending: bool = True
     layout: str | None = None
     length: int | None = None
+    variable: bool = False
+    index_of: str | None = None
 
     def __init__(self, names: Sequence[str] | str, *, pad: float = 0.0, sort_by: str | None = None,
-                 descending: bool = True, layout: str | None = None, length: int | None = None):
+                 descending: bool = True, layout: str | None = None, length: int | None = None,
+                 variable: bool = False, index_of: str | None = None):
         names = (names,) if isinstance(names, str) else tuple(names)
         if not names or not all(isinstance(n, str) and n for n in names):
             raise SofieError(f"columns must be a non-empty list of column names, got {names!r}")
@@ -96,13 +112,25 @@ class Columns:
         object.__setattr__(self, "sort_by", sort_by)
         object.__setattr__(self, "descending", bool(descending))
         object.__setattr__(self, "layout", layout)
+        if index_of is not None and (not isinstance(index_of, str) or not index_of):
+            raise SofieError(f"index_of must name a model input, got {index_of!r}")
+        variable = bool(variable) or index_of is not None
+        if variable and length is not None:
+            raise SofieError(f"columns {list(names)}: variable=True binds the length per event; "
+                             f"it cannot also be fixed with length={length}")
+        if variable and sort_by is not None:
+            raise SofieError(f"columns {list(names)}: variable=True keeps every element in stored order "
+                             f"(indices such as a graph's senders refer to it); sort_by cannot be used")
         object.__setattr__(self, "length", length)
+        object.__setattr__(self, "variable", variable)
+        object.__setattr__(self, "index_of", index_of)
 
 
 @dataclass(frozen=True)
 class InputPlan:
-    """How one model input is filled: ``kind`` is ``"scalar"`` ([1, F] from F scalar columns) or
-    ``"jagged"`` (P x F or F x P from F collection columns; F = 1 gives [1, P])."""
+    """How one model input is filled: ``kind`` is ``"scalar"`` ([1, F] from F scalar columns),
+    ``"jagged"`` (P x F or F x P from F collection columns; F = 1 gives [1, P]) or ``"variable"``
+    (n x F, F x n or n, with n the columns' length in each event: ``Plan.var_symbols[var]``)."""
 
     name: str
     ctype: str  # C++ element type of the model input
@@ -115,6 +143,9 @@ class InputPlan:
     pad: float = 0.0
     sort_by: str | None = None
     descending: bool = True
+    var: int = -1  # variable inputs: index of their length symbol in Plan.var_symbols
+    index_of: int = -1  # index columns: Plan.var_symbols index of the count their values must stay below
+    index_target: str = ""  # the input those values index (for error messages)
 
     @property
     def numel(self) -> int:
@@ -138,9 +169,25 @@ class Plan:
     output_numels: tuple[int, ...]
     selected: tuple[int, ...]  # indices of the outputs returned
     output_names: tuple[str, ...] = field(default=())
+    # symbols bound per event from column lengths: (name, index in ``symbols`` or -1 if the
+    # generated code does not use it)
+    var_symbols: tuple[tuple[str, int], ...] = field(default=())
+    # per output: "" if its size is fixed (``output_numels``), else its element count as a C++
+    # expression of ``n0, n1, ...`` (the values of ``var_symbols``)
+    output_exprs: tuple[str, ...] = field(default=())
+
+    @property
+    def variable(self) -> bool:
+        """Whether input and output sizes change from event to event."""
+        return bool(self.var_symbols)
+
+    def output_variable(self, j: int) -> bool:
+        return bool(self.output_exprs) and bool(self.output_exprs[j])
 
     @property
     def returns_vector(self) -> bool:
+        if any(self.output_variable(i) for i in self.selected):
+            return True
         return sum(self.output_numels[i] for i in self.selected) != 1
 
     @property
@@ -174,12 +221,13 @@ def stored_columns(model) -> dict[str, list[str]] | list[str] | None:
 def make_plan(model, columns=None, *, inputs: Mapping | None = None, outputs=None, pad: float = 0.0,
               sort_by: str | None = None, descending: bool = True, layout: str | None = None,
               dims: Mapping[str, int] | None = None, column_types: Mapping[str, str] | None = None,
-              type_of: Callable[[str], str | None] | None = None) -> Plan:
+              type_of: Callable[[str], str | None] | None = None, variable: bool = False) -> Plan:
     """Resolve and validate how ``columns`` (or ``inputs``) feed ``model``; see :func:`sofie_root.functor`.
 
     ``column_types`` gives C++ types of columns explicitly; ``type_of(column)`` looks one up in a
     dataframe (None if the column does not exist). Columns with neither take the model input's
-    element type (``RVec`` of it for collections).
+    element type (``RVec`` of it for collections). ``variable`` is the default of
+    :attr:`Columns.variable` for groups given as plain lists.
     """
     from sofie_root.ir.dims import Dim
 
@@ -221,14 +269,21 @@ def make_plan(model, columns=None, *, inputs: Mapping | None = None, outputs=Non
         if isinstance(spec, Columns):
             groups[name] = spec
         elif isinstance(spec, str):
-            groups[name] = Columns([spec], pad=pad, sort_by=sort_by, descending=descending, layout=layout)
+            groups[name] = _default_group([spec], name, pad, sort_by, descending, layout, variable)
         else:
             try:
                 names = list(spec)
             except TypeError:
                 raise SofieError(f"input {name!r}: columns must be a list of names or a Columns(...), "
                                  f"got {type(spec).__name__}") from None
-            groups[name] = Columns(names, pad=pad, sort_by=sort_by, descending=descending, layout=layout)
+            groups[name] = _default_group(names, name, pad, sort_by, descending, layout, variable)
+    explicit_variable = {n for n, spec in inputs.items() if isinstance(spec, Columns) and spec.variable}
+    # graph networks record which inputs hold node indices (senders/receivers -> nodes)
+    index_hints = _index_hints(model)
+    for name, g in list(groups.items()):
+        target = index_hints.get(name)
+        if g.variable and g.index_of is None and target in groups and groups[target].variable:
+            groups[name] = replace(g, index_of=target)
 
     types = dict(column_types or {})
 
@@ -271,6 +326,7 @@ def make_plan(model, columns=None, *, inputs: Mapping | None = None, outputs=Non
             raise SofieError(f"{what}: the model's dimension is {int(d)}, the columns give {value}")
 
     prelim = []
+    var_owner: dict[str, tuple[str, str]] = {}  # variable symbol -> (input, first column) binding it
     for info in in_infos:
         g = groups[info.name]
         shape = list(info.shape)
@@ -278,11 +334,35 @@ def make_plan(model, columns=None, *, inputs: Mapping | None = None, outputs=Non
         what = f"input {info.name!r} (shape [{', '.join(str(d) for d in shape)}])"
         if rank == 0:
             raise SofieError(f"{what}: a scalar input cannot be fed from columns")
+        elem = info.dtype.cpp
+        F = len(g.names)
+        implicit = g.variable and info.name not in explicit_variable
+        if implicit:
+            # functor(variable=True) concerns collections only: scalars (a graph's globals) stay [1, F]
+            symbolic = any(isinstance(d, Dim) for d in shape)
+            kinds = [col_kind(c, "collection" if symbolic else "scalar", elem, info.name) for c in g.names]
+            if all(k == "scalar" for k, _ in kinds):
+                g = groups[info.name] = replace(g, variable=False)
+        if g.variable:
+            kinds = [col_kind(c, "collection", elem, info.name) for c in g.names]
+            scal = [c for c, (k, _) in zip(g.names, kinds) if k == "scalar"]
+            if scal:
+                raise SofieError(f"{what}: variable=True takes collection (RVec) columns; {scal} are scalars")
+            has_batch, lay, v_dim, f_dim = _variable_layout(shape, F, g.layout, what)
+            if has_batch:
+                bind(shape[0], 1, what + " batch dimension")
+            if f_dim is not None:
+                bind(f_dim, F, what + f" (layout {lay}, {F} feature columns)")
+            sym = simple_symbol(v_dim)
+            if sym is None:
+                raise SofieError(f"{what}: variable=True needs a symbolic dimension for the column length; "
+                                 f"the model's is {v_dim}")
+            var_owner.setdefault(sym, (info.name, g.names[0]))
+            prelim.append((info, g, "variable", lay, v_dim))
+            continue
         if rank >= 2:
             bind(shape[0], 1, what + " batch dimension")
         body = shape[1:] if rank >= 2 else shape
-        elem = info.dtype.cpp
-        F = len(g.names)
         first_scalar = rank <= 2 and not (rank == 2 and F == 1 and _fixed(body[0]) not in (None, 1))
         kinds = [col_kind(c, "scalar" if first_scalar else "collection", elem, info.name) for c in g.names]
         kset = {k for k, _ in kinds}
@@ -333,41 +413,80 @@ def make_plan(model, columns=None, *, inputs: Mapping | None = None, outputs=Non
             bind(p_dim, g.length, what + " particle dimension")
         prelim.append((info, g, kind, lay, p_dim))
 
-    def resolve(d, what: str) -> int:
+    for sym, (owner, _) in var_owner.items():
+        if sym in syms:
+            raise SofieError(f"input {owner!r}: dimension {sym} is bound per event by its variable columns, "
+                             f"but it is also fixed to {syms[sym]} (by dims= or by another input)")
+    var_names = list(var_owner)
+    var_index = {s: k for k, s in enumerate(var_names)}
+
+    def resolve(d, what: str, placeholder: bool = False) -> int:
         if isinstance(d, Dim):
+            values = {**syms, **dict.fromkeys(var_names, 0)} if placeholder else syms
             try:
-                return int(d.evaluate(syms))
+                return int(d.evaluate(values))
             except KeyError:
-                missing = sorted(s for s in d.symbols if s not in syms)
+                missing = sorted(s for s in d.symbols if s not in values)
                 raise SofieError(f"{what}: the model's dimension {d} is symbolic; fix {missing} with "
-                                 f"dims={{{missing[0]!r}: ...}} or Columns(..., length=...)") from None
+                                 f"dims={{{missing[0]!r}: ...}} or Columns(..., length=...), or bind it per "
+                                 f"event from the columns' length with variable=True") from None
         return int(d)
 
     plans = []
     for info, g, kind, lay, p_dim in prelim:
-        shape = tuple(resolve(d, f"input {info.name!r}") for d in info.shape)
-        if len(shape) >= 2 and shape[0] != 1:
+        shape = tuple(resolve(d, f"input {info.name!r}", placeholder=kind == "variable") for d in info.shape)
+        if len(shape) >= 2 and shape[0] != 1 and kind != "variable":
             raise SofieError(f"input {info.name!r} has a fixed batch dimension of {shape[0]}; an event loop "
                              f"feeds one event at a time (batch 1)")
+        if kind == "variable":
+            var = var_index[simple_symbol(p_dim)]
+            idx, target = -1, ""
+            if g.index_of is not None:
+                tg = groups.get(g.index_of)
+                if tg is None or not tg.variable:
+                    raise SofieError(f"input {info.name!r}: index_of={g.index_of!r} must name a model input fed by "
+                                     f"variable=True columns; those are "
+                                     f"{[n for n, x in groups.items() if x.variable]}")
+                if info.dtype.numpy.kind not in "iu":
+                    raise SofieError(f"input {info.name!r} is {info.dtype.numpy.name}; index_of needs an "
+                                     f"integer input")
+                t_info = next(i for i in in_infos if i.name == g.index_of)
+                t_dim = next(p for i, _, _, _, p in prelim if i is t_info)
+                idx, target = var_index[simple_symbol(t_dim)], g.index_of
+            plans.append(InputPlan(info.name, info.dtype.cpp, info.dtype.numpy.name, shape, kind, g.names,
+                                   lay, 0, g.pad, None, g.descending, var, idx, target))
+            continue
         P = 1 if kind == "scalar" else resolve(p_dim, f"input {info.name!r}")
         plans.append(InputPlan(info.name, info.dtype.cpp, info.dtype.numpy.name, shape, kind, g.names,
                                lay, P, g.pad, g.sort_by if kind == "jagged" else None, g.descending))
 
-    missing = [s for s in model._generated.symbols if s not in syms]
+    gen_symbols = list(model._generated.symbols)
+    missing = [s for s in gen_symbols if s not in syms and s not in var_index]
     if missing:
         raise SofieError(f"the model's symbolic dimension(s) {missing} cannot be fixed from the columns; "
-                         f"give dims={{...}}")
-    sym_values = tuple(syms[s] for s in model._generated.symbols)
+                         f"give dims={{...}}, or variable=True for columns whose length gives them")
+    sym_values = tuple(syms.get(s, 0) for s in gen_symbols)
+    var_symbols = tuple((s, gen_symbols.index(s) if s in gen_symbols else -1) for s in var_names)
 
     # 3. outputs
     out_infos = list(graph.output_infos)
     out_names = [o.name for o in out_infos]
-    numels = []
+    numels, exprs = [], []
     for o in out_infos:
-        n = 1
+        total = 1
         for d in o.shape:
-            n *= resolve(d, f"output {o.name!r}")
-        numels.append(n)
+            total = total * d
+        if isinstance(total, Dim) and total.symbols & set(var_index):
+            fixed = total.substitute({k: v for k, v in syms.items() if k not in var_index})
+            unknown = sorted(fixed.symbols - set(var_index)) if isinstance(fixed, Dim) else []
+            if unknown:
+                raise SofieError(f"output {o.name!r}: its size {total} depends on {unknown}, which the columns "
+                                 f"do not give; give dims={{...}}")
+            numels.append(-1)
+            exprs.append(fixed.to_cpp(lambda s: f"n{var_index[s]}") if isinstance(fixed, Dim) else str(int(fixed)))
+            continue
+        numels.append(resolve(total, f"output {o.name!r}"))
+        exprs.append("")
     if outputs is None:
         selected = [0] if len(out_infos) == 1 else None
         if selected is None:
@@ -388,7 +507,7 @@ def make_plan(model, columns=None, *, inputs: Mapping | None = None, outputs=Non
         if not selected:
             raise SofieError("outputs=[] selects nothing")
     for i in selected:
-        if numels[i] == 0:
+        if numels[i] == 0 and not exprs[i]:
             raise SofieError(f"output {out_names[i]!r} is empty at batch 1")
 
     # 4. functor arguments: feature columns of each input in model order, then sort keys
@@ -406,7 +525,71 @@ def make_plan(model, columns=None, *, inputs: Mapping | None = None, outputs=Non
         arg_types.append(t)
     return Plan(model.namespace, int(model._generated.weight_bytes), sym_values, tuple(plans), tuple(args),
                 tuple(arg_types), tuple(o.dtype.cpp for o in out_infos), tuple(numels), tuple(selected),
-                tuple(out_names))
+                tuple(out_names), var_symbols, tuple(exprs) if var_symbols else ())
+
+
+#: Graph metadata key (an ONNX ``metadata_props`` entry arrives as ``onnx:<key>``): JSON
+#: ``{input: input}`` saying which integer inputs hold indices into which other input's elements
+#: (a graph network's senders and receivers into its nodes); a variable functor checks them.
+INDICES_METADATA_KEY = "sofie_root.indices"
+
+
+def _index_hints(model) -> dict[str, str]:
+    meta = getattr(model.graph, "metadata", {}) or {}
+    raw = meta.get(INDICES_METADATA_KEY) or meta.get(f"onnx:{INDICES_METADATA_KEY}")
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _default_group(names, input_name: str, pad, sort_by, descending, layout, variable: bool) -> Columns:
+    """A plain column list with the functor-level options; ``variable`` drops a sort key (with
+    variable lengths nothing is truncated, and node indices refer to the stored order)."""
+    if variable and sort_by is not None:
+        raise SofieError(f"input {input_name!r}: sort_by cannot be combined with variable=True (every element "
+                         f"is kept, in stored order)")
+    return Columns(names, pad=pad, sort_by=sort_by, descending=descending, layout=layout, variable=variable)
+
+
+def _variable_layout(shape, F: int, layout: str | None, what: str):
+    """(has a batch dimension, layout "PF"/"FP"/"P", the variable dimension, the feature dimension or
+    None) for an input fed by F variable-length columns."""
+    rank = len(shape)
+    if rank == 1:
+        if F != 1:
+            raise SofieError(f"{what}: {F} variable columns need an [n, F] or [F, n] input, not [n]")
+        return False, "P", shape[0], None
+    if rank == 2:
+        a, b = shape
+        fa, fb = _fixed(a), _fixed(b)
+        if layout == "PF" or (layout is None and fb == F and fa is None):
+            return False, "PF", a, b
+        if layout == "FP" or (layout is None and fa == F and fb is None):
+            return False, "FP", b, a
+        if layout is None and F == 1 and fa is None and fb is None:
+            return True, "P", b, None  # [N, n]: a symbolic batch dimension and the variable one
+        raise SofieError(f"{what}: {F} variable columns fill [n, {F}] or [{F}, n] (or [1, n] for one column); "
+                         f"give layout='PF' or 'FP' if the model's dimensions are all symbolic")
+    if rank == 3:
+        a, b = shape[1:]
+        fa, fb = _fixed(a), _fixed(b)
+        lay = layout
+        if lay is None:
+            if fb == F and fa is None:
+                lay = "PF"
+            elif fa == F and fb is None:
+                lay = "FP"
+            elif fa is None and fb is None:
+                lay = "PF"
+            else:
+                raise SofieError(f"{what}: {F} variable columns match neither [1, n, {F}] nor [1, {F}, n]")
+        return (True, "PF", a, b) if lay == "PF" else (True, "FP", b, a)
+    raise SofieError(f"{what}: variable columns fill inputs of rank 1 to 3 ([n], [n, F], [1, n, F], ...); "
+                     f"this one has rank {rank}")
 
 
 def _fixed(d) -> int | None:

@@ -8,6 +8,9 @@
 // [1, P, F] ("PF") or [1, F, P] ("FP") inputs, truncated to P or padded with a pad value,
 // optionally ordered by a key column. sofie_root.rdf.padding implements the same rules in
 // numpy for awkward arrays; the tests check that both agree.
+// Graph-like inputs ("variable" groups: a graph's nodes and edges) are not padded: their
+// symbolic dimensions are bound per event to the columns' lengths, and their buffers
+// (GrowBuffer) grow when an event is larger than every earlier one, never shrink.
 #ifndef SOFIE_ROOT_RDF_HXX
 #define SOFIE_ROOT_RDF_HXX
 
@@ -19,6 +22,7 @@
 #include <cstdint>
 #include <iterator>
 #include <memory>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -60,6 +64,14 @@ public:
       for (auto &w : fItems)
          n += bool(w);
       return n;
+   }
+   // Visits the workspaces created so far; only while no event loop runs (no synchronisation).
+   template <class F>
+   void for_each(F &&f) const
+   {
+      for (auto &w : fItems)
+         if (w)
+            f(*w);
    }
 
 private:
@@ -103,6 +115,14 @@ public:
       for (auto &w : fItems)
          k += bool(w);
       return k;
+   }
+   // Visits the workspaces created so far; only while no event loop runs (no synchronisation).
+   template <class F>
+   void for_each(F &&f) const
+   {
+      for (auto &w : fItems)
+         if (w)
+            f(*w);
    }
 
 private:
@@ -167,6 +187,113 @@ inline void fill_feature(T *dst, std::size_t stride, const C &col, const int *id
    throw std::runtime_error(std::string("sofie_root functor: in the columns feeding input '") + group +
                             "', column '" + column + "' has " + std::to_string(got) + " elements where the first has " +
                             std::to_string(want));
+}
+
+// Grow-only storage of a variable-size input or output: reallocated (by at least half its size,
+// contents not kept) only when an event needs more than any before, so a slot stops allocating
+// once it has seen its largest event.
+template <class T>
+class GrowBuffer {
+public:
+   GrowBuffer() = default;
+   GrowBuffer(const GrowBuffer &) = delete;
+   GrowBuffer &operator=(const GrowBuffer &) = delete;
+   ~GrowBuffer() { release(); }
+   T *get(std::size_t n)
+   {
+      if (n > fCapacity || !fData) {
+         std::size_t cap = fCapacity + fCapacity / 2;
+         if (cap < n)
+            cap = n;
+         if (cap < 16)
+            cap = 16;
+         release();
+         fData = static_cast<T *>(::operator new(cap * sizeof(T), std::align_val_t(64)));
+         fCapacity = cap;
+         ++fAllocations;
+      }
+      return fData;
+   }
+   std::size_t allocations() const { return fAllocations; }
+
+private:
+   void release()
+   {
+      if (fData)
+         ::operator delete(fData, std::align_val_t(64));
+      fData = nullptr;
+      fCapacity = 0;
+   }
+   T *fData = nullptr;
+   std::size_t fCapacity = 0;
+   std::size_t fAllocations = 0;
+};
+
+// Whether a collection column can be handed to the model as is (contiguous, same element type).
+template <class T, class C>
+constexpr bool can_view()
+{
+   using V = std::remove_cv_t<typename C::value_type>;
+   return std::is_same_v<V, T> && !std::is_same_v<T, bool>;
+}
+
+// A variable-length input fed by one column: the column's own storage when the element type
+// matches (no copy), else a converted copy in `buf`.
+template <class T, class C>
+inline const T *variable_input(const C &col, std::size_t n, GrowBuffer<T> &buf)
+{
+   if constexpr (can_view<T, C>()) {
+      if (n)
+         return col.data();
+      return buf.get(1);
+   } else {
+      T *dst = buf.get(n ? n : 1);
+      for (std::size_t p = 0; p < n; ++p)
+         dst[p] = static_cast<T>(col[p]);
+      return dst;
+   }
+}
+
+// Copy one of F columns into an interleaved variable-length input: element p goes to dst[p * stride].
+template <class T, class C>
+inline void fill_variable(T *dst, std::size_t stride, const C &col, std::size_t n)
+{
+   for (std::size_t p = 0; p < n; ++p)
+      dst[p * stride] = static_cast<T>(col[p]);
+}
+
+[[noreturn]] inline void count_mismatch(const char *group, const char *column, std::size_t got, const char *symbol,
+                                        const char *owner_group, const char *owner_column, std::size_t want)
+{
+   throw std::runtime_error(std::string("sofie_root functor: column '") + column + "' (input '" + group + "') has " +
+                            std::to_string(got) + " elements, but column '" + owner_column + "' (input '" +
+                            owner_group + "') has " + std::to_string(want) + " in this event; both give the model's " +
+                            "dimension '" + symbol + "'");
+}
+
+[[noreturn]] inline void index_out_of_range(const char *group, const char *column, std::size_t position,
+                                            long long value, const char *target, const char *target_column,
+                                            std::size_t count)
+{
+   throw std::runtime_error(std::string("sofie_root functor: column '") + column + "' (input '" + group +
+                            "') has the value " + std::to_string(value) + " at position " + std::to_string(position) +
+                            ", outside [0, " + std::to_string(count) + "): input '" + target + "' has " +
+                            std::to_string(count) + " elements in this event (column '" + target_column + "')");
+}
+
+// Every value of an index column (as the model's integer type T sees it) in [0, count).
+template <class T, class C>
+inline void check_indices(const C &col, std::size_t n, std::size_t count, const char *group, const char *column,
+                          const char *target, const char *target_column)
+{
+   for (std::size_t p = 0; p < n; ++p) {
+      const T v = static_cast<T>(col[p]);
+      bool bad = static_cast<unsigned long long>(v) >= count;
+      if constexpr (std::is_signed_v<T>)
+         bad = bad || v < 0;
+      if (bad)
+         index_out_of_range(group, column, p, static_cast<long long>(v), target, target_column, count);
+   }
 }
 
 } // namespace sofie_rdf

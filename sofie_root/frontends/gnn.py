@@ -16,6 +16,10 @@ Which pieces each block sees is chosen as in Graph Nets (``edge_inputs``, ``node
 its attribute unchanged (``GraphIndependent`` is the same without the aggregated inputs). Aggregations
 are ``"sum"``, ``"mean"`` or ``"max"``; a node that receives no edge gets zeros from every aggregation.
 
+In RDataFrame, ``sofie_root.functor(model, inputs={...}, variable=True)`` feeds each event's graph
+from RVec columns, its node and edge counts taken from the columns' lengths (no padding); the
+model records that senders and receivers index the nodes, so the functor checks their range.
+
 >>> gn = GraphNetwork(edge_model=phi_e, node_model=phi_v, global_model=phi_u,         # doctest: +SKIP
 ...                   node_features=4, edge_features=3, global_features=2, edge_to_node="mean")
 >>> model = sofie_root.compile(gn)                                                     # doctest: +SKIP
@@ -24,6 +28,7 @@ are ``"sum"``, ``"mean"`` or ``"max"``; a node that receives no edge gets zeros 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +45,9 @@ AGGREGATIONS = ("sum", "mean", "max")
 EDGE_INPUTS = ("edges", "receivers", "senders", "globals")
 NODE_INPUTS = ("received_edges", "sent_edges", "nodes", "globals")
 GLOBAL_INPUTS = ("edges", "nodes", "globals")
+#: ONNX metadata key of ``{input: input}``: which integer inputs index which input's rows (read by
+#: ``sofie_root.rdf``, which cannot import it from here without importing the frontends)
+INDICES_METADATA_KEY = "sofie_root.indices"
 
 
 @dataclass
@@ -340,8 +348,11 @@ def gnn_to_onnx(gn: GraphNetwork, exporter: str = "auto") -> onnx.ModelProto:
         b.nodes.append(helper.make_node("Identity", [src], [dst], name=b.name(f"{dst}_node")))
         outputs.append(helper.make_tensor_value_info(dst, TensorProto.FLOAT, None))
     graph = helper.make_graph(b.nodes, gn.name, inputs, outputs, b.inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, ver) for d, ver in b.opsets.items()],
-                             producer_name="sofie_root.gnn")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, ver) for d, ver in b.opsets.items()],
+                              producer_name="sofie_root.gnn")
+    # senders and receivers index the nodes: RDataFrame functors check them per event
+    helper.set_model_props(model, {INDICES_METADATA_KEY: json.dumps({snd: v, rcv: v})})
+    return model
 
 
 __all__ = ["AGGREGATIONS", "EDGE_INPUTS", "GLOBAL_INPUTS", "NODE_INPUTS", "GraphNetwork", "gnn_to_onnx",
