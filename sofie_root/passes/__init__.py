@@ -11,9 +11,11 @@ from .dce import eliminate_dead_code
 from .fuse_activation import fuse_conv_activation, fuse_gemm_activation
 from .fuse_elementwise import fuse_elementwise
 from .layout import pretranspose_gemm_weights
+from .transpose import eliminate_transposes
 
 PASSES = {
     "fold_constants": fold_constants,
+    "eliminate_transposes": eliminate_transposes,
     "fold_batchnorm": fold_batchnorm,
     "dce": eliminate_dead_code,
     "gemm_pretranspose": pretranspose_gemm_weights,
@@ -24,7 +26,7 @@ PASSES = {
 
 # BatchNorm folds before the activation fusions look at what follows a product; weights are
 # pre-transposed before FusedGemm hides the Gemm from that pass
-DEFAULT = ("fold_constants", "fold_batchnorm", "dce", "gemm_pretranspose",
+DEFAULT = ("fold_constants", "eliminate_transposes", "fold_batchnorm", "dce", "gemm_pretranspose",
            "fuse_gemm_activation", "fuse_conv_activation", "fuse_elementwise", "dce")
 
 
