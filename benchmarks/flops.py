@@ -1,0 +1,119 @@
+"""FLOP count of a compiled model's IR graph (``model.graph``), for the benchmark's fraction-of-peak.
+
+Only the products are counted, 2 FLOP per multiply-add, as in the performance anchors: Gemm,
+MatMul, Conv, ConvTranspose, RNN/GRU/LSTM (input and recurrent projections), Attention (QK^T
+and the weighted sum of V) and Einsum, plus the fused forms the passes create (FusedGemm,
+FusedConv, domain ``sofie``). Biases, activations, normalisations, softmax and pooling are left
+out: in the benchmark models they are a few percent of the products. Nodes inside If/Loop/Scan
+bodies are not counted (their trip count is not known from the graph).
+
+Symbolic dimensions are evaluated with the values given (``{"N": 256}``); a dimension that
+cannot be evaluated raises ValueError naming the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from math import prod
+
+import numpy as np
+
+from sofie_root.ir.dims import Dim
+from sofie_root.ir.graph import Graph, Node
+
+#: op type -> the op whose product it computes (the fused ones keep the base op's attributes)
+_PRODUCTS = {"Gemm": "Gemm", "MatMul": "MatMul", "Conv": "Conv", "ConvTranspose": "ConvTranspose",
+             "RNN": "RNN", "GRU": "GRU", "LSTM": "LSTM", "Attention": "Attention", "Einsum": "Einsum",
+             "FusedGemm": "Gemm", "FusedConv": "Conv"}
+_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
+
+
+def _dims(graph: Graph, name: str, symbols: Mapping[str, int], node: Node) -> list[int]:
+    out = []
+    for d in graph.info(name).shape:
+        if isinstance(d, Dim):
+            missing = d.symbols - set(symbols)
+            if missing:
+                raise ValueError(f"{node.label} (output {node.outputs[0]!r}): dimension {d} of tensor "
+                                 f"{name!r} needs values for {sorted(missing)}")
+            d = d.evaluate(symbols)
+        out.append(int(d))
+    return out
+
+
+def node_macs(graph: Graph, node: Node, symbols: Mapping[str, int]) -> int:
+    """Multiply-adds of one node (0 for nodes whose work is not a product)."""
+    kind = _PRODUCTS.get(node.op_type)
+    if kind is None or node.domain not in ("", "ai.onnx", "sofie"):
+        return 0
+
+    def shape(k: int) -> list[int]:
+        return _dims(graph, node.inputs[k], symbols, node)
+
+    def has(k: int) -> bool:
+        return len(node.inputs) > k and bool(node.inputs[k])
+
+    if kind == "Gemm":
+        a = shape(0)
+        m, k = (a[1], a[0]) if node.attrs.get("transA", 0) else (a[0], a[1])
+        b = shape(1)
+        n = b[0] if node.attrs.get("transB", 0) else b[1]
+        return m * k * n
+    if kind == "MatMul":
+        a = shape(0)
+        y = _dims(graph, node.outputs[0], symbols, node)
+        return prod(y) * a[-1]
+    if kind == "Conv":
+        w = shape(1)  # [C_out, C_in / group, *kernel]
+        y = _dims(graph, node.outputs[0], symbols, node)
+        return prod(y) * prod(w[1:])
+    if kind == "ConvTranspose":
+        x, w = shape(0), shape(1)  # w: [C_in, C_out / group, *kernel]; every input element meets one kernel slice
+        return prod(x) * prod(w[1:])
+    if kind in _GATES:
+        x, w, r = shape(0), shape(1), shape(2)  # W: [dirs, gates*H, I], R: [dirs, gates*H, H]
+        seq, batch = (x[1], x[0]) if node.attrs.get("layout", 0) else (x[0], x[1])
+        return seq * batch * w[0] * w[1] * (w[2] + r[2])
+    if kind == "Attention":
+        q, k, v = shape(0), shape(1), shape(2)
+        if len(q) == 4:  # [B, H, S, D]
+            b, hq, sq, d = q
+            skv, dv = k[2], v[3]
+            past = shape(4)[2] if has(4) else 0
+        else:  # [B, S, H*D] with the head counts as attributes
+            hq, hkv = int(node.attrs["q_num_heads"]), int(node.attrs["kv_num_heads"])
+            b, sq, d = q[0], q[1], q[2] // hq
+            skv, dv = k[1], v[2] // hkv
+            past = shape(4)[2] if has(4) else 0
+        return b * hq * sq * (skv + past) * (d + dv)
+    # Einsum: a naive evaluation does (operands - 1) multiplies for every combination of labels
+    from sofie_root.ops.einsum import parse_equation
+
+    ranks = [len(shape(k)) for k in range(len(node.inputs))]
+    ins, _ = parse_equation(str(node.attrs.get("equation", "")), ranks)
+    sizes: dict[str, int] = {}
+    for k, labels in enumerate(ins):
+        for lab, d in zip(labels, shape(k)):
+            sizes[lab] = max(sizes.get(lab, 1), d)
+    return (len(ins) - 1) * prod(sizes.values()) if len(ins) > 1 else 0
+
+
+def count(graph: Graph, symbols: Mapping[str, int] | None = None) -> dict[str, int]:
+    """FLOP (2 per multiply-add) of every node that computes a product, by node label."""
+    symbols = dict(symbols or {})
+    out: dict[str, int] = {}
+    for i, node in enumerate(graph.nodes):
+        macs = node_macs(graph, node, symbols)
+        if macs:
+            out[f"{i}:{node.op_type}:{node.name or node.outputs[0]}"] = 2 * macs
+    return out
+
+
+def total(graph: Graph, symbols: Mapping[str, int] | None = None) -> int:
+    """FLOP (2 per multiply-add) of one call of the graph with these symbol values."""
+    return sum(count(graph, symbols).values())
+
+
+def weight_bytes(graph: Graph) -> int:
+    """Bytes of the floating-point constants (what a batch-1 call streams from cache)."""
+    return sum(a.nbytes for a in graph.initializers.values() if np.issubdtype(a.dtype, np.floating))
