@@ -105,6 +105,47 @@ inline float fast_tanh(float x)
    return a < 0.0625f ? p : (x < 0 ? -t : t);
 }
 inline double fast_tanh(double x) { return std::tanh(x); }
+// Gate activations of the recurrent cells: the rational minimax approximations ONNX Runtime's
+// MLAS and Eigen use (absolute error <= 3.3e-7, no exp, one division, vectorise). Measured in
+// the LSTM gate loop (H=32) under cling: 0.57x the exp_core versions at batch 256, 0.79x at 1.
+// Absolute, not relative, accuracy: sigmoid(-17) comes out near 0, not near 4e-8.
+inline float gate_tanh(float x)
+{
+   const float c = x < -9.f ? -9.f : (x > 9.f ? 9.f : x);
+   const float x2 = c * c;
+   float p = -2.76076847742355e-16f;
+   p = p * x2 + 2.00018790482477e-13f;
+   p = p * x2 - 8.60467152213735e-11f;
+   p = p * x2 + 5.12229709037114e-08f;
+   p = p * x2 + 1.48572235717979e-05f;
+   p = p * x2 + 6.37261928875436e-04f;
+   p = p * x2 + 4.89352455891786e-03f;
+   float q = 1.19825839466702e-06f;
+   q = q * x2 + 1.18534705686654e-04f;
+   q = q * x2 + 2.26843463243900e-03f;
+   q = q * x2 + 4.89352518554385e-03f;
+   return c * p / q;
+}
+inline double gate_tanh(double x) { return std::tanh(x); }
+inline float gate_sigmoid(float x)
+{
+   const float c = x < -18.f ? -18.f : (x > 18.f ? 18.f : x);
+   const float x2 = c * c;
+   float p = 4.37031012579801e-11f;
+   p = p * x2 + 1.15627324459942e-07f;
+   p = p * x2 + 6.08574864600143e-05f;
+   p = p * x2 + 8.51377133304701e-03f;
+   p = p * x2 + 2.48287947061529e-01f;
+   float q = 6.10247389755681e-13f;
+   q = q * x2 + 5.76102136993427e-09f;
+   q = q * x2 + 6.29106785017040e-06f;
+   q = q * x2 + 1.70198817374094e-03f;
+   q = q * x2 + 1.16817656904453e-01f;
+   q = q * x2 + 9.93151921023180e-01f;
+   const float r = c * p / q + 0.5f;
+   return r < 0.f ? 0.f : (r > 1.f ? 1.f : r);
+}
+inline double gate_sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 template <class T> inline T softplus(T x) { return x > T(20) ? x : std::log1p(std::exp(x)); }
 
 // Python-style (floored) modulo for Mod with fmod=0.

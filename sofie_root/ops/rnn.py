@@ -48,9 +48,9 @@ def _activation_expr(name: str, alpha: float, beta: float, x: str, dt: DType, li
     one, zero = lit(1, dt), lit(0, dt)
     a, b = lit(alpha, dt), lit(beta, dt)
     if name == "sigmoid":
-        return f"sofie_rt::sigmoid({x})"
+        return f"sofie_rt::gate_sigmoid({x})"
     if name == "tanh":
-        return f"sofie_rt::fast_tanh({x})"
+        return f"sofie_rt::gate_tanh({x})"
     if name == "relu":
         return f"std::max({zero}, {x})"
     if name == "hardsigmoid":

@@ -133,3 +133,20 @@ def test_recurrent_shared_R_is_not_transposed() -> None:
     assert not [n for n in m.graph.nodes if n.attrs.get(R_TRANSPOSED)]
     assert node.op_type == "LSTM"
     assert_matches_ort(model, *feeds, compiled=m, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("act", ["Sigmoid", "Tanh"])
+def test_recurrent_gate_activation_accuracy(act) -> None:
+    # RNN with hidden_size 1, W = 1, R = 0 and no bias: Y = act(X) at every step, so the gate
+    # approximation is checked point by point against the exact function
+    x = np.concatenate([np.linspace(-40, 40, 4001), np.geomspace(1e-7, 3, 200), -np.geomspace(1e-7, 3, 200)])
+    x = x.astype(np.float32).reshape(-1, 1, 1)
+    node = helper.make_node("RNN", ["X", "W", "R"], ["Y"], hidden_size=1, activations=[act])
+    model = make_model([node], [value_info("X", np.float32, list(x.shape))], [value_info("Y", np.float32, None)],
+                       {"W": np.ones((1, 1, 1), np.float32), "R": np.zeros((1, 1, 1), np.float32)}, opset=14)
+    y = sofie_root.compile(model).infer(x)[0].reshape(-1).astype(np.float64)
+    xd = x.reshape(-1).astype(np.float64)
+    ref = np.tanh(xd) if act == "Tanh" else 1 / (1 + np.exp(-xd))
+    np.testing.assert_allclose(y, ref, rtol=0, atol=5e-7)
+    if act == "Tanh":  # odd, and exact enough near zero to keep the sign and the magnitude
+        np.testing.assert_allclose(y[np.abs(xd) < 1e-3], xd[np.abs(xd) < 1e-3], rtol=1e-6)
