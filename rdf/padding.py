@@ -198,12 +198,15 @@ def inputs_for(plan, events) -> list[np.ndarray]:
 
 def evaluate(model, events, columns: Sequence[str] | None = None, *, inputs: Mapping | None = None, outputs=None,
              pad: float = 0.0, sort_by: str | None = None, descending: bool = True, layout: str | None = None,
-             dims: Mapping[str, int] | None = None, batch_size: int = 4096) -> np.ndarray:
+             dims: Mapping[str, int] | None = None, batch_size: int = 4096,
+             variable: bool = False) -> np.ndarray | list[np.ndarray]:
     """Run ``model`` on awkward ``events`` (e.g. ``tree.arrays()`` from uproot) exactly as
     :func:`functor` would in an event loop: the same column mapping, padding and ordering.
 
     Returns a numpy array with one row per event: ``[N]`` for a single-valued output, ``[N, K]``
-    otherwise (selected outputs concatenated, as the functor's ``RVecF``).
+    otherwise (selected outputs concatenated, as the functor's ``RVecF``). With ``variable``
+    groups (graphs; see :class:`~sofie_root.rdf.Columns`) each event runs on its own, unpadded,
+    and the result is a list with one float32 array per event, as the functor's ``RVecF``.
 
     >>> scores = sofie_root.rdf.evaluate(model, events, inputs={...}, sort_by="pf_pt")  # doctest: +SKIP
     """
@@ -216,7 +219,9 @@ def evaluate(model, events, columns: Sequence[str] | None = None, *, inputs: Map
     if isinstance(events, Mapping):
         events = _ak().Array(dict(events))
     plan = make_plan(m, columns, inputs=inputs, outputs=outputs, pad=pad, sort_by=sort_by, descending=descending,
-                     layout=layout, dims=dims, type_of=_awkward_type_of(events))
+                     layout=layout, dims=dims, type_of=_awkward_type_of(events), variable=variable)
+    if plan.variable:
+        return _evaluate_variable(m, plan, events)
     first = plan.inputs[0].columns[0]
     n = len(events[first])
     batched = all(len(i.shape) >= 1 and isinstance(i.shape[0], Dim) for i in m.graph.input_infos)
@@ -231,3 +236,40 @@ def evaluate(model, events, columns: Sequence[str] | None = None, *, inputs: Map
     out = np.concatenate(rows, axis=0) if rows else np.zeros((0, sum(plan.output_numels[j] for j in plan.selected)),
                                                               np.float32)
     return out if plan.returns_vector else out[:, 0]
+
+
+def _event_inputs(plan, events, i: int) -> list[np.ndarray]:
+    """Model inputs for event ``i`` under a plan with variable groups (no batch dimension added
+    where the model has none)."""
+    ak = _ak()
+    arrays = []
+    for p in plan.inputs:
+        dtype = np.dtype(p.dtype)
+        if p.kind == "variable":
+            cols = [np.asarray(ak.to_numpy(events[c][i])).astype(dtype) for c in p.columns]
+            n = len(cols[0])
+            for c, col in zip(p.columns[1:], cols[1:]):
+                if len(col) != n:
+                    raise InputError(f"event {i}: column {c!r} of input {p.name!r} has {len(col)} elements where "
+                                     f"{p.columns[0]!r} has {n}")
+            x = np.stack(cols, axis=1 if p.layout == "PF" else 0) if p.layout != "P" else cols[0]
+            arrays.append(x.reshape(tuple(d if d != 0 else -1 for d in p.shape)) if n else
+                          np.zeros(tuple(0 if d == 0 else d for d in p.shape), dtype))
+        elif p.kind == "scalar":
+            x = np.array([events[c][i] for c in p.columns], dtype=dtype)
+            arrays.append(x.reshape(p.shape))
+        else:
+            x = pad_jagged([events[c][i:i + 1] for c in p.columns], p.P, pad=p.pad,
+                           sort_by=events[p.sort_by][i:i + 1] if p.sort_by else None, descending=p.descending,
+                           layout=p.layout, dtype=dtype, names=list(p.columns))
+            arrays.append(x)
+    return arrays
+
+
+def _evaluate_variable(model, plan, events) -> list[np.ndarray]:
+    first = plan.inputs[0].columns[0]
+    out = []
+    for i in range(len(events[first])):
+        outs = model.infer(*_event_inputs(plan, events, i))
+        out.append(np.concatenate([np.asarray(outs[j], dtype=np.float32).reshape(-1) for j in plan.selected]))
+    return out

@@ -385,7 +385,8 @@ def make_plan(model, columns=None, *, inputs: Mapping | None = None, outputs=Non
                                      f"it must be a collection like the features")
         if len(body) == 1:
             if F != 1:
-                raise SofieError(f"{what}: {F} collection columns need a [1, P, F] or [1, F, P] input")
+                raise SofieError(f"{what}: {F} collection columns need a [1, P, F] or [1, F, P] input"
+                                 + _variable_hint(shape))
             lay = "P"
             p_dim = body[0]
         elif len(body) == 2:
@@ -408,7 +409,7 @@ def make_plan(model, columns=None, *, inputs: Mapping | None = None, outputs=Non
             bind(f_dim, F, what + f" (layout {lay}, {F} feature columns)")
         else:
             raise SofieError(f"{what}: collection columns fill [1, P], [1, P, F] or [1, F, P] inputs; "
-                             f"this input has rank {rank}")
+                             f"this input has rank {rank}" + _variable_hint(shape))
         if g.length is not None:
             bind(p_dim, g.length, what + " particle dimension")
         prelim.append((info, g, kind, lay, p_dim))
@@ -553,6 +554,15 @@ def _default_group(names, input_name: str, pad, sort_by, descending, layout, var
         raise SofieError(f"input {input_name!r}: sort_by cannot be combined with variable=True (every element "
                          f"is kept, in stored order)")
     return Columns(names, pad=pad, sort_by=sort_by, descending=descending, layout=layout, variable=variable)
+
+
+def _variable_hint(shape) -> str:
+    from sofie_root.ir.dims import Dim
+
+    if any(isinstance(d, Dim) for d in shape):
+        return ("; if its symbolic dimension is a count that varies per event (a graph's nodes or edges), "
+                "give variable=True to bind it from the columns' length")
+    return ""
 
 
 def _variable_layout(shape, F: int, layout: str | None, what: str):
