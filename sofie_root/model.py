@@ -153,6 +153,14 @@ class Model:
         return save(self, path, name, compression=compression, overwrite=overwrite,
                     columns=columns if columns is not None else self.column_hints)
 
+    # -- memory --------------------------------------------------------------------------------
+    def memory_stats(self, **symbols: int) -> dict[str, int]:
+        """Memory figures for the given values of the model's symbols (``memory_stats(N=256)``):
+        ``arena_bytes`` (the arena as planned), ``intermediate_bytes`` (one buffer per tensor),
+        ``liveness_bound_bytes`` (the most bytes live at any one step: no plan does better),
+        ``workspace_bytes``, ``weight_bytes``, ``inplace_tensors`` and ``buffers``."""
+        return self._generated.memory_stats(symbols)
+
     # -- profiling -----------------------------------------------------------------------------
     def profile(self, *arrays: object, repeat: int = 100) -> list[tuple[str, str, float]]:
         """Time per operator: runs a copy of the model compiled with timing code around every

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import __version__
-from ..errors import ShapeInferenceError, UnsupportedOperatorError
+from ..errors import InputError, ShapeInferenceError, UnsupportedOperatorError
 from ..ir.dims import Dim, DimLike, numel
 from ..ir.dtypes import DType
 from ..ir.graph import Graph, TensorInfo, subgraph_reads
@@ -43,9 +43,31 @@ class Generated:
     weights: list[WeightSlot]
     weight_bytes: int
     symbols: list[str]
-    arena_groups: list[memory.Group] = field(default_factory=list)
+    #: the arena layout (offsets of intermediates and workspaces, see sofie_root.codegen.memory)
+    arena: memory.Plan | None = None
     #: data-dependent symbols (values returned by run after the input symbols) and their bounds
     data_symbols: dict[str, DimLike] = field(default_factory=dict)
+    #: C++ pointer variable of every tensor and workspace in the arena
+    arena_vars: dict[str, str] = field(default_factory=dict)
+
+    def memory_stats(self, symbols: Mapping[str, int]) -> dict[str, int]:
+        """Arena, intermediate and liveness-bound bytes (and weight bytes) for the given values
+        of the input symbols (``{"N": 256}``); see :meth:`sofie_root.Model.memory_stats`."""
+        unknown = sorted(set(symbols) - set(self.symbols))
+        if unknown:
+            raise InputError(f"memory_stats: unknown symbols {unknown}; the model's symbols are {self.symbols}")
+        missing = [s for s in self.symbols if s not in symbols]
+        if missing:
+            raise InputError(f"memory_stats: give a value for each of the model's symbols {missing}, "
+                             "e.g. memory_stats(N=1)")
+        values = {}
+        for s, v in symbols.items():
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise InputError(f"memory_stats: symbol {s} must be a non-negative integer, got {v!r}")
+            values[s] = int(v)
+        stats = self.arena.stats(values, workspace=_is_ws) if self.arena else {}
+        stats["weight_bytes"] = self.weight_bytes
+        return stats
 
     def weight_blob(self, graph: Graph) -> np.ndarray:
         blob = np.zeros(self.weight_bytes, dtype=np.uint8)
@@ -232,6 +254,47 @@ def _ws_name(node_index: int, k: int) -> str:
     return f"\x00ws{node_index}_{k}"
 
 
+def _is_ws(name: str) -> bool:
+    return name.startswith("\x00ws")
+
+
+#: graph metadata switching in-place element-wise ops off ("off") for a model; the argument
+#: ``inplace`` of :func:`generate` overrides it
+INPLACE_KEY = "sofie:inplace"
+
+
+def inplace_aliases(graph: Graph, views: Sequence[tuple[NodeView, Operator]], runtime_reads: Mapping[str, int],
+                    arena: set[str]) -> dict[str, str]:
+    """Outputs computed in place: ``{output: input whose bytes it takes over}``.
+
+    Only output 0 of an operator with ``inplace_ok``, only over an input in the arena (never a
+    graph input, weight or graph output) with the output's shape and dtype (never a broadcast
+    one), whose last run-time read is this node (sub-graph reads included), passed once unless
+    the operator reads every input at the output element's own index (``inplace_repeated_ok``).
+    """
+    alias: dict[str, str] = {}
+    for step, (view, op) in enumerate(views):
+        outs = view.node.outputs
+        if not op.inplace_ok or not outs or outs[0] not in arena:
+            continue
+        oi = graph.info(outs[0])
+        inner = subgraph_reads(view.node)
+        ins = view.node.inputs
+        for k, name in enumerate(ins):
+            if not name or k in op.static_inputs or name not in arena or name in inner:
+                continue
+            if runtime_reads.get(name) != step:
+                continue
+            ii = graph.info(name)
+            if ii.dtype != oi.dtype or tuple(ii.shape) != tuple(oi.shape):
+                continue
+            if sum(1 for n in ins if n == name) > 1 and not op.inplace_repeated_ok:
+                continue
+            alias[outs[0]] = name
+            break
+    return alias
+
+
 class _ModelState:
     def __init__(self, graph: Graph):
         self.graph = graph
@@ -278,11 +341,16 @@ def content_hash(graph_text: str, blob: bytes) -> str:
     return h.hexdigest()[:16]
 
 
-def generate(graph: Graph, namespace: str, extra_members: str = "", profile: bool = False) -> Generated:
+def generate(graph: Graph, namespace: str, extra_members: str = "", profile: bool = False,
+             inplace: bool | None = None) -> Generated:
     """Generate the C++ of ``graph`` in ``namespace`` (which must be a safe identifier).
 
     ``extra_members`` is C++ added to the Session class (``sofie-root emit`` uses it for a
-    constructor reading the weights from a .root file); it must not come from a model file."""
+    constructor reading the weights from a .root file); it must not come from a model file.
+    ``inplace`` lets element-wise ops overwrite an input that is not read afterwards (default:
+    on, unless the graph's metadata ``sofie:inplace`` is ``"off"``)."""
+    if inplace is None:
+        inplace = graph.metadata.get(INPLACE_KEY, "on") != "off"
     st = _ModelState(graph)
     views = _views(graph)
     g_outputs = list(graph.outputs)
@@ -340,8 +408,9 @@ def generate(graph: Graph, namespace: str, extra_members: str = "", profile: boo
                     produced_outputs.add(o)
 
     # arena requests: intermediates (node outputs that are not graph outputs) and workspaces
-    requests: list[tuple[str, DimLike, int, int]] = []
+    requests: list[memory.Request] = []
     first: dict[str, int] = {}
+    ws_types = {}
     for step, (view, op) in enumerate(views):
         for o in view.node.outputs:
             if o and o not in g_outputs:
@@ -349,27 +418,35 @@ def generate(graph: Graph, namespace: str, extra_members: str = "", profile: boo
         for k, (dt, count) in enumerate(op.workspace(view)):
             wn = _ws_name(step, k)
             st.var[wn] = f"ws{step}_{k}"
-            requests.append((wn, bounded(numel([count]) * dt.itemsize), step, step))
-    ws_types = {}
-    for step, (view, op) in enumerate(views):
-        for k, (dt, _) in enumerate(op.workspace(view)):
-            ws_types[_ws_name(step, k)] = dt
+            ws_types[wn] = dt
+            requests.append(memory.Request(wn, bounded(numel([count]) * dt.itemsize), step, step))
+    alias = inplace_aliases(graph, views, runtime_reads, set(first)) if inplace else {}
     for t, step in first.items():
         info = graph.info(t)
         last = runtime_reads.get(t, step)
-        requests.append((t, bounded(info.size * info.dtype.itemsize), step, max(step, last)))
-    groups = memory.plan(requests)
+        requests.append(memory.Request(t, bounded(info.size * info.dtype.itemsize), step, max(step, last),
+                                       alias.get(t)))
+    arena = memory.plan(requests)
 
-    # arena layout code: group base offsets computed from the symbol values
+    # arena layout code: each buffer's offset is the largest end of the buffers below it, for
+    # the symbol values of this call; the arena is the largest end (see memory.py)
     layout = []
-    offsets: dict[str, str] = {}
-    for gi, g in enumerate(groups):
-        base = f"g{gi}_base"
-        layout.append(f"      const std::size_t {base} = arena_bytes;")
-        scale = st.dim(g.scale)
-        layout.append(f"      arena_bytes += sofie_rt::round_up(std::size_t({g.units}) * std::size_t({scale}));")
-        for b in g.blocks:
-            offsets[b.name] = f"{base} + std::size_t({b.offset}) * std::size_t({scale})"
+    tops = set(range(len(arena.buffers)))
+    for k in arena.order:
+        b = arena.buffers[k]
+        size = "std::size_t(0)"
+        for d in b.sizes:
+            size = f"std::max({size}, std::size_t(std::max<std::int64_t>(0, {st.dim(d)})))"
+        layout.append(f"      const std::size_t a{k}_size = std::max(std::size_t({memory.ALIGN}), "
+                      f"sofie_rt::round_up({size}));")
+        off = "std::size_t(0)"
+        for j in b.below:
+            off = f"std::max({off}, a{j}_off + a{j}_size)"
+            tops.discard(j)
+        layout.append(f"      const std::size_t a{k}_off = {off};")
+    for k in sorted(tops):
+        layout.append(f"      arena_bytes = std::max(arena_bytes, a{k}_off + a{k}_size);")
+    offsets = {name: f"a{k}_off" for name, k in arena.buffer_of.items()}
 
     # bindings
     bind = []
@@ -457,7 +534,8 @@ def generate(graph: Graph, namespace: str, extra_members: str = "", profile: boo
         bindings="\n".join(bind),
         body="\n".join(body),
     )
-    return Generated(namespace, source, weights, weight_bytes, list(st.symbols), groups, data_syms)
+    return Generated(namespace, source, weights, weight_bytes, list(st.symbols), arena, data_syms,
+                     {name: st.var[name] for name in arena.buffer_of})
 
 
 def _round(n: int) -> int:

@@ -8,7 +8,8 @@ declaring side by side:
 * ``emit``: the C++ statements computing the outputs, given a :class:`~sofie_root.codegen.emitter.NodeEmitter`;
 * optionally ``propagate``: the (possibly symbolic) values of small integer outputs, which is how
   shape sub-graphs (Shape -> Gather -> Concat -> Reshape) fold at compile time;
-* ``static_inputs``: inputs read at compile time only (a Reshape's target shape), never at run time.
+* ``static_inputs``: inputs read at compile time only (a Reshape's target shape), never at run time;
+* ``inplace_ok``: whether output 0 may overwrite an input that is not read afterwards.
 
 Constant folding does not need per-operator code: nodes whose inputs are all constant are
 evaluated with ``onnx.reference`` (see ``passes/fold.py``).
@@ -108,6 +109,16 @@ class Operator:
     static_inputs: ClassVar[tuple[int, ...]] = ()
     #: dtypes accepted for the "main" data inputs; None means any supported dtype
     dtypes: ClassVar[tuple[str, ...] | None] = None
+    #: output 0 may share the buffer of an input of the same shape and dtype whose last read is
+    #: this node (the arena planner then gives both one block): set it only when the emitted code
+    #: reads element i of every such input before it writes element i of the output, and never
+    #: reads another element of that input after writing one (element-wise loops, BatchNorm; not
+    #: Softmax, Gemm or anything reading a row again after writing into it)
+    inplace_ok: ClassVar[bool] = False
+    #: with ``inplace_ok``: every run-time input is read at the output element's own (broadcast)
+    #: index only, so the shared input may also be passed at other positions (``Mul(x, x)``);
+    #: without it, an input passed twice is never overwritten
+    inplace_repeated_ok: ClassVar[bool] = False
 
     def check(self, v: NodeView) -> str | None:
         """Return why this node cannot be compiled, or None if it can."""

@@ -26,6 +26,7 @@ UnaryExpr = Callable[[str, DType, NodeView], str]
 
 
 class _Unary(Operator):
+    inplace_ok = inplace_repeated_ok = True
     expr: UnaryExpr
     out_dtype: DType | None = None
 
@@ -145,6 +146,7 @@ BinaryExpr = Callable[[str, str, DType, NodeView], str]
 
 
 class _Binary(Operator):
+    inplace_ok = inplace_repeated_ok = True
     expr: BinaryExpr
     out_bool = False
     same_type = True
@@ -242,6 +244,7 @@ _binary("BitShift", INTS,
 # -- variadic ---------------------------------------------------------------------------------
 
 class _Variadic(Operator):
+    inplace_ok = inplace_repeated_ok = True
     dtypes = NUMERIC
     combine: Callable[[list[str], DType], str]
 
@@ -303,6 +306,7 @@ class Where(Operator):
     """ONNX Where(condition, X, Y) with broadcasting."""
 
     op_type = "Where"
+    inplace_ok = inplace_repeated_ok = True
 
     def check(self, v: NodeView) -> str | None:
         if v.input(0).dtype != BOOL:
@@ -333,6 +337,7 @@ class Clip(Operator):
 
     op_type = "Clip"
     dtypes = NUMERIC
+    inplace_ok = inplace_repeated_ok = True  # the bounds are read before the loop
 
     def infer(self, v: NodeView) -> list[OutInfo]:
         return [OutInfo(v.input(0).dtype, v.input(0).shape)]
@@ -383,6 +388,7 @@ class Cast(Operator):
     """ONNX Cast between the supported numeric types and bool."""
 
     op_type = "Cast"
+    inplace_ok = inplace_repeated_ok = True  # only when the type does not change (same dtype)
 
     def check(self, v: NodeView) -> str | None:
         try:
@@ -437,6 +443,7 @@ class RoundFloat(Operator):
 
     op_type = "RoundFloat"
     domain = "sofie"
+    inplace_ok = inplace_repeated_ok = True
     internal = True
     dtypes = ("float32",)
 
