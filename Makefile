@@ -21,6 +21,12 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# make bench [BENCH_ARGS="--quick --models dense,cnn --json out.json"]: the benchmark table
+# (README "Benchmarks"); JSON in benchmarks/results/latest.json unless --json says otherwise
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
 conformance: $(STAMP)
 	$(BIN)/python ../shared/tools/onnx_node_conformance.py project
 

@@ -1,32 +1,57 @@
-"""Latency and throughput of compiled models against ONNX Runtime, in one process.
+"""The benchmark suite: compiled models against ONNX Runtime and against this core's limits.
 
-    python benchmarks/bench.py [--models dense,jet,cnn] [--json out.json]
+    python benchmarks/bench.py [--models dense,jet,cnn,particlenet,transformer] [--quick]
+                               [--json benchmarks/results/latest.json]      (or: make bench)
 
-For each model: compile time (ONNX -> callable, in a fresh process, ``import ROOT`` excluded),
-per-event latency at batch 1 (the generated code called from a C++ loop, ``model.infer`` from
-Python, ONNX Runtime ``run`` and I/O binding, single thread), and per-event time at batch 256.
-Medians over repetitions; ratios are against ONNX Runtime from the same run.
+For each model of benchmarks/hep_models.py, side by side in one process:
+
+- per-event time at batch 1 and at batch 256 of the generated ``run`` called from a C++ loop
+  (what an event loop pays), of the same with the native backend (``backend="native"``, when
+  sofie_root has it), of ``model.infer`` from Python, and of ONNX Runtime (one thread) ``run``
+  and I/O binding from Python. The variants are measured interleaved (A, B, C, A, B, C, ...), so
+  load from other processes hits them alike; medians over the repetitions, and ratios against
+  ONNX Runtime as medians of the per-repetition ratios;
+- FLOP per event (benchmarks/flops.py, from the compiled graph) and the fraction of this core's
+  FP32 FMA peak that the C++ loop reaches at batch 1 and 256 (the peak measured by
+  benchmarks/peak.py, compiled by g++ when there is one);
+- for the dense model, the weight-streaming floor at batch 1: its weight bytes divided by the
+  rate at which one core reads that many bytes from cache, and its latency in units of it;
+- compile time (ONNX file -> callable) and peak RSS of compiling and running the model once at
+  batch 1 and 256, in a fresh process (``import ROOT`` done before the clock starts); the RSS of a
+  process that only starts sofie_root and ROOT is reported as the baseline;
+- arena bytes against the sum of intermediate tensor sizes and the liveness lower bound at
+  batch 1 and 256 (``Model.memory_stats``, "n/a" in versions without it).
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import datetime
+import inspect
 import json
+import os
+import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT_DIR))
 
-from benchmarks import hep_models
+import sofie_root  # noqa: E402  (before ROOT: it sets EXTRA_CLING_ARGS)
+from benchmarks import flops, hep_models, peak  # noqa: E402
 
-REPS = 7
+DEFAULT_JSON = ROOT_DIR / "benchmarks" / "results" / "latest.json"
+REPS = 7          # repetitions per variant (--quick: 3)
+BUDGET = 0.1      # seconds per repetition of one variant (--quick: 0.03)
+BATCHES = (1, 256)
 
 _LOOP_CODE = r"""
 #include <chrono>
@@ -45,32 +70,63 @@ inline double loop(void *fn, void *session, const std::int64_t *sym, const void 
 }
 """
 
+# What a fresh process does for the compile-time and memory columns. Inputs are made from the
+# model's own input specs, so the child does not import torch (that would dominate its RSS).
+# ru_maxrss is the process's high-water mark, often set while ROOT starts; so the child also
+# resets the kernel's high-water mark (VmHWM, /proc/self/clear_refs) once ROOT is up and reports
+# how far compiling and running rose above the RSS at that point.
+_CHILD = r"""
+import json, re, resource, sys, time
+import numpy as np
+import sofie_root
+from sofie_root.jit import cling
+cling.root()
 
-def _median_time(fn, calls: int) -> float:
-    """Median over REPS repetitions of the time per call, in seconds."""
-    fn()
-    times = []
-    for _ in range(REPS):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - t0) / calls)
-    return statistics.median(times)
+def status(key):
+    try:
+        with open("/proc/self/status") as f:
+            return int(re.search(key + r":\s+(\d+)", f.read()).group(1))
+    except (OSError, AttributeError):
+        return None
+
+out = {"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+if len(sys.argv) > 1:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        start = status("VmRSS")
+    except OSError:
+        start = None
+    t = time.perf_counter()
+    model = sofie_root.compile(sys.argv[1])
+    out["compile_s"] = time.perf_counter() - t
+    rng = np.random.default_rng(0)
+    for batch in (1, 256):
+        model.infer(*[rng.standard_normal([batch if isinstance(d, str) else d for d in s.shape]).astype(s.dtype)
+                      for s in model.inputs])
+    out["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    hwm = status("VmHWM")
+    if start is not None and hwm is not None:
+        out["rise_kb"] = hwm - start
+print("SOFIE_BENCH " + json.dumps(out))
+"""
 
 
-def _calls_for(fn, budget: float = 0.15) -> int:
-    t0 = time.perf_counter()
-    fn()
-    dt = max(time.perf_counter() - t0, 1e-7)
-    return max(1, int(budget / dt))
+def fresh_process(path: Path | None = None) -> dict:
+    """In a new process: compile time, peak RSS (``maxrss_kb``) and the rise of RSS above the
+    level once ROOT is up (``rise_kb``) of compiling ``path`` and running it once at batch 1 and
+    256; without ``path``, the peak RSS of a process that only starts sofie_root and ROOT."""
+    args = [sys.executable, "-c", _CHILD] + ([str(path)] if path else [])
+    r = subprocess.run(args, capture_output=True, text=True, cwd=ROOT_DIR)
+    line = next((x for x in r.stdout.splitlines() if x.startswith("SOFIE_BENCH ")), None)
+    if r.returncode or line is None:
+        raise RuntimeError(f"benchmark child process failed ({path}):\n{r.stderr[-3000:]}")
+    return json.loads(line.split(" ", 1)[1])
 
 
 def compile_time(path: Path) -> float:
     """ONNX -> callable in a fresh process, ROOT already imported and initialised."""
-    code = ("import time, sofie_root; from sofie_root.jit import cling; cling.root(); "
-            f"t = time.perf_counter(); sofie_root.compile({str(path)!r}); print(time.perf_counter() - t)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(r.stdout.strip().splitlines()[-1])
+    return fresh_process(path)["compile_s"]
 
 
 class CppLoop:
@@ -85,24 +141,63 @@ class CppLoop:
         self.loop = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                      ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long)(addr)
 
-    def per_call(self, model, arrays: tuple[np.ndarray, ...]) -> float:
-        syms = {}
+    def prepare(self, model, arrays: tuple[np.ndarray, ...], budget: float = BUDGET) -> Callable[[], float]:
+        """A function timing one repetition (about ``budget`` seconds): seconds per call."""
+        syms: dict[str, int] = {}
         for info, a in zip(model.graph.input_infos, arrays):
             model._bind(info, a.shape, syms)
-        sym = (ctypes.c_int64 * max(1, len(model._symbols)))(*[syms[s] for s in model._symbols])
+        n_sym = len(model._symbols) + len(getattr(model._generated, "data_symbols", ()))
+        values = [syms[s] for s in model._symbols]
+        sym = (ctypes.c_int64 * max(1, n_sym))(*values)
         outs = [np.empty(tuple(d.evaluate(syms) if hasattr(d, "evaluate") else d for d in i.shape), i.dtype.numpy)
                 for i in model.graph.output_infos]
         ins = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
         outp = (ctypes.c_void_p * len(outs))(*[o.ctypes.data for o in outs])
         fn = ctypes.cast(model._entry.run, ctypes.c_void_p).value
-        n = 10
+        keep = (arrays, outs, ins, outp, sym)  # alive as long as the closure
+        n = 1
         while True:
             t = self.loop(fn, model._session, sym, ins, outp, n)
-            if t > 0.05:
+            if t > budget / 4:
                 break
             n *= 4
-        times = [self.loop(fn, model._session, sym, ins, outp, n) / n for _ in range(REPS)]
-        return statistics.median(times)
+        n = max(1, int(n * budget / t))
+
+        def rep() -> float:
+            assert keep
+            return self.loop(fn, model._session, sym, ins, outp, n) / n
+
+        return rep
+
+    def per_call(self, model, arrays: tuple[np.ndarray, ...]) -> float:
+        """Median over REPS repetitions of the time per call, in seconds."""
+        rep = self.prepare(model, arrays)
+        return statistics.median(rep() for _ in range(REPS))
+
+
+def python_rep(fn: Callable[[], object], budget: float = BUDGET) -> Callable[[], float]:
+    """A function timing one repetition of about ``budget`` seconds of ``fn()`` calls: seconds per call."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    calls = max(1, int(budget / max(time.perf_counter() - t0, 1e-7)))
+
+    def rep() -> float:
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - t) / calls
+
+    return rep
+
+
+def interleaved(reps: dict[str, Callable[[], float]], n: int) -> dict[str, list[float]]:
+    """``n`` rounds, each running every variant once in turn; the times per variant."""
+    times: dict[str, list[float]] = {k: [] for k in reps}
+    for _ in range(n):
+        for k, rep in reps.items():
+            times[k].append(rep())
+    return times
 
 
 def ort_session(path: Path):
@@ -126,59 +221,180 @@ def ort_iobinding(sess, arrays):
     return lambda: sess.run_with_iobinding(binding)
 
 
-def bench_model(name: str, workdir: Path, loop: CppLoop) -> dict:
-    import sofie_root
+def has_native() -> bool:
+    return "backend" in inspect.signature(sofie_root.compile).parameters
 
-    path = workdir / f"{name}.onnx"
-    hep_models.export(name, path)
-    result: dict = {"model": name, "compile_s": compile_time(path)}
+
+def _symbols(model, arrays) -> dict[str, int]:
+    syms: dict[str, int] = {}
+    for info, a in zip(model.graph.input_infos, arrays):
+        model._bind(info, a.shape, syms)
+    return syms
+
+
+def bench_model(name: str, path: Path, loop: CppLoop, peak_gflops: float, reps: int, budget: float) -> dict:
+    result: dict = {"model": name}
+    child = fresh_process(path)
+    result.update(compile_s=child["compile_s"], rss_kb=child["maxrss_kb"], rss_rise_kb=child.get("rise_kb"))
     model = sofie_root.compile(path)
+    models = {"cpp": model}
+    if has_native():
+        try:
+            models["native"] = sofie_root.compile(path, backend="native")
+        except Exception as e:  # the JSON says why the column is missing
+            result["native_error"] = f"{type(e).__name__}: {e}"[:300]
     sess = ort_session(path)
     names = [i.name for i in sess.get_inputs()]
     rng = np.random.default_rng(0)
-    for batch in (1, 256):
+    result["weight_bytes"] = flops.weight_bytes(model.graph)
+    for batch in BATCHES:
         arrays = hep_models.inputs(name, batch, rng)
-        ours = model.infer(*arrays)
-        ref = sess.run(None, dict(zip(names, arrays)))
-        result[f"max_abs_diff_b{batch}"] = float(max(np.max(np.abs(a - r)) for a, r in zip(ours, ref)))
+        syms = _symbols(model, arrays)
+        result["flop_per_event"] = flops.total(model.graph, syms) / batch
+        if hasattr(model, "memory_stats"):
+            result[f"memory_b{batch}"] = {k: int(v) for k, v in model.memory_stats(**syms).items()}
         feeds = dict(zip(names, arrays))
-        f_infer = lambda arrays=arrays: model.infer(*arrays)  # noqa: E731
-        f_ort = lambda feeds=feeds: sess.run(None, feeds)  # noqa: E731
-        f_bind = ort_iobinding(sess, arrays)
-        result[f"cpp_loop_b{batch}_us"] = loop.per_call(model, arrays) * 1e6 / batch
-        result[f"infer_b{batch}_us"] = _median_time(f_infer, _calls_for(f_infer)) * 1e6 / batch
-        result[f"ort_run_b{batch}_us"] = _median_time(f_ort, _calls_for(f_ort)) * 1e6 / batch
-        result[f"ort_iobinding_b{batch}_us"] = _median_time(f_bind, _calls_for(f_bind)) * 1e6 / batch
+        ref = sess.run(None, feeds)
+        for k, m in models.items():
+            ours = m.infer(*arrays)
+            result[f"{k}_max_abs_diff_b{batch}"] = float(max(np.max(np.abs(a - r)) for a, r in zip(ours, ref)))
+        variants = {k: loop.prepare(m, arrays, budget) for k, m in models.items()}
+        variants["infer"] = python_rep(lambda arrays=arrays: model.infer(*arrays), budget)
+        variants["ort_run"] = python_rep(lambda feeds=feeds: sess.run(None, feeds), budget)
+        variants["ort_iobinding"] = python_rep(ort_iobinding(sess, arrays), budget)
+        times = interleaved(variants, reps)
+        for k, t in times.items():
+            result[f"{k}_b{batch}_us"] = statistics.median(t) * 1e6 / batch
+        for k in ("cpp", "native", "infer"):
+            if k in times:
+                result[f"{k}_vs_ort_iobinding_b{batch}"] = statistics.median(
+                    a / b for a, b in zip(times[k], times["ort_iobinding"]))
+        flop = result["flop_per_event"]
+        result[f"cpp_peak_fraction_b{batch}"] = flop / (result[f"cpp_b{batch}_us"] * 1e-6) / (peak_gflops * 1e9)
+        result[f"ort_peak_fraction_b{batch}"] = (flop / (result[f"ort_iobinding_b{batch}_us"] * 1e-6)
+                                                 / (peak_gflops * 1e9))
     return result
 
 
-def table(results: list[dict]) -> str:
-    head = ("| model | compile s | b1 C++ loop µs | b1 infer µs | b1 ORT run µs | b1 ORT iobind µs | "
-            "b1 C++/ORT-iobind | b256 C++ µs/evt | b256 ORT µs/evt | b256 C++/ORT |")
-    lines = [head, "|---" * 10 + "|"]
+def machine() -> dict:
+    """The machine's figures: CPU, load, FP32 FMA peak and cache read bandwidth."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    out: dict = {"cpu": cpu, "cores": os.cpu_count(), "loadavg_start": os.getloadavg(),
+                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                 "extra_cling_args": os.environ.get("EXTRA_CLING_ARGS", "")}
+    import onnxruntime
+
+    out["onnxruntime"] = onnxruntime.__version__
+    out["baseline_rss_kb"] = fresh_process()["maxrss_kb"]
+    # many short runs: the best one is the one no other process interrupted
+    out["fma_gflops"] = {c: peak.fma_peak(c, reps=15, seconds=0.02) for c in peak.compilers()}
+    out["peak_gflops"] = out["fma_gflops"][peak.compilers()[0]]["peak"]
+    out["peak_from"] = peak.compilers()[0]
+    return out
+
+
+def _f(v, fmt: str = ".2f", scale: float = 1.0) -> str:
+    return "n/a" if v is None else format(v * scale, fmt)
+
+
+def _kib(v) -> str:
+    return "n/a" if v is None else f"{v / 1024:.0f}"
+
+
+def tables(results: list[dict], m: dict) -> str:
+    """The results as markdown tables."""
+    native = any("native_b1_us" in r for r in results)
+    out = []
+    for batch in BATCHES:
+        head = [f"model (batch {batch}, µs/event)", "C++ loop"] + (["native C++ loop"] if native else []) + [
+            "infer", "ORT run", "ORT iobind", "C++ / ORT iobind"] + (["native / ORT iobind"] if native else []) + [
+            "infer / ORT iobind", "FLOP/event", "C++ % peak", "ORT % peak"]
+        out += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+        for r in results:
+            g = r.get
+            row = [r["model"], _f(g(f"cpp_b{batch}_us"))] + ([_f(g(f"native_b{batch}_us"))] if native else []) + [
+                _f(g(f"infer_b{batch}_us")), _f(g(f"ort_run_b{batch}_us")), _f(g(f"ort_iobinding_b{batch}_us")),
+                _f(g(f"cpp_vs_ort_iobinding_b{batch}"))] + (
+                [_f(g(f"native_vs_ort_iobinding_b{batch}"))] if native else []) + [
+                _f(g(f"infer_vs_ort_iobinding_b{batch}")), f"{r['flop_per_event'] / 1e6:.3f} M",
+                _f(g(f"cpp_peak_fraction_b{batch}"), ".1f", 100), _f(g(f"ort_peak_fraction_b{batch}"), ".1f", 100)]
+            out.append("| " + " | ".join(row) + " |")
+        out.append("")
+    head = ["model", "compile s", "peak RSS MiB", "peak RSS - baseline MiB", "RSS rise MiB", "weights KiB",
+            "arena KiB b1", "intermediates KiB b1", "liveness bound KiB b1", "arena / bound b1",
+            "arena KiB b256", "intermediates KiB b256", "liveness bound KiB b256", "arena / bound b256"]
+    out += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in results:
-        lines.append(
-            f"| {r['model']} | {r['compile_s']:.2f} | {r['cpp_loop_b1_us']:.1f} | {r['infer_b1_us']:.1f} | "
-            f"{r['ort_run_b1_us']:.1f} | {r['ort_iobinding_b1_us']:.1f} | "
-            f"{r['cpp_loop_b1_us'] / r['ort_iobinding_b1_us']:.2f} | {r['cpp_loop_b256_us']:.2f} | "
-            f"{r['ort_iobinding_b256_us']:.2f} | {r['cpp_loop_b256_us'] / r['ort_iobinding_b256_us']:.2f} |")
-    return "\n".join(lines)
+        row = [r["model"], _f(r["compile_s"]), f"{r['rss_kb'] / 1024:.0f}",
+               f"{(r['rss_kb'] - m['baseline_rss_kb']) / 1024:.0f}", _f(r.get("rss_rise_kb"), ".0f", 1 / 1024),
+               _kib(r["weight_bytes"])]
+        for batch in BATCHES:
+            mem = r.get(f"memory_b{batch}") or {}
+            arena, bound = mem.get("arena_bytes"), mem.get("liveness_bound_bytes")
+            row += [_kib(arena), _kib(mem.get("intermediate_bytes")), _kib(bound),
+                    _f(arena / bound if arena is not None and bound else None)]
+        out.append("| " + " | ".join(row) + " |")
+    out.append("")
+    fma = ", ".join(f"{c}: {v['peak']:.0f}" for c, v in m["fma_gflops"].items())
+    out.append(f"FP32 FMA peak of one core (GFLOP/s, kernel compiled by {fma}); fractions use "
+               f"{m['peak_gflops']:.0f} ({m['peak_from']}).")
+    floor = m.get("dense_floor")
+    if floor:
+        out.append(f"Dense batch-1 weight-streaming floor: {floor['weight_bytes'] / 1024:.0f} KiB of weights at "
+                   f"{floor['gb_per_s']:.0f} GB/s = {floor['floor_us']:.2f} µs; C++ loop = "
+                   f"{floor['cpp_over_floor']:.2f}x the floor" + (
+                       f", native = {floor['native_over_floor']:.2f}x" if "native_over_floor" in floor else "") + ".")
+    out.append(f"Baseline: peak RSS of a process that only starts sofie_root and ROOT: "
+               f"{m['baseline_rss_kb'] / 1024:.0f} MiB. RSS rise: how far compiling and running went above the "
+               f"RSS the process had once ROOT was up.")
+    out.append(f"{m['cpu']}, {m['cores']} cores, onnxruntime {m['onnxruntime']}, {m['date']}; load average "
+               f"{m['loadavg_start'][0]:.2f} at the start, {m['loadavg_end'][0]:.2f} at the end.")
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default=",".join(hep_models.MODELS))
-    p.add_argument("--json", help="also write the results as JSON to this file")
+    p.add_argument("--models", default=",".join(hep_models.MODELS), help="comma-separated, from: "
+                   + ", ".join(hep_models.MODELS))
+    p.add_argument("--quick", action="store_true", help=f"3 shorter repetitions instead of {REPS}")
+    p.add_argument("--json", default=str(DEFAULT_JSON), help="where to write the results (default: %(default)s)")
     a = p.parse_args(argv)
+    names = [n.strip() for n in a.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in hep_models.MODELS]
+    if unknown:
+        p.error(f"unknown model(s) {unknown}; known: {', '.join(hep_models.MODELS)}")
+    reps, budget = (3, 0.03) if a.quick else (REPS, BUDGET)
+    t_start = time.perf_counter()
+    m = machine()
     loop = CppLoop()
     results = []
     with tempfile.TemporaryDirectory() as d:
-        for name in a.models.split(","):
-            results.append(bench_model(name, Path(d), loop))
-            print(f"  {name}: done", file=sys.stderr)
-    print(table(results))
-    if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=1))
+        for name in names:
+            path = Path(d) / f"{name}.onnx"
+            hep_models.export(name, path)
+            results.append(bench_model(name, path, loop, m["peak_gflops"], reps, budget))
+            print(f"  {name}: done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr, flush=True)
+    dense = next((r for r in results if r["model"] == "dense"), None)
+    if dense:
+        bw = {c: peak.read_bandwidth(dense["weight_bytes"], c, reps=15, seconds=0.02) for c in peak.compilers()}
+        gbs = bw[peak.compilers()[0]]["best"]
+        floor_us = dense["weight_bytes"] / (gbs * 1e9) * 1e6
+        m["dense_floor"] = {"weight_bytes": dense["weight_bytes"], "read_gb_per_s": bw, "gb_per_s": gbs,
+                            "floor_us": floor_us, "cpp_over_floor": dense["cpp_b1_us"] / floor_us}
+        if "native_b1_us" in dense:
+            m["dense_floor"]["native_over_floor"] = dense["native_b1_us"] / floor_us
+    m["loadavg_end"] = os.getloadavg()
+    m["seconds"] = time.perf_counter() - t_start
+    print(tables(results, m), flush=True)
+    out = Path(a.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": m, "models": results}, indent=1))
+    print(f"\n(written to {out}; {m['seconds']:.0f} s)", file=sys.stderr)
     return 0
 
 
