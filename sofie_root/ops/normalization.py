@@ -85,6 +85,7 @@ class BatchNormalization(Operator):
 
     op_type = "BatchNormalization"
     dtypes = FLOATS
+    inplace_ok = True  # y[i] from x[i] only
 
     def check(self, v: NodeView) -> str | None:
         reason = super().check(v)
@@ -145,6 +146,7 @@ class LayerNormalization(Operator):
 
     op_type = "LayerNormalization"
     dtypes = FLOATS
+    inplace_ok = True  # per row: statistics first, then y[j] from x[j] only
 
     def check(self, v: NodeView) -> str | None:
         reason = super().check(v)
@@ -211,6 +213,7 @@ class InstanceNormalization(Operator):
 
     op_type = "InstanceNormalization"
     dtypes = FLOATS
+    inplace_ok = True  # per row: statistics first, then y[j] from x[j] only
 
     def infer(self, v: NodeView) -> list[OutInfo]:
         x = v.input(0)
@@ -248,6 +251,7 @@ class GroupNormalization(Operator):
 
     op_type = "GroupNormalization"
     dtypes = FLOATS
+    inplace_ok = True  # per group: statistics first, then y[j] from x[j] only
 
     def check(self, v: NodeView) -> str | None:
         reason = super().check(v)

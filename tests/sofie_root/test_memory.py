@@ -205,7 +205,22 @@ def if_model() -> onnx.ModelProto:
                       {"one": np.array(1.0, F), "thr": np.array(3.0, F)})
 
 
-HELPER_MODELS = {"chain": chain_model, "read_later": read_later_model, "workspace": workspace_model,
+def norm_model() -> onnx.ModelProto:
+    # BatchNormalization, InstanceNormalization, LayerNormalization: statistics first, then
+    # element by element, so each may overwrite its input
+    rng = np.random.default_rng(2)
+    c = rng.random(3).astype(F) + 0.5
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("BatchNormalization", ["r", "c1", "c2", "c3", "c1"], ["bn"]),
+             helper.make_node("InstanceNormalization", ["bn", "c1", "c2"], ["inorm"]),
+             helper.make_node("LayerNormalization", ["inorm", "s4", "b4"], ["ln"], axis=-1),
+             helper.make_node("Sigmoid", ["ln"], ["y"])]
+    return make_model(nodes, [value_info("x", F, ["N", 3, 4])], [value_info("y", F, None)],
+                      {"c1": c, "c2": c - 0.7, "c3": c * 0.1, "s4": rng.random(4).astype(F) + 0.5,
+                       "b4": rng.random(4).astype(F)})
+
+
+HELPER_MODELS = {"norm": norm_model, "chain": chain_model, "read_later": read_later_model, "workspace": workspace_model,
                  "nonzero": nonzero_model, "if": if_model}
 
 
@@ -217,6 +232,8 @@ def _inputs(name: str, batch: int) -> list[np.ndarray]:
         return [rng.standard_normal((batch, 2, 6, 6)).astype(F)]
     if name == "chain":
         return [rng.standard_normal((batch, 5)).astype(F)]
+    if name == "norm":
+        return [rng.standard_normal((batch, 3, 4)).astype(F)]
     if name == "nonzero":
         return [rng.standard_normal((batch, 3)).astype(F)]
     return [rng.standard_normal((batch, 4)).astype(F) * (1 + batch % 3)]
@@ -346,6 +363,7 @@ def test_inplace_where_legal() -> None:
     assert _aliases(_graph(if_model(), [])) == {"t": "b"}
     # Conv, Reshape, Softmax and TopK are not element-wise; graph outputs are never in the arena
     assert _aliases(_graph(workspace_model(), [])) == {"r": "c", "s": "c2"}
+    assert _aliases(_graph(norm_model(), [])) == {"bn": "r", "inorm": "bn", "ln": "inorm"}
     # NonZero's output has a data-dependent size
     assert _aliases(_graph(nonzero_model(), [])) == {"n1": "nz", "n2": "n1", "e": "r"}
     assert _aliases(_with_inplace(_graph(chain_model(), []), False)) == {}
