@@ -71,9 +71,12 @@ def node_macs(graph: Graph, node: Node, symbols: Mapping[str, int]) -> int:
         x, w = shape(0), shape(1)  # w: [C_in, C_out / group, *kernel]; every input element meets one kernel slice
         return prod(x) * prod(w[1:])
     if kind in _GATES:
-        x, w, r = shape(0), shape(1), shape(2)  # W: [dirs, gates*H, I], R: [dirs, gates*H, H]
+        # from X and the attributes: the passes may store W and R in another layout
+        x = shape(0)
         seq, batch = (x[1], x[0]) if node.attrs.get("layout", 0) else (x[0], x[1])
-        return seq * batch * w[0] * w[1] * (w[2] + r[2])
+        dirs = 2 if node.attrs.get("direction", "forward") == "bidirectional" else 1
+        hidden = int(node.attrs.get("hidden_size") or shape(2)[2])
+        return seq * batch * dirs * _GATES[kind] * hidden * (x[2] + hidden)
     if kind == "Attention":
         q, k, v = shape(0), shape(1), shape(2)
         if len(q) == 4:  # [B, H, S, D]
