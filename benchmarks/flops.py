@@ -63,13 +63,13 @@ def node_macs(graph: Graph, node: Node, symbols: Mapping[str, int]) -> int:
         a = shape(0)
         y = _dims(graph, node.outputs[0], symbols, node)
         return prod(y) * a[-1]
+    # weights by their size only (C_out * C_in / group * kernel), not their layout, which passes may change
     if kind == "Conv":
-        w = shape(1)  # [C_out, C_in / group, *kernel]
-        y = _dims(graph, node.outputs[0], symbols, node)
-        return prod(y) * prod(w[1:])
+        y = _dims(graph, node.outputs[0], symbols, node)  # every output: C_in / group * kernel products
+        return prod(y) * prod(shape(1)) // y[1]
     if kind == "ConvTranspose":
-        x, w = shape(0), shape(1)  # w: [C_in, C_out / group, *kernel]; every input element meets one kernel slice
-        return prod(x) * prod(w[1:])
+        x = shape(0)  # every input element meets C_out / group * kernel weights
+        return prod(x) * prod(shape(1)) // x[1]
     if kind in _GATES:
         # from X and the attributes: the passes may store W and R in another layout
         x = shape(0)
