@@ -107,6 +107,9 @@ class _FusedProduct(Operator):
         return lookup("", self.base).workspace(self._base_view(v))  # type: ignore[union-attr]
 
     def emit(self, v: NodeView, e) -> str:
+        reason = self.check(v)  # attributes may come from a file: never emit what check refuses
+        if reason:
+            raise v.fail(reason)
         base = lookup("", self.base)
         code = base.emit(self._base_view(v), e)  # type: ignore[union-attr]
         _, act, attrs = self.split(v.node)
@@ -245,6 +248,9 @@ class FusedElementwise(Operator):
         return [OutInfo(dtype_by_name(steps[-1]["dtype"]), shape)]
 
     def emit(self, v: NodeView, e) -> str:
+        reason = self.check(v)
+        if reason:
+            raise v.fail(reason)
         steps = decode_steps(v)
         ins = list(range(len(v.node.inputs)))
         in_dts = [v.input(i).dtype for i in ins]

@@ -84,7 +84,9 @@ def _step(graph: Graph) -> Graph | None:
                 attrs = dict(node.attrs)
                 attrs["perm"] = [p1[i] for i in perm]
                 new = replace(node, inputs=[inner.inputs[0]], attrs=attrs)
-                return graph.replace(nodes=[new if n is node else n for n in graph.nodes])
+                # the inner Transpose goes too when only this one read it (its input may then be renamed)
+                gone = inner if private(x, uses) else None
+                return graph.replace(nodes=[new if n is node else n for n in graph.nodes if n is not gone])
             g = _sink(graph, node, perm, uses, cons)
             if g is not None:
                 return g
