@@ -434,15 +434,24 @@ def generate(graph: Graph, namespace: str, extra_members: str = "", profile: boo
     tops = set(range(len(arena.buffers)))
     for k in arena.order:
         b = arena.buffers[k]
-        size = "std::size_t(0)"
-        for d in b.sizes:
-            size = f"std::max({size}, std::size_t(std::max<std::int64_t>(0, {st.dim(d)})))"
-        layout.append(f"      const std::size_t a{k}_size = std::max(std::size_t({memory.ALIGN}), "
-                      f"sofie_rt::round_up({size}));")
-        off = "std::size_t(0)"
-        for j in b.below:
-            off = f"std::max({off}, a{j}_off + a{j}_size)"
-            tops.discard(j)
+        if all(not isinstance(d, Dim) for d in b.sizes):
+            size = str(arena.buffer_size(k, {}))
+        else:
+            terms = []
+            for d in b.sizes:
+                nonneg = isinstance(d, Dim) and all(c >= 0 for c in d.terms.values())
+                terms.append(f"std::size_t({st.dim(d)})" if nonneg
+                             else f"std::size_t(std::max<std::int64_t>(0, {st.dim(d)}))")
+            size = terms[0]
+            for t in terms[1:]:
+                size = f"std::max({size}, {t})"
+            size = f"std::max<std::size_t>({memory.ALIGN}, sofie_rt::round_up({size}))"
+        layout.append(f"      const std::size_t a{k}_size = {size};")
+        ends = [f"a{j}_off + a{j}_size" for j in b.below]
+        tops.difference_update(b.below)
+        off = ends[0] if ends else "0"
+        for end in ends[1:]:
+            off = f"std::max({off}, {end})"
         layout.append(f"      const std::size_t a{k}_off = {off};")
     for k in sorted(tops):
         layout.append(f"      arena_bytes = std::max(arena_bytes, a{k}_off + a{k}_size);")

@@ -38,7 +38,8 @@ _BIND = re.compile(r"\*const (\w+) = reinterpret_cast<[^>]*>\(arena \+ (\w+)\);"
 
 
 def _python(expr: str) -> str:
-    return (expr.replace("std::max<std::int64_t>(", "max(").replace("std::max(", "max(")
+    return (expr.replace("std::max<std::int64_t>(", "max(").replace("std::max<std::size_t>(", "max(")
+            .replace("std::max(", "max(")
             .replace("std::size_t(", "(").replace("sofie_rt::round_up(", "round_up("))
 
 
