@@ -20,4 +20,6 @@ def test_tutorial_runs(script: Path, tmp_path) -> None:
         assert list(tmp_path.glob("*.png")), f"{script.name} wrote no PNG"
     if script.name == "sofie_root001_quickstart.py":
         assert "max |sofie_root - onnxruntime|" in r.stdout and "compile time" in r.stdout
+    if script.name == "sofie_root022_graph_network.py":  # the graph network also ran in RDataFrame
+        assert "max |RDataFrame - PyTorch|" in r.stdout and "sofie_root022_graph_network.png" in r.stdout + r.stderr
 
