@@ -605,20 +605,46 @@ def _loop(var: str, n: str, body: str) -> str:
     return f"for (std::int64_t {var} = 0; {var} < {n}; ++{var}) {body}"
 
 
+def _partial(e, dt, n: str, acc: str, init: str, step) -> list[str]:
+    """``acc`` = a reduction over ``[0, n)`` with 8 partial accumulators: a loop carrying a single
+    float accumulator does not vectorise (the compiler may not reorder float operations), one
+    with 8 independent ones does. ``step(a, i)`` is the C++ expression of accumulator ``a``
+    after element ``i``; ``step(a, _, b)`` combines accumulators ``a`` and ``b``."""
+    T, p, i, lane = dt.cpp, e.tmp("p"), e.tmp("i"), e.tmp("l")
+    return [f"{T} {acc} = {init};",
+            "{",
+            f"   {T} {p}[8];",
+            f"   for (int {lane} = 0; {lane} < 8; ++{lane}) {p}[{lane}] = {init};",
+            f"   std::int64_t {i} = 0;",
+            f"   for (; {i} + 8 <= {n}; {i} += 8)",
+            f"      for (int {lane} = 0; {lane} < 8; ++{lane}) {p}[{lane}] = {step(f'{p}[{lane}]', f'{i} + {lane}')};",
+            f"   for (int {lane} = 0; {lane} < 8; ++{lane}) {acc} = {step(acc, lane, f'{p}[{lane}]')};",
+            f"   for (; {i} < {n}; ++{i}) {acc} = {step(acc, i)};",
+            "}"]
+
+
 class _Softmax(_SoftmaxLike):
     log = False
 
     def _row(self, e, dt, xo, yo, j, na, m, s) -> list[str]:
+        # max, exp, sum and scale as separate loops: each vectorises on its own (4x faster than one
+        # loop computing exp and summing, measured under cling on 204 rows of 51)
         T = dt.cpp
-        lines = [f"{T} {m} = {_lowest(dt)};",
-                 _loop(j, na, f"{m} = {xo}[{j}] > {m} ? {xo}[{j}] : {m};"),
-                 f"{T} {s} = {T}(0);"]
+
+        def mx(a: str, i: str, b: str | None = None) -> str:
+            b = b or f"{xo}[{i}]"
+            return f"({b} > {a} ? {b} : {a})"
+
+        def add(a: str, i: str, b: str | None = None) -> str:
+            return f"{a} + {b or f'{yo}[{i}]'}"
+
+        lines = _partial(e, dt, na, m, _lowest(dt), mx)
+        lines.append(_loop(j, na, f"{yo}[{j}] = sofie_rt::exp_nonpos({xo}[{j}] - {m});"))
+        lines += _partial(e, dt, na, s, f"{T}(0)", add)
         if self.log:
-            lines.append(_loop(j, na, f"{s} += sofie_rt::exp_nonpos({xo}[{j}] - {m});"))
             lines.append(f"{s} = {m} + std::log({s});")
             lines.append(_loop(j, na, f"{yo}[{j}] = {xo}[{j}] - {s};"))
         else:
-            lines.append(_loop(j, na, f"{{ {yo}[{j}] = sofie_rt::exp_nonpos({xo}[{j}] - {m}); {s} += {yo}[{j}]; }}"))
             lines.append(f"{s} = {T}(1) / {s};")
             lines.append(_loop(j, na, f"{yo}[{j}] *= {s};"))
         return lines
