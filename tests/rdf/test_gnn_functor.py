@@ -307,6 +307,21 @@ def test_bad_events_stop_the_loop_with_a_clear_error(gn_model, overrides, messag
         run_small(model, small_df(**overrides))
 
 
+def test_bad_event_under_implicit_mt(gn_model):
+    _, model = gn_model
+    ROOT.EnableImplicitMT(2)
+    try:
+        df = ROOT.RDataFrame(5000)
+        for k, v in {"pt": "ROOT::RVecF(3, 1.f)", "eta": "ROOT::RVecD(3, 0.5)", "phi": "ROOT::RVecF(3, 0.1f)",
+                     "dr": "ROOT::RVecF(2, 0.2f)", "src": "ROOT::RVecI{0, 1}", "gx": "1.f", "gy": "2.0",
+                     "dst": "rdfentry_ == 4321 ? ROOT::RVecI{2, 9} : ROOT::RVecI{2, 1}"}.items():
+            df = df.Define(k, v)
+        with pytest.raises(Exception, match=r"column 'dst' \(input 'receivers'\) has the value 9 at position 1"):
+            run_small(model, df)
+    finally:
+        ROOT.DisableImplicitMT()
+
+
 def test_errors_at_definition(gn_model):
     _, model = gn_model
     df = small_df()
