@@ -1,6 +1,7 @@
 """Fused operators created by the optimisation passes (domain ``sofie``, hidden from ``supported_ops``).
 
-* ``FusedGemm`` / ``FusedConv``: a Gemm or Conv followed by an activation. The product itself is
+* ``FusedGemm`` / ``FusedConv`` / ``FusedMatMul``: a Gemm, Conv or MatMul followed by an activation
+  (and, for MatMul, a bias along the last axis). The product itself is
   emitted by the plain Gemm/Conv operator (through a view of the node with the base attributes),
   so kernel choices made there apply unchanged; the activation then runs over the output while it
   is still in cache, instead of as a separate node reading it back.
@@ -20,7 +21,7 @@ import json
 import math
 from typing import Any
 
-from ..ir.dims import broadcast_shapes
+from ..ir.dims import broadcast_shapes, numel
 from ..ir.dtypes import DType, dtype_by_name
 from ..ir.graph import Node
 from .base import NodeView, Operator, OutInfo, lookup, register
@@ -276,3 +277,54 @@ class FusedElementwise(Operator):
 
         return e.broadcast(0, ins, expr)
 
+
+
+@register
+class FusedMatMul(_FusedProduct):
+    """Internal: MatMul(A, B) + an optional bias vector (input 2, along the last axis) followed by an
+    optional ``activation``: the 3-D ``x @ W + b`` of transformer layers, which Gemm cannot take."""
+
+    op_type = "FusedMatMul"
+    base = "MatMul"
+
+    def _base_view(self, v: NodeView) -> NodeView:
+        attrs, _, _ = self.split(v.node)
+        node = Node("MatMul", v.node.inputs[:2], v.node.outputs, attrs, v.node.name, "", v.node.opset)
+        return NodeView(node, v.inputs[:2], v.consts[:2], v.outputs)
+
+    def check(self, v: NodeView) -> str | None:
+        _, act, attrs = self.split(v.node)
+        if len(v.inputs) < 2 or v.inputs[0] is None or v.inputs[1] is None:
+            return "inputs A and B are required"
+        has_bias = len(v.inputs) > 2 and v.inputs[2] is not None
+        if act or not has_bias:
+            reason = activation_check(act, attrs, v.inputs[0].dtype)
+            if reason:
+                return reason
+        reason = lookup("", "MatMul").check(self._base_view(v))  # type: ignore[union-attr]
+        if reason or not has_bias:
+            return reason
+        out = lookup("", "MatMul").infer(self._base_view(v))[0]  # type: ignore[union-attr]
+        b = v.inputs[2]
+        if len(out.shape) < 1 or tuple(b.shape) != (out.shape[-1],) or b.dtype != out.dtype:
+            return f"bias {b} must be a vector of the {out.shape[-1] if out.shape else '?'} output columns"
+        return None
+
+    def emit(self, v: NodeView, e) -> str:
+        reason = self.check(v)
+        if reason:
+            raise v.fail(reason)
+        code = lookup("", "MatMul").emit(self._base_view(v), e)  # type: ignore[union-attr]
+        _, act, attrs = self.split(v.node)
+        out = e.out_info(0)
+        dt = out.dtype
+        n = out.shape[-1]
+        r, j, x, y = e.tmp("r"), e.tmp("j"), e.tmp("x"), e.out()
+        has_bias = len(v.inputs) > 2 and v.inputs[2] is not None
+        val = f"{y}[{r} * {e.dim(n)} + {j}]"
+        load = f"{val} + {e.inp(2)}[{j}]" if has_bias else val
+        expr = _activation_expr(act, attrs, x, dt, v.label) if act else x
+        # the bias and activation run over the product while it is still in cache
+        return (f"{code}\nfor (std::int64_t {r} = 0; {r} < {e.dim(numel(out.shape[:-1]))}; ++{r})\n"
+                f"   for (std::int64_t {j} = 0; {j} < {e.dim(n)}; ++{j}) "
+                f"{{ const {dt.cpp} {x} = {load}; {val} = {expr}; }}")

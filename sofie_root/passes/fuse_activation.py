@@ -1,7 +1,8 @@
 """Passes ``fuse_gemm_activation`` and ``fuse_conv_activation``.
 
 * MatMul(x, W) with a constant 2-D W and a 2-D x, followed by Add of a constant bias along the
-  last axis, becomes Gemm(x, W, b);
+  last axis, becomes Gemm(x, W, b); with a batched x (rank > 2) it becomes ``sofie.FusedMatMul``
+  (bias and activation applied after the product), also when only an activation follows;
 * Gemm (+ a bias Add when it has no C yet) + an activation becomes one ``sofie.FusedGemm``;
 * Conv + Add of a per-channel constant ([C, 1, ...]) folds the Add into the Conv bias, and Conv +
   an activation becomes one ``sofie.FusedConv``.
@@ -87,16 +88,27 @@ def _run(graph: Graph, kind: str) -> Graph:
         if kind == "gemm" and node.op_type == "MatMul":
             a = graph.tensors[node.inputs[0]]
             w = inits.get(node.inputs[1])
+            out = graph.tensors[node.outputs[0]]
+            if w is None or w.ndim != 2 or not isinstance(out.shape[-1], int):
+                continue
             nxt = next_of(node)
-            if w is None or w.ndim != 2 or a.rank != 2 or nxt is None or nxt.op_type != "Add" or nxt.domain:
-                continue
-            b = _bias_vector(graph, nxt, node.outputs[0], w.shape[1])
-            if b is None or b.dtype != w.dtype:
-                continue
-            cur = Node("Gemm", [node.inputs[0], node.inputs[1], new_const(f"{node.outputs[0]}_bias", b)],
-                       list(nxt.outputs), {}, node.name, "", node.opset)
-            removed.add(id(nxt))
-            changed = True
+            b = None
+            if nxt is not None and nxt.op_type == "Add" and not nxt.domain:
+                b = _bias_vector(graph, nxt, node.outputs[0], w.shape[1])
+                if b is not None and b.dtype != w.dtype:
+                    b = None
+            if b is not None:
+                bias = new_const(f"{node.outputs[0]}_bias", b)
+                if a.rank == 2:
+                    cur = Node("Gemm", [node.inputs[0], node.inputs[1], bias], list(nxt.outputs), {}, node.name, "",
+                               node.opset)
+                else:  # batched x @ W + b: Gemm takes matrices only
+                    cur = Node("FusedMatMul", [node.inputs[0], node.inputs[1], bias], list(nxt.outputs), {},
+                               node.name, "sofie", node.opset)
+                removed.add(id(nxt))
+                changed = True
+            elif a.rank > 2:
+                cur = Node("FusedMatMul", list(node.inputs), list(node.outputs), {}, node.name, "sofie", node.opset)
         elif kind == "gemm" and node.op_type == "Gemm":
             nxt = next_of(node)
             has_c = len(node.inputs) > 2 and bool(node.inputs[2])
@@ -136,7 +148,7 @@ def _run(graph: Graph, kind: str) -> Graph:
             continue
         # cur is a Gemm/Conv producing nxt's output (or node itself): look for an activation
         base = "Gemm" if kind == "gemm" else "Conv"
-        if cur.op_type == base:
+        if cur.op_type in (base, "FusedMatMul"):
             act_node = None
             y = cur.outputs[0]
             if private(y, uses) and len(cons.get(y, [])) == 1 and id(cons[y][0]) not in removed:
@@ -148,10 +160,13 @@ def _run(graph: Graph, kind: str) -> Graph:
                 attrs = dict(cur.attrs)
                 attrs["activation"] = act[0]
                 attrs.update({ACT_PREFIX + k: v for k, v in act[1].items()})
-                cur = Node("Fused" + base, list(cur.inputs), list(act_node.outputs), attrs, cur.name, "sofie",
+                fused_type = cur.op_type if cur.op_type == "FusedMatMul" else "Fused" + base
+                cur = Node(fused_type, list(cur.inputs), list(act_node.outputs), attrs, cur.name, "sofie",
                            cur.opset)
                 removed.add(id(act_node))
                 changed = True
+            elif cur.op_type == "FusedMatMul" and len(cur.inputs) == 2:
+                cur = node  # a MatMul with neither bias nor activation stays as it is
         if cur is not node:
             replaced[id(node)] = cur
     if not changed:

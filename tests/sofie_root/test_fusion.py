@@ -123,6 +123,24 @@ def test_gemm_shared_intermediate_is_not_fused() -> None:
     check_all_ways(proto, f32(2, 3))
 
 
+@pytest.mark.parametrize("tail", ["bias_gelu", "bias", "relu", "none"])
+def test_batched_matmul_bias_activation_becomes_fused_matmul(tail: str) -> None:
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"])]
+    last = "h"
+    if tail.startswith("bias"):
+        nodes.append(helper.make_node("Add", [last, "b"], ["hb"]))
+        last = "hb"
+    if tail.endswith("gelu") or tail == "relu":
+        nodes.append(helper.make_node("Gelu" if tail.endswith("gelu") else "Relu", [last], ["ha"]))
+        last = "ha"
+    nodes.append(helper.make_node("Identity", [last], ["y"]))
+    proto = make_model(nodes, [value_info("x", np.float32, ["N", 4, 6])], [value_info("y", np.float32, None)],
+                       {"w": f32(6, 5), "b": f32(5)}, opset=20)
+    g = PASSES["fuse_gemm_activation"](ir(proto))
+    assert ops(g)[0] == ("MatMul" if tail == "none" else "FusedMatMul") and len(g.nodes) == 2
+    check_all_ways(proto, f32(3, 4, 6), passes=["fuse_gemm_activation"])
+
+
 # -- fold_batchnorm and fuse_conv_activation ----------------------------------------------------
 
 @pytest.mark.parametrize("dims,group", [(1, 1), (2, 1), (2, 2), (3, 1)])
