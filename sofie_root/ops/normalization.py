@@ -26,16 +26,30 @@ def _out_wanted(v: NodeView, k: int) -> bool:
 
 
 def _stats(e, xr: str, count: DimLike, jname: str | None = None) -> tuple[list[str], str, str]:
-    """C++ computing the mean and the (biased) variance, in double, of ``count`` contiguous values."""
-    mu, var, s, j, dv = e.tmp("mu"), e.tmp("var"), e.tmp("s"), jname or e.tmp("j"), e.tmp("dv")
+    """C++ computing the mean and the (biased) variance, in double, of ``count`` contiguous values.
+
+    Each sum runs over 8 partial accumulators: a loop carrying one floating-point accumulator does
+    not vectorise (the compiler may not reorder the additions), one with 8 independent ones does
+    (LayerNorm over [1, 51, 64] from a C++ loop: 32 us -> 18 us, measured under cling)."""
+    mu, var, s, j = e.tmp("mu"), e.tmp("var"), e.tmp("s"), jname or e.tmp("j")
+    p, lane = e.tmp("p"), e.tmp("l")
     n = e.dim(count)
-    lines = [f"double {s} = 0;",
-             f"for (std::int64_t {j} = 0; {j} < {n}; ++{j}) {s} += double({xr}[{j}]);",
-             f"const double {mu} = {s} / double({n});",
-             f"double {var} = 0;",
-             f"for (std::int64_t {j} = 0; {j} < {n}; ++{j}) {{ const double {dv} = double({xr}[{j}]) - {mu}; "
-             f"{var} += {dv} * {dv}; }}",
-             f"{var} /= double({n});"]
+
+    def total(acc: str, term) -> list[str]:
+        return [f"double {acc} = 0;",
+                "{",
+                f"   double {p}[8] = {{0, 0, 0, 0, 0, 0, 0, 0}};",
+                f"   std::int64_t {j} = 0;",
+                f"   for (; {j} + 8 <= {n}; {j} += 8)",
+                f"      for (int {lane} = 0; {lane} < 8; ++{lane}) {p}[{lane}] += {term(f'{j} + {lane}')};",
+                f"   for (int {lane} = 0; {lane} < 8; ++{lane}) {acc} += {p}[{lane}];",
+                f"   for (; {j} < {n}; ++{j}) {acc} += {term(j)};",
+                "}"]
+
+    lines = total(s, lambda i: f"double({xr}[{i}])")
+    lines.append(f"const double {mu} = {s} / double({n});")
+    lines += total(var, lambda i: f"((double({xr}[{i}]) - {mu}) * (double({xr}[{i}]) - {mu}))")
+    lines.append(f"{var} /= double({n});")
     return lines, mu, var
 
 
