@@ -136,6 +136,11 @@ def _cpu_identity() -> str:
     return "".join(dict.fromkeys(lines))  # one copy of each line (they repeat per core)
 
 
+def flags() -> tuple[str, ...]:
+    """:data:`FLAGS` plus ``$SOFIE_ROOT_NATIVE_FLAGS`` (e.g. ``-ffast-math``; part of the cache key)."""
+    return FLAGS + tuple(shlex.split(os.environ.get("SOFIE_ROOT_NATIVE_FLAGS", "")))
+
+
 def _use_blas() -> str | None:
     """The BLAS library generated GEMMs call (linked with an rpath), or None; as for cling."""
     if os.environ.get("SOFIE_ROOT_NO_BLAS"):
@@ -203,7 +208,8 @@ def build(namespace: str, source: str) -> Path:
     unit = translation_unit(namespace, source, blas is not None)
     link = [] if blas is None else [f"-L{Path(blas).parent}", f"-l:{Path(blas).name}",
                                     f"-Wl,-rpath,{Path(blas).parent}"]
-    key = hashlib.sha256("\0".join([FORMAT_VERSION, cc.identity, " ".join(FLAGS), " ".join(link),
+    opts = flags()
+    key = hashlib.sha256("\0".join([FORMAT_VERSION, cc.identity, " ".join(opts), " ".join(link),
                                     _cpu_identity(), unit]).encode()).hexdigest()
     directory = cache_dir()
     try:
@@ -224,7 +230,7 @@ def build(namespace: str, source: str) -> Path:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(unit)
-        cmd = [*cc.argv, *FLAGS, "-o", tmp_so, tmp_cpp, *link]
+        cmd = [*cc.argv, *opts, "-o", tmp_so, tmp_cpp, *link]
         log.info("native build of %s: %s", namespace, " ".join(map(shlex.quote, cmd)))
         stats["compiles"] += 1
         try:
