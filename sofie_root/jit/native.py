@@ -33,6 +33,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ log = logging.getLogger("sofie_root")
 BACKENDS = ("cling", "native")
 #: compiler flags of every native build (part of the cache key)
 FLAGS = ("-std=c++17", "-O3", "-march=native", "-fPIC", "-shared", "-fvisibility=hidden",
-         "-fvisibility-inlines-hidden", "-fno-plt", "-Wl,-z,defs")
+         "-fvisibility-inlines-hidden") + (("-fno-plt", "-Wl,-z,defs") if sys.platform.startswith("linux") else ())
 #: bumped whenever the wrapper or the cache layout changes, so old libraries are not reused
 FORMAT_VERSION = "1"
 COMPILE_TIMEOUT = 900  # seconds; a large CNN takes a few seconds, this only stops a hung compiler

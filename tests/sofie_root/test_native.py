@@ -187,6 +187,51 @@ def test_cache_reused_by_a_fresh_process_and_rebuilt_when_corrupt(tmp_path):
     assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
+def test_two_processes_building_the_same_model_at_once(tmp_path):
+    proto = small_model()
+    path = tmp_path / "small.onnx"
+    onnx.save(proto, path)
+    cache = tmp_path / "cache"
+    env = dict(os.environ, SOFIE_ROOT_CACHE=str(cache))
+    procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
+    (ref,) = run_ort(proto, x)
+    for r in results:
+        np.testing.assert_allclose(r["y"], ref, rtol=1e-5, atol=1e-6)
+    libs = sorted(p for p in cache.iterdir() if p.suffix == ".so")
+    assert len(libs) == 1 and native._verified(libs[0])
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")]
+
+
+def test_specializing_and_torch_models_use_the_backend():
+    nodes = [helper.make_node("Reshape", ["x", "s"], ["y"])]
+    proto = make_model(nodes, [value_info("x", np.float32, [2, 6]), value_info("s", np.int64, [2])],
+                       [value_info("y", np.float32, None)], opset=13)
+    m = sofie_root.compile(proto, backend="native")
+    assert isinstance(m, sofie_root.model.SpecializingModel) and m.backend == "native"
+    x = np.arange(12, dtype=np.float32).reshape(2, 6)
+    for shape in ([3, 4], [4, 3]):
+        s = np.array(shape, np.int64)
+        assert_close(m.infer(x, s), run_ort(proto, x, s))
+        assert m._last.backend == "native" and m.namespace.endswith("_nat")
+
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.GELU(), torch.nn.Linear(8, 2)).eval()
+    xt = torch.randn(3, 5)
+    tm = sofie_root.compile(net, example_inputs=(xt,), backend="native")
+    assert tm.backend == "native"
+    with torch.no_grad():
+        np.testing.assert_allclose(tm(xt.numpy()), net(xt).numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_native_and_cling_of_the_same_model_coexist_and_load_from_root_file(tmp_path):
     proto = small_model()
     x = np.random.default_rng(6).standard_normal((5, 3)).astype(np.float32)
