@@ -290,3 +290,17 @@ def test_rdataframe_define_with_native_model_matches_cling(hep_paths):
     # the proxy Session reports errors as C++ exceptions (a wrong weight blob here)
     with pytest.raises(Exception, match="weight blob"):
         getattr(ROOT, nat.namespace).Session(0, 3)
+
+
+def test_cli_backend_option(tmp_path, capsys):
+    from sofie_root import cli
+
+    path = tmp_path / "small.onnx"
+    onnx.save(small_model(), path)
+    assert cli.main(["check", str(path), "--backend", "native"]) == 0
+    assert cli.main(["bench", str(path), "--batch", "1", "--backend", "native"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("(native)") == 2 and "OK" in out
+    assert cli.main(["compile", str(path), "-o", str(tmp_path / "m.root"), "--backend", "native"]) == 0
+    with pytest.raises(SystemExit):
+        cli.main(["bench", str(path), "--backend", "gcc"])
