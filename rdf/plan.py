@@ -341,8 +341,8 @@ def make_plan(model, columns=None, *, inputs: Mapping | None = None, outputs=Non
             # functor(variable=True) concerns collections only: scalars (a graph's globals) stay [1, F]
             symbolic = any(isinstance(d, Dim) for d in shape)
             kinds = [col_kind(c, "collection" if symbolic else "scalar", elem, info.name) for c in g.names]
-            if all(k == "scalar" for k, _ in kinds):
-                g = groups[info.name] = replace(g, variable=False)
+            if all(k == "scalar" for k, _ in kinds) or not _has_variable_dim(shape, F, g.layout):
+                g = groups[info.name] = replace(g, variable=False)  # a fixed P: padded as usual
         if g.variable:
             kinds = [col_kind(c, "collection", elem, info.name) for c in g.names]
             scal = [c for c, (k, _) in zip(g.names, kinds) if k == "scalar"]
@@ -554,6 +554,17 @@ def _default_group(names, input_name: str, pad, sort_by, descending, layout, var
         raise SofieError(f"input {input_name!r}: sort_by cannot be combined with variable=True (every element "
                          f"is kept, in stored order)")
     return Columns(names, pad=pad, sort_by=sort_by, descending=descending, layout=layout, variable=variable)
+
+
+def _has_variable_dim(shape, F: int, layout: str | None) -> bool:
+    """Whether F variable columns could fill this input with a symbolic length dimension."""
+    from sofie_root.ir.dims import Dim
+
+    try:
+        _, _, v_dim, _ = _variable_layout(shape, F, layout, "")
+    except SofieError:
+        return False
+    return isinstance(v_dim, Dim)
 
 
 def _variable_hint(shape) -> str:

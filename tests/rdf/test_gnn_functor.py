@@ -357,3 +357,15 @@ def test_distributed_rdataframe(gn_model, graph_file):
         cluster.close()
     assert len(dist) == len(local) == N_EVENTS
     assert all(np.array_equal(a, b) for a, b in zip(dist, local))
+
+
+def test_functor_level_variable_leaves_fixed_inputs_padded(tagger_path, data_file):
+    """functor(variable=True) only unpads inputs with a symbolic length: a fixed-P tagger's
+    particles are padded as before, its scalar jet columns stay [1, F]."""
+    df = ROOT.RDataFrame("Events", data_file)
+    inputs = {"particles": ["pf_pt", "pf_eta", "pf_phi"], "jet": ["jet_pt", "jet_eta"]}
+    a = srdf.functor(tagger_path, inputs=inputs, outputs="probs", df=df, variable=True)
+    b = srdf.functor(tagger_path, inputs=inputs, outputs="probs", df=df)
+    assert not a.plan.variable and [p.kind for p in a.plan.inputs] == ["jagged", "scalar"]
+    out = df.Define("ya", a, a.columns).Define("yb", b, b.columns).AsNumpy(["ya", "yb"])
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(out["ya"], out["yb"]))
