@@ -210,7 +210,8 @@ def _tensor(doc, name):
 def test_hostile_documents_are_rejected(case, good, tmp_path) -> None:
     def mutate(doc):
         g = doc["graph"]
-        relu = next(n for n in g["nodes"] if n["op_type"] == "Relu")
+        # the dense model's first hidden layer: a Relu, or a FusedGemm once the passes fused it
+        relu = next(n for n in g["nodes"] if n["op_type"] in ("Relu", "FusedGemm"))
         if case == "overflow_dim":
             _tensor(doc, relu["outputs"][0])["shape"] = ["N", 2**62]
         elif case == "negative_dim":
@@ -260,7 +261,7 @@ def test_hostile_documents_are_rejected(case, good, tmp_path) -> None:
 
 def test_unsupported_operator_in_file(good, tmp_path) -> None:
     def mutate(doc):
-        next(n for n in doc["graph"]["nodes"] if n["op_type"] == "Relu")["op_type"] = "NoSuchOp"
+        next(n for n in doc["graph"]["nodes"] if n["op_type"] in ("Relu", "FusedGemm"))["op_type"] = "NoSuchOp"
 
     with pytest.raises(sofie_root.UnsupportedOperatorError, match="NoSuchOp"):
         sofie_root.load(_rewrite(good, tmp_path / "op.root", mutate))
