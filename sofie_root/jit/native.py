@@ -225,9 +225,13 @@ def build(namespace: str, source: str) -> Path:
     if lib.exists():
         stats["rejected"] += 1
         log.warning("native library %s does not match its checksum: rebuilding it", lib)
-    fd, tmp_so = tempfile.mkstemp(prefix=f".{lib.name}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    fd, tmp_cpp = tempfile.mkstemp(prefix=f".{namespace}-", suffix=".cpp", dir=directory)
+    try:
+        fd, tmp_so = tempfile.mkstemp(prefix=f".{lib.name}.", suffix=".tmp", dir=directory)
+        os.close(fd)
+        fd, tmp_cpp = tempfile.mkstemp(prefix=f".{namespace}-", suffix=".cpp", dir=directory)
+    except OSError as e:
+        raise CompilationError(f"the native cache directory {directory} is not writable ({e}); "
+                               "set SOFIE_ROOT_CACHE to a writable directory") from e
     try:
         with os.fdopen(fd, "w") as f:
             f.write(unit)

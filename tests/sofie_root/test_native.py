@@ -304,3 +304,14 @@ def test_cli_backend_option(tmp_path, capsys):
     assert cli.main(["compile", str(path), "-o", str(tmp_path / "m.root"), "--backend", "native"]) == 0
     with pytest.raises(SystemExit):
         cli.main(["bench", str(path), "--backend", "gcc"])
+
+
+def test_compiler_failure_is_reported_with_the_kept_source(monkeypatch, tmp_path):
+    # a compiler that answers --version but cannot build: the error carries its diagnostics
+    monkeypatch.setenv("CXX", f"{native.compiler().argv[0]} -include {tmp_path / 'missing.h'}")
+    monkeypatch.setenv("SOFIE_ROOT_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(CompilationError, match=r"(?s)failed to compile model .*missing\.h") as e:
+        sofie_root.compile(small_model(), backend="native", passes=[])
+    kept = [p for p in (tmp_path / "cache").iterdir() if p.name.startswith("failed-")]
+    assert len(kept) == 1 and str(kept[0]) in str(e.value)
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]
