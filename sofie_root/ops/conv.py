@@ -261,7 +261,7 @@ class Conv(Operator):
             if any(g.pb) or any(g.pe):
                 src, dims = e.ws(1), self._padded(g)
                 lines.extend(_pad_copy(e, xg, src, cg, g, dims, t))
-            lines.extend(_im2col(e, src, col, cg, g, dims, t))
+            lines.extend(_im2col_rows(e, src, col, cg, g, dims, t))
         beta = e.lit(0, x.dtype)
         if v.has_input(2):
             mm = e.tmp("m")
@@ -273,6 +273,28 @@ class Conv(Operator):
                      f"{e.inp(1)} + {gi} * std::int64_t({mg * cg * kk}), {cg * kk}, {col}, {p}, {beta}, {yg}, {p});")
         lines.append("}}")
         return "\n".join(lines)
+
+
+def _im2col(e, src: str, dst: str, cg: int, g: _Geom, t: str) -> list[str]:
+    """Rows (channel, kernel offset) x columns (output position) of the input, zero where padded
+    (a bounds test per element; the quantized convolutions use it, Conv uses ``_im2col_rows``)."""
+    n = g.rank
+    c, dp, xc = e.tmp("c"), e.tmp("dp"), e.tmp("xc")
+    ks = [e.tmp("k") for _ in range(n)]
+    os_ = [e.tmp("o") for _ in range(n)]
+    is_ = [e.tmp("i") for _ in range(n)]
+    lines = [f"{t} *{dp} = {dst};",
+             f"for (std::int64_t {c} = 0; {c} < {cg}; ++{c}) {{",
+             f"const {t} *{xc} = {src} + {c} * std::int64_t({_prod(g.inp)});"]
+    for j in range(n):
+        lines.append(f"for (std::int64_t {ks[j]} = 0; {ks[j]} < {g.k[j]}; ++{ks[j]}) {{")
+    for j in range(n):
+        lines.append(f"for (std::int64_t {os_[j]} = 0; {os_[j]} < {g.out[j]}; ++{os_[j]}) {{")
+        lines.append(f"const std::int64_t {is_[j]} = {os_[j]} * {g.s[j]} + {ks[j]} * {g.d[j]} - {g.pb[j]};")
+    cond = " && ".join(f"static_cast<std::uint64_t>({is_[j]}) < {g.inp[j]}u" for j in range(n))
+    lines.append(f"*{dp}++ = ({cond}) ? {xc}[{_flat(is_, g.inp)}] : {t}(0);")
+    lines.append("}" * (2 * n + 1))
+    return lines
 
 
 def _pad_copy(e, src: str, dst: str, cg: int, g: _Geom, dims: tuple[int, ...], t: str) -> list[str]:
@@ -290,7 +312,7 @@ def _pad_copy(e, src: str, dst: str, cg: int, g: _Geom, dims: tuple[int, ...], t
     return lines
 
 
-def _im2col(e, src: str, dst: str, cg: int, g: _Geom, dims: tuple[int, ...], t: str) -> list[str]:
+def _im2col_rows(e, src: str, dst: str, cg: int, g: _Geom, dims: tuple[int, ...], t: str) -> list[str]:
     """Rows (channel, kernel offset) x columns (output position) of the input ``src`` of spatial
     shape ``dims``, already padded (every window lies inside it).
 
