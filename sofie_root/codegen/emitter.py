@@ -226,6 +226,9 @@ class NodeEmitter:
                     st[j] = var
                     acc = acc * d
             strides.append(st)
+        def pats_of(k: int) -> list[object]:
+            return [pats[j][k] for j in range(n)]
+
         if n == 1:
             i = idx[0]
             args = [f"{p}[{i}]" if strides[k][0] == "1" else
@@ -239,10 +242,17 @@ class NodeEmitter:
             lines.append("   " * j + f"for (std::int64_t {idx[j]} = 0; {idx[j]} < {self.dim(dims[j])}; ++{idx[j]}) {{")
         args = []
         for k, p in enumerate(ptrs):
+            if all(m == 1 for m in pats_of(k)):
+                # an input of the output's shape is read at the output's own index: with the same
+                # index expression the vectoriser sees a distance of 0 when the op runs in place
+                # (the output overwrites this input), instead of falling back to scalar code
+                args.append(f"{p}[{o}]")
+                continue
             terms = [idx[j] if strides[k][j] == "1" else f"{idx[j]} * {strides[k][j]}"
                      for j in range(n) if strides[k][j] is not None]
             args.append(f"{p}[{' + '.join(terms) if terms else '0'}]")
-        lines.append("   " * n + f"{out_ptr}[{o}++] = {expr(args)};")
+        lines.append("   " * n + f"{out_ptr}[{o}] = {expr(args)};")
+        lines.append("   " * n + f"++{o};")
         lines.append("}" * n)
         return "\n".join(lines)
 
