@@ -369,3 +369,19 @@ def test_functor_level_variable_leaves_fixed_inputs_padded(tagger_path, data_fil
     assert not a.plan.variable and [p.kind for p in a.plan.inputs] == ["jagged", "scalar"]
     out = df.Define("ya", a, a.columns).Define("yb", b, b.columns).AsNumpy(["ya", "yb"])
     assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(out["ya"], out["yb"]))
+
+
+def test_particle_set_with_batch_dimension(rdf_dir, data_file, events):
+    """[N, P, F] with symbolic P: variable=True sums over all of an event's particles, unpadded."""
+    from . import models
+    from .conftest import flat_events
+
+    path = models.symbolic_particles(rdf_dir / "sym_var.onnx")
+    df = ROOT.RDataFrame("Events", data_file)
+    f = srdf.functor(path, ["pf_pt", "pf_eta"], df=df, variable=True)
+    assert [p.layout for p in f.plan.inputs] == ["PF"] and f.plan.return_type == "ROOT::RVecF"
+    got = np.array([np.asarray(v) for v in df.Define("y", f, f.columns).AsNumpy(["y"])["y"]])
+    flat = flat_events(events)
+    ref = np.array([[np.sum(np.asarray(p, np.float32)), np.sum(np.asarray(e, np.float32))]
+                    for p, e in zip(flat.pf_pt.tolist(), flat.pf_eta.tolist())], np.float32)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
