@@ -237,7 +237,8 @@ def test_half_precision_models_keep_their_io_types(dtype) -> None:
 def test_profile_times_every_node() -> None:
     m = sofie_root.compile(_mlp())
     rows = m.profile(RNG.standard_normal((4, 7)).astype(np.float32), repeat=5)
-    assert sorted(r[1] for r in rows) == ["Gemm", "MatMul", "Relu"]
+    assert sorted(r[1] for r in rows) == sorted(n.op_type for n in m.graph.nodes)  # after the passes' fusion
+    assert len(rows) == len(m.graph.nodes) >= 2
     assert all(t >= 0 for _, _, t in rows) and rows == sorted(rows, key=lambda r: -r[2])
     assert "fProfile" not in m.source  # the model itself carries no timing code
 
