@@ -11,7 +11,7 @@ the recurrence; each step is then one GEMM ``H @ R^T`` over the batch (two for a
 ``linear_before_reset=0``) and an element-wise gate loop. The ``gemm_pretranspose`` pass may
 store a constant R as ``[num_directions, hidden, gates * hidden]`` (marked by the attribute
 ``R_TRANSPOSED``): at batch 1 the step is then a gemv over contiguous rows, which OpenBLAS runs
-about twice as fast as the transposed product. Scratch memory (projection, gates,
+about twice as fast as the transposed product; W likewise (``W_TRANSPOSED``). Scratch memory (projection, gates,
 states) is a set of workspace buffers planned in the arena, so nothing is allocated per call.
 """
 
@@ -40,8 +40,10 @@ _ACTIVATIONS: dict[str, tuple[bool, bool, float, float]] = {
 
 _DIRECTIONS = ("forward", "reverse", "bidirectional")
 
-#: node attribute set by passes/layout.py when R is stored transposed per direction ([H, G])
+#: node attributes set by passes/layout.py when R / W are stored transposed per direction
+#: ([H, G] / [input_size, G])
 R_TRANSPOSED = "sofie_R_transposed"
+W_TRANSPOSED = "sofie_W_transposed"
 
 
 def _activation_expr(name: str, alpha: float, beta: float, x: str, dt: DType, lit) -> str:
@@ -148,7 +150,8 @@ class _Recurrent(Operator):
                                             for a, b in zip(got, want)):
                 raise v.fail(f"{what} has shape {list(got)}, expected {[str(d) for d in want]}")
 
-        need("W", w.shape, (nd, g * hidden, isz))
+        w_t = bool(v.attr(W_TRANSPOSED, 0))
+        need("W", w.shape, (nd, isz, g * hidden) if w_t else (nd, g * hidden, isz))
         need("R", r.shape, (nd, hidden, g * hidden) if r_t else (nd, g * hidden, hidden))
         if v.has_input(3):
             need("B", v.input(3).shape, (nd, 2 * g * hidden))
@@ -244,7 +247,12 @@ class _Recurrent(Operator):
                 beta = one
             else:
                 beta = zero
-            body.append(f"sofie_rt::gemm<{T}>(false, true, S * B, G, nI, {one}, {e.inp(0)}, nI, Wd, nI, {beta}, {xw}, G);")
+            if v.attr(W_TRANSPOSED, 0):
+                body.append(f"sofie_rt::gemm<{T}>(false, false, S * B, G, nI, {one}, {e.inp(0)}, nI, Wd, G, {beta}, "
+                            f"{xw}, G);")
+            else:
+                body.append(f"sofie_rt::gemm<{T}>(false, true, S * B, G, nI, {one}, {e.inp(0)}, nI, Wd, nI, {beta}, "
+                            f"{xw}, G);")
             # initial states
             st_idx = f"({d} * B + b) * H + j" if layout == 0 else f"(b * {nd} + {d}) * H + j"
             body.append("for (std::int64_t b = 0; b < B; ++b)")

@@ -7,7 +7,8 @@ same layout; sgemv/sgemm on ``[N, K]`` 1.0-2.8x, sgemm with transB up to 9x for 
 
 The recurrent weights ``R`` of LSTM/GRU/RNN (``[dirs, gates*H, H]``, read as ``H @ R^T`` every
 time step) are stored as ``[dirs, H, gates*H]`` for the same reason, with the node attribute
-``ops.rnn.R_TRANSPOSED`` telling the operator. The transpositions happen once, here, at compile
+``ops.rnn.R_TRANSPOSED`` telling the operator; the input weights ``W`` likewise
+(``W_TRANSPOSED``; one GEMM over all time steps, [S*B, I] x [I, gates*H]). The transpositions happen once, here, at compile
 time.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..ir.graph import Graph, Node
-from ..ops.rnn import R_TRANSPOSED
+from ..ops.rnn import R_TRANSPOSED, W_TRANSPOSED
 
 _RECURRENT = ("LSTM", "GRU", "RNN")
 
@@ -61,6 +62,12 @@ def pretranspose_gemm_weights(graph: Graph) -> Graph:
                 attrs = dict(node.attrs)
                 attrs["hidden_size"] = hidden
                 attrs[R_TRANSPOSED] = 1
+                w = node.inputs[1]
+                if (not attrs.get(W_TRANSPOSED, 0) and private_const(w, 3)
+                        and inits[w].shape[1] == inits[r].shape[2]):
+                    inits[w] = np.require(inits[w].transpose(0, 2, 1), requirements="C")
+                    tensors[w] = replace(tensors[w], shape=tuple(inits[w].shape))
+                    attrs[W_TRANSPOSED] = 1
                 node = replace(node, attrs=attrs)
                 changed = True
         nodes.append(node)

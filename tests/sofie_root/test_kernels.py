@@ -102,16 +102,16 @@ def test_matmul_vector_shapes(a_shape, b_shape) -> None:
                                       ("GRU", {"linear_before_reset": 1}), ("RNN", {})])
 @pytest.mark.parametrize("direction", ["forward", "bidirectional"])
 def test_recurrent_batch1_both_weight_layouts(op, extra, direction) -> None:
-    from sofie_root.ops.rnn import R_TRANSPOSED
+    from sofie_root.ops.rnn import R_TRANSPOSED, W_TRANSPOSED
 
     from .test_ops_rnn import build
 
     model, _ = build(op, direction, seq=7, batch=1, isz=5, hidden=9, batch_dim="N", **extra)
     transposed = sofie_root.compile(model)
     (node,) = [n for n in transposed.graph.nodes if n.op_type == op]
-    assert node.attrs.get(R_TRANSPOSED) == 1
+    assert node.attrs.get(R_TRANSPOSED) == 1 and node.attrs.get(W_TRANSPOSED) == 1
     plain = sofie_root.compile(model, passes=[])
-    assert not [n for n in plain.graph.nodes if n.attrs.get(R_TRANSPOSED)]
+    assert not [n for n in plain.graph.nodes if n.attrs.get(R_TRANSPOSED) or n.attrs.get(W_TRANSPOSED)]
     for batch in (1, 3):
         _, feeds = build(op, direction, seq=7, batch=batch, isz=5, hidden=9, batch_dim="N", seed=batch, **extra)
         for m in (transposed, plain):
@@ -187,3 +187,21 @@ def test_conv_padded_buffer_shared_with_nan() -> None:
     m = sofie_root.compile(model)
     assert np.isnan(m.infer(np.full((2, 2, 5, 5), np.nan, np.float32))[0]).all()
     assert_matches_ort(model, _rand((2, 2, 5, 5)), compiled=m, rtol=1e-4, atol=1e-5)
+
+
+def test_recurrent_W_graph_input_R_constant() -> None:
+    # only R is a private constant: R is transposed, W (a graph input) keeps the ONNX layout
+    from sofie_root.ops.rnn import R_TRANSPOSED, W_TRANSPOSED
+
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal((1, 4 * 6, 3)) * 0.5).astype(np.float32)
+    r = (rng.standard_normal((1, 4 * 6, 6)) * 0.5).astype(np.float32)
+    node = helper.make_node("LSTM", ["X", "W", "R"], ["Y"], hidden_size=6)
+    model = make_model([node], [value_info("X", np.float32, [5, "N", 3]), value_info("W", np.float32, [1, 24, 3])],
+                       [value_info("Y", np.float32, None)], {"R": r}, opset=14)
+    m = sofie_root.compile(model)
+    (n,) = m.graph.nodes
+    assert n.attrs.get(R_TRANSPOSED) == 1 and not n.attrs.get(W_TRANSPOSED)
+    for batch in (1, 2):
+        assert_matches_ort(model, rng.standard_normal((5, batch, 3)).astype(np.float32), w, compiled=m,
+                           rtol=1e-4, atol=1e-5)
