@@ -72,9 +72,11 @@ inline double loop(void *fn, void *session, const std::int64_t *sym, const void 
 
 # What a fresh process does for the compile-time and memory columns. Inputs are made from the
 # model's own input specs, so the child does not import torch (that would dominate its RSS).
-# ru_maxrss is the process's high-water mark, often set while ROOT starts; so the child also
-# resets the kernel's high-water mark (VmHWM, /proc/self/clear_refs) once ROOT is up and reports
-# how far compiling and running rose above the RSS at that point.
+# Peak RSS is the kernel's high-water mark of the child's own memory (VmHWM): getrusage's
+# ru_maxrss is not usable here, as Linux carries the RSS of the forking process (this one, with
+# torch and the models in it) into the child's ru_maxrss across exec. Once ROOT is up, the child
+# resets the high-water mark (/proc/self/clear_refs), so VmHWM at the end is the peak of
+# compiling and running; "rise" is that peak minus the RSS at the reset.
 _CHILD = r"""
 import json, re, resource, sys, time
 import numpy as np
@@ -89,7 +91,8 @@ def status(key):
     except (OSError, AttributeError):
         return None
 
-out = {"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+hwm_start = status("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = {"peak_rss_kb": hwm_start}
 if len(sys.argv) > 1:
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -104,16 +107,18 @@ if len(sys.argv) > 1:
     for batch in (1, 256):
         model.infer(*[rng.standard_normal([batch if isinstance(d, str) else d for d in s.shape]).astype(s.dtype)
                       for s in model.inputs])
-    out["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     hwm = status("VmHWM")
-    if start is not None and hwm is not None:
+    if hwm is None:
+        hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out["peak_rss_kb"] = max(hwm_start, hwm)
+    if start is not None:
         out["rise_kb"] = hwm - start
 print("SOFIE_BENCH " + json.dumps(out))
 """
 
 
 def fresh_process(path: Path | None = None) -> dict:
-    """In a new process: compile time, peak RSS (``maxrss_kb``) and the rise of RSS above the
+    """In a new process: compile time, peak RSS (``peak_rss_kb``) and the rise of RSS above the
     level once ROOT is up (``rise_kb``) of compiling ``path`` and running it once at batch 1 and
     256; without ``path``, the peak RSS of a process that only starts sofie_root and ROOT."""
     args = [sys.executable, "-c", _CHILD] + ([str(path)] if path else [])
@@ -235,7 +240,7 @@ def _symbols(model, arrays) -> dict[str, int]:
 def bench_model(name: str, path: Path, loop: CppLoop, peak_gflops: float, reps: int, budget: float) -> dict:
     result: dict = {"model": name}
     child = fresh_process(path)
-    result.update(compile_s=child["compile_s"], rss_kb=child["maxrss_kb"], rss_rise_kb=child.get("rise_kb"))
+    result.update(compile_s=child["compile_s"], rss_kb=child["peak_rss_kb"], rss_rise_kb=child.get("rise_kb"))
     model = sofie_root.compile(path)
     models = {"cpp": model}
     if has_native():
@@ -290,9 +295,9 @@ def machine() -> dict:
     import onnxruntime
 
     out["onnxruntime"] = onnxruntime.__version__
-    out["baseline_rss_kb"] = fresh_process()["maxrss_kb"]
-    # many short runs: the best one is the one no other process interrupted
-    out["fma_gflops"] = {c: peak.fma_peak(c, reps=15, seconds=0.02) for c in peak.compilers()}
+    out["baseline_rss_kb"] = fresh_process()["peak_rss_kb"]
+    # many short runs (shorter than a scheduler slice): the best one is one no other process interrupted
+    out["fma_gflops"] = {c: peak.fma_peak(c, reps=60, seconds=0.002) for c in peak.compilers()}
     out["peak_gflops"] = out["fma_gflops"][peak.compilers()[0]]["peak"]
     out["peak_from"] = peak.compilers()[0]
     return out
@@ -381,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name}: done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr, flush=True)
     dense = next((r for r in results if r["model"] == "dense"), None)
     if dense:
-        bw = {c: peak.read_bandwidth(dense["weight_bytes"], c, reps=15, seconds=0.02) for c in peak.compilers()}
+        bw = {c: peak.read_bandwidth(dense["weight_bytes"], c, reps=60, seconds=0.002) for c in peak.compilers()}
         gbs = bw[peak.compilers()[0]]["best"]
         floor_us = dense["weight_bytes"] / (gbs * 1e9) * 1e6
         m["dense_floor"] = {"weight_bytes": dense["weight_bytes"], "read_gb_per_s": bw, "gb_per_s": gbs,

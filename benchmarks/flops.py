@@ -2,8 +2,9 @@
 
 Only the products are counted, 2 FLOP per multiply-add, as in the performance anchors: Gemm,
 MatMul, Conv, ConvTranspose, RNN/GRU/LSTM (input and recurrent projections), Attention (QK^T
-and the weighted sum of V) and Einsum, plus the fused forms the passes create (FusedGemm,
-FusedConv, domain ``sofie``). Biases, activations, normalisations, softmax and pooling are left
+and the weighted sum of V) and Einsum, plus the fused forms the passes create (domain ``sofie``: FusedGemm,
+FusedConv, FusedMatMul, any fused operator with a ``base``). Biases, activations,
+normalisations, softmax and pooling are left
 out: in the benchmark models they are a few percent of the products. Nodes inside If/Loop/Scan
 bodies are not counted (their trip count is not known from the graph).
 
@@ -21,10 +22,10 @@ import numpy as np
 from sofie_root.ir.dims import Dim
 from sofie_root.ir.graph import Graph, Node
 
-#: op type -> the op whose product it computes (the fused ones keep the base op's attributes)
+#: op type -> the op whose product it computes
 _PRODUCTS = {"Gemm": "Gemm", "MatMul": "MatMul", "Conv": "Conv", "ConvTranspose": "ConvTranspose",
              "RNN": "RNN", "GRU": "GRU", "LSTM": "LSTM", "Attention": "Attention", "Einsum": "Einsum",
-             "FusedGemm": "Gemm", "FusedConv": "Conv"}
+             "FusedGemm": "Gemm", "FusedConv": "Conv", "FusedMatMul": "MatMul"}
 _GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 
 
@@ -41,10 +42,23 @@ def _dims(graph: Graph, name: str, symbols: Mapping[str, int], node: Node) -> li
     return out
 
 
+def _kind(node: Node) -> str | None:
+    """The product a node computes: its own op type, or for the passes' fused operators (domain
+    ``sofie``, e.g. FusedMatMul) the ``base`` operator whose attributes they keep."""
+    if node.domain in ("", "ai.onnx"):
+        return _PRODUCTS.get(node.op_type)
+    if node.domain == "sofie":
+        from sofie_root.ops.base import lookup
+
+        base = getattr(lookup("sofie", node.op_type), "base", None)
+        return _PRODUCTS.get(base or node.op_type)
+    return None
+
+
 def node_macs(graph: Graph, node: Node, symbols: Mapping[str, int]) -> int:
     """Multiply-adds of one node (0 for nodes whose work is not a product)."""
-    kind = _PRODUCTS.get(node.op_type)
-    if kind is None or node.domain not in ("", "ai.onnx", "sofie"):
+    kind = _kind(node)
+    if kind is None:
         return 0
 
     def shape(k: int) -> list[int]:

@@ -96,6 +96,15 @@ def test_compiled_graph_counts_the_same() -> None:
     assert flops.weight_bytes(model.graph) == (30 * 7 + 30) * 4
 
 
+def test_compiled_matmul_add_activation_counts_the_same() -> None:
+    # MatMul + Add + Gelu may become one fused node: still one product of [N, 5, 16] x [16, 32]
+    proto = make_model([helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+                        helper.make_node("Relu", ["a"], ["y"])],
+                       [value_info("x", F, ("N", 5, 16))], [value_info("y", F, None)],
+                       {"w": _w(16, 32), "b": _w(32)})
+    assert flops.total(sofie_root.compile(proto.SerializeToString()).graph, {"N": 2}) == 2 * 2 * 5 * 16 * 32
+
+
 def test_compiled_lstm_counts_the_same() -> None:
     # the passes may store the recurrent weights transposed: the count comes from X and hidden_size
     seq, inp, hid = 6, 5, 8
