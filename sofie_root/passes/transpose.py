@@ -6,7 +6,11 @@
 * a 2-D Transpose feeding a Gemm becomes its transA/transB; a 2-D MatMul reading one becomes a Gemm;
 * Transpose -> element-wise chain (other operands constant) -> Transpose: the chain runs in the
   original layout (constants permuted once at compile time) and the two Transposes compose or
-  cancel (Keras channels-last permutes around activations, attention head shuffles).
+  cancel (Keras channels-last permutes around activations, attention head shuffles); a Transpose
+  before a single element-wise node moves below it;
+* a 1x1 Conv reading channels-last data through a Transpose (torch's ``Conv1d`` over particles
+  stored [N, P, C]) becomes MatMul (+ bias Add) on the channels-last data, then the Transpose,
+  which then moves on and cancels with the next one.
 
 Rewrites are applied one at a time until none applies, each on a validated graph.
 """
@@ -87,7 +91,11 @@ def _step(graph: Graph) -> Graph | None:
                 # the inner Transpose goes too when only this one read it (its input may then be renamed)
                 gone = inner if private(x, uses) else None
                 return graph.replace(nodes=[new if n is node else n for n in graph.nodes if n is not gone])
-            g = _sink(graph, node, perm, uses, cons)
+            g = _sink(graph, node, perm, uses, cons) or _sink_one(graph, node, perm, uses, cons)
+            if g is not None:
+                return g
+        elif node.op_type == "Conv":
+            g = _pointwise_conv(graph, node, prod)
             if g is not None:
                 return g
         elif node.op_type == "Reshape":
@@ -193,3 +201,104 @@ def eliminate_transposes(graph: Graph) -> Graph:
         graph, changed = g, True
     # the rewrites leave the Transposes they bypassed unread
     return eliminate_dead_code(graph) if changed else graph
+
+
+def _permuted_const(graph: Graph, name: str, rank: int, inv: list[int], inits: dict, tensors: dict,
+                    taken: set[str]) -> str | None:
+    """``name`` (a constant broadcast in the permuted layout) as a constant of the original layout."""
+    c = graph.initializers[name]
+    if c.size == 1:
+        return name
+    if c.ndim > rank:
+        return None
+    full = c.reshape((1,) * (rank - c.ndim) + c.shape)
+    new = fresh(f"{name}_perm", taken)
+    inits[new] = np.ascontiguousarray(full.transpose(inv))
+    tensors[new] = TensorInfo(new, tensors[name].dtype, tuple(inits[new].shape))
+    return new
+
+
+def _sink_one(graph: Graph, t: Node, perm: list[int], uses, cons) -> Graph | None:
+    """Transpose -> element-wise node (other operands constant): the node runs first, in the
+    original layout, and the Transpose follows it, one step closer to one it may cancel with
+    (or to a product it may be folded into)."""
+    y = t.outputs[0]
+    if not private(y, uses) or len(cons.get(y, [])) != 1:
+        return None
+    e = cons[y][0]
+    if not fusable_elementwise(e.op_type, e.domain) or len(e.outputs) != 1 or e.inputs.count(y) != 1:
+        return None
+    if tuple(graph.tensors[e.outputs[0]].shape) != tuple(graph.tensors[y].shape):
+        return None
+    others = [i for i in e.inputs if i and i != y]
+    if any(i not in graph.initializers for i in others):
+        return None
+    inv = list(np.argsort(perm))
+    inits = dict(graph.initializers)
+    tensors = dict(graph.tensors)
+    taken = all_names(graph)
+    ins = []
+    for i in e.inputs:
+        if i == y:
+            ins.append(t.inputs[0])
+        elif i:
+            c = _permuted_const(graph, i, len(perm), inv, inits, tensors, taken)
+            if c is None:
+                return None
+            ins.append(c)
+        else:
+            ins.append(i)
+    mid = fresh(f"{e.outputs[0]}_untransposed", taken)
+    new_e = replace(e, inputs=ins, outputs=[mid])
+    for info in infer_outputs(new_e, tensors, inits):
+        tensors[info.name] = info
+    new_t = replace(t, inputs=[mid], outputs=list(e.outputs))
+    nodes = []
+    for n in graph.nodes:
+        if n is t:
+            continue
+        nodes.extend([new_e, new_t] if n is e else [n])
+    return graph.replace(nodes=nodes, initializers=inits, tensors=tensors)
+
+
+def _pointwise_conv(graph: Graph, conv: Node, prod) -> Graph | None:
+    """A 1x1 Conv (stride 1, no padding, one group) reading a channels-last tensor through a
+    Transpose is a MatMul over the channels-last data (+ bias), followed by that Transpose."""
+    t = prod.get(conv.inputs[0])
+    w = graph.initializers.get(conv.inputs[1]) if len(conv.inputs) > 1 else None
+    if not _is_transpose(t) or w is None or len(conv.outputs) != 1:
+        return None
+    rank = graph.tensors[conv.inputs[0]].rank
+    if rank < 3 or _perm(t, rank) != [0, rank - 1, *range(1, rank - 1)]:
+        return None
+    a = conv.attrs
+    n_sp = rank - 2
+    if (w.ndim != rank or any(k != 1 for k in w.shape[2:]) or int(a.get("group", 1)) != 1
+            or any(int(x) != 1 for x in a.get("strides", [1] * n_sp))
+            or any(int(x) != 1 for x in a.get("dilations", [1] * n_sp))
+            or any(int(x) != 0 for x in a.get("pads", [0] * 2 * n_sp))
+            or a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID", "")):
+        return None
+    bias = conv.inputs[2] if len(conv.inputs) > 2 and conv.inputs[2] else ""
+    if bias and bias not in graph.initializers:
+        return None
+    inits = dict(graph.initializers)
+    tensors = dict(graph.tensors)
+    taken = all_names(graph)
+    w2 = fresh(f"{conv.inputs[1]}_matmul", taken)
+    inits[w2] = np.ascontiguousarray(w.reshape(w.shape[0], w.shape[1]).T)
+    tensors[w2] = TensorInfo(w2, tensors[conv.inputs[1]].dtype, tuple(inits[w2].shape))
+    out = conv.outputs[0]
+    mm = Node("MatMul", [t.inputs[0], w2], [fresh(f"{out}_cl", taken)], {}, conv.name, "", conv.opset)
+    new = [mm]
+    if bias:
+        add = Node("Add", [mm.outputs[0], bias], [fresh(f"{out}_cl_bias", taken)], {}, conv.name, "", conv.opset)
+        new.append(add)
+    for n in new:
+        for info in infer_outputs(n, tensors, inits):
+            tensors[info.name] = info
+    new.append(Node("Transpose", [new[-1].outputs[0]], [out], {"perm": _perm(t, rank)}, conv.name, "", t.opset))
+    nodes = []
+    for n in graph.nodes:
+        nodes.extend(new if n is conv else [n])
+    return graph.replace(nodes=nodes, initializers=inits, tensors=tensors)

@@ -287,6 +287,31 @@ def test_transposes_cancel_around_elementwise_and_fold_into_gemm() -> None:
     check_all_ways(proto, f32(2, 3, 4, 5))
 
 
+def test_pointwise_convs_between_transposes_become_matmuls() -> None:
+    # torch's Conv1d over particles stored [N, P, C]: x.transpose(1, 2) -> conv -> relu -> conv -> back
+    nodes = [helper.make_node("Transpose", ["x"], ["a"], perm=[0, 2, 1]),
+             helper.make_node("Conv", ["a", "w1", "b1"], ["c1"], kernel_shape=[1]),
+             helper.make_node("Relu", ["c1"], ["r1"]), helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+             helper.make_node("Mul", ["c2", "k"], ["m"]), helper.make_node("Transpose", ["m"], ["y"], perm=[0, 2, 1])]
+    inits = {"w1": f32(8, 5, 1), "b1": f32(8), "w2": f32(4, 8, 1), "k": f32(4, 1)}
+    proto = make_model(nodes, [value_info("x", np.float32, ["N", 7, 5])], [value_info("y", np.float32, None)],
+                       inits)
+    g = PASSES["eliminate_transposes"](ir(proto))
+    assert "Transpose" not in ops(g) and "Conv" not in ops(g)
+    graphs = check_all_ways(proto, f32(3, 7, 5))
+    assert ops(graphs["default"]) == ["FusedMatMul", "MatMul", "FusedElementwise"] or \
+        ops(graphs["default"]) == ["FusedMatMul", "MatMul", "Mul"]
+
+
+def test_strided_conv_after_transpose_is_left_alone() -> None:
+    nodes = [helper.make_node("Transpose", ["x"], ["a"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["a", "w"], ["y"], strides=[2, 2])]
+    proto = make_model(nodes, [value_info("x", np.float32, ["N", 4, 4, 3])], [value_info("y", np.float32, None)],
+                       {"w": f32(2, 3, 1, 1)})
+    assert ops(PASSES["eliminate_transposes"](ir(proto))) == ["Transpose", "Conv"]
+    check_all_ways(proto, f32(2, 4, 4, 3), passes=["eliminate_transposes"])
+
+
 def test_transpose_of_graph_output_and_shared_transpose_stay_correct() -> None:
     nodes = [helper.make_node("Transpose", ["x"], ["a"], perm=[1, 0]), helper.make_node("Exp", ["a"], ["b"]),
              helper.make_node("Transpose", ["b"], ["y"], perm=[1, 0]), helper.make_node("Neg", ["a"], ["z"])]
