@@ -378,15 +378,22 @@ def main(argv: list[str] | None = None) -> int:
     m = machine()
     loop = CppLoop()
     results = []
+    dense_bw: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as d:
         for name in names:
             path = Path(d) / f"{name}.onnx"
             hep_models.export(name, path)
             results.append(bench_model(name, path, loop, m["peak_gflops"], reps, budget))
+            if name == "dense":
+                dense_bw = {c: peak.read_bandwidth(results[-1]["weight_bytes"], c, reps=60, seconds=0.002)
+                            for c in peak.compilers()}
             print(f"  {name}: done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr, flush=True)
     dense = next((r for r in results if r["model"] == "dense"), None)
     if dense:
         bw = {c: peak.read_bandwidth(dense["weight_bytes"], c, reps=60, seconds=0.002) for c in peak.compilers()}
+        # also measured right after the dense model ran: the better of the two (load only lowers it)
+        for c, figures in bw.items():
+            figures["best"] = max(figures["best"], dense_bw.get(c, {}).get("best", 0.0))
         gbs = bw[peak.compilers()[0]]["best"]
         floor_us = dense["weight_bytes"] / (gbs * 1e9) * 1e6
         m["dense_floor"] = {"weight_bytes": dense["weight_bytes"], "read_gb_per_s": bw, "gb_per_s": gbs,
