@@ -95,7 +95,7 @@ def _step(graph: Graph) -> Graph | None:
             if g is not None:
                 return g
         elif node.op_type == "Conv":
-            g = _pointwise_conv(graph, node, prod)
+            g = _pointwise_conv(graph, node, prod, uses)
             if g is not None:
                 return g
         elif node.op_type == "Reshape":
@@ -261,12 +261,15 @@ def _sink_one(graph: Graph, t: Node, perm: list[int], uses, cons) -> Graph | Non
     return graph.replace(nodes=nodes, initializers=inits, tensors=tensors)
 
 
-def _pointwise_conv(graph: Graph, conv: Node, prod) -> Graph | None:
+def _pointwise_conv(graph: Graph, conv: Node, prod, uses) -> Graph | None:
     """A 1x1 Conv (stride 1, no padding, one group) reading a channels-last tensor through a
-    Transpose is a MatMul over the channels-last data (+ bias), followed by that Transpose."""
+    Transpose is a MatMul over the channels-last data (+ bias), followed by that Transpose.
+    Only when the Conv is the Transpose's only reader: the Transpose then moves rather than
+    being duplicated."""
     t = prod.get(conv.inputs[0])
     w = graph.initializers.get(conv.inputs[1]) if len(conv.inputs) > 1 else None
-    if not _is_transpose(t) or w is None or len(conv.outputs) != 1:
+    if not _is_transpose(t) or w is None or len(conv.outputs) != 1 or not private(conv.inputs[0], uses) \
+            or conv.inputs.count(conv.inputs[0]) != 1:
         return None
     rank = graph.tensors[conv.inputs[0]].rank
     if rank < 3 or _perm(t, rank) != [0, rank - 1, *range(1, rank - 1)]:

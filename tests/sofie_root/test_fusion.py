@@ -303,12 +303,17 @@ def test_pointwise_convs_between_transposes_become_matmuls() -> None:
         ops(graphs["default"]) == ["FusedMatMul", "MatMul", "Mul"]
 
 
-def test_strided_conv_after_transpose_is_left_alone() -> None:
+@pytest.mark.parametrize("case", ["strided", "shared"])
+def test_conv_after_transpose_left_alone(case: str) -> None:
+    # a strided 1x1 Conv is no MatMul; a Transpose also read elsewhere would only be duplicated
     nodes = [helper.make_node("Transpose", ["x"], ["a"], perm=[0, 3, 1, 2]),
-             helper.make_node("Conv", ["a", "w"], ["y"], strides=[2, 2])]
-    proto = make_model(nodes, [value_info("x", np.float32, ["N", 4, 4, 3])], [value_info("y", np.float32, None)],
-                       {"w": f32(2, 3, 1, 1)})
-    assert ops(PASSES["eliminate_transposes"](ir(proto))) == ["Transpose", "Conv"]
+             helper.make_node("Conv", ["a", "w"], ["y"], strides=[2, 2] if case == "strided" else [1, 1])]
+    outs = [value_info("y", np.float32, None)]
+    if case == "shared":
+        nodes.append(helper.make_node("Relu", ["a"], ["z"]))
+        outs.append(value_info("z", np.float32, None))
+    proto = make_model(nodes, [value_info("x", np.float32, ["N", 4, 4, 3])], outs, {"w": f32(2, 3, 1, 1)})
+    assert ops(PASSES["eliminate_transposes"](ir(proto)))[:2] == ["Transpose", "Conv"]
     check_all_ways(proto, f32(2, 4, 4, 3), passes=["eliminate_transposes"])
 
 
