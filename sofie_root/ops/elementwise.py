@@ -137,7 +137,7 @@ class Gelu(_Unary):
             c = _lit(math.sqrt(2 / math.pi), dt)
             return (f"{_lit(0.5, dt)} * {x} * ({_lit(1, dt)} + std::tanh({c} * ({x} + "
                     f"{_lit(0.044715, dt)} * {x} * {x} * {x})))")
-        return f"{_lit(0.5, dt)} * {x} * ({_lit(1, dt)} + std::erf({x} * {_lit(1 / math.sqrt(2), dt)}))"
+        return f"sofie_rt::gelu({x})"
 
 
 # -- binary -----------------------------------------------------------------------------------
