@@ -148,6 +148,9 @@ def fusable_elementwise(op_type: str, domain: str = "") -> bool:
     return isinstance(op, (_Unary, _Binary, _Variadic, Where, Clip)) or type(op) is Cast
 
 
+_STRING_ATTRS = ("approximate", "direction")
+
+
 def encode_steps(steps: list[dict[str, Any]]) -> str:
     return json.dumps(steps, sort_keys=True, separators=(",", ":"))
 
@@ -181,6 +184,11 @@ def decode_steps(v: NodeView) -> list[dict[str, Any]]:
                 isinstance(a, str) and (isinstance(b, (int, float, str)) and not isinstance(b, bool))
                 for a, b in attrs.items()):
             raise v.fail(f"step {k} ({s['op']}) has attributes that are not plain numbers or strings")
+        for a, b in attrs.items():
+            # only these are strings in ONNX's element-wise operators; every other value must be a
+            # number (it is printed through cpp_literal)
+            if isinstance(b, str) != (a in _STRING_ATTRS):
+                raise v.fail(f"step {k} ({s['op']}) attribute {a!r} has the wrong kind")
         try:
             dtype_by_name(s.get("dtype", ""))
         except Exception:

@@ -257,7 +257,9 @@ def test_bad_fused_steps_are_refused() -> None:
     y = TensorInfo("y", x.dtype, (2,))
     for steps in ["not json", json.dumps([{"op": "System", "in": [["x", 0]], "dtype": "float32"}]),
                   json.dumps([{"op": "Relu", "in": [["s", 0]], "dtype": "float32"}]),
-                  json.dumps([{"op": "Relu", "in": [["x", 0]], "dtype": "float32); abort(); //"}])]:
+                  json.dumps([{"op": "Relu", "in": [["x", 0]], "dtype": "float32); abort(); //"}]),
+                  json.dumps([{"op": "LeakyRelu", "in": [["x", 0]], "dtype": "float32",
+                               "attrs": {"alpha": "1); abort(); //"}}])]:
         node = Node("FusedElementwise", ["x"], ["y"], {"steps": steps}, "evil", "sofie", 17)
         g = Graph([node], ["x"], ["y"], {"x": x, "y": y})
         with pytest.raises(sofie_root.SofieError, match="evil"):
