@@ -131,8 +131,8 @@ def test_error_from_generated_code_becomes_an_exception():
     assert_close(nat.infer(x, np.array([1, 2])), run_ort(proto, x, np.array([1, 2])))  # still usable
 
 
-def small_model():
-    w = np.random.default_rng(5).standard_normal((3, 2)).astype(np.float32)
+def small_model(seed: int = 5):
+    w = np.random.default_rng(seed).standard_normal((3, 2)).astype(np.float32)
     nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Tanh", ["h"], ["y"])]
     return make_model(nodes, [value_info("x", np.float32, ["N", 3])], [value_info("y", np.float32, ["N", 2])],
                       initializers={"w": w})
@@ -310,8 +310,9 @@ def test_compiler_failure_is_reported_with_the_kept_source(monkeypatch, tmp_path
     # a compiler that answers --version but cannot build: the error carries its diagnostics
     monkeypatch.setenv("CXX", f"{native.compiler().argv[0]} -include {tmp_path / 'missing.h'}")
     monkeypatch.setenv("SOFIE_ROOT_CACHE", str(tmp_path / "cache"))
+    # weights no other test uses: a model already loaded by this process would not be rebuilt
     with pytest.raises(CompilationError, match=r"(?s)failed to compile model .*missing\.h") as e:
-        sofie_root.compile(small_model(), backend="native", passes=[])
+        sofie_root.compile(small_model(seed=1234), backend="native", passes=[])
     kept = [p for p in (tmp_path / "cache").iterdir() if p.name.startswith("failed-")]
     assert len(kept) == 1 and str(kept[0]) in str(e.value)
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]
