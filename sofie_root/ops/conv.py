@@ -234,7 +234,10 @@ class Conv(Operator):
             ws.append((v.input(0).dtype, cg * _prod(self._padded(g))))  # zero-padded copy of the input
         return ws
 
-    def emit(self, v: NodeView, e) -> str:
+    def emit(self, v: NodeView, e, epilogue=None) -> str:
+        """``epilogue(ptr, count)``, if given, returns C++ applied to each image's (and group's)
+        output block of ``count`` elements right after its GEMM, while it is still in cache
+        (fused activations use it)."""
         g, group = self._geom(v)
         x, w = v.input(0), v.input(1)
         t = x.dtype.cpp
@@ -271,6 +274,8 @@ class Conv(Operator):
             beta = e.lit(1, x.dtype)
         lines.append(f"sofie_rt::gemm<{t}>(false, false, {mg}, {p}, {cg * kk}, {e.lit(1, x.dtype)}, "
                      f"{e.inp(1)} + {gi} * std::int64_t({mg * cg * kk}), {cg * kk}, {col}, {p}, {beta}, {yg}, {p});")
+        if epilogue is not None:
+            lines.append(epilogue(yg, str(mg * p)))
         lines.append("}}")
         return "\n".join(lines)
 

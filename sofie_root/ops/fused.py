@@ -112,14 +112,21 @@ class _FusedProduct(Operator):
         if reason:
             raise v.fail(reason)
         base = lookup("", self.base)
-        code = base.emit(self._base_view(v), e)  # type: ignore[union-attr]
         _, act, attrs = self.split(v.node)
         dt = e.out_info(0).dtype
         i, x = e.tmp("i"), e.tmp("x")
-        y = e.out()
         expr = _activation_expr(act, attrs, x, dt, v.label)
-        return (f"{code}\nfor (std::int64_t {i} = 0; {i} < {e.size_out()}; ++{i}) "
-                f"{{ const {dt.cpp} {x} = {y}[{i}]; {y}[{i}] = {expr}; }}")
+
+        def loop(y: str, count: str) -> str:
+            return (f"for (std::int64_t {i} = 0; {i} < {count}; ++{i}) "
+                    f"{{ const {dt.cpp} {x} = {y}[{i}]; {y}[{i}] = {expr}; }}")
+
+        if self.base == "Conv":
+            # per image, right after its GEMM: at batch 256 a second pass over the whole output
+            # would read it back from L3 or memory
+            return base.emit(self._base_view(v), e, epilogue=loop)  # type: ignore[union-attr]
+        code = base.emit(self._base_view(v), e)  # type: ignore[union-attr]
+        return f"{code}\n{loop(e.out(), e.size_out())}"
 
 
 @register
@@ -287,6 +294,11 @@ class FusedElementwise(Operator):
 
 
 
+#: rows of x @ W computed before their bias and activation are applied (an output block of
+#: 64 rows x a few hundred columns stays in L2)
+ROW_BLOCK = 64
+
+
 @register
 class FusedMatMul(_FusedProduct):
     """Internal: MatMul(A, B) + an optional bias vector (input 2, along the last axis) followed by an
@@ -322,7 +334,8 @@ class FusedMatMul(_FusedProduct):
         reason = self.check(v)
         if reason:
             raise v.fail(reason)
-        code = lookup("", "MatMul").emit(self._base_view(v), e)  # type: ignore[union-attr]
+        matmul = lookup("", "MatMul")
+        base = self._base_view(v)
         _, act, attrs = self.split(v.node)
         out = e.out_info(0)
         dt = out.dtype
@@ -332,7 +345,25 @@ class FusedMatMul(_FusedProduct):
         val = f"{y}[{r} * {e.dim(n)} + {j}]"
         load = f"{val} + {e.inp(2)}[{j}]" if has_bias else val
         expr = _activation_expr(act, attrs, x, dt, v.label) if act else x
-        # the bias and activation run over the product while it is still in cache
-        return (f"{code}\nfor (std::int64_t {r} = 0; {r} < {e.dim(numel(out.shape[:-1]))}; ++{r})\n"
-                f"   for (std::int64_t {j} = 0; {j} < {e.dim(n)}; ++{j}) "
-                f"{{ const {dt.cpp} {x} = {load}; {val} = {expr}; }}")
+
+        def epilogue(first: str, last: str) -> str:
+            return (f"for (std::int64_t {r} = {first}; {r} < {last}; ++{r})\n"
+                    f"   for (std::int64_t {j} = 0; {j} < {e.dim(n)}; ++{j}) "
+                    f"{{ const {dt.cpp} {x} = {load}; {val} = {expr}; }}")
+
+        a2, b2, _, m, _, k, _ = matmul._shapes(base)  # type: ignore[union-attr]
+        if len(v.input(0).shape) < 2 or len(v.input(1).shape) != 2 or b2[-2] != k:
+            code = matmul.emit(base, e)  # type: ignore[union-attr]
+            return f"{code}\n{epilogue('0', e.dim(numel(out.shape[:-1])))}"
+        # one weight matrix for every row: the product runs in blocks of rows, each followed by its
+        # bias and activation while the block is still in cache (at batch 256 the whole output of a
+        # transformer MLP layer is megabytes, which a second pass would read back from memory)
+        rows = e.dim(numel(a2[:-2]) * m)
+        r0, rb = e.tmp("r0"), e.tmp("rb")
+        one, zero = e.lit(1, dt), e.lit(0, dt)
+        return (f"for (std::int64_t {r0} = 0; {r0} < {rows}; {r0} += {ROW_BLOCK}) {{\n"
+                f"   const std::int64_t {rb} = std::min<std::int64_t>({ROW_BLOCK}, {rows} - {r0});\n"
+                f"   sofie_rt::gemm<{dt.cpp}>(false, false, {rb}, {e.dim(n)}, {e.dim(k)}, {one}, "
+                f"{e.inp(0)} + {r0} * {e.dim(k)}, {e.dim(k)}, {e.inp(1)}, {e.dim(n)}, {zero}, "
+                f"{y} + {r0} * {e.dim(n)}, {e.dim(n)});\n"
+                f"   {epilogue(r0, f'{r0} + {rb}')}\n}}")

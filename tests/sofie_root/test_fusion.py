@@ -141,6 +141,21 @@ def test_batched_matmul_bias_activation_becomes_fused_matmul(tail: str) -> None:
     check_all_ways(proto, f32(3, 4, 6), passes=["fuse_gemm_activation"])
 
 
+@pytest.mark.parametrize("batch", [1, 2, 3])
+def test_fused_matmul_row_blocks_with_remainder(batch: int) -> None:
+    # 51 rows per event: 51, 102 and 153 rows are one partial block, a full one plus a partial
+    # one, and two full ones plus a partial one (the product runs in blocks of ROW_BLOCK rows)
+    from sofie_root.ops.fused import ROW_BLOCK
+
+    assert ROW_BLOCK == 64
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["hb"]),
+             helper.make_node("Gelu", ["hb"], ["y"])]
+    proto = make_model(nodes, [value_info("x", np.float32, ["N", 51, 24])], [value_info("y", np.float32, None)],
+                       {"w": f32(24, 40), "b": f32(40)}, opset=20)
+    assert "FusedMatMul" in ops(PASSES["fuse_gemm_activation"](ir(proto)))
+    check_all_ways(proto, f32(batch, 51, 24), passes=["fuse_gemm_activation"])
+
+
 # -- fold_batchnorm and fuse_conv_activation ----------------------------------------------------
 
 @pytest.mark.parametrize("dims,group", [(1, 1), (2, 1), (2, 2), (3, 1)])
