@@ -285,6 +285,14 @@ def inplace_aliases(graph: Graph, views: Sequence[tuple[NodeView, Operator]], ru
     alias: dict[str, str] = {}
     for step, (view, op) in enumerate(views):
         outs = view.node.outputs
+        if op.view_of_input and outs and outs[0] in arena:
+            # a reshaping copy of an input nothing reads afterwards: the same bytes, one buffer
+            src = view.node.inputs[0] if view.node.inputs else ""
+            if (src and src in arena and runtime_reads.get(src) == step and src not in subgraph_reads(view.node)
+                    and graph.info(src).dtype == graph.info(outs[0]).dtype
+                    and graph.info(src).size == graph.info(outs[0]).size):
+                alias[outs[0]] = src
+            continue
         if not op.inplace_ok or not outs or outs[0] not in arena:
             continue
         oi = graph.info(outs[0])

@@ -119,6 +119,10 @@ class Operator:
     #: index only, so the shared input may also be passed at other positions (``Mul(x, x)``);
     #: without it, an input passed twice is never overwritten
     inplace_repeated_ok: ClassVar[bool] = False
+    #: output 0 holds input 0's bytes unchanged, only the shape differs (Reshape, Squeeze,
+    #: Identity): when input 0 is not read afterwards the output takes over its buffer and the
+    #: emitted copy must then do nothing (see ``shape.copy_code``, which skips equal pointers)
+    view_of_input: ClassVar[bool] = False
 
     def check(self, v: NodeView) -> str | None:
         """Return why this node cannot be compiled, or None if it can."""

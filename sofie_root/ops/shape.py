@@ -16,12 +16,17 @@ from .base import NodeView, Operator, OutInfo, normalize_axis, register
 
 
 def copy_code(v: NodeView, e, src: int = 0, dst: int = 0) -> str:
+    """Copy input ``src`` to output ``dst``; nothing to do when the planner gave both one buffer."""
     info = v.input(src)
-    return f"std::memcpy({e.out(dst)}, {e.inp(src)}, std::size_t({e.size_in(src)}) * sizeof({info.dtype.cpp}));"
+    out, inp = e.out(dst), e.inp(src)
+    return (f"if (static_cast<const void *>({out}) != static_cast<const void *>({inp})) "
+            f"std::memcpy({out}, {inp}, std::size_t({e.size_in(src)}) * sizeof({info.dtype.cpp}));")
 
 
 class _Copy(Operator):
     """Operators whose output holds the input's elements unchanged (only the shape differs)."""
+
+    view_of_input = True
 
     def infer(self, v: NodeView) -> list[OutInfo]:
         x = v.input(0)

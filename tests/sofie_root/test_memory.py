@@ -77,13 +77,17 @@ def lifetimes(graph: Graph) -> dict[str, tuple[int, int]]:
 
 def _legal_inplace(graph: Graph, a: str, b: str, life) -> bool:
     """b overwrites a in place, legally: output 0 of the node that reads a last, same shape and
-    dtype, an operator allowed to, a passed once (or an element-wise op)."""
+    dtype, an operator allowed to, a passed once (or an element-wise op); or b is a reshaping
+    copy (Reshape, Squeeze, Identity) of a, which a is not read after."""
     step = life[a][1]
     if life[b][0] != step:
         return False
     node = graph.nodes[step]
     op = lookup(node.domain, node.op_type)
     ia, ib = graph.info(a), graph.info(b)
+    if op is not None and op.view_of_input:  # a reshaping copy of its input 0: the same bytes
+        return (node.outputs[0] == b and node.inputs[0] == a and ia.dtype == ib.dtype and ia.size == ib.size
+                and a not in graph.outputs and a not in graph.inputs)
     return (node.outputs[0] == b and a in node.inputs and op is not None and op.inplace_ok
             and ia.dtype == ib.dtype and tuple(ia.shape) == tuple(ib.shape)
             and (node.inputs.count(a) == 1 or op.inplace_repeated_ok)
@@ -362,8 +366,9 @@ def test_inplace_where_legal() -> None:
     assert _aliases(_graph(read_later_model(), [])) == {"t": "a", "u": "t"}
     # h is read by the If's branches after the Sigmoid; the If's output may be overwritten
     assert _aliases(_graph(if_model(), [])) == {"t": "b"}
-    # Conv, Reshape, Softmax and TopK are not element-wise; graph outputs are never in the arena
-    assert _aliases(_graph(workspace_model(), [])) == {"r": "c", "s": "c2"}
+    # Conv, Softmax and TopK are not element-wise; graph outputs are never in the arena; the
+    # Reshape f of s (read by nothing else) takes over s's buffer and copies nothing
+    assert _aliases(_graph(workspace_model(), [])) == {"r": "c", "s": "c2", "f": "s"}
     assert _aliases(_graph(norm_model(), [])) == {"bn": "r", "inorm": "bn", "ln": "inorm"}
     # NonZero's output has a data-dependent size
     assert _aliases(_graph(nonzero_model(), [])) == {"n1": "nz", "n2": "n1", "e": "r"}
@@ -449,3 +454,30 @@ def test_memory_stats_api() -> None:
         model.memory_stats()
     with pytest.raises(sofie_root.SofieError, match="non-negative integer"):
         model.memory_stats(N=-1)
+
+
+def test_reshaping_copies_share_their_input_buffer() -> None:
+    # Neg -> Reshape -> Unsqueeze -> Squeeze -> Flatten -> Identity: each copy takes over the
+    # buffer of an input nothing reads afterwards (no copy at run time); the results equal
+    # onnxruntime and no two live tensors overlap
+    shape = helper.make_tensor("shape", TensorProto.INT64, [3], [-1, 2, 6])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Neg", ["r"], ["n"]),
+             helper.make_node("Reshape", ["n", "shape"], ["a"]),
+             helper.make_node("Unsqueeze", ["a", "axes"], ["b"]),
+             helper.make_node("Squeeze", ["b", "axes"], ["c"]),
+             helper.make_node("Flatten", ["c"], ["d"], axis=1),
+             helper.make_node("Identity", ["d"], ["e"]),
+             helper.make_node("Reshape", ["r", "shape"], ["rr"]),
+             helper.make_node("Flatten", ["rr"], ["f"], axis=1),
+             helper.make_node("Add", ["e", "f"], ["y"])]
+    proto = make_model(nodes, [value_info("x", np.float32, ["N", 12])], [value_info("y", np.float32, None)])
+    proto.graph.initializer.extend([shape, axes])
+    alias = _aliases(_graph(proto, []))
+    assert {k: alias.get(k) for k in ("a", "b", "c", "d", "e")} == {"a": "n", "b": "a", "c": "b", "d": "c", "e": "d"}
+    assert alias.get("rr") == "r"  # r's last reader is this Reshape (the Neg read it earlier)
+    x = np.random.default_rng(3).standard_normal((5, 12)).astype(np.float32)
+    model = sofie_root.compile(proto, passes=[])
+    np.testing.assert_allclose(model(x), run_ort(proto, x)[0], rtol=1e-6, atol=1e-6)
+    check_layout(model.graph, model._generated)
