@@ -481,6 +481,82 @@ template <class T> inline void attention(const AttentionArgs<T> &a)
    }
 }
 
+// TopK support. topk_key maps a value to an unsigned integer whose ascending order is the ONNX
+// order: NaN (any payload or sign) above +inf and all NaNs equal, -0.0 equal to +0.0, so that
+// equal keys are exactly the ties ONNX breaks by the lower index.
+template <class T> inline auto topk_key(T x)
+{
+   if constexpr (std::is_same<T, float>::value || std::is_same<T, double>::value) {
+      using U = typename std::conditional<sizeof(T) == 4, std::uint32_t, std::uint64_t>::type;
+      constexpr U sign = U(1) << (sizeof(U) * 8 - 1);
+      U u;
+      std::memcpy(&u, &x, sizeof u);
+      u = (u & sign) ? U(~u) : U(u | sign);
+      u = (x == T(0)) ? sign : u;
+      return (x != x) ? U(~U(0)) : u;
+   } else if constexpr (sizeof(T) <= 4) {
+      if constexpr (std::is_signed<T>::value)
+         return std::uint32_t(std::int32_t(x)) ^ 0x80000000u;
+      else
+         return std::uint32_t(x);
+   } else {
+      if constexpr (std::is_signed<T>::value)
+         return std::uint64_t(x) ^ (std::uint64_t(1) << 63);
+      else
+         return std::uint64_t(x);
+   }
+}
+
+// ONNX TopK over outer x inner rows of n elements (stride inner): the k largest (or smallest)
+// values, sorted, ties to the lower index. Each element becomes one integer key, (order bits,
+// flipped for `largest`) above (index), so one ascending order on plain integers gives the
+// ONNX order including the tie-break; the k first keys are found by nth_element and sorted.
+// This avoids an index array sorted through a branchy comparator that re-reads the values.
+// `work` holds n keys: 8 bytes each for types up to 32 bits, 16 bytes for 64-bit types.
+// values or indices may be null (output not requested).
+template <class T>
+inline void topk(const T *x, std::int64_t outer, std::int64_t n, std::int64_t inner, std::int64_t k, bool largest,
+                 T *values, std::int64_t *indices, void *work)
+{
+   using B = decltype(topk_key(T()));
+   using K = typename std::conditional<sizeof(B) == 4, std::uint64_t, unsigned __int128>::type;
+   constexpr int shift = int(sizeof(B)) * 8;
+   if (sizeof(B) == 4 && n > std::int64_t(0xFFFFFFFFll))
+      throw std::length_error("sofie_rt::topk: axis longer than 2^32 elements");
+   const B flip = largest ? B(~B(0)) : B(0);
+   const K low = (K(1) << shift) - 1;
+   K *key = static_cast<K *>(work);
+   for (std::int64_t o = 0; o < outer; ++o) {
+      for (std::int64_t i = 0; i < inner; ++i) {
+         const T *xb = x + o * n * inner + i;
+         for (std::int64_t j = 0; j < n; ++j)
+            key[j] = (K(B(topk_key(xb[j * inner]) ^ flip)) << shift) | K(j);
+         if (k == 1) {
+            K m = key[0];
+            for (std::int64_t j = 1; j < n; ++j)
+               m = key[j] < m ? key[j] : m;
+            key[0] = m;
+         } else if (k > 1) {
+            if (k < n) {
+               // key[k - 1] lands in place with only smaller keys before it
+               std::nth_element(key, key + k - 1, key + n);
+               std::sort(key, key + k - 1);
+            } else {
+               std::sort(key, key + n);
+            }
+         }
+         const std::int64_t base = o * k * inner + i;
+         for (std::int64_t j = 0; j < k; ++j) {
+            const std::int64_t at = std::int64_t(key[j] & low);
+            if (values)
+               values[base + j * inner] = xb[at * inner];
+            if (indices)
+               indices[base + j * inner] = at;
+         }
+      }
+   }
+}
+
 } // namespace sofie_rt
 
 #endif

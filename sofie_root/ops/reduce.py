@@ -752,55 +752,30 @@ class TopK(Operator):
         return [OutInfo(x.dtype, tuple(shape)), OutInfo(INT64, tuple(shape))]
 
     def workspace(self, v: NodeView):
+        # one integer key per element of a row: 8 bytes, or 16 for 64-bit element types
         axis, _ = self._params(v)
-        return [(INT64, v.input(0).shape[axis])]
+        x = v.input(0)
+        n = x.shape[axis]
+        return [(INT64, n * 2 if x.dtype.itemsize == 8 else n)]
 
     def emit(self, v: NodeView, e) -> str:
+        # sofie_rt::topk selects on integer keys (order bits above the index, see runtime.hxx)
+        # instead of partial_sort of an index array through a branchy value comparator
         axis, k = self._params(v)
         x = v.input(0)
-        dt = x.dtype
-        T = dt.cpp
         outer, a, inner = _oai(x.shape, axis)
         na, ni, nk = e.dim(a), e.dim(inner), e.dim(k)
         largest = bool(v.attr("largest", 1))
-        idx = e.ws(0)
-        o, i, j = e.tmp("o"), e.tmp("i"), e.tmp("j")
-        xb, p, q, vp, vq = e.tmp("xb"), e.tmp("p"), e.tmp("q"), e.tmp("vp"), e.tmp("vq")
-
-        def before(u: str, w: str) -> str:
-            """u sorts strictly before w (ignoring the index tie-break)."""
-            op = ">" if largest else "<"
-            if not dt.is_float:
-                return f"{u} {op} {w}"
-            if largest:
-                return f"({u} > {w} || ({u} != {u} && {w} == {w}))"
-            return f"({u} < {w} || ({w} != {w} && {u} == {u}))"
-
         has_values = len(v.node.outputs) > 0 and bool(v.node.outputs[0])
         has_indices = len(v.node.outputs) > 1 and bool(v.node.outputs[1])
-        stores = []
-        dst = f"({o} * {nk} + {j}) * {ni} + {i}"
-        if has_values:
-            stores.append(f"{e.out(0)}[{dst}] = {xb}[{idx}[{j}] * {ni}];")
-        if has_indices:
-            stores.append(f"{e.out(1)}[{dst}] = {idx}[{j}];")
+        values = e.out(0) if has_values else "nullptr"
+        indices = e.out(1) if has_indices else "nullptr"
         lines = []
         if not (isinstance(k, int) and isinstance(a, int)):
             lines.append(f"if ({nk} < 0 || {nk} > {na}) {e.fail('K is out of range for the axis')}")
         lines.append(
-            f"for (std::int64_t {o} = 0; {o} < {e.dim(outer)}; ++{o})\n"
-            f"   for (std::int64_t {i} = 0; {i} < {ni}; ++{i}) {{\n"
-            f"      const {T} *{xb} = {e.inp(0)} + {o} * {e.dim(a * inner)} + {i};\n"
-            f"      for (std::int64_t {j} = 0; {j} < {na}; ++{j}) {idx}[{j}] = {j};\n"
-            f"      std::partial_sort({idx}, {idx} + {nk}, {idx} + {na},\n"
-            f"         [{xb}](std::int64_t {p}, std::int64_t {q}) {{\n"
-            f"            const {T} {vp} = {xb}[{p} * {ni}], {vq} = {xb}[{q} * {ni}];\n"
-            f"            if ({before(vp, vq)}) return true;\n"
-            f"            if ({before(vq, vp)}) return false;\n"
-            f"            return {p} < {q};\n"
-            f"         }});\n"
-            f"      for (std::int64_t {j} = 0; {j} < {nk}; ++{j}) {{ {' '.join(stores)} }}\n"
-            f"   }}")
+            f"sofie_rt::topk<{x.dtype.cpp}>({e.inp(0)}, {e.dim(outer)}, {na}, {ni}, {nk}, "
+            f"{'true' if largest else 'false'}, {values}, {indices}, {e.ws(0)});")
         return "\n".join(lines)
 
 
