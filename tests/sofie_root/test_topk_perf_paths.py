@@ -1,0 +1,66 @@
+"""TopK through sofie_rt::topk (integer keys): ties, NaN, -0.0/0.0, both directions, strided axes,
+integer and float64 types, k = 0 and k = n, checked against onnxruntime (or a numpy stable sort)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+import sofie_root
+
+from .ort_check import make_model, run_ort, value_info
+
+
+def _model(dtype, shape, k, axis, largest):
+    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=axis, largest=largest)
+    return make_model([node], [value_info("x", dtype, shape)],
+                      [value_info("v", dtype, None), value_info("i", np.int64, None)],
+                      initializers={"k": np.array([k], np.int64)}, opset=11)
+
+
+def _numpy_topk(x, k, axis, largest):
+    """Float reference: stable sort (ties to the lower index), NaN above every number, -0.0 == 0.0."""
+    xm = np.moveaxis(x, axis, -1)
+    nan = np.isnan(xm)
+    key = np.where(nan, 0.0, xm).astype(np.float64) + 0.0
+    pos = np.broadcast_to(np.arange(xm.shape[-1]), xm.shape)
+    order = np.lexsort((pos, -key if largest else key, ~nan if largest else nan), axis=-1)
+    idx = order[..., :k]
+    vals = np.take_along_axis(xm, idx, -1)
+    return np.moveaxis(vals, -1, axis), np.moveaxis(idx, -1, axis)
+
+
+def _check(x, k, axis, largest, use_ort=True):
+    model = _model(x.dtype, list(x.shape), k, axis, largest)
+    got_v, got_i = sofie_root.compile(model).infer(x)
+    ref_v, ref_i = run_ort(model, x) if use_ort else _numpy_topk(x, k, axis, largest)
+    np.testing.assert_array_equal(got_i, ref_i)
+    np.testing.assert_array_equal(got_v, ref_v)  # NaN == NaN for array_equal
+    if x.dtype.kind == "f":
+        np.testing.assert_array_equal(np.signbit(got_v), np.signbit(np.asarray(ref_v)))
+
+
+@pytest.mark.parametrize("largest", [0, 1])
+def test_ties_nan_signed_zero(largest) -> None:
+    x = np.array([[1.0, np.nan, -0.0, 0.0, 1.0, -np.inf, np.inf, -np.nan, 0.0, -0.0, 2.0, 1.0]],
+                 np.float32)
+    n = x.shape[1]
+    for k in (0, 1, 3, 5, n):
+        _check(x, k, 1, largest, use_ort=False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
+@pytest.mark.parametrize("largest", [0, 1])
+def test_types_and_axes(dtype, largest) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.integers(-4, 5, size=(3, 7, 5)).astype(dtype)  # many ties
+    for axis in (0, 1, 2):
+        for k in (0, 1, 2, x.shape[axis]):
+            _check(x, k, axis, largest)
+
+
+def test_knn_shape() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 100, 100)).astype(np.float32)
+    _check(x, 17, -1, 0)
