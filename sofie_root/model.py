@@ -209,6 +209,12 @@ class Model:
         n_sym = len(self._symbols) + len(self._generated.data_symbols)
         self._call_arrays = ((ctypes.c_int64 * max(1, n_sym))(), (ctypes.c_void_p * max(1, len(self._in_infos)))(),
                              (ctypes.c_void_p * max(1, len(self._out_infos)))())
+        # the quick way in: typed arrays straight to the entry point through cppyy (see
+        # cling.fast_caller); ctypes below is the fallback (bool or 8-bit tensors)
+        self._fast = cling.fast_caller([i.dtype.cpp for i in self._in_infos], [i.dtype.cpp for i in self._out_infos])
+        self._sym_np = np.zeros(max(1, n_sym), dtype=np.int64)
+        self._run_addr = ctypes.cast(self._entry.run, ctypes.c_void_p).value
+        self._err_addr = ctypes.addressof(self._err)
 
     def infer(self, *arrays: object, **named: object) -> list[np.ndarray]:
         """Run the model; returns one numpy array per graph output.
@@ -253,14 +259,26 @@ class Model:
         outs = [np.empty(tuple(d if type(d) is int else (syms[d] if type(d) is str else d.evaluate(syms))
                                for d in shape), dtype=dtype) for shape, dtype in self._out_plans]
         with self._lock:
-            sym_arr, in_ptrs, out_ptrs = self._call_arrays
-            for j, name in enumerate(self._symbols):
-                sym_arr[j] = syms[name]
-            for j, a in enumerate(prepared):
-                in_ptrs[j] = a.ctypes.data
-            for j, o in enumerate(outs):
-                out_ptrs[j] = o.ctypes.data
-            rc = self._entry.run(self._session, sym_arr, in_ptrs, out_ptrs, self._err, len(self._err))
+            rc = None
+            # cppyy cannot pass empty arrays (a batch of 0, a zero-size input): those take ctypes
+            if self._fast is not None and all(a.size for a in prepared) and all(o.size for o in outs):
+                sym_arr = self._sym_np
+                for j, name in enumerate(self._symbols):
+                    sym_arr[j] = syms[name]
+                try:
+                    rc = self._fast(self._run_addr, self._session, sym_arr, *prepared, *outs, self._err_addr,
+                                    len(self._err))
+                except TypeError:  # an array cppyy cannot convert: the ctypes way
+                    rc = None
+            if rc is None:
+                sym_arr, in_ptrs, out_ptrs = self._call_arrays
+                for j, name in enumerate(self._symbols):
+                    sym_arr[j] = syms[name]
+                for j, a in enumerate(prepared):
+                    in_ptrs[j] = a.ctypes.data
+                for j, o in enumerate(outs):
+                    out_ptrs[j] = o.ctypes.data
+                rc = self._entry.run(self._session, sym_arr, in_ptrs, out_ptrs, self._err, len(self._err))
             if rc:
                 raise SofieError(f"inference failed: {self._err.value.decode(errors='replace')}")
             data_values = [int(sym_arr[len(self._symbols) + j]) for j in range(len(data_syms))]

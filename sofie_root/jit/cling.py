@@ -192,3 +192,51 @@ def is_declared(namespace: str) -> bool:
         del _proxies[namespace]
         _declared[namespace] = entry
         return True
+
+
+#: cppyy caller per signature of input and output element types (see fast_caller)
+_callers: dict[tuple[tuple[str, ...], tuple[str, ...]], object] = {}
+
+#: C++ element types whose numpy arrays cppyy passes as typed pointers (not the 8-bit ones,
+#: which it may take for strings, nor bool)
+_FAST_TYPES = {"float", "double", "int16_t", "uint16_t", "int32_t", "uint32_t", "int64_t", "uint64_t"}
+
+
+def fast_caller(in_types: list[str], out_types: list[str]):
+    """A function calling a model's ``run`` entry point with numpy arrays, or None.
+
+    ``caller(run_address, session, sym, *inputs, *outputs, err_address, err_len)`` with ``sym``
+    an int64 numpy array. Measured: about 0.5 us per batch-1 call, against about 5 us through
+    ctypes (a ``ctypes`` call plus ``ndarray.ctypes.data`` per array), which is most of what
+    ``Model.infer`` costs beyond the generated code on small models. One small wrapper is declared
+    per signature (element types of inputs and outputs), typed, because cppyy converts numpy
+    arrays to typed pointers quickly and to ``void*`` slowly. It releases the GIL like ctypes does.
+    """
+    key = (tuple(in_types), tuple(out_types))
+    if not all(t in _FAST_TYPES for t in (*in_types, *out_types)):
+        return None
+    with _lock:
+        if key in _callers:
+            return _callers[key]
+        ROOT = root()
+        name = f"run_{len(_callers)}"
+        params = [f"const {t} *x{i}" for i, t in enumerate(in_types)] + [f"{t} *y{i}" for i, t in enumerate(out_types)]
+        ins = "".join(f"x{i}, " for i in range(len(in_types)))
+        outs = "".join(f"y{i}, " for i in range(len(out_types)))
+        code = (
+            "namespace sofie_py {\n"
+            f"inline int {name}(long long fn, long long s, std::int64_t *sym, {''.join(p + ', ' for p in params)}"
+            "long long err, std::size_t errlen)\n{\n"
+            f"   const void *in[{len(in_types) + 1}] = {{{ins}nullptr}};\n"
+            f"   void *out[{len(out_types) + 1}] = {{{outs}nullptr}};\n"
+            "   using run_fn = int (*)(void *, std::int64_t *, const void *const *, void *const *, char *, std::size_t);\n"
+            "   return reinterpret_cast<run_fn>(fn)(reinterpret_cast<void *>(s), sym, in, out, "
+            "reinterpret_cast<char *>(err), errlen);\n}\n}\n")
+        _declare(ROOT, code, "the Python call wrapper")
+        fn = getattr(ROOT.sofie_py, name)
+        try:
+            fn.__release_gil__ = True
+        except (AttributeError, TypeError):
+            pass
+        _callers[key] = fn
+        return fn
