@@ -165,14 +165,10 @@ def _sink(graph: Graph, t1: Node, perm: list[int], uses, cons) -> Graph | None:
         for i in n.inputs:
             if i == (chain[len(new_chain) - 1].outputs[0] if new_chain else t1.outputs[0]):
                 ins.append(src)
-            elif i and i in graph.initializers and graph.initializers[i].size > 1:
-                c = graph.initializers[i]
-                if c.ndim > rank:
+            elif i and i in graph.initializers:
+                name = _permuted_const(graph, i, rank, inv, inits, tensors, taken)
+                if name is None:
                     return None
-                full = c.reshape((1,) * (rank - c.ndim) + c.shape)
-                name = fresh(f"{i}_perm", taken)
-                inits[name] = np.ascontiguousarray(full.transpose(inv))
-                tensors[name] = TensorInfo(name, tensors[i].dtype, tuple(inits[name].shape))
                 ins.append(name)
             else:
                 ins.append(i)

@@ -86,6 +86,16 @@ def event_arrays(graphs, i: int):
             np.array([[g.gx, g.gy]], dtype=np.float32))
 
 
+def single_and_multi_thread(run):
+    """``run()`` once without and once with EnableImplicitMT(2)."""
+    st = run()
+    ROOT.EnableImplicitMT(2)
+    try:
+        return st, run()
+    finally:
+        ROOT.DisableImplicitMT()
+
+
 def run_sorted(df, names: list[str]) -> dict[str, list[np.ndarray]]:
     """Columns as lists of float32 arrays, in event order (implicit MT changes the entry order)."""
     out = df.AsNumpy(["event", *names])
@@ -145,12 +155,7 @@ def test_graph_network_per_event_matches_torch_and_infer(gn_model, graph_file, g
         df = df.Define("both", f, f.columns)
         return run_sorted(df, [*outputs, "both"])
 
-    st = run()
-    ROOT.EnableImplicitMT(2)
-    try:
-        mt = run()
-    finally:
-        ROOT.DisableImplicitMT()
+    st, mt = single_and_multi_thread(run)
     assert len(st["nodes_out"]) == N_EVENTS
     for i in range(N_EVENTS):
         ins = event_arrays(graphs, i)
@@ -240,12 +245,7 @@ def test_message_passing_gnn_from_pytorch(graph_file, graphs):
         df = ROOT.RDataFrame("Graphs", graph_file)
         return run_sorted(srdf.define(df, "score", model, inputs=inputs), ["score"])["score"]
 
-    st = run()
-    ROOT.EnableImplicitMT(2)
-    try:
-        mt = run()
-    finally:
-        ROOT.DisableImplicitMT()
+    st, mt = single_and_multi_thread(run)
     checked = 0
     for i in range(N_EVENTS):
         v, _, s, r, _ = event_arrays(graphs, i)
