@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -316,9 +317,17 @@ def _cached_export(name: str, seed: int = 0) -> Path:
     path = _cache_dir() / f"{name}-{key}.onnx"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as d:
+            # the exporter puts larger weights into a side file: load them back and store one
+            # self-contained file, which can be copied or read as bytes
+            export(name, Path(d) / f"{name}.onnx", seed)
+            proto = onnx.load(str(Path(d) / f"{name}.onnx"))
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        export(name, tmp, seed)
+        onnx.save(proto, str(tmp))
         os.replace(tmp, path)  # atomic: concurrent builders never see half a file
+        for old in path.parent.glob(f"{name}-*.onnx"):  # exports of older sources
+            if old != path:
+                old.unlink(missing_ok=True)
     return path
 
 
