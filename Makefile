@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast lint conformance bench clean
+.PHONY: demo test test-fast lint conformance bench bench-ops clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ lint: $(STAMP)
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+# make bench-ops [BENCH_OPS_ARGS="--quick --ops Softmax,LayerNormalization"]: the per-operator table
+# (README "Per-operator table"); JSON in benchmarks/results/ops.json
+BENCH_OPS_ARGS ?=
+bench-ops: $(STAMP)
+	$(BIN)/python benchmarks/ops.py $(BENCH_OPS_ARGS)
 
 conformance: $(STAMP)
 	$(BIN)/python ../shared/tools/onnx_node_conformance.py project

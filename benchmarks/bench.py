@@ -1,9 +1,10 @@
 """The benchmark suite: compiled models against ONNX Runtime and against this core's limits.
 
-    python benchmarks/bench.py [--models dense,jet,cnn,particlenet,transformer] [--quick]
+    python benchmarks/bench.py [--models dense,jet,...] [--quick] [--no-fresh]
                                [--json benchmarks/results/latest.json]      (or: make bench)
 
-For each model of benchmarks/hep_models.py, side by side in one process:
+For each model of the corpus (benchmarks/corpus.py: fourteen HEP networks, the five of
+benchmarks/hep_models.py among them), side by side in one process:
 
 - per-event time at batch 1 and at batch 256 of the generated ``run`` called from a C++ loop
   (what an event loop pays), of the same with the native backend (``backend="native"``, when
@@ -46,7 +47,7 @@ ROOT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT_DIR))
 
 import sofie_root  # noqa: E402  (before ROOT: it sets EXTRA_CLING_ARGS)
-from benchmarks import flops, hep_models, peak  # noqa: E402
+from benchmarks import corpus, flops, peak  # noqa: E402
 
 DEFAULT_JSON = ROOT_DIR / "benchmarks" / "results" / "latest.json"
 REPS = 7          # repetitions per variant (--quick: 3)
@@ -237,10 +238,12 @@ def _symbols(model, arrays) -> dict[str, int]:
     return syms
 
 
-def bench_model(name: str, path: Path, loop: CppLoop, peak_gflops: float, reps: int, budget: float) -> dict:
-    result: dict = {"model": name}
-    child = fresh_process(path)
-    result.update(compile_s=child["compile_s"], rss_kb=child["peak_rss_kb"], rss_rise_kb=child.get("rise_kb"))
+def bench_model(name: str, path: Path, loop: CppLoop, peak_gflops: float, reps: int, budget: float,
+                fresh: bool = True) -> dict:
+    result: dict = {"model": name, "compile_s": None, "rss_kb": None, "rss_rise_kb": None}
+    if fresh:
+        child = fresh_process(path)
+        result.update(compile_s=child["compile_s"], rss_kb=child["peak_rss_kb"], rss_rise_kb=child.get("rise_kb"))
     model = sofie_root.compile(path)
     models = {"cpp": model}
     if has_native():
@@ -253,7 +256,7 @@ def bench_model(name: str, path: Path, loop: CppLoop, peak_gflops: float, reps: 
     rng = np.random.default_rng(0)
     result["weight_bytes"] = flops.weight_bytes(model.graph)
     for batch in BATCHES:
-        arrays = hep_models.inputs(name, batch, rng)
+        arrays = corpus.MODELS[name].inputs(batch, rng)
         syms = _symbols(model, arrays)
         result["flop_per_event"] = flops.total(model.graph, syms) / batch
         if hasattr(model, "memory_stats"):
@@ -274,6 +277,9 @@ def bench_model(name: str, path: Path, loop: CppLoop, peak_gflops: float, reps: 
             if k in times:
                 result[f"{k}_vs_ort_iobinding_b{batch}"] = statistics.median(
                     a / b for a, b in zip(times[k], times["ort_iobinding"]))
+        # the issue's figure of merit: ORT run / infer (above 1: faster than ONNX Runtime from Python)
+        result[f"ort_run_over_infer_b{batch}"] = statistics.median(
+            b / a for a, b in zip(times["infer"], times["ort_run"]))
         flop = result["flop_per_event"]
         result[f"cpp_peak_fraction_b{batch}"] = flop / (result[f"cpp_b{batch}_us"] * 1e-6) / (peak_gflops * 1e9)
         result[f"ort_peak_fraction_b{batch}"] = (flop / (result[f"ort_iobinding_b{batch}_us"] * 1e-6)
@@ -281,7 +287,7 @@ def bench_model(name: str, path: Path, loop: CppLoop, peak_gflops: float, reps: 
     return result
 
 
-def machine() -> dict:
+def machine(fresh: bool = True) -> dict:
     """The machine's figures: CPU, load, FP32 FMA peak and cache read bandwidth."""
     cpu = platform.processor()
     try:
@@ -295,7 +301,7 @@ def machine() -> dict:
     import onnxruntime
 
     out["onnxruntime"] = onnxruntime.__version__
-    out["baseline_rss_kb"] = fresh_process()["peak_rss_kb"]
+    out["baseline_rss_kb"] = fresh_process()["peak_rss_kb"] if fresh else None
     # many short runs (shorter than a scheduler slice): the best one is one no other process interrupted
     out["fma_gflops"] = {c: peak.fma_peak(c, reps=60, seconds=0.002) for c in peak.compilers()}
     out["peak_gflops"] = out["fma_gflops"][peak.compilers()[0]]["peak"]
@@ -311,6 +317,25 @@ def _kib(v) -> str:
     return "n/a" if v is None else f"{v / 1024:.0f}"
 
 
+def geomean(values: list[float]) -> float:
+    return float(np.exp(np.mean(np.log(values))))
+
+
+def summary(results: list[dict], batch: int) -> str:
+    """One line per batch: geometric means and the worst model of ORT run / infer and of ORT
+    iobind / C++ loop (above 1: faster than ONNX Runtime)."""
+    parts = []
+    for label, key, invert in (("ORT run / infer", f"ort_run_over_infer_b{batch}", False),
+                               ("ORT iobind / C++ loop", f"cpp_vs_ort_iobinding_b{batch}", True)):
+        vals = {r["model"]: (1 / r[key] if invert else r[key]) for r in results if r.get(key)}
+        if vals:
+            worst = min(vals, key=vals.get)
+            slower = sum(v < 1 for v in vals.values())
+            parts.append(f"{label}: geometric mean {geomean(list(vals.values())):.2f}, worst {vals[worst]:.2f} "
+                         f"({worst}), {slower} of {len(vals)} slower than ORT")
+    return f"Batch {batch}: " + "; ".join(parts) + "."
+
+
 def tables(results: list[dict], m: dict) -> str:
     """The results as markdown tables."""
     native = any("native_b1_us" in r for r in results)
@@ -318,7 +343,7 @@ def tables(results: list[dict], m: dict) -> str:
     for batch in BATCHES:
         head = [f"model (batch {batch}, µs/event)", "C++ loop"] + (["native C++ loop"] if native else []) + [
             "infer", "ORT run", "ORT iobind", "C++ / ORT iobind"] + (["native / ORT iobind"] if native else []) + [
-            "infer / ORT iobind", "FLOP/event", "C++ % peak", "ORT % peak"]
+            "infer / ORT iobind", "ORT run / infer", "FLOP/event", "C++ % peak", "ORT % peak"]
         out += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         for r in results:
             g = r.get
@@ -326,17 +351,21 @@ def tables(results: list[dict], m: dict) -> str:
                 _f(g(f"infer_b{batch}_us")), _f(g(f"ort_run_b{batch}_us")), _f(g(f"ort_iobinding_b{batch}_us")),
                 _f(g(f"cpp_vs_ort_iobinding_b{batch}"))] + (
                 [_f(g(f"native_vs_ort_iobinding_b{batch}"))] if native else []) + [
-                _f(g(f"infer_vs_ort_iobinding_b{batch}")), f"{r['flop_per_event'] / 1e6:.3f} M",
+                _f(g(f"infer_vs_ort_iobinding_b{batch}")), _f(g(f"ort_run_over_infer_b{batch}")),
+                f"{r['flop_per_event'] / 1e6:.3f} M",
                 _f(g(f"cpp_peak_fraction_b{batch}"), ".1f", 100), _f(g(f"ort_peak_fraction_b{batch}"), ".1f", 100)]
             out.append("| " + " | ".join(row) + " |")
+        out.append("")
+        out.append(summary(results, batch))
         out.append("")
     head = ["model", "compile s", "peak RSS MiB", "peak RSS - baseline MiB", "RSS rise MiB", "weights KiB",
             "arena KiB b1", "intermediates KiB b1", "liveness bound KiB b1", "arena / bound b1",
             "arena KiB b256", "intermediates KiB b256", "liveness bound KiB b256", "arena / bound b256"]
     out += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in results:
-        row = [r["model"], _f(r["compile_s"]), f"{r['rss_kb'] / 1024:.0f}",
-               f"{(r['rss_kb'] - m['baseline_rss_kb']) / 1024:.0f}", _f(r.get("rss_rise_kb"), ".0f", 1 / 1024),
+        rss, base = r["rss_kb"], m.get("baseline_rss_kb")
+        row = [r["model"], _f(r["compile_s"]), _kib(rss), _kib(rss - base if rss and base else None),
+               _f(r.get("rss_rise_kb"), ".0f", 1 / 1024),
                _kib(r["weight_bytes"])]
         for batch in BATCHES:
             mem = r.get(f"memory_b{batch}") or {}
@@ -354,9 +383,12 @@ def tables(results: list[dict], m: dict) -> str:
                    f"{floor['gb_per_s']:.0f} GB/s = {floor['floor_us']:.2f} µs; C++ loop = "
                    f"{floor['cpp_over_floor']:.2f}x the floor" + (
                        f", native = {floor['native_over_floor']:.2f}x" if "native_over_floor" in floor else "") + ".")
-    out.append(f"Baseline: peak RSS of a process that only starts sofie_root and ROOT: "
-               f"{m['baseline_rss_kb'] / 1024:.0f} MiB. RSS rise: how far compiling and running went above the "
-               f"RSS the process had once ROOT was up.")
+    if m.get("baseline_rss_kb"):
+        out.append(f"Baseline: peak RSS of a process that only starts sofie_root and ROOT: "
+                   f"{m['baseline_rss_kb'] / 1024:.0f} MiB. RSS rise: how far compiling and running went above "
+                   f"the RSS the process had once ROOT was up.")
+    else:
+        out.append("Compile time and RSS not measured (--quick or --no-fresh: no fresh processes).")
     out.append(f"{m['cpu']}, {m['cores']} cores, onnxruntime {m['onnxruntime']}, {m['date']}; load average "
                f"{m['loadavg_start'][0]:.2f} at the start, {m['loadavg_end'][0]:.2f} at the end.")
     return "\n".join(out)
@@ -364,26 +396,30 @@ def tables(results: list[dict], m: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default=",".join(hep_models.MODELS), help="comma-separated, from: "
-                   + ", ".join(hep_models.MODELS))
-    p.add_argument("--quick", action="store_true", help=f"3 shorter repetitions instead of {REPS}")
+    p.add_argument("--models", default=",".join(corpus.MODELS), help="comma-separated, from: "
+                   + ", ".join(corpus.MODELS))
+    p.add_argument("--quick", action="store_true", help=f"3 shorter repetitions instead of {REPS}, no fresh "
+                   "processes (as --no-fresh)")
+    p.add_argument("--no-fresh", action="store_true", help="skip the compile-time and RSS columns (each needs "
+                   "a fresh process per model)")
     p.add_argument("--json", default=str(DEFAULT_JSON), help="where to write the results (default: %(default)s)")
     a = p.parse_args(argv)
     names = [n.strip() for n in a.models.split(",") if n.strip()]
-    unknown = [n for n in names if n not in hep_models.MODELS]
+    unknown = [n for n in names if n not in corpus.MODELS]
     if unknown:
-        p.error(f"unknown model(s) {unknown}; known: {', '.join(hep_models.MODELS)}")
+        p.error(f"unknown model(s) {unknown}; known: {', '.join(corpus.MODELS)}")
     reps, budget = (3, 0.03) if a.quick else (REPS, BUDGET)
     t_start = time.perf_counter()
-    m = machine()
+    fresh = not (a.quick or a.no_fresh)
+    m = machine(fresh)
     loop = CppLoop()
     results = []
     dense_bw: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as d:
         for name in names:
-            path = Path(d) / f"{name}.onnx"
-            hep_models.export(name, path)
-            results.append(bench_model(name, path, loop, m["peak_gflops"], reps, budget))
+            path = Path(d) / f"{name}.onnx"  # a copy of the cached export: the file name is the model's
+            path.write_bytes(corpus.onnx_path(name).read_bytes())
+            results.append(bench_model(name, path, loop, m["peak_gflops"], reps, budget, fresh))
             if name == "dense":
                 dense_bw = {c: peak.read_bandwidth(results[-1]["weight_bytes"], c, reps=60, seconds=0.002)
                             for c in peak.compilers()}

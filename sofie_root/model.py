@@ -34,6 +34,8 @@ class TensorSpec:
         return f"{self.name}: {self.dtype.name}[{', '.join(map(str, self.shape))}]"
 
 
+_UNSEEN = object()  # a signature the quick path of Model.infer has not met yet
+
 IO_TYPES_KEY = "sofie:io_types"  # graph metadata: inputs/outputs that are float16/bfloat16 in the model
 
 
@@ -215,14 +217,126 @@ class Model:
         self._sym_np = np.zeros(max(1, n_sym), dtype=np.int64)
         self._run_addr = ctypes.cast(self._entry.run, ctypes.c_void_p).value
         self._err_addr = ctypes.addressof(self._err)
+        self._err_len = len(self._err)
+        # the signature cache of the quick path (see _signature): input shapes -> what a call with
+        # arrays of those shapes needs; None where that path is off (no cppyy caller for these
+        # dtypes, half-precision I/O, outputs sized by the data)
+        quick = self._fast is not None and not self._io_types and not self._generated.data_symbols
+        self._signatures: dict[tuple, tuple | None] | None = {} if quick else None
+        self._in_dtypes = tuple(info.dtype.numpy for info in self._in_infos)
+        self._n_in = len(self._in_infos)
 
-    def infer(self, *arrays: object, **named: object) -> list[np.ndarray]:
+    #: how many input signatures (shape combinations) the quick path remembers before starting over
+    MAX_SIGNATURES = 64
+
+    def _signature(self, shapes: tuple) -> tuple | None:
+        """What a call with C-contiguous inputs of the right dtypes and of shapes ``shapes`` needs
+        (the first input's dtype, symbol values as the int64 array handed to ``run``, output
+        shapes and dtypes), after the
+        full checks of those shapes; None when such a call must take the general path (an empty
+        array, which cppyy cannot pass). Raises InputError for shapes the model does not accept."""
+        syms: dict[str, int] = {}
+        for info, shape in zip(self._in_infos, shapes):
+            self._bind(info, shape, syms)
+        out_shapes = [tuple(d if type(d) is int else (syms[d] if type(d) is str else d.evaluate(syms))
+                            for d in shape) for shape, _ in self._out_plans]
+        if any(0 in s for s in shapes) or any(0 in s for s in out_shapes):
+            plan = None
+        else:
+            sym = np.zeros(max(1, len(self._symbols)), dtype=np.int64)
+            sym[:len(self._symbols)] = [syms[name] for name in self._symbols]
+            plan = (self._in_dtypes[0] if self._in_dtypes else None, sym,
+                    tuple((s, dtype) for s, (_, dtype) in zip(out_shapes, self._out_plans)))
+        if len(self._signatures) >= self.MAX_SIGNATURES:
+            self._signatures.clear()
+        self._signatures[shapes] = plan
+        return plan
+
+    def _try_signature(self, shapes: tuple) -> tuple | None:
+        try:
+            return self._signature(shapes)
+        except InputError:  # the general path explains what is wrong
+            return None
+
+    def _quick_outputs(self, specs: tuple, out: Sequence[np.ndarray], inputs: Sequence[np.ndarray]) -> list:
+        """Check preallocated outputs against the output specs of a call; the list to write into."""
+        if len(out) != len(specs):
+            raise InputError(f"out: the model has {len(specs)} output(s), {len(out)} array(s) given")
+        for j, (o, (shape, dtype), info) in enumerate(zip(out, specs, self._out_infos)):
+            if type(o) is not np.ndarray or o.dtype != dtype or o.shape != shape:
+                got = f"{type(o).__name__} {getattr(o, 'dtype', '')}{list(getattr(o, 'shape', []))}"
+                raise InputError(f"out[{j}] (output {info.name!r}) must be a numpy array of {np.dtype(dtype).name} "
+                                 f"and shape {list(shape)}, got {got}")
+            if not (o.flags.c_contiguous and o.flags.writeable):
+                raise InputError(f"out[{j}] (output {info.name!r}) must be C-contiguous and writeable")
+            # arrays that own their memory (no base) are separate allocations: the costly check only for views
+            if any(o is a or ((o.base is not None or a.base is not None) and np.may_share_memory(o, a))
+                   for a in (*inputs, *out[:j])):
+                raise InputError(f"out[{j}] (output {info.name!r}) overlaps an input or another output")
+        return list(out)
+
+    def infer(self, *arrays: object, out: Sequence[np.ndarray] | None = None, **named: object) -> list[np.ndarray]:
         """Run the model; returns one numpy array per graph output.
 
         Inputs are given positionally in the order of :attr:`inputs`, or by name. Arrays of a
-        different float precision are cast (float64 -> float32); a wrong rank, a wrong fixed
-        dimension, or an incompatible dtype raises :class:`~sofie_root.InputError`.
+        different float precision are cast (float64 -> float32); integer and bool arrays for a
+        float input, a wrong rank, a wrong fixed dimension, or an incompatible dtype raise
+        :class:`~sofie_root.InputError`. ``out``: preallocated output arrays (C-contiguous, of
+        the outputs' dtypes and shapes, not overlapping the inputs), written and returned.
+
+        Calls with C-contiguous numpy arrays of the exact dtypes take a quick path: the checks
+        of a combination of input shapes are made once and remembered.
         """
+        if out is not None and not isinstance(out, (list, tuple)):
+            if "out" in self.graph.inputs and not named:  # a model input called "out", given by name
+                named, out = {"out": out}, None
+            else:
+                raise InputError(f"out= takes a list of arrays, one per output, not a {type(out).__name__}")
+        sigs = self._signatures
+        if sigs is not None and not named and len(arrays) == self._n_in:
+            if self._n_in == 1:  # the common case, without loops
+                a = arrays[0]
+                plan = sigs.get((a.shape,), _UNSEEN) if type(a) is np.ndarray else None
+                if plan is _UNSEEN:
+                    plan = self._try_signature((a.shape,))
+                if plan is not None and not ((a.dtype is plan[0] or a.dtype == plan[0]) and a.flags.c_contiguous):
+                    plan = None
+            else:
+                shapes = tuple([a.shape for a in arrays if type(a) is np.ndarray])
+                plan = sigs.get(shapes, _UNSEEN) if len(shapes) == self._n_in else None
+                if plan is _UNSEEN:
+                    plan = self._try_signature(shapes)
+                if plan is not None:
+                    for a, dtype in zip(arrays, self._in_dtypes):
+                        if not ((a.dtype is dtype or a.dtype == dtype) and a.flags.c_contiguous):
+                            plan = None
+                            break
+            if plan is not None:
+                _, sym, specs = plan
+                if out is not None:
+                    o = out[0] if len(out) == len(specs) == 1 else None
+                    # one output array that owns its memory (so cannot overlap an input that is not
+                    # itself) and fits: no further checks
+                    if type(o) is np.ndarray and o.base is None and o.shape == specs[0][0] \
+                            and o.dtype == specs[0][1] and o.flags.c_contiguous and o.flags.writeable \
+                            and (arrays[0] is not o if self._n_in == 1 else all(a is not o for a in arrays)):
+                        outs = [o]
+                    else:
+                        outs = self._quick_outputs(specs, out, arrays)
+                elif len(specs) == 1:
+                    outs = [np.empty(specs[0][0], specs[0][1])]
+                else:
+                    outs = [np.empty(shape, dtype) for shape, dtype in specs]
+                with self._lock:
+                    try:
+                        rc = self._fast(self._run_addr, self._session, sym, *arrays, *outs, self._err_addr,
+                                        self._err_len)
+                    except TypeError:  # an array cppyy cannot convert: the general path
+                        rc = None
+                    if rc:
+                        raise SofieError(f"inference failed: {self._err.value.decode(errors='replace')}")
+                if rc is not None:
+                    return outs
         args = arrays if (not named and len(arrays) == len(self._in_infos)) else self._collect(arrays, named)
         syms: dict[str, int] = {}
         prepared = []
@@ -256,8 +370,15 @@ class Model:
         # outputs sized by data-dependent symbols (NonZero) are allocated at their upper bound
         if data_syms:
             syms.update({k: (b.evaluate(syms) if isinstance(b, Dim) else int(b)) for k, b in data_syms.items()})
-        outs = [np.empty(tuple(d if type(d) is int else (syms[d] if type(d) is str else d.evaluate(syms))
-                               for d in shape), dtype=dtype) for shape, dtype in self._out_plans]
+        shapes = [tuple(d if type(d) is int else (syms[d] if type(d) is str else d.evaluate(syms)) for d in shape)
+                  for shape, _ in self._out_plans]
+        if out is not None:
+            if data_syms or self._io_types:
+                raise InputError("out= is not available for models with half-precision outputs or outputs "
+                                 "sized by the data")
+            outs = self._quick_outputs(tuple(zip(shapes, (d for _, d in self._out_plans))), out, prepared)
+        else:
+            outs = [np.empty(s, dtype=dtype) for s, (_, dtype) in zip(shapes, self._out_plans)]
         with self._lock:
             rc = None
             # cppyy cannot pass empty arrays (a batch of 0, a zero-size input): those take ctypes
@@ -329,10 +450,11 @@ class Model:
         if a.dtype != want:
             ok = (a.dtype.kind == "f" and want.kind == "f") or \
                  (a.dtype.name == "bfloat16" and want.kind == "f") or \
-                 (a.dtype.kind in "iu" and want.kind in "iu" and np.can_cast(a.dtype, want, "same_kind")) or \
-                 (a.dtype.kind in "iub" and want.kind == "f")
+                 (a.dtype.kind in "iu" and want.kind in "iu" and np.can_cast(a.dtype, want, "same_kind"))
             if not ok:
-                raise InputError(f"input {info.name!r} expects {want.name}, got an array of {a.dtype.name}")
+                hint = (" (integer and bool arrays are not cast to float: convert them explicitly, "
+                        "e.g. x.astype(np.float32))" if a.dtype.kind in "iub" and want.kind == "f" else "")
+                raise InputError(f"input {info.name!r} expects {want.name}, got an array of {a.dtype.name}{hint}")
             a = a.astype(want)
         if not info.shape and a.shape == (1,):
             a = a.reshape(())  # a one-element array where a scalar is expected
@@ -434,7 +556,7 @@ class SpecializingModel(Model):
         ins = ", ".join(map(str, self.inputs))
         return f"<sofie_root.Model {self._label!r} ({ins}), specialised on {self._bound}>"
 
-    def infer(self, *arrays: object, **named: object) -> list[np.ndarray]:
+    def infer(self, *arrays: object, out: Sequence[np.ndarray] | None = None, **named: object) -> list[np.ndarray]:
         from .errors import DataDependentShapeError
         from .frontends.onnx import convert_model, graph_input_ancestors
 
@@ -471,7 +593,7 @@ class SpecializingModel(Model):
             break
         self._last = variant
         rest = [a for s, a in zip(self._specs, arrays) if s.name not in self._bound]
-        return variant.infer(*rest)
+        return variant.infer(*rest, out=out)
 
     def save(self, path, name: str | None = None, **kwargs) -> str:  # type: ignore[override]
         raise SofieError(f"{self._label}: a model specialised on the values of {self._bound} cannot be "

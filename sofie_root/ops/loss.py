@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..ir.dims import numel
 from ..ir.dtypes import FLOAT32, FLOAT64
 from .base import NodeView, Operator, OutInfo, normalize_axis, register
-from .normalization import _bcast_index, _check_bcast
+from .normalization import _bcast_index, _check_bcast, _total
 
 FLOATS = ("float32", "float64")
 REDUCTIONS = ("none", "sum", "mean")
@@ -172,15 +172,15 @@ class RMSNormalization(Operator):
         u = us.cpp
         norm = x.shape[a:]
         d, rows = numel(norm), numel(x.shape[:a])
-        r, xr, yr, j = e.tmp("r"), e.tmp("xr"), e.tmp("yr"), e.tmp("j")
+        r, xr, yr, j, ss, inv = (e.tmp(n) for n in ("r", "xr", "yr", "j", "ss", "inv"))
         eps = e.lit(v.attr("epsilon", 1e-5), us)
         sc = f"{e.inp(1)}[{_bcast_index(e, j, norm, v.input(1).shape)}]"
         return "\n".join([
             f"for (std::int64_t {r} = 0; {r} < {e.dim(rows)}; ++{r}) {{",
             f"const {t} *{xr} = {e.inp(0)} + {r} * {e.dim(d)};",
             f"{t} *{yr} = {e.out()} + {r} * {e.dim(d)};",
-            "double ss_ = 0;",
-            f"for (std::int64_t {j} = 0; {j} < {e.dim(d)}; ++{j}) ss_ += double({xr}[{j}]) * double({xr}[{j}]);",
-            f"const {u} inv_ = {u}(1) / std::sqrt({u}(ss_ / double({e.dim(d)})) + {eps});",
-            f"for (std::int64_t {j} = 0; {j} < {e.dim(d)}; ++{j}) {yr}[{j}] = {t}({u}({xr}[{j}]) * inv_) * {sc};",
+            # the sum of squares over partial accumulators (one accumulator does not vectorise)
+            *_total(e, ss, e.dim(d), lambda q: f"(double({xr}[{q}]) * double({xr}[{q}]))"),
+            f"const {u} {inv} = {u}(1) / std::sqrt({u}({ss} / double({e.dim(d)})) + {eps});",
+            f"for (std::int64_t {j} = 0; {j} < {e.dim(d)}; ++{j}) {yr}[{j}] = {t}({u}({xr}[{j}]) * {inv}) * {sc};",
             "}"])

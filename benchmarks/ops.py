@@ -1,0 +1,471 @@
+"""The per-operator speed table: every registered operator with float inputs, as a single-node
+model, against ONNX Runtime.
+
+    python benchmarks/ops.py [--quick] [--ops Softmax,LayerNormalization] [--json PATH]
+                                                                         (or: make bench-ops)
+
+Each case is one node with a symbolic batch dimension ``N``, compiled once and run at a
+batch-1-sized and a batch-256-sized shape typical of HEP networks ([N, 128] activations,
+[N, 4, 40, 40] attention scores with and without a key padding mask, [N, 16, 16, 16] feature
+maps, [25, N, 16] sequences, ...). For each shape, in one process, interleaved (A, B, C, D, A,
+...), one thread: the generated ``run`` from a C++ loop, ``model.infer`` from Python, and ONNX
+Runtime ``run`` and I/O binding from Python. Medians; the ratios are medians of per-repetition
+ratios (above 1: faster than ONNX Runtime): **ORT net / C++ loop**, where ORT net is I/O binding
+minus ORT's fixed cost per call from Python (I/O binding of a one-element Identity model, measured
+in the same rounds), the operator against the operator; **ORT iobind / C++ loop**, which charges
+ORT its Python call; **ORT run / infer**, both from Python.
+The outputs are compared with ONNX Runtime's first (a case that disagrees is reported, not
+timed).
+
+Registered operators with no float input (bitwise, boolean, integer-only quantised ones),
+those that make shapes or constants (Shape, Size, Constant, Range, ...) and control flow are
+listed as not covered, with the reason, so the table says what it leaves out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import sofie_root
+from benchmarks.bench import CppLoop, interleaved, ort_iobinding, python_rep
+
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "ops.json"
+F = np.float32
+BATCHES = (1, 256)
+
+
+@dataclass
+class Case:
+    """One single-node benchmark: ``inputs`` are (name, shape with "N", value kind), constants go
+    to ``inits``; ``outputs`` are (name, numpy dtype)."""
+
+    label: str
+    op: str
+    inputs: list[tuple[str, tuple, str]]
+    attrs: dict = field(default_factory=dict)
+    inits: dict[str, np.ndarray] = field(default_factory=dict)
+    outputs: list[tuple[str, type]] = field(default_factory=lambda: [("y", F)])
+    opset: int = 22
+    batches: tuple[int, ...] = BATCHES
+    #: input names of the node (constants included), when not inputs + inits in that order
+    node_inputs: list[str] | None = None
+
+    def model(self) -> onnx.ModelProto:
+        names = self.node_inputs or [n for n, _, _ in self.inputs] + list(self.inits)
+        node = helper.make_node(self.op, names, [n for n, _ in self.outputs], **self.attrs)
+        ins = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(_dtype(kind))), list(shape))
+               for n, shape, kind in self.inputs]
+        outs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(np.dtype(t)), None)
+                for n, t in self.outputs]
+        inits = [numpy_helper.from_array(v, k) for k, v in self.inits.items()]
+        graph = helper.make_graph([node], self.label, ins, outs, inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)], ir_version=10)
+
+    def arrays(self, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+        return [_values(kind, tuple(batch if d == "N" else d for d in shape), rng) for _, shape, kind in self.inputs]
+
+
+def _dtype(kind: str):
+    return {"int64": np.int64, "bool": np.bool_}.get(kind.split(":")[0], F)
+
+
+def _values(kind: str, shape: tuple, rng: np.random.Generator) -> np.ndarray:
+    """Input values: ``normal``, ``unit`` (-0.9..0.9), ``pos`` (0.1..4), ``gt1`` (1.1..5),
+    ``masked`` (normal scores with the last 40% of every row at -1e9, a key padding mask),
+    ``int64:K`` (indices in 0..K-1), ``bool``."""
+    if kind == "normal":
+        return rng.standard_normal(shape).astype(F)
+    if kind == "unit":
+        return rng.uniform(-0.9, 0.9, shape).astype(F)
+    if kind == "pos":
+        return rng.uniform(0.1, 4.0, shape).astype(F)
+    if kind == "gt1":
+        return rng.uniform(1.1, 5.0, shape).astype(F)
+    if kind == "masked":
+        x = rng.standard_normal(shape).astype(F)
+        x[..., int(shape[-1] * 0.6):] = -1e9
+        return x
+    if kind.startswith("int64:"):
+        return rng.integers(0, int(kind.split(":")[1]), shape).astype(np.int64)
+    if kind == "bool":
+        return rng.random(shape) < 0.5
+    raise ValueError(kind)
+
+
+def _w(*shape: int, seed: int = 0, scale: float = 0.1) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(F)
+
+
+ACT = ("N", 128)  # a dense layer's activations
+
+UNARY = {  # op -> value kind (its domain) and attributes
+    "Abs": "normal", "Acos": "unit", "Acosh": "gt1", "Asin": "unit", "Asinh": "normal", "Atan": "normal",
+    "Atanh": "unit", "Ceil": "normal", "Celu": "normal", "Cos": "normal", "Cosh": "normal", "Elu": "normal",
+    "Erf": "normal", "Exp": "normal", "Floor": "normal", "Gelu": "normal", "HardSigmoid": "normal",
+    "HardSwish": "normal", "Identity": "normal", "LeakyRelu": "normal", "Log": "pos", "Mish": "normal",
+    "Neg": "normal", "Reciprocal": "pos", "Relu": "normal", "Round": "normal", "Selu": "normal",
+    "Shrink": "normal", "Sigmoid": "normal", "Sign": "normal", "Sin": "normal", "Sinh": "normal",
+    "Softplus": "normal", "Softsign": "normal", "Sqrt": "pos", "Tan": "unit", "Tanh": "normal",
+    "ThresholdedRelu": "normal", "IsNaN": "normal", "IsInf": "normal", "Dropout": "normal",
+}
+UNARY_OPSET = {"Celu": 12, "Gelu": 20, "Swish": 24}
+BOOL_OUT = {"IsNaN", "IsInf"}
+BINARY = ["Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "PRelu", "Mod", "Equal", "Greater",
+          "GreaterOrEqual", "Less", "LessOrEqual"]
+COMPARE = {"Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual"}
+REDUCE = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+          "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"]
+
+NOT_COVERED = {
+    **dict.fromkeys(("And", "Or", "Xor", "Not", "BitShift", "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor", "DequantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"), "no float input"),
+    **dict.fromkeys(("Constant", "ConstantOfShape", "Range", "EyeLike", "Shape", "Size", "NonZero", "OneHot"), "makes shapes or constants, not float data"),
+    "If": "control flow (a subgraph per branch)",
+}
+
+
+def cases() -> list[Case]:
+    """The benchmark cases, in table order."""
+    out: list[Case] = []
+    for op, kind in UNARY.items():
+        attrs = {"alpha": 0.5} if op == "Celu" else {}
+        out.append(Case(op, op, [("x", ACT, kind)], attrs, outputs=[("y", bool if op in BOOL_OUT else F)],
+                        opset=UNARY_OPSET.get(op, 22)))
+    out.append(Case("Swish", "Swish", [("x", ACT, "normal")], opset=24))
+    out.append(Case("Clip [-1, 1]", "Clip", [("x", ACT, "normal")], inits={"lo": np.array(-1, F), "hi": np.array(1, F)}))
+    for op in BINARY:
+        if op == "Pow":
+            out.append(Case("Pow x^2", op, [("x", ACT, "normal")], inits={"e": np.array(2.0, F)}))
+            out.append(Case("Pow x^y", op, [("x", ACT, "pos"), ("y2", ACT, "normal")]))
+            continue
+        if op == "PRelu":
+            out.append(Case(op, op, [("x", ACT, "normal")], inits={"slope": _w(128)}))
+            continue
+        attrs = {"fmod": 1} if op == "Mod" else {}
+        out.append(Case(f"{op} [N,128] + [128]", op, [("x", ACT, "normal")], attrs, inits={"b": _w(128, scale=1)},
+                        outputs=[("y", bool if op in COMPARE else F)]))
+    out.append(Case("Add [N,128] + [N,128]", "Add", [("x", ACT, "normal"), ("x2", ACT, "normal")]))
+    out.append(Case("Where", "Where", [("c", ACT, "bool"), ("x", ACT, "normal"), ("x2", ACT, "normal")]))
+    # softmax family: classifier heads, attention scores with and without a padding mask, another axis
+    for op in ("Softmax", "LogSoftmax", "Hardmax"):
+        out.append(Case(f"{op} [N,10]", op, [("x", ("N", 10), "normal")], {"axis": -1}))
+        out.append(Case(f"{op} [N,4,40,40]", op, [("x", ("N", 4, 40, 40), "normal")], {"axis": -1}))
+        out.append(Case(f"{op} [N,4,40,40] masked", op, [("x", ("N", 4, 40, 40), "masked")], {"axis": -1}))
+        out.append(Case(f"{op} [N,64,50] axis 1", op, [("x", ("N", 64, 50), "normal")], {"axis": 1}))
+    # normalisations
+    out.append(Case("LayerNormalization [N,50,64]", "LayerNormalization", [("x", ("N", 50, 64), "normal")],
+                    {"axis": -1}, {"g": _w(64, scale=1), "b": _w(64, seed=1)}))
+    out.append(Case("LayerNormalization [N,300]", "LayerNormalization", [("x", ("N", 300), "normal")],
+                    {"axis": -1}, {"g": _w(300, scale=1), "b": _w(300, seed=1)}))
+    out.append(Case("RMSNormalization [N,50,64]", "RMSNormalization", [("x", ("N", 50, 64), "normal")],
+                    {"axis": -1}, {"g": _w(64, scale=1)}, opset=23))
+    out.append(Case("BatchNormalization [N,16,16,16]", "BatchNormalization", [("x", ("N", 16, 16, 16), "normal")],
+                    {}, {"s": _w(16, scale=1), "b": _w(16), "m": _w(16), "v": np.abs(_w(16, seed=2)) + 0.5}))
+    out.append(Case("InstanceNormalization [N,16,16,16]", "InstanceNormalization",
+                    [("x", ("N", 16, 16, 16), "normal")], {}, {"s": _w(16, scale=1), "b": _w(16)}))
+    out.append(Case("GroupNormalization [N,16,16,16] 4 groups", "GroupNormalization",
+                    [("x", ("N", 16, 16, 16), "normal")], {"num_groups": 4}, {"s": _w(16, scale=1), "b": _w(16)},
+                    opset=21))
+    out.append(Case("LpNormalization [N,128]", "LpNormalization", [("x", ACT, "normal")], {"axis": -1, "p": 2}))
+    out.append(Case("MeanVarianceNormalization [N,16,16,16]", "MeanVarianceNormalization",
+                    [("x", ("N", 16, 16, 16), "normal")], {"axes": [0, 2, 3]}, opset=13))
+    out.append(Case("LRN [N,16,16,16]", "LRN", [("x", ("N", 16, 16, 16), "normal")], {"size": 3}))
+    # reductions: over the last axis (rows of 64) and over the particle axis
+    for op in REDUCE:
+        kind = "pos" if op in ("ReduceLogSum", "ReduceProd") else "normal"
+        out.append(Case(f"{op} [N,50,64] axis -1", op, [("x", ("N", 50, 64), kind)], {"keepdims": 1},
+                        {"axes": np.array([-1], np.int64)}))
+        out.append(Case(f"{op} [N,50,64] axis 1", op, [("x", ("N", 50, 64), kind)], {"keepdims": 0},
+                        {"axes": np.array([1], np.int64)}))
+    for op in ("ArgMax", "ArgMin"):
+        out.append(Case(f"{op} [N,50,64]", op, [("x", ("N", 50, 64), "normal")], {"axis": -1},
+                        outputs=[("y", np.int64)]))
+    out.append(Case("CumSum [N,50,64] axis 1", "CumSum", [("x", ("N", 50, 64), "normal")],
+                    inits={"axis": np.array(1, np.int64)}))
+    out.append(Case("TopK [N,100,100] k=17", "TopK", [("x", ("N", 100, 100), "normal")], {"axis": -1},
+                    {"k": np.array([17], np.int64)}, outputs=[("v", F), ("i", np.int64)]))
+    # dense algebra
+    out.append(Case("Gemm [N,300]x[300,300]", "Gemm", [("x", ("N", 300), "normal")], {"transB": 1},
+                    {"w": _w(300, 300), "b": _w(300)}))
+    out.append(Case("Gemm [N,7]x[7,300]", "Gemm", [("x", ("N", 7), "normal")], {"transB": 1},
+                    {"w": _w(300, 7), "b": _w(300)}))
+    out.append(Case("MatMul [N,50,64]x[64,64]", "MatMul", [("x", ("N", 50, 64), "normal")], {}, {"w": _w(64, 64)}))
+    out.append(Case("MatMul [N,4,50,16]x[N,4,16,50]", "MatMul",
+                    [("q", ("N", 4, 50, 16), "normal"), ("k", ("N", 4, 16, 50), "normal")]))
+    out.append(Case("Einsum np,npl->nl", "Einsum", [("z", ("N", 40), "normal"), ("p", ("N", 40, 32), "normal")],
+                    {"equation": "np,npl->nl"}))
+    out.append(Case("Attention [N,4,50,16]", "Attention", [("q", ("N", 4, 50, 16), "normal"),
+                                                        ("k", ("N", 4, 50, 16), "normal"),
+                                                        ("v", ("N", 4, 50, 16), "normal")], opset=23))
+    # convolutions and pooling
+    img = ("N", 16, 16, 16)
+    out.append(Case("Conv 3x3 16->32 [N,16,16,16]", "Conv", [("x", img, "normal")], {"pads": [1] * 4},
+                    {"w": _w(32, 16, 3, 3), "b": _w(32)}))
+    out.append(Case("Conv 1x1 16->32 [N,16,16,16]", "Conv", [("x", img, "normal")], {}, {"w": _w(32, 16, 1, 1)}))
+    out.append(Case("Conv depthwise 3x3 [N,16,16,16]", "Conv", [("x", img, "normal")], {"pads": [1] * 4, "group": 16},
+                    {"w": _w(16, 1, 3, 3)}))
+    out.append(Case("Conv 3x3 1->8 [N,1,32,32]", "Conv", [("x", ("N", 1, 32, 32), "normal")], {"pads": [1] * 4},
+                    {"w": _w(8, 1, 3, 3), "b": _w(8)}))
+    out.append(Case("Conv1d k=1 16->64 [N,16,25]", "Conv", [("x", ("N", 16, 25), "normal")], {},
+                    {"w": _w(64, 16, 1), "b": _w(64)}))
+    out.append(Case("Conv3d 3x3x3 1->8 [N,1,12,12,20]", "Conv", [("x", ("N", 1, 12, 12, 20), "normal")],
+                    {"pads": [1] * 6}, {"w": _w(8, 1, 3, 3, 3), "b": _w(8)}))
+    out.append(Case("ConvTranspose 2x2 s2 16->8 [N,16,8,8]", "ConvTranspose", [("x", ("N", 16, 8, 8), "normal")],
+                    {"strides": [2, 2]}, {"w": _w(16, 8, 2, 2)}))
+    out.append(Case("MaxPool 2x2 [N,16,16,16]", "MaxPool", [("x", img, "normal")],
+                    {"kernel_shape": [2, 2], "strides": [2, 2]}))
+    out.append(Case("AveragePool 2x2 [N,16,16,16]", "AveragePool", [("x", img, "normal")],
+                    {"kernel_shape": [2, 2], "strides": [2, 2]}))
+    out.append(Case("LpPool 2x2 [N,16,16,16]", "LpPool", [("x", img, "normal")],
+                    {"kernel_shape": [2, 2], "strides": [2, 2]}))
+    for op in ("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"):
+        out.append(Case(f"{op} [N,16,16,16]", op, [("x", img, "normal")]))
+    # recurrent layers: 25 steps, 16 features, hidden 32 (ONNX layout [seq, batch, features])
+    seq = (25, "N", 16)
+    for op, gates in (("LSTM", 4), ("GRU", 3), ("RNN", 1)):
+        out.append(Case(f"{op} 25x16->32", op, [("x", seq, "normal")], {"hidden_size": 32},
+                        {"w": _w(1, gates * 32, 16), "r": _w(1, gates * 32, 32), "b": _w(1, 2 * gates * 32)},
+                        outputs=[("y", F)]))
+    # data movement
+    out.append(Case("Transpose [N,50,4,16] perm 0213", "Transpose", [("x", ("N", 50, 4, 16), "normal")],
+                    {"perm": [0, 2, 1, 3]}))
+    out.append(Case("Concat [N,128]+[N,128]", "Concat", [("x", ACT, "normal"), ("x2", ACT, "normal")], {"axis": 1}))
+    out.append(Case("Split [N,192] in 3", "Split", [("x", ("N", 192), "normal")], {"axis": 1, "num_outputs": 3},
+                    outputs=[("y", F), ("y2", F), ("y3", F)], opset=18))
+    out.append(Case("Slice [N,50,64] -> [:, 1:, :32]", "Slice", [("x", ("N", 50, 64), "normal")], {},
+                    {"s": np.array([1, 0], np.int64), "e": np.array([50, 32], np.int64),
+                     "a": np.array([1, 2], np.int64)}))
+    out.append(Case("Reshape [N,50,64] -> [N,50,4,16]", "Reshape", [("x", ("N", 50, 64), "normal")], {},
+                    {"s": np.array([0, 50, 4, 16], np.int64)}))
+    out.append(Case("Flatten [N,16,8,8]", "Flatten", [("x", ("N", 16, 8, 8), "normal")], {"axis": 1}))
+    out.append(Case("Squeeze [N,1,128]", "Squeeze", [("x", ("N", 1, 128), "normal")], {},
+                    {"a": np.array([1], np.int64)}))
+    out.append(Case("Unsqueeze [N,128]", "Unsqueeze", [("x", ACT, "normal")], {}, {"a": np.array([1], np.int64)}))
+    out.append(Case("Expand [N,1,64] -> [N,50,64]", "Expand", [("x", ("N", 1, 64), "normal")], {},
+                    {"s": np.array([1, 50, 64], np.int64)}))
+    out.append(Case("Tile [N,64] x 4", "Tile", [("x", ("N", 64), "normal")], {}, {"r": np.array([1, 4], np.int64)}))
+    out.append(Case("Pad [N,16,16,16] by 1", "Pad", [("x", img, "normal")], {},
+                    {"p": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)}))
+    out.append(Case("CenterCropPad [N,16,16,16] -> 12x12", "CenterCropPad", [("x", img, "normal")], {"axes": [2, 3]},
+                    {"s": np.array([12, 12], np.int64)}))
+    out.append(Case("Gather [N,100,8] 16 rows axis 1", "Gather", [("x", ("N", 100, 8), "normal")], {"axis": 1},
+                    {"i": np.arange(0, 100, 6, dtype=np.int64)}))
+    out.append(Case("GatherElements [N,100,8]", "GatherElements",
+                    [("x", ("N", 100, 8), "normal"), ("i", ("N", 16, 8), "int64:100")], {"axis": 1}))
+    out.append(Case("GatherND [N,100,8] batch_dims 1", "GatherND",
+                    [("x", ("N", 100, 8), "normal"), ("i", ("N", 16, 1), "int64:100")], {"batch_dims": 1}))
+    out.append(Case("ScatterElements add [N,12,16]", "ScatterElements",
+                    [("x", ("N", 12, 16), "normal"), ("i", ("N", 132, 16), "int64:12"), ("u", ("N", 132, 16), "normal")],
+                    {"axis": 1, "reduction": "add"}))
+    out.append(Case("Scatter [N,12,16]", "Scatter",
+                    [("x", ("N", 12, 16), "normal"), ("i", ("N", 12, 16), "int64:12"), ("u", ("N", 12, 16), "normal")],
+                    {"axis": 1}, opset=10))
+    out.append(Case("ScatterND add [12,N,16]", "ScatterND",
+                    [("x", (12, "N", 16), "normal"), ("u", (132, "N", 16), "normal")], {"reduction": "add"},
+                    {"i": np.array([[j] for j in range(12) for _ in range(11)], np.int64)}, node_inputs=["x", "i", "u"]))
+    out.append(Case("DepthToSpace [N,16,8,8] b2", "DepthToSpace", [("x", ("N", 16, 8, 8), "normal")], {"blocksize": 2}))
+    out.append(Case("SpaceToDepth [N,4,16,16] b2", "SpaceToDepth", [("x", ("N", 4, 16, 16), "normal")],
+                    {"blocksize": 2}))
+    out.append(Case("Trilu [N,50,50]", "Trilu", [("x", ("N", 50, 50), "normal")]))
+    out.append(Case("Resize nearest x2 [N,16,8,8]", "Resize", [("x", ("N", 16, 8, 8), "normal")], {"mode": "nearest"},
+                    {"roi": np.array([], F), "sc": np.array([1, 1, 2, 2], F)}))
+    out.append(Case("Upsample x2 [N,16,8,8]", "Upsample", [("x", ("N", 16, 8, 8), "normal")], {"mode": "nearest"},
+                    {"sc": np.array([1, 1, 2, 2], F)}, opset=9))
+    out.append(Case("Cast float->double [N,128]", "Cast", [("x", ACT, "normal")], {"to": onnx.TensorProto.DOUBLE},
+                    outputs=[("y", np.float64)]))
+    out.append(Case("CastLike float->double [N,128]", "CastLike", [("x", ACT, "normal")],
+                    inits={"t": np.zeros(1, np.float64)}, outputs=[("y", np.float64)]))
+    out.append(Case("QuantizeLinear [N,128]", "QuantizeLinear", [("x", ACT, "normal")], {},
+                    {"s": np.array(0.05, F), "z": np.array(0, np.int8)}, outputs=[("y", np.int8)]))
+    out.append(Case("DynamicQuantizeLinear [N,128]", "DynamicQuantizeLinear", [("x", ACT, "normal")],
+                    outputs=[("y", np.uint8), ("s", F), ("z", np.uint8)]))
+    out.append(Case("MaxUnpool 2x2 [N,16,8,8]", "MaxUnpool", [("x", ("N", 16, 8, 8), "normal"),
+                                                            ("i", ("N", 16, 8, 8), "int64:64")],
+                    {"kernel_shape": [2, 2], "strides": [2, 2]}))
+    out.append(Case("GridSample [N,4,16,16]", "GridSample", [("x", ("N", 4, 16, 16), "normal"),
+                                                          ("g", ("N", 8, 8, 2), "unit")], {}, opset=20))
+    out.append(Case("AffineGrid [N,2,3] -> 16x16", "AffineGrid", [("t", ("N", 2, 3), "normal")], {},
+                    {"size": np.array([1, 4, 16, 16], np.int64)}, opset=20, batches=(1,)))
+    out.append(Case("RoiAlign [N,4,16,16] 8 rois", "RoiAlign", [("x", ("N", 4, 16, 16), "normal")],
+                    {"output_height": 4, "output_width": 4},
+                    {"rois": np.array([[1, 1, 9, 9]] * 8, F), "bi": np.zeros(8, np.int64)}, batches=(1,)))
+    out.append(Case("Col2Im [N,16,49] 3x3 -> 9x9", "Col2Im", [("x", ("N", 16, 49), "normal")], {},
+                    {"im": np.array([9, 9], np.int64), "blk": np.array([2, 2], np.int64)}, opset=18))
+    out.append(Case("NegativeLogLikelihoodLoss [N,10]", "NegativeLogLikelihoodLoss",
+                    [("x", ("N", 10), "normal"), ("t", ("N",), "int64:10")], {"reduction": "none"}))
+    out.append(Case("SoftmaxCrossEntropyLoss [N,10]", "SoftmaxCrossEntropyLoss",
+                    [("x", ("N", 10), "normal"), ("t", ("N",), "int64:10")], {"reduction": "none"}))
+    return out
+
+
+def _covered_ops(all_cases: list[Case]) -> set[str]:
+    return {c.op for c in all_cases}
+
+
+def ort_floor():
+    """ORT's fixed cost of a call from Python: I/O binding of an Identity on one float."""
+    import onnxruntime as ort
+
+    proto = Case("floor", "Identity", [("x", (1,), "normal")]).model()
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return ort_iobinding(sess, [np.ones(1, F)])
+
+
+def run_case(case: Case, loop: CppLoop, reps: int, budget: float, floor) -> dict:
+    """Compile, check against ORT and time one case at each of its batch sizes."""
+    import onnxruntime as ort
+
+    res: dict = {"case": case.label, "op": case.op}
+    proto = case.model()
+    t = time.perf_counter()
+    try:
+        model = sofie_root.compile(proto)
+    except sofie_root.SofieError as e:
+        res["error"] = f"sofie_root: {type(e).__name__}: {e}"[:300]
+        return res
+    res["compile_s"] = time.perf_counter() - t
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    try:
+        sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT's own limits (opsets, operators): the case is reported, not timed
+        res["error"] = f"onnxruntime: {e}"[:300]
+        return res
+    names = [i.name for i in sess.get_inputs()]
+    rng = np.random.default_rng(0)
+    for batch in case.batches:
+        arrays = case.arrays(batch, rng)
+        feeds = dict(zip(names, arrays))
+        try:
+            ref = sess.run(None, feeds)
+        except Exception as e:
+            res["error"] = f"onnxruntime at batch {batch}: {e}"[:300]
+            return res
+        ours = model.infer(*arrays)
+        for a, r in zip(ours, ref):
+            if a.shape != r.shape or not np.allclose(a.astype(np.float64), r.astype(np.float64), rtol=1e-3, atol=1e-4,
+                                                     equal_nan=True):
+                res["error"] = f"output differs from onnxruntime at batch {batch}"
+                return res
+        variants = {"cpp": loop.prepare(model, tuple(arrays), budget),
+                    "infer": python_rep(lambda arrays=arrays: model.infer(*arrays), budget),
+                    "ort_run": python_rep(lambda feeds=feeds: sess.run(None, feeds), budget),
+                    "ort_iobinding": python_rep(ort_iobinding(sess, arrays), budget),
+                    "ort_floor": python_rep(floor, budget)}
+        times = interleaved(variants, reps)
+        # ORT's own time for the node: I/O binding minus that of a one-element Identity model
+        # (ORT's fixed cost per call from Python), at least 1% of it (noise can make it negative)
+        net = [max(b - f, 0.01 * b) for b, f in zip(times["ort_iobinding"], times["ort_floor"])]
+        res[f"ort_net_b{batch}_us"] = statistics.median(net) * 1e6
+        res[f"ort_net_over_cpp_b{batch}"] = statistics.median(n / a for a, n in zip(times["cpp"], net))
+        for k, v in times.items():
+            res[f"{k}_b{batch}_us"] = statistics.median(v) * 1e6
+        res[f"ort_iobind_over_cpp_b{batch}"] = statistics.median(b / a for a, b in zip(times["cpp"],
+                                                                                      times["ort_iobinding"]))
+        res[f"ort_run_over_infer_b{batch}"] = statistics.median(b / a for a, b in zip(times["infer"],
+                                                                                     times["ort_run"]))
+        res["shape_b" + str(batch)] = [list(a.shape) for a in arrays]
+    return res
+
+
+def _geomean(values: list[float]) -> float:
+    return math.exp(statistics.fmean(math.log(v) for v in values)) if values else float("nan")
+
+
+def summary(results: list[dict]) -> dict:
+    """Geometric means and the slowest cases of ORT net / C++ loop (over every timed shape), and
+    the geometric means of ORT iobind / C++ loop and ORT run / infer."""
+    ratios = sorted((r[k], f"{r['case']} (b{k.rsplit('_b', 1)[1]})") for r in results for k in r
+                    if k.startswith("ort_net_over_cpp_b"))
+    raw = [r[k] for r in results for k in r if k.startswith("ort_iobind_over_cpp_b")]
+    py = [r[k] for r in results for k in r if k.startswith("ort_run_over_infer_b")]
+    return {"geomean_net": _geomean([v for v, _ in ratios]), "geomean_iobind": _geomean(raw),
+            "geomean_infer": _geomean(py), "timed": len(ratios), "below_1": sum(v < 1 for v, _ in ratios),
+            "slowest": ratios[:15]}
+
+
+def table(results: list[dict], s: dict, meta: dict) -> str:
+    head = ["case"] + [f"{c} b{b}" for b in BATCHES for c in (
+        "µs C++", "µs ORT net", "ORT net / C++", "ORT iobind / C++", "ORT run / infer")]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+
+    def f(v, fmt=".2f"):
+        return "–" if v is None else format(v, fmt)
+
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['case']} | not timed: {r['error'].splitlines()[0][:120]} |" + " |" * (len(head) - 2))
+            continue
+        row = [r["case"]]
+        for b in BATCHES:
+            row += [f(r.get(f"cpp_b{b}_us")), f(r.get(f"ort_net_b{b}_us")), f(r.get(f"ort_net_over_cpp_b{b}")),
+                    f(r.get(f"ort_iobind_over_cpp_b{b}")), f(r.get(f"ort_run_over_infer_b{b}"))]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append(f"ORT net / C++ loop over {s['timed']} timed shapes: geometric mean {s['geomean_net']:.2f}, "
+                 f"{s['below_1']} below 1.0; ORT iobind / C++ loop: geometric mean {s['geomean_iobind']:.2f}; "
+                 f"ORT run / infer: geometric mean {s['geomean_infer']:.2f}.")
+    lines.append("Slowest 15 (ORT net / C++ loop): " + ", ".join(f"{n} {v:.2f}" for v, n in s["slowest"]) + ".")
+    if meta.get("not_covered"):
+        lines.append("Not covered: " + "; ".join(f"{op} ({why})" for op, why in sorted(meta["not_covered"].items())))
+    lines.append(f"{meta['date']}, onnxruntime {meta['onnxruntime']}, load average {meta['load_start']:.2f} at the "
+                 f"start, {meta['load_end']:.2f} at the end, {meta['seconds']:.0f} s.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="3 short repetitions instead of 7")
+    p.add_argument("--ops", default="", help="comma-separated op types (default: all)")
+    p.add_argument("--json", default=str(DEFAULT_JSON), help="where to write the results (default: %(default)s)")
+    a = p.parse_args(argv)
+    reps, budget = (3, 0.02) if a.quick else (7, 0.06)
+    import onnxruntime
+
+    all_cases = cases()
+    wanted = {o.strip() for o in a.ops.split(",") if o.strip()}
+    selected = [c for c in all_cases if not wanted or c.op in wanted]
+    registered = set(sofie_root.supported_ops())
+    covered = _covered_ops(all_cases)
+    not_covered = {op: NOT_COVERED.get(op, "no case yet") for op in sorted(registered - covered)}
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "onnxruntime": onnxruntime.__version__, "load_start": os.getloadavg()[0], "cpu_count": os.cpu_count(),
+            "not_covered": not_covered, "quick": a.quick}
+    t0 = time.perf_counter()
+    loop = CppLoop()
+    floor = ort_floor()
+    results = []
+    for i, case in enumerate(selected):
+        results.append(run_case(case, loop, reps, budget, floor))
+        print(f"  [{i + 1}/{len(selected)}] {case.label}: "
+              + (results[-1].get("error", "") or f"{results[-1].get('ort_net_over_cpp_b1', 0):.2f}"),
+              file=sys.stderr, flush=True)
+    meta["load_end"] = os.getloadavg()[0]
+    meta["seconds"] = time.perf_counter() - t0
+    s = summary(results)
+    print(table(results, s, meta), flush=True)
+    out = Path(a.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "summary": s, "cases": results}, indent=1))
+    print(f"\n(written to {out})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""``Model.infer``'s call path: the quick path (checks cached per input signature), preallocated
+outputs (``out=``) and the input casting rules, against numpy and onnxruntime. The cost of the
+call path is measured by benchmarks/call_path.py, not here."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from onnx import helper
+
+import sofie_root
+
+from .ort_check import make_model, run_ort, value_info
+
+F = np.float32
+RNG = np.random.default_rng(11)
+W = RNG.standard_normal((6, 4)).astype(F)
+
+
+def _one_io():
+    """x [N, 6] -> tanh(x @ W) [N, 4]."""
+    return make_model([helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Tanh", ["h"], ["y"])],
+                      [value_info("x", F, ("N", 6))], [value_info("y", F, None)], {"w": W})
+
+
+def _two_io():
+    """a [N, 6], b [N, 4] -> (a @ W + b [N, 4], sum of a over axis 1 [N, 1])."""
+    return make_model([helper.make_node("MatMul", ["a", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"]),
+                       helper.make_node("ReduceSum", ["a", "axes"], ["s"], keepdims=1)],
+                      [value_info("a", F, ("N", 6)), value_info("b", F, ("N", 4))],
+                      [value_info("y", F, None), value_info("s", F, None)],
+                      {"w": W, "axes": np.array([1], np.int64)})
+
+
+@pytest.fixture(scope="module")
+def one():
+    return sofie_root.compile(_one_io())
+
+
+@pytest.fixture(scope="module")
+def two():
+    return sofie_root.compile(_two_io())
+
+
+def test_quick_path_matches_onnxruntime_across_batch_sizes(one) -> None:
+    proto = _one_io()
+    for n in (1, 3, 1, 17, 3, 256, 1):  # revisited signatures come from the cache
+        x = RNG.standard_normal((n, 6)).astype(F)
+        (y,) = one.infer(x)
+        assert y.shape == (n, 4) and y.dtype == F
+        np.testing.assert_allclose(y, run_ort(proto, x)[0], rtol=1e-5, atol=1e-6)
+    assert ((1, 6),) in one._signatures, "batch-1 calls are remembered"
+
+
+def test_checks_still_apply_after_a_signature_is_cached(one, two) -> None:
+    one.infer(np.zeros((2, 6), F))
+    with pytest.raises(sofie_root.InputError, match=r"'x' expects shape \[N, 6\].*\[2, 5\]"):
+        one.infer(np.zeros((2, 5), F))
+    two.infer(np.zeros((2, 6), F), np.zeros((2, 4), F))
+    with pytest.raises(sofie_root.InputError, match=r"'b'.*N.*3.*2"):
+        two.infer(np.zeros((2, 6), F), np.zeros((3, 4), F))
+    with pytest.raises(sofie_root.InputError, match="takes 2 input"):
+        two.infer(np.zeros((2, 6), F))
+
+
+def test_non_contiguous_and_other_float_inputs_are_converted(one) -> None:
+    base = RNG.standard_normal((5, 12)).astype(F)
+    view = base[:, ::2]  # [5, 6], not contiguous
+    assert not view.flags.c_contiguous
+    expected = np.tanh(np.ascontiguousarray(view).astype(np.float64) @ W.astype(np.float64))
+    np.testing.assert_allclose(one.infer(view)[0], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(one.infer(view.astype(np.float64))[0], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(one.infer(view.astype(">f4"))[0], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(one.infer(view.tolist())[0], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.bool_])
+def test_integer_and_bool_arrays_for_a_float_input_are_an_error(one, dtype) -> None:
+    with pytest.raises(sofie_root.InputError, match=r"input 'x' expects float32, got an array of .*astype"):
+        one.infer(np.ones((2, 6), dtype))
+
+
+def test_integer_inputs_keep_their_same_kind_casts() -> None:
+    """int32 indices for an int64 input are widened (same kind); float ones are refused."""
+    proto = make_model([helper.make_node("Gather", ["t", "i"], ["y"], axis=0)],
+                       [value_info("i", np.int64, ("N",))], [value_info("y", F, None)],
+                       {"t": np.arange(10, dtype=F)})
+    m = sofie_root.compile(proto)
+    np.testing.assert_array_equal(m.infer(np.array([3, 1], np.int32))[0], [3.0, 1.0])
+    with pytest.raises(sofie_root.InputError, match="'i' expects int64"):
+        m.infer(np.array([3.0, 1.0]))
+
+
+def test_preallocated_outputs(one, two) -> None:
+    x = RNG.standard_normal((3, 6)).astype(F)
+    y = np.full((3, 4), np.nan, F)
+    res = one.infer(x, out=[y])
+    assert res[0] is y
+    np.testing.assert_allclose(y, one.infer(x)[0], rtol=0, atol=0)
+    a, b = RNG.standard_normal((2, 6)).astype(F), RNG.standard_normal((2, 4)).astype(F)
+    outs = (np.empty((2, 4), F), np.empty((2, 1), F))
+    res = two.infer(a, b, out=outs)
+    assert res[0] is outs[0] and res[1] is outs[1]
+    ref = run_ort(_two_io(), a, b)
+    np.testing.assert_allclose(outs[0], ref[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(outs[1], ref[1], rtol=1e-5, atol=1e-6)
+    # by name, and through the general path (a float64 input is cast first)
+    y2 = np.empty((2, 4), F)
+    two.infer(a=a.astype(np.float64), b=b, out=[y2, np.empty((2, 1), F)])
+    np.testing.assert_allclose(y2, ref[0], rtol=1e-5, atol=1e-6)
+
+
+def test_preallocated_output_errors(one) -> None:
+    x = RNG.standard_normal((3, 6)).astype(F)
+    cases = [([np.empty((2, 4), F)], r"out\[0\] \(output 'y'\).*shape \[3, 4\]"),
+             ([np.empty((3, 4), np.float64)], r"out\[0\].*float32"),
+             ([np.empty((3, 8), F)[:, ::2]], "C-contiguous"),
+             ([], "1 output"),
+             (np.empty((3, 4), F), "list of arrays")]
+    ro = np.empty((3, 4), F)
+    ro.flags.writeable = False
+    cases.append(([ro], "writeable"))
+    for out, msg in cases:
+        with pytest.raises(sofie_root.InputError, match=msg):
+            one.infer(x, out=out)
+    # an output that overlaps an input would be read after being written
+    z = RNG.standard_normal((3, 6)).astype(F)
+    with pytest.raises(sofie_root.InputError, match="overlaps"):
+        one.infer(z, out=[z.reshape(-1)[:12].reshape(3, 4)])
+    shared = RNG.standard_normal(18 + 12).astype(F)
+    with pytest.raises(sofie_root.InputError, match="overlaps"):
+        one.infer(shared[:18].reshape(3, 6), out=[shared[6:18].reshape(3, 4)])
+
+
+def test_empty_batch_and_threads(one) -> None:
+    assert one.infer(np.zeros((0, 6), F))[0].shape == (0, 4)
+    xs = [RNG.standard_normal((n, 6)).astype(F) for n in (1, 2, 7, 1)]
+    expected = [one.infer(x)[0] for x in xs]
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(50):
+                for x, e in zip(xs, expected):
+                    np.testing.assert_array_equal(one.infer(x)[0], e)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_signature_cache_is_bounded(one) -> None:
+    for n in range(1, one.MAX_SIGNATURES + 10):
+        one.infer(np.ones((n, 6), F))
+    assert 0 < len(one._signatures) <= one.MAX_SIGNATURES
+    np.testing.assert_allclose(one.infer(np.ones((5, 6), F))[0], np.tanh(np.ones((5, 6)) @ W), rtol=1e-5)
+
+
+def test_an_input_called_out() -> None:
+    proto = make_model([helper.make_node("Neg", ["out"], ["y"])], [value_info("out", F, ("N", 3))],
+                       [value_info("y", F, None)])
+    m = sofie_root.compile(proto)
+    x = np.arange(6, dtype=F).reshape(2, 3)
+    np.testing.assert_array_equal(m.infer(out=x)[0], -x)
+    np.testing.assert_array_equal(m.infer(x)[0], -x)
