@@ -59,6 +59,63 @@ private:
 
 inline std::size_t round_up(std::size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
+// ---- floating-point mode ------------------------------------------------------------------
+// Flush-to-zero and denormals-are-zero for the duration of a model's run: subnormal floats (a
+// softmax over a padding mask, products of tiny weights) take 20-100x longer per operation on
+// x86-64 and would slow every later reader. The guard sets FTZ|DAZ (MXCSR bits 15 and 6) on
+// x86-64, FZ (FPCR bit 24) on aarch64, and restores the caller's control bits on every exit,
+// exceptions included; exception flags raised meanwhile stay raised, as without the guard.
+// Elsewhere it does nothing. Subnormal inputs read as (signed) zero inside the run and subnormal
+// results become zero; a model opts out with the metadata property sofie_root.flush_denormals=0.
+class FPModeGuard {
+public:
+   explicit FPModeGuard(bool enable) : fActive(enable)
+   {
+      if (!fActive)
+         return;
+#if defined(__x86_64__) || (defined(__i386__) && defined(__SSE__))
+      fSaved = __builtin_ia32_stmxcsr();
+      __builtin_ia32_ldmxcsr(static_cast<unsigned>(fSaved) | 0x8040u);
+#elif defined(__aarch64__)
+      std::uint64_t v;
+      __asm__ __volatile__("mrs %0, fpcr" : "=r"(v));
+      fSaved = v;
+      __asm__ __volatile__("msr fpcr, %0" : : "r"(v | (std::uint64_t(1) << 24)));
+#endif
+   }
+   ~FPModeGuard()
+   {
+      if (!fActive)
+         return;
+#if defined(__x86_64__) || (defined(__i386__) && defined(__SSE__))
+      __builtin_ia32_ldmxcsr(static_cast<unsigned>(fSaved) | (__builtin_ia32_stmxcsr() & 0x3Fu));
+#elif defined(__aarch64__)
+      __asm__ __volatile__("msr fpcr, %0" : : "r"(fSaved));
+#endif
+   }
+   FPModeGuard(const FPModeGuard &) = delete;
+   FPModeGuard &operator=(const FPModeGuard &) = delete;
+
+private:
+   bool fActive;
+   std::uint64_t fSaved = 0;
+};
+
+// The floating-point control word of the calling thread (MXCSR on x86-64, FPCR on aarch64, 0
+// elsewhere); for tests and diagnostics.
+inline std::uint64_t fp_mode()
+{
+#if defined(__x86_64__) || (defined(__i386__) && defined(__SSE__))
+   return __builtin_ia32_stmxcsr();
+#elif defined(__aarch64__)
+   std::uint64_t v;
+   __asm__ __volatile__("mrs %0, fpcr" : "=r"(v));
+   return v;
+#else
+   return 0;
+#endif
+}
+
 // ---- vectorisable math (namespace sofie_rt::vm) -------------------------------------------
 // Transcendental functions of float32 without a library call: range reduction, a polynomial and
 // IEEE special cases chosen by selects, never by branches, so that loops calling them vectorise
@@ -132,7 +189,9 @@ inline float expm1(float x)
 inline double expm1(double x) { return std::expm1(x); }
 
 // ln x = k ln2 + ln m with m in [sqrt(1/2), sqrt(2)) read from the bits (subnormals are scaled
-// by 2^23 first), ln(1 + f) by the Cephes polynomial, ln2 split as in exp.
+// by 2^23 first), ln(1 + f) by the Cephes polynomial, ln2 split as in exp. The special cases are
+// read from the scaled value: under denormals-are-zero the scaling gives 0, so a subnormal x is
+// then a zero throughout (the compiler may test the class of x on its bits, which DAZ ignores).
 inline float log(float x)
 {
    const bool sub = x < 1.17549435e-38f;
@@ -154,8 +213,8 @@ inline float log(float x)
    p = p * f + 3.3333331174E-1f;
    float y = f * z * p - e * 2.12194440e-4f - 0.5f * z;
    y = (f + y) + e * 0.693359375f;
-   const float special = x == 0.0f ? -kInf : (x == kInf ? x : std::numeric_limits<float>::quiet_NaN());
-   const float r = (x > 0.0f && x < kInf) ? y : special;
+   const float special = xs == 0.0f ? -kInf : (xs == kInf ? xs : std::numeric_limits<float>::quiet_NaN());
+   const float r = (xs > 0.0f && xs < kInf) ? y : special;
    return x != x ? x : r;
 }
 inline double log(double x) { return std::log(x); }
@@ -170,7 +229,7 @@ inline float log1p(float x)
 }
 inline double log1p(double x) { return std::log1p(x); }
 
-// tanh: the Cephes odd polynomial for |x| < 0.625, 1 - 2 / (e^2|x| + 1) beyond (tanh(9) is 1
+// tanh: the Cephes odd polynomial for |x| < 0.625, 1 - 2 / (e^2|x| + 1) beyond (tanh(10) is 1
 // in float, so the argument of exp is bounded).
 inline float tanh(float x)
 {
@@ -182,7 +241,7 @@ inline float tanh(float x)
    p = p * z + 1.33314422036E-1f;
    p = p * z - 3.33332819422E-1f;
    const float small = x == 0.0f ? x : x + x * z * p; // keeps the sign of -0
-   const float b = a < 9.0f ? a : 9.0f;
+   const float b = a < 10.0f ? a : 10.0f; // tanh(10) rounds to 1, tanh(9) does not
    const float big = 1.0f - 2.0f / (vm::exp(2.0f * b) + 1.0f);
    const float r = a < 0.625f ? small : std::copysign(big, x);
    return x != x ? x : r;
@@ -252,13 +311,11 @@ inline float gelu(float x)
 }
 inline double gelu(double x) { return 0.5 * x * std::erfc(-x * 0.70710678118654752); }
 
-// ln|x| in double for a finite float x > 0 (the inner step of pow): m in [sqrt(1/2), sqrt(2))
-// from the float bits, ln m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, by its series to
-// s^17 (truncation below 2e-14).
-inline double log_abs_d(float ax)
+// ln x in double for x = xs * 2^(sub ? -23 : 0), xs a finite normal float > 0 (the inner step
+// of pow): m in [sqrt(1/2), sqrt(2)) from the float bits, ln m = 2 atanh(s), s = (m - 1) / (m + 1),
+// |s| < 0.172, by its series to s^17 (truncation below 2e-14).
+inline double log_scaled_d(float xs, bool sub)
 {
-   const bool sub = ax < 1.17549435e-38f;
-   const float xs = sub ? ax * 8388608.0f : ax;
    const std::uint32_t ix = bits(xs) - 0x3F3504F3u;
    const std::int32_t k = std::int32_t(ix) >> 23;
    const double m = double(from_bits(bits(xs) - (ix & 0xFF800000u)));
@@ -310,8 +367,10 @@ inline double exp_d(double t)
 inline float pow(float x, float y)
 {
    const float ax = std::fabs(x);
-   const bool finite_pos = ax > 0.0f && ax < kInf;
-   const double lx = finite_pos ? log_abs_d(finite_pos ? ax : 1.0f) : (ax == 0.0f ? -HUGE_VAL : HUGE_VAL);
+   const bool sub = ax < 1.17549435e-38f;
+   const float xs = sub ? ax * 8388608.0f : ax; // 0 for a subnormal x under denormals-are-zero (see log)
+   const bool finite_pos = xs > 0.0f && xs < kInf;
+   const double lx = finite_pos ? log_scaled_d(finite_pos ? xs : 1.0f, sub) : (xs == 0.0f ? -HUGE_VAL : HUGE_VAL);
    double t = double(y) * lx;
    t = t > 200.0 ? 200.0 : (t < -200.0 ? -200.0 : t);
    const bool t_nan = t != t;
@@ -322,12 +381,19 @@ inline float pow(float x, float y)
    const float hy = 0.5f * y;
    const bool y_odd = y_int && std::fabs(y) < 16777216.0f && std::floor(hy) != hy;
    r = (std::signbit(x) && y_odd) ? -r : r;
-   r = (x < 0.0f && x > -kInf && !y_int && y == y) ? std::numeric_limits<float>::quiet_NaN() : r;
+   r = (std::signbit(x) && finite_pos && !y_int && y == y) ? std::numeric_limits<float>::quiet_NaN() : r;
    r = (x == -1.0f && (y == kInf || y == -kInf)) ? 1.0f : r;
    r = x != x ? x : r;
    return (y == 0.0f || x == 1.0f) ? 1.0f : r;
 }
 inline double pow(double x, double y) { return std::pow(x, y); }
+
+// x^0.5 as pow gives it: sqrt, except pow(-0, 0.5) = +0 (sqrt(-0) = -0) and pow(-inf, 0.5) = +inf
+// (sqrt(-inf) is NaN).
+template <class T> inline T pow_half(T x)
+{
+   return x == -std::numeric_limits<T>::infinity() ? -x : std::fabs(std::sqrt(x));
+}
 
 } // namespace vm
 
@@ -432,6 +498,9 @@ template <class T> inline T int_pow(T base, T exp)
       return static_cast<T>(std::pow(static_cast<double>(base), static_cast<double>(exp)));
    }
 }
+
+// x clamped to [lo, hi]; NaN stays NaN (std::min/std::max would return a bound for it).
+template <class T> inline T clamp_nan(T x, T lo, T hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
 template <class T> inline T nan_max(T a, T b) { return (a != a || b != b) ? std::numeric_limits<T>::quiet_NaN() : (a > b ? a : b); }
 template <class T> inline T nan_min(T a, T b) { return (a != a || b != b) ? std::numeric_limits<T>::quiet_NaN() : (a < b ? a : b); }
@@ -643,7 +712,7 @@ template <class T> inline void attention(const AttentionArgs<T> &a)
                for (std::int64_t d = 0; d < a.D; ++d)
                   s += (q[d] * a.scale_sqrt) * (k[d] * a.scale_sqrt);
                if (a.softcap > T(0))
-                  s = a.softcap * std::tanh(s / a.softcap);
+                  s = a.softcap * vm::tanh(s / a.softcap);
                T bias = T(0);
                if (a.mask) {
                   const std::int64_t m = b * a.mb + h * a.mh + i * a.mi + j;
@@ -683,7 +752,7 @@ template <class T> inline void attention(const AttentionArgs<T> &a)
             }
             T sum = T(0);
             for (std::int64_t j = 0; j < a.St; ++j) {
-               a.scores[j] = std::exp(a.scores[j] - smax);
+               a.scores[j] = vm::exp(a.scores[j] - smax);
                sum += a.scores[j];
             }
             const T inv = T(1) / sum;
