@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ..ir.dims import Dim, DimLike, numel
 from ..ir.dtypes import INT64, DType
 from .base import NodeView, Operator, OutInfo, register
+from .elementwise import pow_expr
 
 FLOATS = ("float32", "float64")
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -570,7 +571,7 @@ class _Pool(Operator):
             elif p == 2:
                 lines.append(f"{acc} += {val} * {val};")
             else:
-                lines.append(f"{acc} += std::pow(std::abs({val}), {e.lit(p, dt)});")
+                lines.append(f"{acc} += {pow_expr(f'std::abs({val})', '', dt, float(p))};")
         lines.append("}" * nd)
         if self.kind == "max":
             lines.append(f"{yp}[{oi}] = {acc};")
@@ -586,7 +587,7 @@ class _Pool(Operator):
             elif p == 2:
                 lines.append(f"{yp}[{oi}] = std::sqrt({acc});")
             else:
-                lines.append(f"{yp}[{oi}] = std::pow({acc}, {e.lit(1.0 / p, dt)});")
+                lines.append(f"{yp}[{oi}] = {pow_expr(acc, '', dt, 1.0 / p)};")
         lines.append(f"++{oi};")
         lines.append("}" * nd)
         lines.append("}")
@@ -671,14 +672,14 @@ class _GlobalPool(Operator):
             elif p == 2:
                 body = f"{acc} += {xp}[{i}] * {xp}[{i}];"
             else:
-                body = f"{acc} += std::pow(std::abs({xp}[{i}]), {e.lit(p, dt)});"
+                body = f"{acc} += {pow_expr(f'std::abs({xp}[{i}])', '', dt, float(p))};"
         lines.append(f"for (std::int64_t {i} = 0; {i} < {sp}; ++{i}) {body}")
         if self.kind == "avg":
             res = f"{acc} / {t}({sp})"
         elif self.kind == "lp" and p == 2:
             res = f"std::sqrt({acc})"
         elif self.kind == "lp" and p != 1:
-            res = f"std::pow({acc}, {e.lit(1.0 / p, dt)})"
+            res = pow_expr(acc, "", dt, 1.0 / p)
         else:
             res = acc
         lines.append(f"{e.out()}[{pl}] = {res};")

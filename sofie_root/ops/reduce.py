@@ -67,7 +67,7 @@ def _abs(x: str, dt: DType) -> str:
 
 def _via_double(fn: str, acc: str, dt: DType) -> str:
     if dt.is_float:
-        return f"std::{fn}({acc})"
+        return f"sofie_rt::vm::log({acc})" if fn == "log" else f"std::{fn}({acc})"
     return f"sofie_rt::float_to_int<{dt.cpp}>(std::{fn}(double({acc})))"
 
 
@@ -422,7 +422,7 @@ class ReduceLogSumExp(_Reduce):
             return f"({m} == {ninf} ? {C}(0) : {m})"
 
         def result(s: str, m: str) -> str:
-            r = f"std::log({s}) + {m}"
+            r = f"sofie_rt::vm::log({s}) + {m}"
             return r if dt.is_float else f"sofie_rt::float_to_int<{T}>({r})"
 
         if not reduced:
@@ -441,7 +441,7 @@ class ReduceLogSumExp(_Reduce):
                     f"   {m} = {shift(m)};\n"
                     f"   {C} {s} = {C}(0);\n"
                     f"   for (std::int64_t {j} = 0; {j} < {r}; ++{j})\n"
-                    f"      {s} += std::exp({C}({row}[{j}]) - {m});\n"
+                    f"      {s} += sofie_rt::vm::exp({C}({row}[{j}]) - {m});\n"
                     f"   {y}[{o}] = {result(s, m)};\n}}")
         mx, sm = e.ws(0), e.ws(1)
         k = e.tmp("k")
@@ -449,7 +449,7 @@ class ReduceLogSumExp(_Reduce):
         lines.append(self._walk(e, groups, lambda oo, xv: f"{mx}[{oo}] = {max_step(f'{mx}[{oo}]', xv)};", x, C))
         k = e.tmp("k")
         lines.append(f"for (std::int64_t {k} = 0; {k} < {e.size_out()}; ++{k})\n   {mx}[{k}] = {shift(f'{mx}[{k}]')};")
-        lines.append(self._walk(e, groups, lambda oo, xv: f"{sm}[{oo}] += std::exp({xv} - {mx}[{oo}]);", x, C))
+        lines.append(self._walk(e, groups, lambda oo, xv: f"{sm}[{oo}] += sofie_rt::vm::exp({xv} - {mx}[{oo}]);", x, C))
         k = e.tmp("k")
         lines.append(f"for (std::int64_t {k} = 0; {k} < {e.size_out()}; ++{k})\n"
                      f"   {y}[{k}] = {result(f'{sm}[{k}]', f'{mx}[{k}]')};")
@@ -642,7 +642,7 @@ class _Softmax(_SoftmaxLike):
         lines.append(_loop(j, na, f"{yo}[{j}] = sofie_rt::exp_nonpos({xo}[{j}] - {m});"))
         lines += _partial(e, dt, na, s, f"{T}(0)", add)
         if self.log:
-            lines.append(f"{s} = {m} + std::log({s});")
+            lines.append(f"{s} = {m} + sofie_rt::vm::log({s});")
             lines.append(_loop(j, na, f"{yo}[{j}] = {xo}[{j}] - {s};"))
         else:
             lines.append(f"{s} = {T}(1) / {s};")
@@ -656,7 +656,7 @@ class _Softmax(_SoftmaxLike):
                  _loop(j, na, _loop(k, ni, f"{m}[{k}] = {xo}[{at}] > {m}[{k}] ? {xo}[{at}] : {m}[{k}];"))]
         if self.log:
             lines.append(_loop(j, na, _loop(k, ni, f"{s}[{k}] += sofie_rt::exp_nonpos({xo}[{at}] - {m}[{k}]);")))
-            lines.append(_loop(k, ni, f"{s}[{k}] = {m}[{k}] + std::log({s}[{k}]);"))
+            lines.append(_loop(k, ni, f"{s}[{k}] = {m}[{k}] + sofie_rt::vm::log({s}[{k}]);"))
             lines.append(_loop(j, na, _loop(k, ni, f"{yo}[{at}] = {xo}[{at}] - {s}[{k}];")))
         else:
             lines.append(_loop(j, na, _loop(k, ni, f"{{ {yo}[{at}] = sofie_rt::exp_nonpos({xo}[{at}] - {m}[{k}]); "

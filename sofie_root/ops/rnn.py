@@ -64,13 +64,13 @@ def _activation_expr(name: str, alpha: float, beta: float, x: str, dt: DType, li
     if name == "thresholdedrelu":
         return f"(({x}) > {a} ? ({x}) : {zero})"
     if name == "scaledtanh":
-        return f"({a} * std::tanh({b} * ({x})))"
+        return f"({a} * sofie_rt::vm::tanh({b} * ({x})))"
     if name == "elu":
-        return f"(({x}) >= {zero} ? ({x}) : {a} * (std::exp({x}) - {one}))"
+        return f"(({x}) >= {zero} ? ({x}) : {a} * sofie_rt::vm::expm1({x}))"
     if name == "softsign":
         return f"(({x}) / ({one} + std::abs({x})))"
     if name == "softplus":
-        return f"sofie_rt::softplus<{dt.cpp}>({x})"
+        return f"sofie_rt::vm::softplus({dt.cpp}({x}))"
     raise AssertionError(name)
 
 
