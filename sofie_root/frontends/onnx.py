@@ -29,6 +29,7 @@ from ..ops import base as opbase
 from ..ops.custom import missing_reason
 from ..passes.fold import evaluate_node, should_fold
 from .audit import audit_node
+from .functions import function_body
 
 #: opsets before 7 are accepted where an operator's semantics did not change since; operators
 #: whose old versions differ reject the old attributes in ``check``
@@ -377,7 +378,7 @@ class _Converter:
             return
         if domain == "" and self._expand_half_softmax(proto, scope, initializers, out_nodes, outer):
             return
-        if domain == "" and self._expand_half_function(proto, scope, initializers, out_nodes, outer):
+        if domain == "" and self._expand_function(proto, scope, initializers, out_nodes, outer, label):
             return
         self._tag_half(proto)
         attrs = {a.name: _attr_value(a, self, scope, f"{self.label}: {label}") for a in proto.attribute}
@@ -601,57 +602,44 @@ class _Converter:
             self._convert_node(step, scope, initializers, out_nodes, outer)
         return True
 
-    def _expand_half_function(self, proto: onnx.NodeProto, scope: dict[str, TensorInfo],
-                              initializers: dict[str, np.ndarray], out_nodes: list[Node],
-                              outer: Mapping[str, TensorInfo]) -> bool:
-        """A float16/bfloat16 node of an operator the ONNX spec defines as a function of other
-        operators (Attention) becomes that function body, whose steps are then each rounded to
-        the half type as the reference computes them; the fused float32 kernel would round only
-        the result."""
-        if proto.op_type not in _HALF_FUNCTION_OPS or not any(i in self.half for i in proto.input):
-            return False
-        try:
-            schema = onnx.defs.get_schema(proto.op_type, self.opsets.get("", MIN_OPSET), "")
-        except onnx.defs.SchemaError:
-            return False
-        versions = [v for v in schema.context_dependent_function_opset_versions if v <= self.opsets[""]]
-        if not versions:
+    def _expand_function(self, proto: onnx.NodeProto, scope: dict[str, TensorInfo],
+                         initializers: dict[str, np.ndarray], out_nodes: list[Node],
+                         outer: Mapping[str, TensorInfo], label: str) -> bool:
+        """Compile the node through the function body the ONNX spec defines it by (see
+        ``frontends/functions.py``), for operators registered as such (``ops/functions.py``) and
+        for float16/bfloat16 Attention, whose steps then each round to the half type as the
+        reference computes them (the fused float32 kernel would round only the result)."""
+        op = opbase.lookup("", proto.op_type)
+        half = proto.op_type in _HALF_FUNCTION_OPS and any(i in self.half for i in proto.input)
+        if not half and not getattr(op, "expand_function", False):
             return False
         types = []
         for i in proto.input:
             if not i:
-                types.append(onnx.TypeProto().SerializeToString())
+                types.append(None)
                 continue
             info = scope[i]
             elem = {"float16": onnx.TensorProto.FLOAT16, "bfloat16": onnx.TensorProto.BFLOAT16}.get(
                 self.half.get(i, ""), info.dtype.onnx)
             dims = [str(d) if isinstance(d, Dim) else int(d) for d in info.shape]
-            types.append(onnx.helper.make_tensor_type_proto(elem, dims).SerializeToString())
-        fn = onnx.FunctionProto()
-        fn.ParseFromString(schema.get_context_dependent_function_with_opset_version(
-            max(versions), proto.SerializeToString(), types))
-        # the body's own tensors get names derived from the node's first output
-        rename = dict(zip(fn.input, proto.input))
-        rename.update(zip(fn.output, proto.output))
+            types.append(onnx.helper.make_tensor_type_proto(elem, dims))
         used = set(scope) | set(initializers)
-        for n in fn.node:
-            for o in n.output:
-                if o and o not in rename:
-                    name = f"{proto.output[0]}__sofie_{proto.op_type}_{o}"
-                    while name in used:
-                        name += "_"
-                    used.add(name)
-                    rename[o] = name
-        for n in fn.node:
-            if n.domain not in ("", "ai.onnx") or any(a.ref_attr_name for a in n.attribute) or \
-                    any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
-                return False  # not a plain expansion (sub-graphs, attribute references): keep the kernel
-        for n in fn.node:
-            step = onnx.NodeProto()
-            step.CopyFrom(n)
-            step.name = proto.name
-            step.input[:] = [rename.get(i, i) if i else "" for i in n.input]
-            step.output[:] = [rename.get(o, o) if o else "" for o in n.output]
+
+        def fresh(inner: str) -> str:
+            name = f"{proto.output[0] if proto.output else proto.op_type}__sofie_{proto.op_type}_{inner}"
+            while name in used:
+                name += "_"
+            used.add(name)
+            return name
+
+        where = f"{self.label}: {label}"
+        body = function_body(proto, self.opsets.get("", MIN_OPSET), types, fresh, where)
+        if body is None:
+            if half:
+                return False
+            raise UnsupportedOperatorError([(proto.op_type, proto.name, "", self.opsets.get("", MIN_OPSET),
+                                             "no function body of the operator at this opset can be inlined")])
+        for step in body:
             self._convert_node(step, scope, initializers, out_nodes, outer)
         return True
 

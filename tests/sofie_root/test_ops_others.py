@@ -105,3 +105,63 @@ def test_compress_constant_condition_and_symbolic_batch():
     for n in (1, 4):
         x = RNG.standard_normal((n, 5)).astype(np.float32)
         _check(m, x, compiled=model)
+
+
+# -- Det -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_det(dtype):
+    x = RNG.standard_normal((2, 3, 4, 4)).astype(dtype)
+    x[0, 1, 3] = x[0, 1, 0] * 2  # a singular matrix
+    x[1, 2] = np.eye(4)[[1, 0, 2, 3]]  # a permutation: det -1 (pivoting)
+    m = make_model([helper.make_node("Det", ["x"], ["y"])], [value_info("x", dtype, ["N", 3, 4, 4])],
+                   [value_info("y", dtype, None)])
+    got = _check(m, x, rtol=1e-4, atol=1e-5)[0]
+    np.testing.assert_allclose(got, np.linalg.det(x.astype(np.float64)), rtol=1e-4, atol=1e-5)
+    assert got[1, 2] == -1
+
+
+# -- operators compiled through their ONNX function body ------------------------------------------
+
+@pytest.mark.parametrize("alpha", [None, 0.7])
+def test_swiglu(alpha):
+    a = RNG.standard_normal((3, 8)).astype(np.float32)
+    b = RNG.standard_normal((3, 8)).astype(np.float32)
+    attrs = {} if alpha is None else {"alpha": alpha}
+    m = make_model([helper.make_node("SwiGLU", ["a", "b"], ["y"], **attrs)],
+                   [value_info("a", np.float32, ["N", 8]), value_info("b", np.float32, ["N", 8])],
+                   [value_info("y", np.float32, None)], opset=28)
+    got = _check(m, a, b)[0]
+    al = 1.0 if alpha is None else alpha
+    np.testing.assert_allclose(got, a / (1 + np.exp(-al * a)) * b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("interleaved", [0, 1])
+@pytest.mark.parametrize("rotary_dim", [0, 4])
+def test_rotary_embedding(interleaved, rotary_dim):
+    x = RNG.standard_normal((2, 3, 5, 8)).astype(np.float32)  # [batch, heads, seq, head_size]
+    half = (rotary_dim or 8) // 2
+    angles = np.arange(16)[:, None] * 0.1 * (1 + np.arange(half))[None, :]
+    pos = RNG.integers(0, 16, (2, 5)).astype(np.int64)
+    attrs = {"interleaved": interleaved, **({"rotary_embedding_dim": rotary_dim} if rotary_dim else {})}
+    m = make_model([helper.make_node("RotaryEmbedding", ["x", "cos", "sin", "pos"], ["y"], **attrs)],
+                   [value_info("x", np.float32, x.shape), value_info("pos", np.int64, pos.shape)],
+                   [value_info("y", np.float32, None)],
+                   {"cos": np.cos(angles).astype(np.float32), "sin": np.sin(angles).astype(np.float32)}, opset=23)
+    _check(m, x, pos, rtol=1e-5, atol=1e-5)
+
+
+def test_causal_conv_with_state():
+    x = RNG.standard_normal((2, 4, 6)).astype(np.float32)
+    w = RNG.standard_normal((4, 1, 3)).astype(np.float32)
+    b = RNG.standard_normal(4).astype(np.float32)
+    past = RNG.standard_normal((2, 4, 2)).astype(np.float32)
+    m = make_model([helper.make_node("CausalConvWithState", ["x", "w", "b", "past"], ["y", "state"])],
+                   [value_info("x", np.float32, x.shape), value_info("past", np.float32, past.shape)],
+                   [value_info("y", np.float32, None), value_info("state", np.float32, None)],
+                   {"w": w, "b": b}, opset=27)
+    got = _check(m, x, past, rtol=1e-5, atol=1e-5)
+    full = np.concatenate([past, x], axis=2)  # causal: output t sees inputs t-2..t
+    ref = np.stack([(full[:, :, t:t + 3] * w[None, :, 0, :]).sum(-1) for t in range(6)], axis=2) + b[None, :, None]
+    np.testing.assert_allclose(got[0], ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got[1], x[:, :, -2:])
