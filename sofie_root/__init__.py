@@ -18,6 +18,7 @@ from .errors import (
     ModelLoadError,
     ShapeInferenceError,
     SofieError,
+    SofieWarning,
     UnsupportedOperatorError,
 )
 from .model import Model, TensorSpec
@@ -56,6 +57,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "CompilationError", "ExportError", "GraphNetwork", "InputError", "InvalidGraphError", "Model", "ModelLoadError",
-    "ShapeInferenceError", "SofieError", "TensorSpec", "UnsupportedOperatorError", "__version__",
+    "ShapeInferenceError", "SofieError", "SofieWarning", "TensorSpec", "UnsupportedOperatorError", "__version__",
     "compile", "functor", "graph_independent", "load", "register_operator", "registered_operators", "supported_ops", "unregister_operator",
 ]

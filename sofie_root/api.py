@@ -72,7 +72,7 @@ def compile(
             )
         import onnx
 
-        from .errors import DataDependentShapeError
+        from .errors import DataDependentShapeError, SymbolicDimensionError
         from .frontends.onnx import convert_model, graph_input_ancestors, load_model
 
         if not isinstance(source, (str, os.PathLike, bytes, bytearray, onnx.ModelProto)):
@@ -83,6 +83,8 @@ def compile(
         proto, label = load_model(source)
         try:
             graph = convert_model(proto, label, input_shapes)
+        except SymbolicDimensionError:
+            return SpecializingModel(proto, label, input_shapes, [], passes, backend=backend, bind_shapes=True)
         except DataDependentShapeError as e:
             bound = graph_input_ancestors(proto, e.tensor)
             if not bound:

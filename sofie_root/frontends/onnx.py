@@ -28,6 +28,8 @@ from ..ir.graph import Graph, Node, TensorInfo
 from ..ops import base as opbase
 from ..ops.custom import missing_reason
 from ..passes.fold import evaluate_node, should_fold
+from .audit import audit_node
+from .functions import function_body
 
 #: opsets before 7 are accepted where an operator's semantics did not change since; operators
 #: whose old versions differ reject the old attributes in ``check``
@@ -188,6 +190,29 @@ def _attr_value(a: onnx.AttributeProto, conv: _Converter, outer: Mapping[str, Te
 #: (CPUs have no half-precision arithmetic worth using), casts to them round, and the model's
 #: inputs and outputs keep their declared type at the Python boundary
 HALF_TYPES = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
+#: operators whose float outputs are input values moved, selected or compared (exact in any
+#: float type): their half-precision outputs need no rounding
+_EXACT_ON_HALF = frozenset({
+    "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Split", "Slice",
+    "Gather", "GatherElements", "GatherND", "Expand", "Tile", "Pad", "Where", "Max", "Min", "Relu", "Abs",
+    "Neg", "Sign", "DepthToSpace", "SpaceToDepth", "ReduceMax", "ReduceMin", "MaxPool", "GlobalMaxPool",
+    "ScatterND", "ScatterElements", "Compress", "ReverseSequence", "TopK", "Dropout", "Floor", "Ceil",
+    "Round", "Trilu", "Clip", "ConstantOfShape", "EyeLike", "Cast", "CastLike",
+})
+
+
+#: operators computed through their ONNX function body when their inputs are float16/bfloat16
+_HALF_FUNCTION_OPS = frozenset({"Attention"})
+#: longest softmax axis whose bfloat16 sum is emitted as a chain of rounded Adds
+_SEQUENTIAL_SUM_MAX = 64
+
+
+def _round_half(arr: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "float16":
+        return arr.astype(np.float16).astype(np.float32)
+    import ml_dtypes
+
+    return arr.astype(ml_dtypes.bfloat16).astype(np.float32)
 _DTYPE_ATTRS = ("to", "dtype", "output_dtype", "softmax_precision")
 
 
@@ -344,10 +369,16 @@ class _Converter:
         for i in proto.input:
             if i and i not in scope:
                 raise InvalidGraphError(f"{self.label}: {label} reads {i!r}, which is not defined")
+        if domain == "":
+            proto = self._audit(proto, label, scope, initializers)
         if proto.op_type == "If" and domain == "" and self._inline_constant_if(proto, scope, initializers,
                                                                                 out_nodes, outer):
             return
         if domain == "" and self._rewrite_half_cast(proto, scope, initializers, out_nodes, outer):
+            return
+        if domain == "" and self._expand_half_softmax(proto, scope, initializers, out_nodes, outer):
+            return
+        if domain == "" and self._expand_function(proto, scope, initializers, out_nodes, outer, label):
             return
         self._tag_half(proto)
         attrs = {a.name: _attr_value(a, self, scope, f"{self.label}: {label}") for a in proto.attribute}
@@ -404,6 +435,9 @@ class _Converter:
                         f"{self.label}: {label}: shape inference says {info} for output {name!r} but "
                         f"evaluation gives {arr.dtype}{list(arr.shape)}"
                     )
+                if name in self.half and arr.dtype == np.float32 and domain == "" \
+                        and node.op_type not in _EXACT_ON_HALF:
+                    arr = _round_half(arr, self.half[name])
                 initializers[name] = arr
                 scope[name] = info
             return
@@ -424,7 +458,45 @@ class _Converter:
             if info is not None:
                 scope[info.name] = info
         out_nodes.append(node)
+        if domain == "" and node.op_type not in _EXACT_ON_HALF:
+            self._round_half_outputs(node, scope, initializers, out_nodes, outer)
 
+    def _round_half_outputs(self, node: Node, scope: dict[str, TensorInfo], initializers: dict[str, np.ndarray],
+                            out_nodes: list[Node], outer: Mapping[str, TensorInfo]) -> None:
+        """Round each float16/bfloat16 output of ``node`` to its type where it is produced, as the
+        reference (and any half-precision runtime) does: the node writes a float32 temporary and
+        a sofie.RoundFloat makes the tensor the graph reads."""
+        for k, name in enumerate(node.outputs):
+            if not name or name not in self.half or scope[name].dtype != FLOAT32:
+                continue
+            tmp = name + "__sofie_unrounded"
+            while tmp in scope or tmp in initializers:
+                tmp += "_"
+            info = scope.pop(name)
+            node.outputs[k] = tmp
+            scope[tmp] = TensorInfo(tmp, info.dtype, info.shape, info.value)
+            rnd = onnx.helper.make_node("RoundFloat", [tmp], [name], name=node.name, domain="sofie",
+                                        dtype=self.half[name])
+            self._convert_node(rnd, scope, initializers, out_nodes, outer)
+
+
+    def _audit(self, proto: onnx.NodeProto, label: str, scope: dict[str, TensorInfo],
+               initializers: dict[str, np.ndarray]) -> onnx.NodeProto:
+        """The node after the attribute audit (see ``frontends/audit.py``); attributes its opset
+        turned into inputs become new initializers."""
+
+        def fresh(hint: str) -> str:
+            name = hint
+            while name in scope or name in initializers:
+                name += "_"
+            return name
+
+        node, consts = audit_node(proto, self.opsets.get("", MIN_OPSET), f"{self.label}: {label}", fresh,
+                                  lambda t: scope[t].dtype.numpy)
+        for name, arr in consts.items():
+            initializers[name] = arr
+            scope[name] = TensorInfo(name, dtype_from_numpy(arr.dtype), tuple(arr.shape))
+        return node
 
     def _tag_half(self, proto: onnx.NodeProto) -> None:
         """Float outputs computed from float16/bfloat16 tensors are of that type in the model."""
@@ -471,6 +543,104 @@ class _Converter:
         self._convert_node(cast, scope, initializers, out_nodes, outer)
         self._convert_node(rnd, scope, initializers, out_nodes, outer)
         self.half[proto.output[0]] = kind
+        return True
+
+    def _expand_half_softmax(self, proto: onnx.NodeProto, scope: dict[str, TensorInfo],
+                             initializers: dict[str, np.ndarray], out_nodes: list[Node],
+                             outer: Mapping[str, TensorInfo]) -> bool:
+        """A float16/bfloat16 Softmax (opset >= 13) becomes the steps the reference computes,
+        each rounded to the half type: max, x - max, exp, sum, division. numpy (hence the
+        reference) sums bfloat16 one element after the other in bfloat16, so for bfloat16 the sum
+        is a chain of rounded Adds (axes up to ``_SEQUENTIAL_SUM_MAX`` long; longer ones sum in
+        float32 and differ by at most about one bfloat16 unit); float16 sums in float32."""
+        if proto.op_type != "Softmax" or len(proto.input) != 1 or proto.input[0] not in self.half:
+            return False
+        kind = self.half[proto.input[0]]
+        opset = self.opsets.get("", MIN_OPSET)
+        x = scope[proto.input[0]]
+        axis = next((a.i for a in proto.attribute if a.name == "axis"), -1)
+        if opset < 13 or x.dtype != FLOAT32 or not -x.rank <= axis < x.rank:
+            return False
+        axis = axis % x.rank
+        length = x.shape[axis]
+        if isinstance(length, Dim) or (kind == "bfloat16" and not 1 <= length <= _SEQUENTIAL_SUM_MAX):
+            return False
+        used = set(scope) | set(initializers)
+
+        def fresh(tag: str) -> str:
+            name = f"{proto.output[0]}__sofie_softmax_{tag}"
+            while name in used:
+                name += "_"
+            used.add(name)
+            return name
+
+        def const(tag: str, arr: np.ndarray) -> str:
+            name = fresh(tag)
+            initializers[name] = arr
+            scope[name] = TensorInfo(name, dtype_from_numpy(arr.dtype), tuple(arr.shape))
+            return name
+
+        mk = onnx.helper.make_node
+        axes = np.array([axis], dtype=np.int64)
+        mx, sub, ex, total = fresh("max"), fresh("sub"), fresh("exp"), fresh("sum")
+        steps = [mk("ReduceMax", [proto.input[0], const("axes", axes)], [mx], keepdims=1) if opset >= 18
+                 else mk("ReduceMax", [proto.input[0]], [mx], axes=[axis], keepdims=1),
+                 mk("Sub", [proto.input[0], mx], [sub]), mk("Exp", [sub], [ex])]
+        if kind == "float16" or length == 1:
+            steps.append(mk("ReduceSum", [ex, const("axes", axes)], [total], keepdims=1))
+        else:
+            parts = [fresh(f"part{k}") for k in range(length)]
+            steps.append(mk("Split", [ex, const("split", np.ones(length, np.int64))], parts, axis=axis))
+            acc = parts[0]
+            for k in range(1, length):
+                nxt = total if k == length - 1 else fresh(f"acc{k}")
+                steps.append(mk("Add", [acc, parts[k]], [nxt]))
+                acc = nxt
+        steps.append(mk("Div", [ex, total], [proto.output[0]]))
+        for step in steps:
+            step.name = proto.name
+            self._convert_node(step, scope, initializers, out_nodes, outer)
+        return True
+
+    def _expand_function(self, proto: onnx.NodeProto, scope: dict[str, TensorInfo],
+                         initializers: dict[str, np.ndarray], out_nodes: list[Node],
+                         outer: Mapping[str, TensorInfo], label: str) -> bool:
+        """Compile the node through the function body the ONNX spec defines it by (see
+        ``frontends/functions.py``), for operators registered as such (``ops/functions.py``) and
+        for float16/bfloat16 Attention, whose steps then each round to the half type as the
+        reference computes them (the fused float32 kernel would round only the result)."""
+        op = opbase.lookup("", proto.op_type)
+        half = proto.op_type in _HALF_FUNCTION_OPS and any(i in self.half for i in proto.input)
+        if not half and not getattr(op, "expand_function", False):
+            return False
+        types = []
+        for i in proto.input:
+            if not i:
+                types.append(None)
+                continue
+            info = scope[i]
+            elem = {"float16": onnx.TensorProto.FLOAT16, "bfloat16": onnx.TensorProto.BFLOAT16}.get(
+                self.half.get(i, ""), info.dtype.onnx)
+            dims = [str(d) if isinstance(d, Dim) else int(d) for d in info.shape]
+            types.append(onnx.helper.make_tensor_type_proto(elem, dims))
+        used = set(scope) | set(initializers)
+
+        def fresh(inner: str) -> str:
+            name = f"{proto.output[0] if proto.output else proto.op_type}__sofie_{proto.op_type}_{inner}"
+            while name in used:
+                name += "_"
+            used.add(name)
+            return name
+
+        where = f"{self.label}: {label}"
+        body = function_body(proto, self.opsets.get("", MIN_OPSET), types, fresh, where)
+        if body is None:
+            if half:
+                return False
+            raise UnsupportedOperatorError([(proto.op_type, proto.name, "", self.opsets.get("", MIN_OPSET),
+                                             "no function body of the operator at this opset can be inlined")])
+        for step in body:
+            self._convert_node(step, scope, initializers, out_nodes, outer)
         return True
 
     def _inline_constant_if(self, proto: onnx.NodeProto, scope: dict[str, TensorInfo],

@@ -8,6 +8,7 @@ from . import (  # noqa: F401  (imported for registration)
     conv,
     einsum,
     elementwise,
+    functions,
     fused,
     image,
     linalg,

@@ -788,6 +788,7 @@ class CumSum(Operator):
     op_type = "CumSum"
     dtypes = SUM_TYPES
     static_inputs = (1,)
+    combine, identity = "+", 0
 
     def _axis(self, v: NodeView) -> int:
         x = v.input(0)
@@ -814,7 +815,7 @@ class CumSum(Operator):
         cur, prev, base = e.tmp("cur"), e.tmp("prev"), e.tmp("base")
         at_cur = f"{na} - 1 - {s}" if reverse else s
         at_prev = f"{na} - {s}" if reverse else f"{s} - 1"
-        first = e.lit(0, x.dtype) if exclusive else f"{e.inp(0)}[{cur} + {i}]"
+        first = e.lit(self.identity, x.dtype) if exclusive else f"{e.inp(0)}[{cur} + {i}]"
         add = f"{e.inp(0)}[{prev} + {i}]" if exclusive else f"{e.inp(0)}[{cur} + {i}]"
         y = e.out()
         return (
@@ -827,7 +828,14 @@ class CumSum(Operator):
             f"      }} else {{\n"
             f"         const std::int64_t {prev} = {base} + ({at_prev}) * {ni};\n"
             f"         for (std::int64_t {i} = 0; {i} < {ni}; ++{i})\n"
-            f"            {y}[{cur} + {i}] = {T}({y}[{prev} + {i}] + {add});\n"
+            f"            {y}[{cur} + {i}] = {T}({y}[{prev} + {i}] {self.combine} {add});\n"
             f"      }}\n"
             f"   }}\n}}")
 
+
+@register
+class CumProd(CumSum):
+    """ONNX CumProd (opset 26): cumulative product along a compile-time axis (exclusive, reverse)."""
+
+    op_type = "CumProd"
+    combine, identity = "*", 1
