@@ -22,8 +22,8 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import InvalidGraphError, ModelLoadError, ShapeInferenceError, SofieError, UnsupportedOperatorError
-from ..ir.dims import Dim, DimLike
-from ..ir.dtypes import FLOAT32, dtype_from_numpy, dtype_from_onnx
+from ..ir.dims import Dim, DimLike, Shape
+from ..ir.dtypes import FLOAT32, DType, dtype_from_numpy, dtype_from_onnx
 from ..ir.graph import Graph, Node, TensorInfo
 from ..ops import base as opbase
 from ..ops.custom import missing_reason
@@ -159,8 +159,10 @@ def graph_input_ancestors(model: onnx.ModelProto, tensor: str) -> list[str]:
     return [i for i in inputs if i in found]
 
 
-def _attr_value(a: onnx.AttributeProto, conv: _Converter, outer: Mapping[str, TensorInfo], where: str) -> Any:
-    """The Python value of an attribute; sub-graphs are converted with ``outer`` visible."""
+def _attr_value(a: onnx.AttributeProto, conv: _Converter, outer: Mapping[str, TensorInfo], where: str,
+                body_inputs: Sequence[tuple[DType, Shape]] | None = None) -> Any:
+    """The Python value of an attribute; sub-graphs are converted with ``outer`` visible (and,
+    for loop bodies, with the input types the operator gives them: ``body_inputs``)."""
     t = a.type
     A = onnx.AttributeProto
     if t == A.FLOAT:
@@ -172,7 +174,7 @@ def _attr_value(a: onnx.AttributeProto, conv: _Converter, outer: Mapping[str, Te
     if t == A.TENSOR:
         return _to_numpy(a.t, f"{where}, attribute {a.name!r}")
     if t == A.GRAPH:
-        return conv.convert_graph(a.g, outer=outer, input_shapes={})
+        return conv.convert_graph(a.g, outer=outer, input_shapes={}, input_types=body_inputs, where=where)
     if t == A.FLOATS:
         return [float(x) for x in a.floats]
     if t == A.INTS:
@@ -257,9 +259,26 @@ class _Converter:
                 dims.append(self._symbol(f"{vi.name}_dim{k}"))
         return TensorInfo(vi.name, dtype, tuple(dims))
 
+    def _body_input(self, vi: onnx.ValueInfoProto, dtype: DType, shape: Shape, where: str) -> TensorInfo:
+        """A loop body's input, typed by the operator; a declared element type must agree."""
+        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if not vi.type.HasField("tensor_type") and vi.type.WhichOneof("value") is not None:
+            raise ShapeInferenceError(f"{where}: body input {vi.name!r} is not a tensor (sequence or optional "
+                                      "loop state is not supported)")
+        if tt is not None and tt.elem_type and tt.elem_type not in HALF_TYPES and tt.elem_type != dtype.onnx:
+            raise ShapeInferenceError(f"{where}: body input {vi.name!r} is declared with element type "
+                                      f"{tt.elem_type} but receives {dtype.name}")
+        if tt is not None and tt.HasField("shape") and len(tt.shape.dim) not in (0, len(shape)) and shape:
+            raise ShapeInferenceError(f"{where}: body input {vi.name!r} is declared with rank {len(tt.shape.dim)} "
+                                      f"but receives rank {len(shape)}")
+        return TensorInfo(vi.name, dtype, tuple(shape))
+
     def convert_graph(self, g: onnx.GraphProto, outer: Mapping[str, TensorInfo],
                       input_shapes: Mapping[str, Sequence[int | str | None]],
-                      input_values: Mapping[str, np.ndarray] | None = None) -> Graph:
+                      input_values: Mapping[str, np.ndarray] | None = None,
+                      input_types: Sequence[tuple[DType, Shape]] | None = None, where: str = "") -> Graph:
+        """Convert one graph. ``input_types`` (loop bodies) gives each graph input's dtype and
+        shape, which the body's own declarations (often shapeless) may only agree with."""
         input_values = input_values or {}
         tensors: dict[str, TensorInfo] = {}
         initializers: dict[str, np.ndarray] = {}
@@ -277,7 +296,15 @@ class _Converter:
         if unknown:
             raise ShapeInferenceError(f"{sorted(unknown)} are not graph inputs of {self.label}")
         inputs: list[str] = []
-        for vi in g.input:
+        if input_types is not None and len(input_types) != len(g.input):
+            raise ShapeInferenceError(f"{where}: the body graph declares {len(g.input)} inputs, "
+                                      f"the operator gives it {len(input_types)}")
+        for k, vi in enumerate(g.input):
+            if input_types is not None:
+                info = self._body_input(vi, *input_types[k], where)
+                tensors[vi.name] = info
+                inputs.append(vi.name)
+                continue
             if vi.name in initializers:
                 continue  # pre-opset-9 style: initializers listed as inputs keep their value
             info = self._value_info(vi, input_shapes.get(vi.name))
@@ -350,14 +377,23 @@ class _Converter:
         if domain == "" and self._rewrite_half_cast(proto, scope, initializers, out_nodes, outer):
             return
         self._tag_half(proto)
-        attrs = {a.name: _attr_value(a, self, scope, f"{self.label}: {label}") for a in proto.attribute}
+        op = opbase.lookup(domain, proto.op_type)
+        assert op is not None
+        attrs = {a.name: _attr_value(a, self, scope, f"{self.label}: {label}") for a in proto.attribute
+                 if a.type != onnx.AttributeProto.GRAPH}
+        for a in proto.attribute:  # bodies last: their input types may depend on the other attributes
+            if a.type == onnx.AttributeProto.GRAPH:
+                pre = opbase.NodeView(Node(proto.op_type, list(proto.input), list(proto.output), attrs, proto.name,
+                                           domain, self.opsets.get(domain, 0)),
+                                      [scope[i] if i else None for i in proto.input],
+                                      [self._const(i) if i else None for i in proto.input])
+                attrs[a.name] = _attr_value(a, self, scope, f"{self.label}: {label}",
+                                            op.body_inputs(pre, a.name))
         for key in _DTYPE_ATTRS:
             if attrs.get(key) in HALF_TYPES:
                 attrs[key] = int(onnx.TensorProto.FLOAT)
         node = Node(proto.op_type, list(proto.input), list(proto.output), attrs, proto.name,
                     domain, self.opsets.get(domain, 0))
-        op = opbase.lookup(domain, proto.op_type)
-        assert op is not None
         if node.op_type == "Constant" and domain == "":
             value = _constant_value(node, f"{self.label}: {label}")
             initializers[node.outputs[0]] = value

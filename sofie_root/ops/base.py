@@ -154,6 +154,13 @@ class Operator:
         """Scratch buffers the emitted code needs while the node runs (dtype, element count)."""
         return []
 
+    def body_inputs(self, v: NodeView, attr: str) -> list[tuple[DType, Shape]] | None:
+        """The (dtype, shape) of each input of the sub-graph in attribute ``attr`` (loop bodies,
+        whose inputs the node feeds), read by the frontend before the sub-graph is converted;
+        ``v`` has the node's inputs and its non-graph attributes. None: the sub-graph's own
+        declarations (If branches take no inputs)."""
+        return None
+
 
 REGISTRY: dict[tuple[str, str], Operator] = {}
 

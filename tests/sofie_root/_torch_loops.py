@@ -1,0 +1,35 @@
+"""TorchScript modules with data-dependent loops (in a file: ``torch.jit.script`` reads source)."""
+
+from __future__ import annotations
+
+import torch
+
+
+class ForLoop(torch.nn.Module):
+    """A recurrence run ``n`` times, ``n`` an input."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        h = x
+        for _ in range(int(n)):
+            h = torch.tanh(self.lin(h)) + x
+        return h
+
+
+class WhileLoop(torch.nn.Module):
+    """Iterate until the state is small or 20 steps were taken (an ``and`` of two conditions)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = x
+        k = torch.zeros(1)
+        while bool(h.abs().sum() > 0.5) and bool(k < 20):
+            h = 0.7 * torch.tanh(self.lin(h))
+            k = k + 1
+        return h, k
