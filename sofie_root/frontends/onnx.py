@@ -107,6 +107,13 @@ def convert_model(model: onnx.ModelProto, label: str,
     conv = _Converter(opsets, label)
     graph = conv.convert_graph(model.graph, outer={}, input_shapes=input_shapes or {},
                                input_values=input_values or {})
+    for name in graph.outputs:
+        info = graph.info(name)
+        if info.is_sequence or info.optional is False:
+            kind = "a sequence" if info.is_sequence else "an empty optional"
+            raise ShapeInferenceError(f"{label}: graph output {name!r} is {kind}; sequences and optionals are "
+                                      "supported inside the graph only (return a tensor, e.g. "
+                                      "ConcatFromSequence or SequenceAt of the sequence)")
     io_types = {n: conv.half[n] for n in [*graph.inputs, *graph.outputs] if n in conv.half}
     if io_types:
         metadata[IO_TYPES_KEY] = json.dumps(io_types, sort_keys=True)
@@ -183,7 +190,20 @@ def _attr_value(a: onnx.AttributeProto, conv: _Converter, outer: Mapping[str, Te
         return [s.decode("utf-8", errors="replace") for s in a.strings]
     if t == A.TENSORS:
         return [_to_numpy(x, f"{where}, attribute {a.name!r}") for x in a.tensors]
+    if t == A.TYPE_PROTO:  # Optional's type: kept as its text, "tensor(float)", "seq(tensor(int64))"
+        return _type_text(a.tp)
     raise ShapeInferenceError(f"{where}: attribute {a.name!r} has an unsupported kind {A.AttributeType.Name(t)}")
+
+
+def _type_text(tp: onnx.TypeProto) -> str:
+    kind = tp.WhichOneof("value")
+    if kind == "tensor_type":
+        return f"tensor({tp.tensor_type.elem_type})"
+    if kind == "sequence_type":
+        return f"seq({_type_text(tp.sequence_type.elem_type)})"
+    if kind == "optional_type":
+        return f"optional({_type_text(tp.optional_type.elem_type)})"
+    return str(kind)
 
 
 #: float16 and bfloat16 are storage types here: tensors of these types are computed in float32
@@ -234,8 +254,13 @@ class _Converter:
     def _value_info(self, vi: onnx.ValueInfoProto, override: Sequence[int | str | None] | None) -> TensorInfo:
         where = f"{self.label}: graph input {vi.name!r}"
         tt = vi.type
+        optional = None
+        if tt.HasField("optional_type") and tt.optional_type.elem_type.HasField("tensor_type"):
+            # an optional tensor input: given a value at every call (None is not accepted)
+            tt, optional = tt.optional_type.elem_type, True
         if not tt.HasField("tensor_type"):
-            raise ShapeInferenceError(f"{where} is not a tensor (sequences, maps and optionals are not supported)")
+            raise ShapeInferenceError(f"{where} is not a tensor (sequence and map inputs are not supported; "
+                                      "sequences are supported inside the graph)")
         if tt.tensor_type.elem_type in HALF_TYPES:
             self.half[vi.name] = HALF_TYPES[tt.tensor_type.elem_type]
             dtype = FLOAT32
@@ -244,7 +269,7 @@ class _Converter:
         if override is not None:
             dims = [self._symbol(f"{vi.name}_{k}") if d is None else (self._symbol(d) if isinstance(d, str) else int(d))
                     for k, d in enumerate(override)]
-            return TensorInfo(vi.name, dtype, tuple(dims))
+            return TensorInfo(vi.name, dtype, tuple(dims), optional=optional)
         if not tt.tensor_type.HasField("shape"):
             raise ShapeInferenceError(
                 f"{where} has no shape; pass input_shapes={{{vi.name!r}: (...)}} to compile()"
@@ -257,7 +282,7 @@ class _Converter:
                 dims.append(self._symbol(d.dim_param))
             else:
                 dims.append(self._symbol(f"{vi.name}_dim{k}"))
-        return TensorInfo(vi.name, dtype, tuple(dims))
+        return TensorInfo(vi.name, dtype, tuple(dims), optional=optional)
 
     def _body_input(self, vi: onnx.ValueInfoProto, dtype: DType, shape: Shape, where: str) -> TensorInfo:
         """A loop body's input, typed by the operator; a declared element type must agree."""
@@ -402,6 +427,12 @@ class _Converter:
         ins = [scope[i] if i else None for i in node.inputs]
         consts = [self._const(i) if i else None for i in node.inputs]
         view = opbase.NodeView(node, ins, consts)
+        for k, info in enumerate(ins):
+            if info is not None and (info.is_sequence or info.optional is not None) and k not in op.sequence_inputs:
+                kind = "a sequence" if info.is_sequence else "an optional"
+                raise UnsupportedOperatorError([(node.op_type, node.name, domain, node.opset,
+                                                 f"input {k} ({info.name!r}) is {kind}, which this operator "
+                                                 "does not take here")])
         reason = op.check(view)
         if reason:
             raise UnsupportedOperatorError([(node.op_type, node.name, domain, node.opset, reason)])
@@ -423,7 +454,8 @@ class _Converter:
             if o is None:
                 raise ShapeInferenceError(f"{self.label}: {label}: output {k} ({name!r}) is not produced by this variant")
             value = values[k] if k < len(values) else None
-            infos.append(TensorInfo(name, o.dtype, tuple(o.shape), value if value is not None else o.value))
+            infos.append(TensorInfo(name, o.dtype, tuple(o.shape), value if value is not None else o.value,
+                                    o.elements, o.optional))
         # constant folding: every input known
         all_const = all(c is not None for i, c in zip(node.inputs, consts) if i)
         if all_const and should_fold(node, infos):

@@ -42,6 +42,10 @@ class OutInfo:
     dtype: DType
     shape: Shape
     value: tuple[DimLike, ...] | None = None
+    #: a sequence output: the element shapes (``shape`` is then the packed size, see TensorInfo)
+    elements: tuple[Shape, ...] | None = None
+    #: an optional output: whether it holds a value (see TensorInfo)
+    optional: bool | None = None
 
 
 class NodeView:
@@ -119,6 +123,9 @@ class Operator:
     #: index only, so the shared input may also be passed at other positions (``Mul(x, x)``);
     #: without it, an input passed twice is never overwritten
     inplace_repeated_ok: ClassVar[bool] = False
+    #: inputs that may be sequences or optionals (ONNX sequence and optional types); any other
+    #: input receiving one is refused by the frontend
+    sequence_inputs: ClassVar[tuple[int, ...]] = ()
     #: output 0 holds input 0's bytes unchanged, only the shape differs (Reshape, Squeeze,
     #: Identity): when input 0 is not read afterwards the output takes over its buffer and the
     #: emitted copy must then do nothing (see ``shape.copy_code``, which skips equal pointers)

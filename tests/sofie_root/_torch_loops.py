@@ -1,4 +1,5 @@
-"""TorchScript modules with data-dependent loops (in a file: ``torch.jit.script`` reads source)."""
+"""TorchScript modules with data-dependent loops and lists of tensors (in a file:
+``torch.jit.script`` reads their source)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,13 @@ class WhileLoop(torch.nn.Module):
             h = 0.7 * torch.tanh(self.lin(h))
             k = k + 1
         return h, k
+
+
+class ListOfTensors(torch.nn.Module):
+    """A Python list of tensors: split, indexed, appended to, concatenated, stacked, counted."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        parts = torch.split(x, 2, dim=1)
+        ys = [torch.relu(parts[0]), parts[1] * 2.0]
+        ys.append(parts[-1] + 1.0)
+        return torch.cat(ys, dim=1), torch.stack([ys[0], ys[2]], dim=0), len(ys)

@@ -483,3 +483,14 @@ def test_scan_opset8_batch_axis():
         np.testing.assert_allclose(sf[b], s, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ys, want_ys, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ys, run_ort(model, s0, xs)[1], rtol=1e-5, atol=1e-6)
+
+
+def test_loop_round_trips_through_root(tmp_path):
+    model = _rnn_loop_model(trip_from_shape=True)
+    m = sofie_root.compile(model)
+    path = str(tmp_path / "loop.root")
+    m.save(path)
+    loaded = sofie_root.load(path)
+    args = (np.array(True), _rand(4, 3), np.array(0.5, F))
+    for a, b in zip(m.infer(*args), loaded.infer(*args)):
+        np.testing.assert_array_equal(a, b)
