@@ -28,6 +28,7 @@ from ..ir.graph import Graph, Node, TensorInfo
 from ..ops import base as opbase
 from ..ops.custom import missing_reason
 from ..passes.fold import evaluate_node, should_fold
+from .loop_lists import lower_loop_lists
 
 #: opsets before 7 are accepted where an operator's semantics did not change since; operators
 #: whose old versions differ reject the old attributes in ``check``
@@ -235,6 +236,9 @@ class _Converter:
         self._inits: list[Mapping[str, np.ndarray]] = []
         # tensors that are float16/bfloat16 in the ONNX model (computed in float32 here)
         self.half: dict[str, str] = {}
+        # data-dependent size symbols introduced so far (Operator.data_dependent): never values
+        # known at compile time
+        self._data_syms: set[str] = set()
 
     def _const(self, name: str) -> np.ndarray | None:
         for inits in reversed(self._inits):
@@ -341,6 +345,7 @@ class _Converter:
             tensors[vi.name] = info
             inputs.append(vi.name)
 
+        g = lower_loop_lists(g)  # lists appended to in a Loop become scan outputs
         nodes = _toposort(list(g.node), set(tensors) | set(outer), self.label)
         self._check_registry(nodes)
         scope: dict[str, TensorInfo] = dict(outer)
@@ -445,6 +450,7 @@ class _Converter:
         if len(outs) < len([o for o in node.outputs if o]):
             outs = list(outs) + [None] * (len(node.outputs) - len(outs))
         values = op.propagate(view, outs)
+        self._data_syms.update(op.data_dependent(view))
         infos = []
         for k, name in enumerate(node.outputs):
             if not name:
@@ -454,8 +460,10 @@ class _Converter:
             if o is None:
                 raise ShapeInferenceError(f"{self.label}: {label}: output {k} ({name!r}) is not produced by this variant")
             value = values[k] if k < len(values) else None
-            infos.append(TensorInfo(name, o.dtype, tuple(o.shape), value if value is not None else o.value,
-                                    o.elements, o.optional))
+            value = value if value is not None else o.value
+            if value is not None and any(isinstance(d, Dim) and d.symbols & self._data_syms for d in value):
+                value = None  # a size known only once a node has run (Shape of NonZero's output): computed then
+            infos.append(TensorInfo(name, o.dtype, tuple(o.shape), value, o.elements, o.optional))
         # constant folding: every input known
         all_const = all(c is not None for i, c in zip(node.inputs, consts) if i)
         if all_const and should_fold(node, infos):

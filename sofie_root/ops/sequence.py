@@ -549,3 +549,48 @@ class OptionalGetElement(Operator):
 
     def emit(self, v: NodeView, e) -> str:
         return _memcpy(e, e.out(), e.inp(0), v.input(0).size, v.input(0).dtype)
+
+
+@register
+class StackedConcat(Operator):
+    """Internal (``frontends/loop_lists.py``): ConcatFromSequence of a list built in a loop, read
+    from the loop's scan output ``[L, *element]`` (L possibly known only at run time):
+    ``out[o, l, i] = in[l, o, i]`` with ``o`` over the element axes before ``axis`` and ``i``
+    over the rest (with ``new_axis=0`` the axis ``axis`` itself is in ``i``)."""
+
+    op_type = "StackedConcat"
+    domain = "sofie"
+    internal = True
+
+    def _axis(self, v: NodeView) -> tuple[int, bool]:
+        x = v.input(0)
+        if x.rank < 1:
+            raise v.fail("the stacked input must have a leading axis")
+        new = bool(v.attr("new_axis", 0))
+        r = x.rank - 1
+        if not new and r == 0:
+            raise v.fail("cannot concatenate scalars without new_axis=1")
+        return normalize_axis(int(v.attr("axis", 0)), r + 1 if new else r, v), new
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        x = v.input(0)
+        axis, new = self._axis(v)
+        count, el = x.shape[0], list(x.shape[1:])
+        if new:
+            el.insert(axis, count)
+        else:
+            el[axis] = el[axis] * count
+        return [OutInfo(x.dtype, tuple(el))]
+
+    def emit(self, v: NodeView, e) -> str:
+        x = v.input(0)
+        axis, _ = self._axis(v)
+        el = x.shape[1:]
+        outer, inner, count = numel(el[:axis]), numel(el[axis:]), x.shape[0]
+        l, o = e.tmp("l"), e.tmp("o")
+        return "\n".join([
+            f"for (std::int64_t {l} = 0; {l} < {e.dim(count)}; ++{l})",
+            f"   for (std::int64_t {o} = 0; {o} < {e.dim(outer)}; ++{o})",
+            f"      std::memcpy({e.out()} + ({o} * {e.dim(count)} + {l}) * {e.dim(inner)}, "
+            f"{e.inp(0)} + ({l} * {e.dim(outer)} + {o}) * {e.dim(inner)}, "
+            f"std::size_t({e.dim(inner)}) * sizeof({x.dtype.cpp}));"])

@@ -44,3 +44,20 @@ class ListOfTensors(torch.nn.Module):
         ys = [torch.relu(parts[0]), parts[1] * 2.0]
         ys.append(parts[-1] + 1.0)
         return torch.cat(ys, dim=1), torch.stack([ys[0], ys[2]], dim=0), len(ys)
+
+
+class AppendInLoop(torch.nn.Module):
+    """A list appended to in a loop of ``n`` steps (``n`` an input), then stacked, concatenated,
+    counted and indexed."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
+        h = x
+        outs: list[torch.Tensor] = []
+        for _ in range(n):
+            h = torch.tanh(self.lin(h))
+            outs.append(h)
+        return torch.stack(outs, 1), torch.cat(outs, 1), len(outs), outs[-1]

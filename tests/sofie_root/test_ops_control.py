@@ -494,3 +494,24 @@ def test_loop_round_trips_through_root(tmp_path):
     args = (np.array(True), _rand(4, 3), np.array(0.5, F))
     for a, b in zip(m.infer(*args), loaded.infer(*args)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_shape_of_a_data_dependent_size_is_read_after_the_node_ran():
+    """Shape of a Loop scan output that can stop early (and of NonZero's output) is computed at
+    run time, not bound before the node that sets the size has run."""
+    body = _body([helper.make_node("Add", ["a", "one"], ["a2"]),
+                  helper.make_node("Less", ["a2", "lim"], ["c2"])],
+                 [value_info("i", I64, []), value_info("c", bool, []), value_info("a", F, None)],
+                 [value_info("c2", bool, []), value_info("a2", F, None), value_info("a2", F, None)],
+                 inits={"one": np.array(1, dtype=F)})
+    nodes = [helper.make_node("Loop", ["ten", "true", "a0"], ["af", "as"], body=body),
+             helper.make_node("Shape", ["as"], ["s1"]),
+             helper.make_node("NonZero", ["x"], ["nz"]),
+             helper.make_node("Shape", ["nz"], ["s2"])]
+    model = make_model(nodes, [value_info("a0", F, []), value_info("lim", F, []), value_info("x", F, (5,))],
+                       [value_info("s1", I64, None), value_info("s2", I64, None)],
+                       {"ten": np.array(10, dtype=I64), "true": np.array(True)}, opset=17)
+    m = sofie_root.compile(model)
+    for lim, x in [(3.5, [0, 1, 0, 2, 3]), (20.0, [1, 1, 1, 1, 1]), (0.0, [0, 0, 0, 0, 0])]:
+        s1, s2 = assert_matches_ort(model, np.array(0, F), np.array(lim, F), np.array(x, F), compiled=m)
+        assert s1.tolist() == [min(10, max(1, int(np.ceil(lim))))] and s2.tolist() == [1, int(np.count_nonzero(x))]

@@ -156,7 +156,9 @@ def test_sequence_graph_output_is_refused():
 
 
 def test_sequence_growing_in_a_loop_is_refused():
-    body = helper.make_graph([helper.make_node("SequenceInsert", ["s", "x"], ["s2"]),
+    """Inserted at the front: not a list appended to (frontends/loop_lists.py), a sequence whose
+    length changes at run time, which the IR does not type."""
+    body = helper.make_graph([helper.make_node("SequenceInsert", ["s", "x", "zero"], ["s2"]),
                               helper.make_node("Identity", ["c"], ["c2"])], "body",
                              [value_info("i", I64, []), value_info("c", bool, []),
                               helper.make_tensor_sequence_value_info("s", 1, None)],
@@ -165,7 +167,7 @@ def test_sequence_growing_in_a_loop_is_refused():
              helper.make_node("Loop", ["M", "", "e"], ["sf"], body=body),
              helper.make_node("ConcatFromSequence", ["sf"], ["y"], axis=0)]
     model = make_model(nodes, [value_info("M", I64, []), value_info("x", F, (2,))], [value_info("y", F, None)],
-                       opset=17)
+                       {"zero": np.array(0, dtype=I64)}, opset=17)
     with pytest.raises(SofieError, match="sequence or optional loop state is not supported"):
         sofie_root.compile(model)
 
@@ -212,3 +214,68 @@ def test_sequences_and_optionals_round_trip_through_root(tmp_path):
     x = _rand(3, 6)
     for a, b in zip(m.infer(x), loaded.infer(x)):
         np.testing.assert_array_equal(a, b)
+
+
+# -- lists appended to in a Loop (frontends/loop_lists.py) -------------------------------------------
+
+@pytest.mark.parametrize("axis,new_axis", [(0, 1), (1, 1), (-1, 1), (0, 0), (1, 0)])
+def test_list_appended_in_a_loop_with_early_exit(axis, new_axis):
+    """SequenceEmpty -> Loop carrying it through SequenceInsert -> ConcatFromSequence, SequenceLength
+    and SequenceAt: the list becomes a scan output whose length (at most the symbolic trip count N)
+    is known after the run."""
+    body = helper.make_graph([helper.make_node("Mul", ["h", "w"], ["h2"]),
+                              helper.make_node("SequenceInsert", ["s", "h2"], ["s2"]),
+                              helper.make_node("ReduceSum", ["h2"], ["t"], keepdims=0),
+                              helper.make_node("Less", ["t", "thr"], ["c2"])], "body",
+                             [value_info("i", I64, []), value_info("c", bool, []), value_info("h", F, None),
+                              helper.make_tensor_sequence_value_info("s", 1, None)],
+                             [value_info("c2", bool, []), value_info("h2", F, None),
+                              helper.make_tensor_sequence_value_info("s2", 1, None)])
+    nodes = [helper.make_node("Shape", ["x"], ["shp"], start=0, end=1),
+             helper.make_node("Squeeze", ["shp"], ["M"]),
+             helper.make_node("SequenceEmpty", [], ["e"]),
+             helper.make_node("Loop", ["M", "true", "h0", "e"], ["hf", "sf"], body=body),
+             helper.make_node("ConcatFromSequence", ["sf"], ["cat"], axis=axis, new_axis=new_axis),
+             helper.make_node("SequenceLength", ["sf"], ["n"]),
+             helper.make_node("SequenceAt", ["sf", "minus1"], ["last"])]
+    model = make_model(nodes, [value_info("x", F, ("N", 1)), value_info("h0", F, (2, 3)), value_info("thr", F, [])],
+                       [value_info("hf", F, None), value_info("cat", F, None), value_info("n", I64, None),
+                        value_info("last", F, None)],
+                       {"true": np.array(True), "w": np.full((2, 3), 1.5, F), "minus1": np.array(-1, I64)}, opset=17)
+    m = sofie_root.compile(model)
+    assert type(m) is sofie_root.Model
+    h0 = np.abs(_rand(2, 3)) + 0.1
+    counts = set()
+    for n, thr in [(6, 1e9), (6, 20.0), (3, 1e9), (4, 0.0)]:
+        got = assert_matches_ort(model, np.zeros((n, 1), F), h0, np.array(thr, F), compiled=m)
+        counts.add(int(got[2]))
+    assert len(counts) >= 3
+
+
+def test_torch_script_list_appended_in_a_loop_against_torch_and_onnxruntime():
+    pytest.importorskip("torch")
+    import io
+    import warnings
+
+    import onnx
+    import torch
+
+    from ._torch_loops import AppendInLoop
+    from .ort_check import run_ort
+
+    with warnings.catch_warnings():  # TorchScript and its exporter are deprecated, and what this tests
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(AppendInLoop())
+        buf = io.BytesIO()
+        torch.onnx.export(scripted, (torch.randn(3, 4), 5), buf, dynamo=False, opset_version=17)
+    model = onnx.load_from_string(buf.getvalue())
+    loop = next(n for n in model.graph.node if n.op_type == "Loop")
+    assert "SequenceInsert" in {n.op_type for n in loop.attribute[0].g.node}
+    m = sofie_root.compile(model)
+    x = torch.randn(3, 4)
+    for n in (5, 2):
+        got = m.infer(x.numpy(), np.array(n))
+        for g, w in zip(got, scripted(x, n)):
+            np.testing.assert_allclose(g, np.asarray(w.detach() if hasattr(w, "detach") else w), rtol=1e-5, atol=1e-6)
+        for g, r in zip(got, run_ort(model, x.numpy(), np.array(n))):
+            np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
