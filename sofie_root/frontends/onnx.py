@@ -22,14 +22,15 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import InvalidGraphError, ModelLoadError, ShapeInferenceError, SofieError, UnsupportedOperatorError
-from ..ir.dims import Dim, DimLike
-from ..ir.dtypes import FLOAT32, dtype_from_numpy, dtype_from_onnx
+from ..ir.dims import Dim, DimLike, Shape
+from ..ir.dtypes import FLOAT32, DType, dtype_from_numpy, dtype_from_onnx
 from ..ir.graph import Graph, Node, TensorInfo
 from ..ops import base as opbase
 from ..ops.custom import missing_reason
 from ..passes.fold import evaluate_node, should_fold
 from .audit import audit_node
 from .functions import function_body
+from .loop_lists import lower_loop_lists
 
 #: opsets before 7 are accepted where an operator's semantics did not change since; operators
 #: whose old versions differ reject the old attributes in ``check``
@@ -109,6 +110,13 @@ def convert_model(model: onnx.ModelProto, label: str,
     conv = _Converter(opsets, label)
     graph = conv.convert_graph(model.graph, outer={}, input_shapes=input_shapes or {},
                                input_values=input_values or {})
+    for name in graph.outputs:
+        info = graph.info(name)
+        if info.is_sequence or info.optional is False:
+            kind = "a sequence" if info.is_sequence else "an empty optional"
+            raise ShapeInferenceError(f"{label}: graph output {name!r} is {kind}; sequences and optionals are "
+                                      "supported inside the graph only (return a tensor, e.g. "
+                                      "ConcatFromSequence or SequenceAt of the sequence)")
     io_types = {n: conv.half[n] for n in [*graph.inputs, *graph.outputs] if n in conv.half}
     if io_types:
         metadata[IO_TYPES_KEY] = json.dumps(io_types, sort_keys=True)
@@ -161,8 +169,10 @@ def graph_input_ancestors(model: onnx.ModelProto, tensor: str) -> list[str]:
     return [i for i in inputs if i in found]
 
 
-def _attr_value(a: onnx.AttributeProto, conv: _Converter, outer: Mapping[str, TensorInfo], where: str) -> Any:
-    """The Python value of an attribute; sub-graphs are converted with ``outer`` visible."""
+def _attr_value(a: onnx.AttributeProto, conv: _Converter, outer: Mapping[str, TensorInfo], where: str,
+                body_inputs: Sequence[tuple[DType, Shape]] | None = None) -> Any:
+    """The Python value of an attribute; sub-graphs are converted with ``outer`` visible (and,
+    for loop bodies, with the input types the operator gives them: ``body_inputs``)."""
     t = a.type
     A = onnx.AttributeProto
     if t == A.FLOAT:
@@ -174,7 +184,7 @@ def _attr_value(a: onnx.AttributeProto, conv: _Converter, outer: Mapping[str, Te
     if t == A.TENSOR:
         return _to_numpy(a.t, f"{where}, attribute {a.name!r}")
     if t == A.GRAPH:
-        return conv.convert_graph(a.g, outer=outer, input_shapes={})
+        return conv.convert_graph(a.g, outer=outer, input_shapes={}, input_types=body_inputs, where=where)
     if t == A.FLOATS:
         return [float(x) for x in a.floats]
     if t == A.INTS:
@@ -183,7 +193,20 @@ def _attr_value(a: onnx.AttributeProto, conv: _Converter, outer: Mapping[str, Te
         return [s.decode("utf-8", errors="replace") for s in a.strings]
     if t == A.TENSORS:
         return [_to_numpy(x, f"{where}, attribute {a.name!r}") for x in a.tensors]
+    if t == A.TYPE_PROTO:  # Optional's type: kept as its text, "tensor(float)", "seq(tensor(int64))"
+        return _type_text(a.tp)
     raise ShapeInferenceError(f"{where}: attribute {a.name!r} has an unsupported kind {A.AttributeType.Name(t)}")
+
+
+def _type_text(tp: onnx.TypeProto) -> str:
+    kind = tp.WhichOneof("value")
+    if kind == "tensor_type":
+        return f"tensor({tp.tensor_type.elem_type})"
+    if kind == "sequence_type":
+        return f"seq({_type_text(tp.sequence_type.elem_type)})"
+    if kind == "optional_type":
+        return f"optional({_type_text(tp.optional_type.elem_type)})"
+    return str(kind)
 
 
 #: float16 and bfloat16 are storage types here: tensors of these types are computed in float32
@@ -238,6 +261,9 @@ class _Converter:
         self._inits: list[Mapping[str, np.ndarray]] = []
         # tensors that are float16/bfloat16 in the ONNX model (computed in float32 here)
         self.half: dict[str, str] = {}
+        # data-dependent size symbols introduced so far (Operator.data_dependent): never values
+        # known at compile time
+        self._data_syms: set[str] = set()
 
     def _const(self, name: str) -> np.ndarray | None:
         for inits in reversed(self._inits):
@@ -257,8 +283,13 @@ class _Converter:
     def _value_info(self, vi: onnx.ValueInfoProto, override: Sequence[int | str | None] | None) -> TensorInfo:
         where = f"{self.label}: graph input {vi.name!r}"
         tt = vi.type
+        optional = None
+        if tt.HasField("optional_type") and tt.optional_type.elem_type.HasField("tensor_type"):
+            # an optional tensor input: given a value at every call (None is not accepted)
+            tt, optional = tt.optional_type.elem_type, True
         if not tt.HasField("tensor_type"):
-            raise ShapeInferenceError(f"{where} is not a tensor (sequences, maps and optionals are not supported)")
+            raise ShapeInferenceError(f"{where} is not a tensor (sequence and map inputs are not supported; "
+                                      "sequences are supported inside the graph)")
         if tt.tensor_type.elem_type in HALF_TYPES:
             self.half[vi.name] = HALF_TYPES[tt.tensor_type.elem_type]
             dtype = FLOAT32
@@ -267,7 +298,7 @@ class _Converter:
         if override is not None:
             dims = [self._symbol(f"{vi.name}_{k}") if d is None else (self._symbol(d) if isinstance(d, str) else int(d))
                     for k, d in enumerate(override)]
-            return TensorInfo(vi.name, dtype, tuple(dims))
+            return TensorInfo(vi.name, dtype, tuple(dims), optional=optional)
         if not tt.tensor_type.HasField("shape"):
             raise ShapeInferenceError(
                 f"{where} has no shape; pass input_shapes={{{vi.name!r}: (...)}} to compile()"
@@ -280,11 +311,28 @@ class _Converter:
                 dims.append(self._symbol(d.dim_param))
             else:
                 dims.append(self._symbol(f"{vi.name}_dim{k}"))
-        return TensorInfo(vi.name, dtype, tuple(dims))
+        return TensorInfo(vi.name, dtype, tuple(dims), optional=optional)
+
+    def _body_input(self, vi: onnx.ValueInfoProto, dtype: DType, shape: Shape, where: str) -> TensorInfo:
+        """A loop body's input, typed by the operator; a declared element type must agree."""
+        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if not vi.type.HasField("tensor_type") and vi.type.WhichOneof("value") is not None:
+            raise ShapeInferenceError(f"{where}: body input {vi.name!r} is not a tensor (sequence or optional "
+                                      "loop state is not supported)")
+        if tt is not None and tt.elem_type and tt.elem_type not in HALF_TYPES and tt.elem_type != dtype.onnx:
+            raise ShapeInferenceError(f"{where}: body input {vi.name!r} is declared with element type "
+                                      f"{tt.elem_type} but receives {dtype.name}")
+        if tt is not None and tt.HasField("shape") and len(tt.shape.dim) not in (0, len(shape)) and shape:
+            raise ShapeInferenceError(f"{where}: body input {vi.name!r} is declared with rank {len(tt.shape.dim)} "
+                                      f"but receives rank {len(shape)}")
+        return TensorInfo(vi.name, dtype, tuple(shape))
 
     def convert_graph(self, g: onnx.GraphProto, outer: Mapping[str, TensorInfo],
                       input_shapes: Mapping[str, Sequence[int | str | None]],
-                      input_values: Mapping[str, np.ndarray] | None = None) -> Graph:
+                      input_values: Mapping[str, np.ndarray] | None = None,
+                      input_types: Sequence[tuple[DType, Shape]] | None = None, where: str = "") -> Graph:
+        """Convert one graph. ``input_types`` (loop bodies) gives each graph input's dtype and
+        shape, which the body's own declarations (often shapeless) may only agree with."""
         input_values = input_values or {}
         tensors: dict[str, TensorInfo] = {}
         initializers: dict[str, np.ndarray] = {}
@@ -302,7 +350,15 @@ class _Converter:
         if unknown:
             raise ShapeInferenceError(f"{sorted(unknown)} are not graph inputs of {self.label}")
         inputs: list[str] = []
-        for vi in g.input:
+        if input_types is not None and len(input_types) != len(g.input):
+            raise ShapeInferenceError(f"{where}: the body graph declares {len(g.input)} inputs, "
+                                      f"the operator gives it {len(input_types)}")
+        for k, vi in enumerate(g.input):
+            if input_types is not None:
+                info = self._body_input(vi, *input_types[k], where)
+                tensors[vi.name] = info
+                inputs.append(vi.name)
+                continue
             if vi.name in initializers:
                 continue  # pre-opset-9 style: initializers listed as inputs keep their value
             info = self._value_info(vi, input_shapes.get(vi.name))
@@ -314,6 +370,7 @@ class _Converter:
             tensors[vi.name] = info
             inputs.append(vi.name)
 
+        g = lower_loop_lists(g)  # lists appended to in a Loop become scan outputs
         nodes = _toposort(list(g.node), set(tensors) | set(outer), self.label)
         self._check_registry(nodes)
         scope: dict[str, TensorInfo] = dict(outer)
@@ -381,14 +438,23 @@ class _Converter:
         if domain == "" and self._expand_function(proto, scope, initializers, out_nodes, outer, label):
             return
         self._tag_half(proto)
-        attrs = {a.name: _attr_value(a, self, scope, f"{self.label}: {label}") for a in proto.attribute}
+        op = opbase.lookup(domain, proto.op_type)
+        assert op is not None
+        attrs = {a.name: _attr_value(a, self, scope, f"{self.label}: {label}") for a in proto.attribute
+                 if a.type != onnx.AttributeProto.GRAPH}
+        for a in proto.attribute:  # bodies last: their input types may depend on the other attributes
+            if a.type == onnx.AttributeProto.GRAPH:
+                pre = opbase.NodeView(Node(proto.op_type, list(proto.input), list(proto.output), attrs, proto.name,
+                                           domain, self.opsets.get(domain, 0)),
+                                      [scope[i] if i else None for i in proto.input],
+                                      [self._const(i) if i else None for i in proto.input])
+                attrs[a.name] = _attr_value(a, self, scope, f"{self.label}: {label}",
+                                            op.body_inputs(pre, a.name))
         for key in _DTYPE_ATTRS:
             if attrs.get(key) in HALF_TYPES:
                 attrs[key] = int(onnx.TensorProto.FLOAT)
         node = Node(proto.op_type, list(proto.input), list(proto.output), attrs, proto.name,
                     domain, self.opsets.get(domain, 0))
-        op = opbase.lookup(domain, proto.op_type)
-        assert op is not None
         if node.op_type == "Constant" and domain == "":
             value = _constant_value(node, f"{self.label}: {label}")
             initializers[node.outputs[0]] = value
@@ -397,6 +463,12 @@ class _Converter:
         ins = [scope[i] if i else None for i in node.inputs]
         consts = [self._const(i) if i else None for i in node.inputs]
         view = opbase.NodeView(node, ins, consts)
+        for k, info in enumerate(ins):
+            if info is not None and (info.is_sequence or info.optional is not None) and k not in op.sequence_inputs:
+                kind = "a sequence" if info.is_sequence else "an optional"
+                raise UnsupportedOperatorError([(node.op_type, node.name, domain, node.opset,
+                                                 f"input {k} ({info.name!r}) is {kind}, which this operator "
+                                                 "does not take here")])
         reason = op.check(view)
         if reason:
             raise UnsupportedOperatorError([(node.op_type, node.name, domain, node.opset, reason)])
@@ -409,6 +481,7 @@ class _Converter:
         if len(outs) < len([o for o in node.outputs if o]):
             outs = list(outs) + [None] * (len(node.outputs) - len(outs))
         values = op.propagate(view, outs)
+        self._data_syms.update(op.data_dependent(view))
         infos = []
         for k, name in enumerate(node.outputs):
             if not name:
@@ -418,7 +491,10 @@ class _Converter:
             if o is None:
                 raise ShapeInferenceError(f"{self.label}: {label}: output {k} ({name!r}) is not produced by this variant")
             value = values[k] if k < len(values) else None
-            infos.append(TensorInfo(name, o.dtype, tuple(o.shape), value if value is not None else o.value))
+            value = value if value is not None else o.value
+            if value is not None and any(isinstance(d, Dim) and d.symbols & self._data_syms for d in value):
+                value = None  # a size known only once a node has run (Shape of NonZero's output): computed then
+            infos.append(TensorInfo(name, o.dtype, tuple(o.shape), value, o.elements, o.optional))
         # constant folding: every input known
         all_const = all(c is not None for i, c in zip(node.inputs, consts) if i)
         if all_const and should_fold(node, infos):

@@ -18,6 +18,7 @@ from . import (  # noqa: F401  (imported for registration)
     quantize,
     reduce,
     rnn,
+    sequence,
     shape,
 )
 from .base import REGISTRY, NodeView, Operator, OutInfo, lookup, register
