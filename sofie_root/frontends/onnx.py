@@ -358,6 +358,9 @@ class _Converter:
                     domain, self.opsets.get(domain, 0))
         op = opbase.lookup(domain, proto.op_type)
         assert op is not None
+        if hasattr(op, "lower"):
+            self._lower(op, node, proto, scope, initializers, out_nodes, outer)
+            return
         if node.op_type == "Constant" and domain == "":
             value = _constant_value(node, f"{self.label}: {label}")
             initializers[node.outputs[0]] = value
@@ -425,6 +428,35 @@ class _Converter:
                 scope[info.name] = info
         out_nodes.append(node)
 
+
+    def _lower(self, op: opbase.Operator, node: Node, proto: onnx.NodeProto, scope: dict[str, TensorInfo],
+               initializers: dict[str, np.ndarray], out_nodes: list[Node],
+               outer: Mapping[str, TensorInfo]) -> None:
+        """Operators with a ``lower`` method (tree ensembles) become an internal node whose big
+        attribute arrays are initializers, so they go to the weight blob like any weight."""
+        ins = [scope[i] if i else None for i in node.inputs]
+        view = opbase.NodeView(node, ins, [self._const(i) if i else None for i in node.inputs])
+        reason = op.check(view)
+        if reason:
+            raise UnsupportedOperatorError([(node.op_type, node.name, node.domain, node.opset, reason)])
+        attrs, arrays = op.lower(view)
+        names = []
+        for key in op.lowered_inputs:
+            if key not in arrays:
+                names.append("")
+                continue
+            name = f"{proto.output[0]}__sofie_{key}"
+            while name in scope:
+                name += "_"
+            arr = np.ascontiguousarray(arrays[key])
+            initializers[name] = arr
+            scope[name] = TensorInfo(name, dtype_from_numpy(arr.dtype), tuple(arr.shape))
+            names.append(name)
+        while names and not names[-1]:
+            names.pop()
+        lowered = onnx.helper.make_node(op.lowered_op, [proto.input[0], *names], list(proto.output),
+                                        name=proto.name, domain="sofie", **attrs)
+        self._convert_node(lowered, scope, initializers, out_nodes, outer)
 
     def _tag_half(self, proto: onnx.NodeProto) -> None:
         """Float outputs computed from float16/bfloat16 tensors are of that type in the model."""

@@ -12,6 +12,7 @@ from . import (  # noqa: F401  (imported for registration)
     image,
     linalg,
     loss,
+    ml,
     movement,
     normalization,
     quantize,
