@@ -67,7 +67,21 @@ def trees_to_onnx(model: object, *, n_features: int | None = None, dynamic_batch
     if kind is None:
         raise ModelLoadError(f"{type(model).__name__} is not an XGBoost, LightGBM or scikit-learn model")
     nf = int(n_features) if n_features is not None else _n_features(model, kind)
-    batch = None if dynamic_batch else 1
+    proto = _convert(model, kind, nf, None if dynamic_batch else 1, input_name)
+    # some converters declare the label output as [1] whatever the batch: every output's first
+    # dimension is the batch
+    for out in proto.graph.output:
+        tt = out.type.tensor_type if out.type.HasField("tensor_type") else None
+        if tt is not None and tt.HasField("shape") and len(tt.shape.dim):
+            dim = tt.shape.dim[0]
+            if dynamic_batch:
+                dim.dim_param = "N"
+            else:
+                dim.dim_value = 1
+    return proto
+
+
+def _convert(model: object, kind: str, nf: int, batch: int | None, input_name: str):
     try:
         if kind == "sklearn":
             skl2onnx = _need("skl2onnx", "scikit-learn")
