@@ -693,16 +693,16 @@ auto sofie_ml_logistic = [](double v) {
   const double e = 1.0 / (1.0 + std::exp(-std::fabs(v)));
   return v < 0 ? 1.0 - e : e;
 };
-auto sofie_ml_probit = [](double val) {
-  double x = val * 2 - 1;
-  const double sgn = x < 0 ? -1.0 : 1.0;
-  x = (1.0 - x) * (1 + x);
+auto sofie_ml_probit = [](double val) {  // in float, as onnxruntime computes it
+  float x = float(val) * 2.0f - 1.0f;
+  const float sgn = x < 0 ? -1.0f : 1.0f;
+  x = (1.0f - x) * (1.0f + x);
   if (x == 0) return 0.0;
-  const double lg = std::log(x);
-  const double v = 2.0 / (3.14159265358979323846 * 0.147) + 0.5 * lg;
-  const double v2 = 1.0 / 0.147 * lg;
-  const double v3 = -v + std::sqrt(v * v - v2);
-  return 1.41421356 * sgn * std::sqrt(v3);
+  const float lg = std::log(x);
+  const float v = 2.0f / (3.14159265358979323846f * 0.147f) + 0.5f * lg;
+  const float v2 = 1.0f / 0.147f * lg;
+  const float v3 = -v + std::sqrt(v * v - v2);
+  return double(1.41421356f * sgn * std::sqrt(v3));
 };
 (void)sofie_ml_logistic; (void)sofie_ml_probit;
 """
