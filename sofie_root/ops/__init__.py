@@ -19,6 +19,7 @@ from . import (  # noqa: F401  (imported for registration)
     reduce,
     rnn,
     shape,
+    signal,
 )
 from .base import REGISTRY, NodeView, Operator, OutInfo, lookup, register
 
