@@ -47,6 +47,8 @@ _POST = {"NONE": 0, "SOFTMAX": 1, "LOGISTIC": 2, "SOFTMAX_ZERO": 3, "PROBIT": 4}
 _AGG = {"AVERAGE": 0, "SUM": 1, "MIN": 2, "MAX": 3}
 #: trees walked side by side (independent load chains the CPU overlaps)
 LANES = 8
+#: events per block of the batch loop (see TreeEnsembleFlat.emit)
+ROW_BLOCK = 32
 _X_DTYPES = ("float32", "float64", "int32", "int64")
 
 
@@ -543,7 +545,7 @@ class TreeEnsembleFlat(Operator):
         return [OutInfo(dtype_by_name(v.attr("out_dtype")), (n, nt))]
 
     def workspace(self, v: NodeView) -> list[tuple]:
-        return [(FLOAT64, int(v.attr("n_targets")))]
+        return [(FLOAT64, ROW_BLOCK * int(v.attr("n_targets")))]
 
     def emit(self, v: NodeView, e) -> str:
         x = v.input(0)
@@ -589,24 +591,32 @@ class TreeEnsembleFlat(Operator):
         init = {0: "0.0", 1: "0.0", 2: "std::numeric_limits<double>::infinity()",
                 3: "-std::numeric_limits<double>::infinity()"}[agg]
         decls = "\n".join(f"const {self._ctype(name, thr_t, v)}* {name} = {ptr};" for name, ptr in p.items())
+        # rows go in blocks of ROW_BLOCK: a group of trees is walked for every row of the block
+        # while its nodes are in L1, then the next group; one accumulator row per event
         lines = [
             "{",
             ML_HELPERS,
             decls,
             f"const {e.ctype(x.dtype)}* xin = {e.inp(0)};",
-            f"double* acc = {acc};",
-            f"for (std::int64_t r = 0; r < {rows}; ++r) {{",
-            f"  const {e.ctype(x.dtype)}* xr = xin + r * {nf};",
-            f"  for (int t = 0; t < {nt}; ++t) acc[t] = {init};",
+            f"for (std::int64_t r0 = 0; r0 < {rows}; r0 += {ROW_BLOCK}) {{",
+            f"  const std::int64_t nb_ = std::min<std::int64_t>({ROW_BLOCK}, {rows} - r0);",
+            f"  for (std::int64_t q = 0; q < nb_ * {nt}; ++q) {acc}[q] = {init};",
             f"  for (int g = 0; g < {-(-n_trees // L)}; ++g) {{",
-            f"    int nd[{L}];",
-            f"    for (int l = 0; l < {L}; ++l) nd[l] = roots[g * {L} + l];",
-            "    for (int d = 0; d < gdepth[g]; ++d) {",
-            f"      for (int l = 0; l < {L}; ++l) {step}",
-            "    }",
             f"    const int lanes_ = std::min({L}, {n_trees} - g * {L});",
-            "    for (int l = 0; l < lanes_; ++l) { const int leaf_ = nd[l]; " + add + " }",
+            "    for (std::int64_t rb = 0; rb < nb_; ++rb) {",
+            f"      const {e.ctype(x.dtype)}* xr = xin + (r0 + rb) * {nf};",
+            f"      double* acc = {acc} + rb * {nt};",
+            f"      int nd[{L}];",
+            f"      for (int l = 0; l < {L}; ++l) nd[l] = roots[g * {L} + l];",
+            "      for (int d = 0; d < gdepth[g]; ++d) {",
+            f"        for (int l = 0; l < {L}; ++l) {step}",
+            "      }",
+            "      for (int l = 0; l < lanes_; ++l) { const int leaf_ = nd[l]; " + add + " }",
+            "    }",
             "  }",
+            "  for (std::int64_t rb = 0; rb < nb_; ++rb) {",
+            "  const std::int64_t r = r0 + rb;",
+            f"  double* acc = {acc} + rb * {nt};",
         ]
         if agg in (2, 3):
             lines.append(f"  for (int t = 0; t < {nt}; ++t) if (std::isinf(acc[t]) && "
@@ -621,6 +631,7 @@ class TreeEnsembleFlat(Operator):
             lines.append(_post_code(post, nt, "acc"))
             lines.append(f"  for (int t = 0; t < {nt}; ++t) {e.out(0)}[r * {nt} + t] = "
                          f"static_cast<{e.ctype(e.out_info(0).dtype)}>(acc[t]);")
+        lines.append("}")
         lines.append("}")
         lines.append("}")
         return "\n".join(lines)
