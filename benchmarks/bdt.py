@@ -8,7 +8,7 @@ with ``sofie_root.compile(booster)`` and times, interleaved (A, B, C, D, A, B, .
 and 256: the generated ``run`` called from a C++ loop (what an RDataFrame event loop pays),
 ``model.infer`` from Python, and ONNX Runtime (one thread) on the same converted ONNX model, from
 Python with ``run`` and with I/O binding. Medians of the repetitions; ratios are medians of the
-per-repetition ratios against ONNX Runtime's I/O binding. Results are checked against the
+per-repetition ratios against ONNX Runtime (I/O binding, and ``run`` for ``infer``). Results are checked against the
 framework's predict_proba first.
 """
 
@@ -102,18 +102,20 @@ def bench(name: str, model, x: np.ndarray, loop: CppLoop, reps: int, budget: flo
         for k in ("cpp_loop", "infer"):
             row[f"{k}_vs_ort_b{batch}"] = statistics.median(
                 a / b for a, b in zip(times[k], times["ort_iobinding"]))
+        row[f"infer_vs_ort_run_b{batch}"] = statistics.median(a / b for a, b in zip(times["infer"], times["ort_run"]))
     return row
 
 
 def table(rows: list[dict]) -> str:
     head = ("| model | batch | C++ loop µs/event | infer µs/event | ORT run µs/event | ORT iobinding µs/event "
-            "| C++ loop / ORT | infer / ORT |\n|---|---|---|---|---|---|---|---|")
+            "| C++ loop / ORT iobinding | infer / ORT iobinding | infer / ORT run |\n|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         for b in (1, 256):
             lines.append(f"| {r['model']} | {b} | {r[f'cpp_loop_us_b{b}']:.2f} | {r[f'infer_us_b{b}']:.2f} "
                          f"| {r[f'ort_run_us_b{b}']:.2f} | {r[f'ort_iobinding_us_b{b}']:.2f} "
-                         f"| {r[f'cpp_loop_vs_ort_b{b}']:.2f} | {r[f'infer_vs_ort_b{b}']:.2f} |")
+                         f"| {r[f'cpp_loop_vs_ort_b{b}']:.2f} | {r[f'infer_vs_ort_b{b}']:.2f} "
+                         f"| {r[f'infer_vs_ort_run_b{b}']:.2f} |")
     lines.append("")
     lines.append("compile (booster -> callable): " + ", ".join(f"{r['model']}: {r['compile_s']:.1f} s" for r in rows))
     lines.append("max |probability - predict_proba|: "
