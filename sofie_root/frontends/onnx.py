@@ -358,7 +358,8 @@ class _Converter:
                     domain, self.opsets.get(domain, 0))
         op = opbase.lookup(domain, proto.op_type)
         assert op is not None
-        if hasattr(op, "lower"):
+        if hasattr(op, "lower") and self._const(proto.input[0]) is None:
+            # (a constant input instead folds the original node with onnx.reference below)
             self._lower(op, node, proto, scope, initializers, out_nodes, outer)
             return
         if node.op_type == "Constant" and domain == "":

@@ -300,3 +300,13 @@ def test_zipmap_is_the_probability_tensor():
     label, probs = sofie_root.compile(model).infer(x)
     np.testing.assert_array_equal(label, ref[0])
     np.testing.assert_allclose(probs, ref[1], rtol=1e-5, atol=1e-6)
+
+
+def test_constant_input_is_folded():
+    rng = np.random.default_rng(0)
+    model = regressor(rng)
+    x = rng.normal(size=(3, NF)).astype(np.float32)
+    (ref,) = run_ort(model, x)
+    model.graph.input.pop()
+    model.graph.initializer.append(onnx.numpy_helper.from_array(x, "X"))
+    np.testing.assert_allclose(sofie_root.compile(model).infer()[0], ref, rtol=1e-6, atol=1e-6)
