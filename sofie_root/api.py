@@ -42,6 +42,9 @@ def compile(
       :func:`sofie_root.frontends.torch.torch_to_onnx` for ``exporter=``, ``dynamic_dims=``,
       ``input_names=``, ``output_names=``, ``opset=``);
     - a Keras 3 model or a ``.keras`` file (see :func:`sofie_root.frontends.keras.keras_to_onnx`);
+    - an XGBoost, LightGBM or scikit-learn tree ensemble (``xgboost.Booster``, ``XGBClassifier``,
+      ``lightgbm.Booster``, ``LGBMRegressor``, ``GradientBoostingClassifier``, ...), converted by
+      onnxmltools/skl2onnx (see :func:`sofie_root.frontends.trees.trees_to_onnx`, ``n_features=``);
     - a :class:`sofie_root.frontends.gnn.GraphNetwork`.
 
     ``dynamic_batch`` (default True) keeps the first dimension of every input symbolic (``N``).
@@ -114,6 +117,8 @@ def _framework(obj: object) -> str | None:
             return "torch"
         if mod == "keras" or mod.startswith("keras."):
             return "keras"
+        if mod.split(".", 1)[0] in ("xgboost", "lightgbm", "sklearn"):
+            return "trees"
     return None
 
 
@@ -133,8 +138,12 @@ def _import_foreign(source, input_shapes, example_inputs, dynamic_batch, options
         return torch_to_onnx(source, example_inputs, input_shapes=input_shapes, dynamic_batch=dynamic_batch,
                              **options)
     if example_inputs is not None:
-        raise ModelLoadError("example_inputs= is for PyTorch models; Keras and graph-network models "
-                             "know their input shapes")
+        raise ModelLoadError("example_inputs= is for PyTorch models; Keras, tree-ensemble and graph-network "
+                             "models know their input shapes")
+    if kind == "trees":
+        from .frontends.trees import trees_to_onnx
+
+        return trees_to_onnx(source, dynamic_batch=dynamic_batch, **options)
     if kind == "keras":
         from .frontends.keras import keras_to_onnx
 

@@ -455,6 +455,10 @@ class _Converter:
                 attrs[key] = int(onnx.TensorProto.FLOAT)
         node = Node(proto.op_type, list(proto.input), list(proto.output), attrs, proto.name,
                     domain, self.opsets.get(domain, 0))
+        if hasattr(op, "lower") and self._const(proto.input[0]) is None:
+            # (a constant input instead folds the original node with onnx.reference below)
+            self._lower(op, node, proto, scope, initializers, out_nodes, outer)
+            return
         if node.op_type == "Constant" and domain == "":
             value = _constant_value(node, f"{self.label}: {label}")
             initializers[node.outputs[0]] = value
@@ -573,6 +577,35 @@ class _Converter:
             initializers[name] = arr
             scope[name] = TensorInfo(name, dtype_from_numpy(arr.dtype), tuple(arr.shape))
         return node
+
+    def _lower(self, op: opbase.Operator, node: Node, proto: onnx.NodeProto, scope: dict[str, TensorInfo],
+               initializers: dict[str, np.ndarray], out_nodes: list[Node],
+               outer: Mapping[str, TensorInfo]) -> None:
+        """Operators with a ``lower`` method (tree ensembles) become an internal node whose big
+        attribute arrays are initializers, so they go to the weight blob like any weight."""
+        ins = [scope[i] if i else None for i in node.inputs]
+        view = opbase.NodeView(node, ins, [self._const(i) if i else None for i in node.inputs])
+        reason = op.check(view)
+        if reason:
+            raise UnsupportedOperatorError([(node.op_type, node.name, node.domain, node.opset, reason)])
+        attrs, arrays = op.lower(view)
+        names = []
+        for key in op.lowered_inputs:
+            if key not in arrays:
+                names.append("")
+                continue
+            name = f"{proto.output[0]}__sofie_{key}"
+            while name in scope:
+                name += "_"
+            arr = np.ascontiguousarray(arrays[key])
+            initializers[name] = arr
+            scope[name] = TensorInfo(name, dtype_from_numpy(arr.dtype), tuple(arr.shape))
+            names.append(name)
+        while names and not names[-1]:
+            names.pop()
+        lowered = onnx.helper.make_node(op.lowered_op, [proto.input[0], *names], list(proto.output),
+                                        name=proto.name, domain="sofie", **attrs)
+        self._convert_node(lowered, scope, initializers, out_nodes, outer)
 
     def _tag_half(self, proto: onnx.NodeProto) -> None:
         """Float outputs computed from float16/bfloat16 tensors are of that type in the model."""

@@ -13,6 +13,7 @@ from . import (  # noqa: F401  (imported for registration)
     image,
     linalg,
     loss,
+    ml,
     movement,
     normalization,
     quantize,
@@ -20,6 +21,7 @@ from . import (  # noqa: F401  (imported for registration)
     rnn,
     sequence,
     shape,
+    signal,
 )
 from .base import REGISTRY, NodeView, Operator, OutInfo, lookup, register
 
