@@ -72,11 +72,10 @@ class Model:
     #: RDataFrame column names suggested for each input (stored in, and read from, .root files)
     column_hints: dict[str, list[str]] | None = None
 
-    def __new__(cls, graph: Graph | None = None, passes: Iterable[str] | None = None, *, backend: str | None = None,
-                **kwargs):
+    def __new__(cls, *args: object, **kwargs: object):
         # a GPU backend makes a GpuModel (sofie_root.gpu), whichever path (compile, load, a
         # specialising model) creates the model
-        if cls is Model and native.resolve_backend(backend) in ("cuda", "hip", "gpu-emulated"):
+        if cls is Model and native.resolve_backend(kwargs.get("backend")) in ("cuda", "hip", "gpu-emulated"):
             from .gpu.model import GpuModel
 
             return super().__new__(GpuModel)

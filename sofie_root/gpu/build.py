@@ -71,7 +71,8 @@ def _find_tool(env: str, names: tuple[str, ...], extra: tuple[str, ...] = ()) ->
         if not exe:
             continue
         try:
-            r = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
+            r = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60,
+                               env=tool_env("hip") if env == "HIPCC" else None)
         except (OSError, subprocess.SubprocessError):
             continue
         if r.returncode == 0:
@@ -110,6 +111,16 @@ def cublas_paths() -> tuple[Path, Path] | None:
             if (inc / "cublas_v2.h").exists() and any(libdir.glob("libcublas.so*")):
                 return inc, libdir
     return None
+
+
+def tool_env(backend: str) -> dict[str, str] | None:
+    """The environment of compiler runs: hipcc targets AMD (it picks NVIDIA by itself where nvcc
+    is installed, unless HIP_PLATFORM says otherwise)."""
+    if backend != "hip":
+        return None
+    env = dict(os.environ)
+    env.setdefault("HIP_PLATFORM", "amd")
+    return env
 
 
 def _archs(env: str, default: str) -> list[str]:
@@ -199,7 +210,7 @@ def build(namespace: str, source: str, backend: str) -> tuple[Path, float]:
     t0 = time.perf_counter()
     before = native.stats["compiles"]
     lib = native.compile_cached(namespace, unit, argv, identity, opts, link, suffix=suffix, key_extra=backend,
-                                what="backend='gpu-emulated' or a CPU backend")
+                                what="backend='gpu-emulated' or a CPU backend", env=tool_env(backend))
     return lib, (time.perf_counter() - t0) if native.stats["compiles"] > before else 0.0
 
 
@@ -213,7 +224,7 @@ def compile_check(source: str, namespace: str, backend: str, archs: list[str] | 
         src.write_text(unit)
         cmd = [*argv, *opts, "-o", str(Path(d) / "model.o"), str(src)]
         t0 = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=native.COMPILE_TIMEOUT)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=native.COMPILE_TIMEOUT, env=tool_env(backend))
         if r.returncode != 0:
             raise CompilationError(f"{argv[0]} failed on model {namespace} ({backend}):\n"
                                    f"{' '.join(map(shlex.quote, cmd))}\n{r.stderr[-6000:]}")

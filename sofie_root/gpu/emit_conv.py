@@ -86,14 +86,63 @@ class Conv:
         return "\n".join(lines)
 
 
+class ConvTranspose:
+    """col[n, g] = W_g^T X[n, g] (one strided-batched GEMM per group), then one work item per
+    output element gathering its kernel taps from col (no atomics: every tap is read, not added)."""
+
+    def check(self, v: NodeView) -> str | None:
+        return None
+
+    def workspace(self, v: NodeView):
+        g, group = lookup("", "ConvTranspose")._geom(v)  # type: ignore[union-attr]
+        x, w = v.input(0), v.input(1)
+        return [(x.dtype, x.shape[0] * group * int(w.shape[1]) * _prod(g.k) * _prod(g.inp))]
+
+    def emit(self, v: NodeView, e) -> str:
+        g, group = lookup("", "ConvTranspose")._geom(v)  # type: ignore[union-attr]
+        x, w = v.input(0), v.input(1)
+        dt = x.dtype
+        t = dt.cpp
+        c, mg = int(x.shape[1]), int(w.shape[1])
+        cg, m = c // group, mg * group
+        kk, isz, osz = _prod(g.k), _prod(g.inp), _prod(g.out)
+        col = e.ws(0)
+        lines = []
+        for gi in range(group):
+            lines.append(e.gemm(dt, True, False, str(mg * kk), str(isz), str(cg), e.lit(1, dt),
+                                f"{e.inp(1)} + {gi * cg * mg * kk}", str(mg * kk), f"{e.inp(0)} + {gi * cg * isz}",
+                                str(isz), e.lit(0, dt), f"{col} + {gi * mg * kk * isz}", str(isz), batch=e.dim(x.shape[0]),
+                                sa="0", sb=str(c * isz), sc=str(group * mg * kk * isz)))
+        nd = g.rank
+        body = [f"const std::int64_t op_ = i % {osz}; const std::int64_t ch_ = (i / {osz}) % {m};",
+                f"const std::int64_t n_ = i / ({osz} * {m});",
+                f"const std::int64_t g_ = ch_ / {mg}, mm_ = ch_ % {mg};",
+                f"const {t} *cr_ = {col} + ((n_ * {group} + g_) * {mg} + mm_) * {kk * isz};",
+                "std::int64_t r_ = op_;"]
+        for j in reversed(range(nd)):
+            body.append(f"const std::int64_t o{j}_ = r_ % {g.out[j]}; r_ /= {g.out[j]};")
+        body.append(f"{t} acc_ = {t}({e.inp(2) + '[ch_]' if v.has_input(2) else '0'});")
+        for j in range(nd):
+            body.append(f"for (std::int64_t k{j}_ = 0; k{j}_ < {g.k[j]}; ++k{j}_) {{")
+            body.append(f"const std::int64_t p{j}_ = o{j}_ + {g.pb[j]} - k{j}_ * {g.d[j]};")
+            body.append(f"if (p{j}_ < 0 || p{j}_ % {g.s[j]} != 0 || p{j}_ / {g.s[j]} >= {g.inp[j]}) continue;")
+            body.append(f"const std::int64_t i{j}_ = p{j}_ / {g.s[j]};")
+        kflat, iflat = "0", "0"
+        for j in range(nd):
+            kflat = f"({kflat}) * {g.k[j]} + k{j}_"
+            iflat = f"({iflat}) * {g.inp[j]} + i{j}_"
+        body.append(f"acc_ += cr_[({kflat}) * {isz} + {iflat}];")
+        body.append("}" * nd)
+        body.append(f"{e.out()}[i] = acc_;")
+        lines.append(e.kernel(e.dim(x.shape[0] * m * osz), "\n".join(body)))
+        return "\n".join(lines)
+
+
 class Pool:
     def __init__(self, kind: str):
         self.kind = kind
 
     def check(self, v: NodeView) -> str | None:
-        if self.kind == "max" and len(v.node.outputs) > 1 and v.node.outputs[1]:
-            if int(v.attr("storage_order", 0)):
-                return "MaxPool Indices with storage_order=1 are not supported"
         return None
 
     def emit(self, v: NodeView, e) -> str:
@@ -136,7 +185,12 @@ class Pool:
             flat = f"({flat}) * {g.inp[j]} + s{j}_"
         body.append(f"const {t} xv_ = xp_[{flat}];")
         if self.kind == "max":
-            body.append(f"if (xv_ > acc_ || best_ < 0) {{ acc_ = xv_; best_ = {flat}; }}"
+            idx = flat
+            if int(v.attr("storage_order", 0)):  # column major: the first spatial index varies fastest
+                idx = f"s{nd - 1}_"
+                for j in reversed(range(nd - 1)):
+                    idx = f"({idx}) * {g.inp[j]} + s{j}_"
+            body.append(f"if (xv_ > acc_ || best_ < 0) {{ acc_ = xv_; best_ = {idx}; }}"
                         if want_idx else "acc_ = xv_ > acc_ ? xv_ : acc_;")
         elif self.kind == "avg":
             body.append("acc_ += xv_;")
@@ -184,6 +238,7 @@ class GlobalPool:
 
 
 def emitters() -> dict:
-    return {("", "Conv"): Conv(), ("sofie", "FusedConv"): Conv(), ("", "MaxPool"): Pool("max"),
+    return {("", "Conv"): Conv(), ("sofie", "FusedConv"): Conv(), ("", "ConvTranspose"): ConvTranspose(),
+            ("", "MaxPool"): Pool("max"),
             ("", "AveragePool"): Pool("avg"), ("", "LpPool"): Pool("lp"),
             ("", "GlobalAveragePool"): GlobalPool("avg"), ("", "GlobalMaxPool"): GlobalPool("max")}

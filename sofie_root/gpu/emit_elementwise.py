@@ -24,19 +24,29 @@ class ReuseBroadcast:
         self.op = op
 
     def check(self, v: NodeView) -> str | None:
-        if isinstance(self.op, ew.Clip) and v.opset >= 11:
-            for k in (1, 2):
-                if v.has_input(k) and v.const(k) is None:
-                    return "Clip bounds computed at run time are not supported (constant bounds only)"
-        for s in _fused_steps(v):
-            if s["op"] in ("BitShift",) or (s["op"] == "Clip" and len(s["in"]) > 1):
-                return f"the fused step {s['op']} is not supported"
-        if self.op.op_type == "BitShift":
-            return "BitShift is not implemented by the GPU backend"
         return None
 
     def emit(self, v: NodeView, e) -> str:
+        if isinstance(self.op, ew.Clip) and v.opset >= 11 and any(
+                v.has_input(k) and v.const(k) is None for k in (1, 2)):
+            return _clip_runtime(v, e)
         return self.op.emit(v, e)
+
+
+def _clip_runtime(v: NodeView, e) -> str:
+    """Clip with bounds computed at run time: the kernel reads them from the device (the CPU
+    emission reads them on the host, which device memory does not allow)."""
+    dt = v.input(0).dtype
+    r = f"{e.inp(0)}[i]"
+    lines = [f"{dt.cpp} r_ = {r};"]
+    for k, cmp in ((1, "<"), (2, ">")):
+        if not v.has_input(k):
+            continue
+        c = v.const(k)
+        bound = e.lit(c.reshape(-1)[0].item(), dt) if c is not None else f"{e.inp(k)}[0]"
+        lines.append(f"{{ const {dt.cpp} b_ = {bound}; r_ = r_ {cmp} b_ ? b_ : r_; }}")
+    lines.append(f"{e.out()}[i] = r_;")
+    return e.kernel(e.size_out(0), "\n".join(lines))
 
 
 def _fused_steps(v: NodeView) -> list:

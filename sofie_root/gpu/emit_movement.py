@@ -33,13 +33,14 @@ class Copy:
     inplace_safe = True
 
     def check(self, v: NodeView) -> str | None:
-        if v.node.op_type == "Dropout" and sum(1 for o in v.node.outputs if o) > 1:
-            return "Dropout's mask output is not supported"
         return None
 
     def emit(self, v: NodeView, e) -> str:
         info = v.input(0)
-        return e.copy(e.out(), e.inp(0), f"std::size_t({e.size_in(0)}) * sizeof({info.dtype.cpp})")
+        code = e.copy(e.out(), e.inp(0), f"std::size_t({e.size_in(0)}) * sizeof({info.dtype.cpp})")
+        if v.node.op_type == "Dropout" and e.has_out(1):  # inference: the mask keeps everything
+            code += "\n" + e.kernel(e.size_out(1), f"{e.out(1)}[i] = true;")
+        return code
 
 
 class Transpose:

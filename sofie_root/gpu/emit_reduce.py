@@ -18,8 +18,6 @@ class Reduce:
         self.op = op
 
     def check(self, v: NodeView) -> str | None:
-        if isinstance(self.op, rd.ReduceLogSumExp):
-            return "ReduceLogSumExp is not implemented by the GPU backend"
         return None
 
     def emit(self, v: NodeView, e) -> str:
@@ -32,6 +30,8 @@ class Reduce:
         red = [a for a in range(x.rank) if a in axes]
         ist = strides(x.shape)
         if not red or all(isinstance(x.shape[a], int) and x.shape[a] == 1 for a in red):
+            if isinstance(self.op, rd.ReduceLogSumExp):
+                return e.kernel(e.size_in(0), f"{e.out()}[i] = {e.inp(0)}[i];")
             body = (f"const {T} x_ = {e.inp(0)}[i];\n"
                     f"{e.out()}[i] = {self.op._finish(self.op.step(self.op.init(dt), 'x_', dt), count, dt)};")
             return e.kernel(e.size_in(0), body)
@@ -40,6 +40,19 @@ class Reduce:
         rc, rcode = e.unravel("r_", [x.shape[a] for a in red], "q")
         roff = e.offset(rc, [ist[a] for a in red])
         rn = e.dim(numel([x.shape[a] for a in red]))
+        loop = (f"for (std::int64_t r_ = 0; r_ < {rn}; ++r_) {{\n"
+                + "\n".join("   " + line for line in rcode.splitlines())
+                + f"\n   const {T} x_ = {e.inp(0)}[base_ + {roff}];\n")
+        if isinstance(self.op, rd.ReduceLogSumExp):
+            # as on the CPU: log(sum(exp(x - m))) + m over the largest finite m, in double for integers
+            C = self.op._ct(dt).cpp
+            ninf = rd._lowest(self.op._ct(dt))
+            res = "std::log(s_) + m_" if dt.is_float else f"sofie_rt::float_to_int<{T}>(std::log(s_) + m_)"
+            body = (f"{ocode}\nconst std::int64_t base_ = {base};\n{C} m_ = {ninf};\n"
+                    f"{loop}   m_ = (std::isfinite({C}(x_)) && {C}(x_) > m_) ? {C}(x_) : m_;\n}}\n"
+                    f"m_ = m_ == {ninf} ? {C}(0) : m_;\n{C} s_ = {C}(0);\n"
+                    f"{loop}   s_ += std::exp({C}(x_) - m_);\n}}\n{e.out()}[i] = {res};")
+            return e.kernel(e.dim(numel([x.shape[a] for a in kept])), body)
         body = (f"{ocode}\nconst std::int64_t base_ = {base};\n{T} acc_ = {self.op.init(dt)};\n"
                 f"for (std::int64_t r_ = 0; r_ < {rn}; ++r_) {{\n"
                 + "\n".join("   " + line for line in rcode.splitlines())

@@ -127,6 +127,20 @@ template <class I, class F> SOFIE_HD inline I float_to_int(F x)
       return std::numeric_limits<I>::max();
    return static_cast<I>(x);
 }
+// ONNX BitShift: shifts by a negative amount or by the type's width or more (undefined in C++)
+template <class T> SOFIE_HD inline T shift_left(T a, T b)
+{
+   using U = typename std::make_unsigned<T>::type;
+   if ((std::is_signed<T>::value && b < T(0)) || b >= T(8 * sizeof(T)))
+      return T(0);
+   return static_cast<T>(static_cast<U>(static_cast<U>(a) << static_cast<int>(b)));
+}
+template <class T> SOFIE_HD inline T shift_right(T a, T b)
+{
+   if ((std::is_signed<T>::value && b < T(0)) || b >= T(8 * sizeof(T)))
+      return (std::is_signed<T>::value && a < T(0)) ? T(-1) : T(0);
+   return static_cast<T>(a >> static_cast<int>(b));
+}
 } // namespace sofie_rt
 
 // ---- atomics of the scatter reductions (several updates may land on one element) -------------

@@ -218,7 +218,8 @@ def build(namespace: str, source: str) -> Path:
 
 
 def compile_cached(namespace: str, unit: str, argv, identity: str, opts: list[str], link: list[str], *,
-                   suffix: str = ".cpp", key_extra: str = "", what: str = "backend='cling'") -> Path:
+                   suffix: str = ".cpp", key_extra: str = "", what: str = "backend='cling'",
+                   env: dict[str, str] | None = None) -> Path:
     """Compile ``unit`` with ``argv + opts -o lib source + link`` into a shared library in the
     cache (keyed by all of them plus ``key_extra``), unless a verified copy is there; the GPU
     backend (:mod:`sofie_root.gpu.build`) builds with nvcc/hipcc through this too. ``what`` is
@@ -252,7 +253,7 @@ def compile_cached(namespace: str, unit: str, argv, identity: str, opts: list[st
         log.info("native build of %s: %s", namespace, " ".join(map(shlex.quote, cmd)))
         stats["compiles"] += 1
         try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT, env=env)
         except (OSError, subprocess.SubprocessError) as e:
             raise CompilationError(f"running the compiler {argv[0]} for model {namespace} failed: {e}") from e
         if r.returncode != 0:
