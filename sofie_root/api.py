@@ -104,6 +104,10 @@ def _check_backend(backend: str | None) -> str:
     backend = native.resolve_backend(backend)
     if backend == "native":
         native.compiler()
+    elif backend in ("cuda", "hip", "gpu-emulated"):
+        from .gpu.build import _command
+
+        _command(backend)  # the toolchain (nvcc and cuBLAS, hipcc, or a C++ compiler), before any work
     return backend
 
 

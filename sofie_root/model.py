@@ -74,6 +74,15 @@ class Model:
     #: RDataFrame column names suggested for each input (stored in, and read from, .root files)
     column_hints: dict[str, list[str]] | None = None
 
+    def __new__(cls, *args: object, **kwargs: object):
+        # a GPU backend makes a GpuModel (sofie_root.gpu), whichever path (compile, load, a
+        # specialising model) creates the model
+        if cls is Model and native.resolve_backend(kwargs.get("backend")) in ("cuda", "hip", "gpu-emulated"):
+            from .gpu.model import GpuModel
+
+            return super().__new__(GpuModel)
+        return super().__new__(cls)
+
     def __init__(self, graph: Graph, passes: Iterable[str] | None = None, *, backend: str | None = None,
                  _profile: bool = False):
         t0 = time.perf_counter()
@@ -213,7 +222,8 @@ class Model:
                              (ctypes.c_void_p * max(1, len(self._out_infos)))())
         # the quick way in: typed arrays straight to the entry point through cppyy (see
         # cling.fast_caller); ctypes below is the fallback (bool or 8-bit tensors)
-        self._fast = cling.fast_caller([i.dtype.cpp for i in self._in_infos], [i.dtype.cpp for i in self._out_infos])
+        self._fast = (cling.fast_caller([i.dtype.cpp for i in self._in_infos], [i.dtype.cpp for i in self._out_infos])
+                      if self._backend in ("cling", "native") else None)
         self._sym_np = np.zeros(max(1, n_sym), dtype=np.int64)
         self._run_addr = ctypes.cast(self._entry.run, ctypes.c_void_p).value
         self._err_addr = ctypes.addressof(self._err)
