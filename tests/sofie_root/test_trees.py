@@ -107,6 +107,12 @@ def test_sklearn(name):
     _check(model, x, proba=name.endswith("Classifier"))
 
 
-def test_not_a_tree_model():
+def test_not_a_tree_model_and_bad_options():
     with pytest.raises(sofie_root.SofieError, match="not an XGBoost"):
         trees_to_onnx(object())
+    with pytest.raises(sofie_root.SofieError, match="is it trained"):
+        sofie_root.compile(xgb.XGBRegressor())
+    x, _, _, yr = _data(6)
+    model = xgb.XGBRegressor(n_estimators=2, max_depth=2).fit(x, yr)
+    with pytest.raises(sofie_root.SofieError, match="input_shapes= does not apply"):
+        sofie_root.compile(model, input_shapes={"X": ["N", N_FEATURES]})
