@@ -333,7 +333,11 @@ def flatten(f: _Forest, n_features: int, n_targets: int, thr_dtype, w_dtype) -> 
         child[2 * i], child[2 * i + 1] = a, b
     n_groups = -(-n_trees // LANES)
     roots = np.full(n_groups * LANES, pad, np.int32)
-    roots[:n_trees] = f.roots
+    # trees of similar depth walk side by side (a group takes as many steps as its deepest
+    # tree); the order only changes the order of the sum, which is accumulated in double
+    order = sorted(range(n_trees), key=lambda t: depths[t])
+    roots[:n_trees] = [f.roots[t] for t in order]
+    depths = [depths[t] for t in order]
     gdepth = np.array([max(depths[g * LANES:(g + 1) * LANES]) for g in range(n_groups)], np.int32)
     arrays: dict[str, np.ndarray] = {"roots": roots, "gdepth": gdepth, "fk": fk, "thr": thr, "child": child}
     if not canonical:
