@@ -310,3 +310,19 @@ def test_constant_input_is_folded():
     model.graph.input.pop()
     model.graph.initializer.append(onnx.numpy_helper.from_array(x, "X"))
     np.testing.assert_allclose(sofie_root.compile(model).infer()[0], ref, rtol=1e-6, atol=1e-6)
+
+
+def test_cycle_and_dangling_child_are_refused():
+    def model(true_ids, false_ids):
+        node = helper.make_node(
+            "TreeEnsembleRegressor", ["X"], ["Y"], domain="ai.onnx.ml", n_targets=1,
+            nodes_treeids=[0, 0, 0, 0], nodes_nodeids=[0, 1, 2, 3], nodes_featureids=[0, 1, 2, 0],
+            nodes_values=[0.0, 0.0, 0.0, 0.0], nodes_modes=["BRANCH_LEQ"] * 3 + ["LEAF"],
+            nodes_truenodeids=true_ids, nodes_falsenodeids=false_ids,
+            target_treeids=[0], target_nodeids=[3], target_ids=[0], target_weights=[1.0])
+        return _model(node, np.float32, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 1])])
+
+    with pytest.raises(sofie_root.SofieError, match="not a tree"):
+        sofie_root.compile(model([1, 2, 1, 0], [3, 3, 3, 0]))  # 1 -> 2 -> 1
+    with pytest.raises(sofie_root.SofieError, match="node id 7, which does not exist"):
+        sofie_root.compile(model([1, 2, 7, 0], [3, 3, 3, 0]))
