@@ -8,7 +8,8 @@ blob, never as C++ literals) and the node becomes an internal ``sofie.TreeEnsemb
 (ai.onnx.ml 5) all lower to it.
 
 The flat form is built for a branch-free traversal: every node has a pair of children
-``child[2n], child[2n+1]``, leaves point to themselves, and a tree is walked for a fixed number
+(``child[2n], child[2n+1]``, packed with the feature and threshold in one record per node when
+the splits are ordered comparisons), leaves point to themselves, and a tree is walked for a fixed number
 of steps (its depth) with ``n = child[2n + go_right]``. Eight trees are walked side by side so
 their independent load chains overlap. When every split is one of ``<=, <, >=, >`` (XGBoost,
 LightGBM, scikit-learn), the comparison is rewritten to ``x <= t`` (``x < t`` is
@@ -339,8 +340,18 @@ def flatten(f: _Forest, n_features: int, n_targets: int, thr_dtype, w_dtype) -> 
     roots[:n_trees] = [f.roots[t] for t in order]
     depths = [depths[t] for t in order]
     gdepth = np.array([max(depths[g * LANES:(g + 1) * LANES]) for g in range(n_groups)], np.int32)
-    arrays: dict[str, np.ndarray] = {"roots": roots, "gdepth": gdepth, "fk": fk, "thr": thr, "child": child}
-    if not canonical:
+    arrays: dict[str, np.ndarray] = {"roots": roots, "gdepth": gdepth}
+    if canonical:
+        # one record per node, so a step touches one cache line: [feature<<1|nan_flip, child 0,
+        # child 1, threshold bits] for float thresholds, [..., pad, threshold (2 words)] for double
+        stride = 4 if thr.dtype == np.float32 else 6
+        packed = np.zeros((n, stride), np.int32)
+        packed[:, 0] = fk
+        packed[:, 1:3] = child.reshape(n, 2)
+        packed[:, stride - thr.itemsize // 4:] = thr.view(np.int32).reshape(n, -1)
+        arrays["packed"] = packed.reshape(-1)
+    else:
+        arrays.update(fk=fk, thr=thr, child=child)
         arrays["mode"] = mode
         arrays["mstart"] = mstart
         arrays["mvals"] = np.array(mvals if mvals else [0.0], thr_dtype)
@@ -517,7 +528,7 @@ class TreeEnsemble(_TreeOp):
 
 #: inputs of sofie.TreeEnsembleFlat after X, in order; absent ones are empty names
 FLAT_INPUTS = ("roots", "gdepth", "fk", "thr", "child", "mode", "mstart", "mvals", "lw", "lt", "lstart", "et", "ew",
-               "base", "labels", "scored")
+               "base", "labels", "scored", "packed")
 
 
 @register
@@ -567,9 +578,12 @@ class TreeEnsembleFlat(Operator):
         L = LANES
         # one step of a lane: node index n_ -> its child
         if canonical:
-            step = (f"{{ const int k_ = fk[nd[l]]; const {thr_t} v_ = static_cast<{thr_t}>(xr[k_ >> 1]);\n"
-                    f"  const int c_ = int(!(v_ <= thr[nd[l]])) ^ ((k_ & 1) & int(v_ != v_));\n"
-                    f"  nd[l] = child[2 * nd[l] + c_]; }}")
+            stride, at = (4, 3) if thr_t == "float" else (6, 4)
+            step = (f"{{ const std::int32_t* q_ = packed + {stride} * nd[l]; const int k_ = q_[0];\n"
+                    f"  {thr_t} t_; std::memcpy(&t_, q_ + {at}, sizeof(t_));\n"
+                    f"  const {thr_t} v_ = static_cast<{thr_t}>(xr[k_ >> 1]);\n"
+                    f"  const int c_ = int(!(v_ <= t_)) ^ ((k_ & 1) & int(v_ != v_));\n"
+                    f"  nd[l] = q_[1 + c_]; }}")
         else:
             step = (f"{{ const int n_ = nd[l]; const int k_ = fk[n_]; const {thr_t} v_ = static_cast<{thr_t}>(xr[k_ >> 1]);\n"
                     f"  const {thr_t} t_ = thr[n_]; bool r_;\n"
