@@ -116,3 +116,15 @@ def test_not_a_tree_model_and_bad_options():
     model = xgb.XGBRegressor(n_estimators=2, max_depth=2).fit(x, yr)
     with pytest.raises(sofie_root.SofieError, match="input_shapes= does not apply"):
         sofie_root.compile(model, input_shapes={"X": ["N", N_FEATURES]})
+
+
+def test_saved_to_root_and_loaded(tmp_path):
+    x, _, ym, _ = _data(7)
+    model = lgb.LGBMClassifier(n_estimators=10, num_leaves=7, verbose=-1).fit(x, ym)
+    compiled = sofie_root.compile(model)
+    path = tmp_path / "bdt.root"
+    compiled.save(path)
+    loaded = sofie_root.load(path)
+    for a, b in zip(compiled.infer(x), loaded.infer(x)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(loaded.infer(x)[1], model.predict_proba(x), rtol=1e-5, atol=1e-6)
