@@ -548,6 +548,62 @@ class TreeEnsembleFlat(Operator):
     def check(self, v: NodeView) -> str | None:
         if v.input(0).dtype.name not in _X_DTYPES:
             return f"element type {v.input(0).dtype.name} is not supported"
+        if v.input(0).rank != 2 or not isinstance(v.input(0).shape[1], int):
+            return "X must be [N, features] with a known number of features"
+        try:
+            return self._check_tables(v)
+        except (TypeError, ValueError, KeyError) as e:
+            return f"malformed tables ({type(e).__name__}: {e})"
+
+    def _check_tables(self, v: NodeView) -> str | None:
+        """Every index the generated code follows stays in its table (the tables come from a
+        model file when a saved model is loaded, so they are checked, not trusted)."""
+        t = {}
+        for k, name in enumerate(FLAT_INPUTS):
+            if v.has_input(1 + k):
+                arr = v.const(1 + k)
+                if arr is None:
+                    return f"table {name} must be a constant"
+                t[name] = np.asarray(arr).reshape(-1)
+        nf, nt, n_trees = int(v.input(0).shape[1]), int(v.attr("n_targets", 0)), int(v.attr("n_trees", 0))
+        roots, gdepth = t.get("roots"), t.get("gdepth")
+        if roots is None or gdepth is None or nt < 1 or n_trees < 1:
+            return "roots, gdepth, n_targets and n_trees are required"
+        if len(roots) % LANES or len(gdepth) != len(roots) // LANES or n_trees > len(roots):
+            return "roots/gdepth do not match n_trees"
+        if "packed" in t:
+            stride = 6 if v.input(0).dtype == FLOAT64 else 4
+            if len(t["packed"]) % stride:
+                return "packed node table has a partial record"
+            rec = t["packed"].reshape(-1, stride)
+            n, feats, kids = len(rec), rec[:, 0] >> 1, rec[:, 1:3]
+        else:
+            if any(k not in t for k in ("fk", "thr", "child", "mode", "mstart", "mvals")):
+                return "node tables are missing"
+            n, feats, kids = len(t["fk"]), t["fk"] >> 1, t["child"]
+            ms = t["mstart"]
+            if (len(t["thr"]) != n or len(kids) != 2 * n or len(t["mode"]) != n or len(ms) != n + 1
+                    or np.any(np.diff(ms) < 0) or ms[0] < 0 or ms[-1] > len(t["mvals"])):
+                return "node tables have inconsistent sizes"
+        if n < 1 or np.any(feats < 0) or np.any(feats >= nf) or np.any(kids < 0) or np.any(kids >= n):
+            return "a node reads a feature or a child that does not exist"
+        if np.any(roots < 0) or np.any(roots >= n) or np.any(gdepth < 0):
+            return "a tree root does not exist"
+        if v.attr("leaves") == "single":
+            if len(t.get("lw", ())) != n or ("lt" in t and (len(t["lt"]) != n or np.any(t["lt"] < 0)
+                                                            or np.any(t["lt"] >= nt))) or ("lt" not in t and nt > 1):
+                return "leaf tables do not match the nodes"
+        else:
+            ls, et = t.get("lstart"), t.get("et")
+            if (ls is None or et is None or len(ls) != n + 1 or np.any(np.diff(ls) < 0) or ls[0] < 0
+                    or ls[-1] > len(et) or len(t.get("ew", ())) != len(et) or np.any(et < 0) or np.any(et >= nt)):
+                return "leaf tables do not match the nodes"
+        for name in ("base", "labels", "scored"):
+            want = 1 if name == "base" and v.attr("binary") else nt  # a binary classifier: one score
+            if name in t and len(t[name]) != want:
+                return f"table {name} has {len(t[name])} values for {want} targets"
+        if v.attr("kind") == "classifier" and ("labels" not in t or (not v.attr("binary") and "scored" not in t)):
+            return "classifier tables are missing"
         return None
 
     def infer(self, v: NodeView) -> list[OutInfo]:

@@ -326,3 +326,27 @@ def test_cycle_and_dangling_child_are_refused():
         sofie_root.compile(model([1, 2, 1, 0], [3, 3, 3, 0]))  # 1 -> 2 -> 1
     with pytest.raises(sofie_root.SofieError, match="node id 7, which does not exist"):
         sofie_root.compile(model([1, 2, 7, 0], [3, 3, 3, 0]))
+
+
+def test_lowered_tables_are_checked_not_trusted():
+    """The flat tables come back from model files: an index out of its table is refused."""
+    from sofie_root.frontends.onnx import from_onnx
+    from sofie_root.ops import REGISTRY, NodeView
+    from sofie_root.ops.ml import FLAT_INPUTS
+
+    graph = from_onnx(regressor(np.random.default_rng(0), modes=["BRANCH_LEQ"]))
+    (node,) = [n for n in graph.nodes if n.op_type == "TreeEnsembleFlat"]
+    op = REGISTRY[("sofie", "TreeEnsembleFlat")]
+
+    def view(tamper=None):
+        consts = [graph.initializers.get(i) if i else None for i in node.inputs]
+        if tamper:
+            k = 1 + FLAT_INPUTS.index(tamper[0])
+            consts[k] = consts[k].copy()
+            consts[k][tamper[1]] = tamper[2]
+        return NodeView(node, [graph.info(i) if i else None for i in node.inputs], consts)
+
+    assert op.check(view()) is None
+    assert "child" in op.check(view(("packed", 1, 10**6)))   # a child index past the nodes
+    assert "feature" in op.check(view(("packed", 0, 2 * NF)))  # feature NF
+    assert "root" in op.check(view(("roots", 0, -1)))
