@@ -27,6 +27,9 @@ Semantics follow onnxruntime where it and onnx.reference differ (documented in R
   class 1 when ``s > 0.5`` (positive weights) or ``s > 0``. Binary variants where runtimes
   disagree (PROBIT, class id 1 alone, two base values) are refused;
 * MIN/MAX aggregation: a target no tree contributed to scores 0 (plus its base value).
+
+One exception: a regressor with a single target applies LOGISTIC/SOFTMAX/SOFTMAX_ZERO as the spec
+says, where onnxruntime applies only PROBIT to a single target.
 """
 
 from __future__ import annotations

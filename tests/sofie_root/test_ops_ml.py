@@ -350,3 +350,15 @@ def test_lowered_tables_are_checked_not_trusted():
     assert "child" in op.check(view(("packed", 1, 10**6)))   # a child index past the nodes
     assert "feature" in op.check(view(("packed", 0, 2 * NF)))  # feature NF
     assert "root" in op.check(view(("roots", 0, -1)))
+
+
+@pytest.mark.parametrize("post", ["LOGISTIC", "SOFTMAX"])
+def test_single_target_post_transform_follows_the_spec(post):
+    # onnxruntime leaves a single target untransformed (except PROBIT); the spec applies the
+    # transform: the reference is onnxruntime's untransformed score through numpy's transform
+    model = regressor(np.random.default_rng(4), post=post, base=[0.2])
+    plain = regressor(np.random.default_rng(4), post="NONE", base=[0.2])
+    x = _inputs(np.random.default_rng(5), 100)
+    (score,) = run_ort(plain, x)
+    ref = 1.0 / (1.0 + np.exp(-score.astype(np.float64))) if post == "LOGISTIC" else np.ones_like(score)
+    np.testing.assert_allclose(sofie_root.compile(model).infer(x)[0], ref, rtol=1e-5, atol=1e-6)
