@@ -94,12 +94,14 @@ def test_lightgbm_booster():
     np.testing.assert_allclose(prob[:, 1], booster.predict(x), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["GradientBoostingClassifier", "RandomForestClassifier",
-                                  "GradientBoostingRegressor", "RandomForestRegressor"])
+@pytest.mark.parametrize("name", ["GradientBoostingClassifier", "RandomForestClassifier", "ExtraTreesClassifier",
+                                  "GradientBoostingRegressor", "RandomForestRegressor", "DecisionTreeRegressor"])
 def test_sklearn(name):
     x, yb, ym, yr = _data(5, nan=False)  # these scikit-learn models refuse NaN
-    cls = getattr(ensemble, name)
-    model = cls(n_estimators=15, max_depth=4, random_state=0)
+    if name.startswith("DecisionTree"):
+        model = getattr(pytest.importorskip("sklearn.tree"), name)(max_depth=6, random_state=0)
+    else:
+        model = getattr(ensemble, name)(n_estimators=15, max_depth=4, random_state=0)
     if name.endswith("Regressor"):
         model.fit(x, yr)
     else:
