@@ -147,6 +147,10 @@ def _import_foreign(source, input_shapes, example_inputs, dynamic_batch, options
     if kind == "trees":
         from .frontends.trees import trees_to_onnx
 
+        if input_shapes:
+            raise ModelLoadError("input_shapes= does not apply to tree ensembles: their input is [N, n_features] "
+                                 "(give n_features= if the model does not record it)")
+
         return trees_to_onnx(source, dynamic_batch=dynamic_batch, **options)
     if kind == "keras":
         from .frontends.keras import keras_to_onnx

@@ -8,7 +8,8 @@ blob, never as C++ literals) and the node becomes an internal ``sofie.TreeEnsemb
 (ai.onnx.ml 5) all lower to it.
 
 The flat form is built for a branch-free traversal: every node has a pair of children
-``child[2n], child[2n+1]``, leaves point to themselves, and a tree is walked for a fixed number
+(``child[2n], child[2n+1]``, packed with the feature and threshold in one record per node when
+the splits are ordered comparisons), leaves point to themselves, and a tree is walked for a fixed number
 of steps (its depth) with ``n = child[2n + go_right]``. Eight trees are walked side by side so
 their independent load chains overlap. When every split is one of ``<=, <, >=, >`` (XGBoost,
 LightGBM, scikit-learn), the comparison is rewritten to ``x <= t`` (``x < t`` is
@@ -26,6 +27,9 @@ Semantics follow onnxruntime where it and onnx.reference differ (documented in R
   class 1 when ``s > 0.5`` (positive weights) or ``s > 0``. Binary variants where runtimes
   disagree (PROBIT, class id 1 alone, two base values) are refused;
 * MIN/MAX aggregation: a target no tree contributed to scores 0 (plus its base value).
+
+One exception: a regressor with a single target applies LOGISTIC/SOFTMAX/SOFTMAX_ZERO as the spec
+says, where onnxruntime applies only PROBIT to a single target.
 """
 
 from __future__ import annotations
@@ -333,10 +337,24 @@ def flatten(f: _Forest, n_features: int, n_targets: int, thr_dtype, w_dtype) -> 
         child[2 * i], child[2 * i + 1] = a, b
     n_groups = -(-n_trees // LANES)
     roots = np.full(n_groups * LANES, pad, np.int32)
-    roots[:n_trees] = f.roots
+    # trees of similar depth walk side by side (a group takes as many steps as its deepest
+    # tree); the order only changes the order of the sum, which is accumulated in double
+    order = sorted(range(n_trees), key=lambda t: depths[t])
+    roots[:n_trees] = [f.roots[t] for t in order]
+    depths = [depths[t] for t in order]
     gdepth = np.array([max(depths[g * LANES:(g + 1) * LANES]) for g in range(n_groups)], np.int32)
-    arrays: dict[str, np.ndarray] = {"roots": roots, "gdepth": gdepth, "fk": fk, "thr": thr, "child": child}
-    if not canonical:
+    arrays: dict[str, np.ndarray] = {"roots": roots, "gdepth": gdepth}
+    if canonical:
+        # one record per node, so a step touches one cache line: [feature<<1|nan_flip, child 0,
+        # child 1, threshold bits] for float thresholds, [..., pad, threshold (2 words)] for double
+        stride = 4 if thr.dtype == np.float32 else 6
+        packed = np.zeros((n, stride), np.int32)
+        packed[:, 0] = fk
+        packed[:, 1:3] = child.reshape(n, 2)
+        packed[:, stride - thr.itemsize // 4:] = thr.view(np.int32).reshape(n, -1)
+        arrays["packed"] = packed.reshape(-1)
+    else:
+        arrays.update(fk=fk, thr=thr, child=child)
         arrays["mode"] = mode
         arrays["mstart"] = mstart
         arrays["mvals"] = np.array(mvals if mvals else [0.0], thr_dtype)
@@ -513,7 +531,7 @@ class TreeEnsemble(_TreeOp):
 
 #: inputs of sofie.TreeEnsembleFlat after X, in order; absent ones are empty names
 FLAT_INPUTS = ("roots", "gdepth", "fk", "thr", "child", "mode", "mstart", "mvals", "lw", "lt", "lstart", "et", "ew",
-               "base", "labels", "scored")
+               "base", "labels", "scored", "packed")
 
 
 @register
@@ -533,6 +551,62 @@ class TreeEnsembleFlat(Operator):
     def check(self, v: NodeView) -> str | None:
         if v.input(0).dtype.name not in _X_DTYPES:
             return f"element type {v.input(0).dtype.name} is not supported"
+        if v.input(0).rank != 2 or not isinstance(v.input(0).shape[1], int):
+            return "X must be [N, features] with a known number of features"
+        try:
+            return self._check_tables(v)
+        except (TypeError, ValueError, KeyError) as e:
+            return f"malformed tables ({type(e).__name__}: {e})"
+
+    def _check_tables(self, v: NodeView) -> str | None:
+        """Every index the generated code follows stays in its table (the tables come from a
+        model file when a saved model is loaded, so they are checked, not trusted)."""
+        t = {}
+        for k, name in enumerate(FLAT_INPUTS):
+            if v.has_input(1 + k):
+                arr = v.const(1 + k)
+                if arr is None:
+                    return f"table {name} must be a constant"
+                t[name] = np.asarray(arr).reshape(-1)
+        nf, nt, n_trees = int(v.input(0).shape[1]), int(v.attr("n_targets", 0)), int(v.attr("n_trees", 0))
+        roots, gdepth = t.get("roots"), t.get("gdepth")
+        if roots is None or gdepth is None or nt < 1 or n_trees < 1:
+            return "roots, gdepth, n_targets and n_trees are required"
+        if len(roots) % LANES or len(gdepth) != len(roots) // LANES or n_trees > len(roots):
+            return "roots/gdepth do not match n_trees"
+        if "packed" in t:
+            stride = 6 if v.input(0).dtype == FLOAT64 else 4
+            if len(t["packed"]) % stride:
+                return "packed node table has a partial record"
+            rec = t["packed"].reshape(-1, stride)
+            n, feats, kids = len(rec), rec[:, 0] >> 1, rec[:, 1:3]
+        else:
+            if any(k not in t for k in ("fk", "thr", "child", "mode", "mstart", "mvals")):
+                return "node tables are missing"
+            n, feats, kids = len(t["fk"]), t["fk"] >> 1, t["child"]
+            ms = t["mstart"]
+            if (len(t["thr"]) != n or len(kids) != 2 * n or len(t["mode"]) != n or len(ms) != n + 1
+                    or np.any(np.diff(ms) < 0) or ms[0] < 0 or ms[-1] > len(t["mvals"])):
+                return "node tables have inconsistent sizes"
+        if n < 1 or np.any(feats < 0) or np.any(feats >= nf) or np.any(kids < 0) or np.any(kids >= n):
+            return "a node reads a feature or a child that does not exist"
+        if np.any(roots < 0) or np.any(roots >= n) or np.any(gdepth < 0):
+            return "a tree root does not exist"
+        if v.attr("leaves") == "single":
+            if len(t.get("lw", ())) != n or ("lt" in t and (len(t["lt"]) != n or np.any(t["lt"] < 0)
+                                                            or np.any(t["lt"] >= nt))) or ("lt" not in t and nt > 1):
+                return "leaf tables do not match the nodes"
+        else:
+            ls, et = t.get("lstart"), t.get("et")
+            if (ls is None or et is None or len(ls) != n + 1 or np.any(np.diff(ls) < 0) or ls[0] < 0
+                    or ls[-1] > len(et) or len(t.get("ew", ())) != len(et) or np.any(et < 0) or np.any(et >= nt)):
+                return "leaf tables do not match the nodes"
+        for name in ("base", "labels", "scored"):
+            want = 1 if name == "base" and v.attr("binary") else nt  # a binary classifier: one score
+            if name in t and len(t[name]) != want:
+                return f"table {name} has {len(t[name])} values for {want} targets"
+        if v.attr("kind") == "classifier" and ("labels" not in t or (not v.attr("binary") and "scored" not in t)):
+            return "classifier tables are missing"
         return None
 
     def infer(self, v: NodeView) -> list[OutInfo]:
@@ -563,9 +637,12 @@ class TreeEnsembleFlat(Operator):
         L = LANES
         # one step of a lane: node index n_ -> its child
         if canonical:
-            step = (f"{{ const int k_ = fk[nd[l]]; const {thr_t} v_ = static_cast<{thr_t}>(xr[k_ >> 1]);\n"
-                    f"  const int c_ = int(!(v_ <= thr[nd[l]])) ^ ((k_ & 1) & int(v_ != v_));\n"
-                    f"  nd[l] = child[2 * nd[l] + c_]; }}")
+            stride, at = (4, 3) if thr_t == "float" else (6, 4)
+            step = (f"{{ const std::int32_t* q_ = packed + {stride} * nd[l]; const int k_ = q_[0];\n"
+                    f"  {thr_t} t_; std::memcpy(&t_, q_ + {at}, sizeof(t_));\n"
+                    f"  const {thr_t} v_ = static_cast<{thr_t}>(xr[k_ >> 1]);\n"
+                    f"  const int c_ = int(!(v_ <= t_)) ^ ((k_ & 1) & int(v_ != v_));\n"
+                    f"  nd[l] = q_[1 + c_]; }}")
         else:
             step = (f"{{ const int n_ = nd[l]; const int k_ = fk[n_]; const {thr_t} v_ = static_cast<{thr_t}>(xr[k_ >> 1]);\n"
                     f"  const {thr_t} t_ = thr[n_]; bool r_;\n"

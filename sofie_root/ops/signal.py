@@ -2,9 +2,11 @@
 Hamming and Blackman windows and MelWeightMatrix.
 
 Complex tensors are real tensors with a trailing dimension of 2 (real, imaginary); a trailing
-dimension of 1 is a real signal. Transforms are direct O(n²) sums over a table of n twiddle
-factors computed once per call (in double precision; index products are reduced modulo n so
-large n keeps its accuracy). Lengths, axes and window sizes must be known at compile time.
+dimension of 1 is a real signal. Each line is copied into a complex double buffer and
+transformed: an in-place radix-2 FFT when its length is a power of two, otherwise a direct
+O(n²) sum (index products reduced modulo n, so large n keeps its accuracy), both with a table of
+n twiddle factors computed once per call. Lengths, axes and window sizes must be known at
+compile time.
 """
 
 from __future__ import annotations
@@ -30,6 +32,46 @@ def _twiddles(e, n: str, ws: str) -> str:
     """C++ filling ``ws[2m], ws[2m+1]`` with cos and sin of 2*pi*m/n."""
     return (f"for (std::int64_t m_ = 0; m_ < {n}; ++m_) {{ const double a_ = 6.283185307179586476925 * "
             f"double(m_) / double({n}); {ws}[2 * m_] = std::cos(a_); {ws}[2 * m_ + 1] = std::sin(a_); }}")
+
+
+def _pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def _line_transform(length: int, bins: int, sign: str, tw: str, buf: str, spec: str) -> tuple[str, str]:
+    """C++ transforming one line ``buf[0..2L)`` (interleaved re, im) with e^(sign 2 pi i jk / L);
+    returns the code and the name of the array holding bins 0..bins-1 afterwards. A power-of-two
+    length takes an in-place radix-2 FFT (O(L log L)); others a direct sum into ``spec``."""
+    if _pow2(length):
+        code = f"""
+    for (std::int64_t i_ = 1, j_ = 0; i_ < {length}; ++i_) {{
+      std::int64_t bit_ = {length} >> 1;
+      for (; j_ & bit_; bit_ >>= 1) j_ ^= bit_;
+      j_ ^= bit_;
+      if (i_ < j_) {{ std::swap({buf}[2 * i_], {buf}[2 * j_]); std::swap({buf}[2 * i_ + 1], {buf}[2 * j_ + 1]); }}
+    }}
+    for (std::int64_t len_ = 2; len_ <= {length}; len_ <<= 1) {{
+      const std::int64_t half_ = len_ / 2, step_ = {length} / len_;
+      for (std::int64_t i_ = 0; i_ < {length}; i_ += len_)
+        for (std::int64_t k_ = 0; k_ < half_; ++k_) {{
+          const double c_ = {tw}[2 * k_ * step_], s_ = {sign}{tw}[2 * k_ * step_ + 1];
+          double* u_ = {buf} + 2 * (i_ + k_); double* w_ = {buf} + 2 * (i_ + k_ + half_);
+          const double vr_ = w_[0] * c_ - w_[1] * s_, vi_ = w_[0] * s_ + w_[1] * c_;
+          w_[0] = u_[0] - vr_; w_[1] = u_[1] - vi_; u_[0] += vr_; u_[1] += vi_;
+        }}
+    }}"""
+        return code, buf
+    code = f"""
+    for (std::int64_t k_ = 0; k_ < {bins}; ++k_) {{
+      double re_ = 0.0, im_ = 0.0;
+      for (std::int64_t j_ = 0; j_ < {length}; ++j_) {{
+        const std::int64_t m_ = (k_ * j_) % {length};
+        const double c_ = {tw}[2 * m_], s_ = {sign}{tw}[2 * m_ + 1], xr_ = {buf}[2 * j_], xi_ = {buf}[2 * j_ + 1];
+        re_ += xr_ * c_ - xi_ * s_; im_ += xr_ * s_ + xi_ * c_;
+      }}
+      {spec}[2 * k_] = re_; {spec}[2 * k_ + 1] = im_;
+    }}"""
+    return code, spec
 
 
 @register
@@ -76,7 +118,7 @@ class DFT(Operator):
 
     def workspace(self, v: NodeView):
         _, length, _, _ = self._params(v)
-        return [(FLOAT64, 2 * length)]
+        return [(FLOAT64, 2 * length), (FLOAT64, 2 * length), (FLOAT64, 2 * length)]
 
     def emit(self, v: NodeView, e) -> str:
         x = v.input(0)
@@ -88,21 +130,21 @@ class DFT(Operator):
         n_in = e.dim(x.shape[axis])
         k_out = int(out_shape[axis])
         tw, src, dst, t = e.ws(0), e.inp(0), e.out(0), e.ctype(x.dtype)
+        buf, spec = e.ws(1), e.ws(2)
         irfft = inverse and onesided
-        sign = "+" if inverse else "-"
+        xi = "0.0" if c_in == 1 else f"{src}[bi + h_ * si + 1]"
         if irfft:
             # the full spectrum of a real signal from its first L/2+1 bins (Hermitian symmetry);
             # only the real part of the result is kept, as numpy's irfft does
-            load = (f"double xr_ = 0.0, xi_ = 0.0; const std::int64_t h_ = j <= {length} / 2 ? j : {length} - j;\n"
-                    f"        if (h_ < n_in) {{ xr_ = {src}[bi + h_ * si]; "
-                    f"xi_ = {'0.0' if c_in == 1 else f'{src}[bi + h_ * si + 1]'}; if (j > {length} / 2) xi_ = -xi_; }}")
-            j_end = f"{length}"
+            load = (f"const std::int64_t h_ = j <= {length} / 2 ? j : {length} - j;\n"
+                    f"      double xr_ = 0.0, xi_ = 0.0;\n"
+                    f"      if (h_ < n_in) {{ xr_ = {src}[bi + h_ * si]; xi_ = {xi}; if (j > {length} / 2) xi_ = -xi_; }}")
         else:
-            load = (f"const double xr_ = {src}[bi + j * si]; "
-                    f"const double xi_ = {'0.0' if c_in == 1 else f'{src}[bi + j * si + 1]'};")
-            j_end = f"std::min<std::int64_t>(n_in, {length})"
+            load = (f"const std::int64_t h_ = j; double xr_ = 0.0, xi_ = 0.0;\n"
+                    f"      if (h_ < n_in) {{ xr_ = {src}[bi + h_ * si]; xi_ = {xi}; }}")
+        transform, res = _line_transform(length, k_out, "+" if inverse else "-", tw, buf, spec)
         scale = f"1.0 / {float(length)!r}" if inverse else "1.0"
-        store_im = f" {dst}[bo + k * so + 1] = {t}(im * sc_);" if c_out == 2 else ""
+        store_im = f" {dst}[bo + k * so + 1] = {t}({res}[2 * k + 1] * sc_);" if c_out == 2 else ""
         return "\n".join([
             "{",
             _twiddles(e, str(length), tw),
@@ -111,14 +153,13 @@ class DFT(Operator):
             f"for (std::int64_t o = 0; o < {outer}; ++o)",
             f"  for (std::int64_t i = 0; i < {inner}; ++i) {{",
             f"    const std::int64_t bi = o * n_in * si + i * {c_in}, bo = o * {k_out} * so + i * {c_out};",
+            f"    for (std::int64_t j = 0; j < {length}; ++j) {{",
+            f"      {load}",
+            f"      {buf}[2 * j] = xr_; {buf}[2 * j + 1] = xi_;",
+            "    }",
+            transform,
             f"    for (std::int64_t k = 0; k < {k_out}; ++k) {{",
-            "      double re = 0.0, im = 0.0;",
-            f"      for (std::int64_t j = 0; j < {j_end}; ++j) {{",
-            f"        {load}",
-            f"        const std::int64_t m = (k * j) % {length}; const double c_ = {tw}[2 * m], s_ = {sign}{tw}[2 * m + 1];",
-            "        re += xr_ * c_ - xi_ * s_; im += xr_ * s_ + xi_ * c_;",
-            "      }",
-            f"      {dst}[bo + k * so] = {t}(re * sc_);{store_im}",
+            f"      {dst}[bo + k * so] = {t}({res}[2 * k] * sc_);{store_im}",
             "    }",
             "  }",
             "}",
@@ -162,32 +203,34 @@ class STFT(Operator):
         return [OutInfo(x.dtype, (x.shape[0], frames, bins, 2))]
 
     def workspace(self, v: NodeView):
-        return [(FLOAT64, 2 * self._params(v)[1])]
+        n = 2 * self._params(v)[1]
+        return [(FLOAT64, n), (FLOAT64, n), (FLOAT64, n)]
 
     def emit(self, v: NodeView, e) -> str:
         x = v.input(0)
         step, length, frames, bins = self._params(v)
         c_in = int(x.shape[-1])
         tw, src, dst, t = e.ws(0), e.inp(0), e.out(0), e.ctype(x.dtype)
+        buf, spec = e.ws(1), e.ws(2)
         w = f"double({e.inp(2)}[j])" if v.has_input(2) else "1.0"
         xi = "0.0" if c_in == 1 else f"{src}[p + 1]"
         samples = int(x.shape[1])
+        transform, res = _line_transform(length, bins, "-", tw, buf, spec)
         return "\n".join([
             "{",
             _twiddles(e, str(length), tw),
             f"for (std::int64_t b = 0; b < {e.dim(x.shape[0])}; ++b)",
-            f"  for (std::int64_t f = 0; f < {frames}; ++f)",
-            f"    for (std::int64_t k = 0; k < {bins}; ++k) {{",
-            "      double re = 0.0, im = 0.0;",
-            f"      for (std::int64_t j = 0; j < {length}; ++j) {{",
-            f"        const std::int64_t p = (b * {samples} + f * {step} + j) * {c_in};",
-            f"        const double w_ = {w}, xr_ = {src}[p] * w_, xi_ = {xi} * w_;",
-            f"        const std::int64_t m = (k * j) % {length}; const double c_ = {tw}[2 * m], s_ = -{tw}[2 * m + 1];",
-            "        re += xr_ * c_ - xi_ * s_; im += xr_ * s_ + xi_ * c_;",
-            "      }",
-            f"      const std::int64_t q = ((b * {frames} + f) * {bins} + k) * 2;",
-            f"      {dst}[q] = {t}(re); {dst}[q + 1] = {t}(im);",
+            f"  for (std::int64_t f = 0; f < {frames}; ++f) {{",
+            f"    for (std::int64_t j = 0; j < {length}; ++j) {{",
+            f"      const std::int64_t p = (b * {samples} + f * {step} + j) * {c_in};",
+            f"      const double w_ = {w}; {buf}[2 * j] = {src}[p] * w_; {buf}[2 * j + 1] = {xi} * w_;",
             "    }",
+            transform,
+            f"    for (std::int64_t k = 0; k < {bins}; ++k) {{",
+            f"      const std::int64_t q = ((b * {frames} + f) * {bins} + k) * 2;",
+            f"      {dst}[q] = {t}({res}[2 * k]); {dst}[q + 1] = {t}({res}[2 * k + 1]);",
+            "    }",
+            "  }",
             "}",
         ])
 

@@ -310,3 +310,55 @@ def test_constant_input_is_folded():
     model.graph.input.pop()
     model.graph.initializer.append(onnx.numpy_helper.from_array(x, "X"))
     np.testing.assert_allclose(sofie_root.compile(model).infer()[0], ref, rtol=1e-6, atol=1e-6)
+
+
+def test_cycle_and_dangling_child_are_refused():
+    def model(true_ids, false_ids):
+        node = helper.make_node(
+            "TreeEnsembleRegressor", ["X"], ["Y"], domain="ai.onnx.ml", n_targets=1,
+            nodes_treeids=[0, 0, 0, 0], nodes_nodeids=[0, 1, 2, 3], nodes_featureids=[0, 1, 2, 0],
+            nodes_values=[0.0, 0.0, 0.0, 0.0], nodes_modes=["BRANCH_LEQ"] * 3 + ["LEAF"],
+            nodes_truenodeids=true_ids, nodes_falsenodeids=false_ids,
+            target_treeids=[0], target_nodeids=[3], target_ids=[0], target_weights=[1.0])
+        return _model(node, np.float32, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 1])])
+
+    with pytest.raises(sofie_root.SofieError, match="not a tree"):
+        sofie_root.compile(model([1, 2, 1, 0], [3, 3, 3, 0]))  # 1 -> 2 -> 1
+    with pytest.raises(sofie_root.SofieError, match="node id 7, which does not exist"):
+        sofie_root.compile(model([1, 2, 7, 0], [3, 3, 3, 0]))
+
+
+def test_lowered_tables_are_checked_not_trusted():
+    """The flat tables come back from model files: an index out of its table is refused."""
+    from sofie_root.frontends.onnx import from_onnx
+    from sofie_root.ops import REGISTRY, NodeView
+    from sofie_root.ops.ml import FLAT_INPUTS
+
+    graph = from_onnx(regressor(np.random.default_rng(0), modes=["BRANCH_LEQ"]))
+    (node,) = [n for n in graph.nodes if n.op_type == "TreeEnsembleFlat"]
+    op = REGISTRY[("sofie", "TreeEnsembleFlat")]
+
+    def view(tamper=None):
+        consts = [graph.initializers.get(i) if i else None for i in node.inputs]
+        if tamper:
+            k = 1 + FLAT_INPUTS.index(tamper[0])
+            consts[k] = consts[k].copy()
+            consts[k][tamper[1]] = tamper[2]
+        return NodeView(node, [graph.info(i) if i else None for i in node.inputs], consts)
+
+    assert op.check(view()) is None
+    assert "child" in op.check(view(("packed", 1, 10**6)))   # a child index past the nodes
+    assert "feature" in op.check(view(("packed", 0, 2 * NF)))  # feature NF
+    assert "root" in op.check(view(("roots", 0, -1)))
+
+
+@pytest.mark.parametrize("post", ["LOGISTIC", "SOFTMAX"])
+def test_single_target_post_transform_follows_the_spec(post):
+    # onnxruntime leaves a single target untransformed (except PROBIT); the spec applies the
+    # transform: the reference is onnxruntime's untransformed score through numpy's transform
+    model = regressor(np.random.default_rng(4), post=post, base=[0.2])
+    plain = regressor(np.random.default_rng(4), post="NONE", base=[0.2])
+    x = _inputs(np.random.default_rng(5), 100)
+    (score,) = run_ort(plain, x)
+    ref = 1.0 / (1.0 + np.exp(-score.astype(np.float64))) if post == "LOGISTIC" else np.ones_like(score)
+    np.testing.assert_allclose(sofie_root.compile(model).infer(x)[0], ref, rtol=1e-5, atol=1e-6)

@@ -38,7 +38,7 @@ def _pack(z):
 
 @pytest.mark.parametrize("opset", [17, 20])
 @pytest.mark.parametrize("channels", [1, 2])
-@pytest.mark.parametrize("onesided,length", [(0, None), (1, 6), (1, 13), (0, 13)])
+@pytest.mark.parametrize("onesided,length", [(0, None), (1, 16), (1, 6), (0, 13), (0, 8)])
 def test_dft_forward_vs_numpy(opset, channels, onesided, length):
     rng = np.random.default_rng(channels + 2 * onesided)
     x = rng.normal(size=(2, 9, 3, channels))
@@ -66,7 +66,7 @@ def test_dft_axes_and_inverse_vs_ort(axis):
                                    atol=1e-5)
 
 
-@pytest.mark.parametrize("length", [None, 10, 7])
+@pytest.mark.parametrize("length", [None, 16, 7])
 def test_dft_irfft_vs_numpy(length):
     rng = np.random.default_rng(5)
     spec = _pack(np.fft.rfft(rng.normal(size=(3, 10)), axis=1))  # [3, 6, 2]
@@ -75,6 +75,17 @@ def test_dft_irfft_vs_numpy(length):
                        dtype=np.float64)
     (got,) = sofie_root.compile(model).infer(spec)
     np.testing.assert_allclose(got[..., 0], np.fft.irfft(_complex(spec), n=n, axis=1), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("n", [4096, 1000])
+def test_long_dft_fft_and_direct_vs_numpy(n):
+    # 4096: the radix-2 FFT path; 1000: the direct sum
+    x = np.random.default_rng(n).normal(size=(2, n, 2))
+    for inverse in (0, 1):
+        model = _dft_model([2, n, 2], [2, n, 2], opset=20, axis=1, inverse=inverse, dtype=np.float64)
+        fn = np.fft.ifft if inverse else np.fft.fft
+        np.testing.assert_allclose(sofie_root.compile(model).infer(x)[0], _pack(fn(_complex(x), axis=1)),
+                                   rtol=1e-9, atol=1e-9 * (1 if inverse else n))
 
 
 def test_dft_symbolic_batch():

@@ -94,12 +94,14 @@ def test_lightgbm_booster():
     np.testing.assert_allclose(prob[:, 1], booster.predict(x), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["GradientBoostingClassifier", "RandomForestClassifier",
-                                  "GradientBoostingRegressor", "RandomForestRegressor"])
+@pytest.mark.parametrize("name", ["GradientBoostingClassifier", "RandomForestClassifier", "ExtraTreesClassifier",
+                                  "GradientBoostingRegressor", "RandomForestRegressor", "DecisionTreeRegressor"])
 def test_sklearn(name):
     x, yb, ym, yr = _data(5, nan=False)  # these scikit-learn models refuse NaN
-    cls = getattr(ensemble, name)
-    model = cls(n_estimators=15, max_depth=4, random_state=0)
+    if name.startswith("DecisionTree"):
+        model = getattr(pytest.importorskip("sklearn.tree"), name)(max_depth=6, random_state=0)
+    else:
+        model = getattr(ensemble, name)(n_estimators=15, max_depth=4, random_state=0)
     if name.endswith("Regressor"):
         model.fit(x, yr)
     else:
@@ -107,6 +109,24 @@ def test_sklearn(name):
     _check(model, x, proba=name.endswith("Classifier"))
 
 
-def test_not_a_tree_model():
+def test_not_a_tree_model_and_bad_options():
     with pytest.raises(sofie_root.SofieError, match="not an XGBoost"):
         trees_to_onnx(object())
+    with pytest.raises(sofie_root.SofieError, match="is it trained"):
+        sofie_root.compile(xgb.XGBRegressor())
+    x, _, _, yr = _data(6)
+    model = xgb.XGBRegressor(n_estimators=2, max_depth=2).fit(x, yr)
+    with pytest.raises(sofie_root.SofieError, match="input_shapes= does not apply"):
+        sofie_root.compile(model, input_shapes={"X": ["N", N_FEATURES]})
+
+
+def test_saved_to_root_and_loaded(tmp_path):
+    x, _, ym, _ = _data(7)
+    model = lgb.LGBMClassifier(n_estimators=10, num_leaves=7, verbose=-1).fit(x, ym)
+    compiled = sofie_root.compile(model)
+    path = tmp_path / "bdt.root"
+    compiled.save(path)
+    loaded = sofie_root.load(path)
+    for a, b in zip(compiled.infer(x), loaded.infer(x)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(loaded.infer(x)[1], model.predict_proba(x), rtol=1e-5, atol=1e-6)
