@@ -146,7 +146,9 @@ def audit_node(proto: onnx.NodeProto, opset: int, where: str,
             _warn(f"{where}: attribute {a.name}={arr.tolist()} is not an attribute of {proto.op_type} at opset "
                   f"{opset} (it became input {idx} at opset {moved[0]}); honoured as that input")
             continue
+        # kept in the IR (a saved model holds what its file held) but read by nothing
         _warn(f"{where}: attribute {a.name!r} is not an attribute of {proto.op_type} at opset {opset}; ignored")
+        keep.append(a)
     for name, attr in known.items():
         if attr.required and not any(a.name == name for a in keep):
             raise InvalidGraphError(f"{where}: the required attribute {name!r} of {proto.op_type} is missing")
