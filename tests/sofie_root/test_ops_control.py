@@ -10,7 +10,7 @@ import pytest
 from onnx import helper
 
 import sofie_root
-from sofie_root.errors import UnsupportedOperatorError
+from sofie_root.errors import SofieError, UnsupportedOperatorError
 
 from .ort_check import assert_matches_ort, make_model, run_ort, value_info
 
@@ -515,3 +515,35 @@ def test_shape_of_a_data_dependent_size_is_read_after_the_node_ran():
     for lim, x in [(3.5, [0, 1, 0, 2, 3]), (20.0, [1, 1, 1, 1, 1]), (0.0, [0, 0, 0, 0, 0])]:
         s1, s2 = assert_matches_ort(model, np.array(0, F), np.array(lim, F), np.array(x, F), compiled=m)
         assert s1.tolist() == [min(10, max(1, int(np.ceil(lim))))] and s2.tolist() == [1, int(np.count_nonzero(x))]
+
+
+def _bad_scan(**attrs):
+    sb = _body([helper.make_node("Add", ["s", "x"], ["s2"])], [value_info("s", F, None), value_info("x", F, None)],
+               [value_info("s2", F, None)])
+    return make_model([helper.make_node("Scan", ["s0", "X"], ["sf"], body=sb, **attrs)],
+                      [value_info("s0", F, (3,)), value_info("X", F, (4, 3))], [value_info("sf", F, None)], opset=16)
+
+
+def _bad_loop(inputs, outputs, graph_inputs):
+    b = _body([helper.make_node("Neg", ["a"], ["a2"]), helper.make_node("Identity", ["c"], ["c2"])],
+              [value_info("i", I64, []), value_info("c", bool, []), value_info("a", F, None)],
+              [value_info("c2", bool, []), value_info("a2", F, None)])
+    return make_model([helper.make_node("Loop", inputs, outputs, body=b)], graph_inputs,
+                      [value_info(o, F, None) for o in outputs])
+
+
+@pytest.mark.parametrize("model,match", [
+    (lambda: _bad_scan(), "num_scan_inputs = 0"),
+    (lambda: _bad_scan(num_scan_inputs=3), "num_scan_inputs = 3"),
+    (lambda: _bad_scan(num_scan_inputs=1, scan_input_axes=[5]), "out of range"),
+    (lambda: _bad_scan(num_scan_inputs=1, scan_input_directions=[2]), "0 .forward. or 1 .reverse."),
+    (lambda: _bad_loop(["M", "", "x"], ["y"], [value_info("M", F, []), value_info("x", F, (2,))]),
+     "trip count must be one int64"),
+    (lambda: _bad_loop(["M", "", "x", "x"], ["y", "z"], [value_info("M", I64, []), value_info("x", F, (2,))]),
+     "declares 3 inputs, the operator gives it 4"),
+    (lambda: _bad_loop(["M", "", ""], ["y"], [value_info("M", I64, [])]), "loop-carried input 0 is missing"),
+])
+def test_malformed_loops_and_scans_raise_an_error_naming_the_node(model, match):
+    with pytest.raises(SofieError, match=match) as info:
+        sofie_root.compile(model())
+    assert any(w in str(info.value) for w in ("Loop node", "Scan node", "- Loop (node", "- Scan (node"))
