@@ -547,3 +547,19 @@ def test_malformed_loops_and_scans_raise_an_error_naming_the_node(model, match):
     with pytest.raises(SofieError, match=match) as info:
         sofie_root.compile(model())
     assert any(w in str(info.value) for w in ("Loop node", "Scan node", "- Loop (node", "- Scan (node"))
+
+
+def test_if_branch_returning_a_data_dependent_size():
+    """One branch returns NonZero's output (a size known after it ran, at most 12): the If's
+    dimension is bounded through that bound, never by the size's value before the run."""
+    then_g = _graph([helper.make_node("Identity", ["nz"], ["t"])], [value_info("t", I64, None)], "then")
+    else_g = _graph([], [value_info("k", I64, None)], "else", inits={"k": np.zeros((2, 3), dtype=I64)})
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g),
+             helper.make_node("Add", ["y", "one"], ["z"])]
+    model = make_model(nodes, [value_info("c", bool, []), value_info("x", F, (3, 4))], [value_info("z", I64, None)],
+                       {"one": np.array(1, dtype=I64)}, opset=17)
+    m = sofie_root.compile(model)
+    for c in (True, False):
+        for x in (np.ones((3, 4), F), np.eye(3, 4, dtype=F), np.zeros((3, 4), F)):
+            assert_matches_ort(model, np.array(c), x, compiled=m)
