@@ -563,3 +563,27 @@ def test_if_branch_returning_a_data_dependent_size():
     for c in (True, False):
         for x in (np.ones((3, 4), F), np.eye(3, 4, dtype=F), np.zeros((3, 4), F)):
             assert_matches_ort(model, np.array(c), x, compiled=m)
+
+
+def test_loop_scan_outputs_that_are_body_inputs_outer_values_or_the_iteration_number():
+    """Scan outputs not computed by a body node are copied (a carried input before its update,
+    the iteration number, an outer weight); a swap of carried values needs a temporary.
+    onnxruntime rejects outer values returned directly (ONNX allows them): numpy is the reference."""
+    body = _body([helper.make_node("Identity", ["c"], ["c2"]), helper.make_node("Add", ["a", "b"], ["ab"])],
+                 [value_info("i", I64, []), value_info("c", bool, []), value_info("a", F, None),
+                  value_info("b", F, None)],
+                 [value_info("c2", bool, []), value_info("b", F, None), value_info("ab", F, None),
+                  value_info("i", I64, None), value_info("a", F, None), value_info("w", F, None)])
+    model = make_model([helper.make_node("Loop", ["M", "", "x", "y"], ["af", "bf", "its", "as", "ws"], body=body)],
+                       [value_info("x", F, (2,)), value_info("y", F, (2,))],
+                       [value_info(n, I64 if n == "its" else F, None) for n in ("af", "bf", "its", "as", "ws")],
+                       {"M": np.array(6, I64), "w": _rand(3, seed=4)})
+    x, y = _rand(2, seed=1), _rand(2, seed=2)
+    got = sofie_root.compile(model).infer(x, y)
+    a, b, seen = x, y, []
+    for _ in range(6):
+        seen.append(a)
+        a, b = b, a + b
+    want = [a, b, np.arange(6), np.stack(seen), np.tile(_rand(3, seed=4), (6, 1))]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6)
