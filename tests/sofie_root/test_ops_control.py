@@ -587,3 +587,27 @@ def test_loop_scan_outputs_that_are_body_inputs_outer_values_or_the_iteration_nu
     want = [a, b, np.arange(6), np.stack(seen), np.tile(_rand(3, seed=4), (6, 1))]
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-6)
+
+
+def test_loop_memory_does_not_grow_with_the_number_of_iterations():
+    """The arena holds the body's buffers once, whatever the trip count (3 steps, or up to 500 read
+    at run time): loop-carried state and intermediates are reused by every iteration."""
+    def model(trip):
+        body = _body([helper.make_node("MatMul", ["h", "W"], ["m"]), helper.make_node("Tanh", ["m"], ["h2"]),
+                      helper.make_node("Identity", ["c"], ["c2"])],
+                     [value_info("i", I64, []), value_info("c", bool, []), value_info("h", F, None)],
+                     [value_info("c2", bool, []), value_info("h2", F, None)])
+        inits = {"W": _rand(8, 8, seed=1) / 3}
+        inputs = [value_info("x", F, ("N", 8))]
+        if trip is None:
+            inputs.append(value_info("M", I64, []))
+        else:
+            inits["M"] = np.array(trip, I64)
+        nodes = [helper.make_node("Exp", ["x"], ["ex"]), helper.make_node("Loop", ["M", "", "ex"], ["y"], body=body)]
+        return make_model(nodes, inputs, [value_info("y", F, None)], inits)
+
+    m = sofie_root.compile(model(None))
+    assert sofie_root.compile(model(3)).memory_stats(N=16)["arena_bytes"] == m.memory_stats(N=16)["arena_bytes"] > 0
+    x = _rand(16, 8)
+    for trip in (0, 7, 500):
+        assert_matches_ort(model(None), x, np.array(trip, I64), compiled=m, rtol=1e-5, atol=1e-6)
