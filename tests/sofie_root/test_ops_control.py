@@ -611,3 +611,25 @@ def test_loop_memory_does_not_grow_with_the_number_of_iterations():
     x = _rand(16, 8)
     for trip in (0, 7, 500):
         assert_matches_ort(model(None), x, np.array(trip, I64), compiled=m, rtol=1e-5, atol=1e-6)
+
+
+def test_scan_inside_a_loop_inside_an_if():
+    """Three levels: an If branch runs a Loop whose body runs a Scan over a graph input (an
+    outer-scope read two levels up), carrying the Loop's state into the Scan."""
+    scan_body = _body([helper.make_node("Add", ["s", "xt"], ["s1"]), helper.make_node("Tanh", ["s1"], ["s2"])],
+                      [value_info("s", F, None), value_info("xt", F, None)],
+                      [value_info("s2", F, [4]), value_info("s1", F, [4])])  # onnxruntime needs the shapes
+    loop_body = _body([helper.make_node("Scan", ["h", "X"], ["hs", "ys"], body=scan_body, num_scan_inputs=1),
+                       helper.make_node("ReduceMean", ["ys"], ["m"], axes=[0], keepdims=0),
+                       helper.make_node("Identity", ["lc"], ["c2"])],
+                      [value_info("i", I64, []), value_info("lc", bool, []), value_info("h", F, None)],
+                      [value_info("c2", bool, []), value_info("hs", F, [4]), value_info("m", F, [4])])
+    then_g = _graph([helper.make_node("Loop", ["three", "", "h0"], ["hf", "ms"], body=loop_body),
+                     helper.make_node("ReduceMax", ["ms"], ["t"], axes=[0], keepdims=0),
+                     helper.make_node("Add", ["hf", "t"], ["out_t"])],
+                    [value_info("out_t", F, None)], "then", inits={"three": np.array(3, I64)})
+    else_g = _graph([helper.make_node("Neg", ["h0"], ["out_e"])], [value_info("out_e", F, None)], "else")
+    model = make_model([helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g)],
+                       [value_info("c", bool, []), value_info("h0", F, (4,)), value_info("X", F, (5, 4))],
+                       [value_info("y", F, None)], opset=17)
+    _check_both(model, _rand(4, seed=1), _rand(5, 4, seed=2))
