@@ -385,13 +385,16 @@ def generate(graph: Graph, namespace: str, extra_members: str = "", profile: boo
     g_outputs = list(graph.outputs)
     # sizes only known at run time (NonZero): memory is planned with their upper bounds
     data_syms: dict[str, DimLike] = {}
-    for view, op in views:
-        data_syms.update(op.data_dependent(view))
-    for k, sym in enumerate(data_syms):
-        st.sym_var[sym] = identifier("d", k, sym)
 
     def bounded(d: DimLike) -> DimLike:
         return d.substitute(data_syms) if isinstance(d, Dim) and d.symbols & set(data_syms) else d
+
+    for view, op in views:
+        # a bound may depend on an earlier data-dependent size (NonZero of NonZero's output, an
+        # If whose branch returns one): bounds are kept in terms of the input symbols only
+        data_syms.update({sym: bounded(b) for sym, b in op.data_dependent(view).items()})
+    for k, sym in enumerate(data_syms):
+        st.sym_var[sym] = identifier("d", k, sym)
 
     # which tensors are read at run time (static inputs are compile-time only)
     runtime_reads: dict[str, int] = {}

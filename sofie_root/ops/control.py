@@ -231,6 +231,10 @@ class If(Operator):
                 if ia.dtype != ib.dtype:
                     return (f"output {k} has element type {ia.dtype.name} in then_branch but "
                             f"{ib.dtype.name} in else_branch")
+                if (ia.is_sequence or ib.is_sequence or ia.optional is not None or ib.optional is not None) and (
+                        ia.elements != ib.elements or ia.optional != ib.optional or ia.shape != ib.shape):
+                    return (f"output {k} is {ia} in then_branch but {ib} in else_branch; sequences and "
+                            "optionals returned by a run-time If must agree in length, element shapes and presence")
                 if ia.rank != ib.rank and not (ia.size == 1 and ib.size == 1):
                     return (f"output {k} has shape {ia} in then_branch but {ib} in else_branch; with a "
                             "run-time condition the branches must agree in rank (or both give one element)")
@@ -264,10 +268,14 @@ class If(Operator):
             out.append((ia.dtype, tuple(shape), syms))
         return out
     def infer(self, v: NodeView) -> list[OutInfo]:
+        (_, g), *_ = self._branches(v)
+        # sequences and optionals keep their type (check: the same in both branches)
+        kinds = [(g.info(o).elements, g.info(o).optional) for o in g.outputs]
         if self._const_cond(v) is None:
-            return [OutInfo(dt, shape) for dt, shape, _ in self._merged(v)]
-        (_, g), = self._branches(v)
-        return [OutInfo(g.info(o).dtype, g.info(o).shape) for o in g.outputs]
+            return [OutInfo(dt, shape, elements=el, optional=opt)
+                    for (dt, shape, _), (el, opt) in zip(self._merged(v), kinds)]
+        return [OutInfo(g.info(o).dtype, g.info(o).shape, elements=el, optional=opt)
+                for o, (el, opt) in zip(g.outputs, kinds)]
 
     def data_dependent(self, v: NodeView) -> dict[str, DimLike]:
         """Dimensions on which the branches disagree: bounded by the larger (for symbolic

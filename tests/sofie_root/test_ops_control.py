@@ -10,7 +10,7 @@ import pytest
 from onnx import helper
 
 import sofie_root
-from sofie_root.errors import UnsupportedOperatorError
+from sofie_root.errors import SofieError, UnsupportedOperatorError
 
 from .ort_check import assert_matches_ort, make_model, run_ort, value_info
 
@@ -515,3 +515,121 @@ def test_shape_of_a_data_dependent_size_is_read_after_the_node_ran():
     for lim, x in [(3.5, [0, 1, 0, 2, 3]), (20.0, [1, 1, 1, 1, 1]), (0.0, [0, 0, 0, 0, 0])]:
         s1, s2 = assert_matches_ort(model, np.array(0, F), np.array(lim, F), np.array(x, F), compiled=m)
         assert s1.tolist() == [min(10, max(1, int(np.ceil(lim))))] and s2.tolist() == [1, int(np.count_nonzero(x))]
+
+
+def _bad_scan(**attrs):
+    sb = _body([helper.make_node("Add", ["s", "x"], ["s2"])], [value_info("s", F, None), value_info("x", F, None)],
+               [value_info("s2", F, None)])
+    return make_model([helper.make_node("Scan", ["s0", "X"], ["sf"], body=sb, **attrs)],
+                      [value_info("s0", F, (3,)), value_info("X", F, (4, 3))], [value_info("sf", F, None)], opset=16)
+
+
+def _bad_loop(inputs, outputs, graph_inputs):
+    b = _body([helper.make_node("Neg", ["a"], ["a2"]), helper.make_node("Identity", ["c"], ["c2"])],
+              [value_info("i", I64, []), value_info("c", bool, []), value_info("a", F, None)],
+              [value_info("c2", bool, []), value_info("a2", F, None)])
+    return make_model([helper.make_node("Loop", inputs, outputs, body=b)], graph_inputs,
+                      [value_info(o, F, None) for o in outputs])
+
+
+@pytest.mark.parametrize("model,match", [
+    (lambda: _bad_scan(), "num_scan_inputs = 0"),
+    (lambda: _bad_scan(num_scan_inputs=3), "num_scan_inputs = 3"),
+    (lambda: _bad_scan(num_scan_inputs=1, scan_input_axes=[5]), "out of range"),
+    (lambda: _bad_scan(num_scan_inputs=1, scan_input_directions=[2]), "0 .forward. or 1 .reverse."),
+    (lambda: _bad_loop(["M", "", "x"], ["y"], [value_info("M", F, []), value_info("x", F, (2,))]),
+     "trip count must be one int64"),
+    (lambda: _bad_loop(["M", "", "x", "x"], ["y", "z"], [value_info("M", I64, []), value_info("x", F, (2,))]),
+     "declares 3 inputs, the operator gives it 4"),
+    (lambda: _bad_loop(["M", "", ""], ["y"], [value_info("M", I64, [])]), "loop-carried input 0 is missing"),
+])
+def test_malformed_loops_and_scans_raise_an_error_naming_the_node(model, match):
+    with pytest.raises(SofieError, match=match) as info:
+        sofie_root.compile(model())
+    assert any(w in str(info.value) for w in ("Loop node", "Scan node", "- Loop (node", "- Scan (node"))
+
+
+def test_if_branch_returning_a_data_dependent_size():
+    """One branch returns NonZero's output (a size known after it ran, at most 12): the If's
+    dimension is bounded through that bound, never by the size's value before the run."""
+    then_g = _graph([helper.make_node("Identity", ["nz"], ["t"])], [value_info("t", I64, None)], "then")
+    else_g = _graph([], [value_info("k", I64, None)], "else", inits={"k": np.zeros((2, 3), dtype=I64)})
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"]),
+             helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g),
+             helper.make_node("Add", ["y", "one"], ["z"])]
+    model = make_model(nodes, [value_info("c", bool, []), value_info("x", F, (3, 4))], [value_info("z", I64, None)],
+                       {"one": np.array(1, dtype=I64)}, opset=17)
+    m = sofie_root.compile(model)
+    for c in (True, False):
+        for x in (np.ones((3, 4), F), np.eye(3, 4, dtype=F), np.zeros((3, 4), F)):
+            assert_matches_ort(model, np.array(c), x, compiled=m)
+
+
+def test_loop_scan_outputs_that_are_body_inputs_outer_values_or_the_iteration_number():
+    """Scan outputs not computed by a body node are copied (a carried input before its update,
+    the iteration number, an outer weight); a swap of carried values needs a temporary.
+    onnxruntime rejects outer values returned directly (ONNX allows them): numpy is the reference."""
+    body = _body([helper.make_node("Identity", ["c"], ["c2"]), helper.make_node("Add", ["a", "b"], ["ab"])],
+                 [value_info("i", I64, []), value_info("c", bool, []), value_info("a", F, None),
+                  value_info("b", F, None)],
+                 [value_info("c2", bool, []), value_info("b", F, None), value_info("ab", F, None),
+                  value_info("i", I64, None), value_info("a", F, None), value_info("w", F, None)])
+    model = make_model([helper.make_node("Loop", ["M", "", "x", "y"], ["af", "bf", "its", "as", "ws"], body=body)],
+                       [value_info("x", F, (2,)), value_info("y", F, (2,))],
+                       [value_info(n, I64 if n == "its" else F, None) for n in ("af", "bf", "its", "as", "ws")],
+                       {"M": np.array(6, I64), "w": _rand(3, seed=4)})
+    x, y = _rand(2, seed=1), _rand(2, seed=2)
+    got = sofie_root.compile(model).infer(x, y)
+    a, b, seen = x, y, []
+    for _ in range(6):
+        seen.append(a)
+        a, b = b, a + b
+    want = [a, b, np.arange(6), np.stack(seen), np.tile(_rand(3, seed=4), (6, 1))]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6)
+
+
+def test_loop_memory_does_not_grow_with_the_number_of_iterations():
+    """The arena holds the body's buffers once, whatever the trip count (3 steps, or up to 500 read
+    at run time): loop-carried state and intermediates are reused by every iteration."""
+    def model(trip):
+        body = _body([helper.make_node("MatMul", ["h", "W"], ["m"]), helper.make_node("Tanh", ["m"], ["h2"]),
+                      helper.make_node("Identity", ["c"], ["c2"])],
+                     [value_info("i", I64, []), value_info("c", bool, []), value_info("h", F, None)],
+                     [value_info("c2", bool, []), value_info("h2", F, None)])
+        inits = {"W": _rand(8, 8, seed=1) / 3}
+        inputs = [value_info("x", F, ("N", 8))]
+        if trip is None:
+            inputs.append(value_info("M", I64, []))
+        else:
+            inits["M"] = np.array(trip, I64)
+        nodes = [helper.make_node("Exp", ["x"], ["ex"]), helper.make_node("Loop", ["M", "", "ex"], ["y"], body=body)]
+        return make_model(nodes, inputs, [value_info("y", F, None)], inits)
+
+    m = sofie_root.compile(model(None))
+    assert sofie_root.compile(model(3)).memory_stats(N=16)["arena_bytes"] == m.memory_stats(N=16)["arena_bytes"] > 0
+    x = _rand(16, 8)
+    for trip in (0, 7, 500):
+        assert_matches_ort(model(None), x, np.array(trip, I64), compiled=m, rtol=1e-5, atol=1e-6)
+
+
+def test_scan_inside_a_loop_inside_an_if():
+    """Three levels: an If branch runs a Loop whose body runs a Scan over a graph input (an
+    outer-scope read two levels up), carrying the Loop's state into the Scan."""
+    scan_body = _body([helper.make_node("Add", ["s", "xt"], ["s1"]), helper.make_node("Tanh", ["s1"], ["s2"])],
+                      [value_info("s", F, None), value_info("xt", F, None)],
+                      [value_info("s2", F, [4]), value_info("s1", F, [4])])  # onnxruntime needs the shapes
+    loop_body = _body([helper.make_node("Scan", ["h", "X"], ["hs", "ys"], body=scan_body, num_scan_inputs=1),
+                       helper.make_node("ReduceMean", ["ys"], ["m"], axes=[0], keepdims=0),
+                       helper.make_node("Identity", ["lc"], ["c2"])],
+                      [value_info("i", I64, []), value_info("lc", bool, []), value_info("h", F, None)],
+                      [value_info("c2", bool, []), value_info("hs", F, [4]), value_info("m", F, [4])])
+    then_g = _graph([helper.make_node("Loop", ["three", "", "h0"], ["hf", "ms"], body=loop_body),
+                     helper.make_node("ReduceMax", ["ms"], ["t"], axes=[0], keepdims=0),
+                     helper.make_node("Add", ["hf", "t"], ["out_t"])],
+                    [value_info("out_t", F, None)], "then", inits={"three": np.array(3, I64)})
+    else_g = _graph([helper.make_node("Neg", ["h0"], ["out_e"])], [value_info("out_e", F, None)], "else")
+    model = make_model([helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g)],
+                       [value_info("c", bool, []), value_info("h0", F, (4,)), value_info("X", F, (5, 4))],
+                       [value_info("y", F, None)], opset=17)
+    _check_both(model, _rand(4, seed=1), _rand(5, 4, seed=2))

@@ -279,3 +279,33 @@ def test_torch_script_list_appended_in_a_loop_against_torch_and_onnxruntime():
             np.testing.assert_allclose(g, np.asarray(w.detach() if hasattr(w, "detach") else w), rtol=1e-5, atol=1e-6)
         for g, r in zip(got, run_ort(model, x.numpy(), np.array(n))):
             np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+
+
+def test_if_returning_sequences_with_a_runtime_condition():
+    """Both branches build a sequence of the same element shapes; the If's output is one."""
+    then_g = helper.make_graph([helper.make_node("SplitToSequence", ["x"], ["ts"], axis=0)], "then", [],
+                               [helper.make_tensor_sequence_value_info("ts", 1, None)])
+    else_g = helper.make_graph([helper.make_node("Neg", ["x"], ["nx"]),
+                                helper.make_node("SplitToSequence", ["nx"], ["es"], axis=0)], "else", [],
+                               [helper.make_tensor_sequence_value_info("es", 1, None)])
+    nodes = [helper.make_node("If", ["c"], ["s"], then_branch=then_g, else_branch=else_g),
+             helper.make_node("SequenceAt", ["s", "one"], ["y"]),
+             helper.make_node("ConcatFromSequence", ["s"], ["z"], axis=1, new_axis=1)]
+    model = make_model(nodes, [value_info("c", bool, []), value_info("x", F, (3, 2))],
+                       [value_info("y", F, None), value_info("z", F, None)], {"one": np.array(1, dtype=I64)}, opset=17)
+    m = sofie_root.compile(model)
+    for c in (True, False):
+        assert_matches_ort(model, np.array(c), _rand(3, 2), compiled=m)
+
+
+def test_if_returning_sequences_of_different_lengths_is_refused():
+    then_g = helper.make_graph([helper.make_node("SplitToSequence", ["x"], ["ts"], axis=0)], "then", [],
+                               [helper.make_tensor_sequence_value_info("ts", 1, None)])
+    else_g = helper.make_graph([helper.make_node("SplitToSequence", ["x"], ["es"], axis=1)], "else", [],
+                               [helper.make_tensor_sequence_value_info("es", 1, None)])
+    nodes = [helper.make_node("If", ["c"], ["s"], then_branch=then_g, else_branch=else_g),
+             helper.make_node("ConcatFromSequence", ["s"], ["z"], axis=0)]
+    model = make_model(nodes, [value_info("c", bool, []), value_info("x", F, (3, 2))], [value_info("z", F, None)],
+                       opset=17)
+    with pytest.raises(UnsupportedOperatorError, match="must agree in length"):
+        sofie_root.compile(model)
