@@ -309,3 +309,9 @@ def test_gpu_ops_listed() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert {o for o in ops if "::" not in o} <= set(sofie_root.supported_ops())
+
+
+def test_rdataframe_functor_refuses_a_gpu_model() -> None:
+    model = sofie_root.compile(_tiny(), backend=EMU)
+    with pytest.raises(SofieError, match="compile it with backend='cling' or 'native'"):
+        sofie_root.functor(model, ["a", "b", "c", "d"])
