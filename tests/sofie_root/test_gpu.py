@@ -9,6 +9,7 @@ with nvcc and hipcc (minutes); on a machine with a GPU, ``tools/gpu_check.sh`` r
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -72,8 +73,13 @@ def test_model_matches_onnxruntime(name, exported, tmp_path_factory) -> None:
             np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)
 
 
+@functools.cache
+def _gpu_cases():
+    return nc.gpu_cases(set(_exclusions()))  # (cases, refused): converted once per session
+
+
 def _node_groups():
-    cases, _ = nc.gpu_cases(set(_exclusions()))
+    cases, _ = _gpu_cases()
     return [pytest.param(g, id=f"{g[0].name}+{len(g) - 1}") for g in nc.groups(cases, size=120)]
 
 
@@ -94,7 +100,7 @@ def test_node_cases(group) -> None:
 
 def test_node_cases_all_claimed() -> None:
     """No node case of a GPU operator is refused by the GPU backend (every refusal is a gap)."""
-    cases, refused = nc.gpu_cases(set(_exclusions()))
+    cases, refused = _gpu_cases()
     assert len(cases) > 500
     assert not refused, refused
 
@@ -315,3 +321,14 @@ def test_rdataframe_functor_refuses_a_gpu_model() -> None:
     model = sofie_root.compile(_tiny(), backend=EMU)
     with pytest.raises(SofieError, match="compile it with backend='cling' or 'native'"):
         sofie_root.functor(model, ["a", "b", "c", "d"])
+
+
+def test_cuda_build_without_driver_is_a_clear_error(monkeypatch) -> None:
+    """The real nvcc build (cuBLAS linked), loaded here where no GPU or driver is: creating the
+    session reports the CUDA error (35, insufficient driver, or 100, no device) as a SofieError."""
+    _need("cuda")
+    if sofie_root.gpu_available("cuda"):
+        pytest.skip("a CUDA GPU is present: the no-driver error cannot be shown here")
+    monkeypatch.setenv("SOFIE_ROOT_CUDA_ARCHS", "90")  # one architecture: a quicker build
+    with pytest.raises(SofieError, match=r"cuda session failed: looking for a CUDA device: CUDA error \d+"):
+        sofie_root.compile(_tiny("Relu"), backend="cuda")
