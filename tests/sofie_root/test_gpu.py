@@ -75,7 +75,7 @@ def test_model_matches_onnxruntime(name, exported, tmp_path_factory) -> None:
 
 @functools.cache
 def _gpu_cases():
-    return nc.gpu_cases(set(_exclusions()))  # (cases, refused): converted once per session
+    return nc.gpu_cases(set(_exclusions()), check=False)  # (cases, {}): by op type only, for collection
 
 
 def _node_groups():
@@ -100,7 +100,7 @@ def test_node_cases(group) -> None:
 
 def test_node_cases_all_claimed() -> None:
     """No node case of a GPU operator is refused by the GPU backend (every refusal is a gap)."""
-    cases, refused = _gpu_cases()
+    cases, refused = nc.gpu_cases(set(_exclusions()))
     assert len(cases) > 500
     assert not refused, refused
 
@@ -332,3 +332,12 @@ def test_cuda_build_without_driver_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setenv("SOFIE_ROOT_CUDA_ARCHS", "90")  # one architecture: a quicker build
     with pytest.raises(SofieError, match=r"cuda session failed: looking for a CUDA device: CUDA error \d+"):
         sofie_root.compile(_tiny("Relu"), backend="cuda")
+
+
+def test_cli_check_with_gpu_backend(tmp_path, capsys) -> None:
+    from sofie_root.cli import main
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_tiny("Elu", alpha=0.5), path)
+    assert main(["check", str(path), "--backend", EMU]) == 0
+    assert EMU in capsys.readouterr().out
