@@ -35,9 +35,13 @@ EMU = os.environ.get("SOFIE_GPU_TEST_BACKEND", "gpu-emulated")
 ON_DEVICE = EMU != "gpu-emulated"
 # the CPU end-to-end tolerances (test_end_to_end.py)
 RTOL, ATOL = 1e-4, 1e-5
-#: the models checked through the emulation: every benchmark model (a corpus model added to
-#: hep_models.MODELS is picked up here); the first two are also compiled by nvcc in make test
-MODELS = sorted(hep_models.MODELS)
+try:  # the benchmark corpus (benchmarks/corpus.py: hep_models' five and more), where it exists
+    from benchmarks import corpus as _corpus
+except ImportError:
+    _corpus = None
+#: the models checked through the emulation: every corpus model (a model added to the corpus, or
+#: to hep_models.MODELS without it, is picked up here); dense and jet are also compiled by nvcc
+MODELS = sorted(_corpus.MODELS if _corpus is not None else hep_models.MODELS)
 NVCC_MODELS = ["dense", "jet"]
 SLOW = bool(os.environ.get("SOFIE_GPU_SLOW"))
 
@@ -49,10 +53,18 @@ def exported() -> dict[str, Path]:
 
 def _model_path(exported: dict[str, Path], name: str, tmp_path_factory) -> Path:
     if name not in exported:
-        path = tmp_path_factory.mktemp("gpu_onnx") / f"{name}.onnx"
-        hep_models.export(name, path)
-        exported[name] = path
+        if _corpus is not None:
+            exported[name] = Path(_corpus.onnx_path(name))  # exports cached on disk by the corpus
+        else:
+            path = tmp_path_factory.mktemp("gpu_onnx") / f"{name}.onnx"
+            hep_models.export(name, path)
+            exported[name] = path
     return exported[name]
+
+
+def _inputs(name: str, batch: int) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(batch)
+    return _corpus.MODELS[name].inputs(batch, rng) if _corpus is not None else hep_models.inputs(name, batch, rng)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -64,7 +76,7 @@ def test_model_matches_onnxruntime(name, exported, tmp_path_factory) -> None:
     assert model.backend == EMU and type(model).__name__ == "GpuModel"
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 7):  # the batch dimension stays symbolic
-        xs = hep_models.inputs(name, batch, np.random.default_rng(batch))
+        xs = _inputs(name, batch)
         want = sess.run(None, {i.name: x for i, x in zip(sess.get_inputs(), xs)})
         got = model.infer(*xs)
         assert len(got) == len(want)
