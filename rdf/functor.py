@@ -203,6 +203,9 @@ def functor(model, columns: Sequence[str] | None = None, *, inputs: Mapping | No
     ...                        outputs="nodes_out", variable=True, df=df)
     """
     m, _ = load_model(model)
+    if getattr(m, "backend", "cling") in ("cuda", "hip", "gpu-emulated"):
+        raise SofieError(f"RDataFrame functors run the model's C++ code on the CPU; this model was compiled for "
+                         f"the {m.backend} backend: compile it with backend='cling' or 'native' for RDataFrame")
     if columns is None and inputs is None and df is None and stored_columns(m) is None:
         inputs = _placeholder_inputs(m)
     col_list = None if columns is None else ([columns] if isinstance(columns, str) else

@@ -23,6 +23,8 @@ class GpuStatus:
     available: bool
     reason: str
     devices: list[str] = field(default_factory=list)
+    #: compute capability of the first CUDA device ("90" for sm_90), "" if unknown
+    arch: str = ""
 
     def __bool__(self) -> bool:
         return self.available
@@ -31,12 +33,13 @@ class GpuStatus:
         return self.reason
 
 
-def _cuda_devices() -> tuple[list[str], str]:
-    """(device names, "" or why none) through the CUDA driver API (libcuda), without a toolkit."""
+def _cuda_devices() -> tuple[list[str], str, str]:
+    """(device names, "" or why none, compute capability of device 0) through the CUDA driver
+    API (libcuda), without a toolkit."""
     try:
         lib = ctypes.CDLL("libcuda.so.1")
     except OSError as e:
-        return [], f"no NVIDIA driver (libcuda.so.1 cannot be loaded: {e})"
+        return [], f"no NVIDIA driver (libcuda.so.1 cannot be loaded: {e})", ""
     msg = ctypes.c_char_p()
 
     def why(rc: int) -> str:
@@ -48,30 +51,35 @@ def _cuda_devices() -> tuple[list[str], str]:
 
     rc = lib.cuInit(0)
     if rc:
-        return [], f"the CUDA driver did not initialise: cuInit returned {why(rc)}"
+        return [], f"the CUDA driver did not initialise: cuInit returned {why(rc)}", ""
     count = ctypes.c_int(0)
     rc = lib.cuDeviceGetCount(ctypes.byref(count))
     if rc or count.value == 0:
-        return [], f"no CUDA device (cuDeviceGetCount: {why(rc) if rc else '0 devices'})"
-    names = []
+        return [], f"no CUDA device (cuDeviceGetCount: {why(rc) if rc else '0 devices'})", ""
+    names, arch = [], ""
     for k in range(count.value):
         dev = ctypes.c_int(0)
         buf = ctypes.create_string_buffer(256)
         if lib.cuDeviceGet(ctypes.byref(dev), k) == 0 and lib.cuDeviceGetName(buf, 256, dev) == 0:
             names.append(buf.value.decode(errors="replace"))
-    return names, ""
+            major, minor = ctypes.c_int(0), ctypes.c_int(0)
+            # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, _MINOR = 76
+            if k == 0 and lib.cuDeviceGetAttribute(ctypes.byref(major), 75, dev) == 0 \
+                    and lib.cuDeviceGetAttribute(ctypes.byref(minor), 76, dev) == 0:
+                arch = f"{major.value}{minor.value}"
+    return names, "", arch
 
 
-def _hip_devices() -> tuple[list[str], str]:
+def _hip_devices() -> tuple[list[str], str, str]:
     try:
         lib = ctypes.CDLL("libamdhip64.so")
     except OSError as e:
-        return [], f"no HIP runtime (libamdhip64.so cannot be loaded: {e})"
+        return [], f"no HIP runtime (libamdhip64.so cannot be loaded: {e})", ""
     count = ctypes.c_int(0)
     rc = lib.hipGetDeviceCount(ctypes.byref(count))
     if rc or count.value == 0:
-        return [], f"no HIP device (hipGetDeviceCount returned {rc}, {count.value} devices)"
-    return [f"HIP device {k}" for k in range(count.value)], ""
+        return [], f"no HIP device (hipGetDeviceCount returned {rc}, {count.value} devices)", ""
+    return [f"HIP device {k}" for k in range(count.value)], "", ""
 
 
 def gpu_available(backend: str = "cuda") -> GpuStatus:
@@ -92,8 +100,9 @@ def gpu_available(backend: str = "cuda") -> GpuStatus:
         return GpuStatus(backend, False, str(e))
     if backend == "gpu-emulated":
         return GpuStatus(backend, True, "the emulated device (the host CPU) is always available", ["host (emulated)"])
-    devices, why = _cuda_devices() if backend == "cuda" else _hip_devices()
+    devices, why, arch = _cuda_devices() if backend == "cuda" else _hip_devices()
     if not devices:
         return GpuStatus(backend, False, f"{why}; the {backend} toolchain is installed, so models compile, but they "
                                          "cannot run here (backend='gpu-emulated' runs the same kernels on the CPU)")
-    return GpuStatus(backend, True, f"{len(devices)} device(s): {', '.join(devices)}", devices)
+    return GpuStatus(backend, True, f"{len(devices)} device(s): {', '.join(devices)}"
+                     + (f" (sm_{arch})" if arch else ""), devices, arch)

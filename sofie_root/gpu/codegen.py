@@ -123,27 +123,9 @@ class GpuEmitter:
         loop: every work item independent) and return the host code launching it on the
         Session's stream. Pointers, workspaces and symbols named in ``body`` become parameters,
         as do the host variables in ``params`` (name -> C++ parameter type)."""
-        params_extra = params or {}
         self._kernels += 1
         name = f"k{self.index}_{self._kernels}"
-        params, args = [], []
-        seen: set[str] = set()
-        for tok in _TOKEN.findall(body):
-            if tok in seen:
-                continue
-            seen.add(tok)
-            if tok in self._s.var_types:
-                params.append(f"{self._s.var_types[tok]}{tok}")
-                args.append(tok)
-            elif tok in self._s.sym_names:
-                params.append(f"const std::int64_t {tok}")
-                args.append(tok)
-            elif tok in params_extra:
-                params.append(f"{params_extra[tok]} {tok}")
-                args.append(tok)
-            elif tok == "sofie_status_":
-                params.append("int *sofie_status_")
-                args.append("sofie_status_")
+        params, args = self._params(body, params or {})
         n = f"n{self.index}_{self._kernels}_"
         self._s.kernels.append(
             f"// {self.label}\n"
@@ -156,6 +138,46 @@ class GpuEmitter:
         return (f"{{ const std::int64_t {n} = {count};\n"
                 f"  if ({n} > 0) {{ SOFIE_LAUNCH({name}, sofie_gpu::grid_for({n}), sofie_gpu::block_for({n}), "
                 f"fCtx.stream, {call_args}); sofie_gpu::check_launch(\"{self.label}\"); }} }}")
+
+    def block_kernel(self, rows: str, body: str, index: str = "row") -> str:
+        """Define a block-cooperative kernel: one block of ``SOFIE_BLOCK`` threads per ``index`` in
+        ``[0, rows)`` (grid-stride over rows); ``body`` is written in phases (``SOFIE_FOR_THREADS``,
+        ``SOFIE_BARRIER``, ``__shared__``, see gpu_runtime.cuh) so that the emulation can run it."""
+        self._kernels += 1
+        name = f"k{self.index}_{self._kernels}"
+        params, args = self._params(body, {})
+        n = f"n{self.index}_{self._kernels}_"
+        self._s.kernels.append(
+            f"// {self.label} (block-cooperative)\n"
+            f"__global__ void {name}({', '.join(['const std::int64_t ' + n, *params])})\n{{\n"
+            f"   for (std::int64_t {index} = blockIdx.x; {index} < {n}; {index} += gridDim.x) {{\n"
+            + "\n".join("      " + line for line in body.splitlines())
+            + "\n      SOFIE_BARRIER();  // the next row reuses the shared arrays\n   }\n}\n")
+        call_args = ", ".join([n, *args])
+        return (f"{{ const std::int64_t {n} = {rows};\n"
+                f"  if ({n} > 0) {{ SOFIE_LAUNCH_BLOCKS({name}, unsigned(std::min<std::int64_t>({n}, 65535)), "
+                f"SOFIE_BLOCK, fCtx.stream, {call_args}); sofie_gpu::check_launch(\"{self.label}\"); }} }}")
+
+    def _params(self, body: str, extra: dict[str, str]) -> tuple[list[str], list[str]]:
+        params, args = [], []
+        seen: set[str] = set()
+        for tok in _TOKEN.findall(body):
+            if tok in seen:
+                continue
+            seen.add(tok)
+            if tok in self._s.var_types:
+                params.append(f"{self._s.var_types[tok]}{tok}")
+                args.append(tok)
+            elif tok in self._s.sym_names:
+                params.append(f"const std::int64_t {tok}")
+                args.append(tok)
+            elif tok in extra:
+                params.append(f"{extra[tok]} {tok}")
+                args.append(tok)
+            elif tok == "sofie_status_":
+                params.append("int *sofie_status_")
+                args.append("sofie_status_")
+        return params, args
 
     def gemm(self, dt: DType, ta: bool, tb: bool, m: str, n: str, k: str, alpha: str, a: str, lda: str, b: str,
              ldb: str, beta: str, c: str, ldc: str, batch: str = "1", sa: str = "0", sb: str = "0",

@@ -142,6 +142,30 @@ def _scatter_update(e, dt, reduction: str, dst: str, val: str) -> str:
     return f"sofie_gpu_atomic_{reduction}(&{dst}, {val});"
 
 
+class GatherND:
+    """One work item per output element: its row's indices are read (and checked) in the kernel."""
+
+    def emit(self, v: NodeView, e) -> str:
+        x, ind = v.input(0), v.input(1)
+        b, m = lookup("", "GatherND")._dims(v)  # type: ignore[union-attr]
+        nb, n, sl = numel(ind.shape[:b]), numel(ind.shape[b:-1]), numel(x.shape[b + m:])
+        xst = strides(x.shape)
+        lines = mv._same_dim_checks(e, [(x.shape[k], ind.shape[k]) for k in range(b)],
+                                    "batch dimensions of data and indices differ")
+        if any(mv._is(q, 0) for q in (nb, n, sl)):
+            return "\n".join([*lines, "// empty output"])
+        ns, nn = e.dim(sl), e.dim(n)
+        body = [f"const std::int64_t t_ = i % {ns}; const std::int64_t row_ = i / {ns};",
+                f"std::int64_t off_ = (row_ / {nn}) * {e.dim(numel(x.shape[b:]))} + t_;"]
+        for q in range(m):
+            body.append(index_code(e, f"k{q}_", f"{e.inp(1)}[row_ * {m} + {q}]", x.shape[b + q],
+                                   "index out of range in GatherND"))
+            body.append(f"off_ += k{q}_ * {e.dim(xst[b + q])};")
+        body.append(f"{e.out()}[i] = {e.inp(0)}[off_];")
+        lines.append(e.kernel(e.dim(nb * n * sl), "\n".join(body)))
+        return "\n".join(lines)
+
+
 class ScatterElements:
     def check(self, v: NodeView) -> str | None:
         red = v.attr("reduction", "none")
@@ -220,7 +244,7 @@ class ShapeValue:
 def emitters() -> dict:
     out = {("", n): Copy() for n in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")}
     out.update({("", "Transpose"): Transpose(), ("", "Concat"): Concat(), ("", "Slice"): Slice(),
-                ("", "Expand"): Expand(), ("", "Gather"): Gather(), ("", "GatherElements"): GatherElements(),
+                ("", "Expand"): Expand(), ("", "Gather"): Gather(), ("", "GatherElements"): GatherElements(), ("", "GatherND"): GatherND(),
                 ("", "ScatterElements"): ScatterElements(), ("", "ScatterND"): ScatterND(), ("", "Range"): Range(),
                 ("", "Shape"): ShapeValue(), ("", "Size"): ShapeValue()})
     return out

@@ -61,6 +61,15 @@ class Reduce:
         return e.kernel(e.dim(numel([x.shape[a] for a in kept])), body)
 
 
+def tree(red: str, combine: str) -> str:
+    """Phases reducing the shared array ``red`` (one value per thread) into ``red[0]``;
+    ``combine`` is a C++ expression of ``{a}`` and ``{b}``."""
+    expr = combine.format(a=f"{red}[t]", b=f"{red}[t + h_]")
+    return (f"for (unsigned h_ = SOFIE_BLOCK / 2; h_ > 0; h_ >>= 1) {{\n"
+            f"   SOFIE_FOR_THREADS(t) {{ if (t < h_) {red}[t] = {expr}; }}\n"
+            "   SOFIE_BARRIER();\n}")
+
+
 class Softmax:
     def __init__(self, log: bool):
         self.log = log
@@ -71,6 +80,31 @@ class Softmax:
         T = dt.cpp
         na, ni = e.dim(a), e.dim(inner)
         x, y = e.inp(0), e.out()
+        if rd._is1(inner):
+            # one block per row: the threads share the row's max and sum through shared memory
+            body = [f"__shared__ {T} red_[SOFIE_BLOCK];",
+                    f"const {T} *xr_ = {x} + row * {na};",
+                    f"{T} *yr_ = {y} + row * {na};",
+                    f"SOFIE_FOR_THREADS(t) {{ {T} m = {rd._lowest(dt)}; "
+                    f"for (std::int64_t j = t; j < {na}; j += SOFIE_BLOCK) m = xr_[j] > m ? xr_[j] : m; red_[t] = m; }}",
+                    "SOFIE_BARRIER();",
+                    tree("red_", "({b} > {a} ? {b} : {a})"),
+                    f"const {T} m_ = red_[0];",
+                    "SOFIE_BARRIER();"]
+            if self.log:
+                body += [f"SOFIE_FOR_THREADS(t) {{ {T} s = {T}(0); for (std::int64_t j = t; j < {na}; j += SOFIE_BLOCK) "
+                         "s += std::exp(xr_[j] - m_); red_[t] = s; }",
+                         "SOFIE_BARRIER();", tree("red_", "{a} + {b}"),
+                         f"const {T} s_ = m_ + std::log(red_[0]);",
+                         f"SOFIE_FOR_THREADS(t) {{ for (std::int64_t j = t; j < {na}; j += SOFIE_BLOCK) "
+                         "yr_[j] = xr_[j] - s_; }"]
+            else:
+                body += [f"SOFIE_FOR_THREADS(t) {{ {T} s = {T}(0); for (std::int64_t j = t; j < {na}; j += SOFIE_BLOCK) "
+                         f"{{ const {T} z = std::exp(xr_[j] - m_); yr_[j] = z; s += z; }} red_[t] = s; }}",
+                         "SOFIE_BARRIER();", tree("red_", "{a} + {b}"),
+                         f"const {T} inv_ = {T}(1) / red_[0];",
+                         f"SOFIE_FOR_THREADS(t) {{ for (std::int64_t j = t; j < {na}; j += SOFIE_BLOCK) yr_[j] *= inv_; }}"]
+            return e.block_kernel(e.dim(outer), "\n".join(body))
         at = f"(o_ * {na} + j_) * {ni} + k_"
         body = [f"const std::int64_t o_ = i / {ni}, k_ = i % {ni};",
                 f"{T} m_ = {rd._lowest(dt)};",
@@ -89,7 +123,7 @@ class Softmax:
 
 
 class LayerNorm:
-    inplace_safe = True  # one work item per row: statistics first, then y[j] from x[j]
+    inplace_safe = True  # one block per row: statistics first (barrier), then y[j] from x[j]
 
     def emit(self, v: NodeView, e) -> str:
         from ..ops.normalization import _STASH, _bcast_index, _out_wanted
@@ -107,18 +141,28 @@ class LayerNorm:
         val = f"{t}(({u}(xr_[j_]) - mean_) * inv_) * {sc}"
         if v.has_input(2):
             val += f" + {e.inp(2)}[{_bcast_index(e, 'j_', norm, v.input(2).shape)}]"
-        body = [f"const {t} *xr_ = {e.inp(0)} + i * {d};", f"{t} *yr_ = {e.out()} + i * {d};",
-                "double s_ = 0;", f"for (std::int64_t j_ = 0; j_ < {d}; ++j_) s_ += double(xr_[j_]);",
-                f"const double mu_ = s_ / double({d});", "double q_ = 0;",
-                f"for (std::int64_t j_ = 0; j_ < {d}; ++j_) {{ const double c_ = double(xr_[j_]) - mu_; q_ += c_ * c_; }}",
+        # one block per row: two tree reductions (sum, then the sum of squared deviations, in double)
+        loop = f"for (std::int64_t j_ = t; j_ < {d}; j_ += SOFIE_BLOCK)"
+        body = ["__shared__ double red_[SOFIE_BLOCK];",
+                f"const {t} *xr_ = {e.inp(0)} + row * {d};", f"{t} *yr_ = {e.out()} + row * {d};",
+                f"SOFIE_FOR_THREADS(t) {{ double s = 0; {loop} s += double(xr_[j_]); red_[t] = s; }}",
+                "SOFIE_BARRIER();", tree("red_", "{a} + {b}"),
+                f"const double mu_ = red_[0] / double({d});",
+                "SOFIE_BARRIER();",
+                f"SOFIE_FOR_THREADS(t) {{ double q = 0; {loop} {{ const double c = double(xr_[j_]) - mu_; q += c * c; }} "
+                "red_[t] = q; }",
+                "SOFIE_BARRIER();", tree("red_", "{a} + {b}"),
                 f"const {u} mean_ = {u}(mu_);",
-                f"const {u} inv_ = {u}(1) / std::sqrt({u}(q_ / double({d})) + {eps});",
-                f"for (std::int64_t j_ = 0; j_ < {d}; ++j_) yr_[j_] = {val};"]
-        if _out_wanted(v, 1):
-            body.append(f"{e.out(1)}[i] = mean_;")
-        if _out_wanted(v, 2):
-            body.append(f"{e.out(2)}[i] = inv_;")
-        return e.kernel(e.dim(numel(x.shape[:a])), "\n".join(body))
+                f"const {u} inv_ = {u}(1) / std::sqrt({u}(red_[0] / double({d})) + {eps});",
+                f"SOFIE_FOR_THREADS(t) {{ {loop} yr_[j_] = {val}; }}"]
+        if _out_wanted(v, 1) or _out_wanted(v, 2):
+            body.append("SOFIE_FOR_THREADS(t) { if (t == 0) {")
+            if _out_wanted(v, 1):
+                body.append(f"   {e.out(1)}[row] = mean_;")
+            if _out_wanted(v, 2):
+                body.append(f"   {e.out(2)}[row] = inv_;")
+            body.append("} }")
+        return e.block_kernel(e.dim(numel(x.shape[:a])), "\n".join(body))
 
 
 class TopK:

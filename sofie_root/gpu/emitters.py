@@ -9,10 +9,10 @@ before writing it). Operators missing here are refused at compile time with the 
 
 from __future__ import annotations
 
-from . import emit_conv, emit_elementwise, emit_linalg, emit_movement, emit_reduce, emit_rnn
+from . import emit_conv, emit_einsum, emit_elementwise, emit_linalg, emit_movement, emit_reduce, emit_rnn
 
 GPU_EMITTERS: dict[tuple[str, str], object] = {}
-for _family in (emit_elementwise, emit_linalg, emit_conv, emit_movement, emit_reduce, emit_rnn):
+for _family in (emit_elementwise, emit_linalg, emit_einsum, emit_conv, emit_movement, emit_reduce, emit_rnn):
     GPU_EMITTERS.update(_family.emitters())
 
 

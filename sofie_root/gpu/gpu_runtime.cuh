@@ -11,8 +11,13 @@
 //                       to the plain GEMM kernel. The test suite runs this on machines without a GPU.
 //
 // The emulation runs one thread after another, so kernels must not rely on threads of a block
-// running together: generated kernels are independent per work item (grid-stride loops) and use no
-// __shared__ memory or __syncthreads.
+// running together. Most generated kernels are independent per work item (grid-stride loops).
+// Block-cooperative kernels (one block per row: Softmax, LayerNorm) are written as phases between
+// barriers: SOFIE_FOR_THREADS(t) { ... } is one phase (on the GPU: the calling thread, t =
+// threadIdx.x; emulated: every thread of the block in turn), SOFIE_BARRIER() separates phases
+// (__syncthreads() on the GPU, nothing emulated: the phases already run in order), values a thread
+// keeps from one phase to the next live in __shared__ arrays indexed by t, and what is written
+// outside a phase must be the same for every thread of the block.
 #pragma once
 
 #include <algorithm>
@@ -43,6 +48,7 @@
 #define __global__
 #define __device__
 #define __host__
+#define __shared__
 #define SOFIE_HD
 struct sofie_dim3 {
    unsigned x, y, z;
@@ -453,11 +459,33 @@ template <class F> inline void emu_launch(unsigned grid, unsigned block, F &&bod
    }
 }
 #define SOFIE_LAUNCH(kernel, grid, block, stream, ...) ::sofie_gpu::emu_launch(grid, block, [&] { kernel(__VA_ARGS__); })
+// block-cooperative kernels run once per block; their SOFIE_FOR_THREADS phases loop over the threads
+template <class F> inline void emu_launch_blocks(unsigned grid, unsigned block, F &&body)
+{
+   gridDim = {grid, 1, 1};
+   blockDim = {block, 1, 1};
+   threadIdx = {0, 0, 0};
+   for (unsigned b = 0; b < grid; ++b) {
+      blockIdx = {b, 0, 0};
+      body();
+   }
+}
+#define SOFIE_LAUNCH_BLOCKS(kernel, grid, block, stream, ...) \
+   ::sofie_gpu::emu_launch_blocks(grid, block, [&] { kernel(__VA_ARGS__); })
+#define SOFIE_FOR_THREADS(t) for (unsigned t = 0; t < blockDim.x; ++t)
+#define SOFIE_BARRIER() ((void)0)
 #elif defined(SOFIE_GPU_CUDA)
 #define SOFIE_LAUNCH(kernel, grid, block, stream, ...) kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
 #else
 #define SOFIE_LAUNCH(kernel, grid, block, stream, ...) hipLaunchKernelGGL(kernel, dim3(grid), dim3(block), 0, stream, __VA_ARGS__)
 #endif
+#if !defined(SOFIE_GPU_EMULATED)
+#define SOFIE_LAUNCH_BLOCKS SOFIE_LAUNCH
+#define SOFIE_FOR_THREADS(t) for (unsigned t = threadIdx.x, t##_once_ = 1; t##_once_; t##_once_ = 0)
+#define SOFIE_BARRIER() __syncthreads()
+#endif
+//: threads per block of the block-cooperative kernels (a power of two: tree reductions)
+#define SOFIE_BLOCK 128
 
 // ---- GEMM (row major, as the CPU runtime's sofie_rt::gemm) -------------------------------------
 // C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b] for b < batch, A[b] = A + b * strideA, etc.

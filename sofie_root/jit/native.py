@@ -75,7 +75,8 @@ def resolve_backend(backend: str | None) -> str:
     value = os.environ.get("SOFIE_ROOT_BACKEND", "cling") if backend is None else backend
     if value not in BACKENDS:
         where = " (from the environment variable SOFIE_ROOT_BACKEND)" if backend is None else ""
-        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {value!r}{where}")
+        raise ValueError(f"backend must be 'cling' or 'native' (CPU), or 'cuda', 'hip' or 'gpu-emulated' (GPU), "
+                         f"got {value!r}{where}")
     return value
 
 

@@ -9,6 +9,7 @@ with nvcc and hipcc (minutes); on a machine with a GPU, ``tools/gpu_check.sh`` r
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -34,9 +35,13 @@ EMU = os.environ.get("SOFIE_GPU_TEST_BACKEND", "gpu-emulated")
 ON_DEVICE = EMU != "gpu-emulated"
 # the CPU end-to-end tolerances (test_end_to_end.py)
 RTOL, ATOL = 1e-4, 1e-5
-#: the models checked through the emulation: every benchmark model (a corpus model added to
-#: hep_models.MODELS is picked up here); the first two are also compiled by nvcc in make test
-MODELS = sorted(hep_models.MODELS)
+try:  # the benchmark corpus (benchmarks/corpus.py: hep_models' five and more), where it exists
+    from benchmarks import corpus as _corpus
+except ImportError:
+    _corpus = None
+#: the models checked through the emulation: every corpus model (a model added to the corpus, or
+#: to hep_models.MODELS without it, is picked up here); dense and jet are also compiled by nvcc
+MODELS = sorted(_corpus.MODELS if _corpus is not None else hep_models.MODELS)
 NVCC_MODELS = ["dense", "jet"]
 SLOW = bool(os.environ.get("SOFIE_GPU_SLOW"))
 
@@ -48,10 +53,18 @@ def exported() -> dict[str, Path]:
 
 def _model_path(exported: dict[str, Path], name: str, tmp_path_factory) -> Path:
     if name not in exported:
-        path = tmp_path_factory.mktemp("gpu_onnx") / f"{name}.onnx"
-        hep_models.export(name, path)
-        exported[name] = path
+        if _corpus is not None:
+            exported[name] = Path(_corpus.onnx_path(name))  # exports cached on disk by the corpus
+        else:
+            path = tmp_path_factory.mktemp("gpu_onnx") / f"{name}.onnx"
+            hep_models.export(name, path)
+            exported[name] = path
     return exported[name]
+
+
+def _inputs(name: str, batch: int) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(batch)
+    return _corpus.MODELS[name].inputs(batch, rng) if _corpus is not None else hep_models.inputs(name, batch, rng)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -63,7 +76,7 @@ def test_model_matches_onnxruntime(name, exported, tmp_path_factory) -> None:
     assert model.backend == EMU and type(model).__name__ == "GpuModel"
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch in (1, 7):  # the batch dimension stays symbolic
-        xs = hep_models.inputs(name, batch, np.random.default_rng(batch))
+        xs = _inputs(name, batch)
         want = sess.run(None, {i.name: x for i, x in zip(sess.get_inputs(), xs)})
         got = model.infer(*xs)
         assert len(got) == len(want)
@@ -72,8 +85,13 @@ def test_model_matches_onnxruntime(name, exported, tmp_path_factory) -> None:
             np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)
 
 
+@functools.cache
+def _gpu_cases():
+    return nc.gpu_cases(set(_exclusions()), check=False)  # (cases, {}): by op type only, for collection
+
+
 def _node_groups():
-    cases, _ = nc.gpu_cases(set(_exclusions()))
+    cases, _ = _gpu_cases()
     return [pytest.param(g, id=f"{g[0].name}+{len(g) - 1}") for g in nc.groups(cases, size=120)]
 
 
@@ -309,3 +327,29 @@ def test_gpu_ops_listed() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert {o for o in ops if "::" not in o} <= set(sofie_root.supported_ops())
+
+
+def test_rdataframe_functor_refuses_a_gpu_model() -> None:
+    model = sofie_root.compile(_tiny(), backend=EMU)
+    with pytest.raises(SofieError, match="compile it with backend='cling' or 'native'"):
+        sofie_root.functor(model, ["a", "b", "c", "d"])
+
+
+def test_cuda_build_without_driver_is_a_clear_error(monkeypatch) -> None:
+    """The real nvcc build (cuBLAS linked), loaded here where no GPU or driver is: creating the
+    session reports the CUDA error (35, insufficient driver, or 100, no device) as a SofieError."""
+    _need("cuda")
+    if sofie_root.gpu_available("cuda"):
+        pytest.skip("a CUDA GPU is present: the no-driver error cannot be shown here")
+    monkeypatch.setenv("SOFIE_ROOT_CUDA_ARCHS", "90")  # one architecture: a quicker build
+    with pytest.raises(SofieError, match=r"cuda session failed: looking for a CUDA device: CUDA error \d+"):
+        sofie_root.compile(_tiny("Relu"), backend="cuda")
+
+
+def test_cli_check_with_gpu_backend(tmp_path, capsys) -> None:
+    from sofie_root.cli import main
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_tiny("Elu", alpha=0.5), path)
+    assert main(["check", str(path), "--backend", EMU]) == 0
+    assert EMU in capsys.readouterr().out
