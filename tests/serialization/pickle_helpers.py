@@ -58,3 +58,22 @@ def run(model, x: np.ndarray) -> tuple[int, np.ndarray, dict]:
     from sofie_root.serialization import pickling
 
     return os.getpid(), np.asarray(model(x)), dict(pickling.stats)
+
+
+FUNCTOR_COLUMNS = [f"f{i}" for i in range(7)]
+
+
+def functor_inputs(n: int) -> np.ndarray:
+    """The values of the columns :func:`run_functor` defines, as the model's [n, 7] input."""
+    return np.stack([np.arange(n) * (i + 1) / 10 - i for i in range(7)], axis=1).astype(np.float32)
+
+
+def run_functor(functor, n: int = 6) -> tuple[int, np.ndarray]:
+    """A task: an (unpickled) RDataFrame functor defining a column on an n-entry dataframe."""
+    import ROOT
+
+    df = ROOT.RDataFrame(n)
+    for i, c in enumerate(FUNCTOR_COLUMNS):
+        df = df.Define(c, f"float(rdfentry_ * {i + 1}) / 10 - {i}")
+    df = df.Define("y", functor, list(functor.columns))
+    return os.getpid(), np.array([list(v) for v in df.AsNumpy(["y"])["y"]], dtype=np.float32)

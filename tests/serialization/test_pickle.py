@@ -128,8 +128,15 @@ def test_spawned_processes_give_local_results() -> None:
     models = [sofie_root.compile(ph.mlp()), sofie_root.compile(ph.mlp(custom=True))]
     xs = [_x(n, seed=n) for n in (1, 5, 64, 7, 2, 9)]
     tasks = [(models[k % 2], x) for k, x in enumerate(xs)]
+    functor = sofie_root.functor(models[0], ph.FUNCTOR_COLUMNS)  # an RDataFrame functor pickles too
+    local_pid, local_rows = ph.run_functor(functor)
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         results = pool.starmap(ph.run, tasks, chunksize=1)
+        remote_pid, remote_rows = pool.apply(ph.run_functor, (functor,))
+    assert remote_pid != local_pid
+    np.testing.assert_array_equal(remote_rows, local_rows)
+    x = ph.functor_inputs(6)
+    np.testing.assert_allclose(remote_rows, ph.reference(x), rtol=1e-5, atol=1e-6)
     for k in (0, 1):
         _equal_to_local(results[k::2], models[k], xs[k::2], custom=bool(k))
     last = {pid: stats for pid, _, stats in results}
