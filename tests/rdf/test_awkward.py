@@ -14,6 +14,7 @@ import sofie_root
 import sofie_root.awkward as sak
 from sofie_root import InputError, SofieError
 
+from . import models
 from .conftest import flat_events
 
 INPUTS = {"particles": srdf.Columns(["pf_pt", "pf_eta", "pf_phi"], sort_by="pf_pt", pad=-1.0),
@@ -150,3 +151,13 @@ def test_uproot_dask_on_a_cluster_equals_the_functor(data_file, rntuple_file, ta
         # the model reached the workers pickled and each compiled it once
         stats = client.run(lambda: dict(__import__("sofie_root.serialization.pickling").serialization.pickling.stats))
     assert len(stats) == 2 and all(s["compiled"] == 1 for s in stats.values())
+
+
+def test_variable_size_inputs_per_event(rdf_dir, events) -> None:
+    # the particle dimension bound per event to the list's length (no padding): sums over particles
+    model = sofie_root.compile(models.symbolic_particles(rdf_dir / "sym_ak.onnx"))
+    flat = flat_events(events)[:200]
+    sums = sak.apply(model, flat, srdf.Columns(["pf_pt", "pf_eta"], variable=True))
+    assert len(sums) == 200
+    want = np.stack([ak.to_numpy(ak.sum(flat.pf_pt, axis=1)), ak.to_numpy(ak.sum(flat.pf_eta, axis=1))], axis=1)
+    np.testing.assert_allclose(ak.to_numpy(ak.Array(sums)), want, rtol=1e-5, atol=1e-5)
