@@ -67,9 +67,13 @@ def _run(argv, cwd, env, timeout=600):
 def test_wheel_installs_and_runs_without_the_source_tree(tmp_path) -> None:
     assert (ROOT_DIR / "pyproject.toml").exists(), "the source tree is not where the test expects it"
     dist = tmp_path / "dist"
+    # built from a copy: setuptools leaves build/ and *.egg-info behind, and would reuse a stale build/
+    src = tmp_path / "src"
+    shutil.copytree(ROOT_DIR, src, ignore=shutil.ignore_patterns(".venv", "build", ".git", "*.egg-info", "__pycache__",
+                                                                 "docs", "_build", "*.root", "*.png"))
     # no build isolation: setuptools is in the test environment (an isolated build would download it)
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
-          str(ROOT_DIR)], cwd=tmp_path, env=os.environ, timeout=300)
+          str(src)], cwd=tmp_path, env=os.environ, timeout=300)
     (wheel,) = dist.glob("sofie_root-*.whl")
     assert wheel.name.startswith(f"sofie_root-{sofie_root.__version__}-")
     names = zipfile.ZipFile(wheel).namelist()
