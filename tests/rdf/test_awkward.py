@@ -131,26 +131,27 @@ def test_rdataframe_functor_on_ttree_and_rntuple(kind, data_file, rntuple_file, 
     assert len(from_rdf) == len(events)
 
 
-def test_uproot_dask_on_a_cluster_equals_the_functor(data_file, rntuple_file, tagger_path) -> None:
-    distributed = pytest.importorskip("distributed")
+def test_uproot_dask_on_a_cluster_equals_the_functor(dask_client, data_file, rntuple_file, tagger_path) -> None:
+    from tests.conftest import worker_pickling_stats
+
     dak = pytest.importorskip("dask_awkward")
     tagger = sofie_root.compile(tagger_path)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
-        # uproot 5.7's opened RNTuple objects do not unpickle (KeyError '__setstate__' on the
-        # scheduler): the RNTuple graph is built with open_files=False, which ships file names only
-        for path, options in ((data_file, {"step_size": 1000}), (rntuple_file, {"open_files": False})):
-            lazy = uproot.dask({path: "Events"}, **options)
-            probs = sak.apply(tagger, lazy, inputs=INPUTS, outputs="probs")
-            assert isinstance(probs, dak.Array) and lazy.npartitions >= (3 if path == data_file else 1)
-            assert str(probs._meta.type).endswith("3 * float32")
-            (needed,) = dak.report_necessary_columns(probs).values()  # only what the model reads is loaded
-            assert set(needed) == {"pf_pt", "pf_eta", "pf_phi", "jet_pt", "jet_eta"}
-            got = probs.compute(scheduler=client)
-            np.testing.assert_allclose(ak.to_numpy(got), _rdf_probs(path, tagger), rtol=1e-5, atol=1e-6)
-        # the model reached the workers pickled and each compiled it once
-        stats = client.run(lambda: dict(__import__("sofie_root.serialization.pickling").serialization.pickling.stats))
-    assert len(stats) == 2 and all(s["compiled"] == 1 for s in stats.values())
+    before = worker_pickling_stats(dask_client)
+    # uproot 5.7's opened RNTuple objects do not unpickle (KeyError '__setstate__' on the
+    # scheduler): the RNTuple graph is built with open_files=False, which ships file names only
+    for path, options in ((data_file, {"step_size": 1000}), (rntuple_file, {"open_files": False})):
+        lazy = uproot.dask({path: "Events"}, **options)
+        probs = sak.apply(tagger, lazy, inputs=INPUTS, outputs="probs")
+        assert isinstance(probs, dak.Array) and lazy.npartitions >= (3 if path == data_file else 1)
+        assert str(probs._meta.type).endswith("3 * float32")
+        (needed,) = dak.report_necessary_columns(probs).values()  # only what the model reads is loaded
+        assert set(needed) == {"pf_pt", "pf_eta", "pf_phi", "jet_pt", "jet_eta"}
+        got = probs.compute(scheduler=dask_client)
+        np.testing.assert_allclose(ak.to_numpy(got), _rdf_probs(path, tagger), rtol=1e-5, atol=1e-6)
+    # the model reached the workers pickled, and each worker that ran a partition compiled it once
+    after = worker_pickling_stats(dask_client)
+    compiled = [after[w]["compiled"] - before[w]["compiled"] for w in after]
+    assert max(compiled) == 1 and sum(compiled) >= 1
 
 
 def test_variable_size_inputs_per_event(rdf_dir, events) -> None:

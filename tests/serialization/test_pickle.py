@@ -144,21 +144,25 @@ def test_spawned_processes_give_local_results() -> None:
         assert stats["compiled"] <= 2
 
 
-def test_dask_cluster_gives_local_results() -> None:
-    distributed = pytest.importorskip("distributed")
-    model = sofie_root.compile(ph.mlp(custom=True))
+def test_dask_cluster_gives_local_results(dask_client) -> None:
+    from tests.conftest import worker_pickling_stats
+
+    model = sofie_root.compile(ph.mlp(custom=True, seed=5))
     xs = [_x(n, seed=n) for n in (3, 40, 1, 17)]
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
-        client.run(ph.register)  # the user-defined operator, registered on every worker first
-        workers = list(client.scheduler_info()["workers"])
-        assert len(workers) == 2
-        futures = [client.submit(ph.run, model, x, workers=[workers[k % 2]], pure=False) for k, x in enumerate(xs)]
-        results = client.gather(futures)
-    per_process = _equal_to_local(results, model, xs, custom=True)
-    assert len(per_process) == 2
-    for stats in per_process.values():
-        assert stats["compiled"] == 1
+    dask_client.run(ph.register)  # the user-defined operator, registered on every worker first
+    before = worker_pickling_stats(dask_client)
+    workers = sorted(before)
+    assert len(workers) == 2
+    futures = [dask_client.submit(ph.run, model, x, workers=[workers[k % 2]], pure=False) for k, x in enumerate(xs)]
+    results = dask_client.gather(futures)
+    for (_, y, _), x in zip(results, xs):
+        np.testing.assert_array_equal(y, model(x))
+        np.testing.assert_allclose(y, ph.reference(x, custom=True, seed=5), rtol=1e-5, atol=1e-6)
+    after = worker_pickling_stats(dask_client)
+    assert len({pid for pid, _, _ in results}) == 2
+    for w in workers:  # each worker compiled the model once, the other tasks found it cached
+        assert after[w]["compiled"] - before[w]["compiled"] == 1
+        assert after[w]["cache_hits"] - before[w]["cache_hits"] == 1
 
 
 def test_onnx_helpers_stay_valid() -> None:
