@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast lint conformance bench bench-ops gpu-check clean
+.PHONY: demo test test-fast lint conformance bench bench-ops gpu-check clean docs docs-gallery
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,16 @@ bench-ops: $(STAMP)
 # ONNX Runtime (benchmarks/results/gpu-check.md); stops at once, saying why, without a GPU
 gpu-check:
 	bash tools/gpu_check.sh
+
+# the documentation site (Sphinx, furo, MyST) into docs/_build/html; warnings are errors
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
+# refresh the gallery's plots: run every tutorial that draws and keep its PNGs
+docs-gallery: $(STAMP)
+	mkdir -p docs/_static/gallery /tmp/sofie_root_gallery
+	for t in tutorials/*.py; do (cd /tmp/sofie_root_gallery && $(abspath $(BIN))/python $(CURDIR)/$$t) || exit 1; done
+	cp /tmp/sofie_root_gallery/*.png docs/_static/gallery/
 
 conformance: $(STAMP)
 	$(BIN)/python ../shared/tools/onnx_node_conformance.py project

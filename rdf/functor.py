@@ -251,7 +251,25 @@ def _instantiate(model, plan: Plan, *, slot: bool, nslots: int | None = None):
         raise SofieError(f"creating the functor failed: {e}") from e
     obj.columns = list(plan.args)
     obj.plan = plan
+    # pickling (the functor class is specific to this plan): the model travels as its IR and
+    # weights (sofie_root.serialization.pickling) and the functor is created again around it
+    obj._sofie_pickle = (model, plan, slot, nslots)
+    if "__reduce__" not in cls.__dict__:
+        cls.__reduce__ = _reduce_functor
     return obj
+
+
+def _reduce_functor(self):
+    return (_rebuild_functor, self._sofie_pickle)
+
+
+def _rebuild_functor(model, plan: Plan, slot: bool, nslots: int | None):
+    """The functor of an unpickled model; its namespace is the model's in this process."""
+    from dataclasses import replace
+
+    if plan.namespace != getattr(model, "namespace", None):
+        plan = replace(plan, namespace=model.namespace)
+    return _instantiate(model, plan, slot=slot, nslots=nslots)
 
 
 def define(df, name: str, model, columns: Sequence[str] | None = None, **options):

@@ -48,7 +48,11 @@ from .rdf.functor import functor  # noqa: E402  (RDataFrame functors; ROOT is ne
 
 
 def __getattr__(name: str):
-    """``sofie_root.GraphNetwork`` / ``graph_independent``, imported on first use."""
+    """``sofie_root.GraphNetwork`` / ``graph_independent`` and ``sofie_root.awkward``, imported on first use."""
+    if name == "awkward":
+        import importlib
+
+        return importlib.import_module(".awkward", __name__)
     if name in ("GraphNetwork", "graph_independent"):
         from .frontends import gnn
 

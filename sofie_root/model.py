@@ -164,6 +164,13 @@ class Model:
         return save(self, path, name, compression=compression, overwrite=overwrite,
                     columns=columns if columns is not None else self.column_hints)
 
+    def __reduce__(self):
+        """Pickle as the model's IR and weights (its .root payload); unpickling compiles it again
+        with the same backend, once per process (see :mod:`sofie_root.serialization.pickling`)."""
+        from .serialization.pickling import model_payload, restore
+
+        return (restore, (model_payload(self),))
+
     # -- memory --------------------------------------------------------------------------------
     def memory_stats(self, **symbols: int) -> dict[str, int]:
         """Memory figures for the given values of the model's symbols (``memory_stats(N=256)``):
@@ -631,6 +638,12 @@ class SpecializingModel(Model):
                 str(d) if axis == 0 and not self._bind_batch and isinstance(d, Dim) and str(d) in d.symbols
                 else int(n) for axis, (d, n) in enumerate(zip(spec.shape, shape)))
         return out
+
+    def __reduce__(self):
+        """Pickle as the ONNX model and options; the receiving side compiles variants at first call."""
+        from .serialization.pickling import restore, specializing_payload
+
+        return (restore, (specializing_payload(self),))
 
     def save(self, path, name: str | None = None, **kwargs) -> str:  # type: ignore[override]
         raise SofieError(f"{self._label}: a model specialised on the values of {self._bound} cannot be "
