@@ -44,11 +44,17 @@ def is_distributed(df) -> bool:
     return type(df).__module__.startswith("ROOT._distrdf")
 
 
-def _export(model) -> Path:
-    """An .npz with the model's generated C++ and weights, for a model that has no file."""
+def _export(model, digest: str) -> Path:
+    """An .npz with the model's generated C++ and weights, for a model that has no file.
+
+    Named by ``digest`` (:func:`~.functor.fingerprint`: code and weights), not only by the model's
+    namespace, which hashes the graph and weights but not the C++ generated for them: an export
+    left in the shared temporary directory by another sofie_root version would otherwise be reused
+    and the workers would run that version's code.
+    """
     d = Path(tempfile.gettempdir()) / f"sofie_root_rdf_{os.getuid() if hasattr(os, 'getuid') else 'u'}"
     d.mkdir(exist_ok=True)
-    path = d / f"{model.namespace}.npz"
+    path = d / f"{model.namespace}_{digest[:20]}.npz"
     if not path.exists():
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
         np.savez(tmp, source=np.array(model.source), weights=model._blob)
@@ -105,7 +111,7 @@ def setup(basename: str, original: str, kind: str, plan: Plan, digest: str, key:
     from sofie_root.jit import cling
 
     from . import codegen
-    from .functor import _capacity, declare, fingerprint, load_model, root
+    from .functor import _capacity, code_fingerprint, declare, fingerprint, load_model, root
 
     ns = codegen.namespace(plan)
     with _lock:
@@ -122,6 +128,9 @@ def setup(basename: str, original: str, kind: str, plan: Plan, digest: str, key:
         else:
             with np.load(path) as z:
                 source, weights = str(z["source"]), np.array(z["weights"])
+            if code_fingerprint(source, plan.namespace, weights) != digest:
+                raise SofieError(f"{path}: the model code shipped to this worker differs from the one the column "
+                                 f"was defined with (a stale or foreign export?)")
             cling.declare_model(plan.namespace, source)
             local_plan = plan
         declare(local_plan, ns)
@@ -176,10 +185,11 @@ def define(df, name: str, model, columns: Sequence[str] | None = None, **options
             path = None  # external data in sub-directories: ship the compiled form instead
         else:
             files = companions
+    digest = fingerprint(m)
     if path is None:
-        path, kind = _export(m), "npz"
+        path, kind = _export(m, digest), "npz"
     ROOT.RDF.Distributed.DistributeFiles([str(path), *map(str, files)])
     ns = codegen.namespace(plan)
-    _register(ns, (path.name, str(path), kind, plan, fingerprint(m), key if kind == "model" else None))
+    _register(ns, (path.name, str(path), kind, plan, digest, key if kind == "model" else None))
     args = ", ".join(["rdfslot_", *plan.args])
     return df.Define(name, f"{ns}::eval({args})")

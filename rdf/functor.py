@@ -101,10 +101,15 @@ def declare(plan: Plan, ns: str | None = None) -> str:
 def fingerprint(model) -> str:
     """A digest of a model's generated code and weights that does not depend on where it was
     loaded from (its C++ namespace does), to check that workers run the very same model."""
+    return code_fingerprint(model.source, model.namespace, model._blob)
+
+
+def code_fingerprint(source: str, namespace: str, weights) -> str:
+    """:func:`fingerprint` of generated code (declaring ``namespace``) and its weight blob."""
     import hashlib
 
-    h = hashlib.sha1(model.source.replace(model.namespace, "NS").encode())
-    h.update(model._blob.tobytes())
+    h = hashlib.sha1(source.replace(namespace, "NS").encode())
+    h.update(weights.tobytes())
     return h.hexdigest()
 
 
