@@ -124,7 +124,7 @@ inline std::uint64_t fp_mode()
 // keep the library's accuracy). Maximum errors against the correctly rounded result, measured
 // over a sweep of float32 bit patterns (tests/sofie_root/test_math_layer.py, README "Numerics"):
 //   exp 1 ulp, expm1 2, log 1, log1p 2, tanh 2, sigmoid 2, softplus 2, erf 2.5, pow 1 (computed
-//   in double); gelu 2 ulp for x >= 0, 24 ulp (1.4e-6 relative) for -5 < x < 0 and 1.2e-5
+//   in double); gelu 6.2 ulp for x >= 0, 24 ulp (1.4e-6 relative) for -5 < x < 0 and 1.2e-5
 //   relative below -5, where |gelu(x)| < 1.5e-6 (the rounding of z^2 inside erfc's exp).
 // Every function returns NaN for NaN, handles +-0, +-inf and subnormal arguments as the C
 // library does, overflows to inf and underflows to an exact 0 (subnormal results are produced
@@ -313,10 +313,8 @@ SOFIE_RT_VM_INLINE double erf(double x) { return std::erf(x); }
 // as ONNX's definition 0.5 x (1 + erf(x / sqrt2)) gives.
 SOFIE_RT_VM_INLINE float gelu(float x)
 {
-   const float z = x * 0.70710678118654752f;
-   const float ec = erfc_pos(std::fabs(z));
-   const float f = std::fabs(z) < 0.5f ? 1.0f + erf_series(z) : (x >= 0.0f ? 2.0f - ec : ec);
-   return 0.5f * x * f;
+   const float ec = erfc_pos(std::fabs(x) * 0.70710678118654752f);
+   return 0.5f * x * (x >= 0.0f ? 2.0f - ec : ec);
 }
 SOFIE_RT_VM_INLINE double gelu(double x) { return 0.5 * x * std::erfc(-x * 0.70710678118654752); }
 
@@ -514,7 +512,8 @@ template <class T> inline T clamp_nan(T x, T lo, T hi) { return x < lo ? lo : (x
 template <class T> inline T nan_max(T a, T b) { return (a != a || b != b) ? std::numeric_limits<T>::quiet_NaN() : (a > b ? a : b); }
 template <class T> inline T nan_min(T a, T b) { return (a != a || b != b) ? std::numeric_limits<T>::quiet_NaN() : (a < b ? a : b); }
 
-// Float to integer conversion without undefined behaviour: NaN gives 0, out of range saturates.
+// Float to integer conversion without undefined behaviour for indices and sizes computed in
+// floating point (Resize, GridSample, RoiAlign, float indices): NaN gives 0, out of range saturates.
 template <class I, class F> inline I float_to_int(F x)
 {
    if (x != x)
@@ -524,6 +523,35 @@ template <class I, class F> inline I float_to_int(F x)
    if (x >= static_cast<F>(std::numeric_limits<I>::max()))
       return std::numeric_limits<I>::max();
    return static_cast<I>(x);
+}
+
+// The float to integer Cast without undefined behaviour, giving what numpy's astype and ONNX
+// Runtime's Cast give on x86-64 (the hardware conversion's results, kept on every platform):
+// values in range truncate toward zero; int32 and int64 get their minimum ("integer indefinite")
+// for NaN, +-inf and out-of-range values; 8- and 16-bit types convert through int32 and keep its
+// low bits (300.7 -> uint8 44, -1.5 -> uint8 255, NaN -> 0); uint32 and uint64 take negative
+// values in the range of the signed type of their width modulo 2^n, give 0 for +inf and values
+// above their range, and 2^(n-1) for NaN, -inf and values below the signed range.
+template <class I, class F> inline I cast_float_to_int(F x)
+{
+   static_assert(std::is_integral<I>::value && std::is_floating_point<F>::value, "float_to_int<int type>(float)");
+   if constexpr (std::is_same<I, bool>::value) {
+      return x != F(0);
+   } else if constexpr (sizeof(I) < 4) {
+      using U = typename std::make_unsigned<I>::type;
+      return static_cast<I>(static_cast<U>(static_cast<std::uint32_t>(cast_float_to_int<std::int32_t>(x))));
+   } else if constexpr (std::is_signed<I>::value) {
+      constexpr F lim = F(sizeof(I) == 8 ? 9223372036854775808.0 : 2147483648.0); // 2^(n-1), exact
+      return (x >= -lim && x < lim) ? static_cast<I>(x) : std::numeric_limits<I>::min();
+   } else {
+      using S = typename std::make_signed<I>::type;
+      constexpr F half = F(sizeof(I) == 8 ? 9223372036854775808.0 : 2147483648.0);
+      if (x >= F(0) && x < F(2) * half)
+         return static_cast<I>(x);
+      if (x > -half && x < F(0))
+         return static_cast<I>(static_cast<S>(x));
+      return x >= F(2) * half ? I(0) : static_cast<I>(half);
+   }
 }
 
 // Rounding float32 values to the nearest float16 / bfloat16 value (ties to even): half-precision
@@ -714,6 +742,7 @@ template <class T> inline void attention(const AttentionArgs<T> &a)
             const T *q = a.Q + b * a.qb + h * a.qh + i * a.qi;
             T *qk = a.qk ? a.qk + ((b * a.Hq + h) * a.Sq + i) * a.St : nullptr;
             bool any_allowed = false;
+            bool any_nan = false; // a NaN score makes the row NaN (as the reference), not "fully masked"
             T smax = ninf;
             for (std::int64_t j = 0; j < a.St; ++j) {
                T s = T(0);
@@ -746,17 +775,25 @@ template <class T> inline void attention(const AttentionArgs<T> &a)
                   qk[j] = s;
                if (bias != ninf)
                   any_allowed = true;
-               a.scores[j] = s;
+               // a masked key takes no part, whatever its score (NaN included), as in the reference
+               a.scores[j] = bias == ninf ? ninf : s;
+               any_nan = any_nan || (bias != ninf && s != s);
                if (s > smax)
                   smax = s;
             }
             T *y = a.Y + b * a.yb + h * a.yh + i * a.yi;
             for (std::int64_t d = 0; d < a.Dv; ++d)
                y[d] = T(0);
-            if (!any_allowed || smax == ninf) {
-               if (qk && a.qk_mode == 3)
-                  for (std::int64_t j = 0; j < a.St; ++j)
+            if (!any_nan && (!any_allowed || smax == ninf)) {
+               // every probability is 0; 0 * V still carries V's NaN and infinities into y, as the
+               // reference's product with the all-zero row does
+               for (std::int64_t j = 0; j < a.St; ++j) {
+                  if (qk && a.qk_mode == 3)
                      qk[j] = T(0);
+                  const T *v = V + j * a.Dv;
+                  for (std::int64_t d = 0; d < a.Dv; ++d)
+                     y[d] += T(0) * v[d];
+               }
                continue;
             }
             T sum = T(0);

@@ -565,7 +565,8 @@ class _Pool(Operator):
                         idx = f"({idx}) * {g.inp[j]} + {is_[j]}"
                 else:
                     idx = _flat(is_, g.inp)
-                lines.append(f"if ({xv} > {acc} || {best} < 0) {{ {acc} = {xv}; {best} = {idx}; }}")
+                # NaN is skipped as in the path without indices (onnxruntime's MaxPool does the same)
+                lines.append(f"if ({xv} > {acc} || ({best} < 0 && {xv} == {xv})) {{ {acc} = {xv}; {best} = {idx}; }}")
             else:
                 lines.append(f"{acc} = {xv} > {acc} ? {xv} : {acc};")
         elif self.kind == "avg":

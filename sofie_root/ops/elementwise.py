@@ -457,8 +457,9 @@ def _cast_expr(a: str, src: DType, dst: DType) -> str:
     if dst.name == "bool":
         return f"({a} != 0)"
     if src.is_float and dst.is_int:
-        # out-of-range float -> int conversion is undefined behaviour in C++; saturate like numpy on x86
-        return f"sofie_rt::float_to_int<{dst.cpp}>({a})"
+        # out-of-range float -> int conversion is undefined behaviour in C++; the runtime gives numpy's
+        # and onnxruntime's results (x86-64 semantics, see sofie_rt::cast_float_to_int)
+        return f"sofie_rt::cast_float_to_int<{dst.cpp}>({a})"
     return f"static_cast<{dst.cpp}>({a})"
 
 

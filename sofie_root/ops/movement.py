@@ -175,10 +175,11 @@ def _reduce_expr(reduction: str, a: str, u: str, dt: DType) -> str:
         return f"static_cast<{dt.cpp}>({a} + {u})"
     if reduction == "mul":
         return f"static_cast<{dt.cpp}>({a} * {u})"
+    # float max/min propagate NaN (np.maximum / np.minimum in the reference)
     if reduction == "max":
-        return f"({u} > {a} ? {u} : {a})"
+        return f"sofie_rt::nan_max({a}, {u})" if dt.is_float else f"({u} > {a} ? {u} : {a})"
     if reduction == "min":
-        return f"({u} < {a} ? {u} : {a})"
+        return f"sofie_rt::nan_min({a}, {u})" if dt.is_float else f"({u} < {a} ? {u} : {a})"
     return u
 
 

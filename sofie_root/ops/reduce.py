@@ -68,7 +68,7 @@ def _abs(x: str, dt: DType) -> str:
 def _via_double(fn: str, acc: str, dt: DType) -> str:
     if dt.is_float:
         return f"sofie_rt::vm::log({acc})" if fn == "log" else f"std::{fn}({acc})"
-    return f"sofie_rt::float_to_int<{dt.cpp}>(std::{fn}(double({acc})))"
+    return f"sofie_rt::cast_float_to_int<{dt.cpp}>(std::{fn}(double({acc})))"
 
 
 # -- Reduce* ----------------------------------------------------------------------------------
@@ -423,7 +423,7 @@ class ReduceLogSumExp(_Reduce):
 
         def result(s: str, m: str) -> str:
             r = f"sofie_rt::vm::log({s}) + {m}"
-            return r if dt.is_float else f"sofie_rt::float_to_int<{T}>({r})"
+            return r if dt.is_float else f"sofie_rt::cast_float_to_int<{T}>({r})"
 
         if not reduced:
             i = e.tmp("i")
@@ -681,6 +681,14 @@ class LogSoftmax(_Softmax):
     log = True
 
 
+
+def _beats(x: str, best: str, dt: DType) -> str:
+    """C++ condition: ``x`` replaces the current maximum ``best`` in an argmax, as numpy's argmax
+    (the reference's Hardmax) decides: NaN counts as the largest value, the first one wins."""
+    if not dt.is_float:
+        return f"{x} > {best}"
+    return f"({x} > {best} || ({x} != {x} && {best} == {best}))"
+
 @register
 class Hardmax(_SoftmaxLike):
     """ONNX Hardmax: 1 at the first maximum along the axis, 0 elsewhere."""
@@ -690,7 +698,7 @@ class Hardmax(_SoftmaxLike):
     def _row(self, e, dt, xo, yo, j, na, m, s) -> list[str]:
         T = dt.cpp
         return [f"std::int64_t {s} = 0;",
-                _loop(j, na, f"{{ {yo}[{j}] = {T}(0); if ({xo}[{j}] > {xo}[{s}]) {s} = {j}; }}"),
+                _loop(j, na, f"{{ {yo}[{j}] = {T}(0); if ({_beats(f'{xo}[{j}]', f'{xo}[{s}]', dt)}) {s} = {j}; }}"),
                 f"if ({na} > 0) {yo}[{s}] = {T}(1);"]
 
     def workspace(self, v: NodeView):
@@ -703,7 +711,7 @@ class Hardmax(_SoftmaxLike):
         at = f"{j} * {ni} + {k}"
         return [_loop(k, ni, f"{bi}[{k}] = 0;"),
                 _loop(j, na, _loop(k, ni, f"{{ {yo}[{at}] = {T}(0); "
-                                          f"if ({xo}[{at}] > {xo}[{bi}[{k}] * {ni} + {k}]) {bi}[{k}] = {j}; }}")),
+                                          f"if ({_beats(f'{xo}[{at}]', f'{xo}[{bi}[{k}] * {ni} + {k}]', dt)}) {bi}[{k}] = {j}; }}")),
                 f"if ({na} > 0)",
                 "   " + _loop(k, ni, f"{yo}[{bi}[{k}] * {ni} + {k}] = {T}(1);")]
 

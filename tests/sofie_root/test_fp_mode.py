@@ -41,17 +41,33 @@ def _mul_model(flush: str | None = None):
     return m
 
 
-def test_denormals_flushed_inside_run_and_mode_restored() -> None:
+def _backend_available(backend: str) -> bool:
+    if backend == "cling":
+        return True
+    from sofie_root.jit import native
+
+    try:
+        native.compiler()
+        return True
+    except SofieError:
+        return False
+
+
+@pytest.mark.parametrize("backend", ["cling", "native"])
+def test_denormals_flushed_inside_run_and_mode_restored(backend, tmp_path, monkeypatch) -> None:
+    if not _backend_available(backend):
+        pytest.skip("no C++ compiler for the native backend")
+    monkeypatch.setenv("SOFIE_ROOT_CACHE", str(tmp_path))  # never the user's library cache
     x = np.array([[1e-20, 2e-20, 1.0, -1e-20]], np.float32)  # 1e-40: subnormal product
     before = mode()
-    m = sofie_root.compile(_mul_model())
+    m = sofie_root.compile(_mul_model(), backend=backend)
     y = m(x)
     assert mode() == before
     assert y.tolist() == [[0.0, 0.0, np.float32(1e-20), 0.0]] and np.signbit(y[0, 3])
     # a subnormal input reads as zero too
     assert m(np.array([[1e-40, 1.0, 1.0, 1.0]], np.float32))[0, 0] == 0.0
     # switched off: the numpy result, subnormals included
-    off = sofie_root.compile(_mul_model("0"))
+    off = sofie_root.compile(_mul_model("0"), backend=backend)
     assert np.array_equal(off(x), x * np.float32(1e-20)) and off(x)[0, 0] != 0.0
     assert mode() == before
 

@@ -110,7 +110,7 @@ def test_unary_over_the_float_range(cling_fns, name) -> None:
     if name == "gelu":
         # relative accuracy of the erfc form: the rounding of z^2 inside exp grows with z^2
         d = x.astype(np.float64)
-        assert e[d >= 0].max() <= 2.0
+        assert e[d >= 0].max() <= 7.0
         assert e[(d < 0) & (d > -5)].max() <= 24.0
         assert e.max() <= 300.0
     else:
