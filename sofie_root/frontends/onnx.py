@@ -380,6 +380,12 @@ class _Converter:
             return
         if domain == "" and self._expand_function(proto, scope, initializers, out_nodes, outer, label):
             return
+        if proto.op_type == "BitCast" and domain == "" and (
+                any(i in self.half for i in proto.input)
+                or any(a.name == "to" and a.i in HALF_TYPES for a in proto.attribute)):
+            raise UnsupportedOperatorError([(proto.op_type, proto.name, domain, self.opsets.get(domain, 0),
+                                             "float16/bfloat16 are computed as float32 here: their bits "
+                                             "cannot be reinterpreted")])
         self._tag_half(proto)
         attrs = {a.name: _attr_value(a, self, scope, f"{self.label}: {label}") for a in proto.attribute}
         for key in _DTYPE_ATTRS:

@@ -1555,3 +1555,63 @@ class Compress(Operator):
                   "   }",
                   "}"]
         return "\n".join(lines)
+
+
+@register
+class TensorScatter(Operator):
+    """ONNX TensorScatter (opset 24): a copy of the cache with ``update`` written along the sequence
+    axis at each batch entry's write index (``mode`` linear: indices past the end are an error;
+    circular: they wrap)."""
+
+    op_type = "TensorScatter"
+
+    def check(self, v: NodeView) -> str | None:
+        if v.attr("mode", "linear") not in ("linear", "circular"):
+            return f"mode={v.attr('mode')!r} is not linear or circular"
+        if v.has_input(2) and v.input(2).dtype != INT64:
+            return f"write_indices must be int64, got {v.input(2).dtype.name}"
+        if v.has_input(1) and v.input(1).dtype != v.input(0).dtype:
+            return "past_cache and update must have the same element type"
+        return None
+
+    def _axis(self, v: NodeView) -> int:
+        x = v.input(0)
+        axis = normalize_axis(int(v.attr("axis", -2)), x.rank, v)
+        if axis == 0:
+            raise v.fail("axis cannot be the batch axis 0")
+        return axis
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        cache, upd = v.input(0), v.input(1)
+        axis = self._axis(v)
+        if upd.rank != cache.rank or any(isinstance(a, int) and isinstance(b, int) and a != b
+                                         for k, (a, b) in enumerate(zip(cache.shape, upd.shape)) if k != axis):
+            raise v.fail(f"update {upd} must have the cache's shape {cache} except along axis {axis}")
+        if v.has_input(2) and v.input(2).rank != 1:
+            raise v.fail(f"write_indices {v.input(2)} must be a vector of the batch size")
+        return [OutInfo(cache.dtype, cache.shape)]
+
+    def emit(self, v: NodeView, e) -> str:
+        cache, upd = v.input(0), v.input(1)
+        axis = self._axis(v)
+        circular = v.attr("mode", "linear") == "circular"
+        per_batch = _cx(e, numel(cache.shape[1:axis]))
+        prefix = _cx(e, numel(cache.shape[:axis]))
+        inner = _cx(e, numel(cache.shape[axis + 1:]))
+        cap, seq = _cx(e, cache.shape[axis]), _cx(e, upd.shape[axis])
+        p, s, c, i = e.tmp("p"), e.tmp("s"), e.tmp("c"), e.tmp("i")
+        start = f"{e.inp(2)}[{p} / {per_batch}]" if v.has_input(2) else "0"
+        wrap = (f"{c} = (({c} % {cap}) + {cap}) % {cap};" if circular else
+                f"if ({c} < 0 || {c} >= {cap}) {e.fail('a write index plus the update length is outside the cache')}")
+        return "\n".join([
+            f"if (static_cast<const void *>({e.out()}) != static_cast<const void *>({e.inp(0)})) "
+            f"std::memcpy({e.out()}, {e.inp(0)}, std::size_t({e.size_in(0)}) * sizeof({cache.dtype.cpp}));",
+            f"if ({seq} > {cap}) {e.fail('the update is longer than the cache')}",
+            f"for ({I64} {p} = 0; {p} < {prefix}; ++{p})",
+            f"   for ({I64} {s} = 0; {s} < {seq}; ++{s}) {{",
+            f"      {I64} {c} = {start} + {s};",
+            f"      {wrap}",
+            f"      for ({I64} {i} = 0; {i} < {inner}; ++{i})",
+            f"         {e.out()}[({p} * {cap} + {c}) * {inner} + {i}] = {e.inp(1)}[({p} * {seq} + {s}) * {inner} + {i}];",
+            "   }",
+        ])

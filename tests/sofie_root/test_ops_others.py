@@ -165,3 +165,46 @@ def test_causal_conv_with_state():
     ref = np.stack([(full[:, :, t:t + 3] * w[None, :, 0, :]).sum(-1) for t in range(6)], axis=2) + b[None, :, None]
     np.testing.assert_allclose(got[0], ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(got[1], x[:, :, -2:])
+
+
+# -- BitCast ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("src,dst", [(np.float32, np.int32), (np.int64, np.float64), (np.int8, np.uint8),
+                                     (np.uint16, np.int16), (np.bool_, np.uint8)])
+def test_bitcast(src, dst):
+    x = (RNG.standard_normal((3, 4)) * 1000).astype(src) if src != np.bool_ else RNG.random((3, 4)) < 0.5
+    m = make_model([helper.make_node("BitCast", ["x"], ["y"], to=helper.np_dtype_to_tensor_dtype(np.dtype(dst)))],
+                   [value_info("x", src, ["N", 4])], [value_info("y", dst, None)], opset=26)
+    got = sofie_root.compile(m).infer(x)[0]
+    assert got.dtype == np.dtype(dst)
+    np.testing.assert_array_equal(got, x.view(dst))
+
+
+def test_bitcast_refuses_width_changes_bool_and_half():
+    for src, to in [(np.float32, 7), (np.uint8, 9), (np.float32, 10)]:  # int64; bool; float16
+        m = make_model([helper.make_node("BitCast", ["x"], ["y"], to=to)], [value_info("x", src, [2])],
+                       [value_info("y", np.float32, None)], opset=26)
+        with pytest.raises(sofie_root.UnsupportedOperatorError, match="BitCast"):
+            sofie_root.compile(m)
+
+
+# -- TensorScatter ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["linear", "circular"])
+def test_tensor_scatter(mode):
+    cache = RNG.standard_normal((2, 3, 6, 4)).astype(np.float32)  # [batch, heads, max_seq, head]
+    upd = RNG.standard_normal((2, 3, 2, 4)).astype(np.float32)
+    idx = np.array([1, 4 if mode == "linear" else 5], np.int64)
+    m = make_model([helper.make_node("TensorScatter", ["cache", "upd", "idx"], ["y"], mode=mode)],
+                   [value_info("cache", np.float32, cache.shape), value_info("upd", np.float32, upd.shape),
+                    value_info("idx", np.int64, [2])], [value_info("y", np.float32, None)], opset=24)
+    model = sofie_root.compile(m)
+    got = _check(m, cache, upd, idx, compiled=model)[0]
+    ref = cache.copy()
+    for b in range(2):
+        for s in range(2):
+            ref[b, :, (idx[b] + s) % 6] = upd[b, :, s]
+    np.testing.assert_array_equal(got, ref)
+    if mode == "linear":
+        with pytest.raises(sofie_root.SofieError, match="outside the cache"):
+            model.infer(cache, upd, np.array([0, 5], np.int64))
