@@ -16,6 +16,7 @@ from . import (  # noqa: F401  (imported for registration)
     movement,
     normalization,
     quantize,
+    random,
     reduce,
     rnn,
     shape,

@@ -208,3 +208,45 @@ def test_tensor_scatter(mode):
     if mode == "linear":
         with pytest.raises(sofie_root.SofieError, match="outside the cache"):
             model.infer(cache, upd, np.array([0, 5], np.int64))
+
+
+# -- random generators (statistics: the values are not bit-identical to other runtimes) ------------
+
+def _random_model():
+    f, d = 1, 11  # float, double
+    nodes = [helper.make_node("RandomNormal", [], ["n"], shape=[400, 250], mean=2.0, scale=3.0, seed=4.0),
+             helper.make_node("RandomUniform", [], ["u"], shape=[100000], low=-1.0, high=5.0, dtype=d, seed=9.0),
+             helper.make_node("RandomUniformLike", ["x"], ["ul"]),
+             helper.make_node("RandomNormalLike", ["x"], ["nl"], dtype=f),
+             helper.make_node("Bernoulli", ["p"], ["b"])]
+    return make_model(nodes, [value_info("x", np.float64, ["N", 1000]), value_info("p", np.float32, ["M"])],
+                      [value_info(n, t, None) for n, t in
+                       [("n", np.float32), ("u", np.float64), ("ul", np.float64), ("nl", np.float32),
+                        ("b", np.float32)]], opset=22)
+
+
+def test_random_generators_shapes_statistics_and_seeds():
+    model = sofie_root.compile(_random_model())
+    p = np.repeat(np.array([0.0, 0.25, 0.9, 1.0], np.float32), 50000)
+    x = np.zeros((80, 1000))
+    n, u, ul, nl, b = model.infer(x, p)
+    assert (n.shape, n.dtype, u.shape, u.dtype) == ((400, 250), np.float32, (100000,), np.float64)
+    assert (ul.shape, ul.dtype, nl.shape, nl.dtype) == ((80, 1000), np.float64, (80, 1000), np.float32)
+    k = n.size
+    assert abs(n.mean() - 2.0) < 5 * 3.0 / np.sqrt(k) and abs(n.std() - 3.0) < 0.03
+    assert abs(np.mean(np.abs(n - 2.0) < 3.0) - 0.6827) < 0.01  # the normal's one-sigma mass
+    assert u.min() >= -1.0 and u.max() < 5.0 and abs(u.mean() - 2.0) < 0.03 and abs(u.var() - 3.0) < 0.05
+    counts = np.histogram(u, bins=20, range=(-1, 5))[0]
+    assert counts.min() > 0.9 * u.size / 20 and counts.max() < 1.1 * u.size / 20
+    assert 0 <= ul.min() and ul.max() < 1 and abs(ul.mean() - 0.5) < 0.01
+    assert abs(nl.mean()) < 0.02 and abs(nl.std() - 1.0) < 0.02
+    frac = b.reshape(4, -1).mean(axis=1)
+    assert frac[0] == 0 and frac[3] == 1 and abs(frac[1] - 0.25) < 0.01 and abs(frac[2] - 0.9) < 0.01
+    assert set(np.unique(b)) == {0.0, 1.0}
+    n2, u2, ul2, nl2, b2 = model.infer(x, p)
+    np.testing.assert_array_equal(n, n2)  # seeded: the same values at every call
+    np.testing.assert_array_equal(u, u2)
+    assert not np.array_equal(ul, ul2) and not np.array_equal(nl, nl2)  # unseeded: fresh values
+    assert not np.array_equal(b, b2)
+    assert model.infer(np.zeros((3, 1000)), p[:7])[2].shape == (3, 1000)  # symbolic batch
+
