@@ -197,7 +197,8 @@ _EXACT_ON_HALF = frozenset({
     "Gather", "GatherElements", "GatherND", "Expand", "Tile", "Pad", "Where", "Max", "Min", "Relu", "Abs",
     "Neg", "Sign", "DepthToSpace", "SpaceToDepth", "ReduceMax", "ReduceMin", "MaxPool", "GlobalMaxPool",
     "ScatterND", "ScatterElements", "Compress", "ReverseSequence", "TopK", "Dropout", "Floor", "Ceil",
-    "Round", "Trilu", "Clip", "ConstantOfShape", "EyeLike", "Cast", "CastLike",
+    "Round", "Trilu", "Clip", "ConstantOfShape", "EyeLike", "Cast", "CastLike", "Unique",
+    "TensorScatter", "BitCast",
 })
 
 

@@ -250,3 +250,36 @@ def test_random_generators_shapes_statistics_and_seeds():
     assert not np.array_equal(b, b2)
     assert model.infer(np.zeros((3, 1000)), p[:7])[2].shape == (3, 1000)  # symbolic batch
 
+
+
+# -- Unique ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+@pytest.mark.parametrize("axis", [None, 0, 1])
+@pytest.mark.parametrize("is_sorted", [1, 0])
+def test_unique(dtype, axis, is_sorted):
+    x = RNG.integers(0, 3, (6, 4)).astype(dtype)
+    x[3] = x[1]  # repeated rows
+    x[:, 2] = x[:, 0]  # repeated columns
+    attrs = {"sorted": is_sorted, **({} if axis is None else {"axis": axis})}
+    outs = ["y", "idx", "inv", "cnt"]
+    m = make_model([helper.make_node("Unique", ["x"], outs, **attrs)], [value_info("x", dtype, ["N", 4])],
+                   [value_info("y", dtype, None)] + [value_info(o, np.int64, None) for o in outs[1:]], opset=11)
+    model = sofie_root.compile(m)
+    got = _check(m, x, compiled=model)
+    if is_sorted:
+        ref = np.unique(x, axis=axis, return_index=True, return_inverse=True, return_counts=True)
+        for g, r in zip(got, ref):
+            np.testing.assert_array_equal(g, r.reshape(g.shape))
+    _check(m, x[:2], compiled=model)  # another batch size, fewer distinct values
+
+
+def test_unique_with_nans_keeps_them_together_last():
+    x = np.array([2.0, np.nan, 1.0, 2.0, np.nan, -1.0], np.float32)
+    m = make_model([helper.make_node("Unique", ["x"], ["y", "i", "v", "c"])], [value_info("x", np.float32, [6])],
+                   [value_info("y", np.float32, None)] + [value_info(o, np.int64, None) for o in "ivc"], opset=11)
+    y, i, v, c = sofie_root.compile(m).infer(x)
+    np.testing.assert_array_equal(y, [-1.0, 1.0, 2.0, np.nan])
+    np.testing.assert_array_equal(i, [5, 2, 0, 1])
+    np.testing.assert_array_equal(v, [2, 3, 1, 2, 3, 0])
+    np.testing.assert_array_equal(c, [1, 1, 2, 2])
