@@ -283,3 +283,27 @@ def test_unique_with_nans_keeps_them_together_last():
     np.testing.assert_array_equal(i, [5, 2, 0, 1])
     np.testing.assert_array_equal(v, [2, 3, 1, 2, 3, 0])
     np.testing.assert_array_equal(c, [1, 1, 2, 2])
+
+
+# -- NonMaxSuppression -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("center", [0, 1])
+@pytest.mark.parametrize("with_score_threshold", [True, False])
+def test_non_max_suppression(center, with_score_threshold):
+    nb, nc, nn = 2, 3, 40
+    xy = RNG.uniform(0, 10, (nb, nn, 2))
+    wh = RNG.uniform(0.5, 4, (nb, nn, 2))
+    boxes = (np.concatenate([xy, wh], -1) if center else
+             np.concatenate([xy, xy + wh], -1)[..., [1, 0, 3, 2]]).astype(np.float32)  # [y0, x0, y1, x1]
+    scores = RNG.random((nb, nc, nn)).astype(np.float32)
+    scores[0, 0, 5] = scores[0, 0, 6]  # a tie
+    ins = ["boxes", "scores", "maxo", "iou"] + (["st"] if with_score_threshold else [])
+    m = make_model([helper.make_node("NonMaxSuppression", ins, ["sel"], center_point_box=center)],
+                   [value_info("boxes", np.float32, ["B", nn, 4]), value_info("scores", np.float32, ["B", nc, nn]),
+                    value_info("maxo", np.int64, [1])], [value_info("sel", np.int64, None)],
+                   {"iou": np.array([0.3], np.float32), "st": np.array([0.2], np.float32)}, opset=11)
+    model = sofie_root.compile(m)
+    for maxo in (0, 3, 100):
+        got = _check(m, boxes, scores, np.array([maxo], np.int64), compiled=model)[0]
+        assert got.shape[0] <= nb * nc * min(maxo, nn)
+    _check(m, boxes[:1], scores[:1], np.array([5], np.int64), compiled=model)
