@@ -465,7 +465,8 @@ class _Converter:
             if info is not None:
                 scope[info.name] = info
         out_nodes.append(node)
-        if domain == "" and node.op_type not in _EXACT_ON_HALF:
+        if domain == "" and node.op_type not in _EXACT_ON_HALF and not op.data_dependent(view):
+            # (data-dependent sizes are named after the node's outputs, which rounding renames)
             self._round_half_outputs(node, scope, initializers, out_nodes, outer)
 
     def _round_half_outputs(self, node: Node, scope: dict[str, TensorInfo], initializers: dict[str, np.ndarray],
