@@ -20,6 +20,7 @@ _FAMILY_TITLES = {
     "normalization": "normalization", "reduce": "reductions, softmax, top-k", "movement": "data movement",
     "shape": "shape", "rnn": "recurrent", "einsum": "einsum", "control": "control flow",
     "sequence": "sequences and optionals",
+    "functions": "through its ONNX function body", "random": "random (seeded, not bit-identical to other runtimes)",
 }
 
 

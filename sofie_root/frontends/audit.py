@@ -13,7 +13,7 @@ at the model's opset (``onnx.defs``) and decides, naming the node and the attrib
 * an attribute whose old meaning differs from what the operator now does is refused
   (:data:`REFUSED`);
 * any other attribute unknown to the schema is ignored with a warning (it has no meaning at
-  this opset);
+  this opset; it stays on the node, so files written from the graph keep it);
 * an attribute of the wrong type, or a required attribute that is missing, is refused;
 * degenerate values (:func:`_degenerate`): an RNN/LSTM/GRU ``clip`` <= 0 can only zero the
   layer, so it is read as "no clipping" (ROOT SOFIE's reading) with a warning; a non-positive
@@ -146,9 +146,8 @@ def audit_node(proto: onnx.NodeProto, opset: int, where: str,
             _warn(f"{where}: attribute {a.name}={arr.tolist()} is not an attribute of {proto.op_type} at opset "
                   f"{opset} (it became input {idx} at opset {moved[0]}); honoured as that input")
             continue
-        # kept in the IR (a saved model holds what its file held) but read by nothing
         _warn(f"{where}: attribute {a.name!r} is not an attribute of {proto.op_type} at opset {opset}; ignored")
-        keep.append(a)
+        keep.append(a)  # kept on the node (files written from it keep it); no operator reads it
     for name, attr in known.items():
         if attr.required and not any(a.name == name for a in keep):
             raise InvalidGraphError(f"{where}: the required attribute {name!r} of {proto.op_type} is missing")

@@ -61,7 +61,7 @@ def function_body(proto: onnx.NodeProto, opset: int, input_types: Sequence[onnx.
                 src = given.get(a.ref_attr_name) or defaults.get(a.ref_attr_name)
                 if src is None:
                     continue  # not given and no default: the inner operator's default applies
-                if src.type != a.type:
+                if a.type and src.type != a.type:
                     raise InvalidGraphError(f"{where}: attribute {a.ref_attr_name!r} has the wrong type")
                 b = onnx.AttributeProto()
                 b.CopyFrom(src)

@@ -220,7 +220,8 @@ _EXACT_ON_HALF = frozenset({
     "Gather", "GatherElements", "GatherND", "Expand", "Tile", "Pad", "Where", "Max", "Min", "Relu", "Abs",
     "Neg", "Sign", "DepthToSpace", "SpaceToDepth", "ReduceMax", "ReduceMin", "MaxPool", "GlobalMaxPool",
     "ScatterND", "ScatterElements", "Compress", "ReverseSequence", "TopK", "Dropout", "Floor", "Ceil",
-    "Round", "Trilu", "Clip", "ConstantOfShape", "EyeLike", "Cast", "CastLike",
+    "Round", "Trilu", "Clip", "ConstantOfShape", "EyeLike", "Cast", "CastLike", "Unique",
+    "TensorScatter", "BitCast",
 })
 
 
@@ -437,6 +438,12 @@ class _Converter:
             return
         if domain == "" and self._expand_function(proto, scope, initializers, out_nodes, outer, label):
             return
+        if proto.op_type == "BitCast" and domain == "" and (
+                any(i in self.half for i in proto.input)
+                or any(a.name == "to" and a.i in HALF_TYPES for a in proto.attribute)):
+            raise UnsupportedOperatorError([(proto.op_type, proto.name, domain, self.opsets.get(domain, 0),
+                                             "float16/bfloat16 are computed as float32 here: their bits "
+                                             "cannot be reinterpreted")])
         self._tag_half(proto)
         op = opbase.lookup(domain, proto.op_type)
         assert op is not None
@@ -538,7 +545,8 @@ class _Converter:
             if info is not None:
                 scope[info.name] = info
         out_nodes.append(node)
-        if domain == "" and node.op_type not in _EXACT_ON_HALF:
+        if domain == "" and node.op_type not in _EXACT_ON_HALF and not op.data_dependent(view):
+            # (data-dependent sizes are named after the node's outputs, which rounding renames)
             self._round_half_outputs(node, scope, initializers, out_nodes, outer)
 
     def _round_half_outputs(self, node: Node, scope: dict[str, TensorInfo], initializers: dict[str, np.ndarray],

@@ -17,6 +17,7 @@ from . import (  # noqa: F401  (imported for registration)
     movement,
     normalization,
     quantize,
+    random,
     reduce,
     rnn,
     sequence,

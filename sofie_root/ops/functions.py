@@ -41,3 +41,4 @@ class CausalConvWithState(_FunctionOp):
 
     op_type = "CausalConvWithState"
 
+

@@ -16,13 +16,14 @@ data is clamped or checked (an out-of-range RoiAlign batch index or MaxUnpool in
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..ir.dims import Dim, DimLike, Shape, numel, strides
-from ..ir.dtypes import FLOAT64, DType
+from ..ir.dtypes import FLOAT64, INT64, DType
 from .base import NodeView, Operator, OutInfo, normalize_axis, register
 from .elementwise import pow_expr
 
@@ -1157,3 +1158,114 @@ class LRN(Operator):
             f"{pow_expr(f'({e.lit(bias, dt)} + {e.lit(alpha / size, dt)} * {acc})', '', dt, float(beta))};",
             "}}}",
         ])
+
+
+@register
+class NonMaxSuppression(Operator):
+    """ONNX NonMaxSuppression: per batch and class, boxes in decreasing score order (ties: lower
+    index first) kept unless their IoU with a kept box exceeds the threshold, at most
+    ``max_output_boxes_per_class`` (0 or absent: none), above ``score_threshold`` if given;
+    corner or center boxes. The number of selected boxes is a data-dependent size, bounded by
+    batches x classes x boxes for memory planning."""
+
+    op_type = "NonMaxSuppression"
+
+    @staticmethod
+    def _symbol(v: NodeView) -> str:
+        return "nnms_" + re.sub(r"[^A-Za-z0-9_]", "_", v.node.outputs[0])
+
+    def check(self, v: NodeView) -> str | None:
+        if v.input(0).dtype.name not in ("float32", "float64") or v.input(1).dtype != v.input(0).dtype:
+            return "boxes and scores must both be float32 or float64"
+        if v.has_input(2) and v.input(2).dtype.name != "int64":
+            return "max_output_boxes_per_class must be int64"
+        if int(v.attr("center_point_box", 0)) not in (0, 1):
+            return f"center_point_box={v.attr('center_point_box')} is not 0 or 1"
+        return None
+
+    def _dims(self, v: NodeView):
+        boxes, scores = v.input(0), v.input(1)
+        if boxes.rank != 3 or scores.rank != 3 or (isinstance(boxes.shape[2], int) and boxes.shape[2] != 4):
+            raise v.fail(f"boxes {boxes} must be [batches, boxes, 4] and scores {scores} [batches, classes, boxes]")
+        return boxes.shape[0], scores.shape[1], boxes.shape[1]
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        self._dims(v)
+        return [OutInfo(INT64, (Dim.symbol(self._symbol(v)), 3))]
+
+    def data_dependent(self, v: NodeView) -> dict:
+        b, c, n = self._dims(v)
+        return {self._symbol(v): b * c * n}
+
+    def workspace(self, v: NodeView):
+        n = self._dims(v)[2]
+        return [(INT64, n), (INT64, n)]
+
+    def emit(self, v: NodeView, e) -> str:
+        nb, nc, nn = (e.dim(d) for d in self._dims(v))
+        T = v.input(0).dtype.cpp
+        bx, sc = e.inp(0), e.inp(1)
+        cand, sel = e.ws(0), e.ws(1)
+
+        def scalar(k: int, default: str) -> str:
+            if not v.has_input(k):
+                return default
+            return f"({e.size_in(k)} > 0 ? {e.inp(k)}[0] : {default})"
+
+        has_st = f"({e.size_in(4)} > 0)" if v.has_input(4) else "false"
+        b, c, i, j, k, q = (e.tmp(s) for s in ("b", "c", "i", "j", "k", "q"))
+        total, ncand, nsel, keep = e.tmp("total"), e.tmp("ncand"), e.tmp("nsel"), e.tmp("keep")
+        corners = int(v.attr("center_point_box", 0)) == 0
+        if corners:
+            extent = ("const double y0 = std::min(p[0], p[2]), y1 = std::max(p[0], p[2]), "
+                      "x0 = std::min(p[1], p[3]), x1 = std::max(p[1], p[3]);")
+        else:
+            extent = ("const double x0 = p[0] - p[2] / 2, x1 = p[0] + p[2] / 2, "
+                      "y0 = p[1] - p[3] / 2, y1 = p[1] + p[3] / 2;")
+        lines = [
+            f"const std::int64_t maxo = std::max<std::int64_t>(0, {scalar(2, '0')});",
+            f"const double iou_t = double({scalar(3, '0')});",
+            f"const bool has_st = {has_st};",
+            f"const double st = {f'has_st ? double({e.inp(4)}[0]) : 0.0' if v.has_input(4) else '0.0'};",
+            "(void)st;",
+            # box extent as (x0, y0, x1, y1)
+            f"auto ext = [&](std::int64_t bb, std::int64_t ii, double *r) {{ const {T} *p = {bx} + (bb * {nn} + ii) * 4; "
+            f"{extent} r[0] = x0; r[1] = y0; r[2] = x1; r[3] = y1; }};",
+            "auto suppress = [&](std::int64_t bb, std::int64_t i1, std::int64_t i2) {",
+            "   double a[4], z[4]; ext(bb, i1, a); ext(bb, i2, z);",
+            "   const double ix0 = std::max(a[0], z[0]), ix1 = std::min(a[2], z[2]);",
+            "   if (!(ix1 > ix0)) return false;",
+            "   const double iy0 = std::max(a[1], z[1]), iy1 = std::min(a[3], z[3]);",
+            "   if (!(iy1 > iy0)) return false;",
+            "   const double inter = (ix1 - ix0) * (iy1 - iy0);",
+            "   const double a1 = (a[2] - a[0]) * (a[3] - a[1]), a2 = (z[2] - z[0]) * (z[3] - z[1]);",
+            "   const double uni = a1 + a2 - inter;",
+            "   if (!(inter > 0) || !(a1 > 0) || !(a2 > 0) || !(uni > 0)) return false;",
+            "   return inter / uni > iou_t;",
+            "};",
+            f"std::int64_t {total} = 0;",
+            f"for (std::int64_t {b} = 0; {b} < {nb}; ++{b})",
+            f"for (std::int64_t {c} = 0; {c} < {nc}; ++{c}) {{",
+            f"   const {T} *s = {sc} + ({b} * {nc} + {c}) * {nn};",
+            f"   std::int64_t {ncand} = 0;",
+            f"   for (std::int64_t {i} = 0; {i} < {nn}; ++{i}) if (!has_st || double(s[{i}]) > st) {cand}[{ncand}++] = {i};",
+            # decreasing score, ties by index; NaN scores last
+            f"   std::sort({cand}, {cand} + {ncand}, [&](std::int64_t x, std::int64_t y) {{",
+            "      const bool nx = std::isnan(s[x]), ny = std::isnan(s[y]);",
+            "      if (nx != ny) return ny;",
+            "      if (!nx && s[x] != s[y]) return s[x] > s[y];",
+            "      return x < y; });",
+            f"   std::int64_t {nsel} = 0;",
+            f"   for (std::int64_t {k} = 0; {k} < {ncand} && {nsel} < maxo; ++{k}) {{",
+            f"      const std::int64_t {q} = {cand}[{k}];",
+            f"      bool {keep} = true;",
+            f"      for (std::int64_t {j} = 0; {j} < {nsel}; ++{j}) if (suppress({b}, {q}, {sel}[{j}])) {{ {keep} = false; break; }}",
+            f"      if (!{keep}) continue;",
+            f"      {sel}[{nsel}++] = {q};",
+            f"      {e.out()}[{total} * 3] = {b}; {e.out()}[{total} * 3 + 1] = {c}; {e.out()}[{total} * 3 + 2] = {q};",
+            f"      ++{total};",
+            "   }",
+            "}",
+            f"{e.dim(e.out_info(0).shape[0])} = {total};",
+        ]
+        return "{\n" + "\n".join(lines) + "\n}"

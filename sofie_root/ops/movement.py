@@ -1556,3 +1556,168 @@ class Compress(Operator):
                   "   }",
                   "}"]
         return "\n".join(lines)
+
+
+@register
+class TensorScatter(Operator):
+    """ONNX TensorScatter (opset 24): a copy of the cache with ``update`` written along the sequence
+    axis at each batch entry's write index (``mode`` linear: indices past the end are an error;
+    circular: they wrap)."""
+
+    op_type = "TensorScatter"
+
+    def check(self, v: NodeView) -> str | None:
+        if v.attr("mode", "linear") not in ("linear", "circular"):
+            return f"mode={v.attr('mode')!r} is not linear or circular"
+        if v.has_input(2) and v.input(2).dtype != INT64:
+            return f"write_indices must be int64, got {v.input(2).dtype.name}"
+        if v.has_input(1) and v.input(1).dtype != v.input(0).dtype:
+            return "past_cache and update must have the same element type"
+        return None
+
+    def _axis(self, v: NodeView) -> int:
+        x = v.input(0)
+        axis = normalize_axis(int(v.attr("axis", -2)), x.rank, v)
+        if axis == 0:
+            raise v.fail("axis cannot be the batch axis 0")
+        return axis
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        cache, upd = v.input(0), v.input(1)
+        axis = self._axis(v)
+        if upd.rank != cache.rank or any(isinstance(a, int) and isinstance(b, int) and a != b
+                                         for k, (a, b) in enumerate(zip(cache.shape, upd.shape)) if k != axis):
+            raise v.fail(f"update {upd} must have the cache's shape {cache} except along axis {axis}")
+        if v.has_input(2) and v.input(2).rank != 1:
+            raise v.fail(f"write_indices {v.input(2)} must be a vector of the batch size")
+        return [OutInfo(cache.dtype, cache.shape)]
+
+    def emit(self, v: NodeView, e) -> str:
+        cache, upd = v.input(0), v.input(1)
+        axis = self._axis(v)
+        circular = v.attr("mode", "linear") == "circular"
+        per_batch = _cx(e, numel(cache.shape[1:axis]))
+        prefix = _cx(e, numel(cache.shape[:axis]))
+        inner = _cx(e, numel(cache.shape[axis + 1:]))
+        cap, seq = _cx(e, cache.shape[axis]), _cx(e, upd.shape[axis])
+        p, s, c, i = e.tmp("p"), e.tmp("s"), e.tmp("c"), e.tmp("i")
+        start = f"{e.inp(2)}[{p} / {per_batch}]" if v.has_input(2) else "0"
+        wrap = (f"{c} = (({c} % {cap}) + {cap}) % {cap};" if circular else
+                f"if ({c} < 0 || {c} >= {cap}) {e.fail('a write index plus the update length is outside the cache')}")
+        return "\n".join([
+            f"if (static_cast<const void *>({e.out()}) != static_cast<const void *>({e.inp(0)})) "
+            f"std::memcpy({e.out()}, {e.inp(0)}, std::size_t({e.size_in(0)}) * sizeof({cache.dtype.cpp}));",
+            f"if ({seq} > {cap}) {e.fail('the update is longer than the cache')}",
+            f"for ({I64} {p} = 0; {p} < {prefix}; ++{p})",
+            f"   for ({I64} {s} = 0; {s} < {seq}; ++{s}) {{",
+            f"      {I64} {c} = {start} + {s};",
+            f"      {wrap}",
+            f"      for ({I64} {i} = 0; {i} < {inner}; ++{i})",
+            f"         {e.out()}[({p} * {cap} + {c}) * {inner} + {i}] = {e.inp(1)}[({p} * {seq} + {s}) * {inner} + {i}];",
+            "   }",
+        ])
+
+
+@register
+class Unique(Operator):
+    """ONNX Unique: the distinct elements (or slices along ``axis``), sorted or in order of first
+    occurrence, with first-occurrence indices, inverse indices and counts. The number of distinct
+    values is a data-dependent size, bounded by the input length for memory planning. Sorting
+    uses an index tie-break (stable without scratch memory); NaNs sort last and count as equal."""
+
+    op_type = "Unique"
+
+    @staticmethod
+    def _symbol(v: NodeView) -> str:
+        return "nunique_" + re.sub(r"[^A-Za-z0-9_]", "_", v.node.outputs[0] or "unique")
+
+    def check(self, v: NodeView) -> str | None:
+        if v.input(0).dtype.name == "bool":
+            return "bool inputs are not supported"
+        return None
+
+    def _geom(self, v: NodeView) -> tuple[int | None, DimLike, DimLike, DimLike]:
+        """(axis, outer, length, inner) of the slices compared."""
+        x = v.input(0)
+        axis = v.attr("axis")
+        if axis is None:
+            return None, 1, x.size, 1
+        axis = normalize_axis(int(axis), x.rank, v)
+        return axis, numel(x.shape[:axis]), x.shape[axis], numel(x.shape[axis + 1:])
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        x = v.input(0)
+        axis, _, length, _ = self._geom(v)
+        count = Dim.symbol(self._symbol(v))
+        y = (count,) if axis is None else tuple(count if k == axis else d for k, d in enumerate(x.shape))
+        return [OutInfo(x.dtype, y), OutInfo(INT64, (count,)), OutInfo(INT64, (length,)), OutInfo(INT64, (count,))]
+
+    def data_dependent(self, v: NodeView) -> dict:
+        return {self._symbol(v): self._geom(v)[2]}
+
+    def workspace(self, v: NodeView) -> list[tuple[DType, DimLike]]:
+        n = self._geom(v)[2]
+        return [(INT64, n)] * 5  # sorted order, group of each sorted position, group firsts, group order, rank
+
+    def emit(self, v: NodeView, e) -> str:
+        x = v.input(0)
+        axis, outer, length, inner = self._geom(v)
+        T = x.dtype.cpp
+        X = e.inp(0)
+        no, n, ni = _cx(e, outer), _cx(e, length), _cx(e, inner)
+        perm, grp, first, order, rank = (e.ws(k) for k in range(5))
+        a, b, o, i, j, g, r, lt, cmp = (e.tmp(s) for s in ("a", "b", "o", "i", "j", "g", "r", "lt", "cmp"))
+        ng = e.tmp("ng")
+        if x.dtype.is_float:
+            less = f"auto {lt} = []({T} p, {T} q) {{ return !std::isnan(p) && (std::isnan(q) || p < q); }};"
+        else:
+            less = f"auto {lt} = []({T} p, {T} q) {{ return p < q; }};"
+        lines = [
+            less,
+            # three-way comparison of slices a and b (lexicographic over outer, inner)
+            f"auto {cmp} = [&]({I64} {a}, {I64} {b}) -> int {{",
+            f"   for ({I64} {o} = 0; {o} < {no}; ++{o})",
+            f"      for ({I64} {i} = 0; {i} < {ni}; ++{i}) {{",
+            f"         const {T} p = {X}[({o} * {n} + {a}) * {ni} + {i}], q = {X}[({o} * {n} + {b}) * {ni} + {i}];",
+            f"         if ({lt}(p, q)) return -1;",
+            f"         if ({lt}(q, p)) return 1;",
+            "      }",
+            "   return 0;",
+            "};",
+            f"for ({I64} {i} = 0; {i} < {n}; ++{i}) {perm}[{i}] = {i};",
+            f"std::sort({perm}, {perm} + {n}, [&]({I64} p, {I64} q) {{ const int c = {cmp}(p, q); "
+            "return c < 0 || (c == 0 && p < q); });",
+            f"{I64} {ng} = 0;",
+            f"for ({I64} {i} = 0; {i} < {n}; ++{i}) {{",
+            f"   if ({i} == 0 || {cmp}({perm}[{i} - 1], {perm}[{i}]) != 0) {{ {first}[{ng}] = {perm}[{i}]; ++{ng}; }}",
+            f"   {grp}[{i}] = {ng} - 1;",
+            "}",
+            f"{e.dim(e.out_info(0).shape[0 if axis is None else axis])} = {ng};",
+            # output position of each group: sorted order, or order of first occurrence
+            f"for ({I64} {g} = 0; {g} < {ng}; ++{g}) {order}[{g}] = {g};",
+        ]
+        if not int(v.attr("sorted", 1)):
+            lines.append(f"std::sort({order}, {order} + {ng}, [&]({I64} p, {I64} q) {{ return {first}[p] < {first}[q]; }});")
+        lines += [
+            f"for ({I64} {r} = 0; {r} < {ng}; ++{r}) {rank}[{order}[{r}]] = {r};",
+        ]
+        y_off = f"({o} * {ng} + {r}) * {ni} + {i}"
+        lines += [
+            f"for ({I64} {r} = 0; {r} < {ng}; ++{r}) {{",
+            f"   const {I64} {j} = {first}[{order}[{r}]];",
+            f"   for ({I64} {o} = 0; {o} < {no}; ++{o})",
+            f"      for ({I64} {i} = 0; {i} < {ni}; ++{i}) {e.out(0)}[{y_off}] = {X}[({o} * {n} + {j}) * {ni} + {i}];",
+        ]
+        if self._has_out(v, 1):
+            lines.append(f"   {e.out(1)}[{r}] = {j};")
+        lines.append("}")
+        if self._has_out(v, 2):
+            lines.append(f"for ({I64} {i} = 0; {i} < {n}; ++{i}) {e.out(2)}[{perm}[{i}]] = {rank}[{grp}[{i}]];")
+        if self._has_out(v, 3):
+            lines += [f"for ({I64} {r} = 0; {r} < {ng}; ++{r}) {e.out(3)}[{r}] = 0;",
+                      f"for ({I64} {i} = 0; {i} < {n}; ++{i}) ++{e.out(3)}[{rank}[{grp}[{i}]]];"]
+        return "\n".join(lines)
+
+    @staticmethod
+    def _has_out(v: NodeView, k: int) -> bool:
+        return k < len(v.node.outputs) and bool(v.node.outputs[k])

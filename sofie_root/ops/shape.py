@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import DataDependentShapeError, UnsupportedOperatorError
 from ..ir.dims import Dim, DimLike, numel
-from ..ir.dtypes import BOOL, INT64, dtype_from_numpy
+from ..ir.dtypes import BOOL, INT64, dtype_from_numpy, dtype_from_onnx
 from .base import NodeView, Operator, OutInfo, normalize_axis, register
 
 
@@ -228,3 +228,31 @@ class Constant(Operator):
             raise v.fail("only tensor values are supported")
         arr = np.asarray(val)
         return [OutInfo(dtype_from_numpy(arr.dtype), tuple(arr.shape))]
+
+
+@register
+class BitCast(Operator):
+    """ONNX BitCast (opset 26): the input's bytes reinterpreted as another element type of the
+    same width (little endian, as the host). float16/bfloat16 tensors are held as float32 here, so
+    their bits cannot be reinterpreted: the frontend refuses those."""
+
+    op_type = "BitCast"
+
+    def _to(self, v: NodeView):
+        to = v.attr("to")
+        if to is None:
+            raise v.fail("the attribute 'to' is required")
+        return dtype_from_onnx(int(to), f"{v.label}: to: ")
+
+    def check(self, v: NodeView) -> str | None:
+        to, x = self._to(v), v.input(0)
+        if to.itemsize != x.dtype.itemsize or to == BOOL:
+            # bytes other than 0 and 1 are no valid C++ bool: reinterpreting as bool is refused
+            return f"cannot reinterpret {x.dtype.name} as {to.name} (the element widths must be equal; not to bool)"
+        return None
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        return [OutInfo(self._to(v), v.input(0).shape)]
+
+    def emit(self, v: NodeView, e) -> str:
+        return f"std::memcpy({e.out()}, {e.inp(0)}, std::size_t({e.size_in(0)}) * {v.input(0).dtype.itemsize});"

@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 from sofie_root.serialization.emit import emit
 
 import sofie_root
@@ -57,6 +58,7 @@ RUNNER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.filterwarnings("ignore:.*extra_.*is not an attribute:sofie_root.errors.SofieWarning")  # every_kind_model
 def test_emitted_headers_match_python(tmp_path, hep_onnx) -> None:
     models, inputs, expected = {}, {}, {}
     for name in ("dense", "jet", "cnn"):

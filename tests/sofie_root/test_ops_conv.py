@@ -286,9 +286,13 @@ def test_conv_bad_bias() -> None:
     _compile_error(_model("Conv", [1, 2, 5, 5], weights={"W": _rand((3, 2, 3, 3)), "B": _rand((4,))}))
 
 
-def test_conv_symbolic_spatial_is_unsupported() -> None:
-    err = _compile_error(_model("Conv", ["N", 2, "H", 5], weights={"W": _rand((3, 2, 3, 3))}))
-    assert isinstance(err, sofie_root.SofieError)
+def test_conv_symbolic_spatial_is_bound_at_the_call() -> None:
+    # the geometry needs numbers: compiled at the call for the input's shape (test_symbolic_spatial.py)
+    m = _model("Conv", ["N", 2, "H", 5], weights={"W": _rand((3, 2, 3, 3))})
+    compiled = sofie_root.compile(m)
+    assert_matches_ort(m, _rand((2, 2, 6, 5)), compiled=compiled)
+    with pytest.raises(sofie_root.SofieError):
+        compiled.infer(_rand((2, 3, 6, 5)))  # the channel count is not symbolic
 
 
 def test_conv_transpose_wrong_channels() -> None:

@@ -165,3 +165,145 @@ def test_causal_conv_with_state():
     ref = np.stack([(full[:, :, t:t + 3] * w[None, :, 0, :]).sum(-1) for t in range(6)], axis=2) + b[None, :, None]
     np.testing.assert_allclose(got[0], ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(got[1], x[:, :, -2:])
+
+
+# -- BitCast ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("src,dst", [(np.float32, np.int32), (np.int64, np.float64), (np.int8, np.uint8),
+                                     (np.uint16, np.int16), (np.bool_, np.uint8)])
+def test_bitcast(src, dst):
+    x = (RNG.standard_normal((3, 4)) * 1000).astype(src) if src != np.bool_ else RNG.random((3, 4)) < 0.5
+    m = make_model([helper.make_node("BitCast", ["x"], ["y"], to=helper.np_dtype_to_tensor_dtype(np.dtype(dst)))],
+                   [value_info("x", src, ["N", 4])], [value_info("y", dst, None)], opset=26)
+    got = sofie_root.compile(m).infer(x)[0]
+    assert got.dtype == np.dtype(dst)
+    np.testing.assert_array_equal(got, x.view(dst))
+
+
+def test_bitcast_refuses_width_changes_bool_and_half():
+    for src, to in [(np.float32, 7), (np.uint8, 9), (np.float32, 10)]:  # int64; bool; float16
+        m = make_model([helper.make_node("BitCast", ["x"], ["y"], to=to)], [value_info("x", src, [2])],
+                       [value_info("y", np.float32, None)], opset=26)
+        with pytest.raises(sofie_root.UnsupportedOperatorError, match="BitCast"):
+            sofie_root.compile(m)
+
+
+# -- TensorScatter ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["linear", "circular"])
+def test_tensor_scatter(mode):
+    cache = RNG.standard_normal((2, 3, 6, 4)).astype(np.float32)  # [batch, heads, max_seq, head]
+    upd = RNG.standard_normal((2, 3, 2, 4)).astype(np.float32)
+    idx = np.array([1, 4 if mode == "linear" else 5], np.int64)
+    m = make_model([helper.make_node("TensorScatter", ["cache", "upd", "idx"], ["y"], mode=mode)],
+                   [value_info("cache", np.float32, cache.shape), value_info("upd", np.float32, upd.shape),
+                    value_info("idx", np.int64, [2])], [value_info("y", np.float32, None)], opset=24)
+    model = sofie_root.compile(m)
+    got = _check(m, cache, upd, idx, compiled=model)[0]
+    ref = cache.copy()
+    for b in range(2):
+        for s in range(2):
+            ref[b, :, (idx[b] + s) % 6] = upd[b, :, s]
+    np.testing.assert_array_equal(got, ref)
+    if mode == "linear":
+        with pytest.raises(sofie_root.SofieError, match="outside the cache"):
+            model.infer(cache, upd, np.array([0, 5], np.int64))
+
+
+# -- random generators (statistics: the values are not bit-identical to other runtimes) ------------
+
+def _random_model():
+    f, d = 1, 11  # float, double
+    nodes = [helper.make_node("RandomNormal", [], ["n"], shape=[400, 250], mean=2.0, scale=3.0, seed=4.0),
+             helper.make_node("RandomUniform", [], ["u"], shape=[100000], low=-1.0, high=5.0, dtype=d, seed=9.0),
+             helper.make_node("RandomUniformLike", ["x"], ["ul"]),
+             helper.make_node("RandomNormalLike", ["x"], ["nl"], dtype=f),
+             helper.make_node("Bernoulli", ["p"], ["b"])]
+    return make_model(nodes, [value_info("x", np.float64, ["N", 1000]), value_info("p", np.float32, ["M"])],
+                      [value_info(n, t, None) for n, t in
+                       [("n", np.float32), ("u", np.float64), ("ul", np.float64), ("nl", np.float32),
+                        ("b", np.float32)]], opset=22)
+
+
+def test_random_generators_shapes_statistics_and_seeds():
+    model = sofie_root.compile(_random_model())
+    p = np.repeat(np.array([0.0, 0.25, 0.9, 1.0], np.float32), 50000)
+    x = np.zeros((80, 1000))
+    n, u, ul, nl, b = model.infer(x, p)
+    assert (n.shape, n.dtype, u.shape, u.dtype) == ((400, 250), np.float32, (100000,), np.float64)
+    assert (ul.shape, ul.dtype, nl.shape, nl.dtype) == ((80, 1000), np.float64, (80, 1000), np.float32)
+    k = n.size
+    assert abs(n.mean() - 2.0) < 5 * 3.0 / np.sqrt(k) and abs(n.std() - 3.0) < 0.03
+    assert abs(np.mean(np.abs(n - 2.0) < 3.0) - 0.6827) < 0.01  # the normal's one-sigma mass
+    assert u.min() >= -1.0 and u.max() < 5.0 and abs(u.mean() - 2.0) < 0.03 and abs(u.var() - 3.0) < 0.05
+    counts = np.histogram(u, bins=20, range=(-1, 5))[0]
+    assert counts.min() > 0.9 * u.size / 20 and counts.max() < 1.1 * u.size / 20
+    assert 0 <= ul.min() and ul.max() < 1 and abs(ul.mean() - 0.5) < 0.01
+    assert abs(nl.mean()) < 0.02 and abs(nl.std() - 1.0) < 0.02
+    frac = b.reshape(4, -1).mean(axis=1)
+    assert frac[0] == 0 and frac[3] == 1 and abs(frac[1] - 0.25) < 0.01 and abs(frac[2] - 0.9) < 0.01
+    assert set(np.unique(b)) == {0.0, 1.0}
+    n2, u2, ul2, nl2, b2 = model.infer(x, p)
+    np.testing.assert_array_equal(n, n2)  # seeded: the same values at every call
+    np.testing.assert_array_equal(u, u2)
+    assert not np.array_equal(ul, ul2) and not np.array_equal(nl, nl2)  # unseeded: fresh values
+    assert not np.array_equal(b, b2)
+    assert model.infer(np.zeros((3, 1000)), p[:7])[2].shape == (3, 1000)  # symbolic batch
+
+
+
+# -- Unique ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+@pytest.mark.parametrize("axis", [None, 0, 1])
+@pytest.mark.parametrize("is_sorted", [1, 0])
+def test_unique(dtype, axis, is_sorted):
+    x = RNG.integers(0, 3, (6, 4)).astype(dtype)
+    x[3] = x[1]  # repeated rows
+    x[:, 2] = x[:, 0]  # repeated columns
+    attrs = {"sorted": is_sorted, **({} if axis is None else {"axis": axis})}
+    outs = ["y", "idx", "inv", "cnt"]
+    m = make_model([helper.make_node("Unique", ["x"], outs, **attrs)], [value_info("x", dtype, ["N", 4])],
+                   [value_info("y", dtype, None)] + [value_info(o, np.int64, None) for o in outs[1:]], opset=11)
+    model = sofie_root.compile(m)
+    got = _check(m, x, compiled=model)
+    if is_sorted:
+        ref = np.unique(x, axis=axis, return_index=True, return_inverse=True, return_counts=True)
+        for g, r in zip(got, ref):
+            np.testing.assert_array_equal(g, r.reshape(g.shape))
+    _check(m, x[:2], compiled=model)  # another batch size, fewer distinct values
+
+
+def test_unique_with_nans_keeps_them_together_last():
+    x = np.array([2.0, np.nan, 1.0, 2.0, np.nan, -1.0], np.float32)
+    m = make_model([helper.make_node("Unique", ["x"], ["y", "i", "v", "c"])], [value_info("x", np.float32, [6])],
+                   [value_info("y", np.float32, None)] + [value_info(o, np.int64, None) for o in "ivc"], opset=11)
+    y, i, v, c = sofie_root.compile(m).infer(x)
+    np.testing.assert_array_equal(y, [-1.0, 1.0, 2.0, np.nan])
+    np.testing.assert_array_equal(i, [5, 2, 0, 1])
+    np.testing.assert_array_equal(v, [2, 3, 1, 2, 3, 0])
+    np.testing.assert_array_equal(c, [1, 1, 2, 2])
+
+
+# -- NonMaxSuppression -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("center", [0, 1])
+@pytest.mark.parametrize("with_score_threshold", [True, False])
+def test_non_max_suppression(center, with_score_threshold):
+    nb, nc, nn = 2, 3, 40
+    xy = RNG.uniform(0, 10, (nb, nn, 2))
+    wh = RNG.uniform(0.5, 4, (nb, nn, 2))
+    boxes = (np.concatenate([xy, wh], -1) if center else
+             np.concatenate([xy, xy + wh], -1)[..., [1, 0, 3, 2]]).astype(np.float32)  # [y0, x0, y1, x1]
+    scores = RNG.random((nb, nc, nn)).astype(np.float32)
+    scores[0, 0, 5] = scores[0, 0, 6]  # a tie
+    ins = ["boxes", "scores", "maxo", "iou"] + (["st"] if with_score_threshold else [])
+    m = make_model([helper.make_node("NonMaxSuppression", ins, ["sel"], center_point_box=center)],
+                   [value_info("boxes", np.float32, ["B", nn, 4]), value_info("scores", np.float32, ["B", nc, nn]),
+                    value_info("maxo", np.int64, [1])], [value_info("sel", np.int64, None)],
+                   {"iou": np.array([0.3], np.float32), "st": np.array([0.2], np.float32)}, opset=11)
+    model = sofie_root.compile(m)
+    for maxo in (0, 3, 100):
+        got = _check(m, boxes, scores, np.array([maxo], np.int64), compiled=model)[0]
+        assert got.shape[0] <= nb * nc * min(maxo, nn)
+    _check(m, boxes[:1], scores[:1], np.array([5], np.int64), compiled=model)
