@@ -54,6 +54,30 @@ def _stats(e, xr: str, count: DimLike) -> tuple[list[str], str, str]:
     return lines, mu, var
 
 
+def _stats_one_pass(e, xr: str, count: DimLike) -> tuple[list[str], str, str]:
+    """As _stats, reading the row once: sum and sum of squares together (8 partial accumulators
+    each, in double), variance = E[x^2] - mean^2 clamped at 0. In double this loses nothing that
+    float data can hold: a constant row still gives x - mean = 0 exactly (n copies of c sum
+    exactly in double), so its outputs are exactly the bias."""
+    mu, var, s, q = e.tmp("mu"), e.tmp("var"), e.tmp("s"), e.tmp("q")
+    p, p2, lane, j, xv = e.tmp("p"), e.tmp("p2"), e.tmp("l"), e.tmp("j"), e.tmp("xv")
+    n = e.dim(count)
+    lines = [f"double {s} = 0, {q} = 0;",
+             "{",
+             f"   double {p}[8] = {{0, 0, 0, 0, 0, 0, 0, 0}}, {p2}[8] = {{0, 0, 0, 0, 0, 0, 0, 0}};",
+             f"   std::int64_t {j} = 0;",
+             f"   for (; {j} + 8 <= {n}; {j} += 8)",
+             f"      for (int {lane} = 0; {lane} < 8; ++{lane}) {{ const double {xv} = {xr}[{j} + {lane}]; "
+             f"{p}[{lane}] += {xv}; {p2}[{lane}] += {xv} * {xv}; }}",
+             f"   for (int {lane} = 0; {lane} < 8; ++{lane}) {{ {s} += {p}[{lane}]; {q} += {p2}[{lane}]; }}",
+             f"   for (; {j} < {n}; ++{j}) {{ const double {xv} = {xr}[{j}]; {s} += {xv}; {q} += {xv} * {xv}; }}",
+             "}",
+             f"const double {mu} = {s} / double({n});",
+             f"double {var} = {q} / double({n}) - {mu} * {mu};",
+             f"if (!({var} > 0)) {var} = {var} != {var} ? {var} : 0.0;  // rounding below 0; NaN stays"]
+    return lines, mu, var
+
+
 def _bcast_index(e, j: str, target: Sequence[DimLike], src: Sequence[DimLike]) -> str:
     """Index into a tensor of shape ``src`` broadcast (numpy rules) to ``target`` at flat index ``j``."""
     if all(_is_one(d) for d in src):
@@ -202,7 +226,7 @@ class LayerNormalization(Operator):
         lines = [f"for (std::int64_t {r} = 0; {r} < {e.dim(rows)}; ++{r}) {{",
                  f"const {t} *{xr} = {e.inp(0)} + {r} * {e.dim(d)};",
                  f"{t} *{yr} = {e.out()} + {r} * {e.dim(d)};"]
-        st, mu, var = _stats(e, xr, d)
+        st, mu, var = _stats_one_pass(e, xr, d)
         lines += st
         eps = e.lit(v.attr("epsilon", 1e-5), _STASH[int(v.attr("stash_type", 1))])
         lines.append(f"const {u} {mean} = {u}({mu});")

@@ -68,3 +68,29 @@ def test_rms_and_lp_normalization_rows(n: int) -> None:
         norm = np.abs(xd).sum(axis=-1, keepdims=True) if p == 1 else np.sqrt((xd * xd).sum(axis=-1, keepdims=True))
         ref = np.divide(xd, norm, out=np.zeros_like(xd), where=norm != 0)
         np.testing.assert_allclose(sofie_root.compile(model).infer(x)[0], ref, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("n", [6, 64, 300])
+def test_layer_norm_one_pass_statistics(n: int) -> None:
+    """LayerNorm's one-pass statistics (sum and sum of squares in double): rows with a large mean
+    and a small spread, constant rows (exactly the bias) and ordinary rows, against float64 numpy."""
+    g, b = RNG.standard_normal(n).astype(F), RNG.standard_normal(n).astype(F)
+    model = make_model([helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1, epsilon=1e-5)],
+                       [value_info("x", F, ("N", n))], [value_info("y", F, None)], {"g": g, "b": b}, opset=17)
+    x = RNG.standard_normal((5, n)).astype(F)
+    x[1] = (1000 + RNG.standard_normal(n) * 0.01).astype(F)  # mean 1000, spread 0.01: 1e-10 relative variance
+    x[2] = 1234.5
+    x[3] = -3.0e-3
+    xd = x.astype(np.float64)
+    mu = xd.mean(axis=-1, keepdims=True)
+    ref = (xd - mu) / np.sqrt(((xd - mu) ** 2).mean(axis=-1, keepdims=True) + 1e-5) * g + b
+    got = sofie_root.compile(model).infer(x)[0]
+    ort = run_ort(model, x)[0]
+    ordinary = [0, 4]
+    np.testing.assert_allclose(got[ordinary], ref[ordinary], rtol=1e-4, atol=1e-5)
+    # mean 1000 in float (stash_type 1): x - mean is only good to float's 6e-5 at 1000, times 1/σ ~ 95;
+    # the statistics must not add to that: as close to float64 as onnxruntime is
+    err, ort_err = np.abs(got[1] - ref[1]).max(), np.abs(ort[1] - ref[1]).max()
+    assert err <= max(2 * ort_err, 1e-4), (err, ort_err)
+    np.testing.assert_array_equal(got[2], b)
+    np.testing.assert_array_equal(got[3], b)
