@@ -94,3 +94,20 @@ def test_layer_norm_one_pass_statistics(n: int) -> None:
     assert err <= max(2 * ort_err, 1e-4), (err, ort_err)
     np.testing.assert_array_equal(got[2], b)
     np.testing.assert_array_equal(got[3], b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+@pytest.mark.parametrize("last", [0, 1])
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+def test_arg_rows_with_nan_inf_and_ties(op: str, last: int, dtype) -> None:
+    n = 64
+    x = _rows(n) if dtype == np.float32 else RNG.integers(-3, 4, (10, n)).astype(dtype)  # integers: many ties
+    if dtype == np.float32:
+        x[9, 10], x[9, 50] = -0.0, 0.0
+        x[9, [3, 40]] = x[9].max() if op == "ArgMax" else x[9].min()  # a tie of the extreme
+    model = make_model([helper.make_node(op, ["x"], ["y"], axis=-1, keepdims=0, select_last_index=last)],
+                       [value_info("x", dtype, (10, n))], [value_info("y", np.int64, None)], opset=13)
+    got = sofie_root.compile(model).infer(x)[0]
+    fn = np.argmax if op == "ArgMax" else np.argmin
+    ref = n - 1 - fn(x[:, ::-1], axis=-1) if last else fn(x, axis=-1)  # NaN counts as the extreme, like numpy
+    np.testing.assert_array_equal(got, ref)
