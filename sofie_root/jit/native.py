@@ -145,18 +145,16 @@ def flags() -> tuple[str, ...]:
     return FLAGS + tuple(shlex.split(os.environ.get("SOFIE_ROOT_NATIVE_FLAGS", "")))
 
 
-def _use_blas() -> str | None:
+def _use_blas() -> cling.Blas | None:
     """The BLAS library generated GEMMs call (linked with an rpath), or None; as for cling."""
-    if os.environ.get("SOFIE_ROOT_NO_BLAS"):
-        return None
-    return cling.blas_library()
+    return cling.blas()
 
 
-def translation_unit(namespace: str, source: str, blas: bool) -> str:
+def translation_unit(namespace: str, source: str, blas: cling.Blas | None) -> str:
     """The file given to the compiler: runtime header, the model source unchanged, and the
     exported C wrappers (noexcept: an escaping exception terminates instead of unwinding into
     a foreign frame; the model's entry points already catch everything)."""
-    prelude = "#define SOFIE_RT_CBLAS 1\n" if blas else ""
+    prelude = blas.prelude() if blas else ""
     api = '__attribute__((visibility("default")))'
     profile = ""
     if "const double *profile(void *s)" in source:
@@ -209,9 +207,9 @@ def build(namespace: str, source: str) -> Path:
     """The path of the model's library, compiled now unless a verified copy is cached."""
     cc = compiler()
     blas = _use_blas()
-    unit = translation_unit(namespace, source, blas is not None)
-    link = [] if blas is None else [f"-L{Path(blas).parent}", f"-l:{Path(blas).name}",
-                                    f"-Wl,-rpath,{Path(blas).parent}"]
+    unit = translation_unit(namespace, source, blas)
+    link = [] if blas is None else [f"-L{Path(blas.path).parent}", f"-l:{Path(blas.path).name}",
+                                    f"-Wl,-rpath,{Path(blas.path).parent}"]
     opts = flags()
     key = hashlib.sha256("\0".join([FORMAT_VERSION, cc.identity, " ".join(opts), " ".join(link),
                                     _cpu_identity(), unit]).encode()).hexdigest()
@@ -262,13 +260,13 @@ def build(namespace: str, source: str) -> Path:
     return lib
 
 
-def _single_threaded_blas(path: str) -> None:
+def _single_threaded_blas(blas: cling.Blas) -> None:
     """One BLAS thread, as for cling: a Session per thread is the parallelism model."""
     global _blas_threads_set
     if not _blas_threads_set:
         try:
-            ctypes.CDLL(path).scipy_openblas_set_num_threads(1)
-        except (OSError, AttributeError):
+            cling.single_threaded(blas)
+        except OSError:
             pass
         _blas_threads_set = True
 
