@@ -4,12 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast lint conformance bench bench-ops clean
+.PHONY: demo test test-fast lint conformance bench bench-ops gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# cuBLAS headers for the nvcc compile check of the GPU backend's sources (only where nvcc is)
+	if command -v nvcc >/dev/null 2>&1 || test -x /usr/local/cuda/bin/nvcc; then \
+	  $(BIN)/python -m pip install --quiet -e '.[test,cuda]'; fi
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -32,6 +35,11 @@ bench: $(STAMP)
 BENCH_OPS_ARGS ?=
 bench-ops: $(STAMP)
 	$(BIN)/python benchmarks/ops.py $(BENCH_OPS_ARGS)
+
+# on a machine with a GPU: build, run the GPU tests on the device, benchmark against PyTorch and
+# ONNX Runtime (benchmarks/results/gpu-check.md); stops at once, saying why, without a GPU
+gpu-check:
+	bash tools/gpu_check.sh
 
 conformance: $(STAMP)
 	$(BIN)/python ../shared/tools/onnx_node_conformance.py project

@@ -95,6 +95,10 @@ def encode_info(info: TensorInfo) -> dict[str, Any]:
     out: dict[str, Any] = {"name": info.name, "dtype": info.dtype.name, "shape": [encode_dim(d) for d in info.shape]}
     if info.value is not None:
         out["value"] = [encode_dim(v) for v in info.value]
+    if info.elements is not None:
+        out["elements"] = [[encode_dim(d) for d in shape] for shape in info.elements]
+    if info.optional is not None:
+        out["optional"] = bool(info.optional)
     return out
 
 
@@ -248,7 +252,23 @@ class Decoder:
             if not dtype.is_int or not all(isinstance(d, int) for d in shape) or len(value) != math.prod(shape):
                 raise self.fail(path, f"a compile-time value of {len(value)} items does not fit a "
                                       f"{dtype.name} tensor of shape {[str(d) for d in shape]}")
-        return TensorInfo(name, dtype, shape, value)
+        elements = None
+        if o.get("elements") is not None:  # a sequence (see TensorInfo.elements)
+            items = self.lst(o["elements"], f"{path}.elements", MAX_VALUE_LEN)
+            elements = tuple(tuple(self.dim(d, f"{path}.elements[{k}][{j}]")
+                                   for j, d in enumerate(self.lst(el, f"{path}.elements[{k}]", MAX_RANK)))
+                             for k, el in enumerate(items))
+            total: DimLike = 0
+            for el in elements:
+                self.check_size(el, dtype, path)
+                total = total + _numel(el)
+            if shape != (total,):
+                raise self.fail(path, f"a sequence of {len(elements)} elements is stored in shape "
+                                      f"{[str(d) for d in shape]}, expected [{total}]")
+        optional = o.get("optional")
+        if optional is not None and not isinstance(optional, bool):
+            raise self.fail(f"{path}.optional", f"expected true or false, got {_short(optional)}")
+        return TensorInfo(name, dtype, shape, value, elements, optional)
 
     def check_size(self, shape: tuple[DimLike, ...], dtype: DType, path: str) -> None:
         static = 1
@@ -386,6 +406,13 @@ def upgrade(doc: dict, where: str) -> dict:
             model.setdefault("column_hints", {})
         doc["format_version"] = 2
     return doc
+
+
+def _numel(shape: tuple[DimLike, ...]) -> DimLike:
+    out: DimLike = 1
+    for d in shape:
+        out = out * d
+    return out
 
 
 def _short(v: Any) -> str:

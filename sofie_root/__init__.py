@@ -18,8 +18,10 @@ from .errors import (
     ModelLoadError,
     ShapeInferenceError,
     SofieError,
+    SofieWarning,
     UnsupportedOperatorError,
 )
+from .gpu import gpu_available
 from .model import Model, TensorSpec
 from .ops.custom import register_operator, registered_operators, unregister_operator
 
@@ -30,13 +32,13 @@ def _preload_root() -> None:
     the first compile; without ROOT installed everything but the JIT still works."""
     import os
 
-    if os.environ.get("SOFIE_ROOT_LAZY"):
+    if os.environ.get("SOFIE_ROOT_LAZY") or os.environ.get("SOFIE_ROOT_BACKEND") in ("cuda", "hip", "gpu-emulated"):
         return
     try:
         from .jit import cling
 
         cling.root()
-    except ImportError:
+    except Exception:  # no ROOT, or a broken one: only the cling paths need it
         pass
 
 
@@ -56,6 +58,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "CompilationError", "ExportError", "GraphNetwork", "InputError", "InvalidGraphError", "Model", "ModelLoadError",
-    "ShapeInferenceError", "SofieError", "TensorSpec", "UnsupportedOperatorError", "__version__",
-    "compile", "functor", "graph_independent", "load", "register_operator", "registered_operators", "supported_ops", "unregister_operator",
+    "ShapeInferenceError", "SofieError", "SofieWarning", "TensorSpec", "UnsupportedOperatorError", "__version__",
+    "compile", "functor", "gpu_available", "graph_independent", "load", "register_operator", "registered_operators",
+    "supported_ops", "unregister_operator",
 ]

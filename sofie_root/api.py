@@ -42,6 +42,9 @@ def compile(
       :func:`sofie_root.frontends.torch.torch_to_onnx` for ``exporter=``, ``dynamic_dims=``,
       ``input_names=``, ``output_names=``, ``opset=``);
     - a Keras 3 model or a ``.keras`` file (see :func:`sofie_root.frontends.keras.keras_to_onnx`);
+    - an XGBoost, LightGBM or scikit-learn tree ensemble (``xgboost.Booster``, ``XGBClassifier``,
+      ``lightgbm.Booster``, ``LGBMRegressor``, ``GradientBoostingClassifier``, ...), converted by
+      onnxmltools/skl2onnx (see :func:`sofie_root.frontends.trees.trees_to_onnx`, ``n_features=``);
     - a :class:`sofie_root.frontends.gnn.GraphNetwork`.
 
     ``dynamic_batch`` (default True) keeps the first dimension of every input symbolic (``N``).
@@ -72,7 +75,7 @@ def compile(
             )
         import onnx
 
-        from .errors import DataDependentShapeError
+        from .errors import DataDependentShapeError, SymbolicDimensionError
         from .frontends.onnx import convert_model, graph_input_ancestors, load_model
 
         if not isinstance(source, (str, os.PathLike, bytes, bytearray, onnx.ModelProto)):
@@ -83,6 +86,8 @@ def compile(
         proto, label = load_model(source)
         try:
             graph = convert_model(proto, label, input_shapes)
+        except SymbolicDimensionError:
+            return SpecializingModel(proto, label, input_shapes, [], passes, backend=backend, bind_shapes=True)
         except DataDependentShapeError as e:
             bound = graph_input_ancestors(proto, e.tensor)
             if not bound:
@@ -99,6 +104,10 @@ def _check_backend(backend: str | None) -> str:
     backend = native.resolve_backend(backend)
     if backend == "native":
         native.compiler()
+    elif backend in ("cuda", "hip", "gpu-emulated"):
+        from .gpu.build import _command
+
+        _command(backend)  # the toolchain (nvcc and cuBLAS, hipcc, or a C++ compiler), before any work
     return backend
 
 
@@ -112,6 +121,8 @@ def _framework(obj: object) -> str | None:
             return "torch"
         if mod == "keras" or mod.startswith("keras."):
             return "keras"
+        if mod.split(".", 1)[0] in ("xgboost", "lightgbm", "sklearn"):
+            return "trees"
     return None
 
 
@@ -131,8 +142,16 @@ def _import_foreign(source, input_shapes, example_inputs, dynamic_batch, options
         return torch_to_onnx(source, example_inputs, input_shapes=input_shapes, dynamic_batch=dynamic_batch,
                              **options)
     if example_inputs is not None:
-        raise ModelLoadError("example_inputs= is for PyTorch models; Keras and graph-network models "
-                             "know their input shapes")
+        raise ModelLoadError("example_inputs= is for PyTorch models; Keras, tree-ensemble and graph-network "
+                             "models know their input shapes")
+    if kind == "trees":
+        from .frontends.trees import trees_to_onnx
+
+        if input_shapes:
+            raise ModelLoadError("input_shapes= does not apply to tree ensembles: their input is [N, n_features] "
+                                 "(give n_features= if the model does not record it)")
+
+        return trees_to_onnx(source, dynamic_batch=dynamic_batch, **options)
     if kind == "keras":
         from .frontends.keras import keras_to_onnx
 

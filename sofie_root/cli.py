@@ -154,9 +154,11 @@ def _time_once(model, arrays) -> float:
 
 
 def _backend_option(p: argparse.ArgumentParser, note: str = "") -> None:
-    p.add_argument("--backend", choices=("cling", "native"), default=None,
-                   help="what compiles the generated C++: cling (ROOT's JIT) or native (the system C++ "
-                        f"compiler, $CXX or c++); default $SOFIE_ROOT_BACKEND or cling {note}".rstrip())
+    p.add_argument("--backend", choices=("cling", "native", "cuda", "hip", "gpu-emulated"), default=None,
+                   help="what compiles the generated C++: cling (ROOT's JIT), native (the system C++ "
+                        "compiler, $CXX or c++), or a GPU backend: cuda (nvcc + cuBLAS), hip (hipcc), "
+                        "gpu-emulated (the GPU kernels run on the CPU); default $SOFIE_ROOT_BACKEND or cling "
+                        f"{note}".rstrip())
 
 
 def main(argv: list[str] | None = None) -> int:

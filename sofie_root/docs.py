@@ -19,6 +19,7 @@ _FAMILY_TITLES = {
     "elementwise": "element-wise", "linalg": "linear algebra", "conv": "convolution and pooling",
     "normalization": "normalization", "reduce": "reductions, softmax, top-k", "movement": "data movement",
     "shape": "shape", "rnn": "recurrent", "einsum": "einsum", "control": "control flow",
+    "sequence": "sequences and optionals",
 }
 
 

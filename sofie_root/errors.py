@@ -36,6 +36,12 @@ class DataDependentShapeError(ShapeInferenceError):
         self.tensor = tensor
 
 
+class SymbolicDimensionError(ShapeInferenceError):
+    """An operator needs as a number a dimension that is symbolic at compile time (the length of a
+    convolution's input). ``sofie_root.compile`` then binds the symbolic dimensions of the graph
+    inputs at each call instead (one compiled variant per distinct shape, cached)."""
+
+
 class UnsupportedOperatorError(SofieError):
     """One or more nodes use operators (or operator variants) this version cannot compile.
 
@@ -60,3 +66,9 @@ class CompilationError(SofieError):
 
 class InputError(SofieError, ValueError):
     """Arrays passed to ``infer`` do not match the model's inputs (count, shape or dtype)."""
+
+
+class SofieWarning(UserWarning):
+    """A model is compiled with a reading of it that the user should know about (an attribute its
+    opset no longer has honoured as the input it became, a degenerate value normalised); the
+    message names the file, the node and the attribute."""

@@ -74,6 +74,15 @@ class Model:
     #: RDataFrame column names suggested for each input (stored in, and read from, .root files)
     column_hints: dict[str, list[str]] | None = None
 
+    def __new__(cls, *args: object, **kwargs: object):
+        # a GPU backend makes a GpuModel (sofie_root.gpu), whichever path (compile, load, a
+        # specialising model) creates the model
+        if cls is Model and native.resolve_backend(kwargs.get("backend")) in ("cuda", "hip", "gpu-emulated"):
+            from .gpu.model import GpuModel
+
+            return super().__new__(GpuModel)
+        return super().__new__(cls)
+
     def __init__(self, graph: Graph, passes: Iterable[str] | None = None, *, backend: str | None = None,
                  _profile: bool = False):
         t0 = time.perf_counter()
@@ -213,7 +222,8 @@ class Model:
                              (ctypes.c_void_p * max(1, len(self._out_infos)))())
         # the quick way in: typed arrays straight to the entry point through cppyy (see
         # cling.fast_caller); ctypes below is the fallback (bool or 8-bit tensors)
-        self._fast = cling.fast_caller([i.dtype.cpp for i in self._in_infos], [i.dtype.cpp for i in self._out_infos])
+        self._fast = (cling.fast_caller([i.dtype.cpp for i in self._in_infos], [i.dtype.cpp for i in self._out_infos])
+                      if self._backend in ("cling", "native") else None)
         self._sym_np = np.zeros(max(1, n_sym), dtype=np.int64)
         self._run_addr = ctypes.cast(self._entry.run, ctypes.c_void_p).value
         self._err_addr = ctypes.addressof(self._err)
@@ -509,7 +519,7 @@ class SpecializingModel(Model):
     MAX_VARIANTS = 16
 
     def __init__(self, onnx_model, label: str, input_shapes, bound: list[str],
-                 passes: Iterable[str] | None = None, *, backend: str | None = None):
+                 passes: Iterable[str] | None = None, *, backend: str | None = None, bind_shapes: bool = False):
         from .frontends.onnx import input_specs
 
         self._backend = native.resolve_backend(backend)
@@ -519,6 +529,11 @@ class SpecializingModel(Model):
         self._bound = list(bound)
         self._passes = passes
         self._specs = input_specs(onnx_model, label, input_shapes)
+        # symbolic dimensions an operator needs as numbers (a Conv's input length): each call binds
+        # every symbolic input dimension but the first (the batch) to the array's, and the
+        # batch too if that is not enough (``_bind_batch``)
+        self._bind_shapes = bind_shapes
+        self._bind_batch = False
         self._variants: dict[tuple, Model] = {}
         self._last: Model | None = None
         self.compile_seconds = 0.0
@@ -557,7 +572,7 @@ class SpecializingModel(Model):
         return f"<sofie_root.Model {self._label!r} ({ins}), specialised on {self._bound}>"
 
     def infer(self, *arrays: object, out: Sequence[np.ndarray] | None = None, **named: object) -> list[np.ndarray]:
-        from .errors import DataDependentShapeError
+        from .errors import DataDependentShapeError, SymbolicDimensionError
         from .frontends.onnx import convert_model, graph_input_ancestors
 
         names = [s.name for s in self._specs]
@@ -574,11 +589,20 @@ class SpecializingModel(Model):
         while True:
             values = {n: Model._convert(by_name[n][0], by_name[n][1]) for n in self._bound}
             key = tuple((n, v.dtype.str, v.shape, v.tobytes()) for n, v in sorted(values.items()))
+            shapes = self._input_shapes
+            if self._bind_shapes:
+                shapes = self._bound_shapes(arrays)
+                key += tuple(sorted(shapes.items()))
             variant = self._variants.get(key)
             if variant is not None:
                 break
             try:
-                graph = convert_model(self._onnx, self._label, self._input_shapes, values)
+                graph = convert_model(self._onnx, self._label, shapes, values)
+            except SymbolicDimensionError:
+                if not self._bind_shapes or self._bind_batch:
+                    raise
+                self._bind_batch = True
+                continue
             except DataDependentShapeError as e:
                 more = [n for n in graph_input_ancestors(self._onnx, e.tensor) if n not in self._bound]
                 if not more:
@@ -594,6 +618,19 @@ class SpecializingModel(Model):
         self._last = variant
         rest = [a for s, a in zip(self._specs, arrays) if s.name not in self._bound]
         return variant.infer(*rest, out=out)
+
+    def _bound_shapes(self, arrays: Sequence[object]) -> dict[str, tuple[int | str, ...]]:
+        """Input shapes with the symbolic dimensions bound to those of ``arrays`` (the batch
+        dimension kept symbolic unless ``_bind_batch``), checked against the declared shapes."""
+        syms: dict[str, int] = {}
+        out: dict[str, tuple[int | str, ...]] = {}
+        for spec, arr in zip(self._specs, arrays):
+            shape = Model._convert(spec, arr).shape
+            Model._bind(spec, shape, syms)
+            out[spec.name] = tuple(
+                str(d) if axis == 0 and not self._bind_batch and isinstance(d, Dim) and str(d) in d.symbols
+                else int(n) for axis, (d, n) in enumerate(zip(spec.shape, shape)))
+        return out
 
     def save(self, path, name: str | None = None, **kwargs) -> str:  # type: ignore[override]
         raise SofieError(f"{self._label}: a model specialised on the values of {self._bound} cannot be "

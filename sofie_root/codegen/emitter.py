@@ -359,6 +359,17 @@ def content_hash(graph_text: str, blob: bytes) -> str:
     return h.hexdigest()[:16]
 
 
+#: ONNX metadata property (``onnx.helper.set_model_props``) that turns flush-to-zero off with "0"
+FLUSH_DENORMALS_KEY = "sofie_root.flush_denormals"
+
+
+def flush_denormals(graph: Graph) -> bool:
+    """Whether the model's run() sets flush-to-zero / denormals-are-zero (the default); the
+    property may come straight from ONNX metadata (stored as ``onnx:<key>``) or from the graph."""
+    value = graph.metadata.get(FLUSH_DENORMALS_KEY, graph.metadata.get(f"onnx:{FLUSH_DENORMALS_KEY}", "1"))
+    return str(value).strip().lower() not in ("0", "false", "no", "off")
+
+
 def generate(graph: Graph, namespace: str, extra_members: str = "", profile: bool = False,
              inplace: bool | None = None) -> Generated:
     """Generate the C++ of ``graph`` in ``namespace`` (which must be a safe identifier).
@@ -374,13 +385,16 @@ def generate(graph: Graph, namespace: str, extra_members: str = "", profile: boo
     g_outputs = list(graph.outputs)
     # sizes only known at run time (NonZero): memory is planned with their upper bounds
     data_syms: dict[str, DimLike] = {}
-    for view, op in views:
-        data_syms.update(op.data_dependent(view))
-    for k, sym in enumerate(data_syms):
-        st.sym_var[sym] = identifier("d", k, sym)
 
     def bounded(d: DimLike) -> DimLike:
         return d.substitute(data_syms) if isinstance(d, Dim) and d.symbols & set(data_syms) else d
+
+    for view, op in views:
+        # a bound may depend on an earlier data-dependent size (NonZero of NonZero's output, an
+        # If whose branch returns one): bounds are kept in terms of the input symbols only
+        data_syms.update({sym: bounded(b) for sym, b in op.data_dependent(view).items()})
+    for k, sym in enumerate(data_syms):
+        st.sym_var[sym] = identifier("d", k, sym)
 
     # which tensors are read at run time (static inputs are compile-time only)
     runtime_reads: dict[str, int] = {}
@@ -547,6 +561,7 @@ def generate(graph: Graph, namespace: str, extra_members: str = "", profile: boo
         data_symbols_out="\n".join(data_out),
         num_inputs=len(graph.inputs),
         num_outputs=len(g_outputs),
+        flush_denormals="true" if flush_denormals(graph) else "false",
         extra_members=extra_members + (
             f"   double fProfile[{max(1, len(views))}] = {{}};  // seconds per node, summed over calls\n"
             if profile else ""),

@@ -20,6 +20,8 @@ struct Session {
    static constexpr int kNumDataSymbols = $num_data_symbols;
    static constexpr int kNumInputs = $num_inputs;
    static constexpr int kNumOutputs = $num_outputs;
+   // flush-to-zero / denormals-are-zero while run() executes (sofie_rt::FPModeGuard)
+   static constexpr bool kFlushDenormals = $flush_denormals;
 
    // Weights are copied from a caller-provided blob (the layout sofie_root writes); the arena for
    // intermediate tensors is allocated on the first call and only grows with the batch size.
@@ -45,6 +47,7 @@ $extra_members
    void run(std::int64_t *sym, const void *const *in, void *const *out)
    {
       (void)sym; (void)in; (void)out;
+      const sofie_rt::FPModeGuard fp_mode_guard(kFlushDenormals);
 $symbols
       std::size_t arena_bytes = 0;
 $arena_layout

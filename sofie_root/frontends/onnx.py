@@ -22,12 +22,15 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import InvalidGraphError, ModelLoadError, ShapeInferenceError, SofieError, UnsupportedOperatorError
-from ..ir.dims import Dim, DimLike
-from ..ir.dtypes import FLOAT32, dtype_from_numpy, dtype_from_onnx
+from ..ir.dims import Dim, DimLike, Shape
+from ..ir.dtypes import FLOAT32, DType, dtype_from_numpy, dtype_from_onnx
 from ..ir.graph import Graph, Node, TensorInfo
 from ..ops import base as opbase
 from ..ops.custom import missing_reason
 from ..passes.fold import evaluate_node, should_fold
+from .audit import audit_node
+from .functions import function_body
+from .loop_lists import lower_loop_lists
 
 #: opsets before 7 are accepted where an operator's semantics did not change since; operators
 #: whose old versions differ reject the old attributes in ``check``
@@ -107,6 +110,13 @@ def convert_model(model: onnx.ModelProto, label: str,
     conv = _Converter(opsets, label)
     graph = conv.convert_graph(model.graph, outer={}, input_shapes=input_shapes or {},
                                input_values=input_values or {})
+    for name in graph.outputs:
+        info = graph.info(name)
+        if info.is_sequence or info.optional is False:
+            kind = "a sequence" if info.is_sequence else "an empty optional"
+            raise ShapeInferenceError(f"{label}: graph output {name!r} is {kind}; sequences and optionals are "
+                                      "supported inside the graph only (return a tensor, e.g. "
+                                      "ConcatFromSequence or SequenceAt of the sequence)")
     io_types = {n: conv.half[n] for n in [*graph.inputs, *graph.outputs] if n in conv.half}
     if io_types:
         metadata[IO_TYPES_KEY] = json.dumps(io_types, sort_keys=True)
@@ -159,8 +169,10 @@ def graph_input_ancestors(model: onnx.ModelProto, tensor: str) -> list[str]:
     return [i for i in inputs if i in found]
 
 
-def _attr_value(a: onnx.AttributeProto, conv: _Converter, outer: Mapping[str, TensorInfo], where: str) -> Any:
-    """The Python value of an attribute; sub-graphs are converted with ``outer`` visible."""
+def _attr_value(a: onnx.AttributeProto, conv: _Converter, outer: Mapping[str, TensorInfo], where: str,
+                body_inputs: Sequence[tuple[DType, Shape]] | None = None) -> Any:
+    """The Python value of an attribute; sub-graphs are converted with ``outer`` visible (and,
+    for loop bodies, with the input types the operator gives them: ``body_inputs``)."""
     t = a.type
     A = onnx.AttributeProto
     if t == A.FLOAT:
@@ -172,7 +184,7 @@ def _attr_value(a: onnx.AttributeProto, conv: _Converter, outer: Mapping[str, Te
     if t == A.TENSOR:
         return _to_numpy(a.t, f"{where}, attribute {a.name!r}")
     if t == A.GRAPH:
-        return conv.convert_graph(a.g, outer=outer, input_shapes={})
+        return conv.convert_graph(a.g, outer=outer, input_shapes={}, input_types=body_inputs, where=where)
     if t == A.FLOATS:
         return [float(x) for x in a.floats]
     if t == A.INTS:
@@ -181,13 +193,49 @@ def _attr_value(a: onnx.AttributeProto, conv: _Converter, outer: Mapping[str, Te
         return [s.decode("utf-8", errors="replace") for s in a.strings]
     if t == A.TENSORS:
         return [_to_numpy(x, f"{where}, attribute {a.name!r}") for x in a.tensors]
+    if t == A.TYPE_PROTO:  # Optional's type: kept as its text, "tensor(float)", "seq(tensor(int64))"
+        return _type_text(a.tp)
     raise ShapeInferenceError(f"{where}: attribute {a.name!r} has an unsupported kind {A.AttributeType.Name(t)}")
+
+
+def _type_text(tp: onnx.TypeProto) -> str:
+    kind = tp.WhichOneof("value")
+    if kind == "tensor_type":
+        return f"tensor({tp.tensor_type.elem_type})"
+    if kind == "sequence_type":
+        return f"seq({_type_text(tp.sequence_type.elem_type)})"
+    if kind == "optional_type":
+        return f"optional({_type_text(tp.optional_type.elem_type)})"
+    return str(kind)
 
 
 #: float16 and bfloat16 are storage types here: tensors of these types are computed in float32
 #: (CPUs have no half-precision arithmetic worth using), casts to them round, and the model's
 #: inputs and outputs keep their declared type at the Python boundary
 HALF_TYPES = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
+#: operators whose float outputs are input values moved, selected or compared (exact in any
+#: float type): their half-precision outputs need no rounding
+_EXACT_ON_HALF = frozenset({
+    "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Split", "Slice",
+    "Gather", "GatherElements", "GatherND", "Expand", "Tile", "Pad", "Where", "Max", "Min", "Relu", "Abs",
+    "Neg", "Sign", "DepthToSpace", "SpaceToDepth", "ReduceMax", "ReduceMin", "MaxPool", "GlobalMaxPool",
+    "ScatterND", "ScatterElements", "Compress", "ReverseSequence", "TopK", "Dropout", "Floor", "Ceil",
+    "Round", "Trilu", "Clip", "ConstantOfShape", "EyeLike", "Cast", "CastLike",
+})
+
+
+#: operators computed through their ONNX function body when their inputs are float16/bfloat16
+_HALF_FUNCTION_OPS = frozenset({"Attention"})
+#: longest softmax axis whose bfloat16 sum is emitted as a chain of rounded Adds
+_SEQUENTIAL_SUM_MAX = 64
+
+
+def _round_half(arr: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "float16":
+        return arr.astype(np.float16).astype(np.float32)
+    import ml_dtypes
+
+    return arr.astype(ml_dtypes.bfloat16).astype(np.float32)
 _DTYPE_ATTRS = ("to", "dtype", "output_dtype", "softmax_precision")
 
 
@@ -213,6 +261,9 @@ class _Converter:
         self._inits: list[Mapping[str, np.ndarray]] = []
         # tensors that are float16/bfloat16 in the ONNX model (computed in float32 here)
         self.half: dict[str, str] = {}
+        # data-dependent size symbols introduced so far (Operator.data_dependent): never values
+        # known at compile time
+        self._data_syms: set[str] = set()
 
     def _const(self, name: str) -> np.ndarray | None:
         for inits in reversed(self._inits):
@@ -232,8 +283,13 @@ class _Converter:
     def _value_info(self, vi: onnx.ValueInfoProto, override: Sequence[int | str | None] | None) -> TensorInfo:
         where = f"{self.label}: graph input {vi.name!r}"
         tt = vi.type
+        optional = None
+        if tt.HasField("optional_type") and tt.optional_type.elem_type.HasField("tensor_type"):
+            # an optional tensor input: given a value at every call (None is not accepted)
+            tt, optional = tt.optional_type.elem_type, True
         if not tt.HasField("tensor_type"):
-            raise ShapeInferenceError(f"{where} is not a tensor (sequences, maps and optionals are not supported)")
+            raise ShapeInferenceError(f"{where} is not a tensor (sequence and map inputs are not supported; "
+                                      "sequences are supported inside the graph)")
         if tt.tensor_type.elem_type in HALF_TYPES:
             self.half[vi.name] = HALF_TYPES[tt.tensor_type.elem_type]
             dtype = FLOAT32
@@ -242,7 +298,7 @@ class _Converter:
         if override is not None:
             dims = [self._symbol(f"{vi.name}_{k}") if d is None else (self._symbol(d) if isinstance(d, str) else int(d))
                     for k, d in enumerate(override)]
-            return TensorInfo(vi.name, dtype, tuple(dims))
+            return TensorInfo(vi.name, dtype, tuple(dims), optional=optional)
         if not tt.tensor_type.HasField("shape"):
             raise ShapeInferenceError(
                 f"{where} has no shape; pass input_shapes={{{vi.name!r}: (...)}} to compile()"
@@ -255,11 +311,28 @@ class _Converter:
                 dims.append(self._symbol(d.dim_param))
             else:
                 dims.append(self._symbol(f"{vi.name}_dim{k}"))
-        return TensorInfo(vi.name, dtype, tuple(dims))
+        return TensorInfo(vi.name, dtype, tuple(dims), optional=optional)
+
+    def _body_input(self, vi: onnx.ValueInfoProto, dtype: DType, shape: Shape, where: str) -> TensorInfo:
+        """A loop body's input, typed by the operator; a declared element type must agree."""
+        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if not vi.type.HasField("tensor_type") and vi.type.WhichOneof("value") is not None:
+            raise ShapeInferenceError(f"{where}: body input {vi.name!r} is not a tensor (sequence or optional "
+                                      "loop state is not supported)")
+        if tt is not None and tt.elem_type and tt.elem_type not in HALF_TYPES and tt.elem_type != dtype.onnx:
+            raise ShapeInferenceError(f"{where}: body input {vi.name!r} is declared with element type "
+                                      f"{tt.elem_type} but receives {dtype.name}")
+        if tt is not None and tt.HasField("shape") and len(tt.shape.dim) not in (0, len(shape)) and shape:
+            raise ShapeInferenceError(f"{where}: body input {vi.name!r} is declared with rank {len(tt.shape.dim)} "
+                                      f"but receives rank {len(shape)}")
+        return TensorInfo(vi.name, dtype, tuple(shape))
 
     def convert_graph(self, g: onnx.GraphProto, outer: Mapping[str, TensorInfo],
                       input_shapes: Mapping[str, Sequence[int | str | None]],
-                      input_values: Mapping[str, np.ndarray] | None = None) -> Graph:
+                      input_values: Mapping[str, np.ndarray] | None = None,
+                      input_types: Sequence[tuple[DType, Shape]] | None = None, where: str = "") -> Graph:
+        """Convert one graph. ``input_types`` (loop bodies) gives each graph input's dtype and
+        shape, which the body's own declarations (often shapeless) may only agree with."""
         input_values = input_values or {}
         tensors: dict[str, TensorInfo] = {}
         initializers: dict[str, np.ndarray] = {}
@@ -277,7 +350,15 @@ class _Converter:
         if unknown:
             raise ShapeInferenceError(f"{sorted(unknown)} are not graph inputs of {self.label}")
         inputs: list[str] = []
-        for vi in g.input:
+        if input_types is not None and len(input_types) != len(g.input):
+            raise ShapeInferenceError(f"{where}: the body graph declares {len(g.input)} inputs, "
+                                      f"the operator gives it {len(input_types)}")
+        for k, vi in enumerate(g.input):
+            if input_types is not None:
+                info = self._body_input(vi, *input_types[k], where)
+                tensors[vi.name] = info
+                inputs.append(vi.name)
+                continue
             if vi.name in initializers:
                 continue  # pre-opset-9 style: initializers listed as inputs keep their value
             info = self._value_info(vi, input_shapes.get(vi.name))
@@ -289,6 +370,7 @@ class _Converter:
             tensors[vi.name] = info
             inputs.append(vi.name)
 
+        g = lower_loop_lists(g)  # lists appended to in a Loop become scan outputs
         nodes = _toposort(list(g.node), set(tensors) | set(outer), self.label)
         self._check_registry(nodes)
         scope: dict[str, TensorInfo] = dict(outer)
@@ -344,20 +426,39 @@ class _Converter:
         for i in proto.input:
             if i and i not in scope:
                 raise InvalidGraphError(f"{self.label}: {label} reads {i!r}, which is not defined")
+        if domain == "":
+            proto = self._audit(proto, label, scope, initializers)
         if proto.op_type == "If" and domain == "" and self._inline_constant_if(proto, scope, initializers,
                                                                                 out_nodes, outer):
             return
         if domain == "" and self._rewrite_half_cast(proto, scope, initializers, out_nodes, outer):
             return
+        if domain == "" and self._expand_half_softmax(proto, scope, initializers, out_nodes, outer):
+            return
+        if domain == "" and self._expand_function(proto, scope, initializers, out_nodes, outer, label):
+            return
         self._tag_half(proto)
-        attrs = {a.name: _attr_value(a, self, scope, f"{self.label}: {label}") for a in proto.attribute}
+        op = opbase.lookup(domain, proto.op_type)
+        assert op is not None
+        attrs = {a.name: _attr_value(a, self, scope, f"{self.label}: {label}") for a in proto.attribute
+                 if a.type != onnx.AttributeProto.GRAPH}
+        for a in proto.attribute:  # bodies last: their input types may depend on the other attributes
+            if a.type == onnx.AttributeProto.GRAPH:
+                pre = opbase.NodeView(Node(proto.op_type, list(proto.input), list(proto.output), attrs, proto.name,
+                                           domain, self.opsets.get(domain, 0)),
+                                      [scope[i] if i else None for i in proto.input],
+                                      [self._const(i) if i else None for i in proto.input])
+                attrs[a.name] = _attr_value(a, self, scope, f"{self.label}: {label}",
+                                            op.body_inputs(pre, a.name))
         for key in _DTYPE_ATTRS:
             if attrs.get(key) in HALF_TYPES:
                 attrs[key] = int(onnx.TensorProto.FLOAT)
         node = Node(proto.op_type, list(proto.input), list(proto.output), attrs, proto.name,
                     domain, self.opsets.get(domain, 0))
-        op = opbase.lookup(domain, proto.op_type)
-        assert op is not None
+        if hasattr(op, "lower") and self._const(proto.input[0]) is None:
+            # (a constant input instead folds the original node with onnx.reference below)
+            self._lower(op, node, proto, scope, initializers, out_nodes, outer)
+            return
         if node.op_type == "Constant" and domain == "":
             value = _constant_value(node, f"{self.label}: {label}")
             initializers[node.outputs[0]] = value
@@ -366,6 +467,12 @@ class _Converter:
         ins = [scope[i] if i else None for i in node.inputs]
         consts = [self._const(i) if i else None for i in node.inputs]
         view = opbase.NodeView(node, ins, consts)
+        for k, info in enumerate(ins):
+            if info is not None and (info.is_sequence or info.optional is not None) and k not in op.sequence_inputs:
+                kind = "a sequence" if info.is_sequence else "an optional"
+                raise UnsupportedOperatorError([(node.op_type, node.name, domain, node.opset,
+                                                 f"input {k} ({info.name!r}) is {kind}, which this operator "
+                                                 "does not take here")])
         reason = op.check(view)
         if reason:
             raise UnsupportedOperatorError([(node.op_type, node.name, domain, node.opset, reason)])
@@ -378,6 +485,7 @@ class _Converter:
         if len(outs) < len([o for o in node.outputs if o]):
             outs = list(outs) + [None] * (len(node.outputs) - len(outs))
         values = op.propagate(view, outs)
+        self._data_syms.update(op.data_dependent(view))
         infos = []
         for k, name in enumerate(node.outputs):
             if not name:
@@ -387,7 +495,10 @@ class _Converter:
             if o is None:
                 raise ShapeInferenceError(f"{self.label}: {label}: output {k} ({name!r}) is not produced by this variant")
             value = values[k] if k < len(values) else None
-            infos.append(TensorInfo(name, o.dtype, tuple(o.shape), value if value is not None else o.value))
+            value = value if value is not None else o.value
+            if value is not None and any(isinstance(d, Dim) and d.symbols & self._data_syms for d in value):
+                value = None  # a size known only once a node has run (Shape of NonZero's output): computed then
+            infos.append(TensorInfo(name, o.dtype, tuple(o.shape), value, o.elements, o.optional))
         # constant folding: every input known
         all_const = all(c is not None for i, c in zip(node.inputs, consts) if i)
         if all_const and should_fold(node, infos):
@@ -404,6 +515,9 @@ class _Converter:
                         f"{self.label}: {label}: shape inference says {info} for output {name!r} but "
                         f"evaluation gives {arr.dtype}{list(arr.shape)}"
                     )
+                if name in self.half and arr.dtype == np.float32 and domain == "" \
+                        and node.op_type not in _EXACT_ON_HALF:
+                    arr = _round_half(arr, self.half[name])
                 initializers[name] = arr
                 scope[name] = info
             return
@@ -424,7 +538,74 @@ class _Converter:
             if info is not None:
                 scope[info.name] = info
         out_nodes.append(node)
+        if domain == "" and node.op_type not in _EXACT_ON_HALF:
+            self._round_half_outputs(node, scope, initializers, out_nodes, outer)
 
+    def _round_half_outputs(self, node: Node, scope: dict[str, TensorInfo], initializers: dict[str, np.ndarray],
+                            out_nodes: list[Node], outer: Mapping[str, TensorInfo]) -> None:
+        """Round each float16/bfloat16 output of ``node`` to its type where it is produced, as the
+        reference (and any half-precision runtime) does: the node writes a float32 temporary and
+        a sofie.RoundFloat makes the tensor the graph reads."""
+        for k, name in enumerate(node.outputs):
+            if not name or name not in self.half or scope[name].dtype != FLOAT32:
+                continue
+            tmp = name + "__sofie_unrounded"
+            while tmp in scope or tmp in initializers:
+                tmp += "_"
+            info = scope.pop(name)
+            node.outputs[k] = tmp
+            scope[tmp] = TensorInfo(tmp, info.dtype, info.shape, info.value)
+            rnd = onnx.helper.make_node("RoundFloat", [tmp], [name], name=node.name, domain="sofie",
+                                        dtype=self.half[name])
+            self._convert_node(rnd, scope, initializers, out_nodes, outer)
+
+
+    def _audit(self, proto: onnx.NodeProto, label: str, scope: dict[str, TensorInfo],
+               initializers: dict[str, np.ndarray]) -> onnx.NodeProto:
+        """The node after the attribute audit (see ``frontends/audit.py``); attributes its opset
+        turned into inputs become new initializers."""
+
+        def fresh(hint: str) -> str:
+            name = hint
+            while name in scope or name in initializers:
+                name += "_"
+            return name
+
+        node, consts = audit_node(proto, self.opsets.get("", MIN_OPSET), f"{self.label}: {label}", fresh,
+                                  lambda t: scope[t].dtype.numpy)
+        for name, arr in consts.items():
+            initializers[name] = arr
+            scope[name] = TensorInfo(name, dtype_from_numpy(arr.dtype), tuple(arr.shape))
+        return node
+
+    def _lower(self, op: opbase.Operator, node: Node, proto: onnx.NodeProto, scope: dict[str, TensorInfo],
+               initializers: dict[str, np.ndarray], out_nodes: list[Node],
+               outer: Mapping[str, TensorInfo]) -> None:
+        """Operators with a ``lower`` method (tree ensembles) become an internal node whose big
+        attribute arrays are initializers, so they go to the weight blob like any weight."""
+        ins = [scope[i] if i else None for i in node.inputs]
+        view = opbase.NodeView(node, ins, [self._const(i) if i else None for i in node.inputs])
+        reason = op.check(view)
+        if reason:
+            raise UnsupportedOperatorError([(node.op_type, node.name, node.domain, node.opset, reason)])
+        attrs, arrays = op.lower(view)
+        names = []
+        for key in op.lowered_inputs:
+            if key not in arrays:
+                names.append("")
+                continue
+            name = f"{proto.output[0]}__sofie_{key}"
+            while name in scope:
+                name += "_"
+            arr = np.ascontiguousarray(arrays[key])
+            initializers[name] = arr
+            scope[name] = TensorInfo(name, dtype_from_numpy(arr.dtype), tuple(arr.shape))
+            names.append(name)
+        while names and not names[-1]:
+            names.pop()
+        lowered = onnx.helper.make_node(op.lowered_op, [proto.input[0], *names], list(proto.output),
+                                        name=proto.name, domain="sofie", **attrs)
+        self._convert_node(lowered, scope, initializers, out_nodes, outer)
 
     def _tag_half(self, proto: onnx.NodeProto) -> None:
         """Float outputs computed from float16/bfloat16 tensors are of that type in the model."""
@@ -471,6 +652,104 @@ class _Converter:
         self._convert_node(cast, scope, initializers, out_nodes, outer)
         self._convert_node(rnd, scope, initializers, out_nodes, outer)
         self.half[proto.output[0]] = kind
+        return True
+
+    def _expand_half_softmax(self, proto: onnx.NodeProto, scope: dict[str, TensorInfo],
+                             initializers: dict[str, np.ndarray], out_nodes: list[Node],
+                             outer: Mapping[str, TensorInfo]) -> bool:
+        """A float16/bfloat16 Softmax (opset >= 13) becomes the steps the reference computes,
+        each rounded to the half type: max, x - max, exp, sum, division. numpy (hence the
+        reference) sums bfloat16 one element after the other in bfloat16, so for bfloat16 the sum
+        is a chain of rounded Adds (axes up to ``_SEQUENTIAL_SUM_MAX`` long; longer ones sum in
+        float32 and differ by at most about one bfloat16 unit); float16 sums in float32."""
+        if proto.op_type != "Softmax" or len(proto.input) != 1 or proto.input[0] not in self.half:
+            return False
+        kind = self.half[proto.input[0]]
+        opset = self.opsets.get("", MIN_OPSET)
+        x = scope[proto.input[0]]
+        axis = next((a.i for a in proto.attribute if a.name == "axis"), -1)
+        if opset < 13 or x.dtype != FLOAT32 or not -x.rank <= axis < x.rank:
+            return False
+        axis = axis % x.rank
+        length = x.shape[axis]
+        if isinstance(length, Dim) or (kind == "bfloat16" and not 1 <= length <= _SEQUENTIAL_SUM_MAX):
+            return False
+        used = set(scope) | set(initializers)
+
+        def fresh(tag: str) -> str:
+            name = f"{proto.output[0]}__sofie_softmax_{tag}"
+            while name in used:
+                name += "_"
+            used.add(name)
+            return name
+
+        def const(tag: str, arr: np.ndarray) -> str:
+            name = fresh(tag)
+            initializers[name] = arr
+            scope[name] = TensorInfo(name, dtype_from_numpy(arr.dtype), tuple(arr.shape))
+            return name
+
+        mk = onnx.helper.make_node
+        axes = np.array([axis], dtype=np.int64)
+        mx, sub, ex, total = fresh("max"), fresh("sub"), fresh("exp"), fresh("sum")
+        steps = [mk("ReduceMax", [proto.input[0], const("axes", axes)], [mx], keepdims=1) if opset >= 18
+                 else mk("ReduceMax", [proto.input[0]], [mx], axes=[axis], keepdims=1),
+                 mk("Sub", [proto.input[0], mx], [sub]), mk("Exp", [sub], [ex])]
+        if kind == "float16" or length == 1:
+            steps.append(mk("ReduceSum", [ex, const("axes", axes)], [total], keepdims=1))
+        else:
+            parts = [fresh(f"part{k}") for k in range(length)]
+            steps.append(mk("Split", [ex, const("split", np.ones(length, np.int64))], parts, axis=axis))
+            acc = parts[0]
+            for k in range(1, length):
+                nxt = total if k == length - 1 else fresh(f"acc{k}")
+                steps.append(mk("Add", [acc, parts[k]], [nxt]))
+                acc = nxt
+        steps.append(mk("Div", [ex, total], [proto.output[0]]))
+        for step in steps:
+            step.name = proto.name
+            self._convert_node(step, scope, initializers, out_nodes, outer)
+        return True
+
+    def _expand_function(self, proto: onnx.NodeProto, scope: dict[str, TensorInfo],
+                         initializers: dict[str, np.ndarray], out_nodes: list[Node],
+                         outer: Mapping[str, TensorInfo], label: str) -> bool:
+        """Compile the node through the function body the ONNX spec defines it by (see
+        ``frontends/functions.py``), for operators registered as such (``ops/functions.py``) and
+        for float16/bfloat16 Attention, whose steps then each round to the half type as the
+        reference computes them (the fused float32 kernel would round only the result)."""
+        op = opbase.lookup("", proto.op_type)
+        half = proto.op_type in _HALF_FUNCTION_OPS and any(i in self.half for i in proto.input)
+        if not half and not getattr(op, "expand_function", False):
+            return False
+        types = []
+        for i in proto.input:
+            if not i:
+                types.append(None)
+                continue
+            info = scope[i]
+            elem = {"float16": onnx.TensorProto.FLOAT16, "bfloat16": onnx.TensorProto.BFLOAT16}.get(
+                self.half.get(i, ""), info.dtype.onnx)
+            dims = [str(d) if isinstance(d, Dim) else int(d) for d in info.shape]
+            types.append(onnx.helper.make_tensor_type_proto(elem, dims))
+        used = set(scope) | set(initializers)
+
+        def fresh(inner: str) -> str:
+            name = f"{proto.output[0] if proto.output else proto.op_type}__sofie_{proto.op_type}_{inner}"
+            while name in used:
+                name += "_"
+            used.add(name)
+            return name
+
+        where = f"{self.label}: {label}"
+        body = function_body(proto, self.opsets.get("", MIN_OPSET), types, fresh, where)
+        if body is None:
+            if half:
+                return False
+            raise UnsupportedOperatorError([(proto.op_type, proto.name, "", self.opsets.get("", MIN_OPSET),
+                                             "no function body of the operator at this opset can be inlined")])
+        for step in body:
+            self._convert_node(step, scope, initializers, out_nodes, outer)
         return True
 
     def _inline_constant_if(self, proto: onnx.NodeProto, scope: dict[str, TensorInfo],

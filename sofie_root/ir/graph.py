@@ -26,12 +26,25 @@ class TensorInfo:
     ``value`` holds the element values of small integer tensors whose values are known at
     compile time but may be symbolic (the output of ``Shape`` on a tensor with a batch dimension,
     for example). Operators that take shapes as inputs (Reshape, Expand, ...) read it.
+
+    ``elements`` makes this an ONNX *sequence*: ``len(elements)`` tensors of element type
+    ``dtype``, element ``k`` of shape ``elements[k]`` (length and shapes known at compile time,
+    dimensions possibly symbolic). Its storage is the elements packed one after the other, so
+    ``shape`` is ``(total number of elements,)`` and memory planning treats it as any tensor.
+    ``optional`` makes this an ONNX *optional*: True holds a value (this tensor), False is empty
+    (``shape`` is then ``(0,)``); whether it holds a value is known at compile time.
     """
 
     name: str
     dtype: DType
     shape: Shape
     value: tuple[DimLike, ...] | None = None
+    elements: tuple[Shape, ...] | None = None
+    optional: bool | None = None
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.elements is not None
 
     @property
     def rank(self) -> int:
@@ -46,8 +59,13 @@ class TensorInfo:
         return not any(isinstance(d, Dim) for d in self.shape)
 
     def __str__(self) -> str:
+        if self.elements is not None:
+            shapes = ", ".join("[" + ", ".join(str(d) for d in s) + "]" for s in self.elements)
+            return f"sequence<{self.dtype.name}>({shapes})"
         dims = ", ".join(str(d) for d in self.shape)
-        return f"{self.dtype.name}[{dims}]"
+        if self.optional is False:
+            return f"optional<{self.dtype.name}>(empty)"
+        return f"{'optional ' if self.optional else ''}{self.dtype.name}[{dims}]"
 
 
 @dataclass

@@ -160,10 +160,10 @@ def blas() -> Blas | None:
     return Blas(Path(choice).name, choice, "cblas_")
 
 
-def single_threaded(lib: Blas) -> None:
-    """One BLAS thread (one Session per thread is the parallelism model; BLAS threads inside
-    would oversubscribe the cores)."""
-    handle = ctypes.CDLL(lib.path, mode=ctypes.RTLD_GLOBAL)
+def single_threaded(path: str) -> None:
+    """One thread for the BLAS library at ``path`` (one Session per thread is the parallelism
+    model; BLAS threads inside would oversubscribe the cores)."""
+    handle = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     for fn, arg in (("scipy_openblas_set_num_threads", ctypes.c_int(1)), ("MKL_Set_Num_Threads", ctypes.c_int(1)),
                     ("bli_thread_set_num_threads", ctypes.c_long(1)), ("openblas_set_num_threads", ctypes.c_int(1))):
         f = getattr(handle, fn, None)
@@ -181,7 +181,7 @@ def _load_blas(ROOT) -> str:
     if ROOT.gSystem.Load(lib.path) < 0:
         return ""
     try:
-        single_threaded(lib)
+        single_threaded(lib.path)
     except OSError:
         pass
     return lib.prelude()

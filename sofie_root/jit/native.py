@@ -44,7 +44,8 @@ from . import cling
 
 log = logging.getLogger("sofie_root")
 
-BACKENDS = ("cling", "native")
+#: every backend name compile() accepts; the GPU ones are built by sofie_root.gpu (see gpu/build.py)
+BACKENDS = ("cling", "native", "cuda", "hip", "gpu-emulated")
 #: compiler flags of every native build (part of the cache key). -fno-trapping-math is clang's
 #: (and so cling's) default; without it g++ does not vectorise floorf, which the runtime's exp,
 #: sigmoid, tanh, softmax and GELU loops use (measured: FusedMatMul+GELU 2.7x, Softmax 2.1x slower
@@ -74,7 +75,7 @@ def resolve_backend(backend: str | None) -> str:
     value = os.environ.get("SOFIE_ROOT_BACKEND", "cling") if backend is None else backend
     if value not in BACKENDS:
         where = " (from the environment variable SOFIE_ROOT_BACKEND)" if backend is None else ""
-        raise ValueError(f"backend must be 'cling' or 'native', got {value!r}{where}")
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {value!r}{where}")
     return value
 
 
@@ -145,9 +146,11 @@ def flags() -> tuple[str, ...]:
     return FLAGS + tuple(shlex.split(os.environ.get("SOFIE_ROOT_NATIVE_FLAGS", "")))
 
 
-def _use_blas() -> cling.Blas | None:
-    """The BLAS library generated GEMMs call (linked with an rpath), or None; as for cling."""
-    return cling.blas()
+def _use_blas() -> str | None:
+    """Path of the BLAS library generated GEMMs call (linked with an rpath), or None; as for
+    cling (gpu/build.py links the same one)."""
+    lib = cling.blas()
+    return lib.path if lib is not None else None
 
 
 def translation_unit(namespace: str, source: str, blas: cling.Blas | None) -> str:
@@ -206,13 +209,23 @@ def _atomic_write(path: Path, text: str) -> None:
 def build(namespace: str, source: str) -> Path:
     """The path of the model's library, compiled now unless a verified copy is cached."""
     cc = compiler()
-    blas = _use_blas()
+    blas = cling.blas()
     unit = translation_unit(namespace, source, blas)
     link = [] if blas is None else [f"-L{Path(blas.path).parent}", f"-l:{Path(blas.path).name}",
                                     f"-Wl,-rpath,{Path(blas.path).parent}"]
-    opts = flags()
-    key = hashlib.sha256("\0".join([FORMAT_VERSION, cc.identity, " ".join(opts), " ".join(link),
-                                    _cpu_identity(), unit]).encode()).hexdigest()
+    return compile_cached(namespace, unit, cc.argv, cc.identity, list(flags()), link,
+                          key_extra=_cpu_identity(), what="backend='cling'")
+
+
+def compile_cached(namespace: str, unit: str, argv, identity: str, opts: list[str], link: list[str], *,
+                   suffix: str = ".cpp", key_extra: str = "", what: str = "backend='cling'",
+                   env: dict[str, str] | None = None) -> Path:
+    """Compile ``unit`` with ``argv + opts -o lib source + link`` into a shared library in the
+    cache (keyed by all of them plus ``key_extra``), unless a verified copy is there; the GPU
+    backend (:mod:`sofie_root.gpu.build`) builds with nvcc/hipcc through this too. ``what`` is
+    the fallback suggested when the compiler fails."""
+    key = hashlib.sha256("\0".join([FORMAT_VERSION, identity, " ".join(opts), " ".join(link),
+                                    key_extra, unit]).encode()).hexdigest()
     directory = cache_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -229,27 +242,27 @@ def build(namespace: str, source: str) -> Path:
     try:
         fd, tmp_so = tempfile.mkstemp(prefix=f".{lib.name}.", suffix=".tmp", dir=directory)
         os.close(fd)
-        fd, tmp_cpp = tempfile.mkstemp(prefix=f".{namespace}-", suffix=".cpp", dir=directory)
+        fd, tmp_cpp = tempfile.mkstemp(prefix=f".{namespace}-", suffix=suffix, dir=directory)
     except OSError as e:
         raise CompilationError(f"the native cache directory {directory} is not writable ({e}); "
                                "set SOFIE_ROOT_CACHE to a writable directory") from e
     try:
         with os.fdopen(fd, "w") as f:
             f.write(unit)
-        cmd = [*cc.argv, *opts, "-o", tmp_so, tmp_cpp, *link]
+        cmd = [*argv, *opts, "-o", tmp_so, tmp_cpp, *link]
         log.info("native build of %s: %s", namespace, " ".join(map(shlex.quote, cmd)))
         stats["compiles"] += 1
         try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT, env=env)
         except (OSError, subprocess.SubprocessError) as e:
-            raise CompilationError(f"running the C++ compiler {cc.argv[0]} for model {namespace} failed: {e}") from e
+            raise CompilationError(f"running the compiler {argv[0]} for model {namespace} failed: {e}") from e
         if r.returncode != 0:
-            kept = directory / f"failed-{namespace}.cpp"
+            kept = directory / f"failed-{namespace}{suffix}"
             os.replace(tmp_cpp, kept)
             raise CompilationError(
-                f"{cc.argv[0]} failed to compile model {namespace} (exit code {r.returncode}); the source is "
+                f"{argv[0]} failed to compile model {namespace} (exit code {r.returncode}); the source is "
                 f"kept in {kept}; this is a bug in sofie_root (or the compiler), please report it, and use "
-                f"backend='cling' meanwhile.\n{r.stderr[-4000:]}")
+                f"{what} meanwhile.\n{r.stderr[-4000:]}")
         digest = _digest(Path(tmp_so))
         os.chmod(tmp_so, 0o755)
         os.replace(tmp_so, lib)
@@ -260,12 +273,12 @@ def build(namespace: str, source: str) -> Path:
     return lib
 
 
-def _single_threaded_blas(blas: cling.Blas) -> None:
+def _single_threaded_blas(path: str) -> None:
     """One BLAS thread, as for cling: a Session per thread is the parallelism model."""
     global _blas_threads_set
     if not _blas_threads_set:
         try:
-            cling.single_threaded(blas)
+            cling.single_threaded(path)
         except OSError:
             pass
         _blas_threads_set = True

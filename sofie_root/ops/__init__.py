@@ -8,16 +8,20 @@ from . import (  # noqa: F401  (imported for registration)
     conv,
     einsum,
     elementwise,
+    functions,
     fused,
     image,
     linalg,
     loss,
+    ml,
     movement,
     normalization,
     quantize,
     reduce,
     rnn,
+    sequence,
     shape,
+    signal,
 )
 from .base import REGISTRY, NodeView, Operator, OutInfo, lookup, register
 

@@ -42,6 +42,10 @@ class OutInfo:
     dtype: DType
     shape: Shape
     value: tuple[DimLike, ...] | None = None
+    #: a sequence output: the element shapes (``shape`` is then the packed size, see TensorInfo)
+    elements: tuple[Shape, ...] | None = None
+    #: an optional output: whether it holds a value (see TensorInfo)
+    optional: bool | None = None
 
 
 class NodeView:
@@ -119,6 +123,9 @@ class Operator:
     #: index only, so the shared input may also be passed at other positions (``Mul(x, x)``);
     #: without it, an input passed twice is never overwritten
     inplace_repeated_ok: ClassVar[bool] = False
+    #: inputs that may be sequences or optionals (ONNX sequence and optional types); any other
+    #: input receiving one is refused by the frontend
+    sequence_inputs: ClassVar[tuple[int, ...]] = ()
     #: output 0 holds input 0's bytes unchanged, only the shape differs (Reshape, Squeeze,
     #: Identity): when input 0 is not read afterwards the output takes over its buffer and the
     #: emitted copy must then do nothing (see ``shape.copy_code``, which skips equal pointers)
@@ -153,6 +160,13 @@ class Operator:
     def workspace(self, v: NodeView) -> list[tuple[DType, DimLike]]:
         """Scratch buffers the emitted code needs while the node runs (dtype, element count)."""
         return []
+
+    def body_inputs(self, v: NodeView, attr: str) -> list[tuple[DType, Shape]] | None:
+        """The (dtype, shape) of each input of the sub-graph in attribute ``attr`` (loop bodies,
+        whose inputs the node feeds), read by the frontend before the sub-graph is converted;
+        ``v`` has the node's inputs and its non-graph attributes. None: the sub-graph's own
+        declarations (If branches take no inputs)."""
+        return None
 
 
 REGISTRY: dict[tuple[str, str], Operator] = {}

@@ -1,8 +1,10 @@
 """Convolution and pooling: Conv, ConvTranspose, MaxPool, AveragePool, LpPool and the global
 pools, for 1-D, 2-D and 3-D (any number of) spatial dimensions.
 
-The batch dimension may be symbolic; the spatial dimensions must be known at compile time (the
-padding, output size and loop bounds are derived from them). Conv lowers to im2col + GEMM per
+The batch dimension may be symbolic; the channel and spatial dimensions are numbers when code is
+generated (the padding, output size and loop bounds are derived from them): a model whose
+inputs leave them symbolic is compiled at each call for the input's shape (``SymbolicDimensionError``,
+see ``SpecializingModel``). Conv lowers to im2col + GEMM per
 (image, group), with the im2col matrix in a workspace buffer (skipped for 1x1 convolutions
 without stride or padding) built by row copies from a zero-padded copy of the input; ConvTranspose is GEMM + col2im. Pools loop over the output and
 over the part of each window that lies inside the input, so padding never needs a buffer.
@@ -12,9 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import SymbolicDimensionError
 from ..ir.dims import Dim, DimLike, numel
 from ..ir.dtypes import INT64, DType
 from .base import NodeView, Operator, OutInfo, register
+from .elementwise import pow_expr
 
 FLOATS = ("float32", "float64")
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
@@ -77,8 +81,10 @@ def _check_common(v: NodeView, min_rank: int = 3) -> str | None:
     if x.rank < min_rank:
         return None  # reported by infer as a shape error
     if any(isinstance(dim, Dim) for dim in x.shape[1:]):
-        return (f"input shape {x} has symbolic channel or spatial dimensions; only the batch "
-                "dimension may be symbolic")
+        # the geometry (pads, output size, loop bounds) is generated for numbers: compile() binds
+        # such dimensions at run time, one compiled variant per input shape
+        raise SymbolicDimensionError(f"{v.label}: input shape {x} has symbolic channel or spatial dimensions, "
+                                     "which are bound to the input's at each call")
     return None
 
 
@@ -570,7 +576,7 @@ class _Pool(Operator):
             elif p == 2:
                 lines.append(f"{acc} += {val} * {val};")
             else:
-                lines.append(f"{acc} += std::pow(std::abs({val}), {e.lit(p, dt)});")
+                lines.append(f"{acc} += {pow_expr(f'std::abs({val})', '', dt, float(p))};")
         lines.append("}" * nd)
         if self.kind == "max":
             lines.append(f"{yp}[{oi}] = {acc};")
@@ -586,7 +592,7 @@ class _Pool(Operator):
             elif p == 2:
                 lines.append(f"{yp}[{oi}] = std::sqrt({acc});")
             else:
-                lines.append(f"{yp}[{oi}] = std::pow({acc}, {e.lit(1.0 / p, dt)});")
+                lines.append(f"{yp}[{oi}] = {pow_expr(acc, '', dt, 1.0 / p)};")
         lines.append(f"++{oi};")
         lines.append("}" * nd)
         lines.append("}")
@@ -667,7 +673,7 @@ class _GlobalPool(Operator):
         else:
             init = f"{t}(0)"
             term = {"avg": "{x}", 1.0: "std::abs({x})", 2.0: "{x} * {x}"}.get(
-                "avg" if self.kind == "avg" else p, f"std::pow(std::abs({{x}}), {e.lit(p, dt)})")
+                "avg" if self.kind == "avg" else p, pow_expr("std::abs({x})", "", dt, float(p)))
 
             def body(a: str, k: str) -> str:
                 return f"{a} += {term.format(x=f'{xp}[{k}]')};"
@@ -691,7 +697,7 @@ class _GlobalPool(Operator):
         elif self.kind == "lp" and p == 2:
             res = f"std::sqrt({acc})"
         elif self.kind == "lp" and p != 1:
-            res = f"std::pow({acc}, {e.lit(1.0 / p, dt)})"
+            res = pow_expr(acc, "", dt, 1.0 / p)
         else:
             res = acc
         lines.append(f"{e.out()}[{pl}] = {res};")

@@ -71,42 +71,54 @@ def _std(fn: str) -> UnaryExpr:
     return lambda x, dt, v: f"std::{fn}({x})"
 
 
-for _name, _fn in [("Sqrt", "sqrt"), ("Exp", "exp"), ("Log", "log"), ("Sin", "sin"), ("Cos", "cos"),
+def _vm(fn: str) -> UnaryExpr:
+    # the runtime's vectorisable math layer (float32; its float64 overloads call std::)
+    return lambda x, dt, v: f"sofie_rt::vm::{fn}({x})"
+
+
+def _clamp01(r: str, dt: DType) -> str:
+    """``r`` clamped to [0, 1] with NaN kept (std::min/max would turn NaN into a bound)."""
+    return f"sofie_rt::clamp_nan({r}, {dt.cpp}(0), {dt.cpp}(1))"
+
+
+for _name, _fn in [("Sqrt", "sqrt"), ("Sin", "sin"), ("Cos", "cos"),
                    ("Tan", "tan"), ("Asin", "asin"), ("Acos", "acos"), ("Atan", "atan"), ("Sinh", "sinh"),
                    ("Cosh", "cosh"), ("Asinh", "asinh"), ("Acosh", "acosh"), ("Atanh", "atanh"),
-                   ("Erf", "erf"), ("Floor", "floor"), ("Ceil", "ceil"), ("Tanh", "tanh")]:
+                   ("Floor", "floor"), ("Ceil", "ceil")]:
     _unary(_name, FLOATS, _std(_fn))
+for _name, _fn in [("Exp", "exp"), ("Log", "log"), ("Erf", "erf"), ("Tanh", "tanh")]:
+    _unary(_name, FLOATS, _vm(_fn))
 
 _unary("Round", FLOATS, lambda x, dt, v: f"std::nearbyint({x})")
 _unary("Abs", NUMERIC, _abs)
 _unary("Neg", FLOATS + SIGNED_INTS, lambda x, dt, v: f"{dt.cpp}(-{x})")
 _unary("Sign", NUMERIC, _sign)
 _unary("Reciprocal", FLOATS, lambda x, dt, v: f"{_lit(1, dt)} / {x}")
-_unary("Relu", FLOATS + SIGNED_INTS, lambda x, dt, v: f"({x} > 0 ? {x} : {dt.cpp}(0))")
-_unary("Sigmoid", FLOATS, lambda x, dt, v: f"sofie_rt::sigmoid({x})")
-_unary("Softplus", FLOATS, lambda x, dt, v: f"sofie_rt::softplus({x})")
+# NaN must come out as NaN (max(NaN, 0) in ONNX's reference): the comparison is false for NaN
+_unary("Relu", FLOATS + SIGNED_INTS, lambda x, dt, v: f"({x} < 0 ? {dt.cpp}(0) : {x})")
+_unary("Sigmoid", FLOATS, lambda x, dt, v: f"sofie_rt::vm::sigmoid({x})")
+_unary("Softplus", FLOATS, lambda x, dt, v: f"sofie_rt::vm::softplus({x})")
 _unary("Softsign", FLOATS, lambda x, dt, v: f"{x} / ({_lit(1, dt)} + std::abs({x}))")
-_unary("Mish", FLOATS, lambda x, dt, v: f"{x} * std::tanh(sofie_rt::softplus({x}))")
+_unary("Mish", FLOATS, lambda x, dt, v: f"{x} * sofie_rt::vm::tanh(sofie_rt::vm::softplus({x}))")
 _unary("LeakyRelu", FLOATS,
        lambda x, dt, v: f"({x} >= 0 ? {x} : {_lit(v.attr('alpha', 0.01), dt)} * {x})")
 _unary("ThresholdedRelu", FLOATS,
        lambda x, dt, v: f"({x} > {_lit(v.attr('alpha', 1.0), dt)} ? {x} : {dt.cpp}(0))")
+# expm1 keeps the relative accuracy of alpha * (e^x - 1) for x near 0
 _unary("Elu", FLOATS,
-       lambda x, dt, v: f"({x} >= 0 ? {x} : {_lit(v.attr('alpha', 1.0), dt)} * (std::exp({x}) - {_lit(1, dt)}))")
+       lambda x, dt, v: f"({x} >= 0 ? {x} : {_lit(v.attr('alpha', 1.0), dt)} * sofie_rt::vm::expm1({x}))")
 _unary("Celu", FLOATS,
-       lambda x, dt, v: (f"(std::max({dt.cpp}(0), {x}) + std::min({dt.cpp}(0), {_lit(v.attr('alpha', 1.0), dt)} * "
-                         f"(std::exp({x} / {_lit(v.attr('alpha', 1.0), dt)}) - {_lit(1, dt)})))"))
+       lambda x, dt, v: (f"({x} > 0 ? {x} : {_lit(v.attr('alpha', 1.0), dt)} * "
+                         f"sofie_rt::vm::expm1({x} / {_lit(v.attr('alpha', 1.0), dt)}))"))
 _unary("Selu", FLOATS,
        lambda x, dt, v: (f"{_lit(v.attr('gamma', 1.05070102214813232421875), dt)} * ({x} > 0 ? {x} : "
-                         f"{_lit(v.attr('alpha', 1.67326319217681884765625), dt)} * (std::exp({x}) - {_lit(1, dt)}))"))
+                         f"{_lit(v.attr('alpha', 1.67326319217681884765625), dt)} * sofie_rt::vm::expm1({x}))"))
 _unary("HardSigmoid", FLOATS,
-       lambda x, dt, v: (f"std::max({dt.cpp}(0), std::min({dt.cpp}(1), {_lit(v.attr('alpha', 0.2), dt)} * {x} + "
-                         f"{_lit(v.attr('beta', 0.5), dt)}))"))
+       lambda x, dt, v: _clamp01(f"{_lit(v.attr('alpha', 0.2), dt)} * {x} + {_lit(v.attr('beta', 0.5), dt)}", dt))
 _unary("HardSwish", FLOATS,
-       lambda x, dt, v: (f"{x} * std::max({dt.cpp}(0), std::min({dt.cpp}(1), {_lit(1 / 6, dt)} * {x} + "
-                         f"{_lit(0.5, dt)}))"))
+       lambda x, dt, v: f"{x} * {_clamp01(f'{_lit(1 / 6, dt)} * {x} + {_lit(0.5, dt)}', dt)}")
 _unary("Swish", FLOATS,
-       lambda x, dt, v: f"{x} / ({_lit(1, dt)} + std::exp(-{_lit(v.attr('alpha', 1.0), dt)} * {x}))")
+       lambda x, dt, v: f"{x} / ({_lit(1, dt)} + sofie_rt::vm::exp(-{_lit(v.attr('alpha', 1.0), dt)} * {x}))")
 _unary("IsNaN", FLOATS, lambda x, dt, v: f"std::isnan({x})", out_dtype=BOOL)
 _unary("IsInf", FLOATS,
        lambda x, dt, v: (f"(std::isinf({x}) && ({x} > 0 ? {int(v.attr('detect_positive', 1))} : "
@@ -135,9 +147,9 @@ class Gelu(_Unary):
     def expr(x: str, dt: DType, v: NodeView) -> str:
         if v.attr("approximate", "none") == "tanh":
             c = _lit(math.sqrt(2 / math.pi), dt)
-            return (f"{_lit(0.5, dt)} * {x} * ({_lit(1, dt)} + std::tanh({c} * ({x} + "
+            return (f"{_lit(0.5, dt)} * {x} * ({_lit(1, dt)} + sofie_rt::vm::tanh({c} * ({x} + "
                     f"{_lit(0.044715, dt)} * {x} * {x} * {x})))")
-        return f"sofie_rt::gelu({x})"
+        return f"sofie_rt::vm::gelu({x})"
 
 
 # -- binary -----------------------------------------------------------------------------------
@@ -221,9 +233,6 @@ _binary("Mul", NUMERIC, lambda a, b, dt, v: f"{dt.cpp}({a} * {b})")
 _binary("Div", NUMERIC, lambda a, b, dt, v: f"{a} / {b}" if dt.is_float else f"sofie_rt::int_div({a}, {b})")
 _binary("Mod", NUMERIC,
         lambda a, b, dt, v: (f"sofie_rt::mod_trunc({a}, {b})" if v.attr("fmod", 0) else f"sofie_rt::mod_floor({a}, {b})"))
-_binary("Pow", NUMERIC,
-        lambda a, b, dt, v: (f"{dt.cpp}(std::pow({a}, {b}))" if dt.is_float
-                             else f"sofie_rt::int_pow({a}, {dt.cpp}({b}))"), same_type=False)
 _binary("PRelu", FLOATS + SIGNED_INTS, lambda a, b, dt, v: f"({a} < 0 ? {dt.cpp}({b} * {a}) : {a})")
 _binary("Equal", NUMERIC + ("bool",), lambda a, b, dt, v: f"{a} == {b}", out_bool=True)
 _binary("Less", NUMERIC, lambda a, b, dt, v: f"{a} < {b}", out_bool=True)
@@ -239,6 +248,76 @@ _binary("BitwiseXor", INTS, lambda a, b, dt, v: f"{dt.cpp}({a} ^ {b})")
 # shifts by negative amounts or by the type's width are undefined in C++; the helpers do what ONNX says
 _binary("BitShift", INTS,
         lambda a, b, dt, v: f"sofie_rt::{'shift_left' if v.attr('direction', 'LEFT') == 'LEFT' else 'shift_right'}({a}, {b})")
+
+
+def _int_power(x: str, n: int) -> str:
+    """x^n for an integer n >= 1 by repeated squaring, as one expression over ``x``."""
+    if n == 1:
+        return x
+    half = _int_power(x, n // 2)
+    sq = f"({half} * {half})"
+    return f"({sq} * {x})" if n % 2 else sq
+
+
+#: |exponent| up to which an integer constant exponent becomes multiplications (at most 4
+#: roundings: within 2 ulp of the correctly rounded power)
+MAX_INT_EXPONENT = 8
+
+
+def pow_expr(a: str, b: str, dt: DType, exponent: float | None, b_dt: DType | None = None) -> str:
+    """C++ expression of ONNX Pow(a, b) for element type ``dt`` of ``a``; ``exponent`` is b's value
+    when it is a compile-time scalar. Integer exponents up to MAX_INT_EXPONENT become
+    multiplications (1 / product for negative ones), +-0.5 a square root; the special cases of
+    IEEE pow are kept (pow(x, 0) = 1 even for NaN, pow(-0, 0.5) = +0, pow(-inf, 0.5) = inf,
+    pow(-0, -1) = -inf), which the products, sqrt and the reciprocal give as they are."""
+    if not dt.is_float:
+        return f"sofie_rt::int_pow({a}, {dt.cpp}({b}))"
+    one = _lit(1, dt)
+    if exponent is not None and not math.isfinite(exponent):
+        return f"sofie_rt::vm::pow({a}, {_lit(exponent, dt)})"
+    if exponent is not None:
+        if exponent == 0:
+            return one
+        if exponent == int(exponent) and abs(exponent) <= MAX_INT_EXPONENT:
+            p = _int_power(a, abs(int(exponent)))
+            return p if exponent > 0 else f"({one} / {p})"
+        if exponent == 0.5:
+            return f"sofie_rt::vm::pow_half({a})"
+        if exponent == -0.5:
+            return f"({one} / sofie_rt::vm::pow_half({a}))"
+        return f"sofie_rt::vm::pow({a}, {_lit(exponent, dt)})"
+    if b_dt is not None and b_dt != dt:
+        # a different exponent type (ONNX allows any numeric one): computed in double, exactly as
+        # the mixed-type C++ call did (integer exponents above 2^24 keep their parity there)
+        return f"{dt.cpp}(sofie_rt::vm::pow(double({a}), double({b})))"
+    return f"sofie_rt::vm::pow({a}, {b})"
+
+
+def scalar_exponent(v: NodeView) -> float | None:
+    """The exponent of a Pow node when it is a compile-time scalar (input 1 constant, or the
+    ``exponent`` attribute the element-wise fusion records for a constant it turns into an input)."""
+    c = v.const(1)
+    if c is not None and c.size == 1:
+        return float(c.reshape(-1)[0])
+    e = v.attr("exponent")
+    return float(e) if isinstance(e, (int, float)) and not isinstance(e, bool) else None
+
+
+@register
+class Pow(_Binary):
+    """ONNX Pow: any numeric base and exponent type; constant exponents are specialised."""
+
+    op_type = "Pow"
+    dtypes = NUMERIC
+    same_type = False
+
+    @staticmethod
+    def expr(a: str, b: str, dt: DType, v: NodeView, b_dt: DType | None = None) -> str:
+        return pow_expr(a, b, dt, scalar_exponent(v), b_dt)
+
+    def emit(self, v: NodeView, e) -> str:
+        dt, b_dt = v.input(0).dtype, v.input(1).dtype
+        return e.broadcast(0, [0, 1], lambda x: self.expr(x[0], x[1], dt, v, b_dt))
 
 
 # -- variadic ---------------------------------------------------------------------------------

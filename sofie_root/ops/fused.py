@@ -25,7 +25,7 @@ from ..ir.dims import broadcast_shapes, numel
 from ..ir.dtypes import DType, dtype_by_name
 from ..ir.graph import Node
 from .base import NodeView, Operator, OutInfo, lookup, register
-from .elementwise import Cast, Clip, Where, _Binary, _cast_expr, _lit, _Unary, _Variadic
+from .elementwise import Cast, Clip, Pow, Where, _Binary, _cast_expr, _lit, _Unary, _Variadic
 
 #: activation attributes of FusedGemm/FusedConv are stored as ``act_<name>``
 ACT_PREFIX = "act_"
@@ -213,6 +213,8 @@ def _step_expr(s: dict[str, Any], args: list[str | None], in_dts: list[DType | N
     dt = in_dts[0]
     if isinstance(op, _Unary):
         return op.expr(args[0], dt, view)
+    if isinstance(op, Pow):
+        return op.expr(args[0], args[1], dt, view, in_dts[1])
     if isinstance(op, _Binary):
         return op.expr(args[0], args[1], dt, view)
     if isinstance(op, _Variadic):

@@ -24,6 +24,7 @@ import numpy as np
 from ..ir.dims import Dim, DimLike, Shape, numel, strides
 from ..ir.dtypes import FLOAT64, DType
 from .base import NodeView, Operator, OutInfo, normalize_axis, register
+from .elementwise import pow_expr
 
 FLOATS = ("float32", "float64")
 INTS = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
@@ -1153,6 +1154,6 @@ class LRN(Operator):
             f"{t} {acc} = {t}(0);",
             f"for ({I64} {j} = lo_; {j} < hi_; ++{j}) {{ const {t} z_ = {xp}[{j} * {S} + {s}]; {acc} += z_ * z_; }}",
             f"{e.out()}[({n} * {C} + {c}) * {S} + {s}] = {xp}[{c} * {S} + {s}] / "
-            f"std::pow({e.lit(bias, dt)} + {e.lit(alpha / size, dt)} * {acc}, {e.lit(beta, dt)});",
+            f"{pow_expr(f'({e.lit(bias, dt)} + {e.lit(alpha / size, dt)} * {acc})', '', dt, float(beta))};",
             "}}}",
         ])

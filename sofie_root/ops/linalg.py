@@ -1,8 +1,9 @@
-"""Matrix products: Gemm and MatMul (batched, broadcasting, 1-D promotion)."""
+"""Matrix products: Gemm and MatMul (batched, broadcasting, 1-D promotion); Det."""
 
 from __future__ import annotations
 
 from ..ir.dims import Dim, DimLike, broadcast_shapes, numel
+from ..ir.dtypes import FLOAT64, DType
 from .base import NodeView, Operator, OutInfo, register
 
 FLOATS = ("float32", "float64")
@@ -134,4 +135,60 @@ class MatMul(Operator):
                      f"{e.inp(0)} + aoff, {e.dim(k)}, {e.inp(1)} + boff, {e.dim(n)}, {zero}, "
                      f"{e.out()} + {i} * {e.dim(m * n)}, {e.dim(n)});")
         lines.append("}")
+        return "\n".join(lines)
+
+
+@register
+class Det(Operator):
+    """ONNX Det: determinants of square matrices [..., M, M], by LU decomposition with partial
+    pivoting in double precision (a copy of each matrix in a workspace)."""
+
+    op_type = "Det"
+    dtypes = FLOATS
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        x = v.input(0)
+        if x.rank < 2:
+            raise v.fail(f"the input must have rank >= 2, got {x}")
+        m, n = x.shape[-2:]
+        if isinstance(m, int) and isinstance(n, int) and m != n:
+            raise v.fail(f"the matrices must be square, got {x}")
+        return [OutInfo(x.dtype, tuple(x.shape[:-2]))]
+
+    def workspace(self, v: NodeView) -> list[tuple[DType, DimLike]]:
+        m = v.input(0).shape[-1]
+        return [(FLOAT64, m * m)]
+
+    def emit(self, v: NodeView, e) -> str:
+        x = v.input(0)
+        m, m2 = x.shape[-2:]
+        T = x.dtype.cpp
+        a = e.ws(0)
+        b, i, j, k, p, det, n = (e.tmp(t) for t in ("b", "i", "j", "k", "p", "det", "n"))
+        lines = []
+        if isinstance(m, Dim) or isinstance(m2, Dim):
+            lines.append(f"if ({e.dim(m)} != {e.dim(m2)}) {e.fail('the matrices are not square')}")
+        lines += [
+            f"const std::int64_t {n} = {e.dim(m)};",
+            f"for (std::int64_t {b} = 0; {b} < {e.dim(numel(x.shape[:-2]))}; ++{b}) {{",
+            f"   for (std::int64_t {i} = 0; {i} < {n} * {n}; ++{i}) {a}[{i}] = double({e.inp(0)}[{b} * {n} * {n} + {i}]);",
+            f"   double {det} = 1.0;",
+            f"   for (std::int64_t {k} = 0; {k} < {n} && {det} != 0.0; ++{k}) {{",
+            f"      std::int64_t {p} = {k};",
+            f"      for (std::int64_t {i} = {k} + 1; {i} < {n}; ++{i})",
+            f"         if (std::abs({a}[{i} * {n} + {k}]) > std::abs({a}[{p} * {n} + {k}])) {p} = {i};",
+            f"      if ({a}[{p} * {n} + {k}] == 0.0) {{ {det} = 0.0; break; }}",
+            f"      if ({p} != {k}) {{",
+            f"         for (std::int64_t {j} = 0; {j} < {n}; ++{j}) std::swap({a}[{p} * {n} + {j}], {a}[{k} * {n} + {j}]);",
+            f"         {det} = -{det};",
+            "      }",
+            f"      {det} *= {a}[{k} * {n} + {k}];",
+            f"      for (std::int64_t {i} = {k} + 1; {i} < {n}; ++{i}) {{",
+            f"         const double f = {a}[{i} * {n} + {k}] / {a}[{k} * {n} + {k}];",
+            f"         for (std::int64_t {j} = {k} + 1; {j} < {n}; ++{j}) {a}[{i} * {n} + {j}] -= f * {a}[{k} * {n} + {j}];",
+            "      }",
+            "   }",
+            f"   {e.out()}[{b}] = {T}({det});",
+            "}",
+        ]
         return "\n".join(lines)

@@ -85,8 +85,8 @@ class _Loss(Operator):
             lines += [f"{tt} mx_ = -std::numeric_limits<{tt}>::infinity();",  # no read when C == 0
                       f"for (std::int64_t {c} = 0; {c} < {C}; ++{c}) mx_ = xp_[{c} * {S}] > mx_ ? xp_[{c} * {S}] : mx_;",
                       f"{tt} se_ = 0;",
-                      f"for (std::int64_t {c} = 0; {c} < {C}; ++{c}) se_ += std::exp(xp_[{c} * {S}] - mx_);",
-                      f"const {tt} lse_ = mx_ + std::log(se_);"]
+                      f"for (std::int64_t {c} = 0; {c} < {C}; ++{c}) se_ += sofie_rt::vm::exp(xp_[{c} * {S}] - mx_);",
+                      f"const {tt} lse_ = mx_ + sofie_rt::vm::log(se_);"]
             if lp is not None:
                 lines.append(f"for (std::int64_t {c} = 0; {c} < {C}; ++{c}) "
                              f"{lp}[{n} * {C} * {S} + {c} * {S} + {d}] = xp_[{c} * {S}] - lse_;")

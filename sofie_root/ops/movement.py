@@ -1422,3 +1422,136 @@ class SpaceToDepth(Operator):
             dims = [n, c, b, b, h2, w2]
             src = [chw, hw, w, 1, b * w, b]
         return _copy(e, dims, e.out(), 0, strides(dims), e.inp(0), 0, src)
+
+
+# -- ReverseSequence / Compress ---------------------------------------------------------------------
+
+@register
+class ReverseSequence(Operator):
+    """ONNX ReverseSequence: per batch entry b, reverse the first ``sequence_lens[b]`` elements along
+    the time axis (the rest is copied); batch and time axes are 0 and 1 in either order."""
+
+    op_type = "ReverseSequence"
+
+    def check(self, v: NodeView) -> str | None:
+        if v.has_input(1) and v.input(1).dtype.name not in ("int64", "int32"):
+            return f"sequence_lens must be int64, got {v.input(1).dtype.name}"
+        return None
+
+    def _axes(self, v: NodeView) -> tuple[int, int]:
+        x = v.input(0)
+        if x.rank < 2:
+            raise v.fail(f"the input must have rank >= 2, got {x}")
+        b = normalize_axis(int(v.attr("batch_axis", 1)), x.rank, v)
+        t = normalize_axis(int(v.attr("time_axis", 0)), x.rank, v)
+        if {b, t} != {0, 1}:
+            raise v.fail(f"batch_axis={b} and time_axis={t} must be 0 and 1 (in either order)")
+        return b, t
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        x, lens = v.input(0), v.input(1)
+        b, _ = self._axes(v)
+        if lens.rank != 1 or (not isinstance(lens.shape[0], Dim) and not isinstance(x.shape[b], Dim)
+                              and lens.shape[0] != x.shape[b]):
+            raise v.fail(f"sequence_lens {lens} must be a vector of the batch size {x.shape[b]}")
+        return [OutInfo(x.dtype, x.shape)]
+
+    def emit(self, v: NodeView, e) -> str:
+        x = v.input(0)
+        b, t = self._axes(v)
+        st = strides(x.shape)
+        lens = e.inp(1)
+        nb, nt = _cx(e, x.shape[b]), _cx(e, x.shape[t])
+        k = e.tmp("k")
+        lines = [f"for ({I64} {k} = 0; {k} < {nb}; ++{k}) if ({lens}[{k}] < 0 || {lens}[{k}] > {nt}) "
+                 f"{e.fail('sequence_lens has a value outside [0, the time axis length]')}"]
+
+        def body(idx: list[str]) -> str:
+            src = list(idx)
+            src[t] = f"({idx[t]} < {lens}[{idx[b]}] ? {lens}[{idx[b]}] - 1 - {idx[t]} : {idx[t]})"
+            dst_flat = _sum([_term(e, i, s) for i, s in zip(idx, st)])
+            src_flat = _sum([_term(e, i, s) for i, s in zip(src, st)])
+            return f"{e.out()}[{dst_flat}] = {e.inp(0)}[{src_flat}];"
+
+        return "\n".join(lines) + "\n" + _loops_idx(e, x.shape, body)
+
+
+@register
+class Compress(Operator):
+    """ONNX Compress: the slices (along ``axis``, or of the flattened input) where the boolean
+    condition is true. With a run-time condition the output length is a data-dependent size,
+    bounded by the axis length for memory planning."""
+
+    op_type = "Compress"
+
+    def check(self, v: NodeView) -> str | None:
+        if v.has_input(1) and v.input(1).dtype.name != "bool":
+            return f"condition must be bool, got {v.input(1).dtype.name}"
+        return None
+
+    @staticmethod
+    def _symbol(v: NodeView) -> str:
+        return "ncompress_" + re.sub(r"[^A-Za-z0-9_]", "_", v.node.outputs[0])
+
+    def _axis(self, v: NodeView) -> int | None:
+        axis = v.attr("axis")
+        return None if axis is None else normalize_axis(int(axis), v.input(0).rank, v)
+
+    def _length(self, v: NodeView) -> DimLike:
+        x = v.input(0)
+        axis = self._axis(v)
+        return x.size if axis is None else x.shape[axis]
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        x, cond = v.input(0), v.input(1)
+        if cond.rank != 1:
+            raise v.fail(f"condition {cond} must be a vector")
+        axis = self._axis(v)
+        c = v.const(1)
+        if self._static(v):
+            length = int(self._length(v))
+            if c.shape[0] > length and c[length:].any():
+                raise v.fail(f"condition has true entries beyond the {length} slices of the input")
+            count: DimLike = int(np.count_nonzero(c[:length]))
+        else:
+            count = Dim.symbol(self._symbol(v))
+        shape = (count,) if axis is None else tuple(count if k == axis else d for k, d in enumerate(x.shape))
+        return [OutInfo(x.dtype, shape)]
+
+    def _static(self, v: NodeView) -> bool:
+        """Whether the output length is known at compile time (constant condition, static axis)."""
+        return v.const(1) is not None and not isinstance(self._length(v), Dim)
+
+    def data_dependent(self, v: NodeView) -> dict:
+        return {} if self._static(v) else {self._symbol(v): self._length(v)}
+
+    def emit(self, v: NodeView, e) -> str:
+        x, cond = v.input(0), v.input(1)
+        axis = self._axis(v)
+        length = self._length(v)
+        if axis is None:
+            outer, inner = 1, 1
+        else:
+            outer, inner = numel(x.shape[:axis]), numel(x.shape[axis + 1:])
+        count = e.out_info(0).shape[0 if axis is None else axis]
+        n, m, k, o, d, i = (e.tmp(s) for s in ("n", "m", "k", "o", "d", "i"))
+        c = e.inp(1)
+        lines = [f"const {I64} {n} = std::min<{I64}>({e.dim(cond.shape[0])}, {_cx(e, length)});",
+                 f"for ({I64} {d} = {n}; {d} < {e.dim(cond.shape[0])}; ++{d}) if ({c}[{d}]) "
+                 f"{e.fail('condition has true entries beyond the slices of the input')}",
+                 f"{I64} {m} = 0;",
+                 f"for ({I64} {d} = 0; {d} < {n}; ++{d}) {m} += {c}[{d}] ? 1 : 0;"]
+        if isinstance(count, Dim):
+            lines.append(f"{e.dim(count)} = {m};")
+        ni, no = _cx(e, inner), _cx(e, outer)
+        lines += [f"for ({I64} {o} = 0; {o} < {no}; ++{o}) {{",
+                  f"   {I64} {k} = 0;",
+                  f"   for ({I64} {d} = 0; {d} < {n}; ++{d}) {{",
+                  f"      if (!{c}[{d}]) continue;",
+                  f"      for ({I64} {i} = 0; {i} < {ni}; ++{i})",
+                  f"         {e.out()}[({o} * {m} + {k}) * {ni} + {i}] = {e.inp(0)}[({o} * {_cx(e, length)} + {d}) * "
+                  f"{ni} + {i}];",
+                  f"      ++{k};",
+                  "   }",
+                  "}"]
+        return "\n".join(lines)

@@ -67,7 +67,7 @@ def _abs(x: str, dt: DType) -> str:
 
 def _via_double(fn: str, acc: str, dt: DType) -> str:
     if dt.is_float:
-        return f"std::{fn}({acc})"
+        return f"sofie_rt::vm::log({acc})" if fn == "log" else f"std::{fn}({acc})"
     return f"sofie_rt::float_to_int<{dt.cpp}>(std::{fn}(double({acc})))"
 
 
@@ -475,7 +475,7 @@ class ReduceLogSumExp(_Reduce):
             return f"({m} == {ninf} ? {C}(0) : {m})"
 
         def result(s: str, m: str) -> str:
-            r = f"std::log({s}) + {m}"
+            r = f"sofie_rt::vm::log({s}) + {m}"
             return r if dt.is_float else f"sofie_rt::float_to_int<{T}>({r})"
 
         if not reduced:
@@ -494,7 +494,7 @@ class ReduceLogSumExp(_Reduce):
                     f"   {m} = {shift(m)};\n"
                     f"   {C} {s} = {C}(0);\n"
                     f"   for (std::int64_t {j} = 0; {j} < {r}; ++{j})\n"
-                    f"      {s} += std::exp({C}({row}[{j}]) - {m});\n"
+                    f"      {s} += sofie_rt::vm::exp({C}({row}[{j}]) - {m});\n"
                     f"   {y}[{o}] = {result(s, m)};\n}}")
         mx, sm = e.ws(0), e.ws(1)
         k = e.tmp("k")
@@ -502,7 +502,7 @@ class ReduceLogSumExp(_Reduce):
         lines.append(self._walk(e, groups, lambda oo, xv: f"{mx}[{oo}] = {max_step(f'{mx}[{oo}]', xv)};", x, C))
         k = e.tmp("k")
         lines.append(f"for (std::int64_t {k} = 0; {k} < {e.size_out()}; ++{k})\n   {mx}[{k}] = {shift(f'{mx}[{k}]')};")
-        lines.append(self._walk(e, groups, lambda oo, xv: f"{sm}[{oo}] += std::exp({xv} - {mx}[{oo}]);", x, C))
+        lines.append(self._walk(e, groups, lambda oo, xv: f"{sm}[{oo}] += sofie_rt::vm::exp({xv} - {mx}[{oo}]);", x, C))
         k = e.tmp("k")
         lines.append(f"for (std::int64_t {k} = 0; {k} < {e.size_out()}; ++{k})\n"
                      f"   {y}[{k}] = {result(f'{sm}[{k}]', f'{mx}[{k}]')};")
@@ -728,7 +728,7 @@ class _Softmax(_SoftmaxLike):
         lines.append(_loop(j, na, f"{yo}[{j}] = sofie_rt::exp_nonpos({xo}[{j}] - {m});"))
         lines += _partial(e, dt, na, s, f"{T}(0)", add)
         if self.log:
-            lines.append(f"{s} = {m} + std::log({s});")
+            lines.append(f"{s} = {m} + sofie_rt::vm::log({s});")
             lines.append(_loop(j, na, f"{yo}[{j}] = {xo}[{j}] - {s};"))
         else:
             lines.append(f"{s} = {T}(1) / {s};")
@@ -742,7 +742,7 @@ class _Softmax(_SoftmaxLike):
                  _loop(j, na, _loop(k, ni, f"{m}[{k}] = {xo}[{at}] > {m}[{k}] ? {xo}[{at}] : {m}[{k}];"))]
         if self.log:
             lines.append(_loop(j, na, _loop(k, ni, f"{s}[{k}] += sofie_rt::exp_nonpos({xo}[{at}] - {m}[{k}]);")))
-            lines.append(_loop(k, ni, f"{s}[{k}] = {m}[{k}] + std::log({s}[{k}]);"))
+            lines.append(_loop(k, ni, f"{s}[{k}] = {m}[{k}] + sofie_rt::vm::log({s}[{k}]);"))
             lines.append(_loop(j, na, _loop(k, ni, f"{yo}[{at}] = {xo}[{at}] - {s}[{k}];")))
         else:
             lines.append(_loop(j, na, _loop(k, ni, f"{{ {yo}[{at}] = sofie_rt::exp_nonpos({xo}[{at}] - {m}[{k}]); "
@@ -874,6 +874,7 @@ class CumSum(Operator):
     op_type = "CumSum"
     dtypes = SUM_TYPES
     static_inputs = (1,)
+    combine, identity = "+", 0
 
     def _axis(self, v: NodeView) -> int:
         x = v.input(0)
@@ -900,7 +901,7 @@ class CumSum(Operator):
         cur, prev, base = e.tmp("cur"), e.tmp("prev"), e.tmp("base")
         at_cur = f"{na} - 1 - {s}" if reverse else s
         at_prev = f"{na} - {s}" if reverse else f"{s} - 1"
-        first = e.lit(0, x.dtype) if exclusive else f"{e.inp(0)}[{cur} + {i}]"
+        first = e.lit(self.identity, x.dtype) if exclusive else f"{e.inp(0)}[{cur} + {i}]"
         add = f"{e.inp(0)}[{prev} + {i}]" if exclusive else f"{e.inp(0)}[{cur} + {i}]"
         y = e.out()
         return (
@@ -913,7 +914,14 @@ class CumSum(Operator):
             f"      }} else {{\n"
             f"         const std::int64_t {prev} = {base} + ({at_prev}) * {ni};\n"
             f"         for (std::int64_t {i} = 0; {i} < {ni}; ++{i})\n"
-            f"            {y}[{cur} + {i}] = {T}({y}[{prev} + {i}] + {add});\n"
+            f"            {y}[{cur} + {i}] = {T}({y}[{prev} + {i}] {self.combine} {add});\n"
             f"      }}\n"
             f"   }}\n}}")
 
+
+@register
+class CumProd(CumSum):
+    """ONNX CumProd (opset 26): cumulative product along a compile-time axis (exclusive, reverse)."""
+
+    op_type = "CumProd"
+    combine, identity = "*", 1

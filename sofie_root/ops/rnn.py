@@ -17,6 +17,7 @@ states) is a set of workspace buffers planned in the arena, so nothing is alloca
 
 from __future__ import annotations
 
+from ..errors import InvalidGraphError
 from ..ir.dims import DimLike
 from ..ir.dtypes import DType
 from .base import NodeView, Operator, OutInfo, register
@@ -64,13 +65,13 @@ def _activation_expr(name: str, alpha: float, beta: float, x: str, dt: DType, li
     if name == "thresholdedrelu":
         return f"(({x}) > {a} ? ({x}) : {zero})"
     if name == "scaledtanh":
-        return f"({a} * std::tanh({b} * ({x})))"
+        return f"({a} * sofie_rt::vm::tanh({b} * ({x})))"
     if name == "elu":
-        return f"(({x}) >= {zero} ? ({x}) : {a} * (std::exp({x}) - {one}))"
+        return f"(({x}) >= {zero} ? ({x}) : {a} * sofie_rt::vm::expm1({x}))"
     if name == "softsign":
         return f"(({x}) / ({one} + std::abs({x})))"
     if name == "softplus":
-        return f"sofie_rt::softplus<{dt.cpp}>({x})"
+        return f"sofie_rt::vm::softplus({dt.cpp}({x}))"
     raise AssertionError(name)
 
 
@@ -90,7 +91,9 @@ class _Recurrent(Operator):
         if len(dts) > 1:
             return "X, W, R, B and the initial states must have the same element type"
         if v.has_input(4) and v.input(4).dtype.name not in ("int32", "int64"):
-            return f"sequence_lens must be int32, got {v.input(4).dtype.name}"
+            raise InvalidGraphError(
+                f"{v.label}: sequence_lens is {v.input(4).dtype.name}, but ONNX defines it as int32: the model "
+                "is invalid (onnx.checker and onnxruntime refuse it too); store the lengths as int32")
         if v.attr("direction", "forward") not in _DIRECTIONS:
             return f"direction={v.attr('direction')!r} is not one of {', '.join(_DIRECTIONS)}"
         if v.attr("layout", 0) not in (0, 1):
@@ -207,6 +210,8 @@ class _Recurrent(Operator):
         layout = v.attr("layout", 0)
         acts = self._activations(v)
         clip = v.attr("clip", None)
+        if clip is not None and not float(clip) > 0:
+            clip = None  # <= 0 can only zero the layer: "no clipping" (the ONNX frontend warns)
         S, B, I, H = e.dim(seq), e.dim(batch), e.dim(isz), e.dim(hidden)
         G = e.dim(self.gates * hidden)
         xw, hs, cs = e.ws(0), e.ws(2), e.ws(3)

@@ -30,6 +30,9 @@ NEVER_FOLD = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUnifor
 def should_fold(node: Node, outputs: Sequence[TensorInfo | None]) -> bool:
     if node.op_type in NEVER_FOLD or any(isinstance(v, Graph) for v in node.attrs.values()):
         return False
+    # sequences and optionals are not arrays (onnx.reference returns lists and None for them)
+    if any(info is not None and (info.elements is not None or info.optional is not None) for info in outputs):
+        return False
     total = 0
     for info in outputs:
         if info is None:

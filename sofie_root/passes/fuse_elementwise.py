@@ -72,6 +72,12 @@ def _fuse(graph: Graph, members: list[Node]) -> Node:
         while refs and refs[-1] is None:
             refs.pop()
         attrs = {k: v for k, v in n.attrs.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+        if n.op_type == "Pow" and len(n.inputs) > 1:
+            # a constant scalar exponent becomes a node input of the fused loop; recording its
+            # value keeps the multiplications / sqrt Pow emits for it (see ops.elementwise.pow_expr)
+            c = graph.initializers.get(n.inputs[1])
+            if c is not None and c.size == 1 and c.dtype.kind in "fiu":
+                attrs["exponent"] = float(c.reshape(-1)[0])
         steps.append({"op": n.op_type, "in": refs, "attrs": attrs,
                       "dtype": graph.tensors[n.outputs[0]].dtype.name, "opset": int(n.opset)})
     last = members[-1]

@@ -77,3 +77,14 @@ def every_kind_inputs(batch: int, cond: bool) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(batch)
     x = (rng.standard_normal((batch, 4)) * 3).astype(np.float32)
     return x, np.array(cond)
+
+
+def compile_every_kind():
+    """``every_kind_model`` compiled; its LeakyRelu carries attributes LeakyRelu does not have (to
+    store every attribute kind), which the frontend keeps with a warning naming each."""
+    import pytest
+
+    import sofie_root
+
+    with pytest.warns(sofie_root.SofieWarning, match="attribute 'extra_[a-z]+' is not an attribute of LeakyRelu"):
+        return sofie_root.compile(every_kind_model())

@@ -13,7 +13,7 @@ from sofie_root.serialization.emit import emit
 import sofie_root
 from benchmarks import hep_models
 
-from .models import every_kind_inputs, every_kind_model
+from .models import compile_every_kind, every_kind_inputs
 
 RUNNER = textwrap.dedent("""
     import sys
@@ -67,7 +67,7 @@ def test_emitted_headers_match_python(tmp_path, hep_onnx) -> None:
             inputs[f"{name}_{k}"] = x
         expected[name] = models[name].infer(*xs)[0]
         inputs[f"{name}_out_shape"] = np.array(expected[name].shape)
-    every = sofie_root.compile(every_kind_model())
+    every = compile_every_kind()
     every.save(tmp_path / "models.root", "every")
     x, c = every_kind_inputs(4, True)
     inputs["every_0"], inputs["every_1"] = x, c.reshape(1)

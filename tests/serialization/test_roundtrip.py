@@ -11,7 +11,7 @@ from benchmarks import hep_models
 from sofie_root.ir.graph import Graph
 
 from .helpers import assert_bits_equal, assert_graphs_equal
-from .models import DTYPES, every_kind_inputs, every_kind_model, special_arrays
+from .models import DTYPES, compile_every_kind, every_kind_inputs, special_arrays
 
 
 def _same_outputs(a, b, *arrays) -> None:
@@ -38,7 +38,7 @@ def test_end_to_end_models_round_trip(name, hep_onnx, tmp_path) -> None:
 
 
 def test_every_dtype_and_attribute_kind(tmp_path) -> None:
-    model = sofie_root.compile(every_kind_model())
+    model = compile_every_kind()
     path = tmp_path / "every.root"
     model.save(path, "every")
     loaded = sofie_root.load(f"{path}:every")
@@ -61,7 +61,7 @@ def test_every_dtype_and_attribute_kind(tmp_path) -> None:
 
 def test_graph_list_attributes_and_encoding_round_trip() -> None:
     """The 'graphs' attribute kind (no built-in operator uses it) at the schema level."""
-    model = sofie_root.compile(every_kind_model())
+    model = compile_every_kind()
     g = model.graph
     node = next(n for n in g.nodes if n.op_type == "If")
     branches = [node.attrs["then_branch"], node.attrs["else_branch"]]

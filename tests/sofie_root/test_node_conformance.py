@@ -38,13 +38,13 @@ def _cases():
         import onnx.backend.test.case.node as node
 
         cases = node.collect_testcases()
-    registered = {op for dom, op in REGISTRY if dom == ""}
+    registered = {(dom, op) for dom, op in REGISTRY if dom in ("", "ai.onnx.ml")}
     excluded = _exclusions()
     params = []
     for c in cases:
         if not c.data_sets:
             continue
-        if not all(n.op_type in registered and n.domain in ("", "ai.onnx") for n in c.model.graph.node):
+        if not all(("" if n.domain == "ai.onnx" else n.domain, n.op_type) in registered for n in c.model.graph.node):
             continue
         inputs, outputs = c.data_sets[0]
         if any(not isinstance(x, (np.ndarray, np.generic)) for x in list(inputs) + list(outputs)):

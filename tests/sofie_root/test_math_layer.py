@@ -1,0 +1,168 @@
+"""The vectorisable math layer (``sofie_rt::vm`` in runtime.hxx) against numpy float64.
+
+The functions are compiled twice: by cling (through a small declared harness, as generated models
+use them) and by the system compiler with the native backend's flags, where the compiler's own
+report must say every harness loop was vectorised. Inputs are a sweep of float32 bit patterns
+over the whole range (both signs, subnormals, the overflow and underflow edges) plus the special
+values; errors are measured in units in the last place of the correctly rounded float32 result.
+The harness runs with the caller's floating-point mode (no flush-to-zero), so subnormal results
+are compared too; a result below the smallest normal may be anything within that distance of the
+exact value (0 included), which is what flush-to-zero gives inside a model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+from sofie_root.jit import cling, native
+
+FLT_MIN = 1.17549435e-38
+
+#: documented maximum error in ulp (README "Numerics"); the sweep must stay within it
+BOUNDS = {"exp": 1.0, "expm1": 2.0, "log": 1.0, "log1p": 2.0, "tanh": 2.0, "sigmoid": 2.0,
+          "softplus": 2.0, "erf": 2.5}
+UNARY = [*BOUNDS, "gelu"]
+
+SPECIALS = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1e-45, -1e-45, 1e-40, -1e-40, FLT_MIN,
+                     -FLT_MIN, 3.4028235e38, -3.4028235e38, 88.72283, 88.72284, 89.0, -87.33654, -87.34,
+                     -103.97, -103.98, -104.0, 0.5, -0.5, 0.7, -0.7, 0.625, -0.625, 9.0, -9.0, 1.0, -1.0,
+                     -1.0 + 2**-24, 1e-8, -1e-8, 20.0, -20.0], np.float32)
+
+
+def sweep(step: int = 65537) -> np.ndarray:
+    """Every step-th float32 bit pattern (both signs, all exponents) and the special values."""
+    u = np.arange(0, 2**32, step, dtype=np.uint64).astype(np.uint32)
+    return np.concatenate([u.view(np.float32), SPECIALS])
+
+
+def _erfc64(d: np.ndarray) -> np.ndarray:
+    return np.frompyfunc(math.erfc, 1, 1)(d).astype(np.float64)
+
+
+def reference(name: str, d: np.ndarray) -> np.ndarray:
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-d))
+    if name == "softplus":
+        return np.logaddexp(0.0, d)
+    if name == "erf":
+        return np.frompyfunc(math.erf, 1, 1)(d).astype(np.float64)
+    if name == "gelu":
+        return 0.5 * d * _erfc64(-d / math.sqrt(2.0))
+    return getattr(np, name)(d)
+
+
+def ulp_errors(y: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """|y - ref| in ulps of the float32 rounding of ref; NaN and infinity must match exactly."""
+    r32 = ref.astype(np.float32)
+    nan_bad = np.isnan(y) != np.isnan(r32)
+    assert not nan_bad.any(), f"NaN mismatch at x={np.flatnonzero(nan_bad)[:5]}: {y[nan_bad][:5]} vs {r32[nan_bad][:5]}"
+    inf = np.isinf(r32) | np.isinf(y)
+    assert (y[inf] == r32[inf]).all(), f"infinity mismatch: {y[inf][y[inf] != r32[inf]][:5]}"
+    fin = np.isfinite(r32) & np.isfinite(y)
+    e = np.zeros_like(ref)
+    diff = np.abs(y[fin].astype(np.float64) - ref[fin])
+    e[fin] = diff / np.spacing(np.abs(r32[fin])).astype(np.float64)
+    e[fin & (np.abs(ref) < FLT_MIN)] = 0.0
+    sub = fin & (np.abs(ref) < FLT_MIN)
+    assert (np.abs(y[sub].astype(np.float64) - ref[sub]) <= FLT_MIN).all()
+    return e
+
+
+HARNESS = "\n".join(
+    [f"inline void sofie_vm_test_{n}(const float *x, float *y, long n) "
+     f"{{ for (long i = 0; i < n; ++i) y[i] = sofie_rt::vm::{n}(x[i]); }}" for n in UNARY]
+    + ["inline void sofie_vm_test_pow(const float *x, const float *b, float *y, long n) "
+       "{ for (long i = 0; i < n; ++i) y[i] = sofie_rt::vm::pow(x[i], b[i]); }"])
+
+
+@pytest.fixture(autouse=True)
+def _quiet_numpy():
+    # the sweep holds NaN payloads and infinities on purpose
+    with np.errstate(all="ignore"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def cling_fns():
+    ROOT = cling.root()
+    if not hasattr(ROOT, "sofie_vm_test_exp"):
+        assert ROOT.gInterpreter.Declare(cling.optimized(HARNESS))
+    return {n: getattr(ROOT, f"sofie_vm_test_{n}") for n in [*UNARY, "pow"]}
+
+
+def _call(fn, *args: np.ndarray) -> np.ndarray:
+    args = [np.ascontiguousarray(a, dtype=np.float32) for a in args]
+    y = np.empty_like(args[0])
+    fn(*args, y, len(y))
+    return y
+
+
+@pytest.mark.parametrize("name", UNARY)
+def test_unary_over_the_float_range(cling_fns, name) -> None:
+    x = sweep()
+    y = _call(cling_fns[name], x)
+    e = ulp_errors(y, reference(name, x.astype(np.float64)))
+    if name == "gelu":
+        # relative accuracy of the erfc form: the rounding of z^2 inside exp grows with z^2
+        d = x.astype(np.float64)
+        assert e[d >= 0].max() <= 2.0
+        assert e[(d < 0) & (d > -5)].max() <= 24.0
+        assert e.max() <= 300.0
+    else:
+        assert e.max() <= BOUNDS[name], f"{name}: {e.max():.2f} ulp at x={x[np.argmax(e)]!r}"
+    # signed zeros where the function is odd at 0, exact values at the edges
+    z = _call(cling_fns[name], np.array([0.0, -0.0], np.float32))
+    if name in ("expm1", "log1p", "tanh", "erf"):
+        assert np.signbit(z).tolist() == [False, True]
+
+
+def test_exp_edges(cling_fns) -> None:
+    f = cling_fns["exp"]
+    assert _call(f, np.array([-np.inf, -104.0, -200.0, -1e30], np.float32)).tolist() == [0.0] * 4
+    assert _call(f, np.array([np.inf, 89.0, 1e30], np.float32)).tolist() == [np.inf] * 3
+    assert _call(f, np.array([88.72283], np.float32))[0] == np.float32(np.exp(np.float64(np.float32(88.72283))))
+    assert _call(cling_fns["log"], np.array([0.0, -0.0, -1.0, -np.inf, np.inf], np.float32)).tolist()[:2] == [-np.inf] * 2
+    assert np.isnan(_call(cling_fns["log"], np.array([-1.0, -np.inf, -1e-45], np.float32))).all()
+    assert _call(cling_fns["log1p"], np.array([-1.0], np.float32))[0] == -np.inf
+    assert _call(cling_fns["gelu"], np.array([np.inf], np.float32))[0] == np.inf
+    assert np.isnan(_call(cling_fns["gelu"], np.array([-np.inf], np.float32))[0])  # 0.5 * -inf * (1 + erf(-inf))
+
+
+POW_EXPONENTS = np.array([0.0, -0.0, 1.0, -1.0, 2.0, 3.0, -3.0, 0.5, -0.5, 1 / 3, 2.5, 7.0, -7.0, 1e9, -1e9,
+                          16777217.0, np.inf, -np.inf, np.nan, 0.1, 10.3, -200.5, 30.0, -30.0], np.float32)
+
+
+def test_pow_special_cases_and_accuracy(cling_fns) -> None:
+    bases = np.concatenate([sweep(65537 * 7), SPECIALS, np.float32([-8.0, -2.0, 2.0, 8.0, -1.0 - 2**-23])])
+    b, p = (a.ravel().copy() for a in np.meshgrid(bases, POW_EXPONENTS))
+    y = _call(cling_fns["pow"], b, p)
+    ref = np.power(b.astype(np.float64), p.astype(np.float64))
+    ref32 = np.power(b, p)
+    assert ulp_errors(y, ref).max() <= 1.0
+    # the sign of zero and infinity results as C's powf gives them
+    both_zero_or_inf = ((y == 0) & (ref32 == 0)) | (np.isinf(y) & np.isinf(ref32))
+    assert (np.signbit(y) == np.signbit(ref32))[both_zero_or_inf].all()
+    assert np.isnan(_call(cling_fns["pow"], np.float32([-8.0]), np.float32([1 / 3]))[0])
+    assert _call(cling_fns["pow"], np.float32([np.nan, 1.0]), np.float32([0.0, np.nan])).tolist() == [1.0, 1.0]
+
+
+def test_native_compiler_vectorises_every_function(tmp_path) -> None:
+    """g++/clang++ with the native backend's flags: each harness loop is reported vectorised."""
+    try:
+        cxx = native.compiler()
+    except Exception as e:  # no compiler: nothing to check on this machine
+        pytest.skip(str(e))
+    if "g++" not in cxx.identity.lower() and "gcc" not in cxx.identity.lower():
+        pytest.skip("the vectorisation report is read from g++'s -fopt-info-vec")
+    src = tmp_path / "h.cpp"
+    src.write_text(f'#include "{cling.RUNTIME_PATH}"\n' + HARNESS.replace("inline ", "").replace("\n", "\n\n") + "\n")
+    flags = [f for f in native.FLAGS if f.startswith(("-std", "-O", "-m", "-fno-trapping"))]
+    out = subprocess.run([*cxx.argv, *flags, "-fopt-info-vec-optimized", "-c", "-o", str(tmp_path / "h.o"), str(src)],
+                         capture_output=True, text=True, check=True)
+    lines = {int(m.group(1)) for m in re.finditer(r"h\.cpp:(\d+):\d+: optimized: loop vectorized", out.stderr)}
+    assert lines == {2 + 2 * k for k in range(len(UNARY) + 1)}, out.stderr[-2000:]
