@@ -636,15 +636,23 @@ inline void gemm_loops(bool transA, bool transB, std::int64_t M, std::int64_t N,
 }
 
 #ifdef SOFIE_RT_CBLAS
+// The CBLAS symbols' prefix: scipy-openblas32 exports scipy_cblas_*, MKL and BLIS cblas_*
+// (SOFIE_ROOT_BLAS, see jit/cling.py's blas()).
+#ifndef SOFIE_RT_CBLAS_PREFIX
+#define SOFIE_RT_CBLAS_PREFIX scipy_cblas_
+#endif
+#define SOFIE_RT_CBLAS_CAT2(a, b) a##b
+#define SOFIE_RT_CBLAS_CAT(a, b) SOFIE_RT_CBLAS_CAT2(a, b)
+#define SOFIE_RT_BLAS(f) SOFIE_RT_CBLAS_CAT(SOFIE_RT_CBLAS_PREFIX, f)
 extern "C" {
-void scipy_cblas_sgemm(int order, int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
-                       const float *B, int ldb, float beta, float *C, int ldc);
-void scipy_cblas_dgemm(int order, int transA, int transB, int M, int N, int K, double alpha, const double *A,
-                       int lda, const double *B, int ldb, double beta, double *C, int ldc);
-void scipy_cblas_sgemv(int order, int trans, int M, int N, float alpha, const float *A, int lda, const float *x,
-                       int incx, float beta, float *y, int incy);
-void scipy_cblas_dgemv(int order, int trans, int M, int N, double alpha, const double *A, int lda, const double *x,
-                       int incx, double beta, double *y, int incy);
+void SOFIE_RT_BLAS(sgemm)(int order, int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                          int lda, const float *B, int ldb, float beta, float *C, int ldc);
+void SOFIE_RT_BLAS(dgemm)(int order, int transA, int transB, int M, int N, int K, double alpha, const double *A,
+                          int lda, const double *B, int ldb, double beta, double *C, int ldc);
+void SOFIE_RT_BLAS(sgemv)(int order, int trans, int M, int N, float alpha, const float *A, int lda, const float *x,
+                          int incx, float beta, float *y, int incy);
+void SOFIE_RT_BLAS(dgemv)(int order, int trans, int M, int N, double alpha, const double *A, int lda,
+                          const double *x, int incx, double beta, double *y, int incy);
 }
 
 // Matrix-vector product through BLAS gemv (row major): y = alpha * op(A) x + beta * y, where
@@ -660,10 +668,10 @@ inline void gemv_blas(bool trans, std::int64_t rows, std::int64_t cols, T alpha,
          y[i * incy] = T(0);
    }
    if constexpr (std::is_same<T, float>::value)
-      scipy_cblas_sgemv(101, trans ? 112 : 111, int(rows), int(cols), alpha, A, int(lda), x, int(incx),
+      SOFIE_RT_BLAS(sgemv)(101, trans ? 112 : 111, int(rows), int(cols), alpha, A, int(lda), x, int(incx),
                         beta == T(0) ? T(1) : beta, y, int(incy));
    else
-      scipy_cblas_dgemv(101, trans ? 112 : 111, int(rows), int(cols), alpha, A, int(lda), x, int(incx),
+      SOFIE_RT_BLAS(dgemv)(101, trans ? 112 : 111, int(rows), int(cols), alpha, A, int(lda), x, int(incx),
                         beta == T(0) ? T(1) : beta, y, int(incy));
 }
 #endif
@@ -698,11 +706,11 @@ inline void gemm(bool transA, bool transB, std::int64_t M, std::int64_t N, std::
          }
       }
       if constexpr (std::is_same<T, float>::value) {
-         scipy_cblas_sgemm(101, transA ? 112 : 111, transB ? 112 : 111, int(M), int(N), int(K), alpha, A, int(lda),
+         SOFIE_RT_BLAS(sgemm)(101, transA ? 112 : 111, transB ? 112 : 111, int(M), int(N), int(K), alpha, A, int(lda),
                            B, int(ldb), beta, C, int(ldc));
          return;
       } else if constexpr (std::is_same<T, double>::value) {
-         scipy_cblas_dgemm(101, transA ? 112 : 111, transB ? 112 : 111, int(M), int(N), int(K), alpha, A, int(lda),
+         SOFIE_RT_BLAS(dgemm)(101, transA ? 112 : 111, transB ? 112 : 111, int(M), int(N), int(K), alpha, A, int(lda),
                            B, int(ldb), beta, C, int(ldc));
          return;
       }

@@ -71,7 +71,7 @@ def root():
                 warnings.simplefilter("ignore")
                 import ROOT
             ROOT.gROOT.SetBatch(True)
-            prelude = "#define SOFIE_RT_CBLAS 1\n" if _load_blas(ROOT) else ""
+            prelude = _load_blas(ROOT)
             _declare(ROOT, optimized(prelude + RUNTIME_PATH.read_text()), "the sofie_root runtime header")
             _root = ROOT
         return _root
@@ -114,19 +114,77 @@ def blas_library() -> str | None:
     return str(path) if path.exists() else None
 
 
-def _load_blas(ROOT) -> bool:
-    """Load OpenBLAS into the process for GEMMs, single-threaded (one Session per thread is the
-    parallelism model; BLAS threads inside would oversubscribe the cores)."""
-    if os.environ.get("SOFIE_ROOT_NO_BLAS"):
-        return False
-    path = blas_library()
-    if path is None or ROOT.gSystem.Load(path) < 0:
-        return False
+@dataclass(frozen=True)
+class Blas:
+    """The BLAS library generated GEMMs call: its path and the prefix of its CBLAS symbols."""
+
+    name: str
+    path: str
+    prefix: str
+
+    def prelude(self) -> str:
+        """The defines the runtime header reads (SOFIE_RT_CBLAS, and the symbol prefix)."""
+        return f"#define SOFIE_RT_CBLAS 1\n#define SOFIE_RT_CBLAS_PREFIX {self.prefix}\n"
+
+
+#: where SOFIE_ROOT_BLAS=mkl / blis look (the mkl wheel installs into this Python's lib/)
+_BLAS_SEARCH = {"mkl": [Path(sys.prefix) / "lib"], "blis": [Path("/usr/lib/x86_64-linux-gnu"), Path("/usr/lib64"),
+                                                            Path("/usr/local/lib"), Path(sys.prefix) / "lib"]}
+_BLAS_FILES = {"mkl": "libmkl_rt.so*", "blis": "libblis.so*"}
+
+
+def blas() -> Blas | None:
+    """The BLAS chosen by ``$SOFIE_ROOT_BLAS``: ``openblas`` (the default: the scipy-openblas32
+    wheel), ``mkl`` (the ``mkl`` wheel's libmkl_rt, sequential), ``blis`` (a system libblis),
+    ``none`` (the portable loops; as ``$SOFIE_ROOT_NO_BLAS``), or the path of a shared library
+    exporting ``cblas_sgemm``/``dgemm``/``sgemv``/``dgemv``. benchmarks/blas.py measured them
+    on the corpus's shapes (README, "BLAS")."""
+    from ..errors import SofieError
+
+    choice = os.environ.get("SOFIE_ROOT_BLAS", "").strip() or "openblas"
+    if os.environ.get("SOFIE_ROOT_NO_BLAS") or choice == "none":
+        return None
+    if choice == "openblas":
+        path = blas_library()
+        return Blas("openblas", path, "scipy_cblas_") if path else None
+    if choice in _BLAS_SEARCH:
+        found = [f for d in _BLAS_SEARCH[choice] for f in sorted(d.glob(_BLAS_FILES[choice])) if f.is_file()]
+        if not found:
+            raise SofieError(f"SOFIE_ROOT_BLAS={choice}: no {_BLAS_FILES[choice]} in "
+                             f"{', '.join(map(str, _BLAS_SEARCH[choice]))}")
+        if choice == "mkl":  # read when libmkl_rt loads (cling or a native model's library)
+            os.environ.setdefault("MKL_THREADING_LAYER", "SEQUENTIAL")
+        return Blas(choice, str(found[0]), "cblas_")
+    if not Path(choice).is_file():
+        raise SofieError(f"SOFIE_ROOT_BLAS={choice!r} is neither openblas, mkl, blis, none nor a library file")
+    return Blas(Path(choice).name, choice, "cblas_")
+
+
+def single_threaded(path: str) -> None:
+    """One thread for the BLAS library at ``path`` (one Session per thread is the parallelism
+    model; BLAS threads inside would oversubscribe the cores)."""
+    handle = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    for fn, arg in (("scipy_openblas_set_num_threads", ctypes.c_int(1)), ("MKL_Set_Num_Threads", ctypes.c_int(1)),
+                    ("bli_thread_set_num_threads", ctypes.c_long(1)), ("openblas_set_num_threads", ctypes.c_int(1))):
+        f = getattr(handle, fn, None)
+        if f is not None:
+            f(arg)
+            return
+
+
+def _load_blas(ROOT) -> str:
+    """Load the chosen BLAS into the process for GEMMs, single-threaded; the runtime header's
+    prelude ("" without BLAS)."""
+    lib = blas()
+    if lib is None:
+        return ""
+    if ROOT.gSystem.Load(lib.path) < 0:
+        return ""
     try:
-        ctypes.CDLL(path).scipy_openblas_set_num_threads(1)
-    except (OSError, AttributeError):
+        single_threaded(lib.path)
+    except OSError:
         pass
-    return True
+    return lib.prelude()
 
 
 def _declare(ROOT, code: str, what: str) -> None:

@@ -148,17 +148,17 @@ def flags() -> tuple[str, ...]:
 
 
 def _use_blas() -> str | None:
-    """The BLAS library generated GEMMs call (linked with an rpath), or None; as for cling."""
-    if os.environ.get("SOFIE_ROOT_NO_BLAS"):
-        return None
-    return cling.blas_library()
+    """Path of the BLAS library generated GEMMs call (linked with an rpath), or None; as for
+    cling (gpu/build.py links the same one)."""
+    lib = cling.blas()
+    return lib.path if lib is not None else None
 
 
-def translation_unit(namespace: str, source: str, blas: bool) -> str:
+def translation_unit(namespace: str, source: str, blas: cling.Blas | None) -> str:
     """The file given to the compiler: runtime header, the model source unchanged, and the
     exported C wrappers (noexcept: an escaping exception terminates instead of unwinding into
     a foreign frame; the model's entry points already catch everything)."""
-    prelude = "#define SOFIE_RT_CBLAS 1\n" if blas else ""
+    prelude = blas.prelude() if blas else ""
     api = '__attribute__((visibility("default")))'
     profile = ""
     if "const double *profile(void *s)" in source:
@@ -210,10 +210,10 @@ def _atomic_write(path: Path, text: str) -> None:
 def build(namespace: str, source: str) -> Path:
     """The path of the model's library, compiled now unless a verified copy is cached."""
     cc = compiler()
-    blas = _use_blas()
-    unit = translation_unit(namespace, source, blas is not None)
-    link = [] if blas is None else [f"-L{Path(blas).parent}", f"-l:{Path(blas).name}",
-                                    f"-Wl,-rpath,{Path(blas).parent}"]
+    blas = cling.blas()
+    unit = translation_unit(namespace, source, blas)
+    link = [] if blas is None else [f"-L{Path(blas.path).parent}", f"-l:{Path(blas.path).name}",
+                                    f"-Wl,-rpath,{Path(blas.path).parent}"]
     return compile_cached(namespace, unit, cc.argv, cc.identity, list(flags()), link,
                           key_extra=_cpu_identity(), what="backend='cling'")
 
@@ -279,8 +279,8 @@ def _single_threaded_blas(path: str) -> None:
     global _blas_threads_set
     if not _blas_threads_set:
         try:
-            ctypes.CDLL(path).scipy_openblas_set_num_threads(1)
-        except (OSError, AttributeError):
+            cling.single_threaded(path)
+        except OSError:
             pass
         _blas_threads_set = True
 

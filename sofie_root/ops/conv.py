@@ -667,19 +667,32 @@ class _GlobalPool(Operator):
                  f"const {t} *{xp} = {e.inp(0)} + {pl} * {sp};"]
         p = self._p(v) if self.kind == "lp" else 0.0
         if self.kind == "max":
-            lines.append(f"{t} {acc} = std::numeric_limits<{t}>::lowest();")
-            body = f"{acc} = {xp}[{i}] > {acc} ? {xp}[{i}] : {acc};"
+            init = f"std::numeric_limits<{t}>::lowest()"
+
+            def body(a: str, k: str) -> str:
+                return f"{a} = {xp}[{k}] > {a} ? {xp}[{k}] : {a};"
         else:
-            lines.append(f"{t} {acc} = {t}(0);")
-            if self.kind == "avg":
-                body = f"{acc} += {xp}[{i}];"
-            elif p == 1:
-                body = f"{acc} += std::abs({xp}[{i}]);"
-            elif p == 2:
-                body = f"{acc} += {xp}[{i}] * {xp}[{i}];"
-            else:
-                body = f"{acc} += {pow_expr(f'std::abs({xp}[{i}])', '', dt, float(p))};"
-        lines.append(f"for (std::int64_t {i} = 0; {i} < {sp}; ++{i}) {body}")
+            init = f"{t}(0)"
+            term = {"avg": "{x}", 1.0: "std::abs({x})", 2.0: "{x} * {x}"}.get(
+                "avg" if self.kind == "avg" else p, pow_expr("std::abs({x})", "", dt, float(p)))
+
+            def body(a: str, k: str) -> str:
+                return f"{a} += {term.format(x=f'{xp}[{k}]')};"
+        # 8 partial accumulators: a loop carrying one does not vectorise (the compiler may not
+        # reorder float operations); the max is the same select either way
+        part, lane = e.tmp("part"), e.tmp("l")
+        merge = (f"{acc} = {part}[{lane}] > {acc} ? {part}[{lane}] : {acc};" if self.kind == "max"
+                 else f"{acc} += {part}[{lane}];")
+        lines += [f"{t} {acc} = {init};",
+                  "{",
+                  f"   {t} {part}[8];",
+                  f"   for (int {lane} = 0; {lane} < 8; ++{lane}) {part}[{lane}] = {init};",
+                  f"   std::int64_t {i} = 0;",
+                  f"   for (; {i} + 8 <= {sp}; {i} += 8)",
+                  f"      for (int {lane} = 0; {lane} < 8; ++{lane}) {body(f'{part}[{lane}]', f'{i} + {lane}')}",
+                  f"   for (int {lane} = 0; {lane} < 8; ++{lane}) {merge}",
+                  f"   for (; {i} < {sp}; ++{i}) {body(acc, i)}",
+                  "}"]
         if self.kind == "avg":
             res = f"{acc} / {t}({sp})"
         elif self.kind == "lp" and p == 2:

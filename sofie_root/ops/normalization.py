@@ -1,9 +1,11 @@
 """Normalization operators: BatchNormalization (inference), LayerNormalization,
 InstanceNormalization, GroupNormalization, LpNormalization and MeanVarianceNormalization.
 
-Statistics are accumulated in double and variances use two passes (mean first, then the
-squared deviations), so constant rows give exactly zero variance. Every dimension, the batch
-included, may be symbolic.
+Statistics are accumulated in double over partial accumulators (so the loops vectorise), the
+mean and variance of a row in one pass (sum and sum of squares: in double, the cancellation in
+E[x^2] - mean^2 is far below what float data resolves, and a constant row still gives x - mean
+= 0 exactly). MeanVarianceNormalization keeps two passes over its strided axes. Every
+dimension, the batch included, may be symbolic.
 """
 
 from __future__ import annotations
@@ -42,15 +44,28 @@ def _total(e, acc: str, n: str, term) -> list[str]:
             "}"]
 
 
-def _stats(e, xr: str, count: DimLike) -> tuple[list[str], str, str]:
-    """C++ computing the mean and the (biased) variance, in double, of ``count`` contiguous values
-    (two passes, each sum over partial accumulators, see _total)."""
-    mu, var, s = e.tmp("mu"), e.tmp("var"), e.tmp("s")
+def _stats_one_pass(e, xr: str, count: DimLike) -> tuple[list[str], str, str]:
+    """C++ computing the mean and the (biased) variance, in double, of ``count`` contiguous values,
+    reading them once: sum and sum of squares together (8 partial accumulators each, see _total),
+    variance = E[x^2] - mean^2 clamped at 0. In double this loses nothing that
+    float data can hold: a constant row still gives x - mean = 0 exactly (n copies of c sum
+    exactly in double), so its outputs are exactly the bias."""
+    mu, var, s, q = e.tmp("mu"), e.tmp("var"), e.tmp("s"), e.tmp("q")
+    p, p2, lane, j, xv = e.tmp("p"), e.tmp("p2"), e.tmp("l"), e.tmp("j"), e.tmp("xv")
     n = e.dim(count)
-    lines = _total(e, s, n, lambda i: f"double({xr}[{i}])")
-    lines.append(f"const double {mu} = {s} / double({n});")
-    lines += _total(e, var, n, lambda i: f"((double({xr}[{i}]) - {mu}) * (double({xr}[{i}]) - {mu}))")
-    lines.append(f"{var} /= double({n});")
+    lines = [f"double {s} = 0, {q} = 0;",
+             "{",
+             f"   double {p}[8] = {{0, 0, 0, 0, 0, 0, 0, 0}}, {p2}[8] = {{0, 0, 0, 0, 0, 0, 0, 0}};",
+             f"   std::int64_t {j} = 0;",
+             f"   for (; {j} + 8 <= {n}; {j} += 8)",
+             f"      for (int {lane} = 0; {lane} < 8; ++{lane}) {{ const double {xv} = {xr}[{j} + {lane}]; "
+             f"{p}[{lane}] += {xv}; {p2}[{lane}] += {xv} * {xv}; }}",
+             f"   for (int {lane} = 0; {lane} < 8; ++{lane}) {{ {s} += {p}[{lane}]; {q} += {p2}[{lane}]; }}",
+             f"   for (; {j} < {n}; ++{j}) {{ const double {xv} = {xr}[{j}]; {s} += {xv}; {q} += {xv} * {xv}; }}",
+             "}",
+             f"const double {mu} = {s} / double({n});",
+             f"double {var} = {q} / double({n}) - {mu} * {mu};",
+             f"if (!({var} > 0)) {var} = {var} != {var} ? {var} : 0.0;  // rounding below 0; NaN stays"]
     return lines, mu, var
 
 
@@ -202,7 +217,7 @@ class LayerNormalization(Operator):
         lines = [f"for (std::int64_t {r} = 0; {r} < {e.dim(rows)}; ++{r}) {{",
                  f"const {t} *{xr} = {e.inp(0)} + {r} * {e.dim(d)};",
                  f"{t} *{yr} = {e.out()} + {r} * {e.dim(d)};"]
-        st, mu, var = _stats(e, xr, d)
+        st, mu, var = _stats_one_pass(e, xr, d)
         lines += st
         eps = e.lit(v.attr("epsilon", 1e-5), _STASH[int(v.attr("stash_type", 1))])
         lines.append(f"const {u} {mean} = {u}({mu});")
@@ -249,7 +264,7 @@ class InstanceNormalization(Operator):
                  f"const {t} *{xr} = {e.inp(0)} + {r} * {e.dim(sp)};",
                  f"{t} *{yr} = {e.out()} + {r} * {e.dim(sp)};",
                  f"const std::int64_t {c} = {r} % {e.dim(ch)};"]
-        st, mu, var = _stats(e, xr, sp)
+        st, mu, var = _stats_one_pass(e, xr, sp)
         lines += st
         lines.append(f"const double {a} = double({e.inp(1)}[{c}]) / std::sqrt({var} + {eps});")
         lines.append(f"const double {b} = double({e.inp(2)}[{c}]) - {mu} * {a};")
@@ -312,7 +327,7 @@ class GroupNormalization(Operator):
                  f"const {t} *{xr} = {e.inp(0)} + {r} * {e.dim(size)};",
                  f"{t} *{yr} = {e.out()} + {r} * {e.dim(size)};",
                  f"const std::int64_t {gi} = {r} % {g};"]
-        st, mu, var = _stats(e, xr, size)
+        st, mu, var = _stats_one_pass(e, xr, size)
         lines += st
         if v.opset >= 21:
             # the function body of opset 21 normalizes in the stash type

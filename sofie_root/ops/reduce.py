@@ -89,6 +89,18 @@ class _Reduce(Operator):
     def fin(self, acc: str, count: str, dt: DType) -> str | None:
         return None
 
+    def merge(self, acc: str, other: str, dt: DType) -> str:
+        """C++ combining two partial accumulators (for steps that fold a value in as it is, the step)."""
+        return self.step(acc, other, dt)
+
+    def row_step(self, acc: str, x: str, dt: DType) -> str:
+        """The step in the vectorised row loop (``row_fix`` then corrects what it leaves out)."""
+        return self.step(acc, x, dt)
+
+    def row_fix(self, e, dt: DType, row: str, n: str, acc: str) -> list[str]:
+        """C++ run after the vectorised row loop, correcting ``acc`` (default: nothing)."""
+        return []
+
     #: Python fold of known integer values (shape arithmetic), or None
     fold: Callable[[list[DimLike]], DimLike] | None = None
 
@@ -182,6 +194,23 @@ class _Reduce(Operator):
             return (f"for (std::int64_t {i} = 0; {i} < {e.size_in(0)}; ++{i}) {{\n"
                     f"   const {T} {xv} = {x}[{i}];\n"
                     f"   {y}[{i}] = {self._finish(self.step(self.init(dt), xv, dt), count, dt)};\n}}")
+        if len(reduced) == 1 and groups[-1][1] and dt.is_float:
+            # [outer kept] x [reduced contiguous rows] in floating point: 8 partial accumulators
+            # per row, since a loop carrying one does not vectorise (the compiler may not reorder
+            # the operations); integer loops vectorise as they are
+            outer = groups[0][0] if len(groups) == 2 else 1
+            r = groups[-1][0]
+            o, acc, row = e.tmp("o"), e.tmp("acc"), e.tmp("row")
+
+            def step(a: str, i: str, other: str | None = None) -> str:
+                return self.merge(a, other, dt) if other is not None else self.row_step(a, f"{row}[{i}]", dt)
+
+            body = [f"const {T} *{row} = {x} + {o} * {e.dim(r)};",
+                    *_partial(e, dt, e.dim(r), acc, self.init(dt), step),
+                    *self.row_fix(e, dt, row, e.dim(r), acc),
+                    f"{y}[{o}] = {self._finish(acc, count, dt)};"]
+            return (f"for (std::int64_t {o} = 0; {o} < {e.dim(outer)}; ++{o}) {{\n"
+                    + "\n".join("   " + line for line in body) + "\n}")
         if len(reduced) == 1 and groups[-1][1]:
             # [outer kept] x [reduced]: a local accumulator per output
             outer = groups[0][0] if len(groups) == 2 else 1
@@ -307,6 +336,9 @@ class ReduceSumSquare(_Reduce):
     def step(self, acc: str, x: str, dt: DType) -> str:
         return f"{dt.cpp}({acc} + {x} * {x})"
 
+    def merge(self, acc: str, other: str, dt: DType) -> str:
+        return f"{dt.cpp}({acc} + {other})"
+
 
 @register
 class ReduceL1(_Reduce):
@@ -318,6 +350,9 @@ class ReduceL1(_Reduce):
     def step(self, acc: str, x: str, dt: DType) -> str:
         return f"{dt.cpp}({acc} + {_abs(x, dt)})"
 
+    def merge(self, acc: str, other: str, dt: DType) -> str:
+        return f"{dt.cpp}({acc} + {other})"
+
 
 @register
 class ReduceL2(_Reduce):
@@ -328,6 +363,9 @@ class ReduceL2(_Reduce):
 
     def step(self, acc: str, x: str, dt: DType) -> str:
         return f"{dt.cpp}({acc} + {x} * {x})"
+
+    def merge(self, acc: str, other: str, dt: DType) -> str:
+        return f"{dt.cpp}({acc} + {other})"
 
     def fin(self, acc: str, count: str, dt: DType) -> str | None:
         return _via_double("sqrt", acc, dt)
@@ -360,6 +398,21 @@ class _MaxMin(_Reduce):
         if dt.is_float:
             return f"(({x} {op} {acc} || {x} != {x}) ? {x} : {acc})"
         return f"{dt.cpp}({x} {op} {acc} ? {x} : {acc})"
+
+    def row_step(self, acc: str, x: str, dt: DType) -> str:
+        # a plain select vectorises (into max/min instructions); the NaN test is a second,
+        # also vectorised, pass (row_fix): 3-4x faster over rows of 64 than the NaN-aware step
+        if dt.is_float:
+            return f"({x} {'>' if self.greater else '<'} {acc} ? {x} : {acc})"
+        return self.step(acc, x, dt)
+
+    def row_fix(self, e, dt: DType, row: str, n: str, acc: str) -> list[str]:
+        if not dt.is_float:
+            return []
+        nan, j = e.tmp("nan"), e.tmp("j")
+        return [f"std::int64_t {nan} = 0;",
+                f"for (std::int64_t {j} = 0; {j} < {n}; ++{j}) {nan} += {row}[{j}] != {row}[{j}];",
+                f"if ({nan}) {acc} = std::numeric_limits<{dt.cpp}>::quiet_NaN();"]
 
 
 @register
@@ -493,6 +546,37 @@ class _Arg(Operator):
             return f"({xv} != {xv} || ({best} == {best} && {xv} {op} {best}))"
         return f"({xv} {op} {best} || ({xv} != {xv} && {best} == {best}))"
 
+    def _row_two_pass(self, e, dt: DType, row: str, n: str, out: str, last: bool, scalar: str) -> str:
+        """C++ for the index of the extreme of a contiguous row: the extreme value by a
+        vectorised select over 8 lanes, then the first (last) position holding it. Rows with a NaN
+        (counted in a vectorised pass) take ``scalar``, the one-pass loop, for NaN's ordering:
+        about 4x faster than ``scalar`` alone on rows of 64 floats under cling."""
+        T, op = dt.cpp, (">" if self.greater else "<")
+        m, p, lane, j, nan = e.tmp("m"), e.tmp("p"), e.tmp("l"), e.tmp("j"), e.tmp("nan")
+        find = (f"for (std::int64_t {j} = {n} - 1; {j} >= 0; --{j}) if ({row}[{j}] == {m}) {{ {out} = {j}; break; }}"
+                if last else
+                f"for (std::int64_t {j} = 0; {j} < {n}; ++{j}) if ({row}[{j}] == {m}) {{ {out} = {j}; break; }}")
+        code = [f"{T} {m} = {row}[0];",
+                "{",
+                f"   {T} {p}[8];",
+                f"   for (int {lane} = 0; {lane} < 8; ++{lane}) {p}[{lane}] = {row}[0];",
+                f"   std::int64_t {j} = 0;",
+                f"   for (; {j} + 8 <= {n}; {j} += 8)",
+                f"      for (int {lane} = 0; {lane} < 8; ++{lane}) "
+                f"{p}[{lane}] = {row}[{j} + {lane}] {op} {p}[{lane}] ? {row}[{j} + {lane}] : {p}[{lane}];",
+                f"   for (int {lane} = 0; {lane} < 8; ++{lane}) {m} = {p}[{lane}] {op} {m} ? {p}[{lane}] : {m};",
+                f"   for (; {j} < {n}; ++{j}) {m} = {row}[{j}] {op} {m} ? {row}[{j}] : {m};",
+                "}"]
+        if dt.is_float:
+            code += [f"std::int64_t {nan} = 0;",
+                     f"for (std::int64_t {j} = 0; {j} < {n}; ++{j}) {nan} += {row}[{j}] != {row}[{j}];",
+                     f"if ({nan}) {{",
+                     *("   " + line for line in scalar.splitlines()),
+                     f"}} else {{\n   {out} = 0;\n   {find}\n}}"]
+        else:
+            code += [f"{out} = 0;", find]
+        return "\n".join(code)
+
     def emit(self, v: NodeView, e) -> str:
         _, outer, a, inner = self._split(v)
         dt = v.input(0).dtype
@@ -505,16 +589,18 @@ class _Arg(Operator):
             lines.append(f"if ({e.dim(a)} == 0) {e.fail('empty reduction axis')}")
         if _is1(inner):
             best, bi, xv, row = e.tmp("best"), e.tmp("bi"), e.tmp("x"), e.tmp("row")
+            scalar = (f"{T} {best} = {row}[0];\n"
+                      f"std::int64_t {bi} = 0;\n"
+                      f"for (std::int64_t {j} = 1; {j} < {e.dim(a)}; ++{j}) {{\n"
+                      f"   const {T} {xv} = {row}[{j}];\n"
+                      f"   if ({self._better(xv, best, dt, last)}) {{ {best} = {xv}; {bi} = {j}; }}\n"
+                      f"}}\n"
+                      f"{y}[{o}] = {bi};")
+            body = self._row_two_pass(e, dt, row, e.dim(a), f"{y}[{o}]", last, scalar)
             lines.append(
                 f"for (std::int64_t {o} = 0; {o} < {e.dim(outer)}; ++{o}) {{\n"
                 f"   const {T} *{row} = {x} + {o} * {e.dim(a)};\n"
-                f"   {T} {best} = {row}[0];\n"
-                f"   std::int64_t {bi} = 0;\n"
-                f"   for (std::int64_t {j} = 1; {j} < {e.dim(a)}; ++{j}) {{\n"
-                f"      const {T} {xv} = {row}[{j}];\n"
-                f"      if ({self._better(xv, best, dt, last)}) {{ {best} = {xv}; {bi} = {j}; }}\n"
-                f"   }}\n"
-                f"   {y}[{o}] = {bi};\n}}")
+                + "\n".join("   " + line for line in body.splitlines()) + "\n}")
             return "\n".join(lines)
         best, xv, xo, yo = e.ws(0), e.tmp("x"), e.tmp("xo"), e.tmp("yo")
         n_i = e.dim(inner)

@@ -1,0 +1,113 @@
+"""The vectorised row kernels (partial accumulators) of reductions over the last axis, RMS and Lp
+normalisation: rows long enough to take the 8-lane loops and their remainders, NaN and infinities
+anywhere in a row, against numpy and onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+
+import sofie_root
+
+from .ort_check import make_model, run_ort, value_info
+
+F = np.float32
+RNG = np.random.default_rng(5)
+
+
+def _rows(n: int) -> np.ndarray:
+    """Rows of ``n`` values: plain ones, then NaN, +inf, -inf at the start, middle and in the tail."""
+    x = RNG.standard_normal((10, n)).astype(F)
+    x[1, 0] = np.nan
+    x[2, n // 2] = np.nan
+    x[3, n - 1] = np.nan
+    x[4, n - 1] = np.inf
+    x[5, 0] = -np.inf
+    x[6, :] = -np.inf
+    x[7, :] = 3.0
+    x[8, n // 2] = np.inf
+    x[8, 0] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("n", [7, 8, 19, 64])
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin"])
+def test_max_min_rows_with_nan_and_inf(op: str, n: int) -> None:
+    model = make_model([helper.make_node(op, ["x", "axes"], ["y"], keepdims=0)], [value_info("x", F, (10, n))],
+                       [value_info("y", F, None)], {"axes": np.array([-1], np.int64)}, opset=18)
+    x = _rows(n)
+    got = sofie_root.compile(model).infer(x)[0]
+    np.testing.assert_array_equal(got, (np.max if op == "ReduceMax" else np.min)(x, axis=-1))
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceProd"])
+def test_sum_like_rows(op: str) -> None:
+    n = 37
+    model = make_model([helper.make_node(op, ["x", "axes"], ["y"], keepdims=1)], [value_info("x", F, ("N", 3, n))],
+                       [value_info("y", F, None)], {"axes": np.array([2], np.int64)}, opset=18)
+    x = (RNG.standard_normal((4, 3, n)) * (0.5 if op == "ReduceProd" else 1) + (1 if op == "ReduceProd" else 0))
+    x = x.astype(F)
+    got = sofie_root.compile(model).infer(x)[0]
+    np.testing.assert_allclose(got, run_ort(model, x)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [5, 64, 300])
+def test_rms_and_lp_normalization_rows(n: int) -> None:
+    scale = RNG.standard_normal(n).astype(F)
+    rms = make_model([helper.make_node("RMSNormalization", ["x", "s"], ["y"], axis=-1, epsilon=1e-5)],
+                     [value_info("x", F, ("N", n))], [value_info("y", F, None)], {"s": scale}, opset=23)
+    x = RNG.standard_normal((6, n)).astype(F)
+    x[2] = 0.0  # a zero row: RMS gives 0, Lp gives 0 (ONNX: a zero norm gives 0)
+    xd = x.astype(np.float64)
+    ref = xd / np.sqrt((xd * xd).mean(axis=-1, keepdims=True) + 1e-5) * scale
+    np.testing.assert_allclose(sofie_root.compile(rms).infer(x)[0], ref, rtol=1e-5, atol=1e-6)
+    for p in (1, 2):
+        model = make_model([helper.make_node("LpNormalization", ["x"], ["y"], axis=-1, p=p)],
+                           [value_info("x", F, ("N", n))], [value_info("y", F, None)])
+        norm = np.abs(xd).sum(axis=-1, keepdims=True) if p == 1 else np.sqrt((xd * xd).sum(axis=-1, keepdims=True))
+        ref = np.divide(xd, norm, out=np.zeros_like(xd), where=norm != 0)
+        np.testing.assert_allclose(sofie_root.compile(model).infer(x)[0], ref, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("n", [6, 64, 300])
+def test_layer_norm_one_pass_statistics(n: int) -> None:
+    """LayerNorm's one-pass statistics (sum and sum of squares in double): rows with a large mean
+    and a small spread, constant rows (exactly the bias) and ordinary rows, against float64 numpy."""
+    g, b = RNG.standard_normal(n).astype(F), RNG.standard_normal(n).astype(F)
+    model = make_model([helper.make_node("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1, epsilon=1e-5)],
+                       [value_info("x", F, ("N", n))], [value_info("y", F, None)], {"g": g, "b": b}, opset=17)
+    x = RNG.standard_normal((5, n)).astype(F)
+    x[1] = (1000 + RNG.standard_normal(n) * 0.01).astype(F)  # mean 1000, spread 0.01: 1e-10 relative variance
+    x[2] = 1234.5
+    x[3] = -3.0e-3
+    xd = x.astype(np.float64)
+    mu = xd.mean(axis=-1, keepdims=True)
+    ref = (xd - mu) / np.sqrt(((xd - mu) ** 2).mean(axis=-1, keepdims=True) + 1e-5) * g + b
+    got = sofie_root.compile(model).infer(x)[0]
+    ort = run_ort(model, x)[0]
+    ordinary = [0, 4]
+    np.testing.assert_allclose(got[ordinary], ref[ordinary], rtol=1e-4, atol=1e-5)
+    # mean 1000 in float (stash_type 1): x - mean is only good to float's 6e-5 at 1000, times 1/σ ~ 95;
+    # the statistics must not add to that: as close to float64 as onnxruntime is
+    err, ort_err = np.abs(got[1] - ref[1]).max(), np.abs(ort[1] - ref[1]).max()
+    assert err <= max(2 * ort_err, 1e-4), (err, ort_err)
+    np.testing.assert_array_equal(got[2], b)
+    np.testing.assert_array_equal(got[3], b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+@pytest.mark.parametrize("last", [0, 1])
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+def test_arg_rows_with_nan_inf_and_ties(op: str, last: int, dtype) -> None:
+    n = 64
+    x = _rows(n) if dtype == np.float32 else RNG.integers(-3, 4, (10, n)).astype(dtype)  # integers: many ties
+    if dtype == np.float32:
+        x[9, 10], x[9, 50] = -0.0, 0.0
+        x[9, [3, 40]] = x[9].max() if op == "ArgMax" else x[9].min()  # a tie of the extreme
+    model = make_model([helper.make_node(op, ["x"], ["y"], axis=-1, keepdims=0, select_last_index=last)],
+                       [value_info("x", dtype, (10, n))], [value_info("y", np.int64, None)], opset=13)
+    got = sofie_root.compile(model).infer(x)[0]
+    fn = np.argmax if op == "ArgMax" else np.argmin
+    ref = n - 1 - fn(x[:, ::-1], axis=-1) if last else fn(x, axis=-1)  # NaN counts as the extreme, like numpy
+    np.testing.assert_array_equal(got, ref)
