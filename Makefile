@@ -25,13 +25,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 # make bench [BENCH_ARGS="--quick --models dense,cnn --json out.json"]: the benchmark table
-# (README "Benchmarks"); JSON in benchmarks/results/latest.json unless --json says otherwise
+# (docs/performance.md, "Benchmarks"); JSON in benchmarks/results/latest.json unless --json says otherwise
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 
 # make bench-ops [BENCH_OPS_ARGS="--quick --ops Softmax,LayerNormalization"]: the per-operator table
-# (README "Per-operator table"); JSON in benchmarks/results/ops.json
+# (docs/performance.md, "Per-operator table"); JSON in benchmarks/results/ops.json
 BENCH_OPS_ARGS ?=
 bench-ops: $(STAMP)
 	$(BIN)/python benchmarks/ops.py $(BENCH_OPS_ARGS)

@@ -1,7 +1,9 @@
 """Sphinx configuration of the sofie_root documentation (``make docs`` builds it into docs/_build).
 
-Pages are Markdown (MyST). Three pages are generated here at build time from the code, so they
-cannot go stale: the operator table (:func:`sofie_root.docs.operator_table`), the tutorial
+Pages are Markdown (MyST); they hold the project's documentation (README.md is the short front
+page that links to them). The operator table, ``docs/operators.md``, is written from the registry
+by ``python -m sofie_root.docs --write`` (tests/sofie_root/test_project.py fails when it is stale).
+Two pages are generated here at build time from the code, so they cannot go stale: the tutorial
 gallery (each tutorial's header comment, its source and, when present, its plot from
 ``docs/_static/gallery``) and the benchmark tables (``benchmarks/bench.py``'s renderer over
 ``benchmarks/results/latest.json`` when it exists, else the snapshot in ``docs/_data``).
@@ -38,9 +40,6 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
-# the README sections included in the guide link to files of the repository and skip heading
-# levels; both are fine on GitHub and would otherwise be warnings (the build treats them as errors)
-suppress_warnings = ["myst.header", "myst.xref_missing"]
 
 GENERATED = HERE / "_generated"
 GALLERY_IMAGES = HERE / "_static" / "gallery"
@@ -50,12 +49,6 @@ def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_text() != text:  # unchanged files keep Sphinx's cache valid
         path.write_text(text)
-
-
-def _operators() -> None:
-    from sofie_root.docs import operator_table
-
-    _write(GENERATED / "operators.md", "# Supported operators\n\n" + operator_table() + "\n")
 
 
 def _tutorial_header(path: Path) -> tuple[str, str]:
@@ -112,6 +105,5 @@ def _performance() -> None:
     _write(GENERATED / "benchmarks.md", "\n".join(out))
 
 
-_operators()
 _gallery()
 _performance()

@@ -122,7 +122,7 @@ inline std::uint64_t fp_mode()
 // under cling and g++ -O3 (std::exp/tanh/erf/log/pow are opaque calls that neither compiler
 // vectorises without -ffast-math). The float64 overloads are std:: (float64 models are rare and
 // keep the library's accuracy). Maximum errors against the correctly rounded result, measured
-// over a sweep of float32 bit patterns (tests/sofie_root/test_math_layer.py, README "Numerics"):
+// over a sweep of float32 bit patterns (tests/sofie_root/test_math_layer.py, docs/conformance.md, "Numerics"):
 //   exp 1 ulp, expm1 2, log 1, log1p 2, tanh 2, sigmoid 2, softplus 2, erf 2.5, pow 1 (computed
 //   in double); gelu 6.2 ulp for x >= 0, 24 ulp (1.4e-6 relative) for -5 < x < 0 and 1.2e-5
 //   relative below -5, where |gelu(x)| < 1.5e-6 (the rounding of z^2 inside erfc's exp).

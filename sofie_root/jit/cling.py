@@ -138,7 +138,7 @@ def blas() -> Blas | None:
     wheel), ``mkl`` (the ``mkl`` wheel's libmkl_rt, sequential), ``blis`` (a system libblis),
     ``none`` (the portable loops; as ``$SOFIE_ROOT_NO_BLAS``), or the path of a shared library
     exporting ``cblas_sgemm``/``dgemm``/``sgemv``/``dgemv``. benchmarks/blas.py measured them
-    on the corpus's shapes (README, "BLAS")."""
+    on the corpus's shapes (docs/performance.md, "BLAS")."""
     from ..errors import SofieError
 
     choice = os.environ.get("SOFIE_ROOT_BLAS", "").strip() or "openblas"

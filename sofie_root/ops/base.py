@@ -14,7 +14,7 @@ declaring side by side:
 Constant folding does not need per-operator code: nodes whose inputs are all constant are
 evaluated with ``onnx.reference`` (see ``passes/fold.py``).
 
-The registry is the single list of supported operators: ``supported_ops()``, the README table and
+The registry is the single list of supported operators: ``supported_ops()``, the operator table (docs/operators.md) and
 ``UnsupportedOperatorError`` all come from it.
 """
 

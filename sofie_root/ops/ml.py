@@ -17,7 +17,7 @@ LightGBM, scikit-learn), the comparison is rewritten to ``x <= t`` (``x < t`` is
 becomes one bit, so the step has no branch at all. Other modes (==, !=, set membership) take a
 per-node switch.
 
-Semantics follow onnxruntime where it and onnx.reference differ (documented in README):
+Semantics follow onnxruntime where it and onnx.reference differ (documented in docs/guide/bdt.md):
 
 * a missing value (NaN) takes the true branch when ``missing_value_tracks_true`` is set and
   otherwise whatever the comparison gives (NaN != t is true);

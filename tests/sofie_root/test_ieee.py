@@ -36,7 +36,7 @@ SPECIAL = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-40, FLT_MAX, 
 DATA_INPUTS = {"Resize": {0}, "Upsample": {0}, "GridSample": {0}, "RoiAlign": {0}, "OneHot": {2}}
 
 #: node cases (by name prefix) where sofie_root follows the ONNX specification or onnxruntime
-#: rather than onnx.reference on special values; each is also stated in the README ("Numerics").
+#: rather than onnx.reference on special values; each is also stated in docs/conformance.md ("Numerics").
 #: A case listed here that differs is an expected failure; one that matches passes.
 DEVIATIONS: dict[str, str] = {
     "test_attention_3d_with_past_and_present_qk_matmul": "the raw QK output of +-FLT_MAX inputs: sofie_root scales q and "

@@ -28,7 +28,7 @@ from sofie_root.passes import run_passes
 from .ort_check import make_model, value_info
 
 #: the functions the vm layer provides (sin/cos/tan and the inverse and hyperbolic functions other
-#: than tanh are not in it: Sin, Cos, ... keep std::, see README "Numerics")
+#: than tanh are not in it: Sin, Cos, ... keep std::, see docs/conformance.md, "Numerics")
 CALL = re.compile(r"std::(exp|expm1|exp2|log|log1p|log2|log10|tanh|erf|erfc|pow|lgamma|tgamma)\s*\(")
 
 

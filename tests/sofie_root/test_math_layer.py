@@ -23,7 +23,7 @@ from sofie_root.jit import cling, native
 
 FLT_MIN = 1.17549435e-38
 
-#: documented maximum error in ulp (README "Numerics"); the sweep must stay within it
+#: documented maximum error in ulp (docs/conformance.md, "Numerics"); the sweep must stay within it
 BOUNDS = {"exp": 1.0, "expm1": 2.0, "log": 1.0, "log1p": 2.0, "tanh": 2.0, "sigmoid": 2.0,
           "softplus": 2.0, "erf": 2.5}
 UNARY = [*BOUNDS, "gelu"]

@@ -1,4 +1,4 @@
-"""Project hygiene: README operator table, environment.yml, lint, package layout, CLI."""
+"""Project hygiene: README front page and operator page, environment.yml, lint, package layout, CLI."""
 
 from __future__ import annotations
 
@@ -28,11 +28,26 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert lines[:2] == ["make demo", "make test"]
 
 
-def test_readme_operator_table_matches_registry() -> None:
-    text = (ROOT / "README.md").read_text()
-    assert docs.render_readme(text) == text, "run: python -m sofie_root.docs --write"
+def test_operator_page_matches_registry() -> None:
+    text = (ROOT / "docs" / "operators.md").read_text()
+    assert docs.render_page(text) == text, "run: python -m sofie_root.docs --write"
     for op in sofie_root.supported_ops():
         assert f"| {op} |" in text
+
+
+def test_readme_operator_count_matches_registry() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert docs.render_readme(text) == text, "run: python -m sofie_root.docs --write"
+    assert f"**{len(docs._rows())} operators**" in text
+
+
+def test_readme_links_resolve() -> None:
+    """The front page links to the documentation's pages by path (readable on a git forge)."""
+    text = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text)
+    assert any(t.startswith("docs/") for t in targets)
+    for target in targets:
+        assert (ROOT / target).exists(), target
 
 
 def _names(reqs: list[str]) -> set[str]:
