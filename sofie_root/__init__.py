@@ -16,10 +16,12 @@ from .errors import (
     InputError,
     InvalidGraphError,
     ModelLoadError,
+    ResourceLimitError,
     ShapeInferenceError,
     SofieError,
     UnsupportedOperatorError,
 )
+from .limits import get_limits, set_limits
 from .model import Model, TensorSpec
 from .ops.custom import register_operator, registered_operators, unregister_operator
 
@@ -56,6 +58,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "CompilationError", "ExportError", "GraphNetwork", "InputError", "InvalidGraphError", "Model", "ModelLoadError",
-    "ShapeInferenceError", "SofieError", "TensorSpec", "UnsupportedOperatorError", "__version__",
-    "compile", "functor", "graph_independent", "load", "register_operator", "registered_operators", "supported_ops", "unregister_operator",
+    "ResourceLimitError", "ShapeInferenceError", "SofieError", "TensorSpec", "UnsupportedOperatorError", "__version__",
+    "compile", "functor", "get_limits", "graph_independent", "load", "register_operator", "registered_operators", "set_limits", "supported_ops", "unregister_operator",
 ]

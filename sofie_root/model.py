@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import limits
 from .codegen.emitter import Generated, content_hash, generate
 from .errors import InputError, SofieError
 from .ir.dims import Dim, DimLike
@@ -102,6 +103,7 @@ class Model:
         self._in_infos = g.input_infos
         self._out_infos = g.output_infos
         self._io_types = io_types(g)
+        self._checked_syms: dict[str, int] | None = None
         self._prepare_calls()
         self.compile_seconds = time.perf_counter() - t0
 
@@ -256,6 +258,8 @@ class Model:
         # outputs sized by data-dependent symbols (NonZero) are allocated at their upper bound
         if data_syms:
             syms.update({k: (b.evaluate(syms) if isinstance(b, Dim) else int(b)) for k, b in data_syms.items()})
+        if syms != self._checked_syms:  # a new batch size: bounded before anything is allocated
+            self._check_run_bytes(syms)
         outs = [np.empty(tuple(d if type(d) is int else (syms[d] if type(d) is str else d.evaluate(syms))
                                for d in shape), dtype=dtype) for shape, dtype in self._out_plans]
         with self._lock:
@@ -293,6 +297,19 @@ class Model:
             outs = [o.astype(half_dtype(self._io_types[i.name])) if i.name in self._io_types else o
                     for i, o in zip(self._out_infos, outs)]
         return outs
+
+    def _check_run_bytes(self, syms: dict[str, int]) -> None:
+        """Refuse a call whose outputs and arena would exceed the run-time memory limit
+        (``sofie_root.set_limits(run_bytes=...)``), naming what needs the memory."""
+        # syms holds the input symbols and the upper bounds of data-dependent sizes (NonZero)
+        outputs = limits.run_bytes([(info.shape, info.dtype.itemsize) for info in self._out_infos], syms)
+        arena = self._generated.arena
+        arena_bytes = arena.arena_bytes({s: syms[s] for s in self._symbols}) if arena and arena.buffers else 0
+        sizes = ", ".join(f"{k}={v}" for k, v in syms.items() if k in self._symbols)
+        limits.check_run_bytes(outputs + arena_bytes,
+                               f"a call with {sizes or 'these inputs'} (outputs {outputs} bytes, "
+                               f"intermediates {arena_bytes} bytes)")
+        self._checked_syms = dict(syms)
 
     def __call__(self, *arrays: object, **named: object) -> np.ndarray | list[np.ndarray]:
         """Like :meth:`infer`, but returns the array itself when the model has one output."""

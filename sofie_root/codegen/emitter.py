@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import __version__
-from ..errors import InputError, ShapeInferenceError, UnsupportedOperatorError
+from .. import __version__, limits
+from ..errors import InputError, InvalidGraphError, ShapeInferenceError, SofieError, UnsupportedOperatorError
 from ..ir.dims import Dim, DimLike, numel
 from ..ir.dtypes import DType
 from ..ir.graph import Graph, TensorInfo, subgraph_reads
@@ -369,6 +369,11 @@ def generate(graph: Graph, namespace: str, extra_members: str = "", profile: boo
     on, unless the graph's metadata ``sofie:inplace`` is ``"off"``)."""
     if inplace is None:
         inplace = graph.metadata.get(INPLACE_KEY, "on") != "off"
+    # every size is bounded before it reaches C++ (a graph from a .root file or a pass did not
+    # necessarily go through the ONNX frontend's checks)
+    for name, info in graph.tensors.items():
+        limits.check_shape(info.shape, info.dtype.itemsize, f"tensor {name!r}")
+    limits.check_compile_bytes(sum(int(a.nbytes) for a in graph.initializers.values()), "the weights")
     st = _ModelState(graph)
     views = _views(graph)
     g_outputs = list(graph.outputs)
@@ -445,6 +450,8 @@ def generate(graph: Graph, namespace: str, extra_members: str = "", profile: boo
         requests.append(memory.Request(t, bounded(info.size * info.dtype.itemsize), step, max(step, last),
                                        alias.get(t)))
     arena = memory.plan(requests)
+    limits.check_compile_bytes(arena.arena_bytes(dict.fromkeys(st.symbols, 1)) if arena.buffers else 0,
+                               "the arena of intermediate tensors", bool(st.symbols))
 
     # arena layout code: each buffer's offset is the largest end of the buffers below it, for
     # the symbol values of this call; the arena is the largest end (see memory.py)
@@ -506,7 +513,13 @@ def generate(graph: Graph, namespace: str, extra_members: str = "", profile: boo
     body = []
     for step, (view, op) in enumerate(views):
         em = NodeEmitter(st, view, step)
-        code = op.emit(view, em)
+        try:
+            code = op.emit(view, em)
+        except SofieError:
+            raise
+        except (ValueError, TypeError, IndexError, KeyError, ArithmeticError, AttributeError) as e:
+            # an attribute value the operator cannot turn into C++ (a checked kind, a bad value)
+            raise InvalidGraphError(f"{view.label}: cannot be compiled ({type(e).__name__}: {e})") from e
         body.append(f"      {{ // {comment(view.label)}")
         if profile:  # time per node, read back through profile()
             body.append("         const auto prof_t0_ = std::chrono::steady_clock::now();")
