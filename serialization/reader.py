@@ -74,8 +74,10 @@ def _open(path: Path):
         raise ModelNotFoundError(f"{path}: no such file")
     if path.is_dir():
         raise ModelNotFoundError(f"{path}: is a directory, not a .root file")
+    if not path.is_file():  # a FIFO or a device: reading would block or never end
+        raise ModelNotFoundError(f"{path}: is not a regular file")
     try:
-        return uproot.open(str(path))
+        return uproot.open({str(path): None})  # a dict: no "file:object" parsing of the name
     except Exception as e:
         raise CorruptFileError(f"{path}: not a readable ROOT file (truncated or corrupt?): "
                                f"{type(e).__name__}: {e}") from e

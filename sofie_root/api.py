@@ -186,7 +186,16 @@ def _import_foreign(source, input_shapes, example_inputs, dynamic_batch, options
 
 
 def _is_root_path(source: str | os.PathLike) -> bool:
+    """Whether ``source`` names a model in a .root file. An existing file is that file, whatever
+    its name (``a.root:mlp`` may be a real file name): a ROOT file by its magic bytes; the
+    ``file.root:model`` syntax applies only when the whole path does not exist."""
     text = os.fspath(source)
+    if os.path.isfile(text):
+        try:
+            with open(text, "rb") as f:
+                return f.read(4) == b"root"
+        except OSError:
+            return False
     return text.endswith(".root") or (".root:" in text and not os.path.exists(text))
 
 

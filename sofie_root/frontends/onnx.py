@@ -615,20 +615,26 @@ def _toposort(nodes: list[onnx.NodeProto], available: set[str], label: str) -> l
             if i and i in produced_by:
                 d.add(produced_by[i])
         deps.append(d)
-    order: list[int] = []
-    done: set[int] = set()
-    pending = list(range(len(nodes)))
-    while pending:
-        progress = [k for k in pending if deps[k] <= done]
-        if not progress:
-            names = [nodes[k].name or nodes[k].op_type for k in pending[:5]]
-            raise InvalidGraphError(f"{label}: the graph has a cycle (involving nodes {names})")
-        # keep the original order among ready nodes
-        for k in progress:
-            order.append(k)
-            done.add(k)
-        pending = [k for k in pending if k not in done]
-    return [nodes[k] for k in order]
+    # Kahn's algorithm in linear time; a node's round is one more than its latest producer's, and
+    # the order is by round, then by position in the file (ready nodes keep their original order)
+    users: list[list[int]] = [[] for _ in nodes]
+    missing = [len(d) for d in deps]
+    for k, d in enumerate(deps):
+        for p in d:
+            users[p].append(k)
+    level = [0] * len(nodes)
+    ready = [k for k, m in enumerate(missing) if m == 0]
+    for k in ready:  # the list grows while it is walked
+        for u in users[k]:
+            level[u] = max(level[u], level[k] + 1)
+            missing[u] -= 1
+            if missing[u] == 0:
+                ready.append(u)
+    if len(ready) != len(nodes):
+        pending = [k for k, m in enumerate(missing) if m]
+        names = [nodes[k].name or nodes[k].op_type for k in pending[:5]]
+        raise InvalidGraphError(f"{label}: the graph has a cycle (involving nodes {names})")
+    return [nodes[k] for k in sorted(range(len(nodes)), key=lambda k: (level[k], k))]
 
 
 def _implicit_inputs(n: onnx.NodeProto) -> list[str]:
