@@ -13,7 +13,7 @@ import numpy as np
 
 from . import limits
 from .codegen.emitter import Generated, content_hash, generate
-from .errors import InputError, SofieError
+from .errors import InputError, ResourceLimitError, SofieError
 from .ir.dims import Dim, DimLike
 from .ir.graph import Graph
 from .jit import cling, native
@@ -89,12 +89,13 @@ class Model:
         # a native model's proxy Session must not clash with a cling-declared one of the same content
         suffix = ("_nat" if self._backend == "native" else "") + ("_prof" if _profile else "")
         self._generated: Generated = generate(g, f"sofie_{self.hash}{suffix}", profile=_profile)
-        self._blob = self._generated.weight_blob(g)
+        blob = self._generated.weight_blob(g)
         load = native.load_model if self._backend == "native" else cling.declare_model
         self._entry = load(self._generated.namespace, self._generated.source)
         self._err = ctypes.create_string_buffer(1024)
-        ptr = self._entry.create(self._blob.ctypes.data if self._blob.size else None, self._blob.size,
-                                 self._err, len(self._err))
+        # the Session copies the blob: it is not kept here (see _blob)
+        ptr = self._entry.create(blob.ctypes.data if blob.size else None, blob.size, self._err, len(self._err))
+        del blob
         if not ptr:
             raise SofieError(f"creating the session failed: {self._err.value.decode(errors='replace')}")
         self._session = ptr
@@ -106,6 +107,13 @@ class Model:
         self._checked_syms: dict[str, int] | None = None
         self._prepare_calls()
         self.compile_seconds = time.perf_counter() - t0
+
+    @property
+    def _blob(self) -> np.ndarray:
+        """The weight blob the Session was created from, rebuilt from the graph when asked for
+        (RDataFrame functors and workers create their own Sessions from it): keeping it would hold
+        a third copy of the weights next to the graph's arrays and the Session's buffer."""
+        return self._generated.weight_blob(self.graph)
 
     # -- description ---------------------------------------------------------------------------
     @property
@@ -260,8 +268,12 @@ class Model:
             syms.update({k: (b.evaluate(syms) if isinstance(b, Dim) else int(b)) for k, b in data_syms.items()})
         if syms != self._checked_syms:  # a new batch size: bounded before anything is allocated
             self._check_run_bytes(syms)
-        outs = [np.empty(tuple(d if type(d) is int else (syms[d] if type(d) is str else d.evaluate(syms))
-                               for d in shape), dtype=dtype) for shape, dtype in self._out_plans]
+        try:
+            outs = [np.empty(tuple(d if type(d) is int else (syms[d] if type(d) is str else d.evaluate(syms))
+                                   for d in shape), dtype=dtype) for shape, dtype in self._out_plans]
+        except MemoryError as e:  # under the run-time limit but above what this machine has
+            raise ResourceLimitError(f"the outputs of this call do not fit in memory ({e}); use smaller "
+                                     "batches") from None
         with self._lock:
             rc = None
             # cppyy cannot pass empty arrays (a batch of 0, a zero-size input): those take ctypes
