@@ -50,7 +50,10 @@ def compile(
     Raises:
         UnsupportedOperatorError: listing every node whose operator is not supported.
         ModelLoadError: the file is missing, malformed or not ONNX.
-        ValueError: ``backend`` is neither ``"cling"`` nor ``"native"``.
+        InvalidGraphError / ShapeInferenceError: the model is malformed (naming the node).
+        ResourceLimitError: the model asks for more memory than :func:`sofie_root.set_limits` allows.
+        ValueError: ``backend`` is neither ``"cling"`` nor ``"native"``, or ``passes`` names an
+            unknown pass.
         CompilationError: ``backend="native"`` and no working C++ compiler was found.
 
     >>> model = sofie_root.compile("higgs.onnx")    # doctest: +SKIP

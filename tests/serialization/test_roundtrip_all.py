@@ -85,7 +85,7 @@ def _node_cases(every: int):
     return [pytest.param(c, id=c.name) for c in picked[::every]]
 
 
-@pytest.mark.parametrize("case", _node_cases(every=70))
+@pytest.mark.parametrize("case", _node_cases(every=120))
 def test_node_cases_through_a_file(case, tmp_path) -> None:
     inputs = [np.asarray(x) for x in case.data_sets[0][0]]
     model = sofie_root.compile(case.model)

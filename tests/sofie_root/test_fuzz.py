@@ -134,7 +134,8 @@ def _edit_onnx(m: onnx.ModelProto, rnd: random.Random) -> str:
         else:
             name = a.name
             n.attribute.remove(a)
-            n.attribute.append(helper.make_attribute(name, value))
+            n.attribute.append(helper.make_attribute(name, value, attr_type=onnx.AttributeProto.INTS)
+                               if isinstance(value, list) and not value else helper.make_attribute(name, value))
         return f"attribute {a.name} of {n.op_type}"
     if kind == "missing_input":
         n = rnd.choice(list(g.node))
