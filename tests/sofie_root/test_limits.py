@@ -140,3 +140,16 @@ def test_emit_errors_name_the_node() -> None:
                "y": TensorInfo("y", FLOAT32, (2, 2))}, {"w": np.eye(2, dtype=np.float32)}, {"": 17})
     with pytest.raises(SofieError, match="Gemm node 'g0'"):
         sofie_root.compile(g, passes=[])
+
+
+def test_limits_from_the_environment(monkeypatch) -> None:
+    from sofie_root import limits
+
+    monkeypatch.setenv("SOFIE_ROOT_MAX_COMPILE_BYTES", str(8 << 30))
+    assert limits._from_env("SOFIE_ROOT_MAX_COMPILE_BYTES", 1) == 8 << 30
+    monkeypatch.setenv("SOFIE_ROOT_MAX_COMPILE_BYTES", "")
+    assert limits._from_env("SOFIE_ROOT_MAX_COMPILE_BYTES", 123) == 123
+    for bad in ("8G", "0", "-5"):
+        monkeypatch.setenv("SOFIE_ROOT_MAX_COMPILE_BYTES", bad)
+        with pytest.raises(SofieError, match="SOFIE_ROOT_MAX_COMPILE_BYTES"):
+            limits._from_env("SOFIE_ROOT_MAX_COMPILE_BYTES", 1)
