@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="1k and 2k chains, a 1,000-node transformer")
-    ap.add_argument("--sizes", help="chain lengths, comma-separated (default 1000,2000,5000,10000,20000)")
+    ap.add_argument("--sizes", help="chain lengths, comma-separated (default 1000,2000,5000,10000,20000; "
+                                    "0: no chain)")
     ap.add_argument("--modes", default="fused,none", help="fused (default passes) and/or none (passes=[])")
     ap.add_argument("--transformer", type=int, help="nodes of the transformer (default 5000; 0: skip)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per model")
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         ([1000, 2000] if args.quick else [1000, 2000, 5000, 10000, 20000])
     modes = args.modes.split(",")
     trans = args.transformer if args.transformer is not None else (1000 if args.quick else 5000)
-    jobs = [("chain", n, m) for m in modes for n in sizes] + ([("transformer", trans, m) for m in modes] if trans else [])
+    jobs = [("chain", n, m) for m in modes for n in sizes if n > 0] + ([("transformer", trans, m) for m in modes] if trans else [])
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'model':<12} {'nodes':>6} {'passes':<6} {'IR nodes':>8} {'convert':>8} {'generate':>8} {'cling':>8} "
           f"{'total s':>8} {'ms/node':>8} {'err vs ORT':>10}  status")
