@@ -74,8 +74,10 @@ def _open(path: Path):
         raise ModelNotFoundError(f"{path}: no such file")
     if path.is_dir():
         raise ModelNotFoundError(f"{path}: is a directory, not a .root file")
+    if not path.is_file():  # a FIFO or a device: reading would block or never end
+        raise ModelNotFoundError(f"{path}: is not a regular file")
     try:
-        return uproot.open(str(path))
+        return uproot.open({str(path): None})  # a dict: no "file:object" parsing of the name
     except Exception as e:
         raise CorruptFileError(f"{path}: not a readable ROOT file (truncated or corrupt?): "
                                f"{type(e).__name__}: {e}") from e
@@ -144,6 +146,18 @@ def read(spec: str | os.PathLike, name: str | None = None) -> StoredModel:
             raise CorruptFileError(f"{where}: cannot be read (truncated or corrupt?): {type(e).__name__}: {e}") from e
     graph = decode(doc, blob, where)
     return StoredModel(path, name, graph, doc, blob, version)
+
+
+def check_document(text: str, blob: bytes, where: str) -> Graph:
+    """The graph a reader gets from a stored document and blob, after every check :func:`read`
+    makes on them (the writer calls this before writing, so it never produces a file the reader
+    refuses)."""
+    doc = _parse(text, where)
+    doc.pop("\0stored_version")
+    b = doc.get("blob") or {}
+    if b.get("nbytes") != len(blob) or b.get("sha256") != hashlib.sha256(blob).hexdigest():
+        raise CorruptFileError(f"{where}: the document does not describe the weight blob")
+    return decode(doc, blob, where)
 
 
 def _parse(text: str, where: str) -> dict[str, Any]:
@@ -228,6 +242,7 @@ def verify(graph: Graph, where: str) -> None:
 
 
 def _verify(g: Graph, where: str, consts: list, outer: dict[str, TensorInfo]) -> None:
+    from sofie_root.ops.attrs import attribute_problem
     from sofie_root.ops.base import NodeView, lookup
 
     for name, info in g.outer_scope.items():
@@ -247,6 +262,9 @@ def _verify(g: Graph, where: str, consts: list, outer: dict[str, TensorInfo]) ->
         op = lookup(node.domain, node.op_type)
         if op is None:
             continue  # reported by the compiler as UnsupportedOperatorError
+        problem = attribute_problem(node)
+        if problem:
+            raise InvalidModelFileError(f"{where}: {node.label}: {problem}")
         for v in node.attrs.values():
             for sub in (v if isinstance(v, list) else [v]):
                 if isinstance(sub, Graph):

@@ -45,6 +45,9 @@ MAX_VALUE_LEN = 1 << 16
 MAX_DEPTH = 16
 MAX_RANK = 64
 MAX_NAME_LEN = 4096
+#: string attribute values: the step list of a fused element-wise chain is about 80 characters
+#: per operator (a 20,000-node chain: 1.6 MB)
+MAX_STRING_ATTR_LEN = 1 << 26
 MAX_BLOB_BYTES = 1 << 38
 
 #: names of models inside a file (the TDirectory name): safe for ROOT paths, shells and C++ strings
@@ -195,10 +198,10 @@ class Decoder:
             raise self.fail(path, f"list of {len(v)} items is too long")
         return v
 
-    def string(self, v: Any, path: str, empty: bool = True) -> str:
-        if not isinstance(v, str) or len(v) > MAX_NAME_LEN or (not empty and not v):
+    def string(self, v: Any, path: str, empty: bool = True, limit: int = MAX_NAME_LEN) -> str:
+        if not isinstance(v, str) or len(v) > limit or (not empty and not v):
             raise self.fail(path, f"expected a{' non-empty' if not empty else ''} string of at most "
-                                  f"{MAX_NAME_LEN} characters, got {_short(v)}")
+                                  f"{limit} characters, got {_short(v)}")
         return v
 
     def integer(self, v: Any, path: str, lo: int = -(1 << 63), hi: int = (1 << 63) - 1) -> int:
@@ -289,6 +292,9 @@ class Decoder:
         count = math.prod(shape)
         if nbytes != count * dtype.itemsize:
             raise self.fail(path, f"{nbytes} bytes stored for a {dtype.name} array of shape {list(shape)}")
+        if offset % ALIGN:
+            raise self.fail(f"{path}.offset", f"offset {offset} is not a multiple of {ALIGN} (SCHEMA.md: every "
+                                              "array starts at a 64-byte aligned offset)")
         if offset + nbytes > len(self.blob):
             raise self.fail(path, f"bytes [{offset}, {offset + nbytes}) lie beyond the {len(self.blob)}-byte "
                                   "weight blob")
@@ -307,7 +313,7 @@ class Decoder:
         if kind == "float":
             return self.real(val, path)
         if kind == "string":
-            return self.string(val, path)
+            return self.string(val, path, limit=MAX_STRING_ATTR_LEN)
         if kind == "ints":
             return [self.integer(x, f"{path}[{k}]") for k, x in enumerate(self.lst(val, path))]
         if kind == "floats":

@@ -178,6 +178,7 @@ def save(model, path: str | os.PathLike, name: str | None = None, *, compression
     comp = parse_compression(compression)
     text, blob = build_document(graph, model._generated, name, model.hash, columns)
     path = Path(path)
+    _check_readable(text, blob, f"{path}:{name}")
     if path.is_dir():
         raise SofieError(f"{path}: is a directory")
     try:
@@ -202,6 +203,18 @@ def save(model, path: str | os.PathLike, name: str | None = None, *, compression
         f.compression = comp
         write_entry(f, name, text, blob)
     return name
+
+
+def _check_readable(text: str, blob: bytes, where: str) -> None:
+    """Run the reader's own checks on what is about to be written: a model that could not be
+    loaded back is refused here, before any file is touched, rather than found out at ``load``."""
+    from .reader import check_document
+
+    try:
+        check_document(text, blob, where)
+    except SofieError as e:
+        raise SofieError(f"internal error: refusing to write a model the reader would reject "
+                         f"(a bug in sofie_root: please report it): {e}") from e
 
 
 def _fill(tree, blob: bytes) -> None:

@@ -16,12 +16,14 @@ from .errors import (
     InputError,
     InvalidGraphError,
     ModelLoadError,
+    ResourceLimitError,
     ShapeInferenceError,
     SofieError,
     SofieWarning,
     UnsupportedOperatorError,
 )
 from .gpu import gpu_available
+from .limits import get_limits, set_limits
 from .model import Model, TensorSpec
 from .ops.custom import register_operator, registered_operators, unregister_operator
 
@@ -62,7 +64,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "CompilationError", "ExportError", "GraphNetwork", "InputError", "InvalidGraphError", "Model", "ModelLoadError",
-    "ShapeInferenceError", "SofieError", "SofieWarning", "TensorSpec", "UnsupportedOperatorError", "__version__",
-    "compile", "functor", "gpu_available", "graph_independent", "load", "register_operator", "registered_operators",
-    "supported_ops", "unregister_operator",
+    "ResourceLimitError", "ShapeInferenceError", "SofieError", "SofieWarning", "TensorSpec", "UnsupportedOperatorError",
+    "__version__", "compile", "functor", "get_limits", "gpu_available", "graph_independent", "load", "register_operator",
+    "registered_operators", "set_limits", "supported_ops", "unregister_operator",
 ]

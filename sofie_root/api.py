@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
 
-from .errors import ModelLoadError
+from .errors import InvalidGraphError, ModelLoadError, ResourceLimitError, SofieError
 from .ir.graph import Graph
 from .model import Model, SpecializingModel
 
@@ -52,12 +53,43 @@ def compile(
     Raises:
         UnsupportedOperatorError: listing every node whose operator is not supported.
         ModelLoadError: the file is missing, malformed or not ONNX.
-        ValueError: ``backend`` is neither ``"cling"`` nor ``"native"``.
+        InvalidGraphError / ShapeInferenceError: the model is malformed (naming the node).
+        ResourceLimitError: the model asks for more memory than :func:`sofie_root.set_limits` allows.
+        ValueError: ``backend`` is neither ``"cling"`` nor ``"native"``, or ``passes`` names an
+            unknown pass.
         CompilationError: ``backend="native"`` and no working C++ compiler was found.
 
     >>> model = sofie_root.compile("higgs.onnx")    # doctest: +SKIP
     """
     backend = _check_backend(backend)
+    passes = _check_passes(passes)
+    with _as_sofie_errors(source):
+        return _compile(source, input_shapes, passes, example_inputs, dynamic_batch, backend, importer_options)
+
+
+@contextmanager
+def _as_sofie_errors(source: object):
+    """The last line of defence behind the per-node checks: whatever a malformed model makes a
+    step raise leaves ``compile``/``load`` as a SofieError that names the model."""
+    try:
+        yield
+    except SofieError:
+        raise
+    except MemoryError as e:
+        raise ResourceLimitError(f"{_label(source)}: ran out of memory ({e}); the model asks for more than "
+                                 "this machine has") from None
+    except (ValueError, TypeError, IndexError, KeyError, ArithmeticError, AttributeError, RecursionError) as e:
+        raise InvalidGraphError(f"{_label(source)}: the model cannot be compiled ({type(e).__name__}: {e}); "
+                                "if it is a valid model, this is a bug in sofie_root: please report it") from e
+
+
+def _label(source: object) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return f"<{type(source).__name__}>"
+
+
+def _compile(source, input_shapes, passes, example_inputs, dynamic_batch, backend, importer_options) -> Model:
     if isinstance(source, Graph):
         graph = source
     elif isinstance(source, (str, os.PathLike)) and _is_root_path(source):
@@ -111,6 +143,20 @@ def _check_backend(backend: str | None) -> str:
     return backend
 
 
+def _check_passes(passes: Iterable[str] | None) -> list[str] | None:
+    """The pass names as a list, checked now (a ValueError for an unknown one, as before any
+    model is read)."""
+    if passes is None:
+        return None
+    from .passes import PASSES
+
+    passes = list(passes)
+    for name in passes:
+        if name not in PASSES:
+            raise ValueError(f"unknown pass {name!r}; known: {sorted(PASSES)}")
+    return passes
+
+
 def _framework(obj: object) -> str | None:
     """'torch', 'keras' or 'gnn' when ``obj`` comes from that framework (checked without importing it)."""
     for cls in type(obj).__mro__:
@@ -162,7 +208,16 @@ def _import_foreign(source, input_shapes, example_inputs, dynamic_batch, options
 
 
 def _is_root_path(source: str | os.PathLike) -> bool:
+    """Whether ``source`` names a model in a .root file. An existing file is that file, whatever
+    its name (``a.root:mlp`` may be a real file name): a ROOT file by its magic bytes; the
+    ``file.root:model`` syntax applies only when the whole path does not exist."""
     text = os.fspath(source)
+    if os.path.isfile(text):
+        try:
+            with open(text, "rb") as f:
+                return f.read(4) == b"root"
+        except OSError:
+            return False
     return text.endswith(".root") or (".root:" in text and not os.path.exists(text))
 
 
@@ -178,7 +233,10 @@ def load(source: str | os.PathLike, name: str | None = None, *,
     """
     from .serialization.reader import load as _load
 
-    return _load(source, name, passes=passes, backend=_check_backend(backend))
+    backend = _check_backend(backend)
+    passes = _check_passes(passes)
+    with _as_sofie_errors(source):
+        return _load(source, name, passes=passes, backend=backend)
 
 
 def supported_ops() -> list[str]:

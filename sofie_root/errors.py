@@ -60,6 +60,12 @@ class UnsupportedOperatorError(SofieError):
         )
 
 
+class ResourceLimitError(SofieError):
+    """A model asks for more memory than the limits allow (a tensor, the weights, the arena, the
+    outputs of a call), or for sizes that would overflow 64-bit C++ integers. The message names the
+    node or tensor and how to raise the limit (:func:`sofie_root.set_limits`)."""
+
+
 class CompilationError(SofieError):
     """The generated C++ failed to compile (a bug in sofie_root: please report it)."""
 

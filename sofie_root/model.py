@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import limits
 from .codegen.emitter import Generated, content_hash, generate
-from .errors import InputError, SofieError
+from .errors import InputError, ResourceLimitError, SofieError
 from .ir.dims import Dim, DimLike
 from .ir.graph import Graph
 from .jit import cling, native
@@ -99,12 +100,13 @@ class Model:
         # a native model's proxy Session must not clash with a cling-declared one of the same content
         suffix = ("_nat" if self._backend == "native" else "") + ("_prof" if _profile else "")
         self._generated: Generated = generate(g, f"sofie_{self.hash}{suffix}", profile=_profile)
-        self._blob = self._generated.weight_blob(g)
+        blob = self._generated.weight_blob(g)
         load = native.load_model if self._backend == "native" else cling.declare_model
         self._entry = load(self._generated.namespace, self._generated.source)
         self._err = ctypes.create_string_buffer(1024)
-        ptr = self._entry.create(self._blob.ctypes.data if self._blob.size else None, self._blob.size,
-                                 self._err, len(self._err))
+        # the Session copies the blob: it is not kept here (see _blob)
+        ptr = self._entry.create(blob.ctypes.data if blob.size else None, blob.size, self._err, len(self._err))
+        del blob
         if not ptr:
             raise SofieError(f"creating the session failed: {self._err.value.decode(errors='replace')}")
         self._session = ptr
@@ -113,8 +115,16 @@ class Model:
         self._in_infos = g.input_infos
         self._out_infos = g.output_infos
         self._io_types = io_types(g)
+        self._checked_syms: dict[str, int] | None = None
         self._prepare_calls()
         self.compile_seconds = time.perf_counter() - t0
+
+    @property
+    def _blob(self) -> np.ndarray:
+        """The weight blob the Session was created from, rebuilt from the graph when asked for
+        (RDataFrame functors and workers create their own Sessions from it): keeping it would hold
+        a third copy of the weights next to the graph's arrays and the Session's buffer."""
+        return self._generated.weight_blob(self.graph)
 
     # -- description ---------------------------------------------------------------------------
     @property
@@ -387,6 +397,8 @@ class Model:
         # outputs sized by data-dependent symbols (NonZero) are allocated at their upper bound
         if data_syms:
             syms.update({k: (b.evaluate(syms) if isinstance(b, Dim) else int(b)) for k, b in data_syms.items()})
+        if syms != self._checked_syms:  # a new batch size: bounded before anything is allocated
+            self._check_run_bytes(syms)
         shapes = [tuple(d if type(d) is int else (syms[d] if type(d) is str else d.evaluate(syms)) for d in shape)
                   for shape, _ in self._out_plans]
         if out is not None:
@@ -395,7 +407,11 @@ class Model:
                                  "sized by the data")
             outs = self._quick_outputs(tuple(zip(shapes, (d for _, d in self._out_plans))), out, prepared)
         else:
-            outs = [np.empty(s, dtype=dtype) for s, (_, dtype) in zip(shapes, self._out_plans)]
+            try:
+                outs = [np.empty(s, dtype=dtype) for s, (_, dtype) in zip(shapes, self._out_plans)]
+            except MemoryError as e:  # under the run-time limit but above what this machine has
+                raise ResourceLimitError(f"the outputs of this call do not fit in memory ({e}); use smaller "
+                                         "batches") from None
         with self._lock:
             rc = None
             # cppyy cannot pass empty arrays (a batch of 0, a zero-size input): those take ctypes
@@ -431,6 +447,19 @@ class Model:
             outs = [o.astype(half_dtype(self._io_types[i.name])) if i.name in self._io_types else o
                     for i, o in zip(self._out_infos, outs)]
         return outs
+
+    def _check_run_bytes(self, syms: dict[str, int]) -> None:
+        """Refuse a call whose outputs and arena would exceed the run-time memory limit
+        (``sofie_root.set_limits(run_bytes=...)``), naming what needs the memory."""
+        # syms holds the input symbols and the upper bounds of data-dependent sizes (NonZero)
+        outputs = limits.run_bytes([(info.shape, info.dtype.itemsize) for info in self._out_infos], syms)
+        arena = self._generated.arena
+        arena_bytes = arena.arena_bytes({s: syms[s] for s in self._symbols}) if arena and arena.buffers else 0
+        sizes = ", ".join(f"{k}={v}" for k, v in syms.items() if k in self._symbols)
+        limits.check_run_bytes(outputs + arena_bytes,
+                               f"a call with {sizes or 'these inputs'} (outputs {outputs} bytes, "
+                               f"intermediates {arena_bytes} bytes)")
+        self._checked_syms = dict(syms)
 
     def __call__(self, *arrays: object, **named: object) -> np.ndarray | list[np.ndarray]:
         """Like :meth:`infer`, but returns the array itself when the model has one output."""

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import __version__
-from ..errors import InputError, ShapeInferenceError, UnsupportedOperatorError
+from .. import __version__, limits
+from ..errors import InputError, InvalidGraphError, ShapeInferenceError, SofieError, UnsupportedOperatorError
 from ..ir.dims import Dim, DimLike, numel
 from ..ir.dtypes import DType
 from ..ir.graph import Graph, TensorInfo, subgraph_reads
@@ -25,6 +26,11 @@ from .names import comment, identifier
 from .template import MODEL
 
 RUNTIME_HEADER = "runtime.hxx"
+
+#: nodes per member function of the generated Session when a graph is longer (see generate)
+PART_NODES = 64
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass
@@ -380,6 +386,11 @@ def generate(graph: Graph, namespace: str, extra_members: str = "", profile: boo
     on, unless the graph's metadata ``sofie:inplace`` is ``"off"``)."""
     if inplace is None:
         inplace = graph.metadata.get(INPLACE_KEY, "on") != "off"
+    # every size is bounded before it reaches C++ (a graph from a .root file or a pass did not
+    # necessarily go through the ONNX frontend's checks)
+    for name, info in graph.tensors.items():
+        limits.check_shape(info.shape, info.dtype.itemsize, f"tensor {name!r}")
+    limits.check_compile_bytes(sum(int(a.nbytes) for a in graph.initializers.values()), "the weights")
     st = _ModelState(graph)
     views = _views(graph)
     g_outputs = list(graph.outputs)
@@ -459,6 +470,8 @@ def generate(graph: Graph, namespace: str, extra_members: str = "", profile: boo
         requests.append(memory.Request(t, bounded(info.size * info.dtype.itemsize), step, max(step, last),
                                        alias.get(t)))
     arena = memory.plan(requests)
+    limits.check_compile_bytes(arena.arena_bytes(dict.fromkeys(st.symbols, 1)) if arena.buffers else 0,
+                               "the arena of intermediate tensors", bool(st.symbols))
 
     # arena layout code: each buffer's offset is the largest end of the buffers below it, for
     # the symbol values of this call; the arena is the largest end (see memory.py)
@@ -487,40 +500,58 @@ def generate(graph: Graph, namespace: str, extra_members: str = "", profile: boo
         layout.append(f"      const std::size_t a{k}_off = {off};")
     for k in sorted(tops):
         layout.append(f"      arena_bytes = std::max(arena_bytes, a{k}_off + a{k}_size);")
-    offsets = {name: f"a{k}_off" for name, k in arena.buffer_of.items()}
+    # a long graph is run by several member functions of at most PART_NODES nodes each (one huge
+    # function costs the C++ compiler super-linear time: 1,000 unfused nodes did not compile in
+    # 300 s); they find the arena offsets in an array filled by run()
+    split = len(views) > PART_NODES and not data_syms
+    if split:
+        offsets = {name: f"off[{k}]" for name, k in arena.buffer_of.items()}
+        layout.append(f"      std::size_t off[{max(1, len(arena.buffers))}] = {{"
+                      + ", ".join(f"a{k}_off" for k in range(len(arena.buffers))) + "};")
+        layout.append("      (void)off;")
+    else:
+        offsets = {name: f"a{k}_off" for name, k in arena.buffer_of.items()}
 
-    # bindings
-    bind = []
+    # bindings: the C++ variable of every tensor, in declaration order
+    bind: dict[str, str] = {}
     for i, t in enumerate(graph.inputs):
         info = graph.info(t)
-        bind.append(f"      const {info.dtype.cpp} *const {st.var[t]} = static_cast<const {info.dtype.cpp} *>(in[{i}]);"
-                    f"  // {comment(t)}")
+        bind[st.var[t]] = (f"      const {info.dtype.cpp} *const {st.var[t]} = static_cast<const {info.dtype.cpp} *>(in[{i}]);"
+                           f"  // {comment(t)}")
     for w in weights:
         info = graph.info(w.name)
-        bind.append(f"      const {info.dtype.cpp} *const {st.var[w.name]} = reinterpret_cast<const {info.dtype.cpp} *>(weights + {w.offset});"
-                    f"  // {comment(w.name)}")
+        bind[st.var[w.name]] = (f"      const {info.dtype.cpp} *const {st.var[w.name]} = reinterpret_cast<const {info.dtype.cpp} *>(weights + {w.offset});"
+                                f"  // {comment(w.name)}")
     for t in value_tensors:
         info = graph.info(t)
         vals = ", ".join(f"{info.dtype.cpp}({st.dim(d)})" for d in info.value)
-        bind.append(f"      const {info.dtype.cpp} {st.var[t]}[{max(1, len(info.value))}] = {{{vals}}};"
-                    f"  // {comment(t)}")
+        bind[st.var[t]] = (f"      const {info.dtype.cpp} {st.var[t]}[{max(1, len(info.value))}] = {{{vals}}};"
+                           f"  // {comment(t)}")
     for i, t in enumerate(g_outputs):
-        if t in produced_outputs and t not in [g_outputs[j] for j in range(i)]:
+        if t in produced_outputs and st.var[t] not in bind:
             info = graph.info(t)
-            bind.append(f"      {info.dtype.cpp} *const {st.var[t]} = static_cast<{info.dtype.cpp} *>(out[{i}]);"
-                        f"  // {comment(t)}")
+            bind[st.var[t]] = (f"      {info.dtype.cpp} *const {st.var[t]} = static_cast<{info.dtype.cpp} *>(out[{i}]);"
+                               f"  // {comment(t)}")
     for t in first:
         info = graph.info(t)
-        bind.append(f"      {info.dtype.cpp} *const {st.var[t]} = reinterpret_cast<{info.dtype.cpp} *>(arena + {offsets[t]});"
-                    f"  // {comment(t)}")
+        bind[st.var[t]] = (f"      {info.dtype.cpp} *const {st.var[t]} = reinterpret_cast<{info.dtype.cpp} *>(arena + {offsets[t]});"
+                           f"  // {comment(t)}")
     for wn, dt in ws_types.items():
-        bind.append(f"      {dt.cpp} *const {st.var[wn]} = reinterpret_cast<{dt.cpp} *>(arena + {offsets[wn]});")
+        bind[st.var[wn]] = f"      {dt.cpp} *const {st.var[wn]} = reinterpret_cast<{dt.cpp} *>(arena + {offsets[wn]});"
 
     # node bodies
-    body = []
+    blocks: list[list[str]] = []
     for step, (view, op) in enumerate(views):
+        body: list[str] = []
+        blocks.append(body)
         em = NodeEmitter(st, view, step)
-        code = op.emit(view, em)
+        try:
+            code = op.emit(view, em)
+        except SofieError:
+            raise
+        except (ValueError, TypeError, IndexError, KeyError, ArithmeticError, AttributeError) as e:
+            # an attribute value the operator cannot turn into C++ (a checked kind, a bad value)
+            raise InvalidGraphError(f"{view.label}: cannot be compiled ({type(e).__name__}: {e})") from e
         body.append(f"      {{ // {comment(view.label)}")
         if profile:  # time per node, read back through profile()
             body.append("         const auto prof_t0_ = std::chrono::steady_clock::now();")
@@ -531,6 +562,8 @@ def generate(graph: Graph, namespace: str, extra_members: str = "", profile: boo
         body.append("      }")
 
     # graph outputs not written by a node (a graph input, a weight, or listed twice)
+    body = []
+    blocks.append(body)
     written: set[str] = set()
     for i, t in enumerate(g_outputs):
         info = graph.info(t)
@@ -545,6 +578,24 @@ def generate(graph: Graph, namespace: str, extra_members: str = "", profile: boo
     for s in [*st.symbols, *data_syms]:
         sym_lines.append(f"      (void){st.sym_var[s]};")
     data_out = [f"      sym[{len(st.symbols) + k}] = {st.sym_var[s]};" for k, s in enumerate(data_syms)]
+    if split:
+        parts = [blocks[k:k + PART_NODES] for k in range(0, len(blocks), PART_NODES)]
+        calls, members = [], []
+        for j, part in enumerate(parts):
+            lines = [line for block in part for line in block]
+            used = set(_IDENT.findall("\n".join(lines)))
+            members.append(f"   void part{j}(std::int64_t *sym, const void *const *in, void *const *out, "
+                           "char *const arena, const char *const weights, const std::size_t *off)\n   {\n"
+                           "      (void)sym; (void)in; (void)out; (void)arena; (void)weights; (void)off;\n"
+                           + "\n".join([line for line in sym_lines if "= sym[" in line or "(void)" in line]
+                                       + [b for var, b in bind.items() if var in used] + lines)
+                           + "\n   }\n")
+            calls.append(f"      part{j}(sym, in, out, arena, weights, off);")
+        bindings, body_text = "", "\n".join(calls)
+        extra_members = extra_members + "\n".join(members)
+    else:
+        bindings = "\n".join(bind.values())
+        body_text = "\n".join(line for block in blocks for line in block)
     typed_params = [f"std::int64_t {st.sym_var[s]}" for s in st.symbols]
     typed_params += [f"const {graph.info(t).dtype.cpp} *x{i}" for i, t in enumerate(graph.inputs)]
     typed_params += [f"{graph.info(t).dtype.cpp} *y{i}" for i, t in enumerate(g_outputs)]
@@ -573,8 +624,8 @@ def generate(graph: Graph, namespace: str, extra_members: str = "", profile: boo
         typed_out_values="".join(f"y{i}, " for i in range(len(g_outputs))),
         symbols="\n".join(sym_lines),
         arena_layout="\n".join(layout),
-        bindings="\n".join(bind),
-        body="\n".join(body),
+        bindings=bindings,
+        body=body_text,
     )
     return Generated(namespace, source, weights, weight_bytes, list(st.symbols), arena, data_syms,
                      {name: st.var[name] for name in arena.buffer_of})

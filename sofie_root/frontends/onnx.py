@@ -14,6 +14,7 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,20 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..errors import InvalidGraphError, ModelLoadError, ShapeInferenceError, SofieError, UnsupportedOperatorError
+from ..errors import (
+    InvalidGraphError,
+    ModelLoadError,
+    ResourceLimitError,
+    ShapeInferenceError,
+    SofieError,
+    UnsupportedOperatorError,
+)
 from ..ir.dims import Dim, DimLike, Shape
 from ..ir.dtypes import FLOAT32, DType, dtype_from_numpy, dtype_from_onnx
 from ..ir.graph import Graph, Node, TensorInfo
+from ..limits import check_shape
 from ..ops import base as opbase
+from ..ops.attrs import attribute_problem
 from ..ops.custom import missing_reason
 from ..passes.fold import evaluate_node, should_fold
 from .audit import audit_node
@@ -54,6 +64,8 @@ def load_model(source: str | os.PathLike | bytes | onnx.ModelProto) -> tuple[onn
         raise ModelLoadError(f"{path}: no such file")
     if path.is_dir():
         raise ModelLoadError(f"{path}: is a directory, not an ONNX file")
+    if not path.is_file():  # a FIFO or a device would block the read or never end
+        raise ModelLoadError(f"{path}: is not a regular file")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:
@@ -103,6 +115,7 @@ def convert_model(model: onnx.ModelProto, label: str,
                   input_values: Mapping[str, np.ndarray] | None = None) -> Graph:
     """Convert an already loaded ONNX model (see :func:`from_onnx`)."""
     opsets = model_opsets(model, label)
+    _check_text(model.graph, label)
     metadata = {"producer_name": model.producer_name, "producer_version": model.producer_version,
                 "onnx_opset": str(opsets[""]), "source": label}
     for p in model.metadata_props:
@@ -341,6 +354,7 @@ class _Converter:
             if not tp.name:
                 raise ModelLoadError(f"{self.label}: an initializer has no name")
             arr = _to_numpy(tp, f"{self.label}: initializer {tp.name!r}")
+            check_shape(arr.shape, arr.itemsize, f"{self.label}: initializer {tp.name!r}")
             initializers[tp.name] = arr
             tensors[tp.name] = TensorInfo(tp.name, dtype_from_numpy(arr.dtype), tuple(arr.shape))
             if tp.data_type in HALF_TYPES:
@@ -368,6 +382,7 @@ class _Converter:
                 initializers[vi.name] = arr
                 tensors[vi.name] = TensorInfo(vi.name, info.dtype, tuple(arr.shape))
                 continue
+            check_shape(info.shape, info.dtype.itemsize, f"{self.label}: graph input {vi.name!r}")
             tensors[vi.name] = info
             inputs.append(vi.name)
 
@@ -462,12 +477,19 @@ class _Converter:
                 attrs[key] = int(onnx.TensorProto.FLOAT)
         node = Node(proto.op_type, list(proto.input), list(proto.output), attrs, proto.name,
                     domain, self.opsets.get(domain, 0))
+        problem = attribute_problem(node)
+        if problem:
+            raise InvalidGraphError(f"{self.label}: {label}: {problem}")
         if hasattr(op, "lower") and self._const(proto.input[0]) is None:
             # (a constant input instead folds the original node with onnx.reference below)
             self._lower(op, node, proto, scope, initializers, out_nodes, outer)
             return
         if node.op_type == "Constant" and domain == "":
+            if len(node.outputs) != 1 or not node.outputs[0]:
+                raise InvalidGraphError(f"{self.label}: {label} must have exactly one output, "
+                                        f"it has {len(node.outputs)}")
             value = _constant_value(node, f"{self.label}: {label}")
+            check_shape(value.shape, value.itemsize, f"{self.label}: {label}")
             initializers[node.outputs[0]] = value
             scope[node.outputs[0]] = TensorInfo(node.outputs[0], dtype_from_numpy(value.dtype), tuple(value.shape))
             return
@@ -483,15 +505,14 @@ class _Converter:
         reason = op.check(view)
         if reason:
             raise UnsupportedOperatorError([(node.op_type, node.name, domain, node.opset, reason)])
-        try:
+        with _node_errors(f"{self.label}: {label}"):
             outs = op.infer(view)
-        except SofieError:
-            raise
-        except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError) as e:
-            raise ShapeInferenceError(f"{self.label}: {label}: {type(e).__name__}: {e}") from e
-        if len(outs) < len([o for o in node.outputs if o]):
-            outs = list(outs) + [None] * (len(node.outputs) - len(outs))
-        values = op.propagate(view, outs)
+            if len(outs) < len([o for o in node.outputs if o]):
+                outs = list(outs) + [None] * (len(node.outputs) - len(outs))
+            for name, o in zip(node.outputs, outs):
+                if name and o is not None:
+                    check_shape(o.shape, o.dtype.itemsize, f"{self.label}: {label}: output {name!r}")
+            values = op.propagate(view, outs)
         self._data_syms.update(op.data_dependent(view))
         infos = []
         for k, name in enumerate(node.outputs):
@@ -509,11 +530,12 @@ class _Converter:
         # constant folding: every input known
         all_const = all(c is not None for i, c in zip(node.inputs, consts) if i)
         if all_const and should_fold(node, infos):
-            if hasattr(op, "evaluate"):
-                results = op.evaluate(view, consts)
-            else:
-                results = evaluate_node(node, consts,
-                                        [i.dtype if i else None for i in infos], f"{self.label}: {label}")
+            with _node_errors(f"{self.label}: {label}"):
+                if hasattr(op, "evaluate"):
+                    results = op.evaluate(view, consts)
+                else:
+                    results = evaluate_node(node, consts,
+                                            [i.dtype if i else None for i in infos], f"{self.label}: {label}")
             for name, info, arr in zip(node.outputs, infos, results):
                 if not name:
                     continue
@@ -526,7 +548,9 @@ class _Converter:
                         and node.op_type not in _EXACT_ON_HALF:
                     arr = _round_half(arr, self.half[name])
                 initializers[name] = arr
-                scope[name] = info
+                # an initializer's value is its array: a compile-time value next to it would be a
+                # second, redundant description (the .root reader rejects it)
+                scope[name] = TensorInfo(name, info.dtype, info.shape)
             return
         # compile-time values: all outputs known -> no node needed
         if all(info is None or info.value is not None for info in infos) and any(infos):
@@ -777,6 +801,7 @@ class _Converter:
             return False  # a name clash with the enclosing graph: keep the If
         for tp in branch.initializer:
             arr = _to_numpy(tp, f"{self.label}: initializer {tp.name!r}")
+            check_shape(arr.shape, arr.itemsize, f"{self.label}: initializer {tp.name!r}")
             initializers[tp.name] = arr
             scope[tp.name] = TensorInfo(tp.name, dtype_from_numpy(arr.dtype), tuple(arr.shape))
         for sub in _toposort(list(branch.node), set(scope), self.label):
@@ -786,6 +811,52 @@ class _Converter:
                 ident = onnx.helper.make_node("Identity", [src.name], [dst], name=proto.name)
                 self._convert_node(ident, scope, initializers, out_nodes, outer)
         return True
+
+
+def _check_text(g: onnx.GraphProto, label: str, depth: int = 0) -> None:
+    """Every name in the graph must be text: protobuf hands out a string field that is not
+    valid UTF-8 as bytes, which no later step expects."""
+    if depth > 64:
+        raise InvalidGraphError(f"{label}: sub-graphs are nested more than 64 deep")
+
+    def text(value, what: str) -> None:
+        if not isinstance(value, str):
+            raise ModelLoadError(f"{label}: {what} {value!r} is not valid UTF-8 text")
+
+    text(g.name, "the graph name")
+    for vi in [*g.input, *g.output, *g.value_info]:
+        text(vi.name, "a value name")
+    for t in g.initializer:
+        text(t.name, "an initializer name")
+    for n in g.node:
+        for what, v in (("an operator type", n.op_type), ("a domain", n.domain), ("a node name", n.name)):
+            text(v, what)
+        where = f"node {n.name!r}" if isinstance(n.name, str) else "a node"
+        for x in [*n.input, *n.output]:
+            text(x, f"{where}: a tensor name")
+        for a in n.attribute:
+            text(a.name, f"{where}: an attribute name")
+            if a.type == onnx.AttributeProto.GRAPH:
+                _check_text(a.g, label, depth + 1)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for sub in a.graphs:
+                    _check_text(sub, label, depth + 1)
+
+
+@contextmanager
+def _node_errors(where: str):
+    """Turn what an operator's shape inference or a constant evaluation raises on a malformed
+    node (a wrong attribute value, an impossible size) into a SofieError naming the node."""
+    try:
+        yield
+    except SofieError:
+        raise
+    except MemoryError as e:
+        raise ResourceLimitError(f"{where}: needs more memory than is available ({e})") from None
+    except RecursionError as e:
+        raise InvalidGraphError(f"{where}: nested too deeply ({e})") from None
+    except (ValueError, TypeError, IndexError, KeyError, ArithmeticError, AttributeError) as e:
+        raise ShapeInferenceError(f"{where}: {type(e).__name__}: {e}") from e
 
 
 def _constant_value(node: Node, where: str) -> np.ndarray:
@@ -831,20 +902,26 @@ def _toposort(nodes: list[onnx.NodeProto], available: set[str], label: str) -> l
             if i and i in produced_by:
                 d.add(produced_by[i])
         deps.append(d)
-    order: list[int] = []
-    done: set[int] = set()
-    pending = list(range(len(nodes)))
-    while pending:
-        progress = [k for k in pending if deps[k] <= done]
-        if not progress:
-            names = [nodes[k].name or nodes[k].op_type for k in pending[:5]]
-            raise InvalidGraphError(f"{label}: the graph has a cycle (involving nodes {names})")
-        # keep the original order among ready nodes
-        for k in progress:
-            order.append(k)
-            done.add(k)
-        pending = [k for k in pending if k not in done]
-    return [nodes[k] for k in order]
+    # Kahn's algorithm in linear time; a node's round is one more than its latest producer's, and
+    # the order is by round, then by position in the file (ready nodes keep their original order)
+    users: list[list[int]] = [[] for _ in nodes]
+    missing = [len(d) for d in deps]
+    for k, d in enumerate(deps):
+        for p in d:
+            users[p].append(k)
+    level = [0] * len(nodes)
+    ready = [k for k, m in enumerate(missing) if m == 0]
+    for k in ready:  # the list grows while it is walked
+        for u in users[k]:
+            level[u] = max(level[u], level[k] + 1)
+            missing[u] -= 1
+            if missing[u] == 0:
+                ready.append(u)
+    if len(ready) != len(nodes):
+        pending = [k for k, m in enumerate(missing) if m]
+        names = [nodes[k].name or nodes[k].op_type for k in pending[:5]]
+        raise InvalidGraphError(f"{label}: the graph has a cycle (involving nodes {names})")
+    return [nodes[k] for k in sorted(range(len(nodes)), key=lambda k: (level[k], k))]
 
 
 def _implicit_inputs(n: onnx.NodeProto) -> list[str]:

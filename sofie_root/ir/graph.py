@@ -137,6 +137,12 @@ class Graph:
         self.name = name
         self.metadata = dict(metadata or {})
         self.outer_scope = dict(outer_scope or {})
+        # an initializer's value is its array; a compile-time value carried over from the node it
+        # was folded from would be a second description of it (and .root files reject it)
+        for name in self.initializers:
+            info = self.tensors.get(name)
+            if info is not None and info.value is not None:
+                self.tensors[name] = TensorInfo(name, info.dtype, info.shape)
         self.validate()
 
     # -- queries ------------------------------------------------------------------------------

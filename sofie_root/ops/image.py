@@ -24,6 +24,7 @@ import numpy as np
 
 from ..ir.dims import Dim, DimLike, Shape, numel, strides
 from ..ir.dtypes import FLOAT64, INT64, DType
+from ..limits import check_shape
 from .base import NodeView, Operator, OutInfo, normalize_axis, register
 from .elementwise import pow_expr
 
@@ -358,6 +359,8 @@ class _ResizeBase(Operator):
             raise v.fail("one of scales and sizes must be given")
         if any(isinstance(d, int) and d < 0 for d in out):
             raise v.fail(f"negative output shape {out}")
+        # before the per-axis index tables below, which are as long as the output axes
+        check_shape(out, x.dtype.itemsize, f"{v.label}: output")
         full_roi = None
         if roi is not None and attrs["ctm"] == "tf_crop_and_resize" and not attrs["legacy"]:
             if len(roi) != 2 * len(axes):

@@ -15,6 +15,7 @@ Split, Expand, Tile, Range and ConstantOfShape so that shape sub-graphs fold at 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 
@@ -23,6 +24,7 @@ import numpy as np
 from ..errors import ShapeInferenceError
 from ..ir.dims import Dim, DimLike, Shape, broadcast_shapes, numel, strides
 from ..ir.dtypes import INT64, DType, dtype_from_numpy, dtype_from_onnx
+from ..limits import check_shape
 from .base import NodeView, Operator, OutInfo, normalize_axis, register
 
 INDEX_TYPES = ("int32", "int64")
@@ -1074,6 +1076,10 @@ class Range(Operator):
                     raise v.fail(f"the length of a Range over {diff} with step {delta} is not known") from None
         else:
             dt = v.input(0).dtype.numpy
+            # the length from the arithmetic first: a Range(0, 1e12, 1) must not be materialised
+            if delta == 0 or not all(math.isfinite(float(x)) for x in (start, limit, delta)):
+                raise v.fail(f"Range({start}, {limit}, {delta}) has no finite length")
+            check_shape((max(0, math.ceil((limit - start) / delta)),), 8, f"{v.label}: output")
             n = len(np.arange(start, limit, delta).astype(dt))
         return start, delta, n
 

@@ -8,7 +8,7 @@ scale). Evaluation and size limits are those of :mod:`sofie_root.passes.fold`.
 from __future__ import annotations
 
 from ..ir.dtypes import dtype_from_numpy
-from ..ir.graph import Graph, subgraph_reads
+from ..ir.graph import Graph, TensorInfo, subgraph_reads
 from .fold import evaluate_node, should_fold
 
 
@@ -17,6 +17,7 @@ def fold_constants(graph: Graph) -> Graph:
     from ..ops.base import NodeView, lookup
 
     inits = dict(graph.initializers)
+    tensors = dict(graph.tensors)
     nodes = []
     changed = False
     for node in graph.nodes:
@@ -45,13 +46,16 @@ def fold_constants(graph: Graph) -> Graph:
                 # shapes were inferred differently (should not happen): keep the node rather than guess
                 break
             inits[name] = arr
+            # the array is now the value: drop the compile-time value the node's output carried
+            tensors[name] = TensorInfo(name, info.dtype, info.shape)
         else:
             changed = True
             continue
         for name in node.outputs:
-            inits.pop(name, None)
+            if name:
+                inits.pop(name, None)
+                tensors[name] = graph.tensors[name]
         nodes.append(node)
     if not changed:
         return graph
-    # a folded tensor that carried a compile-time value is now plainly an initializer
-    return graph.replace(nodes=nodes, initializers=inits)
+    return graph.replace(nodes=nodes, initializers=inits, tensors=tensors)

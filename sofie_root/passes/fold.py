@@ -27,6 +27,13 @@ NEVER_FOLD = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUnifor
               "Bernoulli"}
 
 
+#: operators onnx.reference implements only from a later opset, whose later versions only add
+#: element types and attributes whose defaults keep the earlier behaviour: folded at that opset
+#: (onnx.reference has no DequantizeLinear before 19; versions 10 and 13 compute the same
+#: (x - zero_point) * scale on the types they allow)
+REFERENCE_OPSET = {"DequantizeLinear": 19, "QuantizeLinear": 19}
+
+
 def should_fold(node: Node, outputs: Sequence[TensorInfo | None]) -> bool:
     if node.op_type in NEVER_FOLD or any(isinstance(v, Graph) for v in node.attrs.values()):
         return False
@@ -69,7 +76,10 @@ def evaluate_node(node: Node, inputs: Sequence[np.ndarray | None], out_dtypes: S
                 for n, x in zip(in_names, inputs) if x is not None]
     g_outputs = [helper.make_tensor_value_info(n, d.onnx, None) for n, d in zip(out_names, out_dtypes) if d is not None]
     graph = helper.make_graph([proto], "fold", g_inputs, g_outputs)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(node.domain, node.opset)])
+    opset = node.opset
+    if not node.domain and node.op_type in REFERENCE_OPSET:
+        opset = max(opset, REFERENCE_OPSET[node.op_type])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(node.domain, opset)])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -1,0 +1,62 @@
+"""Deep graphs: long element-wise chains compile (fused or not) and give onnxruntime's results.
+
+Issue 11: an 8,000-node chain crashed cling and 1,000 unfused nodes did not compile in 300 s
+(one huge ``run`` function; a quadratic topological sort). ``benchmarks/compile_time.py``
+measures the curve; these tests keep the mechanisms working on small sizes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sofie_root
+from benchmarks.compile_time import chain_model
+from sofie_root.codegen import emitter
+from sofie_root.frontends.onnx import convert_model
+from tests.sofie_root.ort_check import run_ort
+
+
+def _check(model, proto) -> None:
+    for batch in (1, 6):
+        x = np.random.default_rng(batch).uniform(-2, 2, (batch, 16)).astype(np.float32)
+        np.testing.assert_allclose(model(x), run_ort(proto, x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_unfused_chain_is_split_into_member_functions(monkeypatch) -> None:
+    monkeypatch.setattr(emitter, "PART_NODES", 8)
+    proto = chain_model(43)
+    model = sofie_root.compile(proto, passes=[])
+    assert len(model.graph.nodes) == 43
+    parts = [f"part{j}(" for j in range(6)]
+    assert all(p in model.source for p in parts) and "part6(" not in model.source  # 43 nodes / 8
+    _check(model, proto)
+
+
+def test_short_graphs_keep_a_single_run_function() -> None:
+    model = sofie_root.compile(chain_model(20), passes=[])
+    assert "part0(" not in model.source
+
+
+@pytest.mark.parametrize("n", [2000])
+def test_long_fused_chain(n) -> None:
+    proto = chain_model(n)
+    model = sofie_root.compile(proto)
+    assert [node.op_type for node in model.graph.nodes] == ["FusedElementwise"]
+    _check(model, proto)
+
+
+def test_topological_sort_of_a_reversed_chain() -> None:
+    proto = chain_model(3000)
+    nodes = list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(reversed(nodes))
+    graph = convert_model(proto, "reversed")
+    assert [n.outputs[0] for n in graph.nodes] == [n.output[0] for n in nodes]
+
+
+def test_a_cycle_is_an_error() -> None:
+    proto = chain_model(5)
+    proto.graph.node[0].input[0] = "t3"  # t0 <- t3 <- t2 <- t1 <- t0
+    with pytest.raises(sofie_root.InvalidGraphError, match="cycle"):
+        sofie_root.compile(proto)
