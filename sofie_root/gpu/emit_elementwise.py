@@ -1,5 +1,5 @@
 """GPU emission of the element-wise family: unary/binary/variadic operators, Where, Clip, Cast,
-FusedElementwise and BatchNormalization (inference).
+FusedElementwise, RoundFloat (half-precision rounding) and BatchNormalization (inference).
 
 The operators' own ``emit`` (``sofie_root/ops/elementwise.py``, ``fused.py``) runs unchanged
 against :class:`~sofie_root.gpu.codegen.GpuEmitter`, whose ``broadcast`` turns the loop into a
@@ -88,5 +88,7 @@ def emitters() -> dict:
                                                                                                  ew.CastLike):
             out[("", name)] = ReuseBroadcast(op)
     out[("sofie", "FusedElementwise")] = ReuseBroadcast(lookup("sofie", "FusedElementwise") or FusedElementwise())
+    # float16/bfloat16 models run in float32 and round where the model casts to a half type
+    out[("sofie", "RoundFloat")] = ReuseBroadcast(lookup("sofie", "RoundFloat") or ew.RoundFloat())
     out[("", "BatchNormalization")] = BatchNormalization()
     return out

@@ -147,6 +147,101 @@ template <class T> SOFIE_HD inline T shift_right(T a, T b)
       return (std::is_signed<T>::value && a < T(0)) ? T(-1) : T(0);
    return static_cast<T>(a >> static_cast<int>(b));
 }
+// x clamped to [lo, hi]; NaN stays NaN (as runtime.hxx's clamp_nan: HardSigmoid, HardSwish)
+template <class T> SOFIE_HD inline T clamp_nan(T x, T lo, T hi) { return x < lo ? lo : (x > hi ? hi : x); }
+// The float to integer Cast of runtime.hxx (cast_float_to_int, see its comment there): no undefined
+// behaviour, numpy's / ONNX Runtime's x86-64 results on every target -- in-range values truncate,
+// int32/int64 get their minimum for NaN, +-inf and out-of-range values, 8- and 16-bit types keep the
+// low bits of the int32 result, uint32/uint64 wrap negative values of the signed range and give 0
+// above their range and 2^(n-1) for NaN, -inf and below the signed range.
+template <class I, class F> SOFIE_HD inline I cast_float_to_int(F x)
+{
+   static_assert(std::is_integral<I>::value && std::is_floating_point<F>::value, "cast_float_to_int<int type>(float)");
+   if constexpr (std::is_same<I, bool>::value) {
+      return x != F(0);
+   } else if constexpr (sizeof(I) < 4) {
+      using U = typename std::make_unsigned<I>::type;
+      return static_cast<I>(static_cast<U>(static_cast<std::uint32_t>(cast_float_to_int<std::int32_t>(x))));
+   } else if constexpr (std::is_signed<I>::value) {
+      constexpr F lim = F(sizeof(I) == 8 ? 9223372036854775808.0 : 2147483648.0); // 2^(n-1), exact
+      return (x >= -lim && x < lim) ? static_cast<I>(x) : std::numeric_limits<I>::min();
+   } else {
+      using S = typename std::make_signed<I>::type;
+      constexpr F half = F(sizeof(I) == 8 ? 9223372036854775808.0 : 2147483648.0);
+      if (x >= F(0) && x < F(2) * half)
+         return static_cast<I>(x);
+      if (x > -half && x < F(0))
+         return static_cast<I>(static_cast<S>(x));
+      return x >= F(2) * half ? I(0) : static_cast<I>(half);
+   }
+}
+
+// The math layer's names (runtime.hxx's sofie_rt::vm, which the CPU operators' expressions call
+// and the GPU emitters reuse). runtime.hxx's definitions are host-only polynomials written for the
+// CPU's vectorisers; here each function maps to the standard math function of the target (CUDA's
+// and HIP's device math library on the device, the C library in the emulation and host code),
+// with the same formulas where the CPU layer composes them (sigmoid, softplus, gelu's erfc form,
+// pow_half's special cases). Both follow C99/IEEE for NaN, +-0 and +-inf, so NaN stays NaN.
+namespace vm {
+SOFIE_HD inline float exp(float x) { return std::exp(x); }
+SOFIE_HD inline double exp(double x) { return std::exp(x); }
+SOFIE_HD inline float expm1(float x) { return std::expm1(x); }
+SOFIE_HD inline double expm1(double x) { return std::expm1(x); }
+SOFIE_HD inline float log(float x) { return std::log(x); }
+SOFIE_HD inline double log(double x) { return std::log(x); }
+SOFIE_HD inline float log1p(float x) { return std::log1p(x); }
+SOFIE_HD inline double log1p(double x) { return std::log1p(x); }
+SOFIE_HD inline float tanh(float x) { return std::tanh(x); }
+SOFIE_HD inline double tanh(double x) { return std::tanh(x); }
+SOFIE_HD inline float erf(float x) { return std::erf(x); }
+SOFIE_HD inline double erf(double x) { return std::erf(x); }
+SOFIE_HD inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+SOFIE_HD inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+// ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|): no overflow for large x, NaN through the log term
+SOFIE_HD inline float softplus(float x) { return (x > 0.0f ? x : 0.0f) + std::log1p(std::exp(-std::fabs(x))); }
+SOFIE_HD inline double softplus(double x) { return (x > 0.0 ? x : 0.0) + std::log1p(std::exp(-std::fabs(x))); }
+// 0.5 x erfc(-x / sqrt 2): keeps the relative accuracy for negative x; gelu(-inf) = NaN as ONNX's
+SOFIE_HD inline float gelu(float x) { return 0.5f * x * std::erfc(-x * 0.70710678118654752f); }
+SOFIE_HD inline double gelu(double x) { return 0.5 * x * std::erfc(-x * 0.70710678118654752); }
+SOFIE_HD inline float pow(float x, float y) { return std::pow(x, y); }
+SOFIE_HD inline double pow(double x, double y) { return std::pow(x, y); }
+// x^0.5 as pow gives it: pow(-0, 0.5) = +0 (sqrt(-0) = -0), pow(-inf, 0.5) = +inf (sqrt(-inf) = NaN)
+SOFIE_HD inline float pow_half(float x) { return x == -INFINITY ? -x : std::fabs(std::sqrt(x)); }
+SOFIE_HD inline double pow_half(double x) { return x == -double(INFINITY) ? -x : std::fabs(std::sqrt(x)); }
+} // namespace vm
+// float32 rounded to the nearest float16 / bfloat16 value, ties to even (sofie::RoundFloat: the
+// half-precision models are computed in float32 and round at their casts; as runtime.hxx's)
+SOFIE_HD inline float round_float16(float x)
+{
+   if (!(x == x))
+      return x;
+   const float a = std::fabs(x);
+   if (a >= 65520.f) // halfway between the largest float16 (65504) and the next power of two
+      return std::copysign(INFINITY, x);
+   if (a < 6.103515625e-05f) { // subnormal float16: multiples of 2^-24
+      const float q = 5.9604644775390625e-08f;
+      return std::copysign(std::nearbyint(a / q) * q, x);
+   }
+   std::uint32_t u;
+   memcpy(&u, &a, 4);
+   u += 0xFFFu + ((u >> 13) & 1u); // keep 10 mantissa bits, ties to even
+   u &= ~0x1FFFu;
+   float r;
+   memcpy(&r, &u, 4);
+   return std::copysign(r, x);
+}
+SOFIE_HD inline float round_bfloat16(float x)
+{
+   if (!(x == x))
+      return x;
+   std::uint32_t u;
+   memcpy(&u, &x, 4);
+   u += 0x7FFFu + ((u >> 16) & 1u);
+   u &= 0xFFFF0000u;
+   float r;
+   memcpy(&r, &u, 4);
+   return r;
+}
 } // namespace sofie_rt
 
 // ---- atomics of the scatter reductions (several updates may land on one element) -------------

@@ -188,13 +188,19 @@ class GpuModel(Model):
     def profile(self, *arrays: object, repeat: int = 100):
         raise SofieError(f"profile() is not available for the {self._backend} backend")
 
-    def infer(self, *arrays: object, **named: object):
-        """Run the model. numpy inputs: numpy outputs (copies to and from the device). Device
-        inputs (``__cuda_array_interface__`` or DLPack, of the model's exact dtypes, C-contiguous):
-        :class:`DeviceArray` outputs, nothing copied."""
+    def infer(self, *arrays: object, out=None, **named: object):
+        """Run the model. numpy inputs: numpy outputs (copies to and from the device), written
+        into ``out`` when given (as :meth:`Model.infer`). Device inputs (``__cuda_array_interface__``
+        or DLPack, of the model's exact dtypes, C-contiguous): :class:`DeviceArray` outputs,
+        nothing copied."""
+        if out is not None and not isinstance(out, (list, tuple)) and "out" in self.graph.inputs:
+            named, out = {**named, "out": out}, None  # a model input called "out", given by name
         args = list(arrays) if (not named and len(arrays) == len(self._in_infos)) else self._collect(arrays, named)
         if not any(is_device_array(a) for a in args):
-            return super().infer(*args)
+            return super().infer(*args, out=out)
+        if out is not None:
+            raise InputError("out= takes numpy arrays for numpy inputs; with device inputs the outputs are "
+                             "new DeviceArrays")
         return self._infer_device(args)
 
     def _infer_device(self, args: list[object]) -> list[DeviceArray]:

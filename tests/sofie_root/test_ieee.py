@@ -100,6 +100,10 @@ def assert_special_close(got, ref, ref_raw=None, rtol=1e-4, atol=1e-6, what="") 
     got, ref = np.asarray(got), np.asarray(ref)
     assert got.shape == ref.shape, f"{what}: shape {got.shape} != {ref.shape}"
     if ref.dtype.kind != "f":
+        # integer results: equal to the reference on flushed inputs, or on the raw ones where the
+        # operator moves bits without arithmetic (BitCast of a subnormal keeps its bit pattern)
+        if ref_raw is not None and np.array_equal(got.astype(ref.dtype), np.asarray(ref_raw)):
+            return
         np.testing.assert_array_equal(got.astype(ref.dtype), ref, err_msg=what)
         return
     g, r = got.astype(np.float64), ref.astype(np.float64)
