@@ -39,6 +39,15 @@ DATA_INPUTS = {"Resize": {0}, "Upsample": {0}, "GridSample": {0}, "RoiAlign": {0
 #: rather than onnx.reference on special values; each is also stated in docs/conformance.md ("Numerics").
 #: A case listed here that differs is an expected failure; one that matches passes.
 DEVIATIONS: dict[str, str] = {
+    "test_dft": "with +-inf/NaN inputs, which outputs are NaN depends on the transform's algorithm: sofie_root's "
+    "direct sums and radix-2 FFT multiply each input by each twiddle factor (inf*0 and inf-inf give NaN) where "
+    "the reference's numpy FFT gives exact zeros or +-inf, and sums of +-FLT_MAX overflow differently",
+    "test_stft": "the DFT of each frame: +-inf/NaN inputs give NaN at other outputs than the reference's numpy FFT "
+    "(see test_dft)",
+    "test_causal_conv_with_state_": "computed through its ONNX function body (Concat, Conv): one output of +-inf "
+    "inputs is NaN (inf-inf in the convolution sum) where the reference gives inf",
+    "test_unique_": "NaN inputs: numpy's unique (the reference) merges every NaN into one unique value, so the "
+    "number of unique values (the output shapes) differs",
     "test_attention_3d_with_past_and_present_qk_matmul": "the raw QK output of +-FLT_MAX inputs: sofie_root scales q and "
     "k by sqrt(scale) before the product, the reference scales the product, so they overflow differently",
     "test_attention_4d_with_past_and_present_qk_matmul": "the raw QK output of +-FLT_MAX inputs overflows differently "
@@ -197,7 +206,7 @@ def test_node_case_with_special_values(case) -> None:
     try:
         for k, (g, r, r2) in enumerate(zip(got, ref_flushed, ref_raw)):
             assert_special_close(g, r, r2, what=f"output {k}")
-    except AssertionError:
+    except (AssertionError, ValueError):  # ValueError: outputs of different shapes
         reason = next((r for p, r in DEVIATIONS.items() if case.name.startswith(p)), None)
         if reason is None:
             raise
