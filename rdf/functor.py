@@ -122,9 +122,10 @@ def _capacity(ROOT, nslots: int | None) -> int:
     return max(n, int(nslots or 0))
 
 
-def _weights(model) -> tuple[int, int]:
-    blob = model._blob
-    return (int(blob.ctypes.data) if blob.size else 0), int(blob.size)
+def _weights(model):
+    """The model's weight blob; the caller keeps it alive while C++ copies from its address
+    (``Model._blob`` is rebuilt on each access, so an address alone would dangle)."""
+    return model._blob
 
 
 def _type_lookup(df) -> Callable[[str], str | None]:
@@ -249,9 +250,9 @@ def _instantiate(model, plan: Plan, *, slot: bool, nslots: int | None = None):
     ns = declare(plan)
     ROOT = root()
     cls = getattr(getattr(ROOT, ns), "SlotFunctor" if slot else "Functor")
-    addr, n = _weights(model)
+    blob = _weights(model)
     try:
-        obj = cls(addr, n, _capacity(ROOT, nslots))
+        obj = cls(int(blob.ctypes.data) if blob.size else 0, int(blob.size), _capacity(ROOT, nslots))
     except Exception as e:
         raise SofieError(f"creating the functor failed: {e}") from e
     obj.columns = list(plan.args)

@@ -146,12 +146,13 @@ class GpuModel(Model):
         self.hash = content_hash(str(g) + repr(meta) + graph_fingerprint(g), blob_probe)
         self._generated = generate_gpu(g, f"sofie_{self.hash}{_SUFFIX[self._backend]}", self._backend)
         self._generated.data_symbols = {}
-        self._blob = self._generated.weight_blob(g)
+        # the Session uploads a copy of the blob; Model._blob rebuilds it from the graph when asked
+        blob = self._generated.weight_blob(g)
         self._entry = load_model(self._generated.namespace, self._generated.source, self._backend)
         self.build_seconds = self._entry.build_seconds
         self._err = ctypes.create_string_buffer(1024)
-        ptr = self._entry.create(self._blob.ctypes.data if self._blob.size else None, self._blob.size,
-                                 self._err, len(self._err))
+        ptr = self._entry.create(blob.ctypes.data if blob.size else None, blob.size, self._err, len(self._err))
+        del blob
         if not ptr:
             raise SofieError(f"creating the {self._backend} session failed: {self._err.value.decode(errors='replace')}")
         self._session = ptr
@@ -161,6 +162,7 @@ class GpuModel(Model):
         self._symbols = self._generated.symbols
         self._in_infos = g.input_infos
         self._out_infos = g.output_infos
+        self._checked_syms: dict[str, int] | None = None  # run-time limit checked for these sizes (Model.infer)
         from ..model import io_types
 
         self._io_types = io_types(g)
