@@ -533,7 +533,7 @@ def _bad_loop(inputs, outputs, graph_inputs):
 
 
 @pytest.mark.parametrize("model,match", [
-    (lambda: _bad_scan(), "num_scan_inputs = 0"),
+    (lambda: _bad_scan(), "required attribute .num_scan_inputs. of Scan is missing"),
     (lambda: _bad_scan(num_scan_inputs=3), "num_scan_inputs = 3"),
     (lambda: _bad_scan(num_scan_inputs=1, scan_input_axes=[5]), "out of range"),
     (lambda: _bad_scan(num_scan_inputs=1, scan_input_directions=[2]), "0 .forward. or 1 .reverse."),
