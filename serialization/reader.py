@@ -241,9 +241,15 @@ def verify(graph: Graph, where: str) -> None:
     _verify(graph, where, [graph.initializers], {})
 
 
-def _verify(g: Graph, where: str, consts: list, outer: dict[str, TensorInfo]) -> None:
+def _verify(g: Graph, where: str, consts: list, outer: dict[str, TensorInfo],
+            data_syms: set[str] | None = None) -> None:
+    from sofie_root.ir.dims import Dim
     from sofie_root.ops.attrs import attribute_problem
     from sofie_root.ops.base import NodeView, lookup
+
+    # sizes only known once a node has run (NonZero's count, a Loop's trip count): a value made of
+    # them is computed at run time, never stored (as the ONNX frontend does)
+    data_syms = set() if data_syms is None else data_syms
 
     for name, info in g.outer_scope.items():
         if name in outer and not _same(outer[name], info):
@@ -268,7 +274,7 @@ def _verify(g: Graph, where: str, consts: list, outer: dict[str, TensorInfo]) ->
         for v in node.attrs.values():
             for sub in (v if isinstance(v, list) else [v]):
                 if isinstance(sub, Graph):
-                    _verify(sub, where, [*consts, sub.initializers], {**scope})
+                    _verify(sub, where, [*consts, sub.initializers], {**scope}, data_syms)
         ins = [g.info(i) if i else None for i in node.inputs]
         view = NodeView(node, ins, [const(i) if i else None for i in node.inputs])
         try:
@@ -277,6 +283,7 @@ def _verify(g: Graph, where: str, consts: list, outer: dict[str, TensorInfo]) ->
                 continue  # reported by the compiler as UnsupportedOperatorError
             outs = list(op.infer(view))
             values = list(op.propagate(view, outs))
+            data_syms.update(op.data_dependent(view))
         except SofieError as e:
             raise InvalidModelFileError(f"{where}: {node.label}: {e}") from None
         except Exception as e:
@@ -289,6 +296,8 @@ def _verify(g: Graph, where: str, consts: list, outer: dict[str, TensorInfo]) ->
                 raise InvalidModelFileError(f"{where}: {node.label} does not produce output {k} ({name!r})")
             o = outs[k]
             value = values[k] if k < len(values) and values[k] is not None else o.value
+            if value is not None and any(isinstance(d, Dim) and d.symbols & data_syms for d in value):
+                value = None
             want = TensorInfo(name, o.dtype, tuple(o.shape), value)
             got = g.info(name)
             if not _same(want, got, lenient_value=value is None):

@@ -271,15 +271,19 @@ class Graph:
     # -- printing -----------------------------------------------------------------------------
     def __str__(self) -> str:
         lines = [f"graph {self.name!r} (opsets {dict(sorted(self.opsets.items()))})"]
+
+        def info(n: str) -> object:  # a sub-graph may return a tensor of an enclosing graph
+            return self.tensors[n] if n in self.tensors else f"{self.outer_scope.get(n)} (enclosing graph)"
+
         for n in self.inputs:
-            lines.append(f"  input  {n}: {self.tensors[n]}")
+            lines.append(f"  input  {n}: {info(n)}")
         for n in self.initializers:
-            lines.append(f"  weight {n}: {self.tensors[n]}")
+            lines.append(f"  weight {n}: {info(n)}")
         for node in self.nodes:
-            outs = ", ".join(f"{o}: {self.tensors[o]}" for o in node.outputs if o)
+            outs = ", ".join(f"{o}: {info(o)}" for o in node.outputs if o)
             lines.append(f"  {node}    -> {outs}")
         for n in self.outputs:
-            lines.append(f"  output {n}: {self.tensors[n]}")
+            lines.append(f"  output {n}: {info(n)}")
         return "\n".join(lines)
 
     __repr__ = __str__
