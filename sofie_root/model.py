@@ -324,15 +324,19 @@ class Model:
             if self._n_in == 1:  # the common case, without loops
                 a = arrays[0]
                 plan = sigs.get((a.shape,), _UNSEEN) if type(a) is np.ndarray else None
-                if plan is _UNSEEN:
-                    plan = self._try_signature((a.shape,))
+                if plan is _UNSEEN:  # remembered; this first call takes the general path (run-time limit)
+                    self._try_signature((a.shape,))
+                    plan = None
                 if plan is not None and not ((a.dtype is plan[0] or a.dtype == plan[0]) and a.flags.c_contiguous):
                     plan = None
             else:
                 shapes = tuple([a.shape for a in arrays if type(a) is np.ndarray])
                 plan = sigs.get(shapes, _UNSEEN) if len(shapes) == self._n_in else None
                 if plan is _UNSEEN:
-                    plan = self._try_signature(shapes)
+                    # remembered for the next calls; this first one takes the general path, which
+                    # holds the sizes to the run-time memory limit
+                    self._try_signature(shapes)
+                    plan = None
                 if plan is not None:
                     for a, dtype in zip(arrays, self._in_dtypes):
                         if not ((a.dtype is dtype or a.dtype == dtype) and a.flags.c_contiguous):

@@ -108,9 +108,6 @@ def test_compile_limit_can_be_raised(limits) -> None:
     assert out.shape == (4096, 4096) and np.all(out == 2.0)
 
 
-@pytest.mark.xfail(strict=False, reason="known defect left at the end of the session: the cached call path of "
-                   "Model.infer (quick path per input signature) does not hold a new batch size to the run-time "
-                   "limit yet")
 def test_run_limit_names_the_call_and_can_be_raised(limits) -> None:
     model = make_model([helper.make_node("Tile", ["x", "r"], ["y"])], [value_info("x", np.float32, ["N", 4])],
                        [value_info("y", np.float32, None)], {"r": np.array([1, 1024])})
