@@ -823,6 +823,91 @@ template <class T> inline void attention(const AttentionArgs<T> &a)
    }
 }
 
+// ---- linear attention (ONNX LinearAttention, opset 27) -------------------------------------
+// The recurrence of the spec run token by token (the chunk-parallel form is a GPU optimisation
+// with the same result): per batch and key/value head, a state S[dk][dv] is decayed by
+// exp(g_t) (gated rules), corrected by beta_t (v_t - S^T k_t) (delta rules), updated with
+// k_t (x) v_t and read by every query head of the group: o_t = scale * q_t^T S. Q, K, V, the
+// decay, beta and the output are packed [B, T, H*D]; the state is [B, Hkv, dk, dv].
+template <class T> struct LinearAttentionArgs {
+   std::int64_t B, T_, Hq, Hkv, dk, dv;
+   const T *Q; const T *K; const T *V;
+   const T *past;                 // [B, Hkv, dk, dv], or nullptr for a zero state
+   const T *decay; std::int64_t decay_w; // [B, T, decay_w]: decay_w is Hkv (per head) or Hkv*dk
+   const T *beta; std::int64_t beta_w;   // [B, T, beta_w]: beta_w is Hkv or 1
+   T scale;
+   T *Y;                          // [B, T, Hq*dv]
+   T *present;                    // [B, Hkv, dk, dv], or nullptr
+   T *state;                      // workspace of dk*dv elements (used when present is nullptr)
+   T *u;                          // workspace of dv elements
+};
+
+template <class T> inline void linear_attention(const LinearAttentionArgs<T> &a)
+{
+   const std::int64_t group = a.Hq / a.Hkv, dk = a.dk, dv = a.dv;
+   const std::int64_t sq = a.Hq * dk, sk = a.Hkv * dk, sv = a.Hkv * dv, sy = a.Hq * dv;
+   for (std::int64_t b = 0; b < a.B; ++b) {
+      for (std::int64_t hk = 0; hk < a.Hkv; ++hk) {
+         T *S = a.present ? a.present + (b * a.Hkv + hk) * dk * dv : a.state;
+         if (a.past)
+            std::memcpy(S, a.past + (b * a.Hkv + hk) * dk * dv, sizeof(T) * std::size_t(dk * dv));
+         else
+            for (std::int64_t x = 0; x < dk * dv; ++x)
+               S[x] = T(0);
+         for (std::int64_t t = 0; t < a.T_; ++t) {
+            const std::int64_t row = b * a.T_ + t;
+            const T *k = a.K + row * sk + hk * dk;
+            const T *v = a.V + row * sv + hk * dv;
+            if (a.decay) {
+               const T *g = a.decay + row * a.decay_w;
+               for (std::int64_t i = 0; i < dk; ++i) {
+                  const T f = vm::exp(a.decay_w == a.Hkv ? g[hk] : g[hk * dk + i]);
+                  T *s = S + i * dv;
+                  for (std::int64_t m = 0; m < dv; ++m)
+                     s[m] *= f;
+               }
+            }
+            const T *u = v;
+            if (a.beta) {
+               const T bt = a.beta[row * a.beta_w + (a.beta_w == 1 ? 0 : hk)];
+               T *w = a.u;
+               for (std::int64_t m = 0; m < dv; ++m)
+                  w[m] = T(0);
+               for (std::int64_t i = 0; i < dk; ++i) {
+                  const T *s = S + i * dv;
+                  const T ki = k[i];
+                  for (std::int64_t m = 0; m < dv; ++m)
+                     w[m] += s[m] * ki;
+               }
+               for (std::int64_t m = 0; m < dv; ++m)
+                  w[m] = bt * (v[m] - w[m]);
+               u = w;
+            }
+            for (std::int64_t i = 0; i < dk; ++i) {
+               T *s = S + i * dv;
+               const T ki = k[i];
+               for (std::int64_t m = 0; m < dv; ++m)
+                  s[m] += ki * u[m];
+            }
+            for (std::int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+               const T *q = a.Q + row * sq + h * dk;
+               T *y = a.Y + row * sy + h * dv;
+               for (std::int64_t m = 0; m < dv; ++m)
+                  y[m] = T(0);
+               for (std::int64_t i = 0; i < dk; ++i) {
+                  const T *s = S + i * dv;
+                  const T qi = q[i];
+                  for (std::int64_t m = 0; m < dv; ++m)
+                     y[m] += qi * s[m];
+               }
+               for (std::int64_t m = 0; m < dv; ++m)
+                  y[m] *= a.scale;
+            }
+         }
+      }
+   }
+}
+
 // TopK support. topk_key maps a value to an unsigned integer whose ascending order is the ONNX
 // order: NaN (any payload or sign) above +inf and all NaNs equal, -0.0 equal to +0.0, so that
 // equal keys are exactly the ties ONNX breaks by the lower index.

@@ -656,6 +656,14 @@ class _Converter:
                 kinds = []  # an explicit other element type
             elif a.name == "value" and a.type == onnx.AttributeProto.TENSOR and a.t.data_type in HALF_TYPES:
                 kinds = [HALF_TYPES[a.t.data_type]]
+        if proto.op_type == "LinearAttention" and proto.domain in ("", "ai.onnx"):
+            # output is of the query's type T; present_state of past_state's type S (the query's
+            # when past_state is absent), as the reference computes it
+            past = proto.input[3] if len(proto.input) > 3 and proto.input[3] else proto.input[0]
+            for o, src in zip(proto.output, (proto.input[0], past)):
+                if o and src in self.half:
+                    self.half[o] = self.half[src]
+            return
         if kinds:
             for o in proto.output:
                 if o:

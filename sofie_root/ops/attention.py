@@ -1,10 +1,15 @@
-"""Attention (ONNX opsets 23-25): scaled dot-product attention with multi-head, grouped-query and
+"""The attention family.
+
+Attention (ONNX opsets 23-25): scaled dot-product attention with multi-head, grouped-query and
 multi-query heads, 3-D or 4-D layouts, boolean or additive masks, causal and sliding-window
 masking, a key/value cache (past/present), per-batch valid lengths and soft-capping.
-
 The kernel is ``sofie_rt::attention`` in the runtime header; this module does the shape
 inference and lays out the arguments. K and V are first gathered with the past cache into the
 ``present`` layout ``[B, Hkv, S_total, D]`` (the present outputs themselves, or workspace).
+
+LinearAttention (ONNX opset 27): the recurrent linear attention of the spec (linear, gated,
+delta and gated-delta update rules, grouped-query heads, a recurrent state carried in and out),
+computed by ``sofie_rt::linear_attention``.
 """
 
 from __future__ import annotations
@@ -151,4 +156,103 @@ class Attention(Operator):
             lines.append(f"{a}.qk_mode = {int(v.attr('qk_matmul_output_mode', 0))}; {a}.qk = {e.out(3)};")
         lines.append(f"{a}.scores = {e.ws(0)};")
         lines.append(f"sofie_rt::attention<{T}>({a});")
+        return "\n".join(lines)
+
+
+_UPDATE_RULES = ("linear", "gated", "delta", "gated_delta")
+
+
+def _text(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+@register
+class LinearAttention(Operator):
+    """ONNX LinearAttention: the linear, gated, delta and gated_delta recurrences over a
+    [B, Hkv, dk, dv] state, with grouped-query heads; per-head or per-key-dimension decay, per-head
+    or shared beta. float16/bfloat16 are computed in float32 and rounded at the outputs, as the
+    reference does."""
+
+    op_type = "LinearAttention"
+    dtypes = ("float32",)  # float16/bfloat16 models reach it as float32 (see frontends/onnx.py)
+
+    def check(self, v: NodeView) -> str | None:
+        for k in range(6):
+            if v.has_input(k) and v.input(k).dtype.name != "float32":
+                return f"element type {v.input(k).dtype.name} is not supported (float32, float16, bfloat16)"
+        rule = _text(v.attr("update_rule", "gated_delta"))
+        if rule not in _UPDATE_RULES:
+            return f"update_rule {rule!r} is not one of {', '.join(_UPDATE_RULES)}"
+        return None
+
+    def _dims(self, v: NodeView):
+        hq, hkv = v.attr("q_num_heads"), v.attr("kv_num_heads")
+        if not isinstance(hq, int) or not isinstance(hkv, int) or hq <= 0 or hkv <= 0 or hq % hkv:
+            raise v.fail(f"q_num_heads ({hq}) must be a positive multiple of kv_num_heads ({hkv})")
+        q, k, val = v.input(0), v.input(1), v.input(2)
+        for name, t in (("query", q), ("key", k), ("value", val)):
+            if t.rank != 3:
+                raise v.fail(f"{name} must be 3-D (B, T, H*D), got shape {t.shape}")
+        for name, t, h in (("query", q, hq), ("key", k, hkv), ("value", val, hkv)):
+            last = t.shape[2]
+            if isinstance(last, Dim):
+                raise v.fail(f"the last dimension of {name} must be known at compile time")
+            if last % h:
+                raise v.fail(f"the last dimension of {name} ({last}) is not a multiple of its {h} heads")
+        b, t = q.shape[0], q.shape[1]
+        dk, dv = q.shape[2] // hq, val.shape[2] // hkv
+        if k.shape[2] != hkv * dk:
+            raise v.fail(f"key's last dimension {k.shape[2]} is not kv_num_heads * d_k = {hkv * dk}")
+        rule = _text(v.attr("update_rule", "gated_delta"))
+        gated, delta = rule in ("gated", "gated_delta"), rule in ("delta", "gated_delta")
+        if gated != v.has_input(4):
+            raise v.fail(f"update_rule {rule!r} {'requires' if gated else 'forbids'} the decay input")
+        if delta != v.has_input(5):
+            raise v.fail(f"update_rule {rule!r} {'requires' if delta else 'forbids'} the beta input")
+        decay_w = beta_w = 0
+        if gated:
+            dec = v.input(4)
+            decay_w = dec.shape[-1] if dec.rank == 3 else None
+            if decay_w not in (hkv, hkv * dk):
+                raise v.fail(f"decay must be (B, T, {hkv}) or (B, T, {hkv * dk}), got {dec.shape}")
+        if delta:
+            bet = v.input(5)
+            beta_w = bet.shape[-1] if bet.rank == 3 else None
+            if beta_w not in (hkv, 1):
+                raise v.fail(f"beta must be (B, T, {hkv}) or (B, T, 1), got {bet.shape}")
+        if v.has_input(3) and v.input(3).rank != 4:
+            raise v.fail(f"past_state must be 4-D (B, {hkv}, {dk}, {dv}), got {v.input(3).shape}")
+        if v.has_input(3) and tuple(v.input(3).shape[1:]) != (hkv, dk, dv):
+            raise v.fail(f"past_state shape {v.input(3).shape} does not match (B, {hkv}, {dk}, {dv})")
+        return b, t, hq, hkv, dk, dv, decay_w, beta_w
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        b, t, hq, hkv, dk, dv, _, _ = self._dims(v)
+        dt = v.input(0).dtype
+        return [OutInfo(dt, (b, t, hq * dv)), OutInfo(dt, (b, hkv, dk, dv))]
+
+    def _has_present(self, v: NodeView) -> bool:
+        return len(v.node.outputs) > 1 and bool(v.node.outputs[1])
+
+    def workspace(self, v: NodeView):
+        _, _, _, _, dk, dv, _, _ = self._dims(v)
+        dt = v.input(0).dtype
+        return [(dt, dv)] + ([] if self._has_present(v) else [(dt, dk * dv)])
+
+    def emit(self, v: NodeView, e) -> str:
+        b, t, hq, hkv, dk, dv, decay_w, beta_w = self._dims(v)
+        dt = v.input(0).dtype
+        scale = v.attr("scale", 0.0) or 1.0 / math.sqrt(dk)
+        a = e.tmp("la")
+        lines = [f"sofie_rt::LinearAttentionArgs<{dt.cpp}> {a}{{}};"]
+        for name, val in {"B": b, "T_": t, "Hq": hq, "Hkv": hkv, "dk": dk, "dv": dv,
+                          "decay_w": decay_w, "beta_w": beta_w}.items():
+            lines.append(f"{a}.{name} = {e.dim(val)};")
+        lines.append(f"{a}.Q = {e.inp(0)}; {a}.K = {e.inp(1)}; {a}.V = {e.inp(2)};")
+        for field, k in (("past", 3), ("decay", 4), ("beta", 5)):
+            lines.append(f"{a}.{field} = {e.inp(k) if v.has_input(k) else 'nullptr'};")
+        lines.append(f"{a}.scale = {e.lit(scale, dt)};")
+        lines.append(f"{a}.Y = {e.out(0)}; {a}.present = {e.out(1) if self._has_present(v) else 'nullptr'};")
+        lines.append(f"{a}.u = {e.ws(0)}; {a}.state = {'nullptr' if self._has_present(v) else e.ws(1)};")
+        lines.append(f"sofie_rt::linear_attention<{dt.cpp}>({a});")
         return "\n".join(lines)

@@ -73,3 +73,118 @@ def test_attention_cache_and_qk_outputs() -> None:
         ref = run_reference(model, *arrays)
         for g, r in zip(got, ref):
             np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+
+
+# ---- LinearAttention (opset 27) against onnx.reference ----------------------------------------
+
+LA_INPUTS = ["query", "key", "value", "past_state", "decay", "beta"]
+
+
+def _linear_model(shapes: dict[str, tuple], dtypes: dict[str, object] | None = None, **attrs):
+    dtypes = dtypes or {}
+    node_inputs = [n if n in shapes else "" for n in LA_INPUTS]
+    while not node_inputs[-1]:
+        node_inputs.pop()
+    node = helper.make_node("LinearAttention", node_inputs, ["output", "present_state"], **attrs)
+    vis = [value_info(n, dtypes.get(n, F), shape) for n, shape in shapes.items()]
+    outs = [value_info("output", dtypes.get("query", F), None),
+            value_info("present_state", dtypes.get("past_state", dtypes.get("query", F)), None)]
+    return make_model([node], vis, outs, opset=27)
+
+
+def _linear_arrays(shapes: dict[str, tuple], dtypes: dict[str, object] | None = None, batch: int = 2,
+                   steps: int = 3) -> list[np.ndarray]:
+    dtypes = dtypes or {}
+    out = []
+    for n, shape in shapes.items():
+        shape = tuple(batch if d == "N" else steps if d == "T" else d for d in shape)
+        x = RNG.standard_normal(shape)
+        if n == "key":  # the delta rules expect L2-normalised keys
+            x /= np.linalg.norm(x, axis=-1, keepdims=True)
+        elif n == "decay":
+            x = -np.abs(x) * 0.5  # log-space decay: exp(g) in (0, 1]
+        elif n == "beta":
+            x = 1.0 / (1.0 + np.exp(-x))
+        out.append(x.astype(dtypes.get(n, F)))
+    return out
+
+
+def _qkv(hq: int, hkv: int, dk: int, dv: int, b="N", t="T") -> dict[str, tuple]:
+    return {"query": (b, t, hq * dk), "key": (b, t, hkv * dk), "value": (b, t, hkv * dv)}
+
+
+LINEAR_CASES = {  # name: (heads (q, kv), input shapes, attributes)
+    "linear": ((2, 2), _qkv(2, 2, 4, 3), {"update_rule": "linear"}),
+    "linear_past_gqa": ((6, 2), {**_qkv(6, 2, 5, 3), "past_state": ("N", 2, 5, 3)}, {"update_rule": "linear"}),
+    "gated_per_dim": ((3, 3), {**_qkv(3, 3, 4, 6), "decay": ("N", "T", 12)}, {"update_rule": "gated"}),
+    "gated_per_head_mqa": ((4, 1), {**_qkv(4, 1, 8, 2), "decay": ("N", "T", 1)}, {"update_rule": "gated"}),
+    "delta_beta_shared": ((2, 2), {**_qkv(2, 2, 3, 5), "beta": ("N", "T", 1)}, {"update_rule": "delta", "scale": 0.7}),
+    "gated_delta_past": ((4, 2), {**_qkv(4, 2, 6, 4), "past_state": ("N", 2, 6, 4), "decay": ("N", "T", 12),
+                                  "beta": ("N", "T", 2)}, {}),
+    "gated_delta_head_decay": ((2, 2), {**_qkv(2, 2, 16, 16), "decay": ("N", "T", 2), "beta": ("N", "T", 2)},
+                               {"update_rule": "gated_delta", "chunk_size": 4}),
+}
+
+
+def _compare(got, ref, rtol=1e-5, atol=1e-5) -> None:
+    assert len(got) == len(ref)
+    for g, r in zip(got, ref):
+        assert g.shape == r.shape and g.dtype == r.dtype, (g.shape, g.dtype, r.shape, r.dtype)
+        np.testing.assert_allclose(g.astype(np.float64), r.astype(np.float64), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("case", sorted(LINEAR_CASES))
+def test_linear_attention(case: str) -> None:
+    """Every update rule, per-head and per-dimension decay, shared beta, GQA/MQA, a past state,
+    symbolic batch and sequence length (T = 1, 5 and 0)."""
+    (hq, hkv), shapes, attrs = LINEAR_CASES[case]
+    model = _linear_model(shapes, q_num_heads=hq, kv_num_heads=hkv, **attrs)
+    compiled = sofie_root.compile(model)
+    for batch, steps in ((1, 1), (3, 5), (2, 0)):
+        arrays = _linear_arrays(shapes, batch=batch, steps=steps)
+        _compare(compiled.infer(*arrays), run_reference(model, *arrays))
+
+
+def test_linear_attention_half_and_mixed_state() -> None:
+    """float16 activations with a float32 state (the spec's S != T): the output is rounded to
+    float16, the state stays float32, as in the reference; and a bfloat16 model."""
+    shapes = {**_qkv(4, 2, 8, 8, 2, 6), "past_state": (2, 2, 8, 8), "decay": (2, 6, 16), "beta": (2, 6, 2)}
+    import ml_dtypes
+
+    for dtypes in ({n: np.float16 for n in shapes if n != "past_state"},
+                   dict.fromkeys(shapes, np.float16),
+                   dict.fromkeys(shapes, ml_dtypes.bfloat16)):
+        model = _linear_model(shapes, dtypes, q_num_heads=4, kv_num_heads=2)
+        arrays = _linear_arrays(shapes, dtypes)
+        got = sofie_root.compile(model).infer(*arrays)
+        ref = run_reference(model, *arrays)
+        # half outputs: the reference rounds the same float32 values; allow one unit
+        tol = 1e-2 if "bfloat16" in str(dtypes["query"]) else 2e-3
+        _compare(got, ref, rtol=tol, atol=1e-4)
+        assert got[1].dtype == dtypes.get("past_state", np.float32)
+
+
+def test_linear_attention_nan_propagates() -> None:
+    shapes = {**_qkv(2, 2, 4, 4, 1, 3), "decay": (1, 3, 2), "beta": (1, 3, 2)}
+    model = _linear_model(shapes, q_num_heads=2, kv_num_heads=2)
+    arrays = _linear_arrays(shapes)
+    arrays[2][0, 1, 0] = np.nan  # value of head 0 at t=1
+    got = sofie_root.compile(model).infer(*arrays)
+    ref = run_reference(model, *arrays)
+    _compare(got, ref)
+    assert np.isnan(got[0][0, 1:, :4]).any() and not np.isnan(got[0][0, :, 4:]).any()
+
+
+@pytest.mark.parametrize("shapes, attrs, match", [
+    (_qkv(2, 2, 4, 4, 1, 3), {"update_rule": "gated"}, "requires the decay input"),
+    ({**_qkv(2, 2, 4, 4, 1, 3), "beta": (1, 3, 2)}, {"update_rule": "linear"}, "forbids the beta input"),
+    (_qkv(3, 2, 4, 4, 1, 3), {"update_rule": "linear"}, "positive multiple"),
+    ({**_qkv(2, 2, 4, 4, 1, 3), "decay": (1, 3, 3)}, {"update_rule": "gated"}, "decay must be"),
+    ({**_qkv(2, 2, 4, 4, 1, 3), "past_state": (1, 2, 4, 5)}, {"update_rule": "linear"}, "past_state shape"),
+    (_qkv(2, 2, 4, 4, 1, 3), {"update_rule": "retention"}, "update_rule"),
+])
+def test_linear_attention_refused(shapes, attrs, match) -> None:
+    hq = 3 if shapes["query"][2] == 12 else 2
+    model = _linear_model(shapes, q_num_heads=hq, kv_num_heads=2, **attrs)
+    with pytest.raises(sofie_root.SofieError, match=match):
+        sofie_root.compile(model)
