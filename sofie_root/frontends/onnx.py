@@ -41,6 +41,7 @@ from ..passes.fold import evaluate_node, should_fold
 from .audit import audit_node
 from .functions import function_body
 from .loop_lists import lower_loop_lists
+from .slice_bounds import fixed_differences, fixed_extents
 
 #: opsets before 7 are accepted where an operator's semantics did not change since; operators
 #: whose old versions differ reject the old attributes in ``check``
@@ -447,6 +448,8 @@ class _Converter:
         if proto.op_type == "If" and domain == "" and self._inline_constant_if(proto, scope, initializers,
                                                                                 out_nodes, outer):
             return
+        if domain == "" and self._rewrite_fixed_slice(proto, scope, initializers, out_nodes, outer):
+            return
         if domain == "" and self._rewrite_half_cast(proto, scope, initializers, out_nodes, outer):
             return
         if domain == "" and self._expand_half_softmax(proto, scope, initializers, out_nodes, outer):
@@ -668,6 +671,57 @@ class _Converter:
             for o in proto.output:
                 if o:
                     self.half[o] = kinds[0]
+
+    def _rewrite_fixed_slice(self, proto: onnx.NodeProto, scope: dict[str, TensorInfo],
+                             initializers: dict[str, np.ndarray], out_nodes: list[Node],
+                             outer: Mapping[str, TensorInfo]) -> bool:
+        """A Slice inside a sub-graph whose starts and ends are computed at run time, from the same
+        sub-graph tensor and a constant apart (``Slice(x, i, i + 1)`` at a Loop's iteration
+        number), becomes ``sofie.SliceFixed``: its output shape is then known at compile time
+        (see ``frontends/slice_bounds.py``). Elsewhere such bounds specialise the model on the
+        graph inputs they come from, or are refused (DataDependentShapeError)."""
+        if proto.op_type != "Slice" or len(self._inits) < 2 or self.opsets.get("", MIN_OPSET) < 10 \
+                or len(proto.input) < 3 or len(proto.output) != 1:
+            return False
+
+        def known(name: str) -> np.ndarray | None:
+            c = self._const(name)
+            if c is not None:
+                return c
+            info = scope.get(name)
+            if info is not None and info.value is not None and all(isinstance(d, int) for d in info.value):
+                return np.array(info.value, dtype=np.int64)
+            return None
+
+        x, starts, ends = proto.input[:3]
+        if not starts or not ends or (known(starts) is not None and known(ends) is not None):
+            return False
+        params = []
+        for k in (3, 4):
+            given = len(proto.input) > k and proto.input[k]
+            arr = known(proto.input[k]) if given else None
+            if given and (arr is None or arr.dtype.kind not in "iu"):
+                return False
+            params.append(None if arr is None else [int(a) for a in arr.reshape(-1)])
+        producers = {o: n for n in out_nodes for o in n.outputs if o}
+
+        def size(name: str) -> int | None:
+            info = scope.get(name)
+            return info.size if info is not None and isinstance(info.size, int) else None
+
+        diffs = fixed_differences(starts, ends, producers, known, size,
+                                  lambda name: name in scope and name not in outer)
+        if diffs is None:
+            return False
+        axes = params[0] if params[0] is not None else list(range(len(diffs)))
+        steps = params[1] if params[1] is not None else [1] * len(diffs)
+        if not len(axes) == len(steps) == len(diffs) or 0 in steps:
+            return False  # the Slice itself reports the inconsistency
+        node = onnx.helper.make_node("SliceFixed", [x, starts, ends], list(proto.output), name=proto.name,
+                                     domain="sofie", axes=axes, steps=steps,
+                                     sizes=list(fixed_extents(diffs, tuple(steps))))
+        self._convert_node(node, scope, initializers, out_nodes, outer)
+        return True
 
     def _rewrite_half_cast(self, proto: onnx.NodeProto, scope: dict[str, TensorInfo],
                            initializers: dict[str, np.ndarray], out_nodes: list[Node],

@@ -506,6 +506,85 @@ class Slice(Operator):
         return "\n".join(lines)
 
 
+@register
+class SliceFixed(Operator):
+    """Internal (domain ``sofie``): a Slice whose starts and ends are read at run time while its
+    extent along each sliced axis (attribute ``sizes``) is fixed, as the frontend proves for
+    bounds that differ by a constant (``frontends/slice_bounds.py``: ``Slice(x, i, i + 1)`` in a
+    Loop body). The bounds are clamped as ONNX says at run time; bounds that give another extent
+    (outside the input) throw, naming the node. ``axes`` and ``steps`` are compile-time."""
+
+    op_type = "SliceFixed"
+    domain = "sofie"
+    internal = True
+
+    def check(self, v: NodeView) -> str | None:
+        for k in (1, 2):
+            if v.input(k).dtype.name not in INDEX_TYPES:
+                return f"slice bounds must be int32 or int64, got {v.input(k).dtype.name}"
+        return None
+
+    def _params(self, v: NodeView) -> tuple[list[int], list[int], list[int]]:
+        x = v.input(0)
+        axes = [normalize_axis(int(a), x.rank, v) for a in v.attr("axes", [])]
+        steps, sizes = [int(s) for s in v.attr("steps", [])], [int(s) for s in v.attr("sizes", [])]
+        if not (len(axes) == len(steps) == len(sizes) == v.input(1).size == v.input(2).size):
+            raise v.fail("axes, steps, sizes, starts and ends have different lengths")
+        if len(set(axes)) != len(axes) or 0 in steps or min(sizes, default=0) < 0:
+            raise v.fail(f"invalid axes {axes}, steps {steps} or sizes {sizes}")
+        return axes, steps, sizes
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        axes, _, sizes = self._params(v)
+        shape = list(v.input(0).shape)
+        for a, n in zip(axes, sizes):
+            shape[a] = n
+        return [OutInfo(v.input(0).dtype, tuple(shape))]
+
+    def evaluate(self, v: NodeView, inputs: list) -> list:
+        x, starts, ends = inputs[0], inputs[1].reshape(-1), inputs[2].reshape(-1)
+        axes, steps, sizes = self._params(v)
+        index = [slice(None)] * x.ndim
+        for k, a in enumerate(axes):
+            index[a] = slice(int(starts[k]), int(ends[k]), steps[k])
+        out = x[tuple(index)]
+        if any(out.shape[a] != n for a, n in zip(axes, sizes)):
+            raise v.fail(f"the slice bounds give shape {list(out.shape)}, not the fixed extents {sizes}")
+        return [out]
+
+    def emit(self, v: NodeView, e) -> str:
+        x = v.input(0)
+        axes, steps, sizes = self._params(v)
+        ist = strides(x.shape)
+        lines, offs = [], []
+        for k, (a, st, n) in enumerate(zip(axes, steps, sizes)):
+            d, s, en, ln = _cx(e, x.shape[a]), e.tmp("s"), e.tmp("e"), e.tmp("n")
+            lo, hi = ("0", d) if st > 0 else ("0", f"{d} - 1")
+            elo = "0" if st > 0 else "-1"
+            lines += [
+                f"{I64} {s} = static_cast<{I64}>({e.inp(1)}[{k}]), {en} = static_cast<{I64}>({e.inp(2)}[{k}]);",
+                f"if ({s} < 0) {s} += {d};",
+                f"if ({en} < 0) {en} += {d};",
+                f"{s} = std::min<{I64}>(std::max<{I64}>({s}, {lo}), {hi});",
+                f"{en} = std::min<{I64}>(std::max<{I64}>({en}, {elo}), {hi});",
+                (f"const {I64} {ln} = {en} > {s} ? ({en} - {s} + {st - 1}) / {st} : 0;" if st > 0 else
+                 f"const {I64} {ln} = {s} > {en} ? ({s} - {en} + {-st - 1}) / {-st} : 0;"),
+                f"if ({ln} != {n}) "
+                + e.fail(f"the run-time slice bounds along axis {a} take a different number of elements than "
+                         f"the {n} the model is compiled for (a bound outside the input)"),
+            ]
+            offs.append(_term(e, s, ist[a]))
+        shape = list(x.shape)
+        for a, n in zip(axes, sizes):
+            shape[a] = n
+        step = [1] * x.rank
+        for a, st in zip(axes, steps):
+            step[a] = st
+        lines.append(_copy(e, shape, e.out(), 0, strides(shape), e.inp(0), _sum(offs),
+                           [ist[a] * step[a] for a in range(x.rank)]))
+        return "\n".join(lines)
+
+
 # -- Gather family --------------------------------------------------------------------------------
 
 def _index_check(v: NodeView, k: int) -> str | None:

@@ -633,3 +633,93 @@ def test_scan_inside_a_loop_inside_an_if():
                        [value_info("c", bool, []), value_info("h0", F, (4,)), value_info("X", F, (5, 4))],
                        [value_info("y", F, None)], opset=17)
     _check_both(model, _rand(4, seed=1), _rand(5, 4, seed=2))
+
+
+# ---- Slice at run-time bounds a constant apart (sofie.SliceFixed) -----------------------------
+
+def _slice_loop(nodes, x_shape, y_shape, carried=("y",), inits=None, extra_inputs=()):
+    """Loop(M, '', y0[, k0]) whose body computes ``s`` (a slice of the outer x), y <- y + s; no
+    scan outputs, so the run-time trip count needs no specialisation."""
+    body = _body(nodes + [helper.make_node("Identity", ["c"], ["c_out"])],
+                 [value_info("i", I64, []), value_info("c", bool, []), value_info("y_in", F, None),
+                  *[value_info(n + "_in", I64, None) for n in carried[1:]]],
+                 [value_info("c_out", bool, []), value_info("y_out", F, None),
+                  *[value_info(n + "_out", I64, None) for n in carried[1:]]],
+                 inits)
+    loop_inputs = ["M", "", "y0", *[n + "0" for n in carried[1:]]]
+    outs = ["yf", *[n + "f" for n in carried[1:]]]
+    return make_model([helper.make_node("Loop", loop_inputs, outs, body=body)],
+                      [value_info("M", I64, []), value_info("x", F, x_shape), value_info("y0", F, y_shape),
+                       *extra_inputs],
+                      [value_info(n, F if n == "yf" else I64, None) for n in outs], opset=13)
+
+
+def _slice_ops(i: str, start_delta: int, end_delta: int, axes=None, steps=None):
+    """s = Slice(x, [i + start_delta], [i + end_delta][, axes, steps]) in a Loop body."""
+    nodes = [helper.make_node("Unsqueeze", [i, "ax0"], ["iu"]),
+             helper.make_node("Add", ["iu", "sd"], ["st"]), helper.make_node("Add", ["ed", "iu"], ["en"])]
+    inits = {"ax0": np.array([0], I64), "sd": np.array([start_delta], I64), "ed": np.array([end_delta], I64)}
+    ins = ["x", "st", "en"]
+    if axes is not None:
+        inits["axes"] = np.array(axes, I64)
+        ins.append("axes")
+    if steps is not None:
+        inits["steps"] = np.array(steps, I64)
+        ins.append("steps")
+    nodes.append(helper.make_node("Slice", ins, ["s"]))
+    return nodes, inits
+
+
+@pytest.mark.parametrize("start_delta, end_delta, axes, steps, y_shape, trips", [
+    (0, 1, None, None, (1, 4), (0, 1, 5)),                 # one row at the iteration number
+    (1, 3, [0], [1], (2, 4), (3, 4)),                     # two rows, offset bounds
+    (-6, -5, None, None, (1, 4), (5,)),                    # negative bounds wrap from the end
+    (3, 0, [0], [-1], (3, 4), (1, 3)),                     # a reversed slice, three rows
+    (0, 1, [1], None, (6, 1), (2, 4)),                     # along axis 1
+])
+def test_loop_slice_at_the_iteration_number(start_delta, end_delta, axes, steps, y_shape, trips):
+    """The slice bounds follow the iteration number; the extent is fixed, so the body compiles
+    once and the bounds are read at run time (onnxruntime is the reference)."""
+    nodes, inits = _slice_ops("i", start_delta, end_delta, axes, steps)
+    nodes += [helper.make_node("Add", ["y_in", "s"], ["y_out"])]
+    model = _slice_loop(nodes, (6, 4), y_shape, inits=inits)
+    m = sofie_root.compile(model)
+    assert type(m) is sofie_root.Model  # nothing specialised
+    for trip in trips:
+        assert_matches_ort(model, np.array(trip, I64), _rand(6, 4, seed=trip), _rand(*y_shape, seed=9), compiled=m)
+
+
+def test_loop_slice_at_a_carried_counter():
+    """A carried counter (k <- k + 2) instead of the iteration number."""
+    nodes, inits = _slice_ops("k_in", 0, 2)
+    inits["two"] = np.array(2, I64)  # rank 0, as the counter: the carried value keeps its shape
+    nodes += [helper.make_node("Add", ["y_in", "s"], ["y_out"]),
+              helper.make_node("Add", ["k_in", "two"], ["k_out"])]
+    model = _slice_loop(nodes, (8, 3), (2, 3), carried=("y", "k"), inits=inits,
+                        extra_inputs=[value_info("k0", I64, [])])
+    m = sofie_root.compile(model)
+    for trip, k0 in ((4, 0), (3, 1)):
+        assert_matches_ort(model, np.array(trip, I64), _rand(8, 3, seed=trip), _rand(2, 3, seed=1),
+                           np.array(k0, I64), compiled=m)
+
+
+def test_loop_slice_bounds_outside_the_input_are_refused_at_run_time():
+    """Past the end the slice would take fewer elements than the compiled shape: a clear error
+    naming the node, never a read out of bounds or a silently shorter result."""
+    nodes, inits = _slice_ops("i", 0, 1)
+    nodes += [helper.make_node("Add", ["y_in", "s"], ["y_out"])]
+    m = sofie_root.compile(_slice_loop(nodes, (6, 4), (1, 4), inits=inits))
+    m.infer(np.array(6, I64), _rand(6, 4), _rand(1, 4))
+    with pytest.raises(SofieError, match=r"Slice.*run-time slice bounds along axis 0"):
+        m.infer(np.array(7, I64), _rand(6, 4), _rand(1, 4))
+
+
+def test_slice_bounds_from_graph_inputs_still_specialise():
+    """At the top level, run-time bounds from a graph input keep the specialisation (the clamped
+    extent may then differ from ends - starts, as here past the end)."""
+    nodes = [helper.make_node("Add", ["st", "three"], ["en"]), helper.make_node("Slice", ["x", "st", "en"], ["s"])]
+    model = make_model(nodes, [value_info("x", F, (6, 2)), value_info("st", I64, (1,))], [value_info("s", F, None)],
+                       {"three": np.array([3], I64)}, opset=13)
+    m = sofie_root.compile(model)
+    for s in (0, 4, -2):
+        assert_matches_ort(model, _rand(6, 2), np.array([s], I64), compiled=m)
