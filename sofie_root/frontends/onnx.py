@@ -454,7 +454,8 @@ class _Converter:
             return
         if domain == "" and self._expand_half_softmax(proto, scope, initializers, out_nodes, outer):
             return
-        if domain == "" and self._expand_function(proto, scope, initializers, out_nodes, outer, label):
+        if domain in ("", "ai.onnx.preview") and self._expand_function(proto, scope, initializers, out_nodes,
+                                                                        outer, label):
             return
         if proto.op_type == "BitCast" and domain == "" and (
                 any(i in self.half for i in proto.input)
@@ -812,8 +813,9 @@ class _Converter:
         ``frontends/functions.py``), for operators registered as such (``ops/functions.py``) and
         for float16/bfloat16 Attention, whose steps then each round to the half type as the
         reference computes them (the fused float32 kernel would round only the result)."""
-        op = opbase.lookup("", proto.op_type)
-        half = proto.op_type in _HALF_FUNCTION_OPS and any(i in self.half for i in proto.input)
+        domain = "" if proto.domain == "ai.onnx" else proto.domain
+        op = opbase.lookup(domain, proto.op_type)
+        half = domain == "" and proto.op_type in _HALF_FUNCTION_OPS and any(i in self.half for i in proto.input)
         if not half and not getattr(op, "expand_function", False):
             return False
         types = []
@@ -836,11 +838,12 @@ class _Converter:
             return name
 
         where = f"{self.label}: {label}"
-        body = function_body(proto, self.opsets.get("", MIN_OPSET), types, fresh, where)
+        opset = self.opsets.get(domain, MIN_OPSET if domain == "" else 1)
+        body = function_body(proto, opset, types, fresh, where)
         if body is None:
             if half:
                 return False
-            raise UnsupportedOperatorError([(proto.op_type, proto.name, "", self.opsets.get("", MIN_OPSET),
+            raise UnsupportedOperatorError([(proto.op_type, proto.name, domain, opset,
                                              "no function body of the operator at this opset can be inlined")])
         for step in body:
             self._convert_node(step, scope, initializers, out_nodes, outer)

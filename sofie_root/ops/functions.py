@@ -42,3 +42,13 @@ class CausalConvWithState(_FunctionOp):
     op_type = "CausalConvWithState"
 
 
+
+
+@register
+class FlexAttention(_FunctionOp):
+    """ONNX FlexAttention (domain ai.onnx.preview, opset 1): scaled dot-product attention over
+    rank-4 Q, K, V with grouped-query heads and the optional ``score_mod``/``prob_mod``
+    sub-graphs, which the spec's function body inlines (masks, biases, soft-capping)."""
+
+    op_type = "FlexAttention"
+    domain = "ai.onnx.preview"

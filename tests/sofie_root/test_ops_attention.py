@@ -188,3 +188,70 @@ def test_linear_attention_refused(shapes, attrs, match) -> None:
     model = _linear_model(shapes, q_num_heads=hq, kv_num_heads=2, **attrs)
     with pytest.raises(sofie_root.SofieError, match=match):
         sofie_root.compile(model)
+
+
+# ---- FlexAttention (ai.onnx.preview) against onnx.reference ------------------------------------
+
+def _flex_model(q, k, v, dtype=F, score_mod=None, prob_mod=None, **attrs):
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    if score_mod is not None:
+        attrs["score_mod"] = score_mod
+    if prob_mod is not None:
+        attrs["prob_mod"] = prob_mod
+    node = helper.make_node("FlexAttention", ["Q", "K", "V"], ["Y"], domain="ai.onnx.preview", **attrs)
+    graph = helper.make_graph([node], "flex", [helper.make_tensor_value_info(n, elem, s) for n, s in
+                                               (("Q", q), ("K", k), ("V", v))],
+                              [helper.make_tensor_value_info("Y", elem, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 26),
+                                                   helper.make_opsetid("ai.onnx.preview", 1)], ir_version=11)
+
+
+def _mod(nodes, inits=None, elem=None):
+    """A (scores) -> (scores_out) modifier sub-graph."""
+    from onnx import TensorProto, numpy_helper
+
+    elem = TensorProto.FLOAT if elem is None else elem
+    return helper.make_graph(nodes, "mod", [helper.make_tensor_value_info("s", elem, ["B", "H", "L", "S"])],
+                             [helper.make_tensor_value_info("s_out", elem, ["B", "H", "L", "S"])],
+                             [numpy_helper.from_array(np.asarray(a), n) for n, a in (inits or {}).items()])
+
+
+SOFT_CAP = _mod([helper.make_node("Div", ["s", "cap"], ["d"]), helper.make_node("Tanh", ["d"], ["t"]),
+                 helper.make_node("Mul", ["t", "cap"], ["s_out"])], {"cap": np.array(1.5, F)})
+SQUARE = _mod([helper.make_node("Mul", ["s", "s"], ["s_out"])])
+
+FLEX_CASES = {  # name: (Q, K, V shapes, dtype, attributes)
+    "plain": (("N", 2, 5, 8), ("N", 2, 7, 8), ("N", 2, 7, 4), F, {}),
+    "gqa_scale": (("N", 6, 3, 4), ("N", 2, 5, 4), ("N", 2, 5, 6), F, {"scale": 0.3}),
+    "soft_cap_score_mod": (("N", 2, 4, 8), ("N", 2, 4, 8), ("N", 2, 4, 8), F, {"score_mod": SOFT_CAP}),
+    "prob_mod": (("N", 1, 3, 4), ("N", 1, 6, 4), ("N", 1, 6, 4), F, {"prob_mod": SQUARE}),
+    "double": (("N", 4, 3, 5), ("N", 2, 2, 5), ("N", 2, 2, 3), np.float64, {}),
+    "half": (("N", 2, 4, 16), ("N", 2, 6, 16), ("N", 2, 6, 16), np.float16, {}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FLEX_CASES))
+def test_flex_attention(case: str) -> None:
+    """Compiled through its ONNX function body: GQA, scale, score_mod/prob_mod sub-graphs, float64,
+    float16, a symbolic batch run at two sizes."""
+    q, k, v, dt, attrs = FLEX_CASES[case]
+    model = _flex_model(q, k, v, dt, **attrs)
+    compiled = sofie_root.compile(model)
+    for batch in (1, 3):
+        arrays = [RNG.standard_normal(tuple(batch if d == "N" else d for d in s)).astype(dt) for s in (q, k, v)]
+        got = compiled.infer(*arrays)
+        ref = run_reference(model, *arrays)
+        assert got[0].dtype == ref[0].dtype and got[0].shape == ref[0].shape
+        tol = 2e-3 if dt == np.float16 else 1e-5
+        np.testing.assert_allclose(got[0].astype(np.float64), ref[0].astype(np.float64), rtol=tol, atol=tol)
+
+
+def test_flex_attention_mod_with_a_subgraph_is_refused() -> None:
+    """A modifier holding a control-flow node cannot be inlined: refused naming the operator."""
+    then = helper.make_graph([helper.make_node("Identity", ["s"], ["o1"])], "t", [],
+                             [helper.make_tensor_value_info("o1", 1, None)])
+    mod = _mod([helper.make_node("Constant", [], ["c"], value=helper.make_tensor("c", 9, [], [True])),
+                helper.make_node("If", ["c"], ["s_out"], then_branch=then, else_branch=then)])
+    model = _flex_model((1, 1, 2, 4), (1, 1, 2, 4), (1, 1, 2, 4), score_mod=mod)
+    with pytest.raises(sofie_root.SofieError, match="FlexAttention"):
+        sofie_root.compile(model)
