@@ -844,6 +844,9 @@ template <class T> struct LinearAttentionArgs {
 
 template <class T> inline void linear_attention(const LinearAttentionArgs<T> &a)
 {
+   // Per token, at most two passes over the state, row by row: (decay and) the retrieval
+   // S^T k of the delta rules; then (decay,) the update and the read-out of every query head
+   // of the group, accumulated row by row into the outputs.
    const std::int64_t group = a.Hq / a.Hkv, dk = a.dk, dv = a.dv;
    const std::int64_t sq = a.Hq * dk, sk = a.Hkv * dk, sv = a.Hkv * dv, sy = a.Hq * dv;
    for (std::int64_t b = 0; b < a.B; ++b) {
@@ -858,51 +861,59 @@ template <class T> inline void linear_attention(const LinearAttentionArgs<T> &a)
             const std::int64_t row = b * a.T_ + t;
             const T *k = a.K + row * sk + hk * dk;
             const T *v = a.V + row * sv + hk * dv;
-            if (a.decay) {
-               const T *g = a.decay + row * a.decay_w;
-               for (std::int64_t i = 0; i < dk; ++i) {
-                  const T f = vm::exp(a.decay_w == a.Hkv ? g[hk] : g[hk * dk + i]);
-                  T *s = S + i * dv;
-                  for (std::int64_t m = 0; m < dv; ++m)
-                     s[m] *= f;
-               }
-            }
+            const T *g = a.decay ? a.decay + row * a.decay_w + (a.decay_w == a.Hkv ? hk : hk * dk) : nullptr;
+            const std::int64_t gstep = a.decay_w == a.Hkv ? 0 : 1;
+            const T g0 = g ? vm::exp(g[0]) : T(1);
             const T *u = v;
+            bool decayed = false;
             if (a.beta) {
                const T bt = a.beta[row * a.beta_w + (a.beta_w == 1 ? 0 : hk)];
                T *w = a.u;
                for (std::int64_t m = 0; m < dv; ++m)
                   w[m] = T(0);
                for (std::int64_t i = 0; i < dk; ++i) {
-                  const T *s = S + i * dv;
+                  T *s = S + i * dv;
                   const T ki = k[i];
-                  for (std::int64_t m = 0; m < dv; ++m)
-                     w[m] += s[m] * ki;
+                  if (g) {
+                     const T f = gstep ? vm::exp(g[i]) : g0;
+                     for (std::int64_t m = 0; m < dv; ++m) {
+                        s[m] *= f;
+                        w[m] += s[m] * ki;
+                     }
+                  } else {
+                     for (std::int64_t m = 0; m < dv; ++m)
+                        w[m] += s[m] * ki;
+                  }
                }
                for (std::int64_t m = 0; m < dv; ++m)
                   w[m] = bt * (v[m] - w[m]);
                u = w;
+               decayed = true;
             }
+            T *y0 = a.Y + row * sy + hk * group * dv;
+            const T *q0 = a.Q + row * sq + hk * group * dk;
+            for (std::int64_t x = 0; x < group * dv; ++x)
+               y0[x] = T(0);
             for (std::int64_t i = 0; i < dk; ++i) {
                T *s = S + i * dv;
                const T ki = k[i];
-               for (std::int64_t m = 0; m < dv; ++m)
-                  s[m] += ki * u[m];
-            }
-            for (std::int64_t h = hk * group; h < (hk + 1) * group; ++h) {
-               const T *q = a.Q + row * sq + h * dk;
-               T *y = a.Y + row * sy + h * dv;
-               for (std::int64_t m = 0; m < dv; ++m)
-                  y[m] = T(0);
-               for (std::int64_t i = 0; i < dk; ++i) {
-                  const T *s = S + i * dv;
-                  const T qi = q[i];
+               if (g && !decayed) {
+                  const T f = gstep ? vm::exp(g[i]) : g0;
+                  for (std::int64_t m = 0; m < dv; ++m)
+                     s[m] = s[m] * f + ki * u[m];
+               } else {
+                  for (std::int64_t m = 0; m < dv; ++m)
+                     s[m] += ki * u[m];
+               }
+               for (std::int64_t h = 0; h < group; ++h) {
+                  T *y = y0 + h * dv;
+                  const T qi = q0[h * dk + i];
                   for (std::int64_t m = 0; m < dv; ++m)
                      y[m] += qi * s[m];
                }
-               for (std::int64_t m = 0; m < dv; ++m)
-                  y[m] *= a.scale;
             }
+            for (std::int64_t x = 0; x < group * dv; ++x)
+               y0[x] *= a.scale;
          }
       }
    }
