@@ -695,8 +695,8 @@ class _Converter:
             return None
 
         x, starts, ends = proto.input[:3]
-        if not starts or not ends or (known(starts) is not None and known(ends) is not None):
-            return False
+        if not starts or not ends or all(known(t) is not None or scope[t].value is not None for t in (starts, ends)):
+            return False  # known at compile time, possibly symbolic: Slice itself handles them
         params = []
         for k in (3, 4):
             given = len(proto.input) > k and proto.input[k]
