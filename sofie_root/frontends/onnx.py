@@ -816,7 +816,7 @@ class _Converter:
         domain = "" if proto.domain == "ai.onnx" else proto.domain
         op = opbase.lookup(domain, proto.op_type)
         half = domain == "" and proto.op_type in _HALF_FUNCTION_OPS and any(i in self.half for i in proto.input)
-        if not half and not getattr(op, "expand_function", False):
+        if not half and not (op is not None and op.expands(proto, any(i in self.half for i in proto.input))):
             return False
         types = []
         for i in proto.input:

@@ -9,16 +9,26 @@ inference and lays out the arguments. K and V are first gathered with the past c
 
 LinearAttention (ONNX opset 27): the recurrent linear attention of the spec (linear, gated,
 delta and gated-delta update rules, grouped-query heads, a recurrent state carried in and out),
-computed by ``sofie_rt::linear_attention``.
+computed by ``sofie_rt::attention``'s neighbour ``sofie_rt::linear_attention``.
+
+FlexAttention (domain ai.onnx.preview): without modifier sub-graphs, ``sofie_rt::attention`` on
+the 4-D inputs; with ``score_mod``/``prob_mod`` (which ``onnx.defs`` inlines into the function
+body), ``softmax_precision`` or half-precision inputs, the frontend compiles its function body.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ..ir.dims import Dim
 from ..ir.dtypes import BOOL
 from .base import NodeView, Operator, OutInfo, register
+
+if TYPE_CHECKING:
+    import onnx
 
 FLOATS = ("float32", "float64")
 
@@ -255,4 +265,73 @@ class LinearAttention(Operator):
         lines.append(f"{a}.Y = {e.out(0)}; {a}.present = {e.out(1) if self._has_present(v) else 'nullptr'};")
         lines.append(f"{a}.u = {e.ws(0)}; {a}.state = {'nullptr' if self._has_present(v) else e.ws(1)};")
         lines.append(f"sofie_rt::linear_attention<{dt.cpp}>({a});")
+        return "\n".join(lines)
+
+
+@register
+class FlexAttention(Operator):
+    """ONNX FlexAttention (ai.onnx.preview): softmax(Q K^T * scale) V over rank-4 inputs with
+    grouped-query heads; score_mod/prob_mod sub-graphs, softmax_precision and float16/bfloat16
+    through the spec's function body."""
+
+    op_type = "FlexAttention"
+    domain = "ai.onnx.preview"
+    dtypes = FLOATS
+
+    def expands(self, proto: onnx.NodeProto, half: bool) -> bool:
+        return half or any(a.name in ("score_mod", "prob_mod", "softmax_precision") for a in proto.attribute)
+
+    def check(self, v: NodeView) -> str | None:
+        reason = super().check(v)
+        if reason:
+            return reason
+        if not v.input(0).dtype == v.input(1).dtype == v.input(2).dtype:
+            return "Q, K and V must have one element type"
+        return None
+
+    def _dims(self, v: NodeView):
+        q, k, val = v.input(0), v.input(1), v.input(2)
+        if not q.rank == k.rank == val.rank == 4:
+            raise v.fail(f"Q, K and V must be 4-D, got {q} {k} {val}")
+        b, hq, sq, d = q.shape
+        hkv, skv, dk = k.shape[1], k.shape[2], k.shape[3]
+        dv = val.shape[3]
+        if isinstance(hq, Dim) or isinstance(hkv, Dim):
+            raise v.fail("the numbers of heads must be known at compile time")
+        if hq % hkv:
+            raise v.fail(f"the {hq} query heads are not a multiple of the {hkv} key/value heads")
+        for what, x, y in (("key and value heads", hkv, val.shape[1]), ("key and value lengths", skv, val.shape[2]),
+                           ("query and key head sizes", d, dk)):
+            if isinstance(x, int) and isinstance(y, int) and x != y:
+                raise v.fail(f"{what} differ: {x} and {y}")
+        return b, hq, hkv, sq, skv, d, dv
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        b, hq, _, sq, _, _, dv = self._dims(v)
+        return [OutInfo(v.input(0).dtype, (b, hq, sq, dv))]
+
+    def workspace(self, v: NodeView):
+        return [(v.input(0).dtype, self._dims(v)[4])]
+
+    def emit(self, v: NodeView, e) -> str:
+        b, hq, hkv, sq, skv, d, dv = self._dims(v)
+        dt = v.input(0).dtype
+        scale = v.attr("scale")
+        if scale is None:
+            if isinstance(d, Dim):
+                raise v.fail("the head size must be static when no scale is given")
+            scale = 1.0 / math.sqrt(d)
+        # the reference scales q and k by sqrt(scale) taken in float32
+        sqrt_scale = float(np.sqrt(np.float32(scale)))
+        a = e.tmp("flex")
+        lines = [f"sofie_rt::AttentionArgs<{dt.cpp}> {a}{{}};"]
+        fields = {"B": b, "Hq": hq, "Hkv": hkv, "Sq": sq, "St": skv, "D": d, "Dv": dv,
+                  "qb": hq * sq * d, "qh": sq * d, "qi": d, "yb": hq * sq * dv, "yh": sq * dv, "yi": dv, "past": 0}
+        for name, val in fields.items():
+            lines.append(f"{a}.{name} = {e.dim(val)};")
+        lines.append(f"{a}.Q = {e.inp(0)}; {a}.K = {e.inp(1)}; {a}.V = {e.inp(2)}; {a}.Y = {e.out(0)};")
+        lines.append(f"{a}.scale_sqrt = {e.lit(sqrt_scale, dt)}; {a}.softcap = {e.lit(0.0, dt)};")
+        lines.append(f"{a}.causal = false; {a}.left = -1; {a}.right = -1; {a}.nonpad = nullptr;")
+        lines.append(f"{a}.scores = {e.ws(0)};")
+        lines.append(f"sofie_rt::attention<{dt.cpp}>({a});")
         return "\n".join(lines)

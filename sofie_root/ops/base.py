@@ -32,6 +32,8 @@ from ..ir.dtypes import DType
 from ..ir.graph import Node, TensorInfo
 
 if TYPE_CHECKING:
+    import onnx
+
     from ..codegen.emitter import NodeEmitter
 
 
@@ -130,6 +132,13 @@ class Operator:
     #: Identity): when input 0 is not read afterwards the output takes over its buffer and the
     #: emitted copy must then do nothing (see ``shape.copy_code``, which skips equal pointers)
     view_of_input: ClassVar[bool] = False
+    #: compiled through its ONNX function body by the frontend, never emitted (ops/functions.py)
+    expand_function: ClassVar[bool] = False
+
+    def expands(self, proto: onnx.NodeProto, half: bool) -> bool:
+        """Whether the frontend compiles this node through its ONNX function body (``half``: it
+        reads float16/bfloat16 tensors). Default: ``expand_function``."""
+        return self.expand_function
 
     def check(self, v: NodeView) -> str | None:
         """Return why this node cannot be compiled, or None if it can."""

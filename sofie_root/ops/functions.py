@@ -43,12 +43,3 @@ class CausalConvWithState(_FunctionOp):
 
 
 
-
-@register
-class FlexAttention(_FunctionOp):
-    """ONNX FlexAttention (domain ai.onnx.preview, opset 1): scaled dot-product attention over
-    rank-4 Q, K, V with grouped-query heads and the optional ``score_mod``/``prob_mod``
-    sub-graphs, which the spec's function body inlines (masks, biases, soft-capping)."""
-
-    op_type = "FlexAttention"
-    domain = "ai.onnx.preview"

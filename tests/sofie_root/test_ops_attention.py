@@ -232,11 +232,14 @@ FLEX_CASES = {  # name: (Q, K, V shapes, dtype, attributes)
 
 @pytest.mark.parametrize("case", sorted(FLEX_CASES))
 def test_flex_attention(case: str) -> None:
-    """Compiled through its ONNX function body: GQA, scale, score_mod/prob_mod sub-graphs, float64,
-    float16, a symbolic batch run at two sizes."""
+    """GQA, scale, score_mod/prob_mod sub-graphs, float64, float16, a symbolic batch run at two
+    sizes."""
     q, k, v, dt, attrs = FLEX_CASES[case]
     model = _flex_model(q, k, v, dt, **attrs)
     compiled = sofie_root.compile(model)
+    # the Attention kernel without modifiers, the function body with them or in half precision
+    native = not attrs.keys() & {"score_mod", "prob_mod"} and dt != np.float16
+    assert ({n.op_type for n in compiled.graph.nodes} == {"FlexAttention"}) == native
     for batch in (1, 3):
         arrays = [RNG.standard_normal(tuple(batch if d == "N" else d for d in s)).astype(dt) for s in (q, k, v)]
         got = compiled.infer(*arrays)
