@@ -38,7 +38,7 @@ def _cases():
         import onnx.backend.test.case.node as node
 
         cases = node.collect_testcases()
-    registered = {(dom, op) for dom, op in REGISTRY if dom in ("", "ai.onnx.ml")}
+    registered = {(dom, op) for dom, op in REGISTRY if dom in ("", "ai.onnx.ml", "ai.onnx.preview.training")}
     excluded = _exclusions()
     params = []
     for c in cases:
