@@ -1,5 +1,5 @@
 """Convolution and pooling: Conv, ConvTranspose, MaxPool, AveragePool, LpPool and the global
-pools, for 1-D, 2-D and 3-D (any number of) spatial dimensions.
+pools, for 1-D, 2-D and 3-D (any number of) spatial dimensions; DeformConv (2-D).
 
 The batch dimension may be symbolic; the channel and spatial dimensions are numbers when code is
 generated (the padding, output size and loop bounds are derived from them): a model whose
@@ -468,6 +468,140 @@ class ConvTranspose(Operator):
         lines.append("}" * (2 * nd + 1))
         lines.append("}}")
         return "\n".join(lines)
+
+
+# -- DeformConv -------------------------------------------------------------------------------
+
+@register
+class DeformConv(Operator):
+    """ONNX DeformConv (opset 19/22), 2-D: each kernel tap samples the input bilinearly at its
+    position plus a learned offset (zero outside the input), optionally scaled by a mask; groups,
+    offset groups, strides, dilations, pads and bias.
+
+    Lowered like Conv: a deformable im2col (the sampled, masked values of each (channel, tap) row
+    over the output positions, in a workspace) then one GEMM per (image, group). The sampling
+    follows onnx.reference's (GridSample, bilinear, zero padding, align_corners): interpolated
+    along the width in each of the two rows, then between the rows; a NaN position gives NaN, a
+    position farther than one pixel outside the input gives 0."""
+
+    op_type = "DeformConv"
+    dtypes = FLOATS
+
+    def check(self, v: NodeView) -> str | None:
+        reason = super().check(v) or _check_conv(v)
+        if reason:
+            return reason
+        if v.has_input(0) and v.input(0).rank != 4:
+            return f"only 2-D DeformConv (input [N, C, H, W]) is supported, got rank {v.input(0).rank}"
+        return None
+
+    def _geom(self, v: NodeView) -> tuple[_Geom, int, int]:
+        x, w, off = v.input(0), v.input(1), v.input(2)
+        inp = _spatial(v, x.shape)
+        if w.rank != 4:
+            raise v.fail(f"weight {w} must be [M, C/group, kH, kW]")
+        group, og = int(v.attr("group", 1)), int(v.attr("offset_group", 1))
+        c, m, cg = int(x.shape[1]), int(w.shape[0]), int(w.shape[1])
+        if group < 1 or m % group or cg * group != c:
+            raise v.fail(f"group={group}: the input's {c} channels must be the weight's {cg} x group and the "
+                         f"{m} output channels a multiple of group")
+        if og < 1 or c % og:
+            raise v.fail(f"offset_group={og} must divide the {c} input channels")
+        k = _kernel(v, w.shape[2:], 2)
+        g = _conv_geom(v, inp, k)
+        kk = _prod(k)
+        n = x.shape[0]
+        want = (n, og * kk * 2, *g.out)
+        if off.rank != 4 or tuple(off.shape[1:]) != want[1:] or off.shape[0] != n:
+            raise v.fail(f"offset {off} must be [N, offset_group * kH * kW * 2, outH, outW] = "
+                         f"{[str(d) for d in want]}")
+        if v.has_input(3):
+            b = v.input(3)
+            if b.rank != 1 or b.shape[0] != m:
+                raise v.fail(f"bias {b} must be a vector of the {m} output channels")
+        if v.has_input(4):
+            mk = v.input(4)
+            if mk.rank != 4 or tuple(mk.shape[1:]) != (og * kk, *g.out) or mk.shape[0] != n:
+                raise v.fail(f"mask {mk} must be [N, offset_group * kH * kW, outH, outW] = "
+                             f"{[str(d) for d in (n, og * kk, *g.out)]}")
+        return g, group, og
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        g, _, _ = self._geom(v)
+        x, w = v.input(0), v.input(1)
+        return [OutInfo(x.dtype, (x.shape[0], w.shape[0], *g.out))]
+
+    def workspace(self, v: NodeView) -> list[tuple[DType, DimLike]]:
+        g, _, _ = self._geom(v)
+        return [(v.input(0).dtype, int(v.input(0).shape[1]) * _prod(g.k) * _prod(g.out))]
+
+    def emit(self, v: NodeView, e) -> str:
+        g, group, og = self._geom(v)
+        x, w = v.input(0), v.input(1)
+        t = x.dtype.cpp
+        c, m, cg = int(x.shape[1]), int(w.shape[0]), int(w.shape[1])
+        mg, kk, p = m // group, _prod(g.k), _prod(g.out)
+        ih, iw = g.inp
+        kw, (oh, ow) = g.k[1], g.out
+        cpo = c // og  # input channels per offset group
+        n, ch, k, oi, oj = e.tmp("n"), e.tmp("c"), e.tmp("k"), e.tmp("oi"), e.tmp("oj")
+        xc, off, msk, dst, col = e.tmp("xc"), e.tmp("off"), e.tmp("msk"), e.tmp("dst"), e.ws(0)
+        h, wq, val = e.tmp("h"), e.tmp("w"), e.tmp("val")
+        h0, w0, lh, lw, r0, r1 = e.tmp("h0"), e.tmp("w0"), e.tmp("lh"), e.tmp("lw"), e.tmp("r0"), e.tmp("r1")
+        zero = e.lit(0, x.dtype)
+
+        def px(hh: str, ww: str) -> str:  # the input at (hh, ww), 0 outside (zero padding)
+            return (f"((static_cast<std::uint64_t>({hh}) < {ih}u && static_cast<std::uint64_t>({ww}) < {iw}u) "
+                    f"? {xc}[{hh} * {iw} + {ww}] : {zero})")
+
+        lines = [
+            f"for (std::int64_t {n} = 0; {n} < {e.dim(x.shape[0])}; ++{n}) {{",
+            f"for (std::int64_t {ch} = 0; {ch} < {c}; ++{ch}) {{",
+            f"const {t} *{xc} = {e.inp(0)} + ({n} * {c} + {ch}) * std::int64_t({ih * iw});",
+            f"const {t} *{off} = {e.inp(2)} + ({n} * {og} + {ch} / {cpo}) * std::int64_t({kk * 2 * p});",
+        ]
+        if v.has_input(4):
+            lines.append(f"const {t} *{msk} = {e.inp(4)} + ({n} * {og} + {ch} / {cpo}) * std::int64_t({kk * p});")
+        lines += [
+            f"for (std::int64_t {k} = 0; {k} < {kk}; ++{k}) {{",
+            f"{t} *{dst} = {col} + ({ch} * {kk} + {k}) * std::int64_t({p});",
+            f"for (std::int64_t {oi} = 0; {oi} < {oh}; ++{oi})",
+            f"for (std::int64_t {oj} = 0; {oj} < {ow}; ++{oj}) {{",
+            f"const std::int64_t q_ = {oi} * {ow} + {oj};",
+            f"const double {h} = double({oi} * {g.s[0]} - {g.pb[0]} + ({k} / {kw}) * {g.d[0]}) "
+            f"+ double({off}[(2 * {k}) * {p} + q_]);",
+            f"const double {wq} = double({oj} * {g.s[1]} - {g.pb[1]} + ({k} % {kw}) * {g.d[1]}) "
+            f"+ double({off}[(2 * {k} + 1) * {p} + q_]);",
+            f"{t} {val};",
+            f"if ({h} != {h} || {wq} != {wq}) {val} = std::numeric_limits<{t}>::quiet_NaN();",
+            f"else if (!({h} >= -1.0 && {h} <= {ih}.0 && {wq} >= -1.0 && {wq} <= {iw}.0)) {val} = {zero};",
+            "else {",
+            f"   const double fh_ = std::floor({h}), fw_ = std::floor({wq});",
+            f"   const std::int64_t {h0} = std::int64_t(fh_), {w0} = std::int64_t(fw_);",
+            f"   const {t} {lh} = {t}({h} - fh_), {lw} = {t}({wq} - fw_);",
+            f"   const {t} {r0} = ({t}(1) - {lw}) * {px(h0, w0)} + {lw} * {px(h0, f'({w0} + 1)')};",
+            f"   const {t} {r1} = ({t}(1) - {lw}) * {px(f'({h0} + 1)', w0)} + {lw} * {px(f'({h0} + 1)', f'({w0} + 1)')};",
+            f"   {val} = ({t}(1) - {lh}) * {r0} + {lh} * {r1};",
+            "}",
+        ]
+        if v.has_input(4):
+            lines.append(f"{val} *= {msk}[{k} * {p} + q_];")
+        lines += [f"{dst}[q_] = {val};", "}", "}", "}"]
+        # Y[n, group] = W[group] [mg, cg * kk] x col[group] [cg * kk, P] (+ bias)
+        gi, yg, mm = e.tmp("g"), e.tmp("yg"), e.tmp("m")
+        beta = e.lit(0, x.dtype)
+        lines += [f"for (std::int64_t {gi} = 0; {gi} < {group}; ++{gi}) {{",
+                  f"{t} *{yg} = {e.out()} + ({n} * {m} + {gi} * {mg}) * std::int64_t({p});"]
+        if v.has_input(3):
+            lines += [f"for (std::int64_t {mm} = 0; {mm} < {mg}; ++{mm})",
+                      f"   std::fill({yg} + {mm} * {p}, {yg} + ({mm} + 1) * {p}, {t}({e.inp(3)}[{gi} * {mg} + {mm}]));"]
+            beta = e.lit(1, x.dtype)
+        lines += [f"sofie_rt::gemm<{t}>(false, false, {mg}, {p}, {cg * kk}, {e.lit(1, x.dtype)}, "
+                  f"{e.inp(1)} + {gi} * std::int64_t({mg * cg * kk}), {cg * kk}, "
+                  f"{col} + {gi} * std::int64_t({cg * kk * p}), {p}, {beta}, {yg}, {p});",
+                  "}", "}"]
+        return "\n".join(lines)
+
 
 
 # -- pools ------------------------------------------------------------------------------------

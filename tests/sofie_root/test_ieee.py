@@ -33,7 +33,8 @@ SPECIAL = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-40, FLT_MAX, 
                     0.5, -2.5, 3.0, 100.0, -100.0, 1e-3], np.float32)
 
 #: inputs of these operators that are data (the others are coordinates, sizes or scales)
-DATA_INPUTS = {"Resize": {0}, "Upsample": {0}, "GridSample": {0}, "RoiAlign": {0}, "OneHot": {2}}
+DATA_INPUTS = {"Resize": {0}, "Upsample": {0}, "GridSample": {0}, "RoiAlign": {0}, "OneHot": {2},
+               "DeformConv": {0, 1, 3, 4}}
 
 #: node cases (by name prefix) where sofie_root follows the ONNX specification or onnxruntime
 #: rather than onnx.reference on special values; each is also stated in docs/conformance.md ("Numerics").
