@@ -135,6 +135,9 @@ NOT_COVERED = {
     **dict.fromkeys(("And", "Or", "Xor", "Not", "BitShift", "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor", "DequantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"), "no float input"),
     **dict.fromkeys(("Constant", "ConstantOfShape", "Range", "EyeLike", "Shape", "Size", "NonZero", "OneHot"), "makes shapes or constants, not float data"),
     "If": "control flow (a subgraph per branch)",
+    "TfIdfVectorizer": "no float input (integer token ids)",
+    **dict.fromkeys(("ai.onnx.preview.training::Adagrad", "ai.onnx.preview.training::Adam",
+                     "ai.onnx.preview.training::Momentum"), "training domain: onnxruntime's standard build lacks it"),
 }
 
 
@@ -216,6 +219,9 @@ def cases() -> list[Case]:
     out.append(Case("Conv 3x3 16->32 [N,16,16,16]", "Conv", [("x", img, "normal")], {"pads": [1] * 4},
                     {"w": _w(32, 16, 3, 3), "b": _w(32)}))
     out.append(Case("Conv 1x1 16->32 [N,16,16,16]", "Conv", [("x", img, "normal")], {}, {"w": _w(32, 16, 1, 1)}))
+    out.append(Case("DeformConv 3x3 16->16 [N,16,16,16]", "DeformConv",
+                    [("x", img, "normal"), ("off", ("N", 18, 16, 16), "normal")], {"pads": [1] * 4},
+                    {"w": _w(16, 16, 3, 3), "b": _w(16)}, node_inputs=["x", "w", "off", "b"]))
     out.append(Case("Conv depthwise 3x3 [N,16,16,16]", "Conv", [("x", img, "normal")], {"pads": [1] * 4, "group": 16},
                     {"w": _w(16, 1, 3, 3)}))
     out.append(Case("Conv 3x3 1->8 [N,1,32,32]", "Conv", [("x", ("N", 1, 32, 32), "normal")], {"pads": [1] * 4},

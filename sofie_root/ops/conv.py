@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..errors import SymbolicDimensionError
 from ..ir.dims import Dim, DimLike, numel
-from ..ir.dtypes import INT64, DType
+from ..ir.dtypes import INT32, INT64, DType
 from .base import NodeView, Operator, OutInfo, register
 from .elementwise import pow_expr
 
@@ -479,7 +479,9 @@ class DeformConv(Operator):
     offset groups, strides, dilations, pads and bias.
 
     Lowered like Conv: a deformable im2col (the sampled, masked values of each (channel, tap) row
-    over the output positions, in a workspace) then one GEMM per (image, group). The sampling
+    over the output positions, in a workspace) then one GEMM per (image, group). Where each tap
+    samples is computed once per offset group and shared by its channels; each channel is copied
+    into a zero frame, so the four corners are read without a bounds check. The sampling
     follows onnx.reference's (GridSample, bilinear, zero padding, align_corners): interpolated
     along the width in each of the two rows, then between the rows; a NaN position gives NaN, a
     position farther than one pixel outside the input gives 0."""
@@ -531,9 +533,23 @@ class DeformConv(Operator):
         x, w = v.input(0), v.input(1)
         return [OutInfo(x.dtype, (x.shape[0], w.shape[0], *g.out))]
 
+    @staticmethod
+    def _padded(g: _Geom) -> tuple[int, int]:
+        """A channel in a zero frame: 1 row/column before, 2 after (a position up to one pixel
+        outside the input reads its four corners there; rows ih + 1 and ih + 2 are the all-zero
+        corners of positions farther out)."""
+        return g.inp[0] + 3, g.inp[1] + 3
+
     def workspace(self, v: NodeView) -> list[tuple[DType, DimLike]]:
         g, _, _ = self._geom(v)
-        return [(v.input(0).dtype, int(v.input(0).shape[1]) * _prod(g.k) * _prod(g.out))]
+        p, kk = _prod(g.out), _prod(g.k)
+        ph, pw = self._padded(g)
+        if ph * pw >= 2**31:
+            raise v.fail(f"the input's spatial size {list(g.inp)} is too large for DeformConv")
+        t = v.input(0).dtype
+        # the im2col matrix; per offset group, for every (tap, output position): where its top-left
+        # corner is in the framed channel and its two fractions; the framed channel
+        return [(t, int(v.input(0).shape[1]) * kk * p), (INT32, kk * p), (t, 2 * kk * p), (t, ph * pw)]
 
     def emit(self, v: NodeView, e) -> str:
         g, group, og = self._geom(v)
@@ -542,51 +558,58 @@ class DeformConv(Operator):
         c, m, cg = int(x.shape[1]), int(w.shape[0]), int(w.shape[1])
         mg, kk, p = m // group, _prod(g.k), _prod(g.out)
         ih, iw = g.inp
-        kw, (oh, ow) = g.k[1], g.out
+        ph, pw = self._padded(g)
+        kw, ow = g.k[1], g.out[1]
         cpo = c // og  # input channels per offset group
-        n, ch, k, oi, oj = e.tmp("n"), e.tmp("c"), e.tmp("k"), e.tmp("oi"), e.tmp("oj")
-        xc, off, msk, dst, col = e.tmp("xc"), e.tmp("off"), e.tmp("msk"), e.tmp("dst"), e.ws(0)
-        h, wq, val = e.tmp("h"), e.tmp("w"), e.tmp("val")
-        h0, w0, lh, lw, r0, r1 = e.tmp("h0"), e.tmp("w0"), e.tmp("lh"), e.tmp("lw"), e.tmp("r0"), e.tmp("r1")
-        zero = e.lit(0, x.dtype)
-
-        def px(hh: str, ww: str) -> str:  # the input at (hh, ww), 0 outside (zero padding)
-            return (f"((static_cast<std::uint64_t>({hh}) < {ih}u && static_cast<std::uint64_t>({ww}) < {iw}u) "
-                    f"? {xc}[{hh} * {iw} + {ww}] : {zero})")
-
+        n, o, k, q, ch = e.tmp("n"), e.tmp("og"), e.tmp("k"), e.tmp("q"), e.tmp("c")
+        off, msk, dst, xc = e.tmp("off"), e.tmp("msk"), e.tmp("dst"), e.tmp("xc")
+        col, base, frac, frame = e.ws(0), e.ws(1), e.ws(2), e.ws(3)
+        far = (ih + 1) * pw  # the top-left corner of an all-zero 2x2 block
         lines = [
+            f"std::fill({frame}, {frame} + {ph * pw}, {t}(0));  // the frame stays zero",
             f"for (std::int64_t {n} = 0; {n} < {e.dim(x.shape[0])}; ++{n}) {{",
-            f"for (std::int64_t {ch} = 0; {ch} < {c}; ++{ch}) {{",
-            f"const {t} *{xc} = {e.inp(0)} + ({n} * {c} + {ch}) * std::int64_t({ih * iw});",
-            f"const {t} *{off} = {e.inp(2)} + ({n} * {og} + {ch} / {cpo}) * std::int64_t({kk * 2 * p});",
+            f"for (std::int64_t {o} = 0; {o} < {og}; ++{o}) {{",
+            f"const {t} *{off} = {e.inp(2)} + ({n} * {og} + {o}) * std::int64_t({kk * 2 * p});",
         ]
         if v.has_input(4):
-            lines.append(f"const {t} *{msk} = {e.inp(4)} + ({n} * {og} + {ch} / {cpo}) * std::int64_t({kk * p});")
+            lines.append(f"const {t} *{msk} = {e.inp(4)} + ({n} * {og} + {o}) * std::int64_t({kk * p});")
         lines += [
+            # where every (tap, output position) samples: shared by the offset group's channels
             f"for (std::int64_t {k} = 0; {k} < {kk}; ++{k}) {{",
-            f"{t} *{dst} = {col} + ({ch} * {kk} + {k}) * std::int64_t({p});",
-            f"for (std::int64_t {oi} = 0; {oi} < {oh}; ++{oi})",
-            f"for (std::int64_t {oj} = 0; {oj} < {ow}; ++{oj}) {{",
-            f"const std::int64_t q_ = {oi} * {ow} + {oj};",
-            f"const double {h} = double({oi} * {g.s[0]} - {g.pb[0]} + ({k} / {kw}) * {g.d[0]}) "
-            f"+ double({off}[(2 * {k}) * {p} + q_]);",
-            f"const double {wq} = double({oj} * {g.s[1]} - {g.pb[1]} + ({k} % {kw}) * {g.d[1]}) "
-            f"+ double({off}[(2 * {k} + 1) * {p} + q_]);",
-            f"{t} {val};",
-            f"if ({h} != {h} || {wq} != {wq}) {val} = std::numeric_limits<{t}>::quiet_NaN();",
-            f"else if (!({h} >= -1.0 && {h} <= {ih}.0 && {wq} >= -1.0 && {wq} <= {iw}.0)) {val} = {zero};",
-            "else {",
-            f"   const double fh_ = std::floor({h}), fw_ = std::floor({wq});",
-            f"   const std::int64_t {h0} = std::int64_t(fh_), {w0} = std::int64_t(fw_);",
-            f"   const {t} {lh} = {t}({h} - fh_), {lw} = {t}({wq} - fw_);",
-            f"   const {t} {r0} = ({t}(1) - {lw}) * {px(h0, w0)} + {lw} * {px(h0, f'({w0} + 1)')};",
-            f"   const {t} {r1} = ({t}(1) - {lw}) * {px(f'({h0} + 1)', w0)} + {lw} * {px(f'({h0} + 1)', f'({w0} + 1)')};",
-            f"   {val} = ({t}(1) - {lh}) * {r0} + {lh} * {r1};",
+            f"const std::int64_t kh_ = ({k} / {kw}) * {g.d[0]} - {g.pb[0]}, kw_ = ({k} % {kw}) * {g.d[1]} - {g.pb[1]};",
+            f"for (std::int64_t {q} = 0; {q} < {p}; ++{q}) {{",
+            f"   const std::int64_t j_ = {k} * {p} + {q};",
+            f"   const double h_ = double({q} / {ow} * {g.s[0]} + kh_) + double({off}[(2 * {k}) * {p} + {q}]);",
+            f"   const double w_ = double({q} % {ow} * {g.s[1]} + kw_) + double({off}[(2 * {k} + 1) * {p} + {q}]);",
+            f"   std::int32_t b_ = {far};",
+            f"   {t} fh_ = 0, fw_ = 0;",
+            "   if (h_ != h_ || w_ != w_) {",
+            f"      fh_ = std::numeric_limits<{t}>::quiet_NaN();  // a NaN position samples NaN",
+            f"   }} else if (h_ >= -1.0 && h_ <= {ih}.0 && w_ >= -1.0 && w_ <= {iw}.0) {{",
+            "      const double h0 = std::floor(h_), w0 = std::floor(w_);",
+            f"      fh_ = {t}(h_ - h0); fw_ = {t}(w_ - w0);",
+            f"      b_ = std::int32_t((std::int64_t(h0) + 1) * {pw} + std::int64_t(w0) + 1);",
+            "   }  // (farther than a pixel outside: the four corners are zero)",
+            f"   {base}[j_] = b_; {frac}[2 * j_] = fh_; {frac}[2 * j_ + 1] = fw_;",
+            "}",
+            "}",
+            f"for (std::int64_t {ch} = {o} * {cpo}; {ch} < ({o} + 1) * {cpo}; ++{ch}) {{",
+            f"const {t} *{xc} = {e.inp(0)} + ({n} * {c} + {ch}) * std::int64_t({ih * iw});",
+            f"for (std::int64_t r_ = 0; r_ < {ih}; ++r_)",
+            f"   std::copy({xc} + r_ * {iw}, {xc} + (r_ + 1) * {iw}, {frame} + (r_ + 1) * {pw} + 1);",
+            f"{t} *{dst} = {col} + {ch} * std::int64_t({kk * p});",
+            f"for (std::int64_t j_ = 0; j_ < {kk * p}; ++j_) {{",
+            f"   const {t} *a_ = {frame} + {base}[j_];",
+            f"   const {t} fh_ = {frac}[2 * j_], fw_ = {frac}[2 * j_ + 1];",
+            # along the width in both rows, then between the rows (the reference's order)
+            f"   const {t} r0_ = ({t}(1) - fw_) * a_[0] + fw_ * a_[1];",
+            f"   const {t} r1_ = ({t}(1) - fw_) * a_[{pw}] + fw_ * a_[{pw + 1}];",
+            f"   {dst}[j_] = (({t}(1) - fh_) * r0_ + fh_ * r1_)"
+            + (f" * {msk}[j_];" if v.has_input(4) else ";"),
+            "}",
+            "}",
             "}",
         ]
-        if v.has_input(4):
-            lines.append(f"{val} *= {msk}[{k} * {p} + q_];")
-        lines += [f"{dst}[q_] = {val};", "}", "}", "}"]
         # Y[n, group] = W[group] [mg, cg * kk] x col[group] [cg * kk, P] (+ bias)
         gi, yg, mm = e.tmp("g"), e.tmp("yg"), e.tmp("m")
         beta = e.lit(0, x.dtype)
@@ -601,7 +624,6 @@ class DeformConv(Operator):
                   f"{col} + {gi} * std::int64_t({cg * kk * p}), {p}, {beta}, {yg}, {p});",
                   "}", "}"]
         return "\n".join(lines)
-
 
 
 # -- pools ------------------------------------------------------------------------------------
