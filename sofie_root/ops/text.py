@@ -1,8 +1,8 @@
 """Text features: TfIdfVectorizer over integer token ids (n-gram counts, TF / IDF / TFIDF).
 
 The pool of n-grams (an attribute) becomes, at compile time, a trie laid out as flat tables
-(children of a node sorted by token, found by binary search; each node's output column, or -1
-when the n-gram it ends is not counted), emitted as static arrays. The run-time loop follows
+(its edges in an open-addressing hash table keyed by (node, token); each node's output column,
+or -1 when the n-gram it ends is not counted), emitted as static arrays. The run-time loop follows
 ``onnx.reference`` (and onnxruntime): for each skip distance 1 .. max_skip_count + 1, every start
 position walks the trie along tokens ``skip`` apart and counts each n-gram of a length in
 [min_gram_length, max_gram_length] it meets; unigrams are counted once (not once per skip).
@@ -37,24 +37,53 @@ class _Trie:
             node = node["kids"].setdefault(int(tok), {"id": 0, "kids": {}})
         node["id"] = ngram_id
 
-    def flatten(self, out_index) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
-        """(first child, child count, output column) per node in breadth-first order (node 0 is
-        the root), and (token, node) per child slot; a node's children are contiguous, by token."""
-        first, count, col, keys, child = [], [], [], [], []
+    def flatten(self, out_index) -> tuple[list[int], list[tuple[int, int, int]]]:
+        """The output column of every node (node 0 is the root; -1: no n-gram counted there)
+        and the edges (parent, token, child)."""
+        col, edges = [], []
         order = [self.root]
         k = 0
         while k < len(order):
             node = order[k]
-            kids = sorted(node["kids"].items())
-            first.append(len(keys))
-            count.append(len(kids))
             col.append(out_index(node["id"]))
-            for tok, sub in kids:
-                keys.append(tok)
-                child.append(len(order))
+            for tok, sub in sorted(node["kids"].items()):
+                edges.append((k, tok, len(order)))
                 order.append(sub)
             k += 1
-        return first, count, col, keys, child
+        return col, edges
+
+
+_M64 = (1 << 64) - 1
+#: the multipliers of the edge hash (the same in Python, which fills the table, and in C++)
+_HT, _HN = 0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F
+
+
+def _hash(node: int, tok: int) -> int:
+    h = ((tok & _M64) * _HT + node * _HN) & _M64
+    return h ^ (h >> 29)
+
+
+def _root_table(roots: list[tuple[int, int]], lo: int, hi: int) -> list[int]:
+    out = [-1] * (hi - lo + 1)
+    for tok, ch in roots:
+        out[tok - lo] = ch
+    return out
+
+
+def hash_table(edges: list[tuple[int, int, int]]) -> tuple[list[int], list[int], list[int]]:
+    """The trie's edges in an open-addressing table (linear probing, at most half full, a power
+    of two long): per slot the parent (-1: empty), the token and the child. Looking up a child is
+    then one hash and a probe or two, whatever the pool's size (onnxruntime uses hash maps too)."""
+    size = 2
+    while size < 2 * len(edges):
+        size *= 2
+    parent, key, child = [-1] * size, [0] * size, [0] * size
+    for par, tok, ch in edges:
+        slot = _hash(par, tok) & (size - 1)
+        while parent[slot] != -1:
+            slot = (slot + 1) & (size - 1)
+        parent[slot], key[slot], child[slot] = par, tok, ch
+    return parent, key, child
 
 
 @register
@@ -130,7 +159,7 @@ class TfIdfVectorizer(Operator):
     def emit(self, v: NodeView, e) -> str:
         trie, _, out_size, weights = self._layout(v)
         indexes = [int(i) for i in v.attr("ngram_indexes")]
-        first, count, col, keys, child = trie.flatten(lambda i: indexes[i - 1] if i else -1)
+        col, edges = trie.flatten(lambda i: indexes[i - 1] if i else -1)
         x = v.input(0)
         rows = x.shape[0] if x.rank == 2 else 1
         c = x.shape[-1] if x.rank >= 1 else 1
@@ -138,14 +167,22 @@ class TfIdfVectorizer(Operator):
         skips = int(v.attr("max_skip_count")) + 1
         y, n_out = e.out(), e.size_out()
         lines = [f"for (std::int64_t i = 0; i < {n_out}; ++i) {y}[i] = 0.0f;"]
-        if keys:
+        if edges:
             def table(name: str, ctype: str, values: list[int]) -> str:
                 return f"static const {ctype} {name}[] = {{{', '.join(str(int(x)) for x in values)}}};"
 
-            tk, tc, tf, tn, to = e.tmp("key"), e.tmp("child"), e.tmp("first"), e.tmp("count"), e.tmp("col")
-            lines += [f"static const std::int64_t {tk}[] = {{{', '.join(e.lit(k, INT64) for k in keys)}}};",
-                      table(tc, "std::int32_t", child), table(tf, "std::int32_t", first),
-                      table(tn, "std::int32_t", count), table(to, "std::int32_t", col),
+            # the root's children (every walk's first step) in a direct table when their tokens
+            # span a small range (vocabulary ids usually do), the other edges in the hash table
+            roots = [(tok, ch) for par, tok, ch in edges if par == 0]
+            lo_tok, hi_tok = min(t for t, _ in roots), max(t for t, _ in roots)
+            direct = hi_tok - lo_tok < max(4096, 8 * len(edges))
+            hp, hk, hc = hash_table([ed for ed in edges if ed[0] != 0] if direct else edges)
+            mask = len(hp) - 1
+            tp, tk, tc, to, tr = e.tmp("parent"), e.tmp("key"), e.tmp("child"), e.tmp("col"), e.tmp("root")
+            lines += [table(tp, "std::int32_t", hp),
+                      f"static const std::int64_t {tk}[] = {{{', '.join(e.lit(k, INT64) for k in hk)}}};",
+                      table(tc, "std::int32_t", hc), table(to, "std::int32_t", col),
+                      *([table(tr, "std::int32_t", _root_table(roots, lo_tok, hi_tok))] if direct else []),
                       f"const std::int64_t C_ = {e.dim(c)};",
                       f"for (std::int64_t r = 0; r < {e.dim(rows)}; ++r) {{",
                       f"   const auto *xr = {e.inp(0)} + r * C_;",
@@ -157,13 +194,19 @@ class TfIdfVectorizer(Operator):
                       "         std::int32_t node = 0;",
                       f"         for (std::int64_t len = 1, item = start; len <= {hi} && item < C_; ++len, item += skip) {{",
                       "            const std::int64_t tok = std::int64_t(xr[item]);",
-                      f"            std::int32_t a = {tf}[node], b = a + {tn}[node];  // binary search among the children",
-                      "            while (a < b) {",
-                      "               const std::int32_t m = a + (b - a) / 2;",
-                      f"               if ({tk}[m] < tok) a = m + 1; else b = m;",
-                      "            }",
-                      f"            if (a == {tf}[node] + {tn}[node] || {tk}[a] != tok) break;",
-                      f"            node = {tc}[a];",
+                      *(["            if (len == 1) {  // the root's children: a direct table",
+                         f"               const std::uint64_t d = std::uint64_t(tok) - std::uint64_t({e.lit(lo_tok, INT64)});",
+                         f"               if (d > {hi_tok - lo_tok}u || {tr}[d] < 0) break;",
+                         f"               node = {tr}[d];",
+                         f"               if (min_len == 1 && {to}[node] >= 0) yr[{to}[node]] += 1.0f;",
+                         "               continue;",
+                         "            }"] if direct else []),
+                      f"            std::uint64_t h = std::uint64_t(tok) * {_HT}ULL + std::uint64_t(node) * {_HN}ULL;",
+                      f"            std::uint64_t slot = (h ^ (h >> 29)) & {mask}u;",
+                      f"            while ({tp}[slot] != -1 && ({tp}[slot] != node || {tk}[slot] != tok)) "
+                      f"slot = (slot + 1) & {mask}u;",
+                      f"            if ({tp}[slot] == -1) break;  // no n-gram continues with this token",
+                      f"            node = {tc}[slot];",
                       f"            if (len >= min_len && {to}[node] >= 0) yr[{to}[node]] += 1.0f;",
                       "         }",
                       "      }",
@@ -174,16 +217,14 @@ class TfIdfVectorizer(Operator):
                       "   }",
                       "}"]
         mode = v.attr("mode")
-        if mode == "IDF":
-            if weights is None:
-                lines.append(f"for (std::int64_t i = 0; i < {n_out}; ++i) {y}[i] = {y}[i] > 0 ? 1.0f : 0.0f;")
-            else:
-                tw = e.tmp("w")
-                lines += [f"static const double {tw}[] = {{{', '.join(e.lit(w, FLOAT64) for w in weights)}}};",
-                          f"for (std::int64_t i = 0; i < {n_out}; ++i) "
-                          f"{y}[i] = {y}[i] > 0 ? float({tw}[i % {out_size}]) : 0.0f;"]
-        elif mode == "TFIDF" and weights is not None:
+        if mode == "IDF" and weights is None:
+            lines.append(f"for (std::int64_t i = 0; i < {n_out}; ++i) {y}[i] = {y}[i] > 0 ? 1.0f : 0.0f;")
+        elif mode in ("IDF", "TFIDF") and weights is not None:
             tw = e.tmp("w")
+            value = "(yr[j] > 0 ? float(w) : 0.0f)" if mode == "IDF" else "float(w * double(yr[j]))"
             lines += [f"static const double {tw}[] = {{{', '.join(e.lit(w, FLOAT64) for w in weights)}}};",
-                      f"for (std::int64_t i = 0; i < {n_out}; ++i) {y}[i] = float({tw}[i % {out_size}] * double({y}[i]));"]
+                      f"for (std::int64_t r = 0; r < {e.dim(rows)}; ++r) {{",
+                      f"   float *yr = {y} + r * {out_size};",
+                      f"   for (std::int64_t j = 0; j < {out_size}; ++j) {{ const double w = {tw}[j]; yr[j] = {value}; }}",
+                      "}"]
         return "\n".join(lines)

@@ -56,8 +56,8 @@ def test_tfidf_vs_ort_and_reference(config, mode, weighted) -> None:
     rng = np.random.default_rng(hash((config, mode, weighted)) % 2**32)
     pool, counts, total = _pool(rng)
     indexes = rng.permutation(total).tolist()
-    attrs = {"mode": mode, "min_gram_length": lo, "max_gram_length": hi, "max_skip_count": skip, "ngram_counts": counts,
-                 "ngram_indexes": indexes, "pool_int64s": pool}
+    attrs = {"mode": mode, "min_gram_length": lo, "max_gram_length": hi, "max_skip_count": skip,
+             "ngram_counts": counts, "ngram_indexes": indexes, "pool_int64s": pool}
     if weighted:
         attrs["weights"] = rng.uniform(0.1, 3.0, total).astype(np.float32).tolist()
     model = _model(["B", 12], **attrs)
@@ -107,7 +107,7 @@ def test_tfidf_short_rows() -> None:
 
 def test_tfidf_refusals() -> None:
     base = {"mode": "TF", "min_gram_length": 1, "max_gram_length": 1, "max_skip_count": 0, "ngram_counts": [0],
-                "ngram_indexes": [0, 1], "pool_int64s": [3, 4]}
+            "ngram_indexes": [0, 1], "pool_int64s": [3, 4]}
     cases = [
         (dict(base, pool_int64s=None, pool_strings=["a", "b"]), "string"),
         (dict(base, mode="BM25"), "mode"),
@@ -132,7 +132,7 @@ def test_tfidf_weights_follow_the_ngrams(mode) -> None:
     """weights[i] is the weight of the pool's i-th n-gram, in its column ngram_indexes[i] (the
     specification and onnxruntime); onnx.reference reads weights[column], the same in pool order."""
     attrs = {"mode": mode, "min_gram_length": 1, "max_gram_length": 1, "max_skip_count": 0, "ngram_counts": [0],
-                 "pool_int64s": [1, 2, 3, 4], "weights": [10.0, 20.0, 30.0, 40.0]}
+             "pool_int64s": [1, 2, 3, 4], "weights": [10.0, 20.0, 30.0, 40.0]}
     x = np.array([1, 1, 2, 5], np.int32)
     permuted = _model([4], ngram_indexes=[3, 2, 1, 0], **attrs)
     got = _check(permuted, x, reference=False)
@@ -144,10 +144,26 @@ def test_tfidf_constant_input_is_not_folded_with_the_reference() -> None:
     """A constant input gives the answer of the run-time code (weights by n-gram), not the
     reference's (which constant folding would use)."""
     attrs = {"mode": "IDF", "min_gram_length": 1, "max_gram_length": 1, "max_skip_count": 0, "ngram_counts": [0],
-                 "pool_int64s": [1, 2, 3, 4], "weights": [10.0, 20.0, 30.0, 40.0], "ngram_indexes": [3, 2, 1, 0]}
+             "pool_int64s": [1, 2, 3, 4], "weights": [10.0, 20.0, 30.0, 40.0], "ngram_indexes": [3, 2, 1, 0]}
     nodes = [helper.make_node("TfIdfVectorizer", ["c"], ["t"], **attrs), helper.make_node("Add", ["t", "z"], ["y"])]
     model = make_model(nodes, [value_info("z", np.float32, [4])], [value_info("y", np.float32, None)],
                        {"c": np.array([1, 1, 2, 5], np.int32)}, opset=9)
     z = np.zeros(4, np.float32)
     (got,) = sofie_root.compile(model).infer(z)
     np.testing.assert_array_equal(got, run_ort(model, z)[0])
+
+
+@pytest.mark.parametrize("vocab", [1000, 10**9])
+def test_tfidf_large_pool(vocab) -> None:
+    """Hundreds of n-grams (the hash table's probing; a dense vocabulary also takes the direct
+    table of first tokens, a sparse one not) on rows drawn from a small part of the vocabulary."""
+    rng = np.random.default_rng(vocab % 97)
+    words = rng.choice(vocab, 300, replace=False)
+    pool, counts, total = _pool(rng, per_size=(200, 300, 100), vocab=300)  # distinct n-grams of word numbers
+    attrs = {"mode": "TFIDF", "min_gram_length": 1, "max_gram_length": 3, "max_skip_count": 2,
+             "ngram_counts": counts, "ngram_indexes": rng.permutation(total).tolist(),
+             "pool_int64s": words[pool].tolist(), "weights": rng.uniform(0.1, 2.0, total).tolist()}
+    model = _model(["B", 40], np.int64, **attrs)
+    x = rng.choice(words, (16, 40)).astype(np.int64)
+    got = _check(model, x, reference=False)
+    assert got.sum() > 0
