@@ -167,3 +167,14 @@ def test_tfidf_large_pool(vocab) -> None:
     x = rng.choice(words, (16, 40)).astype(np.int64)
     got = _check(model, x, reference=False)
     assert got.sum() > 0
+
+
+def test_tfidf_symbolic_row_length() -> None:
+    """Rows of a length known at run time only ([B, T]), at two lengths and batch sizes."""
+    rng = np.random.default_rng(12)
+    pool, counts, total = _pool(rng, sizes=(1, 2), per_size=(4, 6))
+    model = _model(["B", "T"], np.int64, mode="TF", min_gram_length=1, max_gram_length=2, max_skip_count=1,
+                   ngram_counts=counts, ngram_indexes=list(range(total)), pool_int64s=pool)
+    m = sofie_root.compile(model)
+    for shape in ((2, 9), (5, 3), (1, 1)):
+        _check(model, rng.integers(0, 7, shape).astype(np.int64), compiled=m)
