@@ -135,6 +135,8 @@ NOT_COVERED = {
     **dict.fromkeys(("And", "Or", "Xor", "Not", "BitShift", "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor", "DequantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"), "no float input"),
     **dict.fromkeys(("Constant", "ConstantOfShape", "Range", "EyeLike", "Shape", "Size", "NonZero", "OneHot"), "makes shapes or constants, not float data"),
     "If": "control flow (a subgraph per branch)",
+    **dict.fromkeys(("ai.onnx.preview.training::Adagrad", "ai.onnx.preview.training::Adam",
+                     "ai.onnx.preview.training::Momentum"), "training domain: onnxruntime's standard build lacks it"),
 }
 
 
@@ -216,6 +218,9 @@ def cases() -> list[Case]:
     out.append(Case("Conv 3x3 16->32 [N,16,16,16]", "Conv", [("x", img, "normal")], {"pads": [1] * 4},
                     {"w": _w(32, 16, 3, 3), "b": _w(32)}))
     out.append(Case("Conv 1x1 16->32 [N,16,16,16]", "Conv", [("x", img, "normal")], {}, {"w": _w(32, 16, 1, 1)}))
+    out.append(Case("DeformConv 3x3 16->16 [N,16,16,16]", "DeformConv",
+                    [("x", img, "normal"), ("off", ("N", 18, 16, 16), "normal")], {"pads": [1] * 4},
+                    {"w": _w(16, 16, 3, 3), "b": _w(16)}, node_inputs=["x", "w", "off", "b"]))
     out.append(Case("Conv depthwise 3x3 [N,16,16,16]", "Conv", [("x", img, "normal")], {"pads": [1] * 4, "group": 16},
                     {"w": _w(16, 1, 3, 3)}))
     out.append(Case("Conv 3x3 1->8 [N,1,32,32]", "Conv", [("x", ("N", 1, 32, 32), "normal")], {"pads": [1] * 4},
@@ -306,11 +311,30 @@ def cases() -> list[Case]:
                     {"rois": np.array([[1, 1, 9, 9]] * 8, F), "bi": np.zeros(8, np.int64)}, opset=16, batches=(1,)))
     out.append(Case("Col2Im [N,16,64] 2x2 -> 9x9", "Col2Im", [("x", ("N", 16, 64), "normal")], {},
                     {"im": np.array([9, 9], np.int64), "blk": np.array([2, 2], np.int64)}, opset=18))
+    out.append(_tfidf_case())
     out.append(Case("NegativeLogLikelihoodLoss [N,10]", "NegativeLogLikelihoodLoss",
                     [("x", ("N", 10), "normal"), ("t", ("N",), "int64:10")], {"reduction": "none"}))
     out.append(Case("SoftmaxCrossEntropyLoss [N,10]", "SoftmaxCrossEntropyLoss",
                     [("x", ("N", 10), "normal"), ("t", ("N",), "int64:10")], {"reduction": "none"}))
     return out
+
+
+def _tfidf_case() -> Case:
+    """Bag of n-grams of token ids: 200 unigrams, 300 bigrams and 100 trigrams of a 1000-word
+    vocabulary (distinct n-grams: onnxruntime refuses repeated ones), skips up to 2, TFIDF."""
+    rng = np.random.default_rng(0)
+    grams: dict[int, list[tuple[int, ...]]] = {}
+    for size, k in ((1, 200), (2, 300), (3, 100)):
+        seen: set[tuple[int, ...]] = set()
+        while len(seen) < k:
+            seen.add(tuple(int(t) for t in rng.integers(0, 1000, size)))
+        grams[size] = sorted(seen)
+    pool = [t for size in (1, 2, 3) for g in grams[size] for t in g]
+    attrs = {"mode": "TFIDF", "min_gram_length": 1, "max_gram_length": 3, "max_skip_count": 2,
+             "ngram_counts": [0, 200, 800], "ngram_indexes": list(range(600)), "pool_int64s": pool,
+             "weights": rng.uniform(0.1, 2.0, 600).tolist()}
+    return Case("TfIdfVectorizer [N,64] tokens, 600 n-grams", "TfIdfVectorizer", [("x", ("N", 64), "int64:1000")],
+                attrs, opset=9)
 
 
 def _covered_ops(all_cases: list[Case]) -> set[str]:

@@ -4,8 +4,8 @@ Models met in the wild carry attributes their opset no longer has (an exporter u
 opset number but left ``axes`` on a ReduceSum), attributes of the wrong type, or values that
 make no sense (an RNN ``clip`` of 0). Each operator reading only the attributes it knows would
 ignore such an attribute without a word and compute something else; this module is the one
-place that looks at every attribute of every default-domain node against the operator's schema
-at the model's opset (``onnx.defs``) and decides, naming the node and the attribute:
+place that looks at every attribute of every default-domain node (and of the training domain's
+optimizers) against the operator's schema at the model's opset (``onnx.defs``) and decides, naming the node and the attribute:
 
 * an attribute that a newer opset turned into an input (:data:`BECAME_INPUTS`) is honoured: it
   becomes a constant input, with a :class:`~sofie_root.errors.SofieWarning`; given both as
@@ -73,9 +73,15 @@ _ATTR_TYPES = {
 }
 
 
-def _schema(op_type: str, opset: int):
+#: the domains audited here: the default domain and the training domain (optimizers), whose
+#: operators have onnx.defs schemas (ai.onnx.ml nodes get the attribute-kind check of
+#: ``ops/attrs.py`` only)
+AUDITED_DOMAINS = ("", "ai.onnx.preview.training")
+
+
+def _schema(op_type: str, opset: int, domain: str = ""):
     try:
-        return onnx.defs.get_schema(op_type, opset, "")
+        return onnx.defs.get_schema(op_type, opset, domain)
     except onnx.defs.SchemaError:
         return None
 
@@ -100,24 +106,27 @@ def _as_array(a: onnx.AttributeProto, kind: str, dtype_of_input0: Callable[[], n
 def audit_node(proto: onnx.NodeProto, opset: int, where: str,
                fresh_name: Callable[[str], str],
                dtype_of: Callable[[str], np.dtype]) -> tuple[onnx.NodeProto, dict[str, np.ndarray]]:
-    """Check a default-domain node's attributes; return the node to convert (possibly with
-    attributes moved to new constant inputs) and those constants by name.
+    """Check the attributes of a node of an audited domain (:data:`AUDITED_DOMAINS`) against
+    its schema at ``opset`` (the opset of the node's domain); return the node to convert
+    (possibly with attributes moved to new constant inputs) and those constants by name.
 
     ``where`` names the node in messages, ``fresh_name(hint)`` gives an unused tensor name and
     ``dtype_of(tensor)`` the numpy dtype of an input tensor.
     """
-    if proto.domain not in ("", "ai.onnx"):
+    domain = "" if proto.domain == "ai.onnx" else proto.domain
+    if domain not in AUDITED_DOMAINS:
         return proto, {}
-    schema = _schema(proto.op_type, opset)
+    schema = _schema(proto.op_type, opset, domain)
     if schema is None:
         return proto, {}  # not an operator of this opset: reported by the operator registry
     known = schema.attributes
-    moved = BECAME_INPUTS.get(proto.op_type)
+    # (the legacy attributes below are those of default-domain operators)
+    moved = BECAME_INPUTS.get(proto.op_type) if not domain else None
     keep: list[onnx.AttributeProto] = []
     new_inputs = list(proto.input)
     consts: dict[str, np.ndarray] = {}
     for a in proto.attribute:
-        if a.name in REFUSED and a.name not in known:
+        if a.name in REFUSED and a.name not in known and not domain:
             value = helper.get_attribute_value(a)
             harmless = {"spatial": 1, "broadcast": 0, "is_test": 1}[a.name]
             if value != harmless:

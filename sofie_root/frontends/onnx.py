@@ -38,7 +38,7 @@ from ..ops import base as opbase
 from ..ops.attrs import attribute_problem
 from ..ops.custom import missing_reason
 from ..passes.fold import evaluate_node, should_fold
-from .audit import audit_node
+from .audit import AUDITED_DOMAINS, audit_node
 from .functions import function_body
 from .loop_lists import lower_loop_lists
 from .slice_bounds import fixed_differences, fixed_extents
@@ -443,8 +443,8 @@ class _Converter:
         for i in proto.input:
             if i and i not in scope:
                 raise InvalidGraphError(f"{self.label}: {label} reads {i!r}, which is not defined")
-        if domain == "":
-            proto = self._audit(proto, label, scope, initializers)
+        if domain in AUDITED_DOMAINS:
+            proto = self._audit(proto, label, scope, initializers, domain)
         if proto.op_type == "If" and domain == "" and self._inline_constant_if(proto, scope, initializers,
                                                                                 out_nodes, outer):
             return
@@ -597,7 +597,7 @@ class _Converter:
 
 
     def _audit(self, proto: onnx.NodeProto, label: str, scope: dict[str, TensorInfo],
-               initializers: dict[str, np.ndarray]) -> onnx.NodeProto:
+               initializers: dict[str, np.ndarray], domain: str = "") -> onnx.NodeProto:
         """The node after the attribute audit (see ``frontends/audit.py``); attributes its opset
         turned into inputs become new initializers."""
 
@@ -607,7 +607,8 @@ class _Converter:
                 name += "_"
             return name
 
-        node, consts = audit_node(proto, self.opsets.get("", MIN_OPSET), f"{self.label}: {label}", fresh,
+        opset = self.opsets.get("", MIN_OPSET) if not domain else self.opsets.get(domain, 1)
+        node, consts = audit_node(proto, opset, f"{self.label}: {label}", fresh,
                                   lambda t: scope[t].dtype.numpy)
         for name, arr in consts.items():
             initializers[name] = arr

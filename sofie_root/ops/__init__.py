@@ -23,6 +23,8 @@ from . import (  # noqa: F401  (imported for registration)
     sequence,
     shape,
     signal,
+    text,
+    training,
 )
 from .base import REGISTRY, NodeView, Operator, OutInfo, lookup, register
 

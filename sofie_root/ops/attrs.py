@@ -17,6 +17,9 @@ import numpy as np
 
 from ..ir.graph import Graph, Node
 
+#: the domains whose operators have schemas in onnx.defs (checked here)
+SCHEMA_DOMAINS = ("", "ai.onnx.ml", "ai.onnx.preview.training")
+
 _KINDS = {
     "FLOAT": "float", "INT": "int", "STRING": "string", "TENSOR": "tensor", "GRAPH": "graph",
     "FLOATS": "floats", "INTS": "ints", "STRINGS": "strings", "TENSORS": "tensors", "GRAPHS": "graphs",
@@ -74,7 +77,7 @@ def _describe(value: Any) -> str:
 def attribute_problem(node: Node) -> str | None:
     """Why an attribute of ``node`` has the wrong kind for its ONNX schema, or None."""
     domain = "" if node.domain == "ai.onnx" else node.domain
-    if domain not in ("", "ai.onnx.ml"):
+    if domain not in SCHEMA_DOMAINS:
         return None
     kinds = _schema_kinds(domain, node.op_type, node.opset)
     if not kinds:

@@ -1,5 +1,5 @@
 """Convolution and pooling: Conv, ConvTranspose, MaxPool, AveragePool, LpPool and the global
-pools, for 1-D, 2-D and 3-D (any number of) spatial dimensions.
+pools, for 1-D, 2-D and 3-D (any number of) spatial dimensions; DeformConv (2-D).
 
 The batch dimension may be symbolic; the channel and spatial dimensions are numbers when code is
 generated (the padding, output size and loop bounds are derived from them): a model whose
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..errors import SymbolicDimensionError
 from ..ir.dims import Dim, DimLike, numel
-from ..ir.dtypes import INT64, DType
+from ..ir.dtypes import INT32, INT64, DType
 from .base import NodeView, Operator, OutInfo, register
 from .elementwise import pow_expr
 
@@ -467,6 +467,162 @@ class ConvTranspose(Operator):
         lines.append(f"{yc}[{_flat(os_, g.out)}] += {cr}[{_flat(is_, g.inp)}];")
         lines.append("}" * (2 * nd + 1))
         lines.append("}}")
+        return "\n".join(lines)
+
+
+# -- DeformConv -------------------------------------------------------------------------------
+
+@register
+class DeformConv(Operator):
+    """ONNX DeformConv (opset 19/22), 2-D: each kernel tap samples the input bilinearly at its
+    position plus a learned offset (zero outside the input), optionally scaled by a mask; groups,
+    offset groups, strides, dilations, pads and bias.
+
+    Lowered like Conv: a deformable im2col (the sampled, masked values of each (channel, tap) row
+    over the output positions, in a workspace) then one GEMM per (image, group). Where each tap
+    samples is computed once per offset group and shared by its channels; each channel is copied
+    into a zero frame, so the four corners are read without a bounds check. The sampling
+    follows onnx.reference's (GridSample, bilinear, zero padding, align_corners): interpolated
+    along the width in each of the two rows, then between the rows; a NaN position gives NaN, a
+    position farther than one pixel outside the input gives 0."""
+
+    op_type = "DeformConv"
+    dtypes = FLOATS
+
+    def check(self, v: NodeView) -> str | None:
+        reason = super().check(v) or _check_conv(v)
+        if reason:
+            return reason
+        if v.has_input(0) and v.input(0).rank != 4:
+            return f"only 2-D DeformConv (input [N, C, H, W]) is supported, got rank {v.input(0).rank}"
+        return None
+
+    def _geom(self, v: NodeView) -> tuple[_Geom, int, int]:
+        x, w, off = v.input(0), v.input(1), v.input(2)
+        inp = _spatial(v, x.shape)
+        if w.rank != 4:
+            raise v.fail(f"weight {w} must be [M, C/group, kH, kW]")
+        group, og = int(v.attr("group", 1)), int(v.attr("offset_group", 1))
+        c, m, cg = int(x.shape[1]), int(w.shape[0]), int(w.shape[1])
+        if group < 1 or m % group or cg * group != c:
+            raise v.fail(f"group={group}: the input's {c} channels must be the weight's {cg} x group and the "
+                         f"{m} output channels a multiple of group")
+        if og < 1 or c % og:
+            raise v.fail(f"offset_group={og} must divide the {c} input channels")
+        k = _kernel(v, w.shape[2:], 2)
+        g = _conv_geom(v, inp, k)
+        kk = _prod(k)
+        n = x.shape[0]
+        want = (n, og * kk * 2, *g.out)
+        if off.rank != 4 or tuple(off.shape[1:]) != want[1:] or off.shape[0] != n:
+            raise v.fail(f"offset {off} must be [N, offset_group * kH * kW * 2, outH, outW] = "
+                         f"{[str(d) for d in want]}")
+        if v.has_input(3):
+            b = v.input(3)
+            if b.rank != 1 or b.shape[0] != m:
+                raise v.fail(f"bias {b} must be a vector of the {m} output channels")
+        if v.has_input(4):
+            mk = v.input(4)
+            if mk.rank != 4 or tuple(mk.shape[1:]) != (og * kk, *g.out) or mk.shape[0] != n:
+                raise v.fail(f"mask {mk} must be [N, offset_group * kH * kW, outH, outW] = "
+                             f"{[str(d) for d in (n, og * kk, *g.out)]}")
+        return g, group, og
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        g, _, _ = self._geom(v)
+        x, w = v.input(0), v.input(1)
+        return [OutInfo(x.dtype, (x.shape[0], w.shape[0], *g.out))]
+
+    @staticmethod
+    def _padded(g: _Geom) -> tuple[int, int]:
+        """A channel in a zero frame: 1 row/column before, 2 after (a position up to one pixel
+        outside the input reads its four corners there; rows ih + 1 and ih + 2 are the all-zero
+        corners of positions farther out)."""
+        return g.inp[0] + 3, g.inp[1] + 3
+
+    def workspace(self, v: NodeView) -> list[tuple[DType, DimLike]]:
+        g, _, _ = self._geom(v)
+        p, kk = _prod(g.out), _prod(g.k)
+        ph, pw = self._padded(g)
+        if ph * pw >= 2**31:
+            raise v.fail(f"the input's spatial size {list(g.inp)} is too large for DeformConv")
+        t = v.input(0).dtype
+        # the im2col matrix; per offset group, for every (tap, output position): where its top-left
+        # corner is in the framed channel and its two fractions; the framed channel
+        return [(t, int(v.input(0).shape[1]) * kk * p), (INT32, kk * p), (t, 2 * kk * p), (t, ph * pw)]
+
+    def emit(self, v: NodeView, e) -> str:
+        g, group, og = self._geom(v)
+        x, w = v.input(0), v.input(1)
+        t = x.dtype.cpp
+        c, m, cg = int(x.shape[1]), int(w.shape[0]), int(w.shape[1])
+        mg, kk, p = m // group, _prod(g.k), _prod(g.out)
+        ih, iw = g.inp
+        ph, pw = self._padded(g)
+        kw, ow = g.k[1], g.out[1]
+        cpo = c // og  # input channels per offset group
+        n, o, k, q, ch = e.tmp("n"), e.tmp("og"), e.tmp("k"), e.tmp("q"), e.tmp("c")
+        off, msk, dst, xc = e.tmp("off"), e.tmp("msk"), e.tmp("dst"), e.tmp("xc")
+        col, base, frac, frame = e.ws(0), e.ws(1), e.ws(2), e.ws(3)
+        far = (ih + 1) * pw  # the top-left corner of an all-zero 2x2 block
+        lines = [
+            f"std::fill({frame}, {frame} + {ph * pw}, {t}(0));  // the frame stays zero",
+            f"for (std::int64_t {n} = 0; {n} < {e.dim(x.shape[0])}; ++{n}) {{",
+            f"for (std::int64_t {o} = 0; {o} < {og}; ++{o}) {{",
+            f"const {t} *{off} = {e.inp(2)} + ({n} * {og} + {o}) * std::int64_t({kk * 2 * p});",
+        ]
+        if v.has_input(4):
+            lines.append(f"const {t} *{msk} = {e.inp(4)} + ({n} * {og} + {o}) * std::int64_t({kk * p});")
+        lines += [
+            # where every (tap, output position) samples: shared by the offset group's channels
+            f"for (std::int64_t {k} = 0; {k} < {kk}; ++{k}) {{",
+            f"const std::int64_t kh_ = ({k} / {kw}) * {g.d[0]} - {g.pb[0]}, kw_ = ({k} % {kw}) * {g.d[1]} - {g.pb[1]};",
+            f"for (std::int64_t {q} = 0; {q} < {p}; ++{q}) {{",
+            f"   const std::int64_t j_ = {k} * {p} + {q};",
+            f"   const double h_ = double({q} / {ow} * {g.s[0]} + kh_) + double({off}[(2 * {k}) * {p} + {q}]);",
+            f"   const double w_ = double({q} % {ow} * {g.s[1]} + kw_) + double({off}[(2 * {k} + 1) * {p} + {q}]);",
+            f"   std::int32_t b_ = {far};",
+            f"   {t} fh_ = 0, fw_ = 0;",
+            "   if (h_ != h_ || w_ != w_) {",
+            f"      fh_ = std::numeric_limits<{t}>::quiet_NaN();  // a NaN position samples NaN",
+            f"   }} else if (h_ >= -1.0 && h_ <= {ih}.0 && w_ >= -1.0 && w_ <= {iw}.0) {{",
+            "      const double h0 = std::floor(h_), w0 = std::floor(w_);",
+            f"      fh_ = {t}(h_ - h0); fw_ = {t}(w_ - w0);",
+            f"      b_ = std::int32_t((std::int64_t(h0) + 1) * {pw} + std::int64_t(w0) + 1);",
+            "   }  // (farther than a pixel outside: the four corners are zero)",
+            f"   {base}[j_] = b_; {frac}[2 * j_] = fh_; {frac}[2 * j_ + 1] = fw_;",
+            "}",
+            "}",
+            f"for (std::int64_t {ch} = {o} * {cpo}; {ch} < ({o} + 1) * {cpo}; ++{ch}) {{",
+            f"const {t} *{xc} = {e.inp(0)} + ({n} * {c} + {ch}) * std::int64_t({ih * iw});",
+            f"for (std::int64_t r_ = 0; r_ < {ih}; ++r_)",
+            f"   std::copy({xc} + r_ * {iw}, {xc} + (r_ + 1) * {iw}, {frame} + (r_ + 1) * {pw} + 1);",
+            f"{t} *{dst} = {col} + {ch} * std::int64_t({kk * p});",
+            f"for (std::int64_t j_ = 0; j_ < {kk * p}; ++j_) {{",
+            f"   const {t} *a_ = {frame} + {base}[j_];",
+            f"   const {t} fh_ = {frac}[2 * j_], fw_ = {frac}[2 * j_ + 1];",
+            # along the width in both rows, then between the rows (the reference's order)
+            f"   const {t} r0_ = ({t}(1) - fw_) * a_[0] + fw_ * a_[1];",
+            f"   const {t} r1_ = ({t}(1) - fw_) * a_[{pw}] + fw_ * a_[{pw + 1}];",
+            f"   {dst}[j_] = (({t}(1) - fh_) * r0_ + fh_ * r1_)"
+            + (f" * {msk}[j_];" if v.has_input(4) else ";"),
+            "}",
+            "}",
+            "}",
+        ]
+        # Y[n, group] = W[group] [mg, cg * kk] x col[group] [cg * kk, P] (+ bias)
+        gi, yg, mm = e.tmp("g"), e.tmp("yg"), e.tmp("m")
+        beta = e.lit(0, x.dtype)
+        lines += [f"for (std::int64_t {gi} = 0; {gi} < {group}; ++{gi}) {{",
+                  f"{t} *{yg} = {e.out()} + ({n} * {m} + {gi} * {mg}) * std::int64_t({p});"]
+        if v.has_input(3):
+            lines += [f"for (std::int64_t {mm} = 0; {mm} < {mg}; ++{mm})",
+                      f"   std::fill({yg} + {mm} * {p}, {yg} + ({mm} + 1) * {p}, {t}({e.inp(3)}[{gi} * {mg} + {mm}]));"]
+            beta = e.lit(1, x.dtype)
+        lines += [f"sofie_rt::gemm<{t}>(false, false, {mg}, {p}, {cg * kk}, {e.lit(1, x.dtype)}, "
+                  f"{e.inp(1)} + {gi} * std::int64_t({mg * cg * kk}), {cg * kk}, "
+                  f"{col} + {gi} * std::int64_t({cg * kk * p}), {p}, {beta}, {yg}, {p});",
+                  "}", "}"]
         return "\n".join(lines)
 
 

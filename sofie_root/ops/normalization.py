@@ -1,4 +1,4 @@
-"""Normalization operators: BatchNormalization (inference), LayerNormalization,
+"""Normalization operators: BatchNormalization (inference and training mode), LayerNormalization,
 InstanceNormalization, GroupNormalization, LpNormalization and MeanVarianceNormalization.
 
 Statistics are accumulated in double over partial accumulators (so the loops vectorise), the
@@ -11,6 +11,8 @@ dimension, the batch included, may be symbolic.
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import numpy as np
 
 from ..ir.dims import Dim, DimLike, numel
 from ..ir.dtypes import FLOAT32, FLOAT64, DType
@@ -108,23 +110,39 @@ def _check_vector(v: NodeView, i: int, what: str, n: DimLike) -> None:
 
 # -- BatchNormalization -----------------------------------------------------------------------
 
+def training_mode(v: NodeView) -> bool:
+    """Whether a BatchNormalization node normalises with the batch's statistics (opset >= 14
+    ``training_mode=1``)."""
+    return v.opset >= 14 and bool(int(v.attr("training_mode", 0)))
+
+
 @register
 class BatchNormalization(Operator):
-    """ONNX BatchNormalization in inference mode (running mean and variance), every opset;
-    opset < 9 ``spatial=0`` (per-activation statistics) included. training_mode=1 is rejected."""
+    """ONNX BatchNormalization, every opset: inference mode (running mean and variance), opset < 9
+    ``spatial=0`` (per-activation statistics) included; and opset >= 14 ``training_mode=1``: the
+    batch's mean and (biased) variance per channel normalise X, and the optional outputs
+    running_mean/running_var are ``input * momentum + batch statistic * (1 - momentum)``. The
+    training outputs of opsets 9-13 (mean, var, saved_mean, saved_var) are refused."""
 
     op_type = "BatchNormalization"
     dtypes = FLOATS
-    inplace_ok = True  # y[i] from x[i] only
+    # y[i] from x[i] only; in training mode each channel's statistics are complete (every x of
+    # the channel read) before its first y is written
+    inplace_ok = True
 
     def check(self, v: NodeView) -> str | None:
         reason = super().check(v)
         if reason:
             return reason
-        if int(v.attr("training_mode", 0)):
-            return "training_mode=1 is not supported (inference only)"
-        if sum(1 for o in v.node.outputs if o) > 1:
-            return "the running/saved statistics outputs exist only in training mode (inference only)"
+        if sum(1 for o in v.node.outputs if o) > 1 and not training_mode(v):
+            if v.opset < 14:
+                return ("the training outputs of opsets 9-13 (mean, var, saved_mean, saved_var) are not "
+                        "supported; opset >= 14 training_mode=1 is")
+            return "running_mean/running_var are outputs of training_mode=1 only"
+        if training_mode(v) and len(v.node.outputs) != 3:
+            # (ONNX's shape inference requires the three, running statistics possibly unnamed)
+            return (f"training mode has 3 outputs (Y, running_mean, running_var; unwanted ones with an empty "
+                    f"name), the node has {len(v.node.outputs)}")
         return None
 
     def _layout(self, v: NodeView) -> tuple[DimLike, DimLike, DimLike]:
@@ -141,11 +159,16 @@ class BatchNormalization(Operator):
         return x.shape[0], ch, inner
 
     def infer(self, v: NodeView) -> list[OutInfo]:
-        self._layout(v)
+        _, ch, _ = self._layout(v)
         x = v.input(0)
-        return [OutInfo(x.dtype, x.shape)]
+        outs = [OutInfo(x.dtype, x.shape)]
+        if training_mode(v):
+            outs += [OutInfo(v.input(3).dtype, (ch,)), OutInfo(v.input(4).dtype, (ch,))]
+        return outs
 
     def emit(self, v: NodeView, e) -> str:
+        if training_mode(v):
+            return self._emit_training(v, e)
         n, ch, inner = self._layout(v)
         t = v.input(0).dtype.cpp
         eps = e.lit(v.attr("epsilon", 1e-5), FLOAT64)
@@ -162,6 +185,46 @@ class BatchNormalization(Operator):
             f"for (std::int64_t {i} = 0; {i} < {e.dim(inner)}; ++{i}) {yp}[{i}] = ({xp}[{i}] - {m}) * {a} + {bb};",
             "}}",
         ])
+
+
+    def _emit_training(self, v: NodeView, e) -> str:
+        """Per channel: the batch mean and variance (sum and sum of squares in double, over 8
+        partial accumulators per image block, see _total), then y, then the running statistics."""
+        n, ch, inner = self._layout(v)
+        t = v.input(0).dtype.cpp
+        eps = e.lit(v.attr("epsilon", 1e-5), FLOAT64)
+        # (an ONNX float attribute is a float32: the default too, as a model stating it would carry it)
+        mom = float(np.float32(v.attr("momentum", 0.9)))
+        b, c, i, xp, yp = e.tmp("n"), e.tmp("c"), e.tmp("i"), e.tmp("xp"), e.tmp("yp")
+        s, q, mu, var, a, m, bb = (e.tmp(p) for p in ("s", "q", "mu", "var", "a", "m", "b"))
+        sb, qb = e.tmp("sb"), e.tmp("qb")
+        block = f"({b} * {e.dim(ch)} + {c}) * {e.dim(inner)}"
+        lines = [f"for (std::int64_t {c} = 0; {c} < {e.dim(ch)}; ++{c}) {{",
+                 f"double {s} = 0, {q} = 0;",
+                 f"for (std::int64_t {b} = 0; {b} < {e.dim(n)}; ++{b}) {{",
+                 f"const {t} *{xp} = {e.inp(0)} + {block};",
+                 *_total(e, sb, e.dim(inner), lambda j: f"double({xp}[{j}])"),
+                 *_total(e, qb, e.dim(inner), lambda j: f"double({xp}[{j}]) * double({xp}[{j}])"),
+                 f"{s} += {sb}; {q} += {qb};",
+                 "}",
+                 f"const double {mu} = {s} / double({e.dim(n * inner)});",
+                 f"double {var} = {q} / double({e.dim(n * inner)}) - {mu} * {mu};",
+                 f"if (!({var} > 0)) {var} = {var} != {var} ? {var} : 0.0;  // rounding below 0; NaN stays",
+                 f"const {t} {a} = {t}(double({e.inp(1)}[{c}]) / std::sqrt({var} + {eps}));",
+                 f"const {t} {m} = {t}({mu});",
+                 f"const {t} {bb} = {t}({e.inp(2)}[{c}]);",
+                 f"for (std::int64_t {b} = 0; {b} < {e.dim(n)}; ++{b}) {{",
+                 f"const {t} *{xp} = {e.inp(0)} + {block};",
+                 f"{t} *{yp} = {e.out()} + {block};",
+                 f"for (std::int64_t {i} = 0; {i} < {e.dim(inner)}; ++{i}) {yp}[{i}] = ({xp}[{i}] - {m}) * {a} + {bb};",
+                 "}"]
+        for k, stat, inp in ((1, mu, 3), (2, var, 4)):
+            if _out_wanted(v, k):
+                ot = v.input(inp).dtype
+                lines.append(f"{e.out(k)}[{c}] = {ot.cpp}(double({e.inp(inp)}[{c}]) * {e.lit(mom, FLOAT64)} "
+                             f"+ {stat} * {e.lit(1.0 - mom, FLOAT64)});")
+        lines.append("}")
+        return "\n".join(lines)
 
 
 # -- LayerNormalization -----------------------------------------------------------------------

@@ -32,8 +32,12 @@ FLT_MAX = np.float32(3.4028235e38)
 SPECIAL = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-40, FLT_MAX, -FLT_MAX, FLT_MIN, 1.0, -1.0,
                     0.5, -2.5, 3.0, 100.0, -100.0, 1e-3], np.float32)
 
+#: the training domain's optimizers (Adagrad, Adam, Momentum) run through the same check
+TRAINING = "ai.onnx.preview.training"
+
 #: inputs of these operators that are data (the others are coordinates, sizes or scales)
-DATA_INPUTS = {"Resize": {0}, "Upsample": {0}, "GridSample": {0}, "RoiAlign": {0}, "OneHot": {2}}
+DATA_INPUTS = {"Resize": {0}, "Upsample": {0}, "GridSample": {0}, "RoiAlign": {0}, "OneHot": {2},
+               "DeformConv": {0, 1, 3, 4}}
 
 #: node cases (by name prefix) where sofie_root follows the ONNX specification or onnxruntime
 #: rather than onnx.reference on special values; each is also stated in docs/conformance.md ("Numerics").
@@ -150,12 +154,12 @@ def _node_cases():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cases = node.collect_testcases()
-    registered = {op for dom, op in REGISTRY if dom == ""}
+    registered = {(dom, op) for dom, op in REGISTRY if dom in ("", TRAINING)}
     out = []
     for c in cases:
         g = c.model.graph
-        if len(g.node) != 1 or not c.data_sets or g.node[0].op_type not in registered \
-                or g.node[0].domain not in ("", "ai.onnx"):
+        if len(g.node) != 1 or not c.data_sets \
+                or ("" if g.node[0].domain == "ai.onnx" else g.node[0].domain, g.node[0].op_type) not in registered:
             continue
         inputs, outputs = c.data_sets[0]
         if any(not isinstance(x, (np.ndarray, np.generic)) for x in [*inputs, *outputs]):
@@ -169,7 +173,7 @@ def _node_cases():
 def _special_inputs(case) -> tuple[list[np.ndarray], bool]:
     g = case.model.graph
     node = g.node[0]
-    op = lookup("", node.op_type)
+    op = lookup(node.domain, node.op_type)
     static = set(getattr(op, "static_inputs", ()) or ())
     slot_of = {n: k for k, n in enumerate(node.input)}
     out, changed = [], False

@@ -38,7 +38,8 @@ def _cases():
         import onnx.backend.test.case.node as node
 
         cases = node.collect_testcases()
-    registered = {(dom, op) for dom, op in REGISTRY if dom in ("", "ai.onnx.ml", "ai.onnx.preview")}
+    registered = {(dom, op) for dom, op in REGISTRY
+                  if dom in ("", "ai.onnx.ml", "ai.onnx.preview", "ai.onnx.preview.training")}
     excluded = _exclusions()
     params = []
     for c in cases:

@@ -91,11 +91,87 @@ def test_batchnorm_opset6() -> None:
     assert_matches_ort(model, _rand((2, 3, 4, 4)), rtol=1e-5, atol=1e-5)
 
 
-def test_batchnorm_training_mode_is_unsupported() -> None:
-    model = _model("BatchNormalization", [2, 3, 4], weights=_bn_weights(3), opset=15, training_mode=1)
+_BN_STATS = [("y", np.float32), ("running_mean", np.float32), ("running_var", np.float32)]
+
+
+@pytest.mark.parametrize("shape", [[2, 3], [2, 3, 5], [2, 3, 4, 5], [1, 2, 3, 2, 4], [4, 5, 33]])
+@pytest.mark.parametrize("opset,momentum", [(14, None), (15, 0.7)])
+def test_batchnorm_training_mode(shape, opset, momentum) -> None:
+    """Batch statistics normalise X; running_mean/var mix the inputs with them (ORT and reference)."""
+    attrs = {"training_mode": 1, "epsilon": 1e-3, **({"momentum": momentum} if momentum is not None else {})}
+    model = _model("BatchNormalization", shape, weights=_bn_weights(shape[1]), outs=_BN_STATS, opset=opset, **attrs)
+    x = _rand(shape, scale=2, shift=0.5)
+    assert_matches_ort(model, x, rtol=1e-5, atol=1e-5)
+    assert_matches_reference(model, x, rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_training_mode_y_only_symbolic_batch_double() -> None:
+    node = helper.make_node("BatchNormalization", ["x", "scale", "B", "mean", "var"], ["y", "", "rv"],
+                            training_mode=1)
+    model = make_model([node], [value_info("x", np.float64, ["N", 4, 3, 3])],
+                       [value_info(o, np.float64, None) for o in ("y", "rv")], _bn_weights(4, np.float64), opset=15)
+    _batches(model, lambda n: _rand((n, 4, 3, 3), np.float64, shift=3.0), check=assert_matches_reference,
+             rtol=1e-12, atol=1e-12)
+    node = helper.make_node("BatchNormalization", ["x", "scale", "B", "mean", "var"], ["y", "", ""], training_mode=1)
+    model = make_model([node], [value_info("x", np.float32, ["N", 4, 3])], [value_info("y", np.float32, None)],
+                       _bn_weights(4), opset=15)
+    # (onnx.reference only: onnxruntime 1.32 crashes on a training-mode node with unnamed outputs)
+    _batches(model, lambda n: _rand((n, 4, 3)), check=assert_matches_reference, rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_training_mode_statistics_as_inputs() -> None:
+    """Scale, bias and the running statistics given at run time (an optimiser step's inputs)."""
+    node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "rm", "rv"], training_mode=1,
+                            momentum=0.5)
+    model = make_model([node], [value_info("x", np.float32, [3, 2, 4])] +
+                       [value_info(n, np.float32, [2]) for n in "sbmv"],
+                       [value_info(o, np.float32, None) for o in ("y", "rm", "rv")], opset=15)
+    w = _bn_weights(2)
+    assert_matches_ort(model, _rand((3, 2, 4)), w["scale"], w["B"], w["mean"], w["var"], rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_training_mode_after_conv_and_in_place() -> None:
+    """Conv -> BN(training) is not folded into the Conv (its statistics change with the batch);
+    Relu -> BN(training) may overwrite the Relu's output in place."""
+    c = 3
+    w = _bn_weights(c)
+    nodes = [helper.make_node("Conv", ["x", "k"], ["h"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("BatchNormalization", ["r", "scale", "B", "mean", "var"], ["y", "rm", "rv"],
+                              training_mode=1),
+             helper.make_node("BatchNormalization", ["h", "scale", "B", "mean", "var"], ["z", "", ""],
+                              training_mode=1)]
+    inits = {"k": _rand((c, 2, 3, 3)), **w}
+    model = make_model(nodes, [value_info("x", np.float32, ["N", 2, 5, 5])],
+                       [value_info(o, np.float32, None) for o in ("y", "rm", "rv", "z")], inits, opset=15)
+    # (onnx.reference: onnxruntime 1.32 crashes on the unnamed outputs of the second BN)
+    _batches(model, lambda n: _rand((n, 2, 5, 5)), check=assert_matches_reference, rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_training_mode_constant_channel() -> None:
+    """A channel of equal values: variance exactly 0, y = bias; NaN in a channel stays in it."""
+    w = _bn_weights(3)
+    model = _model("BatchNormalization", [2, 3, 4], weights=w, outs=_BN_STATS, opset=15, training_mode=1)
+    x = _rand((2, 3, 4))
+    x[:, 0] = 7.25
+    x[1, 2, 3] = np.nan
+    y, rm, rv = sofie_root.compile(model).infer(x)
+    np.testing.assert_array_equal(y[:, 0], np.full((2, 4), w["B"][0]))
+    np.testing.assert_allclose(rv[0], w["var"][0] * 0.9, rtol=1e-6)
+    assert np.isnan(y[:, 2]).all() and not np.isnan(y[:, :2]).any()
+    assert np.isnan(rm[2]) and np.isnan(rv[2]) and not np.isnan(rm[:2]).any()
+
+
+def test_batchnorm_old_training_outputs_are_refused() -> None:
+    model = _model("BatchNormalization", [2, 3, 4], weights=_bn_weights(3), outs=[("y", np.float32),
+                   ("saved_mean", np.float32), ("saved_var", np.float32)], opset=9)
     err = _compile_error(model)
     assert isinstance(err, sofie_root.UnsupportedOperatorError)
-    assert "training" in str(err)
+    assert "opsets 9-13" in str(err)
+    model = _model("BatchNormalization", [2, 3, 4], weights=_bn_weights(3), outs=_BN_STATS, opset=15)
+    assert "training_mode=1 only" in str(_compile_error(model))
+    model = _model("BatchNormalization", [2, 3, 4], weights=_bn_weights(3), opset=15, training_mode=1)
+    assert "training mode has 3 outputs" in str(_compile_error(model))
 
 
 def test_batchnorm_wrong_channels() -> None:
