@@ -9,7 +9,7 @@ inference and lays out the arguments. K and V are first gathered with the past c
 
 LinearAttention (ONNX opset 27): the recurrent linear attention of the spec (linear, gated,
 delta and gated-delta update rules, grouped-query heads, a recurrent state carried in and out),
-computed by ``sofie_rt::attention``'s neighbour ``sofie_rt::linear_attention``.
+computed by ``sofie_rt::linear_attention``.
 
 FlexAttention (domain ai.onnx.preview): without modifier sub-graphs, ``sofie_rt::attention`` on
 the 4-D inputs; with ``score_mod``/``prob_mod`` (which ``onnx.defs`` inlines into the function
