@@ -849,12 +849,57 @@ template <class T> inline auto topk_key(T x)
    }
 }
 
+// The k (<= kTopkSmall) smallest of n order keys `kk`, as (key, index) pairs sorted ascending
+// in `best`: one pass keeping the best k so far in a sorted buffer. An element enters only if
+// its key is below the worst kept one (an equal key has a higher index, so it loses the tie);
+// blocks of 8 keys are first tested together, which the compiler vectorises, so after the
+// first few blocks most of the row is skipped with one well-predicted branch. For random data
+// about k ln(n/k) elements enter; at worst (a sorted row) each costs k moves, O(n k), which
+// for k <= 32 stays near what nth_element costs.
+constexpr std::int64_t kTopkSmall = 32;
+template <class B, class K>
+inline void topk_select_small(const B *kk, std::int64_t n, std::int64_t k, K *best)
+{
+   constexpr int shift = int(sizeof(B)) * 8;
+   for (std::int64_t j = 0; j < k; ++j) {
+      const K c = (K(kk[j]) << shift) | K(j);
+      std::int64_t p = j;
+      for (; p > 0 && best[p - 1] > c; --p)
+         best[p] = best[p - 1];
+      best[p] = c;
+   }
+   B worst = B(best[k - 1] >> shift);
+   auto enter = [&](std::int64_t j) {
+      const K c = (K(kk[j]) << shift) | K(j);
+      std::int64_t p = k - 1;
+      for (; p > 0 && best[p - 1] > c; --p)
+         best[p] = best[p - 1];
+      best[p] = c;
+      worst = B(best[k - 1] >> shift);
+   };
+   std::int64_t j = k;
+   for (; j + 8 <= n; j += 8) {
+      bool any = false;
+      for (int q = 0; q < 8; ++q)
+         any |= kk[j + q] < worst;
+      if (!any)
+         continue;
+      for (int q = 0; q < 8; ++q)
+         if (kk[j + q] < worst)
+            enter(j + q);
+   }
+   for (; j < n; ++j)
+      if (kk[j] < worst)
+         enter(j);
+}
+
 // ONNX TopK over outer x inner rows of n elements (stride inner): the k largest (or smallest)
 // values, sorted, ties to the lower index. Each element becomes one integer key, (order bits,
 // flipped for `largest`) above (index), so one ascending order on plain integers gives the
-// ONNX order including the tie-break; the k first keys are found by nth_element and sorted.
-// This avoids an index array sorted through a branchy comparator that re-reads the values.
-// `work` holds n keys: 8 bytes each for types up to 32 bits, 16 bytes for 64-bit types.
+// ONNX order including the tie-break. A small k (2..kTopkSmall) is selected in one pass over
+// the order keys (topk_select_small); otherwise the k first keys are found by nth_element and
+// sorted. This avoids an index array sorted through a branchy comparator that re-reads the
+// values. `work` holds n keys: 8 bytes each for types up to 32 bits, 16 bytes for 64-bit types.
 // values or indices may be null (output not requested).
 template <class T>
 inline void topk(const T *x, std::int64_t outer, std::int64_t n, std::int64_t inner, std::int64_t k, bool largest,
@@ -868,12 +913,31 @@ inline void topk(const T *x, std::int64_t outer, std::int64_t n, std::int64_t in
    const B flip = largest ? B(~B(0)) : B(0);
    const K low = (K(1) << shift) - 1;
    K *key = static_cast<K *>(work);
+   const bool small = k > 1 && k <= kTopkSmall && k < n;
    for (std::int64_t o = 0; o < outer; ++o) {
       for (std::int64_t i = 0; i < inner; ++i) {
          const T *xb = x + o * n * inner + i;
-         for (std::int64_t j = 0; j < n; ++j)
-            key[j] = (K(B(topk_key(xb[j * inner]) ^ flip)) << shift) | K(j);
-         if (k == 1) {
+         if (small) {
+            // the order keys alone (half the size) in `work`; the kept k on the stack, then
+            // copied over them for the output loop below
+            B *kk = reinterpret_cast<B *>(key);
+            if (inner == 1) {
+               for (std::int64_t j = 0; j < n; ++j)
+                  kk[j] = B(topk_key(xb[j]) ^ flip);
+            } else {
+               for (std::int64_t j = 0; j < n; ++j)
+                  kk[j] = B(topk_key(xb[j * inner]) ^ flip);
+            }
+            K best[kTopkSmall];
+            topk_select_small(kk, n, k, best);
+            std::copy(best, best + k, key);
+         } else {
+            for (std::int64_t j = 0; j < n; ++j)
+               key[j] = (K(B(topk_key(xb[j * inner]) ^ flip)) << shift) | K(j);
+         }
+         if (small) {
+            // selected and sorted above
+         } else if (k == 1) {
             K m = key[0];
             for (std::int64_t j = 1; j < n; ++j)
                m = key[j] < m ? key[j] : m;
