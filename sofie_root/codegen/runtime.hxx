@@ -823,6 +823,32 @@ template <class T> inline void attention(const AttentionArgs<T> &a)
    }
 }
 
+// Batched 2-D transpose y[b][c][r] = x[b][r][c] (x is batch x rows x cols), the form most
+// Transposes take once adjacent axes are merged (ParticleNet's [N, P, K, C] -> [N, C, P, K]). A
+// plain loop over y reads x with a stride of `cols` elements, one cache line per element. By
+// tiles of 16 x 16, reading rows of the tile and writing its columns, the 16 destination lines
+// of a tile stay in L1 (measured under cling on [1600, 32]: 3x faster than the plain loop, and
+// faster than writing rows / reading columns, or than 8 x 8 register tiles, which cling does
+// not turn into shuffles).
+template <class T>
+inline void transpose2d(const T *x, T *y, std::int64_t batch, std::int64_t rows, std::int64_t cols)
+{
+   constexpr std::int64_t t = 16;
+   for (std::int64_t n = 0; n < batch; ++n) {
+      const T *xb = x + n * rows * cols;
+      T *yb = y + n * rows * cols;
+      for (std::int64_t r0 = 0; r0 < rows; r0 += t) {
+         const std::int64_t r1 = std::min(r0 + t, rows);
+         for (std::int64_t c0 = 0; c0 < cols; c0 += t) {
+            const std::int64_t c1 = std::min(c0 + t, cols);
+            for (std::int64_t r = r0; r < r1; ++r)
+               for (std::int64_t c = c0; c < c1; ++c)
+                  yb[c * rows + r] = xb[r * cols + c];
+         }
+      }
+   }
+}
+
 // TopK support. topk_key maps a value to an unsigned integer whose ascending order is the ONNX
 // order: NaN (any payload or sign) above +inf and all NaNs equal, -0.0 equal to +0.0, so that
 // equal keys are exactly the ties ONNX breaks by the lower index.

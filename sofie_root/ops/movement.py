@@ -211,12 +211,43 @@ class Transpose(Operator):
     def propagate(self, v: NodeView, outs: list[OutInfo]):
         return [v.known_value(0) if v.input(0).rank <= 1 else None]
 
+    @staticmethod
+    def _batched_2d(dims: Sequence[DimLike], src_st: Sequence[DimLike]) -> tuple[DimLike, DimLike, DimLike] | None:
+        """(batch, rows, cols) when this transpose is y[b, c, r] = x[b, r, c] once size-1 axes
+        are dropped and axes that stay adjacent are merged (perm [0, 3, 1, 2] of [N, P, K, C] is
+        x [N, P*K, C] -> [N, C, P*K]); None otherwise (the innermost axis is already contiguous
+        in the input, or the permutation mixes more axes)."""
+        m_dims: list[DimLike] = []
+        m_src: list[DimLike] = []
+        for d, st in zip(dims, src_st):
+            if _is(d, 1):
+                continue
+            if m_dims and m_src[-1] == st * d:
+                m_dims[-1] = m_dims[-1] * d
+                m_src[-1] = st
+                continue
+            m_dims.append(d)
+            m_src.append(st)
+        if len(m_dims) not in (2, 3):
+            return None
+        *batch, cols, rows = m_dims
+        *batch_st, cols_st, rows_st = m_src
+        if cols_st != 1 or rows_st != cols or (batch and batch_st[0] != rows * cols):
+            return None
+        return (batch[0] if batch else 1, rows, cols)
+
     def emit(self, v: NodeView, e) -> str:
         x = v.input(0)
         perm = self._perm(v)
         out_shape = [x.shape[p] for p in perm]
         ist = strides(x.shape)
-        return _copy(e, out_shape, e.out(), 0, strides(out_shape), e.inp(0), 0, [ist[p] for p in perm])
+        src_st = [ist[p] for p in perm]
+        if x.dtype.name != "string" and not _is(x.size, 0):
+            plan = self._batched_2d(out_shape, src_st)
+            if plan is not None:  # read by cache tiles (sofie_rt::transpose2d), not one line per element
+                batch, rows, cols = (_cx(e, d) for d in plan)
+                return f"sofie_rt::transpose2d({e.inp(0)}, {e.out()}, {batch}, {rows}, {cols});"
+        return _copy(e, out_shape, e.out(), 0, strides(out_shape), e.inp(0), 0, src_st)
 
 
 # -- Concat / Split -----------------------------------------------------------------------------
