@@ -587,13 +587,17 @@ class Gather(Operator):
         n = ind.size
         if any(_is(s, 0) for s in (outer, inner, n)):
             return "// empty output"
-        o, j, k, t = e.tmp("o"), e.tmp("j"), e.tmp("k"), e.tmp("t")
+        o, j, k = e.tmp("o"), e.tmp("j"), e.tmp("k")
         lines = [f"for ({I64} {o} = 0; {o} < {_cx(e, outer)}; ++{o})",
                  f"for ({I64} {j} = 0; {j} < {_cx(e, n)}; ++{j}) {{"]
         lines += ["   " + s for s in _index_code(e, k, f"{e.inp(1)}[{j}]", d, "index out of range in Gather")]
-        lines.append(f"   for ({I64} {t} = 0; {t} < {_cx(e, inner)}; ++{t})")
-        lines.append(f"      {e.out()}[({o} * {_cx(e, n)} + {j}) * {_cx(e, inner)} + {t}] = "
-                     f"{e.inp(0)}[({o} * {_cx(e, d)} + {k}) * {_cx(e, inner)} + {t}];")
+        if _is(inner, 1):
+            lines.append(f"   {e.out()}[{o} * {_cx(e, n)} + {j}] = {e.inp(0)}[{o} * {_cx(e, d)} + {k}];")
+        else:
+            # rows copied by std::copy_n (memmove for plain types): an element loop is not
+            # vectorised by cling, which cannot rule out that the rows overlap
+            lines.append(f"   std::copy_n({e.inp(0)} + ({o} * {_cx(e, d)} + {k}) * {_cx(e, inner)}, {_cx(e, inner)}, "
+                         f"{e.out()} + ({o} * {_cx(e, n)} + {j}) * {_cx(e, inner)});")
         lines.append("}")
         return "\n".join(lines)
 
