@@ -65,10 +65,13 @@ def _sum(parts: Sequence[str | None]) -> str:
 
 
 def _nest(e, dims: Sequence[DimLike], offsets: Sequence[tuple[DimLike | str, Sequence[DimLike]]],
-          body: Callable[[list[str]], str], merge: bool = True) -> str:
+          body: Callable[[list[str]], str], merge: bool = True,
+          block: Callable[[list[DimLike], DimLike], Callable[[list[str]], str] | None] | None = None) -> str:
     """Loops over ``dims`` tracking one offset per ``(base, strides)``; ``body`` gets the offset
     expressions and returns the innermost statement(s). With ``merge``, size-1 axes are dropped
-    and adjacent axes that are contiguous for every offset are merged into one loop."""
+    and adjacent axes that are contiguous for every offset are merged into one loop. ``block``,
+    given the innermost (merged) axis's strides and length, may return code for that whole axis
+    (a function of the offsets at its start) to replace its loop, or None to keep the loop."""
     dims = list(dims)
     strides = [list(s) for _, s in offsets]
     if any(_is(d, 0) for d in dims):
@@ -87,6 +90,9 @@ def _nest(e, dims: Sequence[DimLike], offsets: Sequence[tuple[DimLike | str, Seq
             continue
         m_dims.append(d)
         m_st.append(st)
+    whole = block(m_st[-1], m_dims[-1]) if block is not None and m_dims else None
+    if whole is not None:
+        m_dims = m_dims[:-1]
     cur = [_cx(e, b) for b, _ in offsets]
     lines: list[str] = []
     depth = 0
@@ -104,7 +110,7 @@ def _nest(e, dims: Sequence[DimLike], offsets: Sequence[tuple[DimLike | str, Seq
                 expr = var
             nxt.append(expr)
         cur = nxt
-    for line in body(cur).splitlines():
+    for line in (whole or body)(cur).splitlines():
         lines.append("   " * depth + line)
     lines.append("}" * depth)
     return "\n".join(lines)
@@ -126,7 +132,19 @@ def _loops_idx(e, dims: Sequence[DimLike], body: Callable[[list[str]], str]) -> 
 
 def _copy(e, dims: Sequence[DimLike], dst: str, dst_off: DimLike | str, dst_st: Sequence[DimLike],
           src: str, src_off: DimLike | str, src_st: Sequence[DimLike]) -> str:
-    return _nest(e, dims, [(dst_off, dst_st), (src_off, src_st)], lambda o: f"{dst}[{o[0]}] = {src}[{o[1]}];")
+    def block(st: list[DimLike], n: DimLike) -> Callable[[list[str]], str] | None:
+        # contiguous runs as std::copy_n / std::fill_n (memmove / memset-like library code): cling
+        # does not vectorise the element loop, which might read what it writes for all it knows
+        if not _is(st[0], 1) or (isinstance(n, int) and n < 4):
+            return None
+        if _is(st[1], 1):
+            return lambda o: f"std::copy_n({src} + {o[1]}, {_cx(e, n)}, {dst} + {o[0]});"
+        if _is(st[1], 0):
+            return lambda o: f"std::fill_n({dst} + {o[0]}, {_cx(e, n)}, {src}[{o[1]}]);"
+        return None
+
+    return _nest(e, dims, [(dst_off, dst_st), (src_off, src_st)], lambda o: f"{dst}[{o[0]}] = {src}[{o[1]}];",
+                 block=block)
 
 
 def _checks(e, conds: Sequence[tuple[DimLike, DimLike]], what: str) -> list[str]:
