@@ -16,7 +16,7 @@ from .codegen.emitter import Generated, content_hash, generate
 from .errors import InputError, ResourceLimitError, SofieError
 from .ir.dims import Dim, DimLike
 from .ir.graph import Graph
-from .jit import cling, native
+from .jit import cling, native, pycall
 from .passes import run_passes
 
 
@@ -74,6 +74,9 @@ class Model:
 
     #: RDataFrame column names suggested for each input (stored in, and read from, .root files)
     column_hints: dict[str, list[str]] | None = None
+    #: the quick caller (jit/pycall.py) set by _prepare_calls; None: no quick path (GPU models,
+    #: models specialised per call, missing CPython headers)
+    _quick = None
 
     def __new__(cls, *args: object, **kwargs: object):
         # a GPU backend makes a GpuModel (sofie_root.gpu), whichever path (compile, load, a
@@ -237,18 +240,28 @@ class Model:
         n_sym = len(self._symbols) + len(self._generated.data_symbols)
         self._call_arrays = ((ctypes.c_int64 * max(1, n_sym))(), (ctypes.c_void_p * max(1, len(self._in_infos)))(),
                              (ctypes.c_void_p * max(1, len(self._out_infos)))())
-        # the quick way in: typed arrays straight to the entry point through cppyy (see
-        # cling.fast_caller); ctypes below is the fallback (bool or 8-bit tensors)
-        self._fast = (cling.fast_caller([i.dtype.cpp for i in self._in_infos], [i.dtype.cpp for i in self._out_infos])
-                      if self._backend in ("cling", "native") else None)
         self._sym_np = np.zeros(max(1, n_sym), dtype=np.int64)
         self._run_addr = ctypes.cast(self._entry.run, ctypes.c_void_p).value
         self._err_addr = ctypes.addressof(self._err)
         self._err_len = len(self._err)
+        simple_io = not self._io_types and not self._generated.data_symbols
+        # the quick way in: a CPython builtin doing the whole quick path in C++ (jit/pycall.py);
+        # without the headers it needs, typed arrays through cppyy (cling.fast_caller). The
+        # general path calls run through ctypes (under the builtin's mutex when there is one).
+        self._pyplan = None
+        if self._backend in ("cling", "native") and simple_io:
+            self._pyplan = pycall.make_plan(self._run_addr, self._session,
+                                            [i.dtype.numpy.num for i in self._in_infos],
+                                            [i.dtype.numpy.num for i in self._out_infos])
+        self._quick = self._pyplan.quick if self._pyplan is not None else None
+        self._run, self._run_target = ((self._pyplan.run, self._pyplan.target) if self._pyplan is not None
+                                       else (self._entry.run, self._session))
+        self._fast = (cling.fast_caller([i.dtype.cpp for i in self._in_infos], [i.dtype.cpp for i in self._out_infos])
+                      if self._backend in ("cling", "native") and self._pyplan is None else None)
         # the signature cache of the quick path (see _signature): input shapes -> what a call with
-        # arrays of those shapes needs; None where that path is off (no cppyy caller for these
+        # arrays of those shapes needs; None where that path is off (no quick caller for these
         # dtypes, half-precision I/O, outputs sized by the data)
-        quick = self._fast is not None and not self._io_types and not self._generated.data_symbols
+        quick = (self._fast is not None or self._pyplan is not None) and simple_io
         self._signatures: dict[tuple, tuple | None] | None = {} if quick else None
         self._in_dtypes = tuple(info.dtype.numpy for info in self._in_infos)
         self._n_in = len(self._in_infos)
@@ -276,7 +289,12 @@ class Model:
                     tuple((s, dtype) for s, (_, dtype) in zip(out_shapes, self._out_plans)))
         if len(self._signatures) >= self.MAX_SIGNATURES:
             self._signatures.clear()
+            if self._pyplan is not None:
+                self._pyplan.clear()
         self._signatures[shapes] = plan
+        if plan is not None and self._pyplan is not None:
+            self._pyplan.add(shapes, tuple(int(v) for v in sym[:max(1, len(self._symbols))]),
+                             tuple(s for s, _ in plan[2]))
         return plan
 
     def _try_signature(self, shapes: tuple) -> tuple | None:
@@ -314,6 +332,11 @@ class Model:
         Calls with C-contiguous numpy arrays of the exact dtypes take a quick path: the checks
         of a combination of input shapes are made once and remembered.
         """
+        quick = self._quick
+        if quick is not None and not named:  # all checks in C++; None: the paths below
+            outs = quick(arrays, out)
+            if outs is not None:
+                return outs
         if out is not None and not isinstance(out, (list, tuple)):
             if "out" in self.graph.inputs and not named:  # a model input called "out", given by name
                 named, out = {"out": out}, None
@@ -342,7 +365,7 @@ class Model:
                         if not ((a.dtype is dtype or a.dtype == dtype) and a.flags.c_contiguous):
                             plan = None
                             break
-            if plan is not None:
+            if plan is not None and self._fast is not None:  # the cppyy way (no pycall builtin)
                 _, sym, specs = plan
                 if out is not None:
                     o = out[0] if len(out) == len(specs) == 1 else None
@@ -436,7 +459,7 @@ class Model:
                     in_ptrs[j] = a.ctypes.data
                 for j, o in enumerate(outs):
                     out_ptrs[j] = o.ctypes.data
-                rc = self._entry.run(self._session, sym_arr, in_ptrs, out_ptrs, self._err, len(self._err))
+                rc = self._run(self._run_target, sym_arr, in_ptrs, out_ptrs, self._err, len(self._err))
             if rc:
                 raise SofieError(f"inference failed: {self._err.value.decode(errors='replace')}")
             data_values = [int(sym_arr[len(self._symbols) + j]) for j in range(len(data_syms))]
@@ -467,7 +490,12 @@ class Model:
 
     def __call__(self, *arrays: object, **named: object) -> np.ndarray | list[np.ndarray]:
         """Like :meth:`infer`, but returns the array itself when the model has one output."""
-        outs = self.infer(*arrays, **named)
+        quick = self._quick
+        outs = None
+        if quick is not None and not named:
+            outs = quick(arrays, None)
+        if outs is None:
+            outs = self.infer(*arrays, **named)
         return outs[0] if len(outs) == 1 else outs
 
     def _collect(self, arrays: Sequence[object], named: Mapping[str, object]) -> list[object]:

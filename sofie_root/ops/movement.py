@@ -65,10 +65,13 @@ def _sum(parts: Sequence[str | None]) -> str:
 
 
 def _nest(e, dims: Sequence[DimLike], offsets: Sequence[tuple[DimLike | str, Sequence[DimLike]]],
-          body: Callable[[list[str]], str], merge: bool = True) -> str:
+          body: Callable[[list[str]], str], merge: bool = True,
+          block: Callable[[list[DimLike], DimLike], Callable[[list[str]], str] | None] | None = None) -> str:
     """Loops over ``dims`` tracking one offset per ``(base, strides)``; ``body`` gets the offset
     expressions and returns the innermost statement(s). With ``merge``, size-1 axes are dropped
-    and adjacent axes that are contiguous for every offset are merged into one loop."""
+    and adjacent axes that are contiguous for every offset are merged into one loop. ``block``,
+    given the innermost (merged) axis's strides and length, may return code for that whole axis
+    (a function of the offsets at its start) to replace its loop, or None to keep the loop."""
     dims = list(dims)
     strides = [list(s) for _, s in offsets]
     if any(_is(d, 0) for d in dims):
@@ -87,6 +90,9 @@ def _nest(e, dims: Sequence[DimLike], offsets: Sequence[tuple[DimLike | str, Seq
             continue
         m_dims.append(d)
         m_st.append(st)
+    whole = block(m_st[-1], m_dims[-1]) if block is not None and m_dims else None
+    if whole is not None:
+        m_dims = m_dims[:-1]
     cur = [_cx(e, b) for b, _ in offsets]
     lines: list[str] = []
     depth = 0
@@ -104,7 +110,7 @@ def _nest(e, dims: Sequence[DimLike], offsets: Sequence[tuple[DimLike | str, Seq
                 expr = var
             nxt.append(expr)
         cur = nxt
-    for line in body(cur).splitlines():
+    for line in (whole or body)(cur).splitlines():
         lines.append("   " * depth + line)
     lines.append("}" * depth)
     return "\n".join(lines)
@@ -126,7 +132,19 @@ def _loops_idx(e, dims: Sequence[DimLike], body: Callable[[list[str]], str]) -> 
 
 def _copy(e, dims: Sequence[DimLike], dst: str, dst_off: DimLike | str, dst_st: Sequence[DimLike],
           src: str, src_off: DimLike | str, src_st: Sequence[DimLike]) -> str:
-    return _nest(e, dims, [(dst_off, dst_st), (src_off, src_st)], lambda o: f"{dst}[{o[0]}] = {src}[{o[1]}];")
+    def block(st: list[DimLike], n: DimLike) -> Callable[[list[str]], str] | None:
+        # contiguous runs as std::copy_n / std::fill_n (memmove / memset-like library code): cling
+        # does not vectorise the element loop, which might read what it writes for all it knows
+        if not _is(st[0], 1) or (isinstance(n, int) and n < 4):
+            return None
+        if _is(st[1], 1):
+            return lambda o: f"std::copy_n({src} + {o[1]}, {_cx(e, n)}, {dst} + {o[0]});"
+        if _is(st[1], 0):
+            return lambda o: f"std::fill_n({dst} + {o[0]}, {_cx(e, n)}, {src}[{o[1]}]);"
+        return None
+
+    return _nest(e, dims, [(dst_off, dst_st), (src_off, src_st)], lambda o: f"{dst}[{o[0]}] = {src}[{o[1]}];",
+                 block=block)
 
 
 def _checks(e, conds: Sequence[tuple[DimLike, DimLike]], what: str) -> list[str]:
@@ -211,12 +229,43 @@ class Transpose(Operator):
     def propagate(self, v: NodeView, outs: list[OutInfo]):
         return [v.known_value(0) if v.input(0).rank <= 1 else None]
 
+    @staticmethod
+    def _batched_2d(dims: Sequence[DimLike], src_st: Sequence[DimLike]) -> tuple[DimLike, DimLike, DimLike] | None:
+        """(batch, rows, cols) when this transpose is y[b, c, r] = x[b, r, c] once size-1 axes
+        are dropped and axes that stay adjacent are merged (perm [0, 3, 1, 2] of [N, P, K, C] is
+        x [N, P*K, C] -> [N, C, P*K]); None otherwise (the innermost axis is already contiguous
+        in the input, or the permutation mixes more axes)."""
+        m_dims: list[DimLike] = []
+        m_src: list[DimLike] = []
+        for d, st in zip(dims, src_st):
+            if _is(d, 1):
+                continue
+            if m_dims and m_src[-1] == st * d:
+                m_dims[-1] = m_dims[-1] * d
+                m_src[-1] = st
+                continue
+            m_dims.append(d)
+            m_src.append(st)
+        if len(m_dims) not in (2, 3):
+            return None
+        *batch, cols, rows = m_dims
+        *batch_st, cols_st, rows_st = m_src
+        if cols_st != 1 or rows_st != cols or (batch and batch_st[0] != rows * cols):
+            return None
+        return (batch[0] if batch else 1, rows, cols)
+
     def emit(self, v: NodeView, e) -> str:
         x = v.input(0)
         perm = self._perm(v)
         out_shape = [x.shape[p] for p in perm]
         ist = strides(x.shape)
-        return _copy(e, out_shape, e.out(), 0, strides(out_shape), e.inp(0), 0, [ist[p] for p in perm])
+        src_st = [ist[p] for p in perm]
+        if x.dtype.name != "string" and not _is(x.size, 0):
+            plan = self._batched_2d(out_shape, src_st)
+            if plan is not None:  # read by cache tiles (sofie_rt::transpose2d), not one line per element
+                batch, rows, cols = (_cx(e, d) for d in plan)
+                return f"sofie_rt::transpose2d({e.inp(0)}, {e.out()}, {batch}, {rows}, {cols});"
+        return _copy(e, out_shape, e.out(), 0, strides(out_shape), e.inp(0), 0, src_st)
 
 
 # -- Concat / Split -----------------------------------------------------------------------------
@@ -635,13 +684,17 @@ class Gather(Operator):
         n = ind.size
         if any(_is(s, 0) for s in (outer, inner, n)):
             return "// empty output"
-        o, j, k, t = e.tmp("o"), e.tmp("j"), e.tmp("k"), e.tmp("t")
+        o, j, k = e.tmp("o"), e.tmp("j"), e.tmp("k")
         lines = [f"for ({I64} {o} = 0; {o} < {_cx(e, outer)}; ++{o})",
                  f"for ({I64} {j} = 0; {j} < {_cx(e, n)}; ++{j}) {{"]
         lines += ["   " + s for s in _index_code(e, k, f"{e.inp(1)}[{j}]", d, "index out of range in Gather")]
-        lines.append(f"   for ({I64} {t} = 0; {t} < {_cx(e, inner)}; ++{t})")
-        lines.append(f"      {e.out()}[({o} * {_cx(e, n)} + {j}) * {_cx(e, inner)} + {t}] = "
-                     f"{e.inp(0)}[({o} * {_cx(e, d)} + {k}) * {_cx(e, inner)} + {t}];")
+        if _is(inner, 1):
+            lines.append(f"   {e.out()}[{o} * {_cx(e, n)} + {j}] = {e.inp(0)}[{o} * {_cx(e, d)} + {k}];")
+        else:
+            # rows copied by std::copy_n (memmove for plain types): an element loop is not
+            # vectorised by cling, which cannot rule out that the rows overlap
+            lines.append(f"   std::copy_n({e.inp(0)} + ({o} * {_cx(e, d)} + {k}) * {_cx(e, inner)}, {_cx(e, inner)}, "
+                         f"{e.out()} + ({o} * {_cx(e, n)} + {j}) * {_cx(e, inner)});")
         lines.append("}")
         return "\n".join(lines)
 

@@ -170,3 +170,104 @@ def test_an_input_called_out() -> None:
     x = np.arange(6, dtype=F).reshape(2, 3)
     np.testing.assert_array_equal(m.infer(out=x)[0], -x)
     np.testing.assert_array_equal(m.infer(x)[0], -x)
+
+
+def _gather_model():
+    """y = x[:, i] (Gather axis 1): an out-of-range index makes the generated run fail."""
+    return make_model([helper.make_node("Gather", ["x", "i"], ["y"], axis=1)],
+                      [value_info("x", F, ("N", 4)), value_info("i", np.int64, (2,))], [value_info("y", F, None)],
+                      opset=13)
+
+
+@pytest.fixture(params=["pycall", "cppyy"])
+def quick_way(request, monkeypatch):
+    """Models compiled with the C API quick path (jit/pycall.py) or without it (the cppyy caller,
+    as on a machine without the CPython headers)."""
+    if request.param == "cppyy":
+        monkeypatch.setattr(sofie_root.jit.pycall, "make_plan", lambda *a, **k: None)
+    return request.param
+
+
+def test_both_quick_ways_check_and_compute_the_same(quick_way) -> None:
+    m = sofie_root.compile(_gather_model())
+    assert (m._pyplan is not None) == (quick_way == "pycall") and (m._fast is None) == (quick_way == "pycall")
+    proto = _gather_model()
+    x = RNG.standard_normal((3, 4)).astype(F)
+    i = np.array([3, -1])
+    for _ in range(3):  # the first call of a signature takes the general path, the next ones the quick one
+        np.testing.assert_array_equal(m.infer(x, i)[0], run_ort(proto, x, i)[0])
+        np.testing.assert_array_equal(m(x, i), run_ort(proto, x, i)[0])
+    # an error of the generated code on the quick path comes back as a SofieError, and the model stays usable
+    with pytest.raises(sofie_root.SofieError, match=r"inference failed.*Gather.*out of range"):
+        m.infer(x, np.array([0, 9]))
+    np.testing.assert_array_equal(m.infer(x, np.array([1, 2]))[0], x[:, [1, 2]])
+    # a cached signature with the wrong dtype, byte order, alignment or a view still gets the general treatment
+    with pytest.raises(sofie_root.InputError, match="'x' expects float32"):
+        m.infer(x.astype(np.int32), i)
+    np.testing.assert_array_equal(m.infer(x.astype(">f4"), i.astype(">i8"))[0], x[:, [3, 3]])
+    raw = np.zeros(x.nbytes + 1, np.uint8)[1:].view(F).reshape(3, 4)  # misaligned
+    raw[...] = x
+    assert not raw.flags.aligned
+    np.testing.assert_array_equal(m.infer(raw, i)[0], x[:, [3, 3]])
+    np.testing.assert_array_equal(m.infer(np.asfortranarray(np.tile(x, (1, 1))), i)[0], x[:, [3, 3]])
+    with pytest.raises(sofie_root.InputError, match="takes 2 input"):
+        m.infer(x)
+    with pytest.raises(sofie_root.InputError, match=r"'x' expects shape \[N, 4\]"):
+        m.infer(x[:, :3].copy(), i)
+    # preallocated outputs: owned, a view, the wrong shape, an input itself
+    y = np.empty((3, 2), F)
+    assert m.infer(x, i, out=[y])[0] is y and np.array_equal(y, x[:, [3, 3]])
+    big = np.empty((6, 2), F)
+    assert m.infer(x, i, out=(big[:3],))[0].base is big and np.array_equal(big[:3], x[:, [3, 3]])
+    with pytest.raises(sofie_root.InputError, match=r"out\[0\].*shape \[3, 2\]"):
+        m.infer(x, i, out=[np.empty((3, 3), F)])
+
+
+def test_an_output_into_its_own_input_is_refused(quick_way) -> None:
+    proto = make_model([helper.make_node("Relu", ["x"], ["y"])], [value_info("x", F, ("N", 5))],
+                       [value_info("y", F, None)])
+    m = sofie_root.compile(proto)
+    x = RNG.standard_normal((2, 5)).astype(F)
+    m.infer(x)
+    m.infer(x)
+    with pytest.raises(sofie_root.InputError, match="overlaps"):
+        m.infer(x, out=[x])
+    np.testing.assert_array_equal(m.infer(x)[0], np.maximum(x, 0))
+
+
+def test_bool_and_8_bit_tensors_take_the_quick_path() -> None:
+    proto = make_model([helper.make_node("Not", ["b"], ["nb"]), helper.make_node("Neg", ["q"], ["nq"])],
+                       [value_info("b", np.bool_, ("N", 3)), value_info("q", np.int8, ("N", 3))],
+                       [value_info("nb", np.bool_, None), value_info("nq", np.int8, None)])
+    m = sofie_root.compile(proto)
+    b = RNG.random((4, 3)) > 0.5
+    q = RNG.integers(-100, 100, (4, 3), dtype=np.int8)
+    for _ in range(3):
+        nb, nq = m.infer(b, q)
+        np.testing.assert_array_equal(nb, ~b)
+        np.testing.assert_array_equal(nq, -q)
+
+
+def test_threads_mixing_the_quick_and_the_general_path(quick_way) -> None:
+    """The quick path (exact float32) and the general one (float64, cast first) share the Session:
+    they must take turns (one mutex, or one lock, for both)."""
+    m = sofie_root.compile(_one_io())
+    xs = [RNG.standard_normal((n, 6)).astype(F) for n in (1, 5, 64)]
+    expected = [np.tanh(x.astype(np.float64) @ W.astype(np.float64)) for x in xs]
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        try:
+            for _ in range(40):
+                for x, e in zip(xs, expected):
+                    got = m.infer(x if k % 2 else x.astype(np.float64))[0]
+                    np.testing.assert_allclose(got, e, rtol=1e-5, atol=1e-6)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]

@@ -74,6 +74,22 @@ def test_transpose_dtypes_symbolic(dtype) -> None:
           more=[{"x": rand((4, 3, 1, 5), dtype)}])
 
 
+@pytest.mark.parametrize("shape,perm", [((2, 100, 16, 32), [0, 3, 1, 2]), ((3, 8, 100), [0, 2, 1]),
+                                         ((37, 19), [1, 0]), ((2, 1, 17, 1, 33), [4, 1, 3, 0, 2]),
+                                         ((2, 5, 3, 7), [0, 2, 3, 1]), ((4, 6, 5), [2, 0, 1])], ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int8, np.bool_])
+def test_transpose_batched_2d(shape, perm, dtype) -> None:
+    """Permutations that are a batched 2-D transpose once adjacent axes merge (sofie_rt::transpose2d,
+    by 16 x 16 tiles: sizes on and off the tile edges), with a symbolic first dimension."""
+    m = sofie_root.compile(build([helper.make_node("Transpose", ["x"], ["y"], perm=perm)], {"x": rand(shape, dtype)},
+                                 {"y": dtype}, dims={"x": ["N", *shape[1:]]}))
+    for n in (shape[0], 1, 3):
+        x = rand((n, *shape[1:]), dtype)
+        (y,) = m.infer(x)
+        np.testing.assert_array_equal(y, np.transpose(x, perm))
+    assert "transpose2d" in m.source, "the tiled kernel is used"
+
+
 # -- Concat --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("axis", [0, 1, 2, -1, -3])

@@ -64,3 +64,34 @@ def test_knn_shape() -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 100, 100)).astype(np.float32)
     _check(x, 17, -1, 0)
+
+
+def _reference_topk(x, k, axis, largest):
+    """onnx.reference's TopK (a stable lexsort: NaN above every number, ties to the lower index)."""
+    from onnx.reference import ReferenceEvaluator
+
+    return ReferenceEvaluator(_model(x.dtype, list(x.shape), k, axis, largest)).run(None, {"x": x})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+@pytest.mark.parametrize("largest", [0, 1])
+def test_small_k_selection_against_onnx_reference(dtype, largest) -> None:
+    """The one-pass selection of a small k (2..32, sofie_rt::topk_select_small) on rows of 100
+    with many ties and NaN, rows already sorted either way (every element enters the kept set),
+    and k around the 32 limit (the nth_element path takes over)."""
+    rng = np.random.default_rng(17)
+    x = rng.integers(-6, 7, size=(3, 40, 100)).astype(dtype)  # ties everywhere
+    if x.dtype.kind == "f":
+        x += rng.standard_normal(x.shape).astype(dtype) * (rng.random(x.shape) < 0.5)  # some distinct values
+        x[rng.random(x.shape) < 0.05] = np.nan
+        x[0, 0, :] = -0.0
+        x[0, 1, 50:] = np.inf
+    x[1, 0, :] = np.arange(100)  # ascending: with largest, every element beats the kept ones
+    x[1, 1, :] = np.arange(100)[::-1]
+    x[1, 2, :] = 3  # all equal: the first k indices
+    for axis, k in ((-1, 2), (-1, 17), (-1, 32), (-1, 33), (1, 17), (1, 39)):
+        model = _model(x.dtype, list(x.shape), k, axis, largest)
+        got_v, got_i = sofie_root.compile(model).infer(x)
+        ref_v, ref_i = _reference_topk(x, k, axis, largest)
+        np.testing.assert_array_equal(got_i, ref_i, err_msg=f"axis {axis} k {k}")
+        np.testing.assert_array_equal(got_v, ref_v)
