@@ -77,7 +77,8 @@ def test_wheel_installs_and_runs_without_the_source_tree(tmp_path) -> None:
     (wheel,) = dist.glob("sofie_root-*.whl")
     assert wheel.name.startswith(f"sofie_root-{sofie_root.__version__}-")
     names = zipfile.ZipFile(wheel).namelist()
-    for data in ("sofie_root/codegen/runtime.hxx", "sofie_root/rdf/sofie_rdf.hxx", "sofie_root/serialization/SCHEMA.md"):
+    for data in ("sofie_root/codegen/runtime.hxx", "sofie_root/codegen/scalar.hxx", "sofie_root/gpu/gpu_runtime.cuh",
+                 "sofie_root/rdf/sofie_rdf.hxx", "sofie_root/serialization/SCHEMA.md"):
         assert data in names, f"{data} missing from the wheel"
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
 
