@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     tools = {"nvcc": build.nvcc(), "hipcc": build.hipcc()}
     notes = [f"CPU seconds of the compiler (wall seconds in brackets); load average {load[0]:.1f} "
              f"{load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cores; command: python benchmarks/gpu_compile.py"]
-    notes += [f"{k}: {v[1].splitlines()[-1] if v else 'not found'}" for k, v in tools.items()]
+    for k, v in tools.items():  # the version lines ("release 13.0", "HIP version: 5.2", "clang version 15")
+        lines_v = [ln for ln in v[1].splitlines() if "version" in ln.lower() or "release" in ln] if v else []
+        notes.append(f"{k}: {'; '.join(lines_v) or (v[1].splitlines()[-1] if v else 'not found')}")
     notes += missing
     print("\n".join(notes))
     out = Path(a.out)
