@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast lint conformance bench bench-ops gpu-check clean docs docs-gallery
+.PHONY: demo test test-fast lint conformance bench bench-ops gpu-check gpu-compile-times clean docs docs-gallery
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench-ops: $(STAMP)
 # ONNX Runtime (benchmarks/results/gpu-check.md); stops at once, saying why, without a GPU
 gpu-check:
 	bash tools/gpu_check.sh
+
+# no GPU needed: g++ (emulated), nvcc and hipcc compile times of each corpus model's generated
+# source, those compilers that are installed (benchmarks/results/gpu-compile.md, docs/guide/gpu.md)
+gpu-compile-times: $(STAMP)
+	$(BIN)/python benchmarks/gpu_compile.py
 
 # the documentation site (Sphinx, furo, MyST) into docs/_build/html; warnings are errors
 docs: $(STAMP)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from sofie_root import __version__
 from sofie_root.codegen.emitter import generate
+from sofie_root.codegen.headers import runtime_text
 from sofie_root.codegen.names import comment
 from sofie_root.errors import SofieError
-from sofie_root.jit.cling import RUNTIME_PATH
 from sofie_root.passes import run_passes
 
 from .errors import InvalidModelFileError
@@ -82,7 +82,7 @@ def header_source(spec: str | os.PathLike, namespace: str | None = None, name: s
         "#if defined(__CLING__)",
         "#pragma cling optimize(3)",
         "#endif",
-        RUNTIME_PATH.read_text(),
+        runtime_text(),
         ROOT_IO_PATH.read_text(),
         generated.source,
         f"#endif // {guard}",

@@ -145,7 +145,7 @@ class Model:
 
     @property
     def runtime_source(self) -> str:
-        return cling.RUNTIME_PATH.read_text()
+        return cling.runtime_text()
 
     @property
     def namespace(self) -> str:

@@ -33,6 +33,6 @@ if [ "$BACKEND" = cuda ] && [ -n "$ARCH" ] && [ -z "${SOFIE_ROOT_CUDA_ARCHS:-}" 
 fi
 start=$(date +%s)
 SOFIE_GPU_TEST_BACKEND="$BACKEND" "$PY" -m pytest -q -p no:cacheprovider tests/sofie_root/test_gpu.py \
-  -k "model_matches or test_node_cases or device_inputs or index_out_of_range" --durations=10
+  -k "model_matches or test_node_cases or device_inputs or index_out_of_range or epilogue" --durations=10
 "$PY" benchmarks/gpu.py --backend "$BACKEND" --batches 1,256,4096 --quick --out benchmarks/results/gpu-check.md
 echo "gpu-check: done in $(( $(date +%s) - start )) s; table in benchmarks/results/gpu-check.md"

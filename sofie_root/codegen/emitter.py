@@ -337,6 +337,39 @@ class _ModelState:
         return str(int(d))
 
 
+def arena_layout(arena: memory.Plan, dim: Callable[[DimLike], str], round_up: str) -> list[str]:
+    """The C++ lines that lay the arena out for the symbol values of a call: ``a<k>_size`` and
+    ``a<k>_off`` of each buffer (its offset is the largest end of the buffers below it, see
+    memory.py) and ``arena_bytes``, the largest end. ``dim`` writes a size expression, ``round_up``
+    names the C++ function rounding a byte count up to the alignment (CPU and GPU runtimes')."""
+    layout = []
+    tops = set(range(len(arena.buffers)))
+    for k in arena.order:
+        b = arena.buffers[k]
+        if all(not isinstance(d, Dim) for d in b.sizes):
+            size = str(arena.buffer_size(k, {}))
+        else:
+            terms = []
+            for d in b.sizes:
+                nonneg = isinstance(d, Dim) and all(c >= 0 for c in d.terms.values())
+                terms.append(f"std::size_t({dim(d)})" if nonneg
+                             else f"std::size_t(std::max<std::int64_t>(0, {dim(d)}))")
+            size = terms[0]
+            for t in terms[1:]:
+                size = f"std::max({size}, {t})"
+            size = f"std::max<std::size_t>({memory.ALIGN}, {round_up}({size}))"
+        layout.append(f"      const std::size_t a{k}_size = {size};")
+        ends = [f"a{j}_off + a{j}_size" for j in b.below]
+        tops.difference_update(b.below)
+        off = ends[0] if ends else "0"
+        for end in ends[1:]:
+            off = f"std::max({off}, {end})"
+        layout.append(f"      const std::size_t a{k}_off = {off};")
+    for k in sorted(tops):
+        layout.append(f"      arena_bytes = std::max(arena_bytes, a{k}_off + a{k}_size);")
+    return layout
+
+
 def _views(graph: Graph) -> list[tuple[NodeView, Operator]]:
     out = []
     unsupported = []
@@ -473,33 +506,7 @@ def generate(graph: Graph, namespace: str, extra_members: str = "", profile: boo
     limits.check_compile_bytes(arena.arena_bytes(dict.fromkeys(st.symbols, 1)) if arena.buffers else 0,
                                "the arena of intermediate tensors", bool(st.symbols))
 
-    # arena layout code: each buffer's offset is the largest end of the buffers below it, for
-    # the symbol values of this call; the arena is the largest end (see memory.py)
-    layout = []
-    tops = set(range(len(arena.buffers)))
-    for k in arena.order:
-        b = arena.buffers[k]
-        if all(not isinstance(d, Dim) for d in b.sizes):
-            size = str(arena.buffer_size(k, {}))
-        else:
-            terms = []
-            for d in b.sizes:
-                nonneg = isinstance(d, Dim) and all(c >= 0 for c in d.terms.values())
-                terms.append(f"std::size_t({st.dim(d)})" if nonneg
-                             else f"std::size_t(std::max<std::int64_t>(0, {st.dim(d)}))")
-            size = terms[0]
-            for t in terms[1:]:
-                size = f"std::max({size}, {t})"
-            size = f"std::max<std::size_t>({memory.ALIGN}, sofie_rt::round_up({size}))"
-        layout.append(f"      const std::size_t a{k}_size = {size};")
-        ends = [f"a{j}_off + a{j}_size" for j in b.below]
-        tops.difference_update(b.below)
-        off = ends[0] if ends else "0"
-        for end in ends[1:]:
-            off = f"std::max({off}, {end})"
-        layout.append(f"      const std::size_t a{k}_off = {off};")
-    for k in sorted(tops):
-        layout.append(f"      arena_bytes = std::max(arena_bytes, a{k}_off + a{k}_size);")
+    layout = arena_layout(arena, st.dim, "sofie_rt::round_up")
     # a long graph is run by several member functions of at most PART_NODES nodes each (one huge
     # function costs the C++ compiler super-linear time: 1,000 unfused nodes did not compile in
     # 300 s); they find the arena offsets in an array filled by run()

@@ -19,6 +19,7 @@ import ctypes
 import os
 import shlex
 import shutil
+import struct
 import subprocess
 import tempfile
 import threading
@@ -26,13 +27,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..codegen.headers import header_text
 from ..errors import CompilationError
 from ..jit import native
+from ..jit.cling import _CREATE, _DESTROY, _RUN  # the entry points' C signatures, as the CPU models'
 
 RUNTIME_PATH = Path(__file__).resolve().parent / "gpu_runtime.cuh"
 GPU_BACKENDS = ("cuda", "hip", "gpu-emulated")
 DEFAULT_CUDA_ARCHS = "80,90"
 DEFAULT_HIP_ARCHS = "gfx90a,gfx1030"
+
+
+def runtime_text() -> str:
+    """The GPU runtime header as one text (the shared scalar helpers spliced in)."""
+    return header_text(RUNTIME_PATH).replace("#pragma once", "", 1)
+
+
 _DEFINE = {"cuda": "SOFIE_GPU_CUDA", "hip": "SOFIE_GPU_HIP", "gpu-emulated": "SOFIE_GPU_EMULATED"}
 
 _lock = threading.RLock()
@@ -40,10 +50,6 @@ _loaded: dict[tuple[str, str], LoadedModel] = {}
 _libraries: list[ctypes.CDLL] = []
 _tools: dict[str, tuple[str, str]] = {}
 
-_CREATE = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t)
-_DESTROY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-_RUN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                        ctypes.c_char_p, ctypes.c_size_t)
 
 
 @dataclass
@@ -127,20 +133,20 @@ def _archs(env: str, default: str) -> list[str]:
     return [a.strip() for a in os.environ.get(env, default).split(",") if a.strip()]
 
 
-def translation_unit(namespace: str, source: str, backend: str, blas: bool = False) -> str:
+def _unit_head(backend: str, blas: bool = False) -> str:
+    """The start of every translation unit: the target's define and the runtime header."""
     prelude = f"#define {_DEFINE[backend]} 1\n" + ("#define SOFIE_RT_CBLAS 1\n" if blas else "")
+    return f"{prelude}{runtime_text()}\n"
+
+
+def _unit_model(namespace: str, source: str) -> str:
+    """One model's part of a translation unit: its source and its exported C entry points."""
     api = '__attribute__((visibility("default")))'
-    return f"""{prelude}{RUNTIME_PATH.read_text().replace("#pragma once", "", 1)}
-{source}
+    return f"""{source}
 extern "C" {{
-{api} void *{namespace}_create(const void *w, std::size_t n, char *err, std::size_t errlen) noexcept
-{{ return {namespace}::create(w, n, err, errlen); }}
-{api} void {namespace}_destroy(void *s) noexcept {{ {namespace}::destroy(s); }}
-{api} int {namespace}_run(void *s, std::int64_t *sym, const void *const *in, void *const *out, char *err,
-                     std::size_t errlen) noexcept
-{{ return {namespace}::run(s, sym, in, out, err, errlen, true); }}
-{api} int {namespace}_run_device(void *s, std::int64_t *sym, const void *const *in, void *const *out, char *err,
-                            std::size_t errlen) noexcept
+{native.entry_points(namespace, ", true")}
+{api} int {namespace}_run_device(void *s, std::int64_t *sym, const void *const *in, void *const *out,
+                            char *err, std::size_t errlen) noexcept
 {{ return {namespace}::run(s, sym, in, out, err, errlen, false); }}
 {api} void *{namespace}_alloc(std::size_t n, char *err, std::size_t errlen) noexcept
 {{
@@ -157,6 +163,11 @@ extern "C" {{
 }}
 }}
 """
+
+
+def translation_unit(namespace: str, source: str, backend: str, blas: bool = False) -> str:
+    """The file given to the compiler for one model."""
+    return _unit_head(backend, blas) + _unit_model(namespace, source)
 
 
 def _command(backend: str, compile_only: bool = False, archs: list[str] | None = None):
@@ -214,21 +225,50 @@ def build(namespace: str, source: str, backend: str) -> tuple[Path, float]:
     return lib, (time.perf_counter() - t0) if native.stats["compiles"] > before else 0.0
 
 
-def compile_check(source: str, namespace: str, backend: str, archs: list[str] | None = None) -> float:
-    """Compile the model's translation unit to an object file only (no link, no cache); returns
-    the seconds it took. Used by the tests to check the CUDA and HIP sources where no GPU is."""
-    argv, _, opts, _, suffix, blas = _command(backend, compile_only=True, archs=archs)
-    unit = translation_unit(namespace, source, backend, blas is not None)
+def compile_check(source: str | list[tuple[str, str]], namespace: str = "", backend: str = "cuda",
+                  archs: list[str] | None = None, *, link: bool = False) -> float:
+    """Compile a model's translation unit (no cache) and return the seconds it took: an object
+    file only, for the architectures ``archs`` (default: the build's); with ``link``, the shared
+    library exactly as :func:`build` makes it (fat binary, BLAS linked). Used by the tests to
+    check the CUDA and HIP sources where no GPU is. ``source`` may also be a list of
+    (namespace, source) pairs: one translation unit holding them all (the runtime header parsed
+    once, the compiler started once: quicker than one run each)."""
+    argv, _, opts, link_opts, suffix, blas = _command(backend, compile_only=not link, archs=archs)
+    models = source if isinstance(source, list) else [(namespace, source)]
+    unit = _unit_head(backend, blas is not None) + "".join(_unit_model(ns, src) for ns, src in models)
+    label = models[0][0] if len(models) == 1 else f"{len(models)} models ({models[0][0]}, ...)"
     with tempfile.TemporaryDirectory(prefix="sofie_gpu_") as d:
-        src = Path(d) / f"{namespace}{suffix}"
+        src = Path(d) / f"{models[0][0]}{suffix}"
         src.write_text(unit)
-        cmd = [*argv, *opts, "-o", str(Path(d) / "model.o"), str(src)]
+        out = Path(d) / ("model.so" if link else "model.o")
+        cmd = [*argv, *opts, "-o", str(out), str(src), *(link_opts if link else [])]
         t0 = time.perf_counter()
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=native.COMPILE_TIMEOUT, env=tool_env(backend))
         if r.returncode != 0:
-            raise CompilationError(f"{argv[0]} failed on model {namespace} ({backend}):\n"
+            raise CompilationError(f"{argv[0]} failed on model {label} ({backend}):\n"
                                    f"{' '.join(map(shlex.quote, cmd))}\n{r.stderr[-6000:]}")
         return time.perf_counter() - t0
+
+
+def fatbin_images(library: str | os.PathLike) -> list[tuple[str, int]]:
+    """The device images of a CUDA library's fat binaries, as ("elf", 90) for sm_90 code and
+    ("ptx", 90) for compute_90 PTX: what a build holds, without the toolkit's cuobjdump (the
+    fat binary container: a 16-byte header with magic 0xBA55ED50, then entries of kind 1 = PTX,
+    2 = ELF, each with its header size, payload size and SM version at byte 28)."""
+    data = Path(library).read_bytes()
+    magic = struct.pack("<I", 0xBA55ED50)
+    images, pos = [], data.find(magic)
+    while pos >= 0 and pos + 16 <= len(data):
+        _, _, head, size = struct.unpack_from("<IHHQ", data, pos)
+        off, end = pos + head, min(pos + head + size, len(data))
+        while off + 32 <= end:
+            kind, _, entry_head, entry_size = struct.unpack_from("<HHIQ", data, off)
+            if entry_head < 32:
+                break
+            images.append(({1: "ptx", 2: "elf"}.get(kind, str(kind)), struct.unpack_from("<I", data, off + 28)[0]))
+            off += entry_head + entry_size
+        pos = data.find(magic, max(end, pos + 4))
+    return images
 
 
 def load_model(namespace: str, source: str, backend: str) -> LoadedModel:

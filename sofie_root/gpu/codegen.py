@@ -26,6 +26,7 @@ from ..codegen.emitter import (
     _round,
     _views,
     _ws_name,
+    arena_layout,
     content_hash,
     cpp_literal,
     inplace_aliases,
@@ -420,27 +421,7 @@ def generate_gpu(graph: Graph, namespace: str, backend: str = "gpu-emulated") ->
         requests.append(memory.Request(t, info.size * info.dtype.itemsize, step, max(step, last), alias.get(t)))
     arena = memory.plan(requests)
 
-    layout = []
-    tops = set(range(len(arena.buffers)))
-    for k in arena.order:
-        b = arena.buffers[k]
-        if all(not isinstance(d, Dim) for d in b.sizes):
-            size = str(arena.buffer_size(k, {}))
-        else:
-            terms = [f"std::size_t(std::max<std::int64_t>(0, {m.dim(d)}))" for d in b.sizes]
-            size = terms[0]
-            for t in terms[1:]:
-                size = f"std::max({size}, {t})"
-            size = f"std::max<std::size_t>({memory.ALIGN}, sofie_gpu_round_up({size}))"
-        layout.append(f"      const std::size_t a{k}_size = {size};")
-        ends = [f"a{j}_off + a{j}_size" for j in b.below]
-        tops.difference_update(b.below)
-        off = ends[0] if ends else "0"
-        for end in ends[1:]:
-            off = f"std::max({off}, {end})"
-        layout.append(f"      const std::size_t a{k}_off = {off};")
-    for k in sorted(tops):
-        layout.append(f"      arena_bytes = std::max(arena_bytes, a{k}_off + a{k}_size);")
+    layout = arena_layout(arena, m.dim, "sofie_gpu_round_up")
     offsets = {name: f"a{k}_off" for name, k in arena.buffer_of.items()}
 
     # the I/O staging area (inputs and outputs of host calls), small value tensors and the status word

@@ -1,5 +1,6 @@
 """GPU emission of the matrix products: Gemm, MatMul (strided-batched GEMMs for attention) and
-the fused FusedGemm / FusedMatMul (bias and activation applied by one kernel after the GEMM).
+the fused FusedGemm / FusedMatMul: the GEMM, then one epilogue kernel adding the bias (Gemm's C,
+broadcast, times beta; MatMul's bias along the last axis) and applying the activation.
 
 Shapes and attributes come from the operators (``sofie_root/ops/linalg.py``, ``fused.py``);
 GEMMs go through ``sofie_gpu::gemm_batched`` (cuBLAS, hipBLAS, or OpenBLAS in the emulation).
@@ -21,14 +22,24 @@ def _float_check(v: NodeView) -> str | None:
     return None
 
 
-def activation_kernel(e, v: NodeView, y: str, count, bias: str | None = None, n=None) -> str:
-    """Kernel applying the fused node's activation (and a bias along the last axis) to ``y``."""
+def activation_kernel(e, v: NodeView, y: str, count, bias: str | None = None, n=None, addend=None) -> str:
+    """The epilogue kernel of a fused product: ``y[i] = act(y[i] + bias)``, the bias along the
+    last axis (``bias``, of length ``n``) or ONNX-broadcast to ``count``'s shape (``addend`` =
+    (pointer, its shape, the output shape, C++ factor): Gemm's beta * C)."""
     _, act, attrs = _FusedProduct.split(v.node)
     dt = e.out_info(0).dtype
     x = e.tmp("x")
-    load = f"{y}[i]" + (f" + {bias}[i % {e.dim(n)}]" if bias else "")
+    load, code, checks = f"{y}[i]", "", []
+    if bias:
+        load += f" + {bias}[i % {e.dim(n)}]"
+    if addend is not None:
+        ptr, shape, out_shape, factor = addend
+        checks = e.broadcast_checks(list(out_shape), [list(shape)])
+        (off,), code = e.broadcast_index("i", list(out_shape), [list(shape)])
+        load += f" + {factor} * {ptr}[{off}]"
     expr = _activation_expr(act, attrs, x, dt, v.label) if act else x
-    return e.kernel(e.dim(count), f"const {dt.cpp} {x} = {load};\n{y}[i] = {expr};")
+    body = (code + "\n" if code else "") + f"const {dt.cpp} {x} = {load};\n{y}[i] = {expr};"
+    return "\n".join([*checks, e.kernel(e.dim(count), body)])
 
 
 class Gemm:
@@ -45,16 +56,16 @@ class Gemm:
         k2 = b.shape[1] if tb else b.shape[0]
         lines = [] if k == k2 else [f"if ({e.dim(k)} != {e.dim(k2)}) " + e.fail("inner dimensions of A and B differ")]
         beta_v = view.attr("beta", 1.0)
-        if v.has_input(2) and beta_v != 0:
-            beta = e.lit(beta_v, dt)
+        has_c = v.has_input(2) and beta_v != 0
+        beta = e.lit(beta_v, dt)
+        if has_c and not fused:  # C (times beta) written first, the GEMM adds to it: one kernel either way
             lines.append(e.broadcast_raw(e.out(), (m, n), [e.inp(2)], [v.input(2).shape], lambda x: f"{beta} * {x[0]}"))
-            c_beta = e.lit(1, dt)
-        else:
-            c_beta = e.lit(0, dt)
+        c_beta = e.lit(1 if has_c and not fused else 0, dt)
         lines.append(e.gemm(dt, ta, tb, e.dim(m), e.dim(n), e.dim(k), e.lit(view.attr("alpha", 1.0), dt), e.inp(0),
                             e.dim(a.shape[1]), e.inp(1), e.dim(b.shape[1]), c_beta, e.out(), e.dim(n)))
-        if fused:
-            lines.append(activation_kernel(e, v, e.out(), m * n))
+        if fused:  # the epilogue: + beta * C and the activation in one kernel after the GEMM
+            addend = (e.inp(2), v.input(2).shape, (m, n), beta) if has_c else None
+            lines.append(activation_kernel(e, v, e.out(), m * n, addend=addend))
         return "\n".join(lines)
 
 

@@ -59,6 +59,12 @@ inline thread_local sofie_dim3 threadIdx{0, 0, 0}, blockIdx{0, 0, 0}, blockDim{1
 #error "define one of SOFIE_GPU_CUDA, SOFIE_GPU_HIP, SOFIE_GPU_EMULATED"
 #endif
 
+// The scalar helpers of the ONNX semantics (mod_floor, int_div, nan_max, float_to_int,
+// cast_float_to_int, round_float16/bfloat16, shift_left/right, clamp_nan): the CPU runtime's own,
+// compiled for host and device here.
+#define SOFIE_RT_HD SOFIE_HD
+#include "../codegen/scalar.hxx"
+
 #if defined(SOFIE_GPU_EMULATED) && defined(SOFIE_RT_CBLAS)
 extern "C" {
 void scipy_cblas_sgemm(int order, int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
@@ -68,8 +74,9 @@ void scipy_cblas_dgemm(int order, int transA, int transB, int M, int N, int K, d
 }
 #endif
 
-// Device versions of the scalar helpers the element-wise operators' expressions call
-// (sofie_root/ops/elementwise.py writes them as sofie_rt::...; the CPU versions are in runtime.hxx).
+// Device versions of the activation helpers the element-wise operators' expressions call
+// (sofie_root/ops/elementwise.py writes them as sofie_rt::...): the CPU's (runtime.hxx) are
+// vectorisable polynomials; here, the target's standard math functions.
 namespace sofie_rt {
 SOFIE_HD inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 SOFIE_HD inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
@@ -83,98 +90,7 @@ SOFIE_HD inline double fast_tanh(double x) { return std::tanh(x); }
 SOFIE_HD inline float gelu(float x) { return 0.5f * x * std::erfc(-x * 0.70710678118654752f); }
 SOFIE_HD inline double gelu(double x) { return 0.5 * x * std::erfc(-x * 0.70710678118654752); }
 template <class T> SOFIE_HD inline T softplus(T x) { return x > T(20) ? x : std::log1p(std::exp(x)); }
-template <class T> SOFIE_HD inline T mod_floor(T a, T b)
-{
-   if constexpr (std::is_floating_point<T>::value) {
-      T r = std::fmod(a, b);
-      if (r != T(0) && ((r < T(0)) != (b < T(0))))
-         r += b;
-      return r;
-   } else {
-      if (b == T(0))
-         return T(0);
-      T r = a % b;
-      if (r != T(0) && ((r < T(0)) != (b < T(0))))
-         r += b;
-      return r;
-   }
-}
-template <class T> SOFIE_HD inline T mod_trunc(T a, T b)
-{
-   if constexpr (std::is_floating_point<T>::value)
-      return std::fmod(a, b);
-   else
-      return b == T(0) ? T(0) : T(a % b);
-}
-template <class T> SOFIE_HD inline T int_div(T a, T b)
-{
-   if constexpr (std::is_floating_point<T>::value)
-      return a / b;
-   else
-      return b == T(0) ? T(0) : T(a / b);
-}
-template <class T> SOFIE_HD inline T int_pow(T base, T e)
-{
-   if constexpr (std::is_floating_point<T>::value)
-      return std::pow(base, e);
-   else
-      return static_cast<T>(std::pow(static_cast<double>(base), static_cast<double>(e)));
-}
 template <class T> SOFIE_HD inline T quiet_nan() { return T(NAN); }
-template <class T> SOFIE_HD inline T nan_max(T a, T b) { return (a != a || b != b) ? T(NAN) : (a > b ? a : b); }
-template <class T> SOFIE_HD inline T nan_min(T a, T b) { return (a != a || b != b) ? T(NAN) : (a < b ? a : b); }
-template <class I, class F> SOFIE_HD inline I float_to_int(F x)
-{
-   if (x != x)
-      return I(0);
-   if (x <= static_cast<F>(std::numeric_limits<I>::min()))
-      return std::numeric_limits<I>::min();
-   if (x >= static_cast<F>(std::numeric_limits<I>::max()))
-      return std::numeric_limits<I>::max();
-   return static_cast<I>(x);
-}
-// ONNX BitShift: shifts by a negative amount or by the type's width or more (undefined in C++)
-template <class T> SOFIE_HD inline T shift_left(T a, T b)
-{
-   using U = typename std::make_unsigned<T>::type;
-   if ((std::is_signed<T>::value && b < T(0)) || b >= T(8 * sizeof(T)))
-      return T(0);
-   return static_cast<T>(static_cast<U>(static_cast<U>(a) << static_cast<int>(b)));
-}
-template <class T> SOFIE_HD inline T shift_right(T a, T b)
-{
-   if ((std::is_signed<T>::value && b < T(0)) || b >= T(8 * sizeof(T)))
-      return (std::is_signed<T>::value && a < T(0)) ? T(-1) : T(0);
-   return static_cast<T>(a >> static_cast<int>(b));
-}
-// x clamped to [lo, hi]; NaN stays NaN (as runtime.hxx's clamp_nan: HardSigmoid, HardSwish)
-template <class T> SOFIE_HD inline T clamp_nan(T x, T lo, T hi) { return x < lo ? lo : (x > hi ? hi : x); }
-// The float to integer Cast of runtime.hxx (cast_float_to_int, see its comment there): no undefined
-// behaviour, numpy's / ONNX Runtime's x86-64 results on every target -- in-range values truncate,
-// int32/int64 get their minimum for NaN, +-inf and out-of-range values, 8- and 16-bit types keep the
-// low bits of the int32 result, uint32/uint64 wrap negative values of the signed range and give 0
-// above their range and 2^(n-1) for NaN, -inf and below the signed range.
-template <class I, class F> SOFIE_HD inline I cast_float_to_int(F x)
-{
-   static_assert(std::is_integral<I>::value && std::is_floating_point<F>::value, "cast_float_to_int<int type>(float)");
-   if constexpr (std::is_same<I, bool>::value) {
-      return x != F(0);
-   } else if constexpr (sizeof(I) < 4) {
-      using U = typename std::make_unsigned<I>::type;
-      return static_cast<I>(static_cast<U>(static_cast<std::uint32_t>(cast_float_to_int<std::int32_t>(x))));
-   } else if constexpr (std::is_signed<I>::value) {
-      constexpr F lim = F(sizeof(I) == 8 ? 9223372036854775808.0 : 2147483648.0); // 2^(n-1), exact
-      return (x >= -lim && x < lim) ? static_cast<I>(x) : std::numeric_limits<I>::min();
-   } else {
-      using S = typename std::make_signed<I>::type;
-      constexpr F half = F(sizeof(I) == 8 ? 9223372036854775808.0 : 2147483648.0);
-      if (x >= F(0) && x < F(2) * half)
-         return static_cast<I>(x);
-      if (x > -half && x < F(0))
-         return static_cast<I>(static_cast<S>(x));
-      return x >= F(2) * half ? I(0) : static_cast<I>(half);
-   }
-}
 
 // The math layer's names (runtime.hxx's sofie_rt::vm, which the CPU operators' expressions call
 // and the GPU emitters reuse). runtime.hxx's definitions are host-only polynomials written for the
@@ -209,39 +125,6 @@ SOFIE_HD inline double pow(double x, double y) { return std::pow(x, y); }
 SOFIE_HD inline float pow_half(float x) { return x == -INFINITY ? -x : std::fabs(std::sqrt(x)); }
 SOFIE_HD inline double pow_half(double x) { return x == -double(INFINITY) ? -x : std::fabs(std::sqrt(x)); }
 } // namespace vm
-// float32 rounded to the nearest float16 / bfloat16 value, ties to even (sofie::RoundFloat: the
-// half-precision models are computed in float32 and round at their casts; as runtime.hxx's)
-SOFIE_HD inline float round_float16(float x)
-{
-   if (!(x == x))
-      return x;
-   const float a = std::fabs(x);
-   if (a >= 65520.f) // halfway between the largest float16 (65504) and the next power of two
-      return std::copysign(INFINITY, x);
-   if (a < 6.103515625e-05f) { // subnormal float16: multiples of 2^-24
-      const float q = 5.9604644775390625e-08f;
-      return std::copysign(std::nearbyint(a / q) * q, x);
-   }
-   std::uint32_t u;
-   memcpy(&u, &a, 4);
-   u += 0xFFFu + ((u >> 13) & 1u); // keep 10 mantissa bits, ties to even
-   u &= ~0x1FFFu;
-   float r;
-   memcpy(&r, &u, 4);
-   return std::copysign(r, x);
-}
-SOFIE_HD inline float round_bfloat16(float x)
-{
-   if (!(x == x))
-      return x;
-   std::uint32_t u;
-   memcpy(&u, &x, 4);
-   u += 0x7FFFu + ((u >> 16) & 1u);
-   u &= 0xFFFF0000u;
-   float r;
-   memcpy(&r, &u, 4);
-   return r;
-}
 } // namespace sofie_rt
 
 // ---- atomics of the scatter reductions (several updates may land on one element) -------------

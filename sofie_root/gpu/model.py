@@ -171,9 +171,9 @@ class GpuModel(Model):
 
     @property
     def runtime_source(self) -> str:
-        from .build import RUNTIME_PATH
+        from .build import runtime_text
 
-        return RUNTIME_PATH.read_text()
+        return runtime_text()
 
     def memory_stats(self, **symbols: int) -> dict[str, int]:
         """Device arena figures as for the CPU models (:meth:`Model.memory_stats`)."""

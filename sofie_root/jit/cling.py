@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..codegen.headers import RUNTIME_PATH as RUNTIME_PATH  # the CPU runtime header, for callers
+from ..codegen.headers import runtime_text
 from ..errors import CompilationError
 
 log = logging.getLogger("sofie_root")
@@ -35,7 +37,6 @@ _declared: dict[str, ModelEntry] = {}
 _proxies: dict[str, tuple[ModelEntry, Callable[[], str]]] = {}
 _root = None
 
-RUNTIME_PATH = Path(__file__).resolve().parent.parent / "codegen" / "runtime.hxx"
 
 _CREATE = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t)
 _DESTROY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
@@ -72,7 +73,7 @@ def root():
                 import ROOT
             ROOT.gROOT.SetBatch(True)
             prelude = _load_blas(ROOT)
-            _declare(ROOT, optimized(prelude + RUNTIME_PATH.read_text()), "the sofie_root runtime header")
+            _declare(ROOT, optimized(prelude + runtime_text()), "the sofie_root runtime header")
             _root = ROOT
         return _root
 

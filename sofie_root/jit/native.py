@@ -164,16 +164,24 @@ def translation_unit(namespace: str, source: str, blas: cling.Blas | None) -> st
     if "const double *profile(void *s)" in source:
         profile = (f"{api} const double *{namespace}_profile(void *s) noexcept "
                    f"{{ return {namespace}::profile(s); }}\n")
-    return f"""{prelude}{cling.RUNTIME_PATH.read_text()}
+    return f"""{prelude}{cling.runtime_text()}
 {source}
 extern "C" {{
-{api} void *{namespace}_create(const void *w, std::size_t n, char *err, std::size_t errlen) noexcept
+{entry_points(namespace)}{profile}}}
+"""
+
+
+def entry_points(namespace: str, run_args: str = "") -> str:
+    """The exported C wrappers of a model's ``create``, ``destroy`` and ``run`` (which gets
+    ``run_args`` after the common arguments), for an ``extern "C"`` block; the GPU build uses
+    them too."""
+    api = '__attribute__((visibility("default")))'
+    return f"""{api} void *{namespace}_create(const void *w, std::size_t n, char *err, std::size_t errlen) noexcept
 {{ return {namespace}::create(w, n, err, errlen); }}
 {api} void {namespace}_destroy(void *s) noexcept {{ {namespace}::destroy(s); }}
 {api} int {namespace}_run(void *s, std::int64_t *sym, const void *const *in, void *const *out, char *err,
                      std::size_t errlen) noexcept
-{{ return {namespace}::run(s, sym, in, out, err, errlen); }}
-{profile}}}
+{{ return {namespace}::run(s, sym, in, out, err, errlen{run_args}); }}
 """
 
 

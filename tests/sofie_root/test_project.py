@@ -41,6 +41,16 @@ def test_readme_operator_count_matches_registry() -> None:
     assert f"**{len(docs._rows())} operators**" in text
 
 
+def test_gpu_operator_list_matches_the_gpu_backend() -> None:
+    from sofie_root.gpu.emitters import gpu_ops
+
+    text = (ROOT / "docs" / "guide" / "gpu.md").read_text()
+    assert docs.render_gpu_page(text) == text, "run: python -m sofie_root.docs --write"
+    listed = text.split(docs.GPU_START, 1)[1].split(docs.GPU_END, 1)[0]
+    for op in gpu_ops():
+        assert f" {op}," in listed or f" {op}\n" in listed, op
+
+
 def test_readme_links_resolve() -> None:
     """The front page links to the documentation's pages by path (readable on a git forge)."""
     text = (ROOT / "README.md").read_text()

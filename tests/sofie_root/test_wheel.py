@@ -1,7 +1,7 @@
 """The wheel installs clean: built from the source tree, installed (without dependencies) into a
 fresh virtual environment that cannot see the source tree, it runs the quickstart, a .root save
 and load, the CLI and an RDataFrame functor. Catches package data left out of the wheel (the
-``.hxx`` runtimes, SCHEMA.md) and imports that only work from a checkout.
+``.hxx`` runtimes, the GPU runtime, SCHEMA.md) and imports that only work from a checkout.
 
 The new environment reuses the test environment's third-party packages (ROOT, torch, onnx) through
 a ``.pth`` line naming its site-packages; the editable install of sofie_root there is not active in
@@ -47,6 +47,8 @@ SCRIPT = textwrap.dedent('''
     np.testing.assert_allclose(model(x), x @ w, rtol=1e-6)
     model.save("m.root", "wheel", columns=["a", "b", "c"])
     np.testing.assert_array_equal(sofie_root.load("m.root")(x), model(x))
+    # the GPU runtime from the wheel (it includes codegen/scalar.hxx), through the emulation
+    np.testing.assert_allclose(sofie_root.compile("m.onnx", backend="gpu-emulated")(x), x @ w, rtol=1e-6)
 
     import ROOT
     df = ROOT.RDataFrame(5).Define("a", "float(rdfentry_)").Define("b", "1.f").Define("c", "2.f")
@@ -77,7 +79,8 @@ def test_wheel_installs_and_runs_without_the_source_tree(tmp_path) -> None:
     (wheel,) = dist.glob("sofie_root-*.whl")
     assert wheel.name.startswith(f"sofie_root-{sofie_root.__version__}-")
     names = zipfile.ZipFile(wheel).namelist()
-    for data in ("sofie_root/codegen/runtime.hxx", "sofie_root/rdf/sofie_rdf.hxx", "sofie_root/serialization/SCHEMA.md"):
+    for data in ("sofie_root/codegen/runtime.hxx", "sofie_root/codegen/scalar.hxx", "sofie_root/gpu/gpu_runtime.cuh",
+                 "sofie_root/rdf/sofie_rdf.hxx", "sofie_root/serialization/SCHEMA.md"):
         assert data in names, f"{data} missing from the wheel"
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
 
