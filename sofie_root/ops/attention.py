@@ -72,10 +72,10 @@ class Attention(Operator):
         return len(v.node.outputs) > k and bool(v.node.outputs[k])
 
     def workspace(self, v: NodeView):
-        b, _, hkv, _, skv, past, d, dv = self._dims(v)
+        b, _, hkv, sq, skv, past, d, dv = self._dims(v)
         dt = v.input(0).dtype
         total = past + skv
-        ws = [(dt, total)]
+        ws = [(dt, sq * total)]  # the scores of one (batch, head), every query row
         if not self._has_out(v, 1):
             ws.append((dt, b * hkv * total * d))
         if not self._has_out(v, 2):
