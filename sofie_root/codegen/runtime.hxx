@@ -986,7 +986,7 @@ template <> inline void hardmax<float>(const float *x, float *y, std::int64_t ro
 struct Moments {
    double mean, var;
 };
-template <class T> inline Moments moments(const T *x, std::int64_t n)
+template <class T> inline Moments moments_d(const T *x, std::int64_t n)
 {
    double s = 0;
    for (std::int64_t i = 0; i < n; ++i)
@@ -997,6 +997,7 @@ template <class T> inline Moments moments(const T *x, std::int64_t n)
       q += (double(x[i]) - mu) * (double(x[i]) - mu);
    return Moments{mu, q / double(n)};
 }
+template <class T> inline Moments moments(const T *x, std::int64_t n) { return moments_d(x, n); }
 #ifdef SOFIE_RT_ROWS_VEC
 template <> inline Moments moments<float>(const float *x, std::int64_t n)
 {
@@ -1036,7 +1037,12 @@ template <> inline Moments moments<float>(const float *x, std::int64_t n)
          d[l] = 0.0f;
       q0 += d * d;
    }
-   return Moments{mu, double(hsum(q0 + q1)) / double(n)};
+   const double var = double(hsum(q0 + q1)) / double(n);
+   // float lanes can overflow where double does not (values near FLT_MAX): those rows, and rows
+   // with an inf or NaN, are redone in double, which gives exactly the double statistics
+   if (!(std::isfinite(mu) && std::isfinite(var)))
+      return moments_d(x, n);
+   return Moments{mu, var};
 }
 #endif
 
@@ -1068,20 +1074,22 @@ inline void layernorm(const T *x, T *y, std::int64_t rows, std::int64_t n, const
 
 // The sum of n contiguous values, and the sum of their squared deviations from m (a row of
 // MeanVarianceNormalization's statistics); float rows in 8 float lanes, others in double.
-template <class T> inline double row_sum(const T *x, std::int64_t n)
+template <class T> inline double row_sum_d(const T *x, std::int64_t n)
 {
    double s = 0;
    for (std::int64_t i = 0; i < n; ++i)
       s += double(x[i]);
    return s;
 }
-template <class T> inline double row_sqdev(const T *x, std::int64_t n, double m)
+template <class T> inline double row_sqdev_d(const T *x, std::int64_t n, double m)
 {
    double s = 0;
    for (std::int64_t i = 0; i < n; ++i)
       s += (double(x[i]) - m) * (double(x[i]) - m);
    return s;
 }
+template <class T> inline double row_sum(const T *x, std::int64_t n) { return row_sum_d(x, n); }
+template <class T> inline double row_sqdev(const T *x, std::int64_t n, double m) { return row_sqdev_d(x, n, m); }
 #ifdef SOFIE_RT_ROWS_VEC
 template <> inline double row_sum<float>(const float *x, std::int64_t n)
 {
@@ -1095,7 +1103,8 @@ template <> inline double row_sum<float>(const float *x, std::int64_t n)
       s += load(x + i) - p;
    if (rem)
       s += load_part(x + nv, rem, x[0]) - p;
-   return double(n) * double(x[0]) + double(hsum(s));
+   const double r = double(n) * double(x[0]) + double(hsum(s));
+   return std::isfinite(r) ? r : row_sum_d(x, n); // overflow of the float lanes, inf or NaN
 }
 template <> inline double row_sqdev<float>(const float *x, std::int64_t n, double m)
 {
@@ -1110,7 +1119,8 @@ template <> inline double row_sqdev<float>(const float *x, std::int64_t n, doubl
       const float d = x[i] - float(m);
       s[0] += d * d;
    }
-   return double(hsum(s));
+   const double r = double(hsum(s));
+   return std::isfinite(r) ? r : row_sqdev_d(x, n, m); // overflow of the float lanes, inf or NaN
 }
 #endif
 
@@ -1225,7 +1235,7 @@ template <class T> struct AttentionArgs {
    const void *mask; bool mask_bool; // additive float mask or boolean mask, or nullptr
    std::int64_t mb, mh, mi, mlen;    // mask strides (0 where broadcast) and its last dimension
    int qk_mode; T *qk;               // optional [B, Hq, Sq, St] output, or nullptr
-   T *scores;                        // workspace of Sq * St elements
+   T *scores;                        // workspace of Sq * St + (Sq + St) * D elements
 };
 
 // Per (batch, head): the scores of every query row at once by one GEMM (Q K^T, scaled), the
@@ -1236,7 +1246,6 @@ template <class T> inline void attention(const AttentionArgs<T> &a)
 {
    const T ninf = -std::numeric_limits<T>::infinity();
    const std::int64_t group = a.Hq / a.Hkv;
-   const T scale = a.scale_sqrt * a.scale_sqrt;
    for (std::int64_t b = 0; b < a.B; ++b) {
       const std::int64_t offset = a.past > 0 || !a.nonpad ? a.past : a.nonpad[b] - a.Sq;
       for (std::int64_t h = 0; h < a.Hq; ++h) {
@@ -1245,9 +1254,15 @@ template <class T> inline void attention(const AttentionArgs<T> &a)
          const T *V = a.V + (b * a.Hkv + hk) * a.St * a.Dv;
          const T *Q = a.Q + b * a.qb + h * a.qh;
          T *Y = a.Y + b * a.yb + h * a.yh;
-         T *S = a.scores; // [Sq, St]
+         T *S = a.scores; // [Sq, St], then Q and K scaled by sqrt(scale) as the ONNX function does
+         T *Qs = S + a.Sq * a.St, *Ks = Qs + a.Sq * a.D; // (not scale after the product: Q K^T may
+         for (std::int64_t i = 0; i < a.Sq; ++i)          // overflow where the scaled factors do not)
+            for (std::int64_t d = 0; d < a.D; ++d)
+               Qs[i * a.D + d] = Q[i * a.qi + d] * a.scale_sqrt;
+         for (std::int64_t k = 0; k < a.St * a.D; ++k)
+            Ks[k] = K[k] * a.scale_sqrt;
          if (a.St > 0 && a.D > 0)
-            gemm<T>(false, true, a.Sq, a.St, a.D, scale, Q, a.qi, K, a.D, T(0), S, a.St);
+            gemm<T>(false, true, a.Sq, a.St, a.D, T(1), Qs, a.D, Ks, a.D, T(0), S, a.St);
          else
             for (std::int64_t k = 0; k < a.Sq * a.St; ++k)
                S[k] = T(0);
@@ -1307,8 +1322,24 @@ template <class T> inline void attention(const AttentionArgs<T> &a)
                   qk[j] = row[j];
          }
          if (a.Dv > 0) {
-            if (a.St > 0)
+            // a zero probability times an inf or NaN of V is NaN in the reference; BLAS kernels
+            // may skip zeros of P, so V holding one takes the explicit loop
+            bool v_finite = true;
+            for (std::int64_t k = 0; k < a.St * a.Dv; ++k)
+               v_finite = v_finite && (V[k] - V[k]) == T(0);
+            if (a.St > 0 && v_finite)
                gemm<T>(false, false, a.Sq, a.Dv, a.St, T(1), S, a.St, V, a.Dv, T(0), Y, a.yi);
+            else if (a.St > 0)
+               for (std::int64_t i = 0; i < a.Sq; ++i) {
+                  T *y = Y + i * a.yi;
+                  for (std::int64_t d = 0; d < a.Dv; ++d)
+                     y[d] = T(0);
+                  for (std::int64_t j = 0; j < a.St; ++j) {
+                     const T p = S[i * a.St + j];
+                     for (std::int64_t d = 0; d < a.Dv; ++d)
+                        y[d] += p * V[j * a.Dv + d];
+                  }
+               }
             else
                for (std::int64_t i = 0; i < a.Sq; ++i)
                   for (std::int64_t d = 0; d < a.Dv; ++d)

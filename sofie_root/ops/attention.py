@@ -75,7 +75,7 @@ class Attention(Operator):
         b, _, hkv, sq, skv, past, d, dv = self._dims(v)
         dt = v.input(0).dtype
         total = past + skv
-        ws = [(dt, sq * total)]  # the scores of one (batch, head), every query row
+        ws = [(dt, sq * total + (sq + total) * d)]  # one (batch, head): scores, scaled Q and K
         if not self._has_out(v, 1):
             ws.append((dt, b * hkv * total * d))
         if not self._has_out(v, 2):

@@ -1,11 +1,14 @@
 """Normalization operators: BatchNormalization (inference), LayerNormalization,
 InstanceNormalization, GroupNormalization, LpNormalization and MeanVarianceNormalization.
 
-Statistics are accumulated in double over partial accumulators (so the loops vectorise), the
-mean and variance of a row in one pass (sum and sum of squares: in double, the cancellation in
-E[x^2] - mean^2 is far below what float data resolves, and a constant row still gives x - mean
-= 0 exactly). MeanVarianceNormalization keeps two passes over its strided axes. Every
-dimension, the batch included, may be symbolic.
+Row statistics come from the runtime's row kernels (sofie_rt::rows in codegen/runtime.hxx):
+two passes over a row (the sum of x - x[0], then the squared deviations from the mean) in 8
+float lanes for float rows, in double otherwise; a constant row gives x - mean = 0 exactly, a
+row far from 0 keeps its mean to double precision. LayerNormalization with scale and bias over
+the whole normalised shape is one kernel call; MeanVarianceNormalization sums contiguous runs by
+a row kernel when its innermost axes are reduced (a strided walk otherwise). The LayerNorm path
+for partially broadcast scales keeps one-pass double statistics over partial accumulators.
+Every dimension, the batch included, may be symbolic.
 """
 
 from __future__ import annotations
@@ -342,8 +345,9 @@ class GroupNormalization(Operator):
                  f"const {t} *{xr} = {e.inp(0)} + {r} * {e.dim(size)};",
                  f"{t} *{yr} = {e.out()} + {r} * {e.dim(size)};",
                  f"const std::int64_t {gi} = {r} % {g};"]
-        st, mu, var = _stats_one_pass(e, xr, size)
-        lines += st
+        mo = e.tmp("mo")
+        lines.append(f"const sofie_rt::rows::Moments {mo} = sofie_rt::rows::moments<{t}>({xr}, {e.dim(size)});")
+        mu, var = f"{mo}.mean", f"{mo}.var"
         if v.opset >= 21:
             # the function body of opset 21 normalizes in the stash type
             u = _STASH[int(v.attr("stash_type", 1))]
