@@ -581,6 +581,508 @@ inline void gemm(bool transA, bool transB, std::int64_t M, std::int64_t N, std::
    gemm_loops(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+// ---- row kernels: softmax, normalisations, reductions (namespace sofie_rt::rows) -----------
+// Float rows processed 8 lanes at a time with the GCC/clang vector extension, so that the code is
+// vectorised the same way under cling and g++ (cling's loop vectoriser leaves reductions written
+// as 8 partial accumulators mostly scalar, and cling inlines only always_inline functions, so
+// every helper used per element here is forced inline). A row's last n % 8 values are loaded into
+// a vector padded with a neutral value (-inf for a maximum, 0 for a sum). Elsewhere (other
+// compilers, double) the same functions are plain loops.
+namespace rows {
+
+#if defined(__GNUC__) || defined(__clang__)
+#define SOFIE_RT_ROWS_VEC 1
+typedef float f8 __attribute__((vector_size(32)));
+typedef float f8u __attribute__((vector_size(32), aligned(4), __may_alias__));
+typedef std::int32_t i8 __attribute__((vector_size(32)));
+
+SOFIE_RT_VM_INLINE f8 load(const float *p) { return *reinterpret_cast<const f8u *>(p); }
+SOFIE_RT_VM_INLINE void store(float *p, f8 v) { *reinterpret_cast<f8u *>(p) = v; }
+SOFIE_RT_VM_INLINE f8 splat(float v) { return f8{v, v, v, v, v, v, v, v}; }
+// the first n (< 8) values at p, the other lanes `fill`
+SOFIE_RT_VM_INLINE f8 load_part(const float *p, std::int64_t n, float fill)
+{
+   f8 v = splat(fill);
+   for (int l = 0; l < n; ++l)
+      v[l] = p[l];
+   return v;
+}
+SOFIE_RT_VM_INLINE void store_part(float *p, f8 v, std::int64_t n)
+{
+   for (int l = 0; l < n; ++l)
+      p[l] = v[l];
+}
+SOFIE_RT_VM_INLINE f8 vmax(f8 a, f8 b) { return a > b ? a : b; } // NaN in a is left out
+SOFIE_RT_VM_INLINE f8 vmin(f8 a, f8 b) { return a < b ? a : b; }
+#if defined(__clang__) || __GNUC__ >= 12
+// horizontal reductions by halving shuffles: 3 dependent steps instead of 7
+SOFIE_RT_VM_INLINE f8 swap4(f8 v) { return __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3); }
+SOFIE_RT_VM_INLINE f8 swap2(f8 v) { return __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5); }
+SOFIE_RT_VM_INLINE f8 swap1(f8 v) { return __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6); }
+SOFIE_RT_VM_INLINE float hmax(f8 v)
+{
+   v = vmax(v, swap4(v));
+   v = vmax(v, swap2(v));
+   return vmax(v, swap1(v))[0];
+}
+SOFIE_RT_VM_INLINE float hmin(f8 v)
+{
+   v = vmin(v, swap4(v));
+   v = vmin(v, swap2(v));
+   return vmin(v, swap1(v))[0];
+}
+SOFIE_RT_VM_INLINE float hsum(f8 v)
+{
+   v += swap4(v);
+   v += swap2(v);
+   return (v + swap1(v))[0];
+}
+#else
+SOFIE_RT_VM_INLINE float hmax(f8 v)
+{
+   float m = v[0];
+   for (int l = 1; l < 8; ++l)
+      m = v[l] > m ? v[l] : m;
+   return m;
+}
+SOFIE_RT_VM_INLINE float hmin(f8 v)
+{
+   float m = v[0];
+   for (int l = 1; l < 8; ++l)
+      m = v[l] < m ? v[l] : m;
+   return m;
+}
+SOFIE_RT_VM_INLINE float hsum(f8 v)
+{
+   return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+}
+#endif
+SOFIE_RT_VM_INLINE bool any(i8 m)
+{
+   std::int32_t r = 0;
+   for (int l = 0; l < 8; ++l)
+      r |= m[l];
+   return r != 0;
+}
+
+// vm::exp on 8 lanes: the same range reduction, polynomial and scaling, step for step.
+SOFIE_RT_VM_INLINE f8 exp8(f8 x)
+{
+   const f8 lo = splat(-104.0f), hi = splat(89.0f);
+   const f8 xc = x > lo ? (x < hi ? x : hi) : lo;
+   const f8 t = xc * 1.44269504088896341f + 12582912.0f;
+   const f8 fn = t - 12582912.0f;
+   const i8 n = (i8)t - 0x4B400000;
+   const f8 r = (xc - fn * 0.693359375f) + fn * 2.12194440e-4f;
+   f8 p = splat(1.9875691500E-4f);
+   p = p * r + 1.3981999507E-3f;
+   p = p * r + 8.3334519073E-3f;
+   p = p * r + 4.1665795894E-2f;
+   p = p * r + 1.6666665459E-1f;
+   p = p * r + 5.0000001201E-1f;
+   p = p * r * r + r + 1.0f;
+   const i8 n1 = n >> 1;
+   const i8 n2 = n - n1;
+   const f8 y = (p * (f8)((n1 + 127) << 23)) * (f8)((n2 + 127) << 23);
+   return x != x ? x : y;
+}
+
+// e^x for x <= 0 or NaN (softmax after subtracting the maximum): vm::exp's reduction and
+// polynomial, with 2^n applied by adding n to the exponent bits (one integer add instead of two
+// multiplications by built powers of two), exact while the result is normal: for x < -86.5 (e^x
+// below 2.7e-38, n < -125) the result is 0 (vm::exp would give values near the subnormal range,
+// which flush-to-zero discards in a model's run anyway). Positive x is not handled.
+SOFIE_RT_VM_INLINE f8 exp8_nonpos(f8 x)
+{
+   const f8 lo = splat(-86.5f);
+   const f8 xc = x > lo ? x : lo;
+   const f8 t = xc * 1.44269504088896341f + 12582912.0f;
+   const f8 fn = t - 12582912.0f;
+   const i8 n = (i8)t - 0x4B400000;
+   const f8 r = (xc - fn * 0.693359375f) + fn * 2.12194440e-4f;
+   f8 p = splat(1.9875691500E-4f);
+   p = p * r + 1.3981999507E-3f;
+   p = p * r + 8.3334519073E-3f;
+   p = p * r + 4.1665795894E-2f;
+   p = p * r + 1.6666665459E-1f;
+   p = p * r + 5.0000001201E-1f;
+   p = p * r * r + r + 1.0f;
+   const f8 y = (f8)((i8)p + (n << 23));
+   return x != x ? x : (x < lo ? splat(0.0f) : y);
+}
+#endif
+
+// Softmax (or log-softmax) of `rows` contiguous rows of n values. The maximum leaves NaN out (a
+// NaN then makes its row NaN through the sum, as the reference's x - max(x) does); exp and the
+// sum are one pass; a row of -inf gives NaN (-inf - -inf), as the reference.
+template <class T> inline void softmax(const T *x, T *y, std::int64_t rows, std::int64_t n, bool log)
+{
+   for (std::int64_t r = 0; r < rows; ++r) {
+      const T *xr = x + r * n;
+      T *yr = y + r * n;
+      T m = -std::numeric_limits<T>::infinity();
+      for (std::int64_t i = 0; i < n; ++i)
+         m = xr[i] > m ? xr[i] : m;
+      T s = 0;
+      for (std::int64_t i = 0; i < n; ++i) {
+         yr[i] = vm::exp(xr[i] - m);
+         s += yr[i];
+      }
+      if (log) {
+         const T c = m + vm::log(s);
+         for (std::int64_t i = 0; i < n; ++i)
+            yr[i] = xr[i] - c;
+      } else {
+         const T inv = T(1) / s;
+         for (std::int64_t i = 0; i < n; ++i)
+            yr[i] *= inv;
+      }
+   }
+}
+
+#ifdef SOFIE_RT_ROWS_VEC
+template <> inline void softmax<float>(const float *x, float *y, std::int64_t rows, std::int64_t n, bool log)
+{
+   const float ninf = -std::numeric_limits<float>::infinity();
+   const std::int64_t nv = n & ~std::int64_t(7), rem = n - nv;
+   for (std::int64_t r = 0; r < rows; ++r) {
+      const float *xr = x + r * n;
+      float *yr = y + r * n;
+      f8 m8 = splat(ninf);
+      for (std::int64_t i = 0; i < nv; i += 8)
+         m8 = vmax(load(xr + i), m8);
+      const f8 tail = rem ? load_part(xr + nv, rem, ninf) : splat(ninf);
+      m8 = vmax(tail, m8);
+      const f8 m = splat(hmax(m8));
+      f8 s8 = splat(0.0f);
+      if (log) {
+         for (std::int64_t i = 0; i < nv; i += 8)
+            s8 += exp8_nonpos(load(xr + i) - m);
+         if (rem)
+            s8 += exp8_nonpos(tail - m);
+         const f8 c = m + vm::log(hsum(s8));
+         for (std::int64_t i = 0; i < nv; i += 8)
+            store(yr + i, load(xr + i) - c);
+         if (rem)
+            store_part(yr + nv, tail - c, rem);
+      } else {
+         for (std::int64_t i = 0; i < nv; i += 8) {
+            const f8 e = exp8_nonpos(load(xr + i) - m);
+            store(yr + i, e);
+            s8 += e;
+         }
+         const f8 et = exp8_nonpos(tail - m);
+         if (rem)
+            s8 += et;
+         const f8 inv = splat(1.0f / hsum(s8));
+         for (std::int64_t i = 0; i < nv; i += 8)
+            store(yr + i, load(yr + i) * inv);
+         if (rem)
+            store_part(yr + nv, et * inv, rem);
+      }
+   }
+}
+#endif
+
+// Hardmax of contiguous rows: 1 at the first maximum (NaN counts as the largest, the first NaN
+// wins, as numpy's argmax), 0 elsewhere. The maximum by a vector pass, then its first position.
+template <class T> inline std::int64_t argmax_first(const T *xr, std::int64_t n)
+{
+   std::int64_t b = 0;
+   for (std::int64_t j = 1; j < n; ++j)
+      if (xr[j] > xr[b] || (xr[j] != xr[j] && xr[b] == xr[b]))
+         b = j;
+   return b;
+}
+template <class T> inline void hardmax(const T *x, T *y, std::int64_t rows, std::int64_t n)
+{
+   for (std::int64_t r = 0; r < rows; ++r) {
+      for (std::int64_t j = 0; j < n; ++j)
+         y[r * n + j] = T(0);
+      if (n > 0)
+         y[r * n + argmax_first(x + r * n, n)] = T(1);
+   }
+}
+#ifdef SOFIE_RT_ROWS_VEC
+template <> inline void hardmax<float>(const float *x, float *y, std::int64_t rows, std::int64_t n)
+{
+   const float ninf = -std::numeric_limits<float>::infinity();
+   const std::int64_t nv = n & ~std::int64_t(7), rem = n - nv;
+   const f8 zero = splat(0.0f);
+   for (std::int64_t r = 0; r < rows; ++r) {
+      const float *xr = x + r * n;
+      float *yr = y + r * n;
+      f8 m8 = splat(ninf);
+      i8 nan = {};
+      for (std::int64_t i = 0; i < nv; i += 8) {
+         const f8 v = load(xr + i);
+         m8 = vmax(v, m8);
+         nan |= v != v;
+         store(yr + i, zero);
+      }
+      if (rem) {
+         const f8 v = load_part(xr + nv, rem, ninf);
+         m8 = vmax(v, m8);
+         nan |= v != v;
+         store_part(yr + nv, zero, rem);
+      }
+      if (n == 0)
+         continue;
+      std::int64_t at = 0;
+      if (any(nan)) {
+         while (xr[at] == xr[at])
+            ++at;
+      } else {
+         const float m = hmax(m8);
+         while (xr[at] != m)
+            ++at;
+      }
+      yr[at] = 1.0f;
+   }
+}
+#endif
+
+// Mean and (biased) variance of n contiguous values, two passes: the sum, then the sum of squared
+// deviations from the mean (no cancellation, a constant row gives exactly 0). Float rows use 8
+// float lanes (relative error of the sums about 1e-7 sqrt(n / 8)); double rows plain loops.
+struct Moments {
+   double mean, var;
+};
+template <class T> inline Moments moments_d(const T *x, std::int64_t n)
+{
+   double s = 0;
+   for (std::int64_t i = 0; i < n; ++i)
+      s += double(x[i]);
+   const double mu = s / double(n);
+   double q = 0;
+   for (std::int64_t i = 0; i < n; ++i)
+      q += (double(x[i]) - mu) * (double(x[i]) - mu);
+   return Moments{mu, q / double(n)};
+}
+template <class T> inline Moments moments(const T *x, std::int64_t n) { return moments_d(x, n); }
+#ifdef SOFIE_RT_ROWS_VEC
+template <> inline Moments moments<float>(const float *x, std::int64_t n)
+{
+   if (n <= 0)
+      return Moments{std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::quiet_NaN()};
+   // the sum of x - x[0]: the values summed in float are the spread of the row, not its level
+   // (a row at 1000 with a spread of 0.01 keeps its mean to double precision, a constant row has
+   // mean x[0] and variance 0 exactly)
+   const std::int64_t nv = n & ~std::int64_t(7), rem = n - nv;
+   const float x0 = x[0];
+   const f8 p = splat(x0);
+   f8 s0 = splat(0.0f), s1 = s0;
+   std::int64_t i = 0;
+   for (; i + 16 <= nv; i += 16) {
+      s0 += load(x + i) - p;
+      s1 += load(x + i + 8) - p;
+   }
+   if (i < nv)
+      s0 += load(x + i) - p;
+   const f8 tail = rem ? load_part(x + nv, rem, x0) : p;
+   s0 += tail - p;
+   const double mu = double(x0) + double(hsum(s0 + s1)) / double(n);
+   const f8 m = splat(float(mu));
+   f8 q0 = splat(0.0f), q1 = q0;
+   for (i = 0; i + 16 <= nv; i += 16) {
+      const f8 d0 = load(x + i) - m, d1 = load(x + i + 8) - m;
+      q0 += d0 * d0;
+      q1 += d1 * d1;
+   }
+   if (i < nv) {
+      const f8 d = load(x + i) - m;
+      q0 += d * d;
+   }
+   if (rem) {
+      f8 d = tail - m;
+      for (int l = int(rem); l < 8; ++l)
+         d[l] = 0.0f;
+      q0 += d * d;
+   }
+   const double var = double(hsum(q0 + q1)) / double(n);
+   // float lanes can overflow where double does not (values near FLT_MAX): those rows, and rows
+   // with an inf or NaN, are redone in double, which gives exactly the double statistics
+   if (!(std::isfinite(mu) && std::isfinite(var)))
+      return moments_d(x, n);
+   return Moments{mu, var};
+}
+#endif
+
+// y = (x - mean) * inv * scale[j] (+ bias[j]) over rows of n values (LayerNormalization with scale
+// and bias over the whole normalised shape; bias may be null). mean_out / inv_out (may be null)
+// receive the statistics per row in the stash type U.
+template <class T, class U>
+inline void layernorm(const T *x, T *y, std::int64_t rows, std::int64_t n, const T *scale, const T *bias, U eps,
+                      U *mean_out, U *inv_out)
+{
+   for (std::int64_t r = 0; r < rows; ++r) {
+      const T *xr = x + r * n;
+      T *yr = y + r * n;
+      const Moments mo = moments(xr, n);
+      const U mean = U(mo.mean);
+      const U inv = U(1) / std::sqrt(U(mo.var) + eps);
+      if (bias)
+         for (std::int64_t j = 0; j < n; ++j)
+            yr[j] = T((U(xr[j]) - mean) * inv) * scale[j] + bias[j];
+      else
+         for (std::int64_t j = 0; j < n; ++j)
+            yr[j] = T((U(xr[j]) - mean) * inv) * scale[j];
+      if (mean_out)
+         mean_out[r] = mean;
+      if (inv_out)
+         inv_out[r] = inv;
+   }
+}
+
+// The sum of n contiguous values, and the sum of their squared deviations from m (a row of
+// MeanVarianceNormalization's statistics); float rows in 8 float lanes, others in double.
+template <class T> inline double row_sum_d(const T *x, std::int64_t n)
+{
+   double s = 0;
+   for (std::int64_t i = 0; i < n; ++i)
+      s += double(x[i]);
+   return s;
+}
+template <class T> inline double row_sqdev_d(const T *x, std::int64_t n, double m)
+{
+   double s = 0;
+   for (std::int64_t i = 0; i < n; ++i)
+      s += (double(x[i]) - m) * (double(x[i]) - m);
+   return s;
+}
+template <class T> inline double row_sum(const T *x, std::int64_t n) { return row_sum_d(x, n); }
+template <class T> inline double row_sqdev(const T *x, std::int64_t n, double m) { return row_sqdev_d(x, n, m); }
+#ifdef SOFIE_RT_ROWS_VEC
+template <> inline double row_sum<float>(const float *x, std::int64_t n)
+{
+   if (n <= 0)
+      return 0.0;
+   // n x[0] + the sum of x - x[0] (as moments: the float lanes sum the spread, not the level)
+   const std::int64_t nv = n & ~std::int64_t(7), rem = n - nv;
+   const f8 p = splat(x[0]);
+   f8 s = splat(0.0f);
+   for (std::int64_t i = 0; i < nv; i += 8)
+      s += load(x + i) - p;
+   if (rem)
+      s += load_part(x + nv, rem, x[0]) - p;
+   const double r = double(n) * double(x[0]) + double(hsum(s));
+   return std::isfinite(r) ? r : row_sum_d(x, n); // overflow of the float lanes, inf or NaN
+}
+template <> inline double row_sqdev<float>(const float *x, std::int64_t n, double m)
+{
+   const std::int64_t nv = n & ~std::int64_t(7), rem = n - nv;
+   const f8 mv = splat(float(m));
+   f8 s = splat(0.0f);
+   for (std::int64_t i = 0; i < nv; i += 8) {
+      const f8 d = load(x + i) - mv;
+      s += d * d;
+   }
+   for (std::int64_t i = nv; i < n; ++i) {
+      const float d = x[i] - float(m);
+      s[0] += d * d;
+   }
+   const double r = double(hsum(s));
+   return std::isfinite(r) ? r : row_sqdev_d(x, n, m); // overflow of the float lanes, inf or NaN
+}
+#endif
+
+// Reductions of contiguous rows of n values (n >= 1 for max/min): out[r] for r < rows.
+// kind 0: sum, 1: max, 2: min (NaN anywhere in a row gives NaN), 3: log-sum-exp over the finite
+// maximum (ReduceLogSumExp); the sum is divided by `div` (ReduceMean: n, ReduceSum: 1).
+template <class T> inline void reduce(const T *x, T *out, std::int64_t rows, std::int64_t n, int kind, T div)
+{
+   for (std::int64_t r = 0; r < rows; ++r) {
+      const T *xr = x + r * n;
+      T acc;
+      if (kind == 0) {
+         acc = 0;
+         for (std::int64_t i = 0; i < n; ++i)
+            acc += xr[i];
+         acc /= div;
+      } else if (kind == 1 || kind == 2) {
+         acc = kind == 1 ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
+         bool nan = false;
+         for (std::int64_t i = 0; i < n; ++i) {
+            acc = kind == 1 ? (xr[i] > acc ? xr[i] : acc) : (xr[i] < acc ? xr[i] : acc);
+            nan = nan || xr[i] != xr[i];
+         }
+         acc = nan ? std::numeric_limits<T>::quiet_NaN() : acc;
+      } else {
+         T m = -std::numeric_limits<T>::infinity();
+         for (std::int64_t i = 0; i < n; ++i)
+            m = (std::isfinite(xr[i]) && xr[i] > m) ? xr[i] : m;
+         m = m == -std::numeric_limits<T>::infinity() ? T(0) : m;
+         T s = 0;
+         for (std::int64_t i = 0; i < n; ++i)
+            s += vm::exp(xr[i] - m);
+         acc = vm::log(s) + m;
+      }
+      out[r] = acc;
+   }
+}
+#ifdef SOFIE_RT_ROWS_VEC
+template <> inline void reduce<float>(const float *x, float *out, std::int64_t rows, std::int64_t n, int kind,
+                                      float div)
+{
+   const float inf = std::numeric_limits<float>::infinity();
+   const std::int64_t nv = n & ~std::int64_t(7), rem = n - nv;
+   for (std::int64_t r = 0; r < rows; ++r) {
+      const float *xr = x + r * n;
+      float acc;
+      if (kind == 0) {
+         f8 s0 = splat(0.0f), s1 = s0;
+         std::int64_t i = 0;
+         for (; i + 16 <= nv; i += 16) {
+            s0 += load(xr + i);
+            s1 += load(xr + i + 8);
+         }
+         if (i < nv)
+            s0 += load(xr + i);
+         if (rem)
+            s0 += load_part(xr + nv, rem, 0.0f);
+         acc = hsum(s0 + s1) / div;
+      } else if (kind == 1 || kind == 2) {
+         const float fill = kind == 1 ? -inf : inf;
+         f8 m8 = splat(fill);
+         i8 nan = {};
+         for (std::int64_t i = 0; i < nv; i += 8) {
+            const f8 v = load(xr + i);
+            m8 = kind == 1 ? vmax(v, m8) : vmin(v, m8);
+            nan |= v != v;
+         }
+         if (rem) {
+            const f8 v = load_part(xr + nv, rem, fill);
+            m8 = kind == 1 ? vmax(v, m8) : vmin(v, m8);
+            nan |= v != v;
+         }
+         acc = any(nan) ? std::numeric_limits<float>::quiet_NaN() : (kind == 1 ? hmax(m8) : hmin(m8));
+      } else {
+         // the finite maximum: v - v is 0 exactly for finite v, NaN for +-inf and NaN
+         const f8 ninf8 = splat(-inf), zero = splat(0.0f);
+         f8 m8 = ninf8;
+         for (std::int64_t i = 0; i < nv; i += 8) {
+            const f8 v = load(xr + i);
+            m8 = ((v - v) == zero && v > m8) ? v : m8;
+         }
+         const f8 tail = rem ? load_part(xr + nv, rem, -inf) : ninf8;
+         m8 = ((tail - tail) == zero && tail > m8) ? tail : m8;
+         float m = hmax(m8);
+         m = m == -inf ? 0.0f : m;
+         const f8 mv = splat(m);
+         f8 s8 = zero;
+         for (std::int64_t i = 0; i < nv; i += 8)
+            s8 += exp8(load(xr + i) - mv);
+         if (rem)
+            s8 += exp8(tail - mv);
+         acc = vm::log(hsum(s8)) + m;
+      }
+      out[r] = acc;
+   }
+}
+#endif
+
+} // namespace rows
+
 // ---- scaled dot-product attention (ONNX Attention, opsets 23-25) ---------------------------
 // K and V arrive already concatenated with the past cache, in [B, Hkv, S, D] layout; Q and Y
 // are addressed through strides so that 3-D ([B, S, H*D]) and 4-D layouts share the code.
@@ -595,9 +1097,13 @@ template <class T> struct AttentionArgs {
    const void *mask; bool mask_bool; // additive float mask or boolean mask, or nullptr
    std::int64_t mb, mh, mi, mlen;    // mask strides (0 where broadcast) and its last dimension
    int qk_mode; T *qk;               // optional [B, Hq, Sq, St] output, or nullptr
-   T *scores;                        // workspace of St elements
+   T *scores;                        // workspace of Sq * St + (Sq + St) * D elements
 };
 
+// Per (batch, head): the scores of every query row at once by one GEMM (Q K^T, scaled), the
+// masks and the softmax row by row (sofie_rt::rows::softmax), then Y = P V by a second GEMM. The
+// loop over keys with a dot product per score and an axpy per value row took 25-30x ONNX
+// Runtime's time under cling (benchmarks/ops.py, Attention [N,4,50,16]).
 template <class T> inline void attention(const AttentionArgs<T> &a)
 {
    const T ninf = -std::numeric_limits<T>::infinity();
@@ -608,78 +1114,98 @@ template <class T> inline void attention(const AttentionArgs<T> &a)
          const std::int64_t hk = h / group;
          const T *K = a.K + (b * a.Hkv + hk) * a.St * a.D;
          const T *V = a.V + (b * a.Hkv + hk) * a.St * a.Dv;
+         const T *Q = a.Q + b * a.qb + h * a.qh;
+         T *Y = a.Y + b * a.yb + h * a.yh;
+         T *S = a.scores; // [Sq, St], then Q and K scaled by sqrt(scale) as the ONNX function does
+         T *Qs = S + a.Sq * a.St, *Ks = Qs + a.Sq * a.D; // (not scale after the product: Q K^T may
+         for (std::int64_t i = 0; i < a.Sq; ++i)          // overflow where the scaled factors do not)
+            for (std::int64_t d = 0; d < a.D; ++d)
+               Qs[i * a.D + d] = Q[i * a.qi + d] * a.scale_sqrt;
+         for (std::int64_t k = 0; k < a.St * a.D; ++k)
+            Ks[k] = K[k] * a.scale_sqrt;
+         if (a.St > 0 && a.D > 0)
+            gemm<T>(false, true, a.Sq, a.St, a.D, T(1), Qs, a.D, Ks, a.D, T(0), S, a.St);
+         else
+            for (std::int64_t k = 0; k < a.Sq * a.St; ++k)
+               S[k] = T(0);
          for (std::int64_t i = 0; i < a.Sq; ++i) {
-            const T *q = a.Q + b * a.qb + h * a.qh + i * a.qi;
+            T *row = S + i * a.St;
             T *qk = a.qk ? a.qk + ((b * a.Hq + h) * a.Sq + i) * a.St : nullptr;
+            if (a.softcap > T(0))
+               for (std::int64_t j = 0; j < a.St; ++j)
+                  row[j] = a.softcap * vm::tanh(row[j] / a.softcap);
+            if (qk && a.qk_mode <= 1)
+               for (std::int64_t j = 0; j < a.St; ++j)
+                  qk[j] = row[j];
             bool any_allowed = false;
             bool any_nan = false; // a NaN score makes the row NaN (as the reference), not "fully masked"
             T smax = ninf;
+            const bool plain = !a.mask && !a.causal && a.left < 0 && a.right < 0 && !a.nonpad;
             for (std::int64_t j = 0; j < a.St; ++j) {
-               T s = T(0);
-               const T *k = K + j * a.D;
-               for (std::int64_t d = 0; d < a.D; ++d)
-                  s += (q[d] * a.scale_sqrt) * (k[d] * a.scale_sqrt);
-               if (a.softcap > T(0))
-                  s = a.softcap * vm::tanh(s / a.softcap);
                T bias = T(0);
-               if (a.mask) {
-                  const std::int64_t m = b * a.mb + h * a.mh + i * a.mi + j;
-                  if (j >= a.mlen)
+               if (!plain) {
+                  if (a.mask) {
+                     const std::int64_t m = b * a.mb + h * a.mh + i * a.mi + j;
+                     if (j >= a.mlen)
+                        bias = ninf;
+                     else if (a.mask_bool)
+                        bias = static_cast<const bool *>(a.mask)[m] ? T(0) : ninf;
+                     else
+                        bias = static_cast<const T *>(a.mask)[m];
+                  }
+                  const std::int64_t diff = i + offset - j;
+                  if (a.causal && diff < 0)
                      bias = ninf;
-                  else if (a.mask_bool)
-                     bias = static_cast<const bool *>(a.mask)[m] ? T(0) : ninf;
-                  else
-                     bias = static_cast<const T *>(a.mask)[m];
+                  if ((a.left >= 0 && diff > a.left) || (a.right >= 0 && -diff > a.right))
+                     bias = ninf;
+                  if (a.nonpad && j >= a.nonpad[b])
+                     bias = ninf;
                }
-               const std::int64_t diff = i + offset - j;
-               if (a.causal && diff < 0)
-                  bias = ninf;
-               if ((a.left >= 0 && diff > a.left) || (a.right >= 0 && -diff > a.right))
-                  bias = ninf;
-               if (a.nonpad && j >= a.nonpad[b])
-                  bias = ninf;
-               if (qk && a.qk_mode <= 1)
-                  qk[j] = s;
-               s += bias;
+               const T s = row[j] + bias;
                if (qk && a.qk_mode == 2)
                   qk[j] = s;
                if (bias != ninf)
                   any_allowed = true;
                // a masked key takes no part, whatever its score (NaN included), as in the reference
-               a.scores[j] = bias == ninf ? ninf : s;
+               row[j] = bias == ninf ? ninf : s;
                any_nan = any_nan || (bias != ninf && s != s);
-               if (s > smax)
-                  smax = s;
+               smax = s > smax ? s : smax;
             }
-            T *y = a.Y + b * a.yb + h * a.yh + i * a.yi;
-            for (std::int64_t d = 0; d < a.Dv; ++d)
-               y[d] = T(0);
             if (!any_nan && (!any_allowed || smax == ninf)) {
-               // every probability is 0; 0 * V still carries V's NaN and infinities into y, as the
-               // reference's product with the all-zero row does
-               for (std::int64_t j = 0; j < a.St; ++j) {
-                  if (qk && a.qk_mode == 3)
-                     qk[j] = T(0);
-                  const T *v = V + j * a.Dv;
+               // every probability is 0; the product with V below still carries V's NaN and
+               // infinities into y, as the reference's product with the all-zero row does
+               for (std::int64_t j = 0; j < a.St; ++j)
+                  row[j] = T(0);
+            } else {
+               rows::softmax<T>(row, row, 1, a.St, false);
+            }
+            if (qk && a.qk_mode == 3)
+               for (std::int64_t j = 0; j < a.St; ++j)
+                  qk[j] = row[j];
+         }
+         if (a.Dv > 0) {
+            // a zero probability times an inf or NaN of V is NaN in the reference; BLAS kernels
+            // may skip zeros of P, so V holding one takes the explicit loop
+            bool v_finite = true;
+            for (std::int64_t k = 0; k < a.St * a.Dv; ++k)
+               v_finite = v_finite && (V[k] - V[k]) == T(0);
+            if (a.St > 0 && v_finite)
+               gemm<T>(false, false, a.Sq, a.Dv, a.St, T(1), S, a.St, V, a.Dv, T(0), Y, a.yi);
+            else if (a.St > 0)
+               for (std::int64_t i = 0; i < a.Sq; ++i) {
+                  T *y = Y + i * a.yi;
                   for (std::int64_t d = 0; d < a.Dv; ++d)
-                     y[d] += T(0) * v[d];
+                     y[d] = T(0);
+                  for (std::int64_t j = 0; j < a.St; ++j) {
+                     const T p = S[i * a.St + j];
+                     for (std::int64_t d = 0; d < a.Dv; ++d)
+                        y[d] += p * V[j * a.Dv + d];
+                  }
                }
-               continue;
-            }
-            T sum = T(0);
-            for (std::int64_t j = 0; j < a.St; ++j) {
-               a.scores[j] = vm::exp(a.scores[j] - smax);
-               sum += a.scores[j];
-            }
-            const T inv = T(1) / sum;
-            for (std::int64_t j = 0; j < a.St; ++j) {
-               const T p = a.scores[j] * inv;
-               if (qk && a.qk_mode == 3)
-                  qk[j] = p;
-               const T *v = V + j * a.Dv;
-               for (std::int64_t d = 0; d < a.Dv; ++d)
-                  y[d] += p * v[d];
-            }
+            else
+               for (std::int64_t i = 0; i < a.Sq; ++i)
+                  for (std::int64_t d = 0; d < a.Dv; ++d)
+                     Y[i * a.yi + d] = T(0);
          }
       }
    }

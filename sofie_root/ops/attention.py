@@ -87,10 +87,10 @@ class Attention(Operator):
         return len(v.node.outputs) > k and bool(v.node.outputs[k])
 
     def workspace(self, v: NodeView):
-        b, _, hkv, _, skv, past, d, dv = self._dims(v)
+        b, _, hkv, sq, skv, past, d, dv = self._dims(v)
         dt = v.input(0).dtype
         total = past + skv
-        ws = [(dt, total)]
+        ws = [(dt, sq * total + (sq + total) * d)]  # one (batch, head): scores, scaled Q and K
         if not self._has_out(v, 1):
             ws.append((dt, b * hkv * total * d))
         if not self._has_out(v, 2):

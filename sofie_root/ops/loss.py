@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..ir.dims import numel
 from ..ir.dtypes import FLOAT32, FLOAT64
 from .base import NodeView, Operator, OutInfo, normalize_axis, register
-from .normalization import _bcast_index, _check_bcast, _total
+from .normalization import _bcast_index, _check_bcast
 
 FLOATS = ("float32", "float64")
 REDUCTIONS = ("none", "sum", "mean")
@@ -179,8 +179,8 @@ class RMSNormalization(Operator):
             f"for (std::int64_t {r} = 0; {r} < {e.dim(rows)}; ++{r}) {{",
             f"const {t} *{xr} = {e.inp(0)} + {r} * {e.dim(d)};",
             f"{t} *{yr} = {e.out()} + {r} * {e.dim(d)};",
-            # the sum of squares over partial accumulators (one accumulator does not vectorise)
-            *_total(e, ss, e.dim(d), lambda q: f"(double({xr}[{q}]) * double({xr}[{q}]))"),
+            # the sum of squares by the runtime's row kernel (8 float lanes for float rows)
+            f"const double {ss} = sofie_rt::rows::row_sqdev<{t}>({xr}, {e.dim(d)}, 0.0);",
             f"const {u} {inv} = {u}(1) / std::sqrt({u}({ss} / double({e.dim(d)})) + {eps});",
             f"for (std::int64_t {j} = 0; {j} < {e.dim(d)}; ++{j}) {yr}[{j}] = {t}({u}({xr}[{j}]) * {inv}) * {sc};",
             "}"])

@@ -1,11 +1,14 @@
 """Normalization operators: BatchNormalization (inference and training mode), LayerNormalization,
 InstanceNormalization, GroupNormalization, LpNormalization and MeanVarianceNormalization.
 
-Statistics are accumulated in double over partial accumulators (so the loops vectorise), the
-mean and variance of a row in one pass (sum and sum of squares: in double, the cancellation in
-E[x^2] - mean^2 is far below what float data resolves, and a constant row still gives x - mean
-= 0 exactly). MeanVarianceNormalization keeps two passes over its strided axes. Every
-dimension, the batch included, may be symbolic.
+Row statistics come from the runtime's row kernels (sofie_rt::rows in codegen/runtime.hxx):
+two passes over a row (the sum of x - x[0], then the squared deviations from the mean) in 8
+float lanes for float rows, in double otherwise; a constant row gives x - mean = 0 exactly, a
+row far from 0 keeps its mean to double precision. LayerNormalization with scale and bias over
+the whole normalised shape is one kernel call; MeanVarianceNormalization sums contiguous runs by
+a row kernel when its innermost axes are reduced (a strided walk otherwise). The LayerNorm path
+for partially broadcast scales keeps one-pass double statistics over partial accumulators.
+Every dimension, the batch included, may be symbolic.
 """
 
 from __future__ import annotations
@@ -276,6 +279,15 @@ class LayerNormalization(Operator):
         d = numel(norm)
         rows = numel(x.shape[:a])
         r, xr, yr, j = e.tmp("r"), e.tmp("xr"), e.tmp("yr"), e.tmp("j")
+        full = [_bcast_index(e, j, norm, v.input(k).shape) == j for k in (1, 2) if v.has_input(k)]
+        if all(full):
+            # scale and bias over the whole normalised shape (the usual case): sofie_rt::rows::layernorm,
+            # two-pass statistics in 8 float lanes (float input) and a vectorised affine pass
+            ustash = _STASH[int(v.attr("stash_type", 1))]
+            bias = e.inp(2) if v.has_input(2) else "nullptr"
+            return (f"sofie_rt::rows::layernorm<{t}, {u}>({e.inp(0)}, {e.out()}, {e.dim(rows)}, {e.dim(d)}, "
+                    f"{e.inp(1)}, {bias}, {e.lit(v.attr('epsilon', 1e-5), ustash)}, "
+                    f"{e.out(1) if _out_wanted(v, 1) else 'nullptr'}, {e.out(2) if _out_wanted(v, 2) else 'nullptr'});")
         mean, inv = e.tmp("mean"), e.tmp("inv")
         lines = [f"for (std::int64_t {r} = 0; {r} < {e.dim(rows)}; ++{r}) {{",
                  f"const {t} *{xr} = {e.inp(0)} + {r} * {e.dim(d)};",
@@ -321,18 +333,24 @@ class InstanceNormalization(Operator):
         t = x.dtype.cpp
         ch = x.shape[1]
         sp = numel(x.shape[2:])
-        r, xr, yr, j, c, a, b = (e.tmp(p) for p in ("r", "xr", "yr", "j", "c", "a", "b"))
+        r, xr, yr, j, c, a, b, m = (e.tmp(p) for p in ("r", "xr", "yr", "j", "c", "a", "b", "m"))
         eps = e.lit(v.attr("epsilon", 1e-5), FLOAT64)
         lines = [f"for (std::int64_t {r} = 0; {r} < {e.dim(numel(x.shape[:2]))}; ++{r}) {{",
                  f"const {t} *{xr} = {e.inp(0)} + {r} * {e.dim(sp)};",
                  f"{t} *{yr} = {e.out()} + {r} * {e.dim(sp)};",
                  f"const std::int64_t {c} = {r} % {e.dim(ch)};"]
-        st, mu, var = _stats_one_pass(e, xr, sp)
-        lines += st
-        lines.append(f"const double {a} = double({e.inp(1)}[{c}]) / std::sqrt({var} + {eps});")
-        lines.append(f"const double {b} = double({e.inp(2)}[{c}]) - {mu} * {a};")
+        mo = e.tmp("mo")
+        # statistics by the runtime's two-pass row kernel (8 float lanes for float input), then
+        # y = x a + b in the element type (vectorises at full width)
+        lines.append(f"const sofie_rt::rows::Moments {mo} = sofie_rt::rows::moments<{t}>({xr}, {e.dim(sp)});")
+        lines.append(f"const double {a}d = double({e.inp(1)}[{c}]) / std::sqrt({mo}.var + {eps});")
+        # ((x - mean_hi) - mean_lo) a + b in the element type: the mean split in two floats keeps
+        # x - mean exact to the element type's precision for rows far from 0 (a plane at 500 with
+        # a spread of 0.05), where one rounded float mean would be off by 3e-5 (6e-4 in y)
+        lines.append(f"const {t} {a} = {t}({a}d), {b} = {e.inp(2)}[{c}], {m} = {t}({mo}.mean), "
+                     f"{m}lo = {t}({mo}.mean - double({m}));")
         lines.append(f"for (std::int64_t {j} = 0; {j} < {e.dim(sp)}; ++{j}) "
-                     f"{yr}[{j}] = {t}(double({xr}[{j}]) * {a} + {b});")
+                     f"{yr}[{j}] = (({xr}[{j}] - {m}) - {m}lo) * {a} + {b};")
         lines.append("}")
         return "\n".join(lines)
 
@@ -390,8 +408,9 @@ class GroupNormalization(Operator):
                  f"const {t} *{xr} = {e.inp(0)} + {r} * {e.dim(size)};",
                  f"{t} *{yr} = {e.out()} + {r} * {e.dim(size)};",
                  f"const std::int64_t {gi} = {r} % {g};"]
-        st, mu, var = _stats_one_pass(e, xr, size)
-        lines += st
+        mo = e.tmp("mo")
+        lines.append(f"const sofie_rt::rows::Moments {mo} = sofie_rt::rows::moments<{t}>({xr}, {e.dim(size)});")
+        mu, var = f"{mo}.mean", f"{mo}.var"
         if v.opset >= 21:
             # the function body of opset 21 normalizes in the stash type
             u = _STASH[int(v.attr("stash_type", 1))]
@@ -543,6 +562,33 @@ class MeanVarianceNormalization(Operator):
         q, dv = e.tmp("q"), e.tmp("dv")
         lines = [f"std::fill({mean}, {mean} + {e.dim(kept)}, 0.0);",
                  f"std::fill({sd}, {sd} + {e.dim(kept)}, 0.0);"]
+        if dims[-1][1]:
+            # the innermost (contiguous) dimensions are reduced: a row kernel per run of them
+            # (8 float lanes), instead of a scalar walk accumulating into the statistics arrays
+            run = e.dim(dims[-1][0])
+
+            def row_loops(body: str) -> list[str]:
+                off = e.tmp("off")
+                out = [f"std::int64_t {off} = 0;"]
+                for k, (d, _) in enumerate(dims[:-1]):
+                    out.append(f"for (std::int64_t {idx[k]} = 0; {idx[k]} < {e.dim(d)}; ++{idx[k]}) {{")
+                out.append("{ " + body.replace("@OFF", off).replace("@K", f"({kidx})") + f" {off} += {run}; }}")
+                out.append("}" * (len(dims) - 1))
+                return ["{"] + out + ["}"]
+
+            xin, ms, ss, jj = e.inp(0), e.tmp("m"), e.tmp("s"), e.tmp("j")
+            lines += row_loops(f"{mean}[@K] += sofie_rt::rows::row_sum<{t}>({xin} + @OFF, {run});")
+            lines.append(f"for (std::int64_t {q} = 0; {q} < {e.dim(kept)}; ++{q}) "
+                         f"{mean}[{q}] /= double({e.dim(cnt)});")
+            lines += row_loops(f"{sd}[@K] += sofie_rt::rows::row_sqdev<{t}>({xin} + @OFF, {run}, {mean}[@K]);")
+            lines.append(f"for (std::int64_t {q} = 0; {q} < {e.dim(kept)}; ++{q}) "
+                         f"{sd}[{q}] = 1.0 / (std::sqrt({sd}[{q}] / double({e.dim(cnt)})) + 1e-9);")
+            # the mean split in two values of the element type, as InstanceNormalization's
+            lines += row_loops(f"const {t} {ms} = {t}({mean}[@K]), {ms}lo = {t}({mean}[@K] - double({ms})), "
+                               f"{ss} = {t}({sd}[@K]); "
+                               f"for (std::int64_t {jj} = 0; {jj} < {run}; ++{jj}) "
+                               f"{e.out()}[@OFF + {jj}] = (({xin}[@OFF + {jj}] - {ms}) - {ms}lo) * {ss};")
+            return "\n".join(lines)
         lines += loops(f"{mean}[@K] += double({e.inp(0)}[@OFF]);")
         lines.append(f"for (std::int64_t {q} = 0; {q} < {e.dim(kept)}; ++{q}) {mean}[{q}] /= double({e.dim(cnt)});")
         lines += loops(f"{{ const double {dv} = double({e.inp(0)}[@OFF]) - {mean}[@K]; {sd}[@K] += {dv} * {dv}; }}")
