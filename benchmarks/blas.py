@@ -144,6 +144,11 @@ def mkl_jit(lib: Library, m: int, n: int, k: int, tb: bool):
     status = create(ctypes.byref(jitter), 101, 111, 112 if tb else 111, m, n, k, 1.0, k, k if tb else n, 0.0, n)
     if status not in (0, 1):  # MKL_JIT_SUCCESS, MKL_NO_JIT (falls back to sgemm inside)
         return None
+    if status == 1:
+        # measured on an AMD EPYC (AVX2, no AVX-512): MKL 2026.2 answers MKL_NO_JIT for every
+        # shape, and its "JIT" kernel is the ordinary sgemm
+        print(f"  MKL JIT: no JIT code for {m}x{n}x{k} on this CPU (MKL_NO_JIT), the kernel is sgemm",
+              file=sys.stderr)
     get = lib.lib.mkl_jit_get_sgemm_ptr
     get.restype = ctypes.c_void_p
     get.argtypes = [ctypes.c_void_p]

@@ -125,6 +125,10 @@ class _FusedProduct(Operator):
             # per image, right after its GEMM: at batch 256 a second pass over the whole output
             # would read it back from L3 or memory
             return base.emit(self._base_view(v), e, epilogue=loop)  # type: ignore[union-attr]
+        if self.base == "Gemm":
+            # with the bias, per block of rows (Gemm._blocked)
+            return base.emit(self._base_view(v), e,  # type: ignore[union-attr]
+                             act=lambda y: _activation_expr(act, attrs, y, dt, v.label))
         code = base.emit(self._base_view(v), e)  # type: ignore[union-attr]
         return f"{code}\n{loop(e.out(), e.size_out())}"
 
