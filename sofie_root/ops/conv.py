@@ -15,6 +15,7 @@ over the part of each window that lies inside the input, so padding never needs 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import SymbolicDimensionError
@@ -261,10 +262,10 @@ class Conv(Operator):
             ws.append((dt, cg * _prod(dims)))  # the zero-padded copy of the input
         return ws
 
-    def emit(self, v: NodeView, e, epilogue=None) -> str:
-        """``epilogue(ptr, count)``, if given, returns C++ applied to each image's (and group's)
-        output block of ``count`` elements right after its GEMM, while it is still in cache
-        (fused activations use it)."""
+    def emit(self, v: NodeView, e, act: Callable[[str], str] | None = None) -> str:
+        """``act(x)``, if given, is the C++ expression of an activation of ``x`` (FusedConv): it
+        runs with the bias in one pass over each image's (and group's) output block right after
+        its GEMM, while the block is still in cache."""
         g, group = self._geom(v)
         x, w = v.input(0), v.input(1)
         t = x.dtype.cpp
@@ -291,7 +292,7 @@ class Conv(Operator):
                 src, dims = e.ws(1), copy
                 lines.extend(_pad_copy(e, xg, src, cg, g, dims, t))
             bias = f"{e.inp(2)}[{gi} * {mg} + " + "{m}]" if v.has_input(2) else None
-            lines.extend(_direct_conv(e, src, dims, e.inp(1), bias, yg, gi, cg, mg, g, t, epilogue))
+            lines.extend(_direct_conv(e, src, dims, e.inp(1), bias, yg, gi, cg, mg, g, t, act))
             lines.append("}}")
             return "\n".join(lines)
         if self._pointwise(g):
@@ -303,17 +304,19 @@ class Conv(Operator):
                 src, dims = e.ws(1), self._padded(g)
                 lines.extend(_pad_copy(e, xg, src, cg, g, dims, t))
             lines.extend(_im2col_rows(e, src, col, cg, g, dims, t))
-        beta = e.lit(0, x.dtype)
-        if v.has_input(2):
-            mm = e.tmp("m")
-            lines.append(f"for (std::int64_t {mm} = 0; {mm} < {mg}; ++{mm})")
-            lines.append(f"   std::fill({yg} + {mm} * {p}, {yg} + ({mm} + 1) * {p}, "
-                         f"{t}({e.inp(2)}[{gi} * {mg} + {mm}]));")
-            beta = e.lit(1, x.dtype)
         lines.append(f"sofie_rt::gemm<{t}>(false, false, {mg}, {p}, {cg * kk}, {e.lit(1, x.dtype)}, "
-                     f"{e.inp(1)} + {gi} * std::int64_t({mg * cg * kk}), {cg * kk}, {col}, {p}, {beta}, {yg}, {p});")
-        if epilogue is not None:
-            lines.append(epilogue(yg, str(mg * p)))
+                     f"{e.inp(1)} + {gi} * std::int64_t({mg * cg * kk}), {cg * kk}, {col}, {p}, "
+                     f"{e.lit(0, x.dtype)}, {yg}, {p});")
+        if v.has_input(2) or act is not None:
+            # bias and activation in one pass (before: the bias broadcast into the output, a GEMM
+            # reading it back with beta = 1 and a pass for the activation)
+            mm, i, xv = e.tmp("m"), e.tmp("i"), e.tmp("x")
+            load = f"{yg}[{mm} * {p} + {i}]"
+            if v.has_input(2):
+                load += f" + {e.inp(2)}[{gi} * {mg} + {mm}]"
+            lines += [f"for (std::int64_t {mm} = 0; {mm} < {mg}; ++{mm})",
+                      f"   for (std::int64_t {i} = 0; {i} < {p}; ++{i}) "
+                      f"{{ const {t} {xv} = {load}; {yg}[{mm} * {p} + {i}] = {act(xv) if act else xv}; }}"]
         lines.append("}}")
         return "\n".join(lines)
 
@@ -329,13 +332,13 @@ DIRECT_MAX_TERMS = 9
 
 
 def _direct_conv(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, yg: str, gi: str, cg: int, mg: int,
-                 g: _Geom, t: str, epilogue) -> list[str]:
+                 g: _Geom, t: str, act: Callable[[str], str] | None) -> list[str]:
     """Direct convolution of one image and group: for each output channel and input channel, every
     output row is one loop over the last spatial dimension whose body sums all kernel taps (the
     weights held in scalars, the taps unrolled), so the loop vectorises and keeps its partial sum
     in a register; input channels after the first add to the row. ``src`` (spatial ``dims``) is
     already padded: every window lies inside it. The bias starts the first channel's sum; the
-    epilogue runs on each output channel's plane while it is in cache."""
+    activation ``act`` runs on each output channel's plane while it is in cache."""
     n = g.rank
     kk = _prod(g.k)
     p = _prod(g.out)
@@ -370,8 +373,10 @@ def _direct_conv(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, y
     lines.append(f"   {yr}[{o}] = {start} + ({' + '.join(terms)});")
     lines.append("}" * (n - 1))
     lines.append("}")  # input channels
-    if epilogue is not None:
-        lines.append(epilogue(yc, str(p)))
+    if act is not None:
+        i, xv = e.tmp("i"), e.tmp("x")
+        lines.append(f"for (std::int64_t {i} = 0; {i} < {p}; ++{i}) "
+                     f"{{ const {t} {xv} = {yc}[{i}]; {yc}[{i}] = {act(xv)}; }}")
     lines.append("}")  # output channels
     return lines
 
