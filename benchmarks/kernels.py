@@ -12,7 +12,8 @@ other jobs, wall-clock time mostly measures how often the scheduler ran someone 
 one intra-op thread runs on the calling thread): the generated ``run`` from a C++ loop against
 ORT's I/O binding minus ORT's fixed cost per call (I/O binding of a one-element Identity model),
 **ORT net / C++** (above 1: faster than ORT), at batch 1 and 256. The table is sorted by the
-worse of the two ratios, so its first rows are the layers to work on.
+worse of the two ratios, so its first rows are the layers to work on. ``--whole`` times the
+models themselves the same way.
 """
 
 from __future__ import annotations
@@ -107,6 +108,21 @@ class Layer:
     def arrays(self, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
         shape = tuple(d.evaluate({"N": batch}) if isinstance(d, Dim) else d for d in self.x_dims)
         return [rng.standard_normal(shape).astype(np.float32)]
+
+
+class WholeModel:
+    """A corpus model as a whole (``--whole``), timed like a layer."""
+
+    batches = (1, 256)
+
+    def __init__(self, name: str) -> None:
+        self.label, self.models, self.name = name, [name], name
+
+    def model(self) -> onnx.ModelProto:
+        return onnx.load(corpus.onnx_path(self.name))
+
+    def arrays(self, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+        return list(corpus.MODELS[self.name].inputs(batch, rng))
 
 
 def layers(models: list[str]) -> list[Layer]:
@@ -209,13 +225,14 @@ def run_layer(layer: Layer, loop: CpuLoop, reps: int, budget: float, floor) -> d
     so.intra_op_num_threads = so.inter_op_num_threads = 1
     sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
+    names = [i.name for i in sess.get_inputs()]
     for batch in layer.batches:
         arrays = layer.arrays(batch, rng)
-        ref = sess.run(None, {"x": arrays[0]})[0]
-        ours = model.infer(*arrays)[0]
-        if ours.shape != ref.shape or not np.allclose(ours, ref, rtol=1e-3, atol=1e-4):
-            res["error"] = f"output differs from onnxruntime at batch {batch}"
-            return res
+        refs = sess.run(None, dict(zip(names, arrays)))
+        for ours, ref in zip(model.infer(*arrays), refs):
+            if ours.shape != ref.shape or not np.allclose(ours, ref, rtol=1e-3, atol=1e-4):
+                res["error"] = f"output differs from onnxruntime at batch {batch}"
+                return res
         variants = {"cpp": loop.prepare(model, tuple(arrays), budget),
                     "ort_iobinding": cpu_rep(ort_iobinding(sess, arrays), budget), "ort_floor": cpu_rep(floor, budget)}
         times = {k: [] for k in variants}
@@ -259,13 +276,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="3 short repetitions instead of 7")
     p.add_argument("--models", default=",".join(corpus.MODELS), help="comma-separated corpus models")
     p.add_argument("--only", default="", help="only layers whose label contains this text")
+    p.add_argument("--whole", action="store_true", help="time the models themselves instead of their layers")
     p.add_argument("--json", default=str(DEFAULT_JSON), help="where to write the results (default: %(default)s)")
     a = p.parse_args(argv)
     reps, budget = (3, 0.02) if a.quick else (7, 0.06)
     t0 = time.perf_counter()
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "load_start": os.getloadavg()[0], "blas": os.environ.get("SOFIE_ROOT_BLAS", "openblas")}
-    selected = [x for x in layers([m.strip() for m in a.models.split(",") if m.strip()]) if a.only in x.label]
+    names = [m.strip() for m in a.models.split(",") if m.strip()]
+    selected = ([WholeModel(m) for m in names] if a.whole
+                else [x for x in layers(names) if a.only in x.label])
     loop = CpuLoop()
     floor = ort_floor()
     results = []
