@@ -6,7 +6,8 @@
 Every library runs single-threaded (as the generated code uses BLAS: one Session per thread).
 Each GEMM shape is timed from a C++ loop (cling) calling each library's ``cblas_sgemm`` (and
 ``cblas_sgemv`` for one-row products, as ``sofie_rt::gemm`` does) through a function pointer;
-the libraries are measured interleaved, medians, and the ratios are medians of per-repetition
+the libraries are measured interleaved, in the thread's CPU time (on a shared machine, wall-clock
+time mostly measures the other jobs), medians, and the ratios are medians of per-repetition
 ratios OpenBLAS / other (above 1: the other is faster).
 
 MKL is found from ``--mkl``, ``$SOFIE_BLAS_MKL`` or the ``mkl`` wheel in this Python's ``lib/``
@@ -33,13 +34,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sofie_root  # noqa: F401  (before ROOT: it sets EXTRA_CLING_ARGS)
 from sofie_root.jit import cling
 
-# (label, M, N, K, transB): where each shape comes from in benchmarks/corpus.py
+# (label, M, N, K, transB): where each shape comes from in benchmarks/corpus.py (dense layers keep
+# their weight as [in, out] after the frontend: transB false)
 SHAPES = [
-    ("dense 300x300 b1", 1, 300, 300, True), ("dense 300x300 b256", 256, 300, 300, True),
-    ("dense 7->300 b256", 256, 300, 7, True),
-    ("regression 64x64 b256", 256, 64, 64, True), ("autoencoder 64->32 b256", 256, 32, 64, True),
-    ("transformer qkv [51b,64]x[64,192] b1", 51, 192, 64, True),
-    ("transformer qkv b256", 51 * 256, 192, 64, True),
+    ("dense 300x300 b1", 1, 300, 300, False), ("dense 300x300 b256", 256, 300, 300, False),
+    ("dense 7->300 b256", 256, 300, 7, False),
+    ("regression 64x64 b256", 256, 64, 64, False), ("autoencoder 64->32 b256", 256, 32, 64, False),
+    ("cnn dense 1024->32 b256", 256, 32, 1024, False), ("calo3d dense 720->32 b256", 256, 32, 720, False),
+    ("pixel_cnn 1x1 32->32 [32,64]", 32, 64, 32, False), ("pixel_cnn stem 3x3 1->16 [16,256]x[9]", 16, 256, 9, False),
+    ("particlenet edge 1x1 16->32 [32,1600]", 32, 1600, 16, False),
+    ("transformer qkv [51b,64]x[64,192] b1", 51, 192, 64, False),
+    ("transformer qkv b256", 51 * 256, 192, 64, False),
     ("transformer attention [51,16]x[16,51]", 51, 51, 16, True),
     ("part pair MLP 1x1 conv [16,1024]x3", 16, 1024, 3, False),
     ("cnn conv2 3x3 8->16 [16,256]x[72]", 16, 256, 72, False),
@@ -48,11 +53,19 @@ SHAPES = [
     ("particlenet edge 1x1 64->64 [64,1600]", 64, 1600, 64, False),
     ("jet LSTM gates [b,128]x[32] b256", 256, 128, 32, True),
     ("jet LSTM gates b1", 1, 128, 32, True),
-    ("interaction edge MLP [132b,12]x[12,32] b256", 132 * 256, 32, 12, True),
+    ("interaction edge MLP [132b,12]x[12,32] b256", 132 * 256, 32, 12, False),
 ]
 
 _LOOP = r"""
 namespace sofie_blas {
+// the calling thread's CPU time: on a machine shared with other jobs, wall-clock time mostly
+// measures how often the scheduler ran someone else
+inline double cpu_seconds()
+{
+   timespec t;
+   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+   return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
 using sgemm_fn = void (*)(int, int, int, int, int, int, float, const float *, int, const float *, int, float, float *,
                           int);
 using sgemv_fn = void (*)(int, int, int, int, float, const float *, int, const float *, int, float, float *, int);
@@ -60,7 +73,7 @@ using jit_fn = void (*)(void *, float *, float *, float *);
 inline double run(long long gemm, long long gemv, long long jit, long long jitter, int M, int N, int K, bool tb,
                   float *A, float *B, float *C, long n)
 {
-   auto t0 = std::chrono::steady_clock::now();
+   const double t0 = cpu_seconds();
    for (long i = 0; i < n; ++i) {
       if (jit) {
          reinterpret_cast<jit_fn>(jit)(reinterpret_cast<void *>(jitter), A, B, C);
@@ -73,7 +86,7 @@ inline double run(long long gemm, long long gemv, long long jit, long long jitte
          reinterpret_cast<sgemm_fn>(gemm)(101, 111, tb ? 112 : 111, M, N, K, 1.f, A, K, B, tb ? K : N, 0.f, C, N);
       }
    }
-   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+   return cpu_seconds() - t0;
 }
 }
 """
@@ -82,7 +95,11 @@ inline double run(long long gemm, long long gemv, long long jit, long long jitte
 class Library:
     def __init__(self, name: str, path: str, prefix: str = "cblas_"):
         self.name, self.path = name, path
-        self.lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+        # MKL and BLIS both export cblas_sgemm and the Fortran sgemm_ it calls: loaded globally,
+        # BLIS's cblas_sgemm would bind to MKL's sgemm_ (the first one loaded) and time MKL
+        # twice. Local and deep binding keep each library's calls inside it.
+        mode = ctypes.RTLD_GLOBAL if prefix != "cblas_" else ctypes.RTLD_LOCAL | getattr(os, "RTLD_DEEPBIND", 0)
+        self.lib = ctypes.CDLL(path, mode=mode)
         self.gemm = ctypes.cast(getattr(self.lib, prefix + "sgemm"), ctypes.c_void_p).value
         self.gemv = ctypes.cast(getattr(self.lib, prefix + "sgemv"), ctypes.c_void_p).value
 
@@ -127,6 +144,11 @@ def mkl_jit(lib: Library, m: int, n: int, k: int, tb: bool):
     status = create(ctypes.byref(jitter), 101, 111, 112 if tb else 111, m, n, k, 1.0, k, k if tb else n, 0.0, n)
     if status not in (0, 1):  # MKL_JIT_SUCCESS, MKL_NO_JIT (falls back to sgemm inside)
         return None
+    if status == 1:
+        # measured on an AMD EPYC (AVX2, no AVX-512): MKL 2026.2 answers MKL_NO_JIT for every
+        # shape, and its "JIT" kernel is the ordinary sgemm
+        print(f"  MKL JIT: no JIT code for {m}x{n}x{k} on this CPU (MKL_NO_JIT), the kernel is sgemm",
+              file=sys.stderr)
     get = lib.lib.mkl_jit_get_sgemm_ptr
     get.restype = ctypes.c_void_p
     get.argtypes = [ctypes.c_void_p]
@@ -142,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     reps, budget = (3, 0.02) if a.quick else (9, 0.05)
     libs = [x for x in (openblas(), mkl(a.mkl), blis(a.blis)) if x is not None]
     ROOT = cling.root()
-    cling._declare(ROOT, "#include <chrono>\n" + _LOOP, "the BLAS benchmark loop")
+    cling._declare(ROOT, "#include <time.h>\n" + _LOOP, "the BLAS benchmark loop")
     run = ctypes.CFUNCTYPE(ctypes.c_double, *[ctypes.c_longlong] * 4, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                            ctypes.c_bool, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_long)(
         int(ROOT.gInterpreter.ProcessLine("(long long)(&sofie_blas::run);")))

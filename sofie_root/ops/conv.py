@@ -6,12 +6,16 @@ generated (the padding, output size and loop bounds are derived from them): a mo
 inputs leave them symbolic is compiled at each call for the input's shape (``SymbolicDimensionError``,
 see ``SpecializingModel``). Conv lowers to im2col + GEMM per
 (image, group), with the im2col matrix in a workspace buffer (skipped for 1x1 convolutions
-without stride or padding) built by row copies from a zero-padded copy of the input; ConvTranspose is GEMM + col2im. Pools loop over the output and
+without stride or padding) built by row copies from a zero-padded copy of the input; depthwise
+and other convolutions of at most 9 terms per output (3x3 over one input channel) are computed
+directly instead (``_direct_conv``). ConvTranspose is GEMM + col2im. Pools loop over the output and
 over the part of each window that lies inside the input, so padding never needs a buffer.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import SymbolicDimensionError
@@ -230,20 +234,38 @@ class Conv(Operator):
     def _padded(g: _Geom) -> tuple[int, ...]:
         return tuple(i + b + e_ for i, b, e_ in zip(g.inp, g.pb, g.pe))
 
+    @staticmethod
+    def _direct(g: _Geom, cg: int) -> bool:
+        """Direct convolution (a stencil per output row) instead of im2col + GEMM: for depthwise
+        and other small reductions (``cg * kernel`` terms per output), where the GEMM per image
+        and group is too small for BLAS to pay for its call and the im2col copy (measurements in
+        docs/performance.md, "Convolutions and dense layers")."""
+        kk = _prod(g.k)
+        return kk <= DIRECT_MAX_TAPS and cg * kk <= DIRECT_MAX_TERMS and not Conv._pointwise(g)
+
+    @classmethod
+    def _copy_dims(cls, g: _Geom) -> tuple[int, ...] | None:
+        """Spatial shape per channel of the zero-padded input copy (None without pads)."""
+        return cls._padded(g) if any(g.pb) or any(g.pe) else None
+
     def workspace(self, v: NodeView) -> list[tuple[DType, DimLike]]:
         g, _ = self._geom(v)
         if self._pointwise(g):
             return []
         cg = int(v.input(1).shape[1])
-        ws: list[tuple[DType, DimLike]] = [(v.input(0).dtype, cg * _prod(g.k) * _prod(g.out))]
-        if any(g.pb) or any(g.pe):
-            ws.append((v.input(0).dtype, cg * _prod(self._padded(g))))  # zero-padded copy of the input
+        dt = v.input(0).dtype
+        direct = self._direct(g, cg)
+        # the im2col matrix (a one-element stand-in for the direct kernel, so the copy stays ws(1))
+        ws: list[tuple[DType, DimLike]] = [(dt, 1 if direct else cg * _prod(g.k) * _prod(g.out))]
+        dims = self._copy_dims(g)
+        if dims is not None:
+            ws.append((dt, cg * _prod(dims)))  # the zero-padded copy of the input
         return ws
 
-    def emit(self, v: NodeView, e, epilogue=None) -> str:
-        """``epilogue(ptr, count)``, if given, returns C++ applied to each image's (and group's)
-        output block of ``count`` elements right after its GEMM, while it is still in cache
-        (fused activations use it)."""
+    def emit(self, v: NodeView, e, act: Callable[[str], str] | None = None) -> str:
+        """``act(x)``, if given, is the C++ expression of an activation of ``x`` (FusedConv): it
+        runs with the bias in one pass over each image's (and group's) output block right after
+        its GEMM, while the block is still in cache."""
         g, group = self._geom(v)
         x, w = v.input(0), v.input(1)
         t = x.dtype.cpp
@@ -255,13 +277,24 @@ class Conv(Operator):
         n, gi = e.tmp("n"), e.tmp("g")
         xg, yg, col = e.tmp("xg"), e.tmp("yg"), e.tmp("col")
         lines = []
-        if not self._pointwise(g) and (any(g.pb) or any(g.pe)):
+        direct = self._direct(g, cg)
+        copy = None if self._pointwise(g) else self._copy_dims(g)
+        if copy is not None:
             # the borders stay zero: every image only rewrites the interior
-            lines.append(f"std::fill({e.ws(1)}, {e.ws(1)} + {cg * _prod(self._padded(g))}, {t}(0));")
+            lines.append(f"std::fill({e.ws(1)}, {e.ws(1)} + {cg * _prod(copy)}, {t}(0));")
         lines += [f"for (std::int64_t {n} = 0; {n} < {e.dim(x.shape[0])}; ++{n}) {{",
                   f"for (std::int64_t {gi} = 0; {gi} < {group}; ++{gi}) {{",
                   f"const {t} *{xg} = {e.inp(0)} + ({n} * {c} + {gi} * {cg}) * std::int64_t({isz});",
                   f"{t} *{yg} = {e.out()} + ({n} * {m} + {gi} * {mg}) * std::int64_t({p});"]
+        if direct:
+            src, dims = xg, g.inp
+            if copy is not None:
+                src, dims = e.ws(1), copy
+                lines.extend(_pad_copy(e, xg, src, cg, g, dims, t))
+            bias = f"{e.inp(2)}[{gi} * {mg} + " + "{m}]" if v.has_input(2) else None
+            lines.extend(_direct_conv(e, src, dims, e.inp(1), bias, yg, gi, cg, mg, g, t, act))
+            lines.append("}}")
+            return "\n".join(lines)
         if self._pointwise(g):
             lines.append(f"const {t} *{col} = {xg};")
         else:
@@ -271,19 +304,81 @@ class Conv(Operator):
                 src, dims = e.ws(1), self._padded(g)
                 lines.extend(_pad_copy(e, xg, src, cg, g, dims, t))
             lines.extend(_im2col_rows(e, src, col, cg, g, dims, t))
-        beta = e.lit(0, x.dtype)
-        if v.has_input(2):
-            mm = e.tmp("m")
-            lines.append(f"for (std::int64_t {mm} = 0; {mm} < {mg}; ++{mm})")
-            lines.append(f"   std::fill({yg} + {mm} * {p}, {yg} + ({mm} + 1) * {p}, "
-                         f"{t}({e.inp(2)}[{gi} * {mg} + {mm}]));")
-            beta = e.lit(1, x.dtype)
         lines.append(f"sofie_rt::gemm<{t}>(false, false, {mg}, {p}, {cg * kk}, {e.lit(1, x.dtype)}, "
-                     f"{e.inp(1)} + {gi} * std::int64_t({mg * cg * kk}), {cg * kk}, {col}, {p}, {beta}, {yg}, {p});")
-        if epilogue is not None:
-            lines.append(epilogue(yg, str(mg * p)))
+                     f"{e.inp(1)} + {gi} * std::int64_t({mg * cg * kk}), {cg * kk}, {col}, {p}, "
+                     f"{e.lit(0, x.dtype)}, {yg}, {p});")
+        if v.has_input(2) or act is not None:
+            # bias and activation in one pass (before: the bias broadcast into the output, a GEMM
+            # reading it back with beta = 1 and a pass for the activation)
+            mm, i, xv = e.tmp("m"), e.tmp("i"), e.tmp("x")
+            load = f"{yg}[{mm} * {p} + {i}]"
+            if v.has_input(2):
+                load += f" + {e.inp(2)}[{gi} * {mg} + {mm}]"
+            lines += [f"for (std::int64_t {mm} = 0; {mm} < {mg}; ++{mm})",
+                      f"   for (std::int64_t {i} = 0; {i} < {p}; ++{i}) "
+                      f"{{ const {t} {xv} = {load}; {yg}[{mm} * {p} + {i}] = {act(xv) if act else xv}; }}"]
         lines.append("}}")
         return "\n".join(lines)
+
+
+#: the direct convolution is used up to this many kernel taps and input-channel x tap terms per
+#: output (``Conv._direct``). Measured under cling against im2col + OpenBLAS (thread CPU time):
+#: depthwise 3x3 16 channels 16x16 4.3 -> 2.6 us, stride 2 32 channels 9.8 -> 6.2 us, 3x3 1 -> 8
+#: channels 32x32 5.5 -> 4.2 us; but 8 -> 16 channels 3x3 (72 terms) 12 -> 19 us and 3x3x3
+#: 1 -> 8 channels (27 terms) 36 -> 98 us: cling keeps few values in registers across loop
+#: iterations, so long tap sums lose to OpenBLAS.
+DIRECT_MAX_TAPS = 9
+DIRECT_MAX_TERMS = 9
+
+
+def _direct_conv(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, yg: str, gi: str, cg: int, mg: int,
+                 g: _Geom, t: str, act: Callable[[str], str] | None) -> list[str]:
+    """Direct convolution of one image and group: for each output channel and input channel, every
+    output row is one loop over the last spatial dimension whose body sums all kernel taps (the
+    weights held in scalars, the taps unrolled), so the loop vectorises and keeps its partial sum
+    in a register; input channels after the first add to the row. ``src`` (spatial ``dims``) is
+    already padded: every window lies inside it. The bias starts the first channel's sum; the
+    activation ``act`` runs on each output channel's plane while it is in cache."""
+    n = g.rank
+    kk = _prod(g.k)
+    p = _prod(g.out)
+    mm, c, o, first = e.tmp("m"), e.tmp("c"), e.tmp("o"), e.tmp("first")
+    yc, wc, xc, yr, b0 = e.tmp("yc"), e.tmp("wc"), e.tmp("xc"), e.tmp("yr"), e.tmp("b")
+    wv = [e.tmp("w") for _ in range(kk)]
+    lead = [e.tmp("o") for _ in range(n - 1)]
+    lines = [f"for (std::int64_t {mm} = 0; {mm} < {mg}; ++{mm}) {{",
+             f"{t} *{yc} = {yg} + {mm} * std::int64_t({p});",
+             f"const {t} *{wc} = {w} + ({gi} * {mg} + {mm}) * std::int64_t({cg * kk});",
+             f"const {t} {b0} = {bias.format(m=mm) if bias else f'{t}(0)'};",
+             f"for (std::int64_t {c} = 0; {c} < {cg}; ++{c}) {{",
+             f"const {t} *{xc} = {src} + {c} * std::int64_t({_prod(dims)});",
+             # the first input channel starts the row from the bias (a loop-invariant select,
+             # unswitched by the compiler)
+             f"const bool {first} = {c} == 0;"]
+    lines += [f"const {t} {wv[i]} = {wc}[{c} * {kk} + {i}];" for i in range(kk)]
+    for j in range(n - 1):
+        lines.append(f"for (std::int64_t {lead[j]} = 0; {lead[j]} < {g.out[j]}; ++{lead[j]}) {{")
+    rows: dict[tuple[int, ...], str] = {}  # a row pointer per combination of leading kernel offsets
+    for ks in itertools.product(*[range(k) for k in g.k[:-1]]):
+        rows[ks] = e.tmp("r")
+        idx = [f"{lead[j]} * {g.s[j]} + {ks[j] * g.d[j]}" for j in range(n - 1)] + ["0"]
+        lines.append(f"const {t} *{rows[ks]} = {xc} + {_flat(idx, dims)};")
+    # restrict: the output row never overlaps the input rows (the vectoriser would otherwise add
+    # run-time overlap checks to a loop of often one or two vectors)
+    lines.append(f"{t} *__restrict {yr} = {yc} + {_flat(lead + ['0'], g.out)};")
+    terms = [f"{wv[i]} * {rows[ks[:-1]]}[{o} * {g.s[-1]} + {ks[-1] * g.d[-1]}]"
+             for i, ks in enumerate(itertools.product(*[range(k) for k in g.k]))]
+    lines.append(f"for (std::int64_t {o} = 0; {o} < {g.out[-1]}; ++{o})")
+    start = b0 if cg == 1 else f"({first} ? {b0} : {yr}[{o}])"
+    lines.append(f"   {yr}[{o}] = {start} + ({' + '.join(terms)});")
+    lines.append("}" * (n - 1))
+    lines.append("}")  # input channels
+    if act is not None:
+        i, xv = e.tmp("i"), e.tmp("x")
+        lines.append(f"for (std::int64_t {i} = 0; {i} < {p}; ++{i}) "
+                     f"{{ const {t} {xv} = {yc}[{i}]; {yc}[{i}] = {act(xv)}; }}")
+    lines.append("}")  # output channels
+    return lines
 
 
 def _im2col(e, src: str, dst: str, cg: int, g: _Geom, t: str) -> list[str]:

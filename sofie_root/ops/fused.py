@@ -121,10 +121,11 @@ class _FusedProduct(Operator):
             return (f"for (std::int64_t {i} = 0; {i} < {count}; ++{i}) "
                     f"{{ const {dt.cpp} {x} = {y}[{i}]; {y}[{i}] = {expr}; }}")
 
-        if self.base == "Conv":
-            # per image, right after its GEMM: at batch 256 a second pass over the whole output
-            # would read it back from L3 or memory
-            return base.emit(self._base_view(v), e, epilogue=loop)  # type: ignore[union-attr]
+        if self.base in ("Conv", "Gemm"):
+            # with the bias, per image (Conv) or per block of rows (Gemm), right after its GEMM: at
+            # batch 256 a second pass over the whole output would read it back from L3 or memory
+            return base.emit(self._base_view(v), e,  # type: ignore[union-attr]
+                             act=lambda y: _activation_expr(act, attrs, y, dt, v.label))
         code = base.emit(self._base_view(v), e)  # type: ignore[union-attr]
         return f"{code}\n{loop(e.out(), e.size_out())}"
 

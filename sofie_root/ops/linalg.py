@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..ir.dims import Dim, DimLike, broadcast_shapes, numel
 from ..ir.dtypes import FLOAT64, DType
 from .base import NodeView, Operator, OutInfo, register
 
 FLOATS = ("float32", "float64")
+#: rows of a Gemm with a bias or an activation computed per block (``Gemm._blocked``); measured
+#: in docs/performance.md, "Convolutions and dense layers"
+GEMM_ROW_BLOCK = 256
 NUMERIC = FLOATS + ("int32", "int64", "uint32", "uint64")
 
 
@@ -39,7 +44,9 @@ class Gemm(Operator):
             broadcast_shapes((m, n), v.input(2).shape, where=f"{v.label}: C ")
         return [OutInfo(v.input(0).dtype, (m, n))]
 
-    def emit(self, v: NodeView, e) -> str:
+    def emit(self, v: NodeView, e, act: Callable[[str], str] | None = None) -> str:
+        """``act(x)``, if given, is the C++ expression of an activation of ``x`` applied to every
+        output element (FusedGemm)."""
         m, n, k = self._dims(v)
         dt = v.input(0).dtype
         a, b = v.input(0), v.input(1)
@@ -47,6 +54,12 @@ class Gemm(Operator):
         beta_v = v.attr("beta", 1.0)
         k2 = b.shape[1] if v.attr("transB", 0) else b.shape[0]
         lines = [] if k == k2 else [inner_check(e, k, k2)]
+        has_c = v.has_input(2) and beta_v != 0
+        c_shape = tuple(v.input(2).shape) if has_c else ()
+        if dt.is_float and (act is not None or has_c) and c_shape in ((), (1,), (1, 1), (n,), (1, n)):
+            lines.append(self._blocked(v, e, m, n, k, dt, alpha, has_c and c_shape[-1:] == (n,) and n != 1,
+                                       e.lit(beta_v, dt) if has_c else None, act))
+            return "\n".join(lines)
         if v.has_input(2) and beta_v != 0:
             beta = e.lit(beta_v, dt)
             lines.append(e.broadcast_raw(e.out(), (m, n), [e.inp(2)], [v.input(2).shape],
@@ -59,7 +72,37 @@ class Gemm(Operator):
             f"{'true' if v.attr('transB', 0) else 'false'}, {e.dim(m)}, {e.dim(n)}, {e.dim(k)}, {alpha}, "
             f"{e.inp(0)}, {e.dim(a.shape[1])}, {e.inp(1)}, {e.dim(b.shape[1])}, {c_beta}, {e.out()}, {e.dim(n)});"
         )
+        if act is not None:
+            i, x = e.tmp("i"), e.tmp("x")
+            lines.append(f"for (std::int64_t {i} = 0; {i} < {e.size_out()}; ++{i}) "
+                         f"{{ const {dt.cpp} {x} = {e.out()}[{i}]; {e.out()}[{i}] = {act(x)}; }}")
         return "\n".join(lines)
+
+
+    @staticmethod
+    def _blocked(v: NodeView, e, m, n, k, dt, alpha: str, row_bias: bool, beta: str | None,
+                 act: Callable[[str], str] | None) -> str:
+        """The product in blocks of rows, each followed by its bias (a row vector or a scalar C)
+        and activation while the block is still in cache: one GEMM with beta = 0 and one pass
+        over the output, instead of broadcasting C into it first, a GEMM that reads it back
+        (beta = 1) and a pass for the activation."""
+        ta, tb = bool(v.attr("transA", 0)), bool(v.attr("transB", 0))
+        a, y = e.inp(0), e.out()
+        r0, rb, r, j, x = e.tmp("r0"), e.tmp("rb"), e.tmp("r"), e.tmp("j"), e.tmp("x")
+        rows, cols = e.dim(m), e.dim(n)
+        lda, ldb = e.dim(v.input(0).shape[1]), e.dim(v.input(1).shape[1])
+        a_off = r0 if ta else f"{r0} * {lda}"
+        val = f"{y}[{r} * {cols} + {j}]"
+        load = val if beta is None else f"{val} + {beta} * {e.inp(2)}[{j if row_bias else '0'}]"
+        store = act(x) if act is not None else x
+        return (f"for (std::int64_t {r0} = 0; {r0} < {rows}; {r0} += {GEMM_ROW_BLOCK}) {{\n"
+                f"   const std::int64_t {rb} = std::min<std::int64_t>({GEMM_ROW_BLOCK}, {rows} - {r0});\n"
+                f"   sofie_rt::gemm<{dt.cpp}>({'true' if ta else 'false'}, {'true' if tb else 'false'}, {rb}, "
+                f"{cols}, {e.dim(k)}, {alpha}, {a} + {a_off}, {lda}, {e.inp(1)}, {ldb}, {e.lit(0, dt)}, "
+                f"{y} + {r0} * {cols}, {cols});\n"
+                f"   for (std::int64_t {r} = {r0}; {r} < {r0} + {rb}; ++{r})\n"
+                f"      for (std::int64_t {j} = 0; {j} < {cols}; ++{j}) "
+                f"{{ const {dt.cpp} {x} = {load}; {val} = {store}; }}\n}}")
 
 
 @register

@@ -50,6 +50,26 @@ def test_gemm_one_row_and_one_column(trans_a, trans_b, k, n) -> None:
             assert_matches_ort(model, a, compiled=m, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("trans_a", [0, 1])
+@pytest.mark.parametrize("c_shape", [(9,), (1, 9), (1,), ()])
+@pytest.mark.parametrize("act", ["", "Tanh"])
+def test_gemm_row_blocks_with_bias_and_activation(trans_a, c_shape, act) -> None:
+    # Gemm with a row-vector or scalar C (and FusedGemm): the product runs in blocks of 256 rows,
+    # bias and activation after each; 600 rows end in a partial block
+    k, n = 11, 9
+    nodes = [helper.make_node("Gemm", ["a", "B", "C"], ["g" if act else "y"], transA=trans_a, alpha=0.5, beta=1.5)]
+    if act:
+        nodes.append(helper.make_node(act, ["g"], ["y"]))
+    model = make_model(nodes, [value_info("a", np.float32, [k, "N"] if trans_a else ["N", k])],
+                       [value_info("y", np.float32, None)], {"B": _rand((k, n)), "C": _rand(c_shape)})
+    m = sofie_root.compile(model)
+    if act:
+        assert [x.op_type for x in m.graph.nodes] == ["FusedGemm"]
+    for batch in (600, 1, 256):
+        a = _rand((k, batch) if trans_a else (batch, k))
+        assert_matches_ort(model, a, compiled=m, rtol=1e-5, atol=1e-5)
+
+
 def test_gemm_batch1_float64_against_numpy() -> None:
     k, n = 19, 23
     model = _gemm_model(k, n, 0, 1, bias=True, dtype=np.float64)

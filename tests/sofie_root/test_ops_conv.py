@@ -70,6 +70,13 @@ CONV_CASES = {
     "conv1d": ((2, 3, 11), (4, 3, 3), True, {"pads": [2, 1], "strides": [2], "dilations": [2]}),
     "conv3d": ((1, 2, 5, 6, 4), (3, 2, 3, 2, 3), True, {"pads": [1, 0, 1, 0, 1, 1], "strides": [1, 2, 1]}),
     "big_pad": ((1, 1, 3, 3), (2, 1, 2, 2), True, {"pads": [3, 3, 3, 3]}),
+    # the direct kernel (at most 9 terms per output, ops/conv.py _direct_conv): several input
+    # channels summed into a row, dilations and strides on a depthwise kernel, 1-D and 3-D
+    "direct_channels": ((2, 3, 7, 6), (4, 3, 1, 3), True, {"pads": [0, 1, 0, 1]}),
+    "direct_depthwise_dil": ((2, 4, 9, 10), (4, 1, 3, 3), True,
+                             {"group": 4, "dilations": [2, 2], "strides": [1, 2], "pads": [2, 1, 0, 2]}),
+    "direct_depthwise_1d": ((2, 4, 11), (8, 1, 3), False, {"group": 4, "pads": [1, 1]}),
+    "direct_3d": ((1, 1, 4, 5, 6), (2, 1, 2, 2, 2), True, {"pads": [1, 0, 1, 0, 1, 1], "strides": [1, 1, 2]}),
 }
 
 
