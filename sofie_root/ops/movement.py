@@ -1230,12 +1230,14 @@ class Trilu(Operator):
         def body(idx: list[str]) -> str:
             o = f"({idx[0]} * {_cx(e, rows)} + {idx[1]}) * {C}"
             cut = f"{idx[1]} + {kc}" + ("" if upper else " + 1")
-            first, second = (zero, f"{e.inp(0)}[{o} + j_]") if upper else (f"{e.inp(0)}[{o} + j_]", zero)
-            return "\n".join([
-                f"const {I64} cut_ = std::min<{I64}>({C}, std::max<{I64}>(0, {cut}));",
-                f"for ({I64} j_ = 0; j_ < cut_; ++j_) {e.out()}[{o} + j_] = {first};",
-                f"for ({I64} j_ = cut_; j_ < {C}; ++j_) {e.out()}[{o} + j_] = {second};",
-            ])
+            x_, y_ = f"{e.inp(0)} + {o}", f"{e.out()} + {o}"
+            if upper:
+                runs = [f"std::fill_n({y_}, cut_, {zero});",
+                        f"std::copy({x_} + cut_, {x_} + {C}, {y_} + cut_);"]
+            else:
+                runs = [f"std::copy({x_}, {x_} + cut_, {y_});",
+                        f"std::fill_n({y_} + cut_, {C} - cut_, {zero});"]
+            return "\n".join([f"const {I64} cut_ = std::min<{I64}>({C}, std::max<{I64}>(0, {cut}));", *runs])
 
         lines.append(_loops_idx(e, [batch, rows], body))
         return "\n".join(lines)
