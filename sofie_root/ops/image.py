@@ -1091,15 +1091,16 @@ class MaxUnpool(Operator):
         inferred, out = self._plan(v)
         total = e.dim(numel(inferred))
         k, ix, bad = e.tmp("k"), e.tmp("ix"), e.tmp("bad")
-        # The indices are checked in a loop of their own (a branch-free reduction that
-        # vectorises), so the scatter loop has no exit in it.
+        # The scatter loop has no exit in it: an out-of-range index is recorded and redirected
+        # to element 0 (a select, not a branch), and the node fails after the loop.
+        bi = e.tmp("bi")
         lines = [f"bool {bad} = false;",
-                 f"for ({I64} {k} = 0; {k} < {e.size_in(0)}; ++{k}) "
-                 f"{bad} |= static_cast<std::uint64_t>({e.inp(1)}[{k}]) >= static_cast<std::uint64_t>({total});",
-                 f"if ({bad}) {e.fail('index out of range')}",
                  f"std::fill({e.out()}, {e.out()} + {e.size_out()}, {x.dtype.cpp}(0));",
                  f"for ({I64} {k} = 0; {k} < {e.size_in(0)}; ++{k}) {{",
-                 f"const {I64} {ix} = {e.inp(1)}[{k}];"]
+                 f"const {I64} {bi} = {e.inp(1)}[{k}];",
+                 f"const bool {bad}k_ = static_cast<std::uint64_t>({bi}) >= static_cast<std::uint64_t>({total});",
+                 f"{bad} |= {bad}k_;",
+                 f"const {I64} {ix} = {bad}k_ ? {I64}(0) : {bi};"]
         if tuple(inferred) == tuple(out):
             lines.append(f"{e.out()}[{ix}] = {e.inp(0)}[{k}];")
         else:
@@ -1114,6 +1115,7 @@ class MaxUnpool(Operator):
                                  f"{rem} /= {e.dim(inferred[a])};")
             lines.append(f"{e.out()}[{o}] = {e.inp(0)}[{k}];")
         lines.append("}")
+        lines.append(f"if ({bad}) {e.fail('index out of range')}")
         return "\n".join(lines)
 
 
