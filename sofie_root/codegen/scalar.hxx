@@ -20,11 +20,36 @@
 
 namespace sofie_rt {
 
+// ---- Mod: float32 fmod without the library call
+// glibc's fmodf reduces the exponent difference bit by bit: tens of ns per element when |a/b| is
+// large (a weight near 0). In double, q = trunc(|a| / |b|) is exact or off by one while
+// q < 2^29, q * |b| is then exact (24 + 29 bits) and |a| - q * |b| exactly the remainder (or
+// one |b| away, corrected below), so the result equals std::fmod bit for bit (sign of a, -0
+// kept). Larger quotients, b = 0, a = inf and NaN take std::fmod.
+SOFIE_RT_HD inline float fmod_f32(float a, float b)
+{
+   const double A = std::fabs(double(a)), B = std::fabs(double(b));
+   const double q = std::trunc(A / B);
+   if (!(q < 536870912.0))
+      return std::fmod(a, b);
+   double r = q == 0.0 ? A : A - q * B;  // q = 0 for b = +-inf, where 0 * inf would be NaN
+   r = r < 0.0 ? r + B : r;  // safeguards: float operands keep q exact in practice
+   r = r >= B ? r - B : r;
+   return std::copysign(float(r), a);
+}
+template <class T> SOFIE_RT_HD inline T fmod_any(T a, T b)
+{
+   if constexpr (std::is_same<T, float>::value)
+      return fmod_f32(a, b);
+   else
+      return std::fmod(a, b);
+}
+
 // Python-style (floored) modulo for Mod with fmod=0.
 template <class T> SOFIE_RT_HD inline T mod_floor(T a, T b)
 {
    if constexpr (std::is_floating_point<T>::value) {
-      T r = std::fmod(a, b);
+      T r = fmod_any(a, b);
       if (r != T(0) && ((r < T(0)) != (b < T(0))))
          r += b;
       return r;
@@ -41,7 +66,7 @@ template <class T> SOFIE_RT_HD inline T mod_floor(T a, T b)
 template <class T> SOFIE_RT_HD inline T mod_trunc(T a, T b)
 {
    if constexpr (std::is_floating_point<T>::value)
-      return std::fmod(a, b);
+      return fmod_any(a, b);
    else
       return b == T(0) ? T(0) : T(a % b);
 }

@@ -1090,11 +1090,17 @@ class MaxUnpool(Operator):
         x = v.input(0)
         inferred, out = self._plan(v)
         total = e.dim(numel(inferred))
-        k, ix = e.tmp("k"), e.tmp("ix")
-        lines = [f"std::fill({e.out()}, {e.out()} + {e.size_out()}, {x.dtype.cpp}(0));",
+        k, ix, bad = e.tmp("k"), e.tmp("ix"), e.tmp("bad")
+        # The scatter loop has no exit in it: an out-of-range index is recorded and redirected
+        # to element 0 (a select, not a branch), and the node fails after the loop.
+        bi = e.tmp("bi")
+        lines = [f"bool {bad} = false;",
+                 f"std::fill({e.out()}, {e.out()} + {e.size_out()}, {x.dtype.cpp}(0));",
                  f"for ({I64} {k} = 0; {k} < {e.size_in(0)}; ++{k}) {{",
-                 f"const {I64} {ix} = {e.inp(1)}[{k}];",
-                 f"if ({ix} < 0 || {ix} >= {total}) {e.fail('index out of range')}"]
+                 f"const {I64} {bi} = {e.inp(1)}[{k}];",
+                 f"const bool {bad}k_ = static_cast<std::uint64_t>({bi}) >= static_cast<std::uint64_t>({total});",
+                 f"{bad} |= {bad}k_;",
+                 f"const {I64} {ix} = {bad}k_ ? {I64}(0) : {bi};"]
         if tuple(inferred) == tuple(out):
             lines.append(f"{e.out()}[{ix}] = {e.inp(0)}[{k}];")
         else:
@@ -1109,6 +1115,7 @@ class MaxUnpool(Operator):
                                  f"{rem} /= {e.dim(inferred[a])};")
             lines.append(f"{e.out()}[{o}] = {e.inp(0)}[{k}];")
         lines.append("}")
+        lines.append(f"if ({bad}) {e.fail('index out of range')}")
         return "\n".join(lines)
 
 
@@ -1147,18 +1154,31 @@ class LRN(Operator):
         c2 = -(-(size - 1) // 2) + 1
         C = e.dim(x.shape[1])
         S = e.dim(numel(x.shape[2:]))
-        n, c, s, j, acc = e.tmp("n"), e.tmp("c"), e.tmp("s"), e.tmp("j"), e.tmp("acc")
-        xp = e.tmp("xp")
+        n, c, s, j, d = e.tmp("n"), e.tmp("c"), e.tmp("s"), e.tmp("j"), e.tmp("d")
+        xp, yp, xj = e.tmp("xp"), e.tmp("yp"), e.tmp("xj")
+        # The window's sum of squares is accumulated in the output row, one channel at a time,
+        # so every loop runs over the contiguous spatial axis and vectorises (the same
+        # summation order as a per-element window loop).
+        if dt.name in ("float32", "float64") and beta == 0.75:
+            # d^-0.75 as 1 / (sqrt(d) * sqrt(sqrt(d))): LRN's usual beta, three vector square
+            # roots instead of exp and log (NaN and d < 0 give NaN, as pow does)
+            scale = f"(std::sqrt({d}) * std::sqrt(std::sqrt({d})))"
+        else:
+            scale = pow_expr(d, "", dt, float(beta))
         return "\n".join([
             f"for ({I64} {n} = 0; {n} < {e.dim(x.shape[0])}; ++{n}) {{",
             f"const {t} *{xp} = {e.inp(0)} + {n} * {C} * {S};",
             f"for ({I64} {c} = 0; {c} < {C}; ++{c}) {{",
             f"const {I64} lo_ = std::max<{I64}>(0, {c} - {c1}), hi_ = std::min<{I64}>({C}, {c} + {c2});",
+            f"{t} *{yp} = {e.out()} + ({n} * {C} + {c}) * {S};",
+            f"for ({I64} {s} = 0; {s} < {S}; ++{s}) {yp}[{s}] = {t}(0);",
+            f"for ({I64} {j} = lo_; {j} < hi_; ++{j}) {{",
+            f"const {t} *{xj} = {xp} + {j} * {S};",
+            f"for ({I64} {s} = 0; {s} < {S}; ++{s}) {yp}[{s}] += {xj}[{s}] * {xj}[{s}];",
+            "}",
             f"for ({I64} {s} = 0; {s} < {S}; ++{s}) {{",
-            f"{t} {acc} = {t}(0);",
-            f"for ({I64} {j} = lo_; {j} < hi_; ++{j}) {{ const {t} z_ = {xp}[{j} * {S} + {s}]; {acc} += z_ * z_; }}",
-            f"{e.out()}[({n} * {C} + {c}) * {S} + {s}] = {xp}[{c} * {S} + {s}] / "
-            f"{pow_expr(f'({e.lit(bias, dt)} + {e.lit(alpha / size, dt)} * {acc})', '', dt, float(beta))};",
+            f"const {t} {d} = {e.lit(bias, dt)} + {e.lit(alpha / size, dt)} * {yp}[{s}];",
+            f"{yp}[{s}] = {xp}[{c} * {S} + {s}] / {scale};",
             "}}}",
         ])
 

@@ -10,8 +10,8 @@ weights), as the ONNX specification and onnxruntime do.
 
 from __future__ import annotations
 
-from ..ir.dims import numel
-from ..ir.dtypes import FLOAT32, FLOAT64
+from ..ir.dims import DimLike, numel
+from ..ir.dtypes import FLOAT32, FLOAT64, DType
 from .base import NodeView, Operator, OutInfo, normalize_axis, register
 from .normalization import _bcast_index, _check_bcast
 
@@ -65,6 +65,17 @@ class _Loss(Operator):
             outs.append(OutInfo(x.dtype, x.shape))
         return outs
 
+    def _rows(self, v: NodeView) -> bool:
+        """Log-sum-exp of contiguous class rows ([N, C] input) computed for all rows at once:
+        the exponentials in one long loop that vectorises instead of C scalar calls per row."""
+        return self.softmax and self._shapes(v)[2] == 1
+
+    def workspace(self, v: NodeView) -> list[tuple[DType, DimLike]]:
+        if not self._rows(v):
+            return []
+        n_, c_, _ = self._shapes(v)
+        return [(v.input(0).dtype, numel((n_, c_))), (v.input(0).dtype, n_)]
+
     def emit(self, v: NodeView, e) -> str:
         n_, c_, s_ = self._shapes(v)
         x = v.input(0)
@@ -74,7 +85,29 @@ class _Loss(Operator):
         N, C, S = e.dim(n_), e.dim(c_), e.dim(s_)
         xs, ts, ys = e.inp(0), e.inp(1), e.out(0)
         n, d, c, k = e.tmp("n"), e.tmp("d"), e.tmp("c"), e.tmp("k")
-        lines = ["double acc_ = 0, wsum_ = 0;",
+        rows = self._rows(v)
+        pre = []
+        if rows:
+            # ew_: x - row max, then its exp; the row sums go to ew_[n * C] (no longer needed),
+            # lse_a[n]: the row max, then the log-sum-exp (the same operations as the per-row loop)
+            ew, la, i = e.ws(0), e.ws(1), e.tmp("i")
+            pre = [f"for (std::int64_t {n} = 0; {n} < {N}; ++{n}) {{",
+                   f"const {tt} *xr_ = {xs} + {n} * {C};",
+                   f"{tt} mx_ = -std::numeric_limits<{tt}>::infinity();",
+                   f"for (std::int64_t {c} = 0; {c} < {C}; ++{c}) mx_ = xr_[{c}] > mx_ ? xr_[{c}] : mx_;",
+                   f"{la}[{n}] = mx_;",
+                   f"for (std::int64_t {c} = 0; {c} < {C}; ++{c}) {ew}[{n} * {C} + {c}] = xr_[{c}] - mx_;",
+                   "}",
+                   f"for (std::int64_t {i} = 0; {i} < {N} * {C}; ++{i}) {ew}[{i}] = sofie_rt::vm::exp({ew}[{i}]);",
+                   f"if ({C} > 0) {{",
+                   f"for (std::int64_t {n} = 0; {n} < {N}; ++{n}) {{",
+                   f"{tt} se_ = 0;",
+                   f"for (std::int64_t {c} = 0; {c} < {C}; ++{c}) se_ += {ew}[{n} * {C} + {c}];",
+                   f"{ew}[{n} * {C}] = se_;",
+                   "}",
+                   f"for (std::int64_t {n} = 0; {n} < {N}; ++{n}) {la}[{n}] += sofie_rt::vm::log({ew}[{n} * {C}]);",
+                   f"}} else {{ for (std::int64_t {n} = 0; {n} < {N}; ++{n}) {la}[{n}] += sofie_rt::vm::log({tt}(0)); }}"]
+        lines = pre + ["double acc_ = 0, wsum_ = 0;",
                  f"for (std::int64_t {n} = 0; {n} < {N}; ++{n}) {{",
                  f"for (std::int64_t {d} = 0; {d} < {S}; ++{d}) {{",
                  f"const std::int64_t {k} = {n} * {S} + {d};",
@@ -82,11 +115,14 @@ class _Loss(Operator):
         if self.softmax:
             # log-softmax over the classes (stride S) of this (n, d)
             lp = e.out(1) if _out_wanted(v, 1) else None
-            lines += [f"{tt} mx_ = -std::numeric_limits<{tt}>::infinity();",  # no read when C == 0
-                      f"for (std::int64_t {c} = 0; {c} < {C}; ++{c}) mx_ = xp_[{c} * {S}] > mx_ ? xp_[{c} * {S}] : mx_;",
-                      f"{tt} se_ = 0;",
-                      f"for (std::int64_t {c} = 0; {c} < {C}; ++{c}) se_ += sofie_rt::vm::exp(xp_[{c} * {S}] - mx_);",
-                      f"const {tt} lse_ = mx_ + sofie_rt::vm::log(se_);"]
+            if rows:
+                lines.append(f"const {tt} lse_ = {e.ws(1)}[{n}];")
+            else:
+                lines += [f"{tt} mx_ = -std::numeric_limits<{tt}>::infinity();",  # no read when C == 0
+                          f"for (std::int64_t {c} = 0; {c} < {C}; ++{c}) mx_ = xp_[{c} * {S}] > mx_ ? xp_[{c} * {S}] : mx_;",
+                          f"{tt} se_ = 0;",
+                          f"for (std::int64_t {c} = 0; {c} < {C}; ++{c}) se_ += sofie_rt::vm::exp(xp_[{c} * {S}] - mx_);",
+                          f"const {tt} lse_ = mx_ + sofie_rt::vm::log(se_);"]
             if lp is not None:
                 lines.append(f"for (std::int64_t {c} = 0; {c} < {C}; ++{c}) "
                              f"{lp}[{n} * {C} * {S} + {c} * {S} + {d}] = xp_[{c} * {S}] - lse_;")

@@ -1350,14 +1350,28 @@ class Trilu(Operator):
             k = e.tmp("k")
             lines.append(f"const {I64} {k} = {e.inp(1)}[0];")
         upper = bool(v.attr("upper", 1))
-        cmp = ">=" if upper else "<="
         zero = e.lit(0, x.dtype)
+        # Each row is a run of zeros and a run of copies split at one column (j - i >= k for
+        # the upper triangle, j - i <= k for the lower), so the inner loops have no per-element
+        # test and vectorise; k is clamped first so that i + k cannot overflow.
+        kc = e.tmp("kc")
+        lines.append(f"const {I64} {kc} = std::min<{I64}>(std::max<{I64}>({k}, -{_cx(e, rows)} - 1), "
+                     f"{_cx(e, cols)} + 1);")
+        C = _cx(e, cols)
 
         def body(idx: list[str]) -> str:
-            o = f"({idx[0]} * {_cx(e, rows)} + {idx[1]}) * {_cx(e, cols)} + {idx[2]}"
-            return f"{e.out()}[{o}] = ({idx[2]} - {idx[1]} {cmp} {k}) ? {e.inp(0)}[{o}] : {zero};"
+            o = f"({idx[0]} * {_cx(e, rows)} + {idx[1]}) * {C}"
+            cut = f"{idx[1]} + {kc}" + ("" if upper else " + 1")
+            x_, y_ = f"{e.inp(0)} + {o}", f"{e.out()} + {o}"
+            if upper:
+                runs = [f"std::fill_n({y_}, cut_, {zero});",
+                        f"std::copy({x_} + cut_, {x_} + {C}, {y_} + cut_);"]
+            else:
+                runs = [f"std::copy({x_}, {x_} + cut_, {y_});",
+                        f"std::fill_n({y_} + cut_, {C} - cut_, {zero});"]
+            return "\n".join([f"const {I64} cut_ = std::min<{I64}>({C}, std::max<{I64}>(0, {cut}));", *runs])
 
-        lines.append(_loops_idx(e, [batch, rows, cols], body))
+        lines.append(_loops_idx(e, [batch, rows], body))
         return "\n".join(lines)
 
 

@@ -126,6 +126,33 @@ def test_mod(fmod: int, dtype) -> None:
     assert_matches_ort(model, a, b)
 
 
+def test_mod_float32_bitwise_as_numpy_fmod() -> None:
+    """The float32 fmod fast path (a quotient in double) against numpy's fmod, bit for bit:
+    quotients from 0 to 2^40 (both paths), quotients one ulp below an integer, signed zeros,
+    subnormal-free extremes, b = +-inf, b = 0, a = +-inf and NaN."""
+    import sofie_root
+
+    rng = np.random.default_rng(7)
+    a = (rng.standard_normal(4000) * 10.0 ** rng.uniform(-6, 8, 4000)).astype(np.float32)
+    b = (rng.standard_normal(4000) * 10.0 ** rng.uniform(-6, 3, 4000)).astype(np.float32)
+    ints = rng.integers(1, 1 << 20, 500).astype(np.float32)
+    bb = rng.uniform(0.5, 3, 500).astype(np.float32)
+    near = np.nextafter(ints * bb, np.float32(0)).astype(np.float32)  # just below a multiple of b
+    special = np.array([0.0, -0.0, 5.0, -5.0, np.inf, -np.inf, np.nan, 3.0, -7.5, 1e30, -1e-30, 4.0], np.float32)
+    sb = np.array([3.0, 3.0, np.inf, -np.inf, 2.0, 2.0, 1.0, 0.0, np.nan, 1e-30, 1e30, -2.0], np.float32)
+    a = np.concatenate([a, near, special])
+    b = np.concatenate([b, bb, sb])
+    node = helper.make_node("Mod", ["a", "b"], ["y"], fmod=1)
+    model = make_model([node], [value_info("a", np.float32, a.shape), value_info("b", np.float32, b.shape)],
+                       [value_info("y", np.float32, None)])
+    with np.errstate(invalid="ignore"):
+        want = np.fmod(a, b)
+    got = sofie_root.compile(model).infer(a, b)[0]
+    both_nan = np.isnan(got) & np.isnan(want)
+    np.testing.assert_array_equal(got.view(np.uint32)[~both_nan], want.view(np.uint32)[~both_nan])
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+
+
 @pytest.mark.parametrize("op", ["Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"])
 @pytest.mark.parametrize("dtype", [np.float32, np.int64])
 def test_comparisons(op: str, dtype) -> None:
