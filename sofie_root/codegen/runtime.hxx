@@ -579,6 +579,77 @@ SOFIE_RT_VM_INLINE float atanh(float x)
 }
 SOFIE_RT_VM_INLINE double atanh(double x) { return std::atanh(x); }
 
+// sin, cos and tan of float32: the argument is reduced in double, k = nearest integer to
+// |x| 2/pi and r = |x| - k pi/2 by two FMAs with pi/2 split in two doubles (the first FMA is
+// exact: |r| is below the last bit of k C1), then the Cephes sinf/cosf/tanf polynomials in float
+// on r in [-pi/4, pi/4]. Valid (within the documented bounds) for |x| < 2^28, where k pi/2's
+// third part is below 2^-79; map_trig sends larger arguments, infinities and NaN to the library.
+template <int Which> SOFIE_RT_VM_INLINE float trig_reduced(float x) // 0: sin, 1: cos, 2: tan
+{
+   const float a = std::fabs(x);
+   const double ad = double(a < 268435456.0f ? a : 0.0f); // larger: done again by the library
+   const double k = std::nearbyint(ad * 0.63661977236758134);
+   double rd = std::fma(-k, 1.5707963267948966, ad);
+   rd = std::fma(-k, 6.123233995736766e-17, rd);
+   const float r = float(rd);
+   const std::int32_t q = std::int32_t(k) & 3;
+   const float z = r * r;
+   float ps = -1.9515295891E-4f;
+   ps = ps * z + 8.3321608736E-3f;
+   ps = ps * z - 1.6666654611E-1f;
+   const float s = r + r * z * ps;
+   float pc = 2.443315711809948E-5f;
+   pc = pc * z - 1.388731625493765E-3f;
+   pc = pc * z + 4.166664568298827E-2f;
+   const float c = 1.0f - 0.5f * z + z * z * pc;
+   float v;
+   std::uint32_t neg;
+   if constexpr (Which == 0) {
+      v = (q & 1) ? c : s;
+      neg = std::uint32_t(q >> 1) ^ (bits(x) >> 31); // sin is odd
+   } else if constexpr (Which == 1) {
+      v = (q & 1) ? s : c;
+      neg = std::uint32_t(((q + 1) >> 1) & 1);
+   } else {
+      float pt = 9.38540185543E-3f;
+      pt = pt * z + 3.11992232697E-3f;
+      pt = pt * z + 2.44301354525E-2f;
+      pt = pt * z + 5.34112807005E-2f;
+      pt = pt * z + 1.33387994085E-1f;
+      pt = pt * z + 3.33331568548E-1f;
+      const float t = r + r * z * pt;
+      v = (q & 1) ? -1.0f / t : t;
+      neg = bits(x) >> 31; // tan is odd
+   }
+   return from_bits(bits(v) ^ (neg << 31));
+}
+SOFIE_RT_VM_INLINE float sin_reduced(float x) { return trig_reduced<0>(x); }
+SOFIE_RT_VM_INLINE float cos_reduced(float x) { return trig_reduced<1>(x); }
+SOFIE_RT_VM_INLINE float tan_reduced(float x) { return trig_reduced<2>(x); }
+
+// y[i] = sin/cos/tan(x[i]) (Which 0/1/2) over blocks of 256: the vectorised trig_reduced into a
+// block buffer, with a vectorised test for |x| >= 2^28 (or inf, NaN); only a block holding one is
+// gone through again with the library for those elements. The buffer lets y be x (in place).
+template <int Which> inline void map_trig(const float *x, float *y, std::int64_t n)
+{
+   float tmp[256];
+   for (std::int64_t b = 0; b < n; b += 256) {
+      const std::int64_t m = n - b < 256 ? n - b : 256;
+      const float *xb = x + b;
+      int huge = 0;
+      for (std::int64_t i = 0; i < m; ++i) {
+         tmp[i] = trig_reduced<Which>(xb[i]);
+         huge |= !(std::fabs(xb[i]) < 268435456.0f);
+      }
+      if (huge) {
+         for (std::int64_t i = 0; i < m; ++i)
+            if (!(std::fabs(xb[i]) < 268435456.0f))
+               tmp[i] = Which == 0 ? std::sin(xb[i]) : (Which == 1 ? std::cos(xb[i]) : std::tan(xb[i]));
+      }
+      std::memcpy(y + b, tmp, std::size_t(m) * sizeof(float));
+   }
+}
+
 // x^0.5 as pow gives it: sqrt, except pow(-0, 0.5) = +0 (sqrt(-0) = -0) and pow(-inf, 0.5) = +inf
 // (sqrt(-inf) is NaN).
 template <class T> SOFIE_RT_VM_INLINE T pow_half(T x)

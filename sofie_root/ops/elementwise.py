@@ -112,10 +112,26 @@ def _clamp01(r: str, dt: DType) -> str:
     return f"sofie_rt::clamp_nan({r}, {dt.cpp}(0), {dt.cpp}(1))"
 
 
-# sin, cos and tan keep the library: their range reduction for large arguments (Payne-Hanek) is
-# not in the vm layer (docs/conformance.md, "Numerics")
-for _name, _fn in [("Sin", "sin"), ("Cos", "cos"), ("Tan", "tan"), ("Floor", "floor"), ("Ceil", "ceil")]:
+for _name, _fn in [("Floor", "floor"), ("Ceil", "ceil")]:
     _unary(_name, FLOATS, _std(_fn))
+
+
+class _Trig(_Unary):
+    """Sin, Cos, Tan: float32 tensors go through sofie_rt::vm::map_trig (the vectorised reduction
+    for |x| < 2^28, the library for the rest, block by block); float64 and the fused element-wise
+    chains keep std:: (the per-element expression, which has no place for the library fallback)."""
+
+    which = 0
+
+    def emit(self, v: NodeView, e) -> str:
+        if v.input(0).dtype.name != "float32":
+            return super().emit(v, e)
+        return f"sofie_rt::vm::map_trig<{self.which}>({e.inp(0)}, {e.out(0)}, {e.size_in(0)});"
+
+
+for _k, (_name, _fn) in enumerate([("Sin", "sin"), ("Cos", "cos"), ("Tan", "tan")]):
+    register(type(_name, (_Trig,), {"op_type": _name, "dtypes": FLOATS, "expr": staticmethod(_std(_fn)),
+                                    "which": _k, "__doc__": f"ONNX {_name}."}))
 for _name, _fn in [("Exp", "exp"), ("Log", "log"), ("Erf", "erf"), ("Tanh", "tanh"), ("Sqrt", "sqrt"),
                    ("Asin", "asin"), ("Acos", "acos"), ("Atan", "atan"), ("Sinh", "sinh"), ("Cosh", "cosh"),
                    ("Asinh", "asinh"), ("Acosh", "acosh"), ("Atanh", "atanh")]:

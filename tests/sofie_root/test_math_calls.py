@@ -27,8 +27,9 @@ from sofie_root.passes import run_passes
 
 from .ort_check import make_model, value_info
 
-#: the functions the vm layer provides (sin, cos and tan are not in it: Sin, Cos and Tan keep std::,
-#: see docs/conformance.md, "Numerics"; std::sqrt stays where it is called once per row)
+#: the functions the vm layer provides (sin, cos and tan are left out: Sin, Cos and Tan nodes call
+#: sofie_rt::vm::map_trig, whose library fallback for |x| >= 2^28 is in the runtime, and fused
+#: element-wise chains keep std::sin; std::sqrt stays where it is called once per row)
 CALL = re.compile(r"std::(exp|expm1|exp2|log|log1p|log2|log10|tanh|erf|erfc|pow|lgamma|tgamma|asin|acos|atan|"
                   r"sinh|cosh|asinh|acosh|atanh)\s*\(")
 
@@ -146,3 +147,11 @@ def test_fused_elementwise_chain_of_every_fusable_operator() -> None:
     assert CALL.findall(src) == [] and "std::sqrt" not in src
     # the constant exponents stay specialised inside the fused loop
     assert "sofie_rt::vm::pow_half" in src and src.count("sofie_rt::vm::pow(") == 1
+
+
+@pytest.mark.parametrize(("op", "which"), [("Sin", 0), ("Cos", 1), ("Tan", 2)])
+def test_trig_nodes_use_the_vectorised_map(op, which) -> None:
+    model = make_model([helper.make_node(op, ["x"], ["y"])], [value_info("x", np.float32, ["N", 8])],
+                       [value_info("y", np.float32, None)], {}, opset=20)
+    src = generate(run_passes(convert_model(model, op, None), None), op).source
+    assert f"sofie_rt::vm::map_trig<{which}>(" in src and f"std::{op.lower()}(" not in src
