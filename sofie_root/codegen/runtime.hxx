@@ -761,6 +761,39 @@ template <class T> inline T int_pow(T base, T exp)
    }
 }
 
+// The range of x[0, n) joined with 0 (DynamicQuantizeLinear's), NaN elements skipped. Written with
+// GCC/clang vector types: a select chain over the elements is a serial dependence that neither
+// compiler vectorises without -ffast-math (fmaxf reductions neither), which made the operator
+// 0.1x ONNX Runtime at [256, 128].
+inline void range_with_zero(const float *x, std::int64_t n, float &lo, float &hi)
+{
+   typedef float v8 __attribute__((vector_size(32)));
+   v8 mx = {}, mn = {}, mx2 = {}, mn2 = {};
+   std::int64_t i = 0;
+   for (; i + 16 <= n; i += 16) {
+      v8 a, b;
+      std::memcpy(&a, x + i, sizeof a);
+      std::memcpy(&b, x + i + 8, sizeof b);
+      mx = a > mx ? a : mx;
+      mn = a < mn ? a : mn;
+      mx2 = b > mx2 ? b : mx2;
+      mn2 = b < mn2 ? b : mn2;
+   }
+   float h = 0.f, l = 0.f;
+   for (int k = 0; k < 8; ++k) {
+      h = mx[k] > h ? mx[k] : h;
+      h = mx2[k] > h ? mx2[k] : h;
+      l = mn[k] < l ? mn[k] : l;
+      l = mn2[k] < l ? mn2[k] : l;
+   }
+   for (; i < n; ++i) {
+      h = x[i] > h ? x[i] : h;
+      l = x[i] < l ? x[i] : l;
+   }
+   lo = l;
+   hi = h;
+}
+
 // x clamped to [lo, hi]; NaN stays NaN (std::min/std::max would return a bound for it).
 template <class T> inline T clamp_nan(T x, T lo, T hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
