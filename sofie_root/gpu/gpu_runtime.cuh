@@ -124,6 +124,25 @@ SOFIE_HD inline double pow(double x, double y) { return std::pow(x, y); }
 // x^0.5 as pow gives it: pow(-0, 0.5) = +0 (sqrt(-0) = -0), pow(-inf, 0.5) = +inf (sqrt(-inf) = NaN)
 SOFIE_HD inline float pow_half(float x) { return x == -INFINITY ? -x : std::fabs(std::sqrt(x)); }
 SOFIE_HD inline double pow_half(double x) { return x == -double(INFINITY) ? -x : std::fabs(std::sqrt(x)); }
+// the inverse and hyperbolic functions and sqrt of the CPU layer (vm::sqrt there is errno-free)
+SOFIE_HD inline float sqrt(float x) { return std::sqrt(x); }
+SOFIE_HD inline double sqrt(double x) { return std::sqrt(x); }
+SOFIE_HD inline float asin(float x) { return std::asin(x); }
+SOFIE_HD inline double asin(double x) { return std::asin(x); }
+SOFIE_HD inline float acos(float x) { return std::acos(x); }
+SOFIE_HD inline double acos(double x) { return std::acos(x); }
+SOFIE_HD inline float atan(float x) { return std::atan(x); }
+SOFIE_HD inline double atan(double x) { return std::atan(x); }
+SOFIE_HD inline float sinh(float x) { return std::sinh(x); }
+SOFIE_HD inline double sinh(double x) { return std::sinh(x); }
+SOFIE_HD inline float cosh(float x) { return std::cosh(x); }
+SOFIE_HD inline double cosh(double x) { return std::cosh(x); }
+SOFIE_HD inline float asinh(float x) { return std::asinh(x); }
+SOFIE_HD inline double asinh(double x) { return std::asinh(x); }
+SOFIE_HD inline float acosh(float x) { return std::acosh(x); }
+SOFIE_HD inline double acosh(double x) { return std::acosh(x); }
+SOFIE_HD inline float atanh(float x) { return std::atanh(x); }
+SOFIE_HD inline double atanh(double x) { return std::atanh(x); }
 } // namespace vm
 } // namespace sofie_rt
 

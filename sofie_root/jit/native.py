@@ -50,7 +50,9 @@ BACKENDS = ("cling", "native", "cuda", "hip", "gpu-emulated")
 #: (and so cling's) default; without it g++ does not vectorise floorf, which the runtime's exp,
 #: sigmoid, tanh, softmax and GELU loops use (measured: FusedMatMul+GELU 2.7x, Softmax 2.1x slower
 #: than cling on the transformer benchmark). Nothing in the generated code relies on FP traps.
-FLAGS = ("-std=c++17", "-O3", "-march=native", "-fno-trapping-math", "-fPIC", "-shared", "-fvisibility=hidden",
+#: -fno-math-errno likewise: with errno, g++ keeps std::sqrt a possible library call and vectorises
+#: no loop calling it (sofie_rt::vm::sqrt; cling uses clang's errno-free builtin); nothing reads errno.
+FLAGS = ("-std=c++17", "-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-fPIC", "-shared", "-fvisibility=hidden",
          "-fvisibility-inlines-hidden") + (("-fno-plt", "-Wl,-z,defs") if sys.platform.startswith("linux") else ())
 #: bumped whenever the wrapper or the cache layout changes, so old libraries are not reused
 FORMAT_VERSION = "1"

@@ -247,13 +247,11 @@ class DynamicQuantizeLinear(Operator):
     def emit(self, v: NodeView, e) -> str:
         x = e.inp(0)
         n = e.size_in(0)
-        i = e.tmp("i")
         outs = v.node.outputs
-        lines = ["float mx_ = 0.f, mn_ = 0.f;",
-                 f"for (std::int64_t {i} = 0; {i} < {n}; ++{i}) {{",
-                 f"   mx_ = {x}[{i}] > mx_ ? {x}[{i}] : mx_;",
-                 f"   mn_ = {x}[{i}] < mn_ ? {x}[{i}] : mn_;",
-                 "}",
+        # the range in vector registers (sofie_rt::range_with_zero): a select chain over the
+        # elements would be a serial dependence, 0.1x ONNX Runtime at [256, 128]
+        lines = ["float mn_, mx_;",
+                 f"sofie_rt::range_with_zero({x}, {n}, mn_, mx_);",
                  "const float sc_ = (mx_ == mn_ ? 1.f : mx_ - mn_) / 255.f;",
                  "const float zp_ = std::nearbyint(std::min(255.f, std::max(0.f, 0.f - mn_ / sc_)));"]
         if outs[0]:

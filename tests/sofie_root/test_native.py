@@ -177,7 +177,8 @@ def test_cache_reused_by_a_fresh_process_and_rebuilt_when_corrupt(tmp_path):
     assert second["library"] == first["library"] and lib.stat().st_mtime_ns == mtime
 
     data = bytearray(lib.read_bytes())  # flip bytes in the middle: still an ELF file, wrong content
-    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)
+    mid = len(data) // 2  # inverted, not zeroed: the middle of a small library can be zero padding
+    data[mid:mid + 64] = bytes(b ^ 0xFF for b in data[mid:mid + 64])
     lib.unlink()  # a new file: never write into a library some process may have mapped
     lib.write_bytes(bytes(data))
     third = _child(path, cache)

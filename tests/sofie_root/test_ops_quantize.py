@@ -227,6 +227,23 @@ def test_dynamic_quantize(shift):
         assert_matches_ort(model, RNG.standard_normal((n, 5)).astype(np.float32) + shift, compiled=m)
 
 
+def test_dynamic_quantize_range_in_every_lane():
+    # the range is taken 16 elements at a time in vector registers, then over the tail: put the
+    # extremes in every lane of the vector part and in the tail, one case each
+    node = helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"])
+    model = make_model([node], [value_info("x", np.float32, ["N", 37])],
+                       [value_info("y", np.uint8, None), value_info("s", np.float32, None),
+                        value_info("z", np.uint8, None)], opset=11)
+    m = sofie_root.compile(model)
+    for at in [0, 5, 8, 15, 16, 23, 31, 32, 36, 7 * 37 + 35]:
+        x = RNG.uniform(-1, 1, (8, 37)).astype(np.float32)
+        x.reshape(-1)[at] = 7.5
+        x.reshape(-1)[(at * 7 + 3) % x.size] = -4.25
+        assert_matches_ort(model, x, compiled=m)
+    assert_matches_ort(model, np.abs(RNG.standard_normal((3, 37))).astype(np.float32) + 1, compiled=m)
+    assert_matches_ort(model, -np.abs(RNG.standard_normal((3, 37))).astype(np.float32) - 1, compiled=m)
+
+
 # -- MatMulInteger / QLinearMatMul ------------------------------------------------------------
 
 @pytest.mark.parametrize("ta,tb", [(np.uint8, np.uint8), (np.uint8, np.int8), (np.int8, np.int8)])
