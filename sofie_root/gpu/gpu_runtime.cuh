@@ -83,6 +83,14 @@ SOFIE_HD inline double fast_tanh(double x) { return std::tanh(x); }
 SOFIE_HD inline float gelu(float x) { return 0.5f * x * std::erfc(-x * 0.70710678118654752f); }
 SOFIE_HD inline double gelu(double x) { return 0.5 * x * std::erfc(-x * 0.70710678118654752); }
 template <class T> SOFIE_HD inline T softplus(T x) { return x > T(20) ? x : std::log1p(std::exp(x)); }
+// min / -1 and min % -1 overflow (undefined in C++): the wrapped results
+template <class T> SOFIE_HD inline bool int_min_by_minus_one(T a, T b)
+{
+   if constexpr (std::is_signed<T>::value)
+      return b == T(-1) && a == std::numeric_limits<T>::min();
+   else
+      return false;
+}
 template <class T> SOFIE_HD inline T mod_floor(T a, T b)
 {
    if constexpr (std::is_floating_point<T>::value) {
@@ -91,7 +99,7 @@ template <class T> SOFIE_HD inline T mod_floor(T a, T b)
          r += b;
       return r;
    } else {
-      if (b == T(0))
+      if (b == T(0) || int_min_by_minus_one(a, b))
          return T(0);
       T r = a % b;
       if (r != T(0) && ((r < T(0)) != (b < T(0))))
@@ -104,15 +112,37 @@ template <class T> SOFIE_HD inline T mod_trunc(T a, T b)
    if constexpr (std::is_floating_point<T>::value)
       return std::fmod(a, b);
    else
-      return b == T(0) ? T(0) : T(a % b);
+      return (b == T(0) || int_min_by_minus_one(a, b)) ? T(0) : T(a % b);
 }
 template <class T> SOFIE_HD inline T int_div(T a, T b)
 {
    if constexpr (std::is_floating_point<T>::value)
       return a / b;
+   else if (int_min_by_minus_one(a, b))
+      return a;
    else
       return b == T(0) ? T(0) : T(a / b);
 }
+// integer Add, Sub, Mul, Neg wrap around (as runtime.hxx's wrap_*: no signed overflow)
+template <class T>
+using wrap_unsigned_t = typename std::conditional<(sizeof(T) < sizeof(unsigned)), unsigned,
+                                                  typename std::make_unsigned<T>::type>::type;
+template <class T> SOFIE_HD inline T wrap_add(T a, T b)
+{
+   using U = wrap_unsigned_t<T>;
+   return static_cast<T>(static_cast<U>(static_cast<U>(a) + static_cast<U>(b)));
+}
+template <class T> SOFIE_HD inline T wrap_sub(T a, T b)
+{
+   using U = wrap_unsigned_t<T>;
+   return static_cast<T>(static_cast<U>(static_cast<U>(a) - static_cast<U>(b)));
+}
+template <class T> SOFIE_HD inline T wrap_mul(T a, T b)
+{
+   using U = wrap_unsigned_t<T>;
+   return static_cast<T>(static_cast<U>(static_cast<U>(a) * static_cast<U>(b)));
+}
+template <class T> SOFIE_HD inline T wrap_neg(T a) { return wrap_sub(T(0), a); }
 template <class T> SOFIE_HD inline T int_pow(T base, T e)
 {
    if constexpr (std::is_floating_point<T>::value)
