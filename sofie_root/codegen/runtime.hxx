@@ -479,6 +479,15 @@ inline float gate_sigmoid(float x)
 }
 inline double gate_sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
+// min / -1 and min % -1 overflow (undefined in C++, SIGFPE on x86): the wrapped results
+template <class T> inline bool int_min_by_minus_one(T a, T b)
+{
+   if constexpr (std::is_signed<T>::value)
+      return b == T(-1) && a == std::numeric_limits<T>::min();
+   else
+      return false;
+}
+
 // Python-style (floored) modulo for Mod with fmod=0.
 template <class T> inline T mod_floor(T a, T b)
 {
@@ -495,15 +504,6 @@ template <class T> inline T mod_floor(T a, T b)
          r += b;
       return r;
    }
-}
-
-// min / -1 and min % -1 overflow (undefined in C++, SIGFPE on x86): the wrapped results
-template <class T> inline bool int_min_by_minus_one(T a, T b)
-{
-   if constexpr (std::is_signed<T>::value)
-      return b == T(-1) && a == std::numeric_limits<T>::min();
-   else
-      return false;
 }
 
 template <class T> inline T mod_trunc(T a, T b)

@@ -46,6 +46,12 @@ def test_long_fused_chain_is_cut_into_groups(n) -> None:
     proto = chain_model(n)
     model = sofie_root.compile(proto)
     assert [node.op_type for node in model.graph.nodes] == ["FusedElementwise"] * -(-n // MAX_GROUP)
+    # steps are statements, not one nested expression (8,000 nested nodes crashed cling)
+    depth = deepest = 0
+    for ch in model.source:
+        depth += (ch == "(") - (ch == ")")
+        deepest = max(deepest, depth)
+    assert deepest < 20, deepest
     _check(model, proto)
 
 

@@ -33,49 +33,45 @@ def run(name, proto, *xs):
 
 
 def main() -> None:
+    # one model per family and type (several nodes, several outputs): each native build with the
+    # sanitizer takes seconds
     floats = np.array([np.nan, np.inf, -np.inf, 1e30, -1e30, 3e9, -3e9, 9.3e18, -9.3e18, 2.0**63, 2.0**64,
                        65536.5, -129.5, 255.5, 0.0, -0.0, 1e-40], F32)
-    for dt in INT_TYPES:
-        to = helper.np_dtype_to_tensor_dtype(np.dtype(dt))
-        run(f"Cast float->{np.dtype(dt).name}", model([helper.make_node("Cast", ["x"], ["y"], to=to)],
-                                                      [("x", F32, [len(floats)])], [("y", dt, [len(floats)])]), floats)
-        run(f"Cast double->{np.dtype(dt).name}", model([helper.make_node("Cast", ["x"], ["y"], to=to)],
-                                                       [("x", np.float64, [len(floats)])], [("y", dt, [len(floats)])]),
-            floats.astype(np.float64))
+    n = len(floats)
+    for src in (F32, np.float64):
+        nodes = [helper.make_node("Cast", ["x"], [f"y{k}"], to=helper.np_dtype_to_tensor_dtype(np.dtype(dt)))
+                 for k, dt in enumerate(INT_TYPES)]
+        run(f"Cast {np.dtype(src).name} -> every integer type",
+            model(nodes, [("x", src, [n])], [(f"y{k}", dt, [n]) for k, dt in enumerate(INT_TYPES)]),
+            floats.astype(src))
     for dt in (np.uint8, np.uint16, np.uint32, np.uint64):
         bits = 8 * np.dtype(dt).itemsize
         a = np.array([1, 3, np.iinfo(dt).max, 0, 5, 7], dt)
         b = np.array([0, bits - 1, bits, bits + 1, 200 % (np.iinfo(dt).max + 1), np.iinfo(dt).max], dt)
-        for d in ("LEFT", "RIGHT"):
-            run(f"BitShift {d} {np.dtype(dt).name}",
-                model([helper.make_node("BitShift", ["a", "b"], ["y"], direction=d)],
-                      [("a", dt, [6]), ("b", dt, [6])], [("y", dt, [6])]), a, b)
-    for dt in (np.int8, np.int16, np.int32, np.int64):
+        nodes = [helper.make_node("BitShift", ["a", "b"], [f"y{d}"], direction=d) for d in ("LEFT", "RIGHT")]
+        run(f"BitShift {np.dtype(dt).name}",
+            model(nodes, [("a", dt, [6]), ("b", dt, [6])], [("yLEFT", dt, [6]), ("yRIGHT", dt, [6])]), a, b)
+    for dt in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64):
         info = np.iinfo(dt)
-        a = np.array([info.min, info.max, info.min, -7, 7, info.min], dt)
-        b = np.array([-1, -1, 0, 2, -2, info.max], dt)
-        for op in ("Div", "Mod", "Add", "Sub", "Mul"):
-            attrs = {"fmod": 0} if op == "Mod" else {}
-            run(f"{op} {np.dtype(dt).name}", model([helper.make_node(op, ["a", "b"], ["y"], **attrs)],
-                                                   [("a", dt, [6]), ("b", dt, [6])], [("y", dt, [6])]), a, b)
-        for op in ("Neg", "Abs"):
-            run(f"{op} {np.dtype(dt).name}", model([helper.make_node(op, ["a"], ["y"])], [("a", dt, [6])],
-                                                   [("y", dt, [6])]), a)
-    for dt in (np.uint8, np.uint16, np.uint32, np.uint64):
-        top = np.iinfo(dt).max
-        a, b = np.array([top, top, 0, 7], dt), np.array([top, 0, 1, 2], dt)
-        for op in ("Div", "Mod", "Add", "Sub", "Mul"):
-            run(f"{op} {np.dtype(dt).name}", model([helper.make_node(op, ["a", "b"], ["y"])],
-                                                   [("a", dt, [4]), ("b", dt, [4])], [("y", dt, [4])]), a, b)
+        if info.min < 0:  # min / -1, division by 0, overflow of +, -, *, unary minus and abs
+            a = np.array([info.min, info.max, info.min, -7, 7, info.min], dt)
+            b = np.array([-1, -1, 0, 2, -2, info.max], dt)
+        else:
+            a = np.array([info.max, info.max, 0, 7, 1, 0], dt)
+            b = np.array([info.max, 0, 1, 2, 0, info.max], dt)
+        ops = [("Div", {}), ("Mod", {"fmod": 0}), ("Mod", {"fmod": 1}), ("Add", {}), ("Sub", {}), ("Mul", {})]
+        nodes = [helper.make_node(op, ["a", "b"], [f"y{k}"], **attrs) for k, (op, attrs) in enumerate(ops)]
+        if info.min < 0:
+            nodes += [helper.make_node(op, ["a"], [f"y{len(nodes) + k}"]) for k, op in enumerate(("Neg", "Abs"))]
+        run(f"integer arithmetic {np.dtype(dt).name}",
+            model(nodes, [("a", dt, [6]), ("b", dt, [6])], [(f"y{k}", dt, [6]) for k in range(len(nodes))]), a, b)
     data = np.arange(12, dtype=F32).reshape(3, 4)
-    for dt in (np.int32, np.int64):
-        idx = np.array([-1, -3, 0, 2], dt)
-        run(f"Gather negative {np.dtype(dt).name}",
-            model([helper.make_node("Gather", ["d", "i"], ["y"], axis=0)], [("d", F32, [3, 4]), ("i", dt, [4])],
-                  [("y", F32, [4, 4])]), data, idx)
-        run(f"GatherElements negative {np.dtype(dt).name}",
-            model([helper.make_node("GatherElements", ["d", "i"], ["y"], axis=1)],
-                  [("d", F32, [3, 4]), ("i", dt, [3, 4])], [("y", F32, [3, 4])]), data, np.tile(idx, (3, 1)))
+    idx = np.array([-1, -3, 0, 2], np.int64)
+    nodes = [helper.make_node("Gather", ["d", "i"], ["g"], axis=0),
+             helper.make_node("GatherElements", ["d", "j"], ["e"], axis=1)]
+    run("Gather, GatherElements with negative indices",
+        model(nodes, [("d", F32, [3, 4]), ("i", np.int64, [4]), ("j", np.int64, [3, 4])],
+              [("g", F32, [4, 4]), ("e", F32, [3, 4])]), data, idx, np.tile(idx, (3, 1)))
     print("UBSAN-CHILD-DONE", flush=True)
 
 
