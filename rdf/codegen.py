@@ -206,6 +206,7 @@ def generate(plan: Plan, ns: str | None = None) -> str:
 namespace {ns} {{
 
 using Session = ::{plan.namespace}::Session;
+inline const char *const kModel = {_cstr(repr(plan.model_name or plan.namespace))};
 inline const std::int64_t kSymbols[] = {{{syms}{', ' if syms else ''}0}};
 
 struct Workspace {{
@@ -229,7 +230,7 @@ struct State {{
         threads(capacity)
    {{
       if (n != {plan.weight_bytes}u)
-         throw std::runtime_error("{ns}: weight blob of " + std::to_string(n) + " bytes, expected {plan.weight_bytes}");
+         throw sofie_rdf::Error("{ns}: weight blob of " + std::to_string(n) + " bytes, expected {plan.weight_bytes}");
       Workspace probe(weights); // fail here, not in the event loop, if the Session cannot be made
    }}
    std::unique_ptr<Workspace> make() const {{ return std::make_unique<Workspace>(weights); }}
@@ -256,7 +257,7 @@ struct Functor {{
    {ret} operator()({params}) const
    {{
       State &s = *fState;
-      return compute(s.threads.get([&s] {{ return s.make(); }}){comma_args});
+      return sofie_rdf::guarded(kModel, [&]() -> {ret} {{ return compute(s.threads.get([&s] {{ return s.make(); }}){comma_args}); }});
    }}
    std::size_t sessions() const {{ return fState->threads.created(); }}
    std::size_t allocations() const {{ return fState->allocations(); }}
@@ -269,7 +270,7 @@ struct SlotFunctor {{
    {ret} operator()(unsigned int slot{sep}{params}) const
    {{
       State &s = *fState;
-      return compute(s.slots.get(slot, [&s] {{ return s.make(); }}){comma_args});
+      return sofie_rdf::guarded(kModel, [&]() -> {ret} {{ return compute(s.slots.get(slot, [&s] {{ return s.make(); }}){comma_args}); }});
    }}
    std::size_t sessions() const {{ return fState->slots.created(); }}
    std::size_t allocations() const {{ return fState->allocations(); }}
@@ -285,9 +286,9 @@ inline void init(std::uintptr_t w, std::size_t n, std::size_t capacity)
 inline {ret} eval(unsigned int slot{sep}{params})
 {{
    if (!gState)
-      throw std::runtime_error("{ns}: not initialised on this process (sofie_root.rdf.distributed setup missing)");
+      throw sofie_rdf::Error("{ns}: not initialised on this process (sofie_root.rdf.distributed setup missing)");
    State &s = *gState;
-   return compute(s.slots.get(slot, [&s] {{ return s.make(); }}){comma_args});
+   return sofie_rdf::guarded(kModel, [&]() -> {ret} {{ return compute(s.slots.get(slot, [&s] {{ return s.make(); }}){comma_args}); }});
 }}
 
 }} // namespace {ns}

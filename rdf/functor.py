@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from sofie_root.errors import SofieError
+from sofie_root.errors import FunctorError, SofieError
 
 from . import codegen
 from .plan import Columns, Plan, make_plan, stored_columns
@@ -79,7 +79,15 @@ def root():
         if "__header__" not in _declared:
             cling._declare(ROOT, cling.optimized(codegen.HEADER_PATH.read_text()), "the sofie_root RDF header")
             _declared.add("__header__")
+            _make_sofie_error(ROOT.sofie_rdf.Error)
     return ROOT
+
+
+def _make_sofie_error(cls) -> None:
+    """Give the Python class of the C++ ``sofie_rdf::Error`` FunctorError as a base: cppyy turns
+    the C++ exception an event loop rethrows into an instance of that class."""
+    if not issubclass(cls, FunctorError):
+        cls.__bases__ = (*cls.__bases__, FunctorError)
 
 
 def declare(plan: Plan, ns: str | None = None) -> str:
@@ -208,6 +216,23 @@ def functor(model, columns: Sequence[str] | None = None, *, inputs: Mapping | No
     ...                                     "receivers": ["edge_dst"], "globals": ["ntrk"]},
     ...                        outputs="nodes_out", variable=True, df=df)
     """
+    try:
+        return _functor(model, columns, inputs=inputs, outputs=outputs, df=df, types=types, pad=pad,
+                        sort_by=sort_by, descending=descending, layout=layout, dims=dims, slot=slot,
+                        variable=variable)
+    except SofieError:
+        raise
+    except Exception as e:  # MemoryError, or a bug: never a bare Python error (issue 11)
+        raise FunctorError(f"making the RDataFrame functor of {_describe(model)} failed: "
+                           f"{type(e).__name__}: {e}") from e
+
+
+def _describe(model) -> str:
+    name = getattr(getattr(model, "graph", None), "name", None)
+    return f"model {name!r}" if name is not None else f"model {str(model)[:200]!r}"
+
+
+def _functor(model, columns, *, inputs, outputs, df, types, pad, sort_by, descending, layout, dims, slot, variable):
     m, _ = load_model(model)
     if getattr(m, "backend", "cling") in ("cuda", "hip", "gpu-emulated"):
         raise SofieError(f"RDataFrame functors run the model's C++ code on the CPU; this model was compiled for "
@@ -294,8 +319,9 @@ def define(df, name: str, model, columns: Sequence[str] | None = None, **options
         from .distributed import define as ddefine
 
         return ddefine(df, name, model, columns, **options)
-    if options.pop("slot", True) is False:
-        f = functor(model, columns, df=df, **options)
-        return df.Define(name, f, list(f.columns))
-    f = functor(model, columns, df=df, slot=True, **options)
-    return df.DefineSlot(name, f, list(f.columns))
+    slot = options.pop("slot", True) is not False
+    f = functor(model, columns, df=df, slot=slot, **options)
+    try:
+        return (df.DefineSlot if slot else df.Define)(name, f, list(f.columns))
+    except Exception as e:  # RDataFrame refuses the column (a name already defined, ...)
+        raise FunctorError(f"defining column {name!r} from {_describe(model)} failed: {e}") from e

@@ -175,6 +175,7 @@ class Plan:
     # per output: "" if its size is fixed (``output_numels``), else its element count as a C++
     # expression of ``n0, n1, ...`` (the values of ``var_symbols``)
     output_exprs: tuple[str, ...] = field(default=())
+    model_name: str = ""  # the graph's name, for error messages of the event loop
 
     @property
     def variable(self) -> bool:
@@ -526,7 +527,7 @@ def make_plan(model, columns=None, *, inputs: Mapping | None = None, outputs=Non
         arg_types.append(t)
     return Plan(model.namespace, int(model._generated.weight_bytes), sym_values, tuple(plans), tuple(args),
                 tuple(arg_types), tuple(o.dtype.cpp for o in out_infos), tuple(numels), tuple(selected),
-                tuple(out_names), var_symbols, tuple(exprs) if var_symbols else ())
+                tuple(out_names), var_symbols, tuple(exprs) if var_symbols else (), model.graph.name)
 
 
 #: Graph metadata key (an ONNX ``metadata_props`` entry arrives as ``onnx:<key>``): JSON

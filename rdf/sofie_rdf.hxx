@@ -31,6 +31,31 @@
 
 namespace sofie_rdf {
 
+// Every error a functor raises in an event loop. sofie_root.rdf gives its Python class
+// sofie_root.errors.FunctorError (a SofieError) as a base, so `except sofie_root.SofieError`
+// catches what RDataFrame rethrows from GetValue() and friends.
+struct Error : std::runtime_error {
+   using std::runtime_error::runtime_error;
+};
+
+// Runs one event of a functor: any exception (std::bad_alloc included: a Session's arena, a
+// growing buffer, an RVec) leaves as Error naming the model.
+template <class F>
+inline auto guarded(const char *model, F &&f) -> decltype(f())
+{
+   try {
+      return f();
+   } catch (const Error &e) {
+      throw Error(std::string("sofie_root functor (model ") + model + "): " + e.what());
+   } catch (const std::bad_alloc &) {
+      throw Error(std::string("sofie_root functor (model ") + model + "): out of memory in an event");
+   } catch (const std::exception &e) {
+      throw Error(std::string("sofie_root functor (model ") + model + "): " + e.what());
+   } catch (...) {
+      throw Error(std::string("sofie_root functor (model ") + model + "): unknown C++ exception in an event");
+   }
+}
+
 // Extra entries a Session's symbol array needs for sizes known only after it ran (0 if none).
 template <class S, class = void>
 struct data_symbols {
@@ -51,7 +76,7 @@ public:
    W &get(unsigned int slot, Make &&make)
    {
       if (slot >= fItems.size())
-         throw std::runtime_error("sofie_root functor: slot " + std::to_string(slot) + " beyond the " +
+         throw Error("slot " + std::to_string(slot) + " beyond the " +
                                   std::to_string(fItems.size()) + " slots it was made for");
       std::unique_ptr<W> &w = fItems[slot];
       if (!w)
@@ -106,7 +131,7 @@ public:
             }
          }
       }
-      throw std::runtime_error("sofie_root functor: more than " + std::to_string(n) +
+      throw Error("more than " + std::to_string(n) +
                                " threads called it; use the slot form (DefineSlot or rdfslot_)");
    }
    std::size_t created() const
@@ -184,7 +209,7 @@ inline void fill_feature(T *dst, std::size_t stride, const C &col, const int *id
 
 [[noreturn]] inline void length_mismatch(const char *group, const char *column, std::size_t got, std::size_t want)
 {
-   throw std::runtime_error(std::string("sofie_root functor: in the columns feeding input '") + group +
+   throw Error(std::string("in the columns feeding input '") + group +
                             "', column '" + column + "' has " + std::to_string(got) + " elements where the first has " +
                             std::to_string(want));
 }
@@ -265,7 +290,7 @@ inline void fill_variable(T *dst, std::size_t stride, const C &col, std::size_t 
 [[noreturn]] inline void count_mismatch(const char *group, const char *column, std::size_t got, const char *symbol,
                                         const char *owner_group, const char *owner_column, std::size_t want)
 {
-   throw std::runtime_error(std::string("sofie_root functor: column '") + column + "' (input '" + group + "') has " +
+   throw Error(std::string("column '") + column + "' (input '" + group + "') has " +
                             std::to_string(got) + " elements, but column '" + owner_column + "' (input '" +
                             owner_group + "') has " + std::to_string(want) + " in this event; both give the model's " +
                             "dimension '" + symbol + "'");
@@ -275,7 +300,7 @@ inline void fill_variable(T *dst, std::size_t stride, const C &col, std::size_t 
                                             long long value, const char *target, const char *target_column,
                                             std::size_t count)
 {
-   throw std::runtime_error(std::string("sofie_root functor: column '") + column + "' (input '" + group +
+   throw Error(std::string("column '") + column + "' (input '" + group +
                             "') has the value " + std::to_string(value) + " at position " + std::to_string(position) +
                             ", outside [0, " + std::to_string(count) + "): input '" + target + "' has " +
                             std::to_string(count) + " elements in this event (column '" + target_column + "')");

@@ -13,6 +13,7 @@ from .api import compile, load, supported_ops
 from .errors import (
     CompilationError,
     ExportError,
+    FunctorError,
     InputError,
     InvalidGraphError,
     ModelLoadError,
@@ -63,7 +64,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "CompilationError", "ExportError", "GraphNetwork", "InputError", "InvalidGraphError", "Model", "ModelLoadError",
+    "CompilationError", "ExportError", "FunctorError", "GraphNetwork", "InputError", "InvalidGraphError", "Model", "ModelLoadError",
     "ResourceLimitError", "ShapeInferenceError", "SofieError", "SofieWarning", "TensorSpec", "UnsupportedOperatorError",
     "__version__", "compile", "functor", "get_limits", "gpu_available", "graph_independent", "load", "register_operator",
     "registered_operators", "set_limits", "supported_ops", "unregister_operator",

@@ -70,6 +70,13 @@ class CompilationError(SofieError):
     """The generated C++ failed to compile (a bug in sofie_root: please report it)."""
 
 
+class FunctorError(SofieError):
+    """An RDataFrame functor failed: while it was made (a Python error other than a SofieError,
+    MemoryError included, is wrapped in this) or during an event loop (the C++ error of an event,
+    ``std::bad_alloc`` included, reaches Python as this class: RDataFrame's ``GetValue()`` and
+    friends raise it). The message names the model."""
+
+
 class InputError(SofieError, ValueError):
     """Arrays passed to ``infer`` do not match the model's inputs (count, shape or dtype)."""
 

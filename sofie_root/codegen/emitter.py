@@ -361,9 +361,9 @@ def arena_layout(arena: memory.Plan, dim: Callable[[DimLike], str], round_up: st
         layout.append(f"      const std::size_t a{k}_size = {size};")
         ends = [f"a{j}_off + a{j}_size" for j in b.below]
         tops.difference_update(b.below)
-        off = ends[0] if ends else "0"
-        for end in ends[1:]:
-            off = f"std::max({off}, {end})"
+        # one flat std::max({...}): nested std::max calls were 1,026 deep in a 5,000-node
+        # transformer, and cling crashed (SIGSEGV) compiling them
+        off = ends[0] if len(ends) == 1 else (f"std::max({{{', '.join(ends)}}})" if ends else "0")
         layout.append(f"      const std::size_t a{k}_off = {off};")
     for k in sorted(tops):
         layout.append(f"      arena_bytes = std::max(arena_bytes, a{k}_off + a{k}_size);")

@@ -45,6 +45,15 @@ template <class T> SOFIE_RT_HD inline T fmod_any(T a, T b)
       return std::fmod(a, b);
 }
 
+// min / -1 and min % -1 overflow (undefined in C++, SIGFPE on x86): the wrapped results
+template <class T> SOFIE_RT_HD inline bool int_min_by_minus_one(T a, T b)
+{
+   if constexpr (std::is_signed<T>::value)
+      return b == T(-1) && a == std::numeric_limits<T>::min();
+   else
+      return false;
+}
+
 // Python-style (floored) modulo for Mod with fmod=0.
 template <class T> SOFIE_RT_HD inline T mod_floor(T a, T b)
 {
@@ -54,7 +63,7 @@ template <class T> SOFIE_RT_HD inline T mod_floor(T a, T b)
          r += b;
       return r;
    } else {
-      if (b == T(0))
+      if (b == T(0) || int_min_by_minus_one(a, b))
          return T(0);
       T r = a % b;
       if (r != T(0) && ((r < T(0)) != (b < T(0))))
@@ -68,16 +77,41 @@ template <class T> SOFIE_RT_HD inline T mod_trunc(T a, T b)
    if constexpr (std::is_floating_point<T>::value)
       return fmod_any(a, b);
    else
-      return b == T(0) ? T(0) : T(a % b);
+      return (b == T(0) || int_min_by_minus_one(a, b)) ? T(0) : T(a % b);
 }
 
 template <class T> SOFIE_RT_HD inline T int_div(T a, T b)
 {
    if constexpr (std::is_floating_point<T>::value)
       return a / b;
+   else if (int_min_by_minus_one(a, b))
+      return a; // -min wraps to min (numpy, two's complement)
    else
       return b == T(0) ? T(0) : T(a / b);
 }
+
+// Integer Add, Sub, Mul, Neg wrap around as in numpy and ONNX Runtime. In C++ a signed overflow
+// is undefined, and so is uint16 * uint16 (promoted to int, 65535 * 65535 overflows it): the
+// operands are computed in an unsigned type at least as wide as unsigned int.
+template <class T>
+using wrap_unsigned_t = typename std::conditional<(sizeof(T) < sizeof(unsigned)), unsigned,
+                                                  typename std::make_unsigned<T>::type>::type;
+template <class T> SOFIE_RT_HD inline T wrap_add(T a, T b)
+{
+   using U = wrap_unsigned_t<T>;
+   return static_cast<T>(static_cast<U>(static_cast<U>(a) + static_cast<U>(b)));
+}
+template <class T> SOFIE_RT_HD inline T wrap_sub(T a, T b)
+{
+   using U = wrap_unsigned_t<T>;
+   return static_cast<T>(static_cast<U>(static_cast<U>(a) - static_cast<U>(b)));
+}
+template <class T> SOFIE_RT_HD inline T wrap_mul(T a, T b)
+{
+   using U = wrap_unsigned_t<T>;
+   return static_cast<T>(static_cast<U>(static_cast<U>(a) * static_cast<U>(b)));
+}
+template <class T> SOFIE_RT_HD inline T wrap_neg(T a) { return wrap_sub(T(0), a); }
 
 template <class T> SOFIE_RT_HD inline T int_pow(T base, T exp)
 {

@@ -44,7 +44,7 @@ struct Session {
    // intermediate tensors is allocated on the first call and only grows with the batch size.
    explicit Session(const void *weights = nullptr, std::size_t nbytes = 0)
    {
-      fWeights.reserve(kWeightBytes);
+      fWeights.reserve(kWeightBytes, "the weights of model $ns");
       if (kWeightBytes) {
          if (weights == nullptr || nbytes != kWeightBytes)
             throw std::runtime_error("$ns: weight blob of " + std::to_string(nbytes) +
@@ -68,7 +68,7 @@ $extra_members
 $symbols
       std::size_t arena_bytes = 0;
 $arena_layout
-      fArena.reserve(arena_bytes);
+      fArena.reserve(arena_bytes, "the arena of intermediate tensors of model $ns");
       char *const arena = fArena.data();
       (void)arena;
       const char *const weights = fWeights.data();

@@ -87,7 +87,7 @@ def _abs(x: str, dt: DType, v: NodeView) -> str:
         return f"std::abs({x})"
     if dt.name in UNSIGNED_INTS:
         return x
-    return f"{dt.cpp}({x} < 0 ? -{x} : {x})"
+    return f"{dt.cpp}({x} < 0 ? sofie_rt::wrap_neg({x}) : {x})"  # |min| wraps to min, as in numpy
 
 
 def _sign(x: str, dt: DType, v: NodeView) -> str:
@@ -139,7 +139,7 @@ for _name, _fn in [("Exp", "exp"), ("Log", "log"), ("Erf", "erf"), ("Tanh", "tan
 
 _unary("Round", FLOATS, lambda x, dt, v: f"std::nearbyint({x})")
 _unary("Abs", NUMERIC, _abs)
-_unary("Neg", FLOATS + SIGNED_INTS, lambda x, dt, v: f"{dt.cpp}(-{x})")
+_unary("Neg", FLOATS + SIGNED_INTS, lambda x, dt, v: f"{dt.cpp}(-{x})" if dt.is_float else f"sofie_rt::wrap_neg({x})")
 _unary("Sign", NUMERIC, _sign)
 _unary("Reciprocal", FLOATS, lambda x, dt, v: f"{_lit(1, dt)} / {x}")
 # NaN must come out as NaN (max(NaN, 0) in ONNX's reference): the comparison is false for NaN
@@ -276,9 +276,10 @@ def _binary(name: str, dtypes: tuple[str, ...], expr: BinaryExpr, out_bool: bool
     register(cls)
 
 
-_binary("Add", NUMERIC, lambda a, b, dt, v: f"{dt.cpp}({a} + {b})")
-_binary("Sub", NUMERIC, lambda a, b, dt, v: f"{dt.cpp}({a} - {b})")
-_binary("Mul", NUMERIC, lambda a, b, dt, v: f"{dt.cpp}({a} * {b})")
+# integers wrap around (sofie_rt::wrap_*: a signed overflow is undefined behaviour in C++)
+_binary("Add", NUMERIC, lambda a, b, dt, v: f"{dt.cpp}({a} + {b})" if dt.is_float else f"sofie_rt::wrap_add({a}, {b})")
+_binary("Sub", NUMERIC, lambda a, b, dt, v: f"{dt.cpp}({a} - {b})" if dt.is_float else f"sofie_rt::wrap_sub({a}, {b})")
+_binary("Mul", NUMERIC, lambda a, b, dt, v: f"{dt.cpp}({a} * {b})" if dt.is_float else f"sofie_rt::wrap_mul({a}, {b})")
 _binary("Div", NUMERIC, lambda a, b, dt, v: f"{a} / {b}" if dt.is_float else f"sofie_rt::int_div({a}, {b})")
 _binary("Mod", NUMERIC,
         lambda a, b, dt, v: (f"sofie_rt::mod_trunc({a}, {b})" if v.attr("fmod", 0) else f"sofie_rt::mod_floor({a}, {b})"))

@@ -350,9 +350,11 @@ class FusedMatMul(_FusedProduct):
         expr = _activation_expr(act, attrs, x, dt, v.label) if act else x
 
         def epilogue(first: str, last: str) -> str:
-            return (f"for (std::int64_t {r} = {first}; {r} < {last}; ++{r})\n"
+            # SOFIE_RT_NO_UNROLL: a row of constant length fully unrolled costs the JIT seconds
+            return (f"for (std::int64_t {r} = {first}; {r} < {last}; ++{r}) {{\n"
+                    f"   SOFIE_RT_NO_UNROLL\n"
                     f"   for (std::int64_t {j} = 0; {j} < {e.dim(n)}; ++{j}) "
-                    f"{{ const {dt.cpp} {x} = {load}; {val} = {expr}; }}")
+                    f"{{ const {dt.cpp} {x} = {load}; {val} = {expr}; }}\n}}")
 
         a2, b2, _, m, _, k, _ = matmul._shapes(base)  # type: ignore[union-attr]
         if len(v.input(0).shape) < 2 or len(v.input(1).shape) != 2 or b2[-2] != k:

@@ -4,7 +4,9 @@
 An element-wise node joins the group of the element-wise node producing one of its inputs when
 that intermediate is read by it alone, is not a graph output, and has the same shape as its
 output (so every member runs over the same index space; the group's external inputs broadcast
-to it as in ONNX). Only the group's final value is written to memory.
+to it as in ONNX). Only the group's final value is written to memory. A group holds at most :data:`MAX_GROUP`
+nodes: a longer chain is cut into several fused nodes, because the C++ compiler's time on one loop
+body grows faster than linearly with its length.
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ from typing import Any
 from ..ir.graph import Graph, Node
 from ..ops.fused import encode_steps, fusable_elementwise
 from .rewrite import private, use_counts
+
+#: nodes per fused group. One loop of n steps costs the JIT super-linear time (measured under
+#: cling, load 11: a 1,000-step chain with inlined vm::tanh took 13.5 s, 5,000 steps 160 s);
+#: at this size a step costs about as much as in a short loop, and writing the intermediate
+#: once every MAX_GROUP steps is negligible next to the steps themselves.
+MAX_GROUP = 64
 
 
 def fuse_elementwise(graph: Graph) -> Graph:
@@ -30,7 +38,8 @@ def fuse_elementwise(graph: Graph) -> Graph:
         members: list[Node] = []
         for i in dict.fromkeys(x for x in node.inputs if x):
             g = group_of.get(i)
-            if g is None or not private(i, uses) or tuple(graph.tensors[i].shape) != tuple(out.shape):
+            if g is None or not private(i, uses) or tuple(graph.tensors[i].shape) != tuple(out.shape) \
+                    or len(members) + len(g) + 1 > MAX_GROUP:
                 continue
             members.extend(g)
             absorbed.add(id(g[-1]))
