@@ -67,6 +67,9 @@ CONV_CASES = {
     "valid": ((1, 2, 8, 7), (3, 2, 3, 3), True, {"auto_pad": "VALID", "strides": [2, 3]}),
     "pointwise": ((2, 5, 4, 3), (7, 5, 1, 1), True, {}),
     "pointwise_stride": ((2, 5, 5, 4), (7, 5, 1, 1), False, {"strides": [2, 2]}),
+    # the register-blocked 1x1 kernel (ops/conv.py _pointwise_tiled: 4 channels x 16 positions)
+    "pointwise_tiled": ((2, 5, 4, 8), (12, 5, 1, 1), True, {}),
+    "pointwise_tiled_group": ((2, 6, 4, 4), (8, 3, 1, 1), False, {"group": 2}),
     "conv1d": ((2, 3, 11), (4, 3, 3), True, {"pads": [2, 1], "strides": [2], "dilations": [2]}),
     "conv3d": ((1, 2, 5, 6, 4), (3, 2, 3, 2, 3), True, {"pads": [1, 0, 1, 0, 1, 1], "strides": [1, 2, 1]}),
     "big_pad": ((1, 1, 3, 3), (2, 1, 2, 2), True, {"pads": [3, 3, 3, 3]}),
