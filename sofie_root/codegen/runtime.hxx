@@ -991,6 +991,19 @@ SOFIE_RT_VM_INLINE f8 exp8(f8 x)
    return x != x ? x : y;
 }
 
+// p[0], p[2], ..., p[14] (a stride-2 row of a convolution); reads p[15] too.
+SOFIE_RT_VM_INLINE f8 even8(const float *p)
+{
+#if defined(__clang__) || __GNUC__ >= 12
+   return __builtin_shufflevector(load(p), load(p + 8), 0, 2, 4, 6, 8, 10, 12, 14);
+#else
+   f8 v;
+   for (int l = 0; l < 8; ++l)
+      v[l] = p[2 * l];
+   return v;
+#endif
+}
+
 // vm::tanh on 8 lanes: the same clamp and rational, step for step (the register-blocked 1x1
 // convolution applies it to its accumulators before the single store).
 SOFIE_RT_VM_INLINE f8 tanh8(f8 x)

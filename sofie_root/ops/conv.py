@@ -259,7 +259,8 @@ class Conv(Operator):
         ws: list[tuple[DType, DimLike]] = [(dt, 1 if direct else cg * _prod(g.k) * _prod(g.out))]
         dims = self._copy_dims(g)
         if dims is not None:
-            ws.append((dt, cg * _prod(dims)))  # the zero-padded copy of the input
+            # the zero-padded copy of the input (+8: the stride-2 vector rows read one value past)
+            ws.append((dt, cg * _prod(dims) + (8 if direct and _even_rows(g, dt) else 0)))
         return ws
 
     def emit(self, v: NodeView, e, act: Callable[[str], str] | None = None,
@@ -295,7 +296,8 @@ class Conv(Operator):
                 src, dims = e.ws(1), copy
                 lines.extend(_pad_copy(e, xg, src, cg, g, dims, t))
             bias = f"{e.inp(2)}[{gi} * {mg} + " + "{m}]" if v.has_input(2) else None
-            lines.extend(_direct_conv(e, src, dims, e.inp(1), bias, yg, gi, cg, mg, g, t, act))
+            lines.extend(_direct_conv(e, src, dims, e.inp(1), bias, yg, gi, cg, mg, g, t, act,
+                                      even=copy is not None and _even_rows(g, x.dtype)))
             lines.append("}}")
             return "\n".join(lines)
         tiled = self._pointwise(g) and _tiled_ok(mg, p, x.dtype)
@@ -393,8 +395,14 @@ DIRECT_MAX_TAPS = 9
 DIRECT_MAX_TERMS = 9
 
 
+def _even_rows(g: _Geom, dt) -> bool:
+    """Stride-2 output rows of whole 8-float vectors: ``_direct_conv`` reads their taps with
+    ``rows::even8`` (two loads and a shuffle) instead of strided scalar loads."""
+    return dt.cpp == "float" and g.s[-1] == 2 and g.out[-1] % 8 == 0
+
+
 def _direct_conv(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, yg: str, gi: str, cg: int, mg: int,
-                 g: _Geom, t: str, act: Callable[[str], str] | None) -> list[str]:
+                 g: _Geom, t: str, act: Callable[[str], str] | None, even: bool = False) -> list[str]:
     """Direct convolution of one image and group: for each output channel and input channel, every
     output row is one loop over the last spatial dimension whose body sums all kernel taps (the
     weights held in scalars, the taps unrolled), so the loop vectorises and keeps its partial sum
@@ -430,9 +438,20 @@ def _direct_conv(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, y
     lines.append(f"{t} *__restrict {yr} = {yc} + {_flat(lead + ['0'], g.out)};")
     terms = [f"{wv[i]} * {rows[ks[:-1]]}[{o} * {g.s[-1]} + {ks[-1] * g.d[-1]}]"
              for i, ks in enumerate(itertools.product(*[range(k) for k in g.k]))]
+    if even:
+        ns = "sofie_rt::rows::"
+        vterms = [f"{ns}splat({wv[i]}) * {ns}even8({rows[ks[:-1]]} + {o} * 2 + {ks[-1] * g.d[-1]})"
+                  for i, ks in enumerate(itertools.product(*[range(k) for k in g.k]))]
+        vstart = f"{ns}splat({b0})" if cg == 1 else f"({first} ? {ns}splat({b0}) : {ns}load({yr} + {o}))"
+        lines += ["#ifdef SOFIE_RT_ROWS_VEC",
+                  f"for (std::int64_t {o} = 0; {o} < {g.out[-1]}; {o} += 8)",
+                  f"   {ns}store({yr} + {o}, {vstart} + ({' + '.join(vterms)}));",
+                  "#else"]
     lines.append(f"for (std::int64_t {o} = 0; {o} < {g.out[-1]}; ++{o})")
     start = b0 if cg == 1 else f"({first} ? {b0} : {yr}[{o}])"
     lines.append(f"   {yr}[{o}] = {start} + ({' + '.join(terms)});")
+    if even:
+        lines.append("#endif")
     lines.append("}" * (n - 1))
     lines.append("}")  # input channels
     if act is not None:
