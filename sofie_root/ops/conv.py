@@ -8,7 +8,9 @@ see ``SpecializingModel``). Conv lowers to im2col + GEMM per
 (image, group), with the im2col matrix in a workspace buffer (skipped for 1x1 convolutions
 without stride or padding) built by row copies from a zero-padded copy of the input; depthwise
 and other convolutions of at most 9 terms per output (3x3 over one input channel) are computed
-directly instead (``_direct_conv``). ConvTranspose is GEMM + col2im. Pools loop over the output and
+directly instead (``_direct_conv``); float 1x1 convolutions whose channels and positions fill
+4 x 16 tiles run a register-blocked product with bias and activation before one store
+(``_pointwise_tiled``) instead of sgemm. ConvTranspose is GEMM + col2im. Pools loop over the output and
 over the part of each window that lies inside the input, so padding never needs a buffer.
 """
 
