@@ -991,6 +991,40 @@ SOFIE_RT_VM_INLINE f8 exp8(f8 x)
    return x != x ? x : y;
 }
 
+// p[0], p[2], ..., p[14] (a stride-2 row of a convolution); reads p[15] too.
+SOFIE_RT_VM_INLINE f8 even8(const float *p)
+{
+#if defined(__clang__) || __GNUC__ >= 12
+   return __builtin_shufflevector(load(p), load(p + 8), 0, 2, 4, 6, 8, 10, 12, 14);
+#else
+   f8 v;
+   for (int l = 0; l < 8; ++l)
+      v[l] = p[2 * l];
+   return v;
+#endif
+}
+
+// vm::tanh on 8 lanes: the same clamp and rational, step for step (the register-blocked 1x1
+// convolution applies it to its accumulators before the single store).
+SOFIE_RT_VM_INLINE f8 tanh8(f8 x)
+{
+   const f8 lo = splat(-9.0f), hi = splat(9.0f);
+   const f8 c = x < lo ? lo : (x > hi ? hi : x);
+   const f8 z = c * c;
+   f8 p = splat(-2.76076847742355e-16f);
+   p = p * z + 2.00018790482477e-13f;
+   p = p * z - 8.60467152213735e-11f;
+   p = p * z + 5.12229709037114e-08f;
+   p = p * z + 1.48572235717979e-05f;
+   p = p * z + 6.37261928875436e-04f;
+   p = p * z + 4.89352455891786e-03f;
+   f8 q = splat(1.19825839466702e-06f);
+   q = q * z + 1.18534705686654e-04f;
+   q = q * z + 2.26843463243900e-03f;
+   q = q * z + 4.89352518554385e-03f;
+   return c * (p / q);
+}
+
 // e^x for x <= 0 or NaN (softmax after subtracting the maximum): vm::exp's reduction and
 // polynomial, with 2^n applied by adding n to the exponent bits (one integer add instead of two
 // multiplications by built powers of two), exact while the result is normal: for x < -86.5 (e^x

@@ -124,8 +124,11 @@ class _FusedProduct(Operator):
         if self.base in ("Conv", "Gemm"):
             # with the bias, per image (Conv) or per block of rows (Gemm), right after its GEMM: at
             # batch 256 a second pass over the whole output would read it back from L3 or memory
+            kw = {}
+            if self.base == "Conv" and act == "Tanh" and dt.cpp == "float":
+                kw["act_vec"] = lambda y: f"sofie_rt::rows::tanh8({y})"
             return base.emit(self._base_view(v), e,  # type: ignore[union-attr]
-                             act=lambda y: _activation_expr(act, attrs, y, dt, v.label))
+                             act=lambda y: _activation_expr(act, attrs, y, dt, v.label), **kw)
         code = base.emit(self._base_view(v), e)  # type: ignore[union-attr]
         return f"{code}\n{loop(e.out(), e.size_out())}"
 

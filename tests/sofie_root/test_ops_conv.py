@@ -67,6 +67,9 @@ CONV_CASES = {
     "valid": ((1, 2, 8, 7), (3, 2, 3, 3), True, {"auto_pad": "VALID", "strides": [2, 3]}),
     "pointwise": ((2, 5, 4, 3), (7, 5, 1, 1), True, {}),
     "pointwise_stride": ((2, 5, 5, 4), (7, 5, 1, 1), False, {"strides": [2, 2]}),
+    # the register-blocked 1x1 kernel (ops/conv.py _pointwise_tiled: 4 channels x 16 positions)
+    "pointwise_tiled": ((2, 5, 4, 8), (12, 5, 1, 1), True, {}),
+    "pointwise_tiled_group": ((2, 6, 4, 4), (8, 3, 1, 1), False, {"group": 2}),
     "conv1d": ((2, 3, 11), (4, 3, 3), True, {"pads": [2, 1], "strides": [2], "dilations": [2]}),
     "conv3d": ((1, 2, 5, 6, 4), (3, 2, 3, 2, 3), True, {"pads": [1, 0, 1, 0, 1, 1], "strides": [1, 2, 1]}),
     "big_pad": ((1, 1, 3, 3), (2, 1, 2, 2), True, {"pads": [3, 3, 3, 3]}),
@@ -77,6 +80,11 @@ CONV_CASES = {
                              {"group": 4, "dilations": [2, 2], "strides": [1, 2], "pads": [2, 1, 0, 2]}),
     "direct_depthwise_1d": ((2, 4, 11), (8, 1, 3), False, {"group": 4, "pads": [1, 1]}),
     "direct_3d": ((1, 1, 4, 5, 6), (2, 1, 2, 2, 2), True, {"pads": [1, 0, 1, 0, 1, 1], "strides": [1, 1, 2]}),
+    # stride-2 rows of whole 8-float vectors (rows::even8): depthwise, input channels summed, dilated
+    "direct_s2_vec_depthwise": ((2, 4, 9, 16), (4, 1, 3, 3), True, {"group": 4, "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "direct_s2_vec_channels": ((2, 3, 5, 32), (4, 3, 1, 3), True, {"strides": [1, 2], "pads": [0, 1, 0, 1]}),
+    "direct_s2_vec_dilated": ((1, 2, 6, 16), (2, 1, 3, 3), False,
+                              {"group": 2, "dilations": [1, 2], "strides": [1, 2], "pads": [1, 2, 1, 2]}),
 }
 
 
