@@ -33,6 +33,13 @@ if TYPE_CHECKING:
 FLOATS = ("float32", "float64")
 
 
+def attention_scratch(sq, total, d):
+    """Elements of ``AttentionArgs::scores`` that ``sofie_rt::attention`` needs (one batch and head
+    at a time): the [Sq, St] scores, then Q and K scaled by sqrt(scale). Every node that calls the
+    kernel sizes its workspace here, so the two cannot drift apart."""
+    return sq * total + (sq + total) * d
+
+
 @register
 class Attention(Operator):
     """ONNX Attention: Y = softmax(Q K^T * scale + bias) V, with every masking option."""
@@ -90,7 +97,7 @@ class Attention(Operator):
         b, _, hkv, sq, skv, past, d, dv = self._dims(v)
         dt = v.input(0).dtype
         total = past + skv
-        ws = [(dt, sq * total + (sq + total) * d)]  # one (batch, head): scores, scaled Q and K
+        ws = [(dt, attention_scratch(sq, total, d))]
         if not self._has_out(v, 1):
             ws.append((dt, b * hkv * total * d))
         if not self._has_out(v, 2):
@@ -311,7 +318,8 @@ class FlexAttention(Operator):
         return [OutInfo(v.input(0).dtype, (b, hq, sq, dv))]
 
     def workspace(self, v: NodeView):
-        return [(v.input(0).dtype, self._dims(v)[4])]
+        _, _, _, sq, skv, d, _ = self._dims(v)
+        return [(v.input(0).dtype, attention_scratch(sq, skv, d))]
 
     def emit(self, v: NodeView, e) -> str:
         b, hq, hkv, sq, skv, d, dv = self._dims(v)
