@@ -52,7 +52,10 @@ def _cases():
             continue  # sequences and optionals: outside the tensor-only scope
         marks = []
         if c.name in excluded:
-            marks.append(pytest.mark.xfail(reason=excluded[c.name], strict=True))
+            # an unseeded random case (test_bernoulli: 10 draws) matches numpy's draws by chance now
+            # and then; strict would turn that into a failure
+            strict = not excluded[c.name].startswith("random values")
+            marks.append(pytest.mark.xfail(reason=excluded[c.name], strict=strict))
         params.append(pytest.param(c, id=c.name, marks=marks))
     return params
 
