@@ -701,20 +701,7 @@ template <class T> inline T softplus(T x) { return vm::softplus(x); }
 // (the clamps keep it).
 inline float gate_tanh(float x)
 {
-   const float c = x < -9.f ? -9.f : (x > 9.f ? 9.f : x);
-   const float x2 = c * c;
-   float p = -2.76076847742355e-16f;
-   p = p * x2 + 2.00018790482477e-13f;
-   p = p * x2 - 8.60467152213735e-11f;
-   p = p * x2 + 5.12229709037114e-08f;
-   p = p * x2 + 1.48572235717979e-05f;
-   p = p * x2 + 6.37261928875436e-04f;
-   p = p * x2 + 4.89352455891786e-03f;
-   float q = 1.19825839466702e-06f;
-   q = q * x2 + 1.18534705686654e-04f;
-   q = q * x2 + 2.26843463243900e-03f;
-   q = q * x2 + 4.89352518554385e-03f;
-   return c * p / q;
+   return vm::tanh(x); // the same MLAS rational, clamped at +-9
 }
 inline double gate_tanh(double x) { return std::tanh(x); }
 inline float gate_sigmoid(float x)
