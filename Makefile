@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast lint conformance bench bench-ops gpu-check gpu-compile-times clean docs docs-gallery
+.PHONY: demo test test-fast lint conformance bench bench-ops bench-readme gpu-check gpu-compile-times clean docs docs-gallery
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ bench: $(STAMP)
 BENCH_OPS_ARGS ?=
 bench-ops: $(STAMP)
 	$(BIN)/python benchmarks/ops.py $(BENCH_OPS_ARGS)
+
+# make bench-readme: the README's speed summary from the last bench and bench-ops JSON
+bench-readme: $(STAMP)
+	$(BIN)/python benchmarks/readme.py
 
 # on a machine with a GPU: build, run the GPU tests on the device, benchmark against PyTorch and
 # ONNX Runtime (benchmarks/results/gpu-check.md); stops at once, saying why, without a GPU

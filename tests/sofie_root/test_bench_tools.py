@@ -134,3 +134,27 @@ def test_peak_kernels_read_every_element(compiler: str) -> None:
         np.testing.assert_allclose(total, 3 * x.astype(np.float64).sum(), rtol=1e-5)
     figures = peak.fma_peak(compiler, reps=1, seconds=0.01)
     assert figures["peak"] == max(v for k, v in figures.items() if k != "peak") > 0
+
+
+def test_readme_speed_summary_from_json(tmp_path) -> None:
+    # the README's block is rebuilt from the runs' JSON: ratios, counts and the slowest models come
+    # from the data given, and only the text between the markers changes
+    from benchmarks import readme
+
+    ops = {"meta": {"date": "2026-01-02T03:04:05+00:00", "onnxruntime": "9.9", "load_start": 0.5, "load_end": 1.5},
+           "summary": {"timed": 3, "geomean_net": 2.0, "below_1": 1,
+                       "slowest": [[0.5, "Tanh (b1)"], [2.0, "Relu (b256)"], [4.0, "Exp (b1)"]]}}
+    corpus = {"machine": {"date": "2026-01-02T03:04:05+00:00", "onnxruntime": "9.9", "cpu": "cpu",
+                          "loadavg_start": [0.25]},
+              "models": [{"model": "a", "ort_run_over_infer_b1": 2.0, "ort_run_over_infer_b256": 0.5},
+                         {"model": "b", "ort_run_over_infer_b1": 8.0, "ort_run_over_infer_b256": 2.0}]}
+    block = readme.render(ops, corpus)
+    assert "batch 1** (`make bench`, 2 HEP networks, ORT run / `infer`): geometric mean **4.00**, 0 of 2 slower" in block
+    assert "batch 256** (`make bench`, 2 HEP networks, ORT run / `infer`): geometric mean **1.00**, 1 of 2 slower" in block
+    assert "the slowest: a 0.50, b 2.00" in block
+    assert "geometric mean **2.00**, 1 of 3 below 1.0. The slowest 15: Tanh (b1) 0.50, Relu (b256) 2.00" in block
+    text = f"head\n{readme.BEGIN}\nold\n{readme.END}\ntail\n"
+    assert readme.replace_block(text, block) == f"head\n{block}\ntail\n"
+    with pytest.raises(SystemExit, match="markers"):
+        readme.replace_block("no markers", block)
+    assert readme.BEGIN in readme.README.read_text() and readme.END in readme.README.read_text()
