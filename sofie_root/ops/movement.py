@@ -1614,23 +1614,28 @@ class ReverseSequence(Operator):
         return [OutInfo(x.dtype, x.shape)]
 
     def emit(self, v: NodeView, e) -> str:
+        # one block copy per (axis 0, axis 1) position: the elements past the two axes are
+        # contiguous, and only which time step they come from depends on the batch entry
         x = v.input(0)
         b, t = self._axes(v)
-        st = strides(x.shape)
         lens = e.inp(1)
+        d0, d1 = _cx(e, x.shape[0]), _cx(e, x.shape[1])
         nb, nt = _cx(e, x.shape[b]), _cx(e, x.shape[t])
-        k = e.tmp("k")
-        lines = [f"for ({I64} {k} = 0; {k} < {nb}; ++{k}) if ({lens}[{k}] < 0 || {lens}[{k}] > {nt}) "
-                 f"{e.fail('sequence_lens has a value outside [0, the time axis length]')}"]
-
-        def body(idx: list[str]) -> str:
-            src = list(idx)
-            src[t] = f"({idx[t]} < {lens}[{idx[b]}] ? {lens}[{idx[b]}] - 1 - {idx[t]} : {idx[t]})"
-            dst_flat = _sum([_term(e, i, s) for i, s in zip(idx, st)])
-            src_flat = _sum([_term(e, i, s) for i, s in zip(src, st)])
-            return f"{e.out()}[{dst_flat}] = {e.inp(0)}[{src_flat}];"
-
-        return "\n".join(lines) + "\n" + _loops_idx(e, x.shape, body)
+        inner = _cx(e, numel(x.shape[2:]))
+        k, i, j, n, src = e.tmp("k"), e.tmp("i"), e.tmp("j"), e.tmp("n"), e.tmp("src")
+        bi, ti = (i, j) if b == 0 else (j, i)
+        s0, s1 = (src, j) if t == 0 else (i, src)
+        return "\n".join([
+            f"for ({I64} {k} = 0; {k} < {nb}; ++{k}) if ({lens}[{k}] < 0 || {lens}[{k}] > {nt}) "
+            f"{e.fail('sequence_lens has a value outside [0, the time axis length]')}",
+            f"for ({I64} {i} = 0; {i} < {d0}; ++{i})",
+            f"   for ({I64} {j} = 0; {j} < {d1}; ++{j}) {{",
+            f"      const {I64} {n} = {I64}({lens}[{bi}]);",
+            f"      const {I64} {src} = {ti} < {n} ? {n} - 1 - {ti} : {ti};",
+            f"      std::memcpy({e.out()} + ({i} * {d1} + {j}) * {inner}, {e.inp(0)} + ({s0} * {d1} + {s1}) * {inner}, "
+            f"std::size_t({inner}) * sizeof({x.dtype.cpp}));",
+            "   }",
+        ])
 
 
 @register
