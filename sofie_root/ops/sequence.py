@@ -57,6 +57,13 @@ def _memcpy(e, dst: str, src: str, count: DimLike, dtype: DType) -> str:
     return f"std::memcpy({dst}, {src}, std::size_t({e.dim(count)}) * sizeof({dtype.cpp}));"
 
 
+def _view_copy(e, v: NodeView) -> str:
+    """The copy of a ``view_of_input`` operator: nothing when the output took over the input's
+    buffer (emitter.inplace_aliases)."""
+    return (f"if (static_cast<const void *>({e.out()}) != static_cast<const void *>({e.inp(0)})) "
+            + _memcpy(e, e.out(), e.inp(0), v.input(0).size, v.input(0).dtype))
+
+
 def _at(ptr: str, e, offset: DimLike) -> str:
     return ptr if isinstance(offset, int) and offset == 0 else f"{ptr} + {e.dim(offset)}"
 
@@ -485,6 +492,8 @@ class Optional(Operator):
 
     op_type = "Optional"
     sequence_inputs = (0,)
+    #: holds the input's bytes: takes over its buffer when nothing reads the input afterwards
+    view_of_input = True
 
     def check(self, v: NodeView) -> str | None:
         if v.has_input(0):
@@ -506,7 +515,7 @@ class Optional(Operator):
     def emit(self, v: NodeView, e) -> str:
         if not v.has_input(0):
             return f"(void){e.out()};  // an empty optional: nothing stored"
-        return _memcpy(e, e.out(), e.inp(0), v.input(0).size, v.input(0).dtype)
+        return _view_copy(e, v)
 
 
 def _has_element(v: NodeView) -> bool:
@@ -537,6 +546,7 @@ class OptionalGetElement(Operator):
 
     op_type = "OptionalGetElement"
     sequence_inputs = (0,)
+    view_of_input = True  # the optional's bytes: its buffer when nothing reads the optional afterwards
 
     def check(self, v: NodeView) -> str | None:
         if not _has_element(v):
@@ -548,7 +558,7 @@ class OptionalGetElement(Operator):
         return [OutInfo(x.dtype, x.shape, elements=x.elements)]
 
     def emit(self, v: NodeView, e) -> str:
-        return _memcpy(e, e.out(), e.inp(0), v.input(0).size, v.input(0).dtype)
+        return _view_copy(e, v)
 
 
 @register
