@@ -78,8 +78,34 @@ def test_construct_empty_insert_erase():
                        [value_info("y", F, None), value_info("z", F, None)],
                        {"one": np.array(1, dtype=I64), "zero": np.array(0, dtype=I64)}, opset=17)
     m = sofie_root.compile(model)
+    # the resolve_sequences pass reads the tensors themselves: Concats, no sequence left
+    assert {n.op_type for n in m.graph.nodes} == {"Concat"}
+    plain = sofie_root.compile(model, passes=[])  # the sequence operators themselves
+    assert "SequenceInsert" in {n.op_type for n in plain.graph.nodes}
     for k in (1, 3):
-        assert_matches_ort(model, _rand(2, 3, seed=1), _rand(1, 3, seed=2), _rand(k, 3, seed=k), compiled=m)
+        for compiled in (m, plain):
+            assert_matches_ort(model, _rand(2, 3, seed=1), _rand(1, 3, seed=2), _rand(k, 3, seed=k), compiled=compiled)
+
+
+def test_known_elements_at_negative_positions_and_sequence_at():
+    """resolve_sequences with negative Insert/Erase positions and SequenceAt of a constructed
+    sequence, against onnxruntime; a sequence of split pieces keeps its sequence operators."""
+    nodes = [helper.make_node("SequenceConstruct", ["a", "b", "c"], ["s1"]),
+             helper.make_node("SequenceInsert", ["s1", "b", "minus1"], ["s2"]),  # before the last
+             helper.make_node("SequenceErase", ["s2", "minus3"], ["s3"]),
+             helper.make_node("SequenceAt", ["s3", "minus2"], ["at"]),
+             helper.make_node("ConcatFromSequence", ["s3"], ["y"], axis=-1),
+             helper.make_node("SplitToSequence", ["a"], ["p"], axis=1, keepdims=1),
+             helper.make_node("ConcatFromSequence", ["p"], ["z"], axis=0)]
+    model = make_model(nodes, [value_info(n, F, ("N", 3)) for n in "abc"],
+                       [value_info("at", F, None), value_info("y", F, None), value_info("z", F, None)],
+                       {"minus1": np.array(-1, dtype=I64), "minus2": np.array(-2, dtype=I64),
+                        "minus3": np.array(-3, dtype=I64)}, opset=17)
+    m = sofie_root.compile(model)
+    ops = [n.op_type for n in m.graph.nodes]
+    assert "Identity" in ops and "Concat" in ops and "SequenceConstruct" not in ops and "SplitToSequence" in ops
+    for n in (1, 5):
+        assert_matches_ort(model, *(_rand(n, 3, seed=k) for k in range(3)), compiled=m)
 
 
 def test_sequence_at_run_time_position():
