@@ -6,7 +6,8 @@ for a Python list that is concatenated or indexed: ``torch.cat([a, b, c])``). Ea
 operators copies the whole packed sequence (``ops/sequence.py``); a ConcatFromSequence
 (``new_axis=0``) of such a sequence becomes a Concat of the tensors, a SequenceAt at a
 compile-time position an Identity of the tensor, and the sequence operators nothing reads any
-more are removed by the dead-code pass that follows.
+more are removed by the dead-code pass that follows. Likewise OptionalGetElement of
+``Optional(x)``: its readers read ``x`` (the two copies go).
 """
 
 from __future__ import annotations
@@ -63,4 +64,32 @@ def resolve_sequences(graph: Graph) -> Graph:
                 new = replace(node, op_type="Identity", inputs=[items[pos]], attrs={})
         changed = changed or new is not node
         nodes.append(new)
-    return graph.replace(nodes=nodes) if changed else graph
+    graph = graph.replace(nodes=nodes) if changed else graph
+    return _read_optional_values(graph)
+
+
+def _read_optional_values(graph: Graph) -> Graph:
+    """Readers of OptionalGetElement(Optional(x)) read x; an Identity where the value is a graph
+    output or read inside a sub-graph."""
+    from ..ir.graph import subgraph_reads
+
+    prod = graph.producers()
+    rename: dict[str, str] = {}
+    nodes, changed = [], False
+    for node in graph.nodes:
+        src = prod.get(node.inputs[0]) if node.op_type == "OptionalGetElement" and node.inputs else None
+        if (src is not None and src.op_type == "Optional" and src.inputs and src.inputs[0]
+                and not node.domain and not src.domain):
+            x, g = rename.get(src.inputs[0], src.inputs[0]), node.outputs[0]
+            if g in graph.outputs or any(g in subgraph_reads(n) for n in graph.nodes):
+                nodes.append(replace(node, op_type="Identity", inputs=[x], attrs={}))
+            else:
+                rename[g] = x
+            changed = True
+            continue
+        if rename and any(i in rename for i in node.inputs):
+            node = replace(node, inputs=[rename.get(i, i) for i in node.inputs])
+        nodes.append(node)
+    if not changed:
+        return graph
+    return graph.replace(nodes=nodes, tensors={k: v for k, v in graph.tensors.items() if k not in rename})

@@ -209,8 +209,23 @@ def test_optionals():
     model = make_model(nodes, [value_info("x", F, (2, 3))],
                        [value_info("h1", bool, None), value_info("h2", bool, None), value_info("y", F, None)],
                        opset=18)
-    got = assert_matches_ort(model, _rand(2, 3))
-    assert bool(got[0]) and not bool(got[1])
+    m = sofie_root.compile(model)
+    # resolve_sequences: the Add reads x itself, no Optional copies left (both paths checked)
+    assert [n.op_type for n in m.graph.nodes] == ["Add"]
+    for compiled in (m, sofie_root.compile(model, passes=[])):
+        got = assert_matches_ort(model, _rand(2, 3), compiled=compiled)
+        assert bool(got[0]) and not bool(got[1])
+
+
+def test_optional_value_as_graph_output():
+    """OptionalGetElement(Optional(x)) that is itself a graph output becomes an Identity."""
+    nodes = [helper.make_node("Optional", ["x"], ["o"]), helper.make_node("OptionalGetElement", ["o"], ["g"]),
+             helper.make_node("Neg", ["g"], ["y"])]
+    model = make_model(nodes, [value_info("x", F, ("N", 3))], [value_info("g", F, None), value_info("y", F, None)],
+                       opset=18)
+    m = sofie_root.compile(model)
+    assert sorted(n.op_type for n in m.graph.nodes) == ["Identity", "Neg"]
+    assert_matches_ort(model, _rand(4, 3), compiled=m)
 
 
 def test_element_of_an_empty_optional_is_refused():
@@ -231,10 +246,14 @@ def test_sequences_and_optionals_round_trip_through_root(tmp_path):
              helper.make_node("ConcatFromSequence", ["seq"], ["cat"], axis=1)]
     model = make_model(nodes, [value_info("x", F, ("N", 6))], [value_info("ga", F, None), value_info("cat", F, None)],
                        {"split": np.array([2, 3, 1], dtype=I64), "one": np.array(1, dtype=I64)}, opset=18)
-    m = sofie_root.compile(model)
+    # without resolve_sequences, which would read `a` for `ga` and leave no optional to store
+    from sofie_root.passes import DEFAULT
+
+    passes = [p for p in DEFAULT if p != "resolve_sequences"]
+    m = sofie_root.compile(model, passes=passes)
     path = str(tmp_path / "seq.root")
     m.save(path)
-    loaded = sofie_root.load(path)
+    loaded = sofie_root.load(path, passes=passes)
     assert loaded.graph.info("seq").elements == m.graph.info("seq").elements
     assert loaded.graph.info("oa").optional is True
     x = _rand(3, 6)
