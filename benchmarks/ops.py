@@ -475,6 +475,15 @@ def _more_cases() -> list[Case]:
                            _n("SequenceErase", ["s2", "p0"], ["s3"]), _n("SequenceLength", ["s3"], ["n"]),
                            _n("ConcatFromSequence", ["s3"], ["y"], axis=1)],
                     outputs=[("y", F), ("n", np.int64)]))
+    # (the resolve_sequences pass turns the sequences of these graphs into Split/Concat/Transpose/
+    # Identity nodes: only the SequenceMap case below runs sequence kernels)
+    out.append(Case("SplitToSequence 3 pieces, Insert, Erase, Length -> Concat [N,192]", "SequenceErase",
+                    [("x", ("N", 192), "normal"), ("x2", ("N", 64), "normal")],
+                    inits={"sp": np.array([64, 64, 64], i64), "p0": np.array(0, i64), "m1": np.array(-1, i64)},
+                    nodes=[_n("SplitToSequence", ["x", "sp"], ["s"], axis=1), _n("SequenceInsert", ["s", "x2", "p0"], ["s2"]),
+                           _n("SequenceErase", ["s2", "m1"], ["s3"]), _n("SequenceLength", ["s3"], ["n"]),
+                           _n("ConcatFromSequence", ["s3"], ["y"], axis=1)],
+                    outputs=[("y", F), ("n", np.int64)]))
     out.append(Case("SequenceEmpty, Insert x2 -> Concat [N,128]", "SequenceEmpty",
                     [("x", ACT, "normal"), ("x2", ACT, "normal")],
                     nodes=[_n("SequenceEmpty", [], ["s0"], dtype=FT), _n("SequenceInsert", ["s0", "x"], ["s1"]),

@@ -365,16 +365,19 @@ class ConcatFromSequence(Operator):
         offs = _offsets(s.elements)
         total = e.out_info(0).shape[axis]
         o = e.tmp("o")
-        lines = []
+        # one pass over the output, each outer row filled from every element in turn (a loop
+        # per element would stride over the whole output once per element: stacking along the
+        # last axis wrote single values len(elements) apart)
+        lines = [f"for (std::int64_t {o} = 0; {o} < {e.dim(outer)}; ++{o}) {{"]
         cum: DimLike = 0
         for k, shape in enumerate(s.elements):
             ln = 1 if new else shape[axis]
             piece = ln * inner
-            lines.append(f"for (std::int64_t {o} = 0; {o} < {e.dim(outer)}; ++{o})")
             lines.append(f"   std::memcpy({e.out()} + ({o} * {e.dim(total)} + {e.dim(cum)}) * {e.dim(inner)}, "
                          f"{_at(e.inp(0), e, offs[k])} + {o} * {e.dim(piece)}, "
                          f"std::size_t({e.dim(piece)}) * sizeof({s.dtype.cpp}));")
             cum = cum + ln
+        lines.append("}")
         return "\n".join(lines)
 
 

@@ -48,7 +48,22 @@ def test_split_into_single_slices_and_stack(keepdims, axis, new_axis_axis):
     nodes = [helper.make_node("SplitToSequence", ["x"], ["seq"], axis=axis, keepdims=keepdims),
              helper.make_node("ConcatFromSequence", ["seq"], ["y"], axis=new_axis_axis, new_axis=1)]
     model = make_model(nodes, [value_info("x", F, (3, 2, 4))], [value_info("y", F, None)], opset=17)
-    assert_matches_ort(model, _rand(3, 2, 4))
+    m = sofie_root.compile(model)
+    # resolve_sequences: stacking every squeezed slice (unbind) moves an axis, a Transpose
+    assert ("SplitToSequence" in {n.op_type for n in m.graph.nodes}) == bool(keepdims)
+    for compiled in (m, sofie_root.compile(model, passes=[])):
+        assert_matches_ort(model, _rand(3, 2, 4), compiled=compiled)
+
+
+@pytest.mark.parametrize("axis,stack_axis", [(1, 2), (1, -1), (2, 2), (2, 0), (1, 1), (-1, 1)])
+def test_unbind_and_stack_is_a_transpose(axis, stack_axis):
+    nodes = [helper.make_node("SplitToSequence", ["x"], ["seq"], axis=axis, keepdims=0),
+             helper.make_node("ConcatFromSequence", ["seq"], ["y"], axis=stack_axis, new_axis=1)]
+    model = make_model(nodes, [value_info("x", F, ("N", 5, 4))], [value_info("y", F, None)], opset=17)
+    m = sofie_root.compile(model)
+    assert not {n.op_type for n in m.graph.nodes} & {"SplitToSequence", "ConcatFromSequence"}
+    for n in (1, 3):
+        assert_matches_ort(model, _rand(n, 5, 4), compiled=m)
 
 
 def test_split_in_equal_chunks_with_a_remainder():
@@ -354,3 +369,32 @@ def test_if_returning_sequences_of_different_lengths_is_refused():
                        opset=17)
     with pytest.raises(UnsupportedOperatorError, match="must agree in length"):
         sofie_root.compile(model)
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_split_pieces_become_tensors_unless_the_sequence_is_read(mapped):
+    """resolve_sequences: SplitToSequence with sizes → a Split whose pieces the readers use, only
+    when nothing reads the sequence itself (a SequenceMap does); idempotent either way."""
+    from sofie_root.passes import PASSES
+
+    body = helper.make_graph([helper.make_node("Neg", ["e"], ["r"])], "f", [value_info("e", F, None)],
+                             [value_info("r", F, None)])
+    nodes = [helper.make_node("SplitToSequence", ["x", "sizes"], ["s"], axis=1),
+             helper.make_node("SequenceAt", ["s", "one"], ["a"]),
+             helper.make_node("SequenceInsert", ["s", "a", "zero"], ["s2"]),
+             helper.make_node("ConcatFromSequence", ["s2"], ["y"], axis=1)]
+    outs = [value_info("a", F, None), value_info("y", F, None)]
+    if mapped:
+        nodes += [helper.make_node("SequenceMap", ["s"], ["m"], body=body),
+                  helper.make_node("ConcatFromSequence", ["m"], ["z"], axis=1)]
+        outs.append(value_info("z", F, None))
+    model = make_model(nodes, [value_info("x", F, ("N", 6))], outs,
+                       {"sizes": np.array([2, 2, 2], dtype=I64), "one": np.array(1, dtype=I64),
+                        "zero": np.array(0, dtype=I64)}, opset=17)
+    m = sofie_root.compile(model)
+    ops = {n.op_type for n in m.graph.nodes}
+    assert ("SplitToSequence" in ops) == mapped and ("Split" in ops) != mapped
+    again = PASSES["resolve_sequences"](m.graph)
+    assert str(again) == str(m.graph)
+    for n in (1, 4):
+        assert_matches_ort(model, _rand(n, 6, seed=n), compiled=m)
