@@ -5,7 +5,10 @@ shape of each element (dimensions possibly symbolic) are known at compile time, 
 exporters produce outside loops (a Python list of tensors, ``torch.split``/``unbind``,
 ``torch.cat``/``stack`` of a list). The elements are stored packed one after the other in one
 buffer, so the arena plans a sequence like any tensor and nothing is allocated at run time;
-every operator below is a few ``memcpy`` at offsets known when the code is generated.
+every operator below is a few ``memcpy`` at offsets known when the code is generated. Where
+the elements are tensors of the graph (a list built and concatenated, pieces of a split), the
+``resolve_sequences`` pass (``passes/sequences.py``) reads those tensors instead, and these
+operators do not run at all.
 Positions (SequenceAt/Insert/Erase) must be known at compile time, except SequenceAt on a
 sequence whose elements all have one shape, which reads the run-time position (checked).
 Sequences whose length changes at run time (a list appended to inside a Loop) are refused, as
