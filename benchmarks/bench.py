@@ -152,7 +152,10 @@ class CppLoop:
         syms: dict[str, int] = {}
         for info, a in zip(model.graph.input_infos, arrays):
             model._bind(info, a.shape, syms)
-        n_sym = len(model._symbols) + len(getattr(model._generated, "data_symbols", ()))
+        # outputs sized by the data (Unique, Compress, NonMaxSuppression) at their upper bound, as infer does
+        data = getattr(model._generated, "data_symbols", {})
+        syms.update({k: (b.evaluate(syms) if hasattr(b, "evaluate") else int(b)) for k, b in data.items()})
+        n_sym = len(model._symbols) + len(data)
         values = [syms[s] for s in model._symbols]
         sym = (ctypes.c_int64 * max(1, n_sym))(*values)
         outs = [np.empty(tuple(d.evaluate(syms) if hasattr(d, "evaluate") else d for d in i.shape), i.dtype.numpy)

@@ -29,7 +29,7 @@ _FAMILY_TITLES = {
     "shape": "shape", "rnn": "recurrent", "einsum": "einsum", "control": "control flow",
     "sequence": "sequences and optionals",
     "functions": "through its ONNX function body", "random": "random (seeded, not bit-identical to other runtimes)",
-    "training": "training (optimizer updates)", "text": "text features",
+    "training": "training (optimizer updates)", "text": "text features", "rotary": "rotary position embedding",
 }
 
 

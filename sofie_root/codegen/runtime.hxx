@@ -1684,6 +1684,32 @@ template <class T> inline auto topk_key(T x)
    }
 }
 
+// Sorts n 64-bit keys (order key above, index below: (topk_key(x) << 32) | i) by their upper 32
+// bits, stably: least-significant-digit radix sort, four passes of 8 bits, a pass skipped when
+// one bucket holds every key (few distinct values). Keys made in index order come out in
+// (value, index) order, with no comparator re-reading the values (Unique's sort). tmp: n keys.
+inline void radix_sort_high32(std::uint64_t *key, std::uint64_t *tmp, std::int64_t n)
+{
+   std::uint64_t *src = key, *dst = tmp;
+   for (int shift = 32; shift < 64; shift += 8) {
+      std::int64_t count[257] = {0};
+      for (std::int64_t i = 0; i < n; ++i)
+         ++count[((src[i] >> shift) & 0xFF) + 1];
+      bool one = false;
+      for (int b = 1; b <= 256; ++b)
+         one = one || count[b] == n;
+      if (one)
+         continue;
+      for (int b = 1; b <= 256; ++b)
+         count[b] += count[b - 1];
+      for (std::int64_t i = 0; i < n; ++i)
+         dst[count[(src[i] >> shift) & 0xFF]++] = src[i];
+      std::swap(src, dst);
+   }
+   if (src != key)
+      std::memcpy(key, src, std::size_t(n) * sizeof(std::uint64_t));
+}
+
 // The k (<= kTopkSmall) smallest of n order keys `kk`, as (key, index) pairs sorted ascending
 // in `best`: one pass keeping the best k so far in a sorted buffer. An element enters only if
 // its key is below the worst kept one (an equal key has a higher index, so it loses the tie).

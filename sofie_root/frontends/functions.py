@@ -4,7 +4,8 @@ Some operators are specified as functions of other operators (SwiGLU is Swish th
 RotaryEmbedding a few Slices, Muls and Concats); ``onnx.defs`` holds these bodies, some of them
 built for the node's attributes and input types ("context dependent"). The ONNX frontend
 compiles such operators (``ops/functions.py``) through their body, and computes float16/bfloat16
-Attention through it so that each step rounds as the reference does.
+Attention and RotaryEmbedding (float32/float64 have a kernel, ``ops/rotary.py``) through it so
+that each step rounds as the reference does.
 """
 
 from __future__ import annotations

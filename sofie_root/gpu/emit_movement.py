@@ -1,6 +1,7 @@
 """GPU emission of data movement: Reshape/Flatten/Squeeze/Unsqueeze/Identity/Dropout (a device
 copy, nothing when the planner gave input and output one buffer), Transpose, Concat, Slice,
-Expand, Gather, GatherElements, ScatterElements, ScatterND, Range, Shape and Size.
+Expand, Gather, GatherElements, ScatterElements, ScatterND, Range, Shape and Size, and
+RotaryEmbedding (``ops/rotary.py``).
 
 Parameters (perm, slice bounds, axes, target shapes) come from the operators in
 ``sofie_root/ops/movement.py`` and ``shape.py``; each kernel is one work item per output element.
@@ -241,10 +242,58 @@ class ShapeValue:
         return e.kernel("1", f"(void)i;\n{body}")
 
 
+class RotaryEmbedding:
+    """One work item per output element: its head row's cos/sin entry (by position id or by the
+    caches' own [batch, sequence] rows) and its rotation partner (the other half, or the other
+    element of its interleaved pair); past the rotary dimension a copy."""
+
+    def check(self, v: NodeView) -> str | None:
+        return lookup("", "RotaryEmbedding").check(v)  # type: ignore[union-attr]
+
+    def emit(self, v: NodeView, e) -> str:
+        nb, ns, nh, d, rd, four = lookup("", "RotaryEmbedding").geometry(v)  # type: ignore[union-attr]
+        T = v.input(0).dtype.cpp
+        S, H = e.dim(ns), e.dim(nh)
+        half = rd // 2
+        if four:  # [batch, heads, sequence, head]
+            coords = f"const std::int64_t s_ = (i / {d}) % {S}, b_ = i / ({d} * {S} * {H});"
+        else:  # [batch, sequence, heads x head]
+            coords = f"const std::int64_t s_ = (i / ({d} * {H})) % {S}, b_ = i / ({d} * {H} * {S});"
+        lines = []
+        if v.has_input(3):
+            row = index_code(e, "r_", f"{e.inp(3)}[b_ * {S} + s_]", v.input(1).shape[0],
+                             "a position id is outside the cos/sin caches")
+        else:
+            cs = v.input(1).shape
+            lines.append(f"if ({e.dim(cs[0])} != {e.dim(nb)} || {e.dim(cs[1])} != {S}) "
+                         + e.fail("without position_ids the caches must be [batch, sequence, rotary dim / 2]"))
+            row = "const std::int64_t r_ = b_ * " + S + " + s_;"
+        if int(v.attr("interleaved", 0) or 0):
+            pair = (f"const std::int64_t k_ = d_ / 2, p_ = i - (d_ & 1);\n"
+                    f"const {T} x1_ = X[p_], x2_ = X[p_ + 1];\n"
+                    f"const bool second_ = (d_ & 1) != 0;")
+        else:
+            pair = (f"const bool second_ = d_ >= {half};\n"
+                    f"const std::int64_t k_ = second_ ? d_ - {half} : d_, p_ = i - d_ + k_;\n"
+                    f"const {T} x1_ = X[p_], x2_ = X[p_ + {half}];")
+        body = "\n".join([
+            f"const std::int64_t d_ = i % {d};",
+            f"const {T} *X = {e.inp(0)};",
+            f"if (d_ >= {rd}) {{ {e.out()}[i] = X[i]; continue; }}",
+            coords,
+            row,
+            pair,
+            f"const {T} c_ = {e.inp(1)}[r_ * {half} + k_], n_ = {e.inp(2)}[r_ * {half} + k_];",
+            f"{e.out()}[i] = second_ ? n_ * x1_ + c_ * x2_ : c_ * x1_ - n_ * x2_;",
+        ])
+        lines.append(e.kernel(e.size_out(0), body))
+        return "\n".join(lines)
+
+
 def emitters() -> dict:
     out = {("", n): Copy() for n in ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")}
     out.update({("", "Transpose"): Transpose(), ("", "Concat"): Concat(), ("", "Slice"): Slice(),
                 ("", "Expand"): Expand(), ("", "Gather"): Gather(), ("", "GatherElements"): GatherElements(), ("", "GatherND"): GatherND(),
                 ("", "ScatterElements"): ScatterElements(), ("", "ScatterND"): ScatterND(), ("", "Range"): Range(),
-                ("", "Shape"): ShapeValue(), ("", "Size"): ShapeValue()})
+                ("", "Shape"): ShapeValue(), ("", "Size"): ShapeValue(), ("", "RotaryEmbedding"): RotaryEmbedding()})
     return out

@@ -20,6 +20,7 @@ from . import (  # noqa: F401  (imported for registration)
     random,
     reduce,
     rnn,
+    rotary,
     sequence,
     shape,
     signal,

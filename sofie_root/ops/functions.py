@@ -28,14 +28,6 @@ class SwiGLU(_FunctionOp):
 
 
 @register
-class RotaryEmbedding(_FunctionOp):
-    """ONNX RotaryEmbedding (opset 23): rotary position embeddings, 3-D or 4-D input, interleaved
-    or half-split rotation, partial rotary_embedding_dim, optional position_ids."""
-
-    op_type = "RotaryEmbedding"
-
-
-@register
 class CausalConvWithState(_FunctionOp):
     """ONNX CausalConvWithState (opset 27): causal depthwise 1-D convolution carrying its state."""
 

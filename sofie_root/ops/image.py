@@ -1222,13 +1222,14 @@ class NonMaxSuppression(Operator):
 
     def workspace(self, v: NodeView):
         n = self._dims(v)[2]
-        return [(INT64, n), (INT64, n)]
+        wide = v.input(0).dtype.itemsize // 4  # candidate keys: 8 bytes (float32 scores) or 16
+        return [(INT64, n * wide), (INT64, n), (FLOAT64, n * 5)]
 
     def emit(self, v: NodeView, e) -> str:
         nb, nc, nn = (e.dim(d) for d in self._dims(v))
         T = v.input(0).dtype.cpp
         bx, sc = e.inp(0), e.inp(1)
-        cand, sel = e.ws(0), e.ws(1)
+        cand, sel, box = e.ws(0), e.ws(1), e.ws(2)
 
         def scalar(k: int, default: str) -> str:
             if not v.has_input(k):
@@ -1236,7 +1237,7 @@ class NonMaxSuppression(Operator):
             return f"({e.size_in(k)} > 0 ? {e.inp(k)}[0] : {default})"
 
         has_st = f"({e.size_in(4)} > 0)" if v.has_input(4) else "false"
-        b, c, i, j, k, q = (e.tmp(s) for s in ("b", "c", "i", "j", "k", "q"))
+        b, c, i, j, q = (e.tmp(s) for s in ("b", "c", "i", "j", "q"))
         total, ncand, nsel, keep = e.tmp("total"), e.tmp("ncand"), e.tmp("nsel"), e.tmp("keep")
         corners = int(v.attr("center_point_box", 0)) == 0
         if corners:
@@ -1251,43 +1252,71 @@ class NonMaxSuppression(Operator):
             f"const bool has_st = {has_st};",
             f"const double st = {f'has_st ? double({e.inp(4)}[0]) : 0.0' if v.has_input(4) else '0.0'};",
             "(void)st;",
-            # box extent as (x0, y0, x1, y1)
-            f"auto ext = [&](std::int64_t bb, std::int64_t ii, double *r) {{ const {T} *p = {bx} + (bb * {nn} + ii) * 4; "
-            f"{extent} r[0] = x0; r[1] = y0; r[2] = x1; r[3] = y1; }};",
-            "auto suppress = [&](std::int64_t bb, std::int64_t i1, std::int64_t i2) {",
-            "   double a[4], z[4]; ext(bb, i1, a); ext(bb, i2, z);",
+            # one integer key per box, (descending score order, NaN last) above (index), all ones
+            # for a box under the score threshold: the smallest key is the next box in ONNX
+            # order. The first 32 are found by branch-free scans (what a kept-10 selection needs,
+            # no mispredicted comparisons), then a min-heap of the rest (many boxes visited):
+            # neither sorts every candidate through a NaN-aware comparator
+            f"using B = decltype(sofie_rt::topk_key({T}()));",
+            "using K = typename std::conditional<sizeof(B) == 4, std::uint64_t, unsigned __int128>::type;",
+            "constexpr int shift = int(sizeof(B)) * 8;",
+            f"K *keys = reinterpret_cast<K *>({cand});",
+            f"if (sizeof(B) == 4 && {nn} >= 0xFFFFFFFFll) {e.fail('more than 2^32 - 2 boxes')}",
+            # box extents (x0, y0, x1, y1) and areas, once per batch entry
+            f"double *ex = {box};",
+            "auto suppress = [&](std::int64_t i1, std::int64_t i2) {",
+            "   const double *a = ex + i1 * 5, *z = ex + i2 * 5;",
             "   const double ix0 = std::max(a[0], z[0]), ix1 = std::min(a[2], z[2]);",
             "   if (!(ix1 > ix0)) return false;",
             "   const double iy0 = std::max(a[1], z[1]), iy1 = std::min(a[3], z[3]);",
             "   if (!(iy1 > iy0)) return false;",
             "   const double inter = (ix1 - ix0) * (iy1 - iy0);",
-            "   const double a1 = (a[2] - a[0]) * (a[3] - a[1]), a2 = (z[2] - z[0]) * (z[3] - z[1]);",
+            "   const double a1 = a[4], a2 = z[4];",
             "   const double uni = a1 + a2 - inter;",
             "   if (!(inter > 0) || !(a1 > 0) || !(a2 > 0) || !(uni > 0)) return false;",
             "   return inter / uni > iou_t;",
             "};",
             f"std::int64_t {total} = 0;",
-            f"for (std::int64_t {b} = 0; {b} < {nb}; ++{b})",
+            f"for (std::int64_t {b} = 0; {b} < {nb}; ++{b}) {{",
+            f"for (std::int64_t {i} = 0; {i} < {nn}; ++{i}) {{",
+            f"   const {T} *p = {bx} + ({b} * {nn} + {i}) * 4;",
+            f"   {extent}",
+            f"   double *r = ex + {i} * 5;",
+            "   r[0] = x0; r[1] = y0; r[2] = x1; r[3] = y1; r[4] = (x1 - x0) * (y1 - y0);",
+            "}",
             f"for (std::int64_t {c} = 0; {c} < {nc}; ++{c}) {{",
             f"   const {T} *s = {sc} + ({b} * {nc} + {c}) * {nn};",
-            f"   std::int64_t {ncand} = 0;",
-            f"   for (std::int64_t {i} = 0; {i} < {nn}; ++{i}) if (!has_st || double(s[{i}]) > st) {cand}[{ncand}++] = {i};",
-            # decreasing score, ties by index; NaN scores last
-            f"   std::sort({cand}, {cand} + {ncand}, [&](std::int64_t x, std::int64_t y) {{",
-            "      const bool nx = std::isnan(s[x]), ny = std::isnan(s[y]);",
-            "      if (nx != ny) return ny;",
-            "      if (!nx && s[x] != s[y]) return s[x] > s[y];",
-            "      return x < y; });",
-            f"   std::int64_t {nsel} = 0;",
-            f"   for (std::int64_t {k} = 0; {k} < {ncand} && {nsel} < maxo; ++{k}) {{",
-            f"      const std::int64_t {q} = {cand}[{k}];",
+            f"   for (std::int64_t {i} = 0; {i} < {nn}; ++{i}) {{",
+            f"      const B d = s[{i}] != s[{i}] ? B(~B(0)) : B(~sofie_rt::topk_key(s[{i}]));",
+            f"      keys[{i}] = (!has_st || double(s[{i}]) > st) ? (K(d) << shift) | K({i}) : ~K(0);",
+            "   }",
+            f"   std::int64_t {nsel} = 0, {ncand} = 0, pops = 0;",
+            "   bool heap = false;",
+            f"   while ({nsel} < maxo) {{",
+            "      K m = ~K(0);",
+            "      if (!heap) {",
+            f"         for (std::int64_t {i} = 0; {i} < {nn}; ++{i}) m = keys[{i}] < m ? keys[{i}] : m;",
+            "         if (m == ~K(0)) break;",
+            "         keys[std::int64_t(m & ((K(1) << shift) - 1))] = ~K(0);",
+            "         if (++pops == 32) {",
+            f"            for (std::int64_t {i} = 0; {i} < {nn}; ++{i}) if (keys[{i}] != ~K(0)) keys[{ncand}++] = keys[{i}];",
+            f"            std::make_heap(keys, keys + {ncand}, std::greater<K>());",
+            "            heap = true;",
+            "         }",
+            "      } else {",
+            f"         if ({ncand} == 0) break;",
+            f"         std::pop_heap(keys, keys + {ncand}, std::greater<K>());",
+            f"         m = keys[--{ncand}];",
+            "      }",
+            f"      const std::int64_t {q} = std::int64_t(m & ((K(1) << shift) - 1));",
             f"      bool {keep} = true;",
-            f"      for (std::int64_t {j} = 0; {j} < {nsel}; ++{j}) if (suppress({b}, {q}, {sel}[{j}])) {{ {keep} = false; break; }}",
+            f"      for (std::int64_t {j} = 0; {j} < {nsel}; ++{j}) if (suppress({q}, {sel}[{j}])) {{ {keep} = false; break; }}",
             f"      if (!{keep}) continue;",
             f"      {sel}[{nsel}++] = {q};",
             f"      {e.out()}[{total} * 3] = {b}; {e.out()}[{total} * 3 + 1] = {c}; {e.out()}[{total} * 3 + 2] = {q};",
             f"      ++{total};",
             "   }",
+            "}",
             "}",
             f"{e.dim(e.out_info(0).shape[0])} = {total};",
         ]

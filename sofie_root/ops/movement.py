@@ -1614,23 +1614,28 @@ class ReverseSequence(Operator):
         return [OutInfo(x.dtype, x.shape)]
 
     def emit(self, v: NodeView, e) -> str:
+        # one block copy per (axis 0, axis 1) position: the elements past the two axes are
+        # contiguous, and only which time step they come from depends on the batch entry
         x = v.input(0)
         b, t = self._axes(v)
-        st = strides(x.shape)
         lens = e.inp(1)
+        d0, d1 = _cx(e, x.shape[0]), _cx(e, x.shape[1])
         nb, nt = _cx(e, x.shape[b]), _cx(e, x.shape[t])
-        k = e.tmp("k")
-        lines = [f"for ({I64} {k} = 0; {k} < {nb}; ++{k}) if ({lens}[{k}] < 0 || {lens}[{k}] > {nt}) "
-                 f"{e.fail('sequence_lens has a value outside [0, the time axis length]')}"]
-
-        def body(idx: list[str]) -> str:
-            src = list(idx)
-            src[t] = f"({idx[t]} < {lens}[{idx[b]}] ? {lens}[{idx[b]}] - 1 - {idx[t]} : {idx[t]})"
-            dst_flat = _sum([_term(e, i, s) for i, s in zip(idx, st)])
-            src_flat = _sum([_term(e, i, s) for i, s in zip(src, st)])
-            return f"{e.out()}[{dst_flat}] = {e.inp(0)}[{src_flat}];"
-
-        return "\n".join(lines) + "\n" + _loops_idx(e, x.shape, body)
+        inner = _cx(e, numel(x.shape[2:]))
+        k, i, j, n, src = e.tmp("k"), e.tmp("i"), e.tmp("j"), e.tmp("n"), e.tmp("src")
+        bi, ti = (i, j) if b == 0 else (j, i)
+        s0, s1 = (src, j) if t == 0 else (i, src)
+        return "\n".join([
+            f"for ({I64} {k} = 0; {k} < {nb}; ++{k}) if ({lens}[{k}] < 0 || {lens}[{k}] > {nt}) "
+            f"{e.fail('sequence_lens has a value outside [0, the time axis length]')}",
+            f"for ({I64} {i} = 0; {i} < {d0}; ++{i})",
+            f"   for ({I64} {j} = 0; {j} < {d1}; ++{j}) {{",
+            f"      const {I64} {n} = {I64}({lens}[{bi}]);",
+            f"      const {I64} {src} = {ti} < {n} ? {n} - 1 - {ti} : {ti};",
+            f"      std::memcpy({e.out()} + ({i} * {d1} + {j}) * {inner}, {e.inp(0)} + ({s0} * {d1} + {s1}) * {inner}, "
+            f"std::size_t({inner}) * sizeof({x.dtype.cpp}));",
+            "   }",
+        ])
 
 
 @register
@@ -1778,8 +1783,10 @@ class TensorScatter(Operator):
 class Unique(Operator):
     """ONNX Unique: the distinct elements (or slices along ``axis``), sorted or in order of first
     occurrence, with first-occurrence indices, inverse indices and counts. The number of distinct
-    values is a data-dependent size, bounded by the input length for memory planning. Sorting
-    uses an index tie-break (stable without scratch memory); NaNs sort last and count as equal."""
+    values is a data-dependent size, bounded by the input length for memory planning. Elements of
+    at most 32 bits (the flattened input, or a vector) are radix-sorted as (order key, index)
+    integers; slices and 64-bit elements are sorted as indices with an index tie-break. NaNs sort
+    last and count as equal."""
 
     op_type = "Unique"
 
@@ -1822,32 +1829,31 @@ class Unique(Operator):
         X = e.inp(0)
         no, n, ni = _cx(e, outer), _cx(e, length), _cx(e, inner)
         perm, grp, first, order, rank = (e.ws(k) for k in range(5))
-        a, b, o, i, j, g, r, lt, cmp = (e.tmp(s) for s in ("a", "b", "o", "i", "j", "g", "r", "lt", "cmp"))
+        o, i, j, g, r = (e.tmp(s) for s in ("o", "i", "j", "g", "r"))
         ng = e.tmp("ng")
-        if x.dtype.is_float:
-            less = f"auto {lt} = []({T} p, {T} q) {{ return !std::isnan(p) && (std::isnan(q) || p < q); }};"
+        if outer == 1 and inner == 1 and x.dtype.itemsize <= 4:
+            # single elements of at most 32 bits: (order key, index) integers radix-sorted (the
+            # order key puts NaNs last and equal, -0 with +0), groups where the key changes
+            key, prev, kv = e.tmp("key"), e.tmp("prev"), e.tmp("kv")
+            lines = [
+                f"if ({n} > {I64}(0xFFFFFFFFll)) {e.fail('Unique: more than 2^32 elements')}",
+                f"std::uint64_t *{key} = reinterpret_cast<std::uint64_t *>({perm});",
+                f"for ({I64} {i} = 0; {i} < {n}; ++{i}) "
+                f"{key}[{i}] = (std::uint64_t(sofie_rt::topk_key({X}[{i}])) << 32) | std::uint64_t({i});",
+                f"sofie_rt::radix_sort_high32({key}, reinterpret_cast<std::uint64_t *>({grp}), {n});",
+                f"{I64} {ng} = 0;",
+                f"std::uint64_t {prev} = 0;",
+                f"for ({I64} {i} = 0; {i} < {n}; ++{i}) {{",
+                f"   const std::uint64_t {kv} = {key}[{i}];",
+                f"   {perm}[{i}] = {I64}({kv} & 0xFFFFFFFFu);",
+                f"   if ({i} == 0 || ({kv} >> 32) != {prev}) {{ {first}[{ng}] = {perm}[{i}]; ++{ng}; }}",
+                f"   {prev} = {kv} >> 32;",
+                f"   {grp}[{i}] = {ng} - 1;",
+                "}",
+            ]
         else:
-            less = f"auto {lt} = []({T} p, {T} q) {{ return p < q; }};"
-        lines = [
-            less,
-            # three-way comparison of slices a and b (lexicographic over outer, inner)
-            f"auto {cmp} = [&]({I64} {a}, {I64} {b}) -> int {{",
-            f"   for ({I64} {o} = 0; {o} < {no}; ++{o})",
-            f"      for ({I64} {i} = 0; {i} < {ni}; ++{i}) {{",
-            f"         const {T} p = {X}[({o} * {n} + {a}) * {ni} + {i}], q = {X}[({o} * {n} + {b}) * {ni} + {i}];",
-            f"         if ({lt}(p, q)) return -1;",
-            f"         if ({lt}(q, p)) return 1;",
-            "      }",
-            "   return 0;",
-            "};",
-            f"for ({I64} {i} = 0; {i} < {n}; ++{i}) {perm}[{i}] = {i};",
-            f"std::sort({perm}, {perm} + {n}, [&]({I64} p, {I64} q) {{ const int c = {cmp}(p, q); "
-            "return c < 0 || (c == 0 && p < q); });",
-            f"{I64} {ng} = 0;",
-            f"for ({I64} {i} = 0; {i} < {n}; ++{i}) {{",
-            f"   if ({i} == 0 || {cmp}({perm}[{i} - 1], {perm}[{i}]) != 0) {{ {first}[{ng}] = {perm}[{i}]; ++{ng}; }}",
-            f"   {grp}[{i}] = {ng} - 1;",
-            "}",
+            lines = self._comparison_sort(e, x, X, T, no, n, ni, perm, grp, first, ng)
+        lines += [
             f"{e.dim(e.out_info(0).shape[0 if axis is None else axis])} = {ng};",
             # output position of each group: sorted order, or order of first occurrence
             f"for ({I64} {g} = 0; {g} < {ng}; ++{g}) {order}[{g}] = {g};",
@@ -1873,6 +1879,38 @@ class Unique(Operator):
             lines += [f"for ({I64} {r} = 0; {r} < {ng}; ++{r}) {e.out(3)}[{r}] = 0;",
                       f"for ({I64} {i} = 0; {i} < {n}; ++{i}) ++{e.out(3)}[{rank}[{grp}[{i}]]];"]
         return "\n".join(lines)
+
+    @staticmethod
+    def _comparison_sort(e, x, X: str, T: str, no: str, n: str, ni: str, perm: str, grp: str, first: str,
+                         ng: str) -> list[str]:
+        """Slices (or wider elements) sorted as indices through a three-way slice comparison,
+        ties by index; first slice of each group and group of each sorted position."""
+        a, b, o, i, lt, cmp = (e.tmp(s) for s in ("a", "b", "o", "i", "lt", "cmp"))
+        if x.dtype.is_float:
+            less = f"auto {lt} = []({T} p, {T} q) {{ return !std::isnan(p) && (std::isnan(q) || p < q); }};"
+        else:
+            less = f"auto {lt} = []({T} p, {T} q) {{ return p < q; }};"
+        return [
+            less,
+            # three-way comparison of slices a and b (lexicographic over outer, inner)
+            f"auto {cmp} = [&]({I64} {a}, {I64} {b}) -> int {{",
+            f"   for ({I64} {o} = 0; {o} < {no}; ++{o})",
+            f"      for ({I64} {i} = 0; {i} < {ni}; ++{i}) {{",
+            f"         const {T} p = {X}[({o} * {n} + {a}) * {ni} + {i}], q = {X}[({o} * {n} + {b}) * {ni} + {i}];",
+            f"         if ({lt}(p, q)) return -1;",
+            f"         if ({lt}(q, p)) return 1;",
+            "      }",
+            "   return 0;",
+            "};",
+            f"for ({I64} {i} = 0; {i} < {n}; ++{i}) {perm}[{i}] = {i};",
+            f"std::sort({perm}, {perm} + {n}, [&]({I64} p, {I64} q) {{ const int c = {cmp}(p, q); "
+            "return c < 0 || (c == 0 && p < q); });",
+            f"{I64} {ng} = 0;",
+            f"for ({I64} {i} = 0; {i} < {n}; ++{i}) {{",
+            f"   if ({i} == 0 || {cmp}({perm}[{i} - 1], {perm}[{i}]) != 0) {{ {first}[{ng}] = {perm}[{i}]; ++{ng}; }}",
+            f"   {grp}[{i}] = {ng} - 1;",
+            "}",
+        ]
 
     @staticmethod
     def _has_out(v: NodeView, k: int) -> bool:

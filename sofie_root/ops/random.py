@@ -2,7 +2,9 @@
 
 The numbers come from a counter-based generator (SplitMix64 of the stream key plus the element
 index; normals by Box-Muller on two such uniforms), so the code keeps no state and any element
-can be computed independently. With a ``seed`` the stream key is the seed: every call gives the
+can be computed independently. float32 outputs are made by pairs in a vectorised loop (two
+23-bit uniforms per draw; Box-Muller's cosine and sine values from two draws, the radius from 46
+bits); float64 ones one draw per uniform, the cosine value of Box-Muller only. With a ``seed`` the stream key is the seed: every call gives the
 same values. Without one, each call draws a fresh key (a process-wide counter mixed with the
 clock at first use), so calls differ. The values are **not** bit-identical to onnxruntime's or
 numpy's generators (the ONNX spec leaves the generator to the runtime); their distribution is
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import struct
 import zlib
+
+import numpy as np
 
 from ..ir.dtypes import FLOAT32, FLOAT64, DType, dtype_from_onnx
 from .base import NodeView, Operator, OutInfo, register
@@ -75,6 +79,8 @@ class _Random(Operator):
                 f"const std::uint64_t {key} = {mix}({base} ^ {mix}(__atomic_fetch_add(&{counter}, 1, "
                 f"__ATOMIC_RELAXED) * {salt}ULL));",
             ]
+        if dt == FLOAT32 and not self.bernoulli:
+            return "\n".join(lines + [self._float32(v, e, mix, key)])
         unit = f"(double({mix}({key} + 2 * std::uint64_t({i}) * 0x9E3779B97F4A7C15ULL) >> 11) * 0x1.0p-53)"
         unit2 = f"(double({mix}({key} + (2 * std::uint64_t({i}) + 1) * 0x9E3779B97F4A7C15ULL) >> 11) * 0x1.0p-53)"
         if self.bernoulli:
@@ -96,6 +102,57 @@ class _Random(Operator):
             "}",
         ]
         return "\n".join(lines)
+
+    def _float32(self, v: NodeView, e, mix: str, key: str) -> str:
+        """float32 outputs by pairs, in a loop the compiler vectorises (bit operations, no
+        conversion of 64-bit integers, the vm:: log, sqrt, sin and cos): uniform, two values
+        of 23 bits from one draw; normal, Box-Muller's two values (cos and sin) from two draws,
+        the radius from 46 bits (tails to 8 standard deviations), the angle from 23."""
+        j, r1, r2, n, a, b, u1, rad, ang = (e.tmp(t) for t in ("j", "r1", "r2", "n", "a", "b", "u1", "rad", "ang"))
+        golden = "0x9E3779B97F4A7C15ULL"
+
+        def unit23(r: str, shift: int) -> str:  # [0, 1) from 23 bits of r: 1.m - 1, exact
+            return f"(sofie_rt::vm::from_bits(0x3F800000u | (std::uint32_t({r} >> {shift}) & 0x7FFFFFu)) - 1.0f)"
+
+        if self.normal:
+            m, sc = e.lit(float(v.attr("mean", 0.0)), FLOAT32), e.lit(float(v.attr("scale", 1.0)), FLOAT32)
+            body = [
+                f"const std::uint64_t {r1} = {mix}({key} + 2 * std::uint64_t({j}) * {golden});",
+                f"const std::uint64_t {r2} = {mix}({key} + (2 * std::uint64_t({j}) + 1) * {golden});",
+                # (0, 1): 23 bits plus 23 more below them, never 0 (the log's argument)
+                f"const float {u1} = {unit23(r1, 41)} + ({unit23(r1, 18)} + 0x1.0p-23f) * 0x1.0p-23f;",
+                f"const float {rad} = {sc} * sofie_rt::vm::sqrt(-2.0f * sofie_rt::vm::log({u1}));",
+                f"const float {ang} = 6.28318530717958648f * {unit23(r2, 41)};",
+            ]
+            first = f"{m} + {rad} * sofie_rt::vm::cos_reduced({ang})"
+            second = f"{m} + {rad} * sofie_rt::vm::sin_reduced({ang})"
+        else:
+            low, high = float(v.attr("low", 0.0)), float(v.attr("high", 1.0))
+            lo, hi = e.lit(low, FLOAT32), e.lit(high, FLOAT32)
+            span = e.lit(float(np.float32(high) - np.float32(low)), FLOAT32)
+            below = e.lit(float(np.nextafter(np.float32(high), np.float32(-np.inf))), FLOAT32)
+            body = [
+                f"const std::uint64_t {r1} = {mix}({key} + std::uint64_t({j}) * {golden});",
+                f"const float {a} = {lo} + {span} * {unit23(r1, 41)};",
+                f"const float {b} = {lo} + {span} * {unit23(r1, 9)};",
+            ]
+            # rounding can reach high itself: the range is [low, high)
+            first, second = f"{a} < {hi} ? {a} : {below}", f"{b} < {hi} ? {b} : {below}"
+        out = e.out()
+        loop = "\n".join(f"   {line}" for line in body)
+        return "\n".join([
+            f"const std::int64_t {n} = {e.size_out(0)};",
+            f"for (std::int64_t {j} = 0; {j} < {n} / 2; ++{j}) {{",
+            loop,
+            f"   {out}[2 * {j}] = {first};",
+            f"   {out}[2 * {j} + 1] = {second};",
+            "}",
+            f"if ({n} % 2) {{",
+            f"   const std::int64_t {j} = {n} / 2;",
+            loop,
+            f"   {out}[{n} - 1] = {first};",
+            "}",
+        ])
 
 
 @register

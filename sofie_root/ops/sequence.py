@@ -5,7 +5,10 @@ shape of each element (dimensions possibly symbolic) are known at compile time, 
 exporters produce outside loops (a Python list of tensors, ``torch.split``/``unbind``,
 ``torch.cat``/``stack`` of a list). The elements are stored packed one after the other in one
 buffer, so the arena plans a sequence like any tensor and nothing is allocated at run time;
-every operator below is a few ``memcpy`` at offsets known when the code is generated.
+every operator below is a few ``memcpy`` at offsets known when the code is generated. Where
+the elements are tensors of the graph (a list built and concatenated, pieces of a split), the
+``resolve_sequences`` pass (``passes/sequences.py``) reads those tensors instead, and these
+operators do not run at all.
 Positions (SequenceAt/Insert/Erase) must be known at compile time, except SequenceAt on a
 sequence whose elements all have one shape, which reads the run-time position (checked).
 Sequences whose length changes at run time (a list appended to inside a Loop) are refused, as
@@ -55,6 +58,13 @@ def _position(v: NodeView, i: int, what: str) -> int:
 
 def _memcpy(e, dst: str, src: str, count: DimLike, dtype: DType) -> str:
     return f"std::memcpy({dst}, {src}, std::size_t({e.dim(count)}) * sizeof({dtype.cpp}));"
+
+
+def _view_copy(e, v: NodeView) -> str:
+    """The copy of a ``view_of_input`` operator: nothing when the output took over the input's
+    buffer (emitter.inplace_aliases)."""
+    return (f"if (static_cast<const void *>({e.out()}) != static_cast<const void *>({e.inp(0)})) "
+            + _memcpy(e, e.out(), e.inp(0), v.input(0).size, v.input(0).dtype))
 
 
 def _at(ptr: str, e, offset: DimLike) -> str:
@@ -358,16 +368,19 @@ class ConcatFromSequence(Operator):
         offs = _offsets(s.elements)
         total = e.out_info(0).shape[axis]
         o = e.tmp("o")
-        lines = []
+        # one pass over the output, each outer row filled from every element in turn (a loop
+        # per element would stride over the whole output once per element: stacking along the
+        # last axis wrote single values len(elements) apart)
+        lines = [f"for (std::int64_t {o} = 0; {o} < {e.dim(outer)}; ++{o}) {{"]
         cum: DimLike = 0
         for k, shape in enumerate(s.elements):
             ln = 1 if new else shape[axis]
             piece = ln * inner
-            lines.append(f"for (std::int64_t {o} = 0; {o} < {e.dim(outer)}; ++{o})")
             lines.append(f"   std::memcpy({e.out()} + ({o} * {e.dim(total)} + {e.dim(cum)}) * {e.dim(inner)}, "
                          f"{_at(e.inp(0), e, offs[k])} + {o} * {e.dim(piece)}, "
                          f"std::size_t({e.dim(piece)}) * sizeof({s.dtype.cpp}));")
             cum = cum + ln
+        lines.append("}")
         return "\n".join(lines)
 
 
@@ -485,6 +498,8 @@ class Optional(Operator):
 
     op_type = "Optional"
     sequence_inputs = (0,)
+    #: holds the input's bytes: takes over its buffer when nothing reads the input afterwards
+    view_of_input = True
 
     def check(self, v: NodeView) -> str | None:
         if v.has_input(0):
@@ -506,7 +521,7 @@ class Optional(Operator):
     def emit(self, v: NodeView, e) -> str:
         if not v.has_input(0):
             return f"(void){e.out()};  // an empty optional: nothing stored"
-        return _memcpy(e, e.out(), e.inp(0), v.input(0).size, v.input(0).dtype)
+        return _view_copy(e, v)
 
 
 def _has_element(v: NodeView) -> bool:
@@ -537,6 +552,7 @@ class OptionalGetElement(Operator):
 
     op_type = "OptionalGetElement"
     sequence_inputs = (0,)
+    view_of_input = True  # the optional's bytes: its buffer when nothing reads the optional afterwards
 
     def check(self, v: NodeView) -> str | None:
         if not _has_element(v):
@@ -548,7 +564,7 @@ class OptionalGetElement(Operator):
         return [OutInfo(x.dtype, x.shape, elements=x.elements)]
 
     def emit(self, v: NodeView, e) -> str:
-        return _memcpy(e, e.out(), e.inp(0), v.input(0).size, v.input(0).dtype)
+        return _view_copy(e, v)
 
 
 @register

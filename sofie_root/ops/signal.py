@@ -5,8 +5,8 @@ Complex tensors are real tensors with a trailing dimension of 2 (real, imaginary
 dimension of 1 is a real signal. Each line is copied into a complex double buffer and
 transformed: an in-place radix-2 FFT when its length is a power of two, otherwise a direct
 O(n²) sum (index products reduced modulo n, so large n keeps its accuracy), both with a table of
-n twiddle factors computed once per call. Lengths, axes and window sizes must be known at
-compile time.
+n twiddle factors computed at the first call (the length is known at compile time). Lengths,
+axes and window sizes must be known at compile time.
 """
 
 from __future__ import annotations
@@ -28,10 +28,14 @@ def _scalar(v: NodeView, i: int, what: str) -> int:
     return int(val[0])
 
 
-def _twiddles(e, n: str, ws: str) -> str:
-    """C++ filling ``ws[2m], ws[2m+1]`` with cos and sin of 2*pi*m/n."""
-    return (f"for (std::int64_t m_ = 0; m_ < {n}; ++m_) {{ const double a_ = 6.283185307179586476925 * "
-            f"double(m_) / double({n}); {ws}[2 * m_] = std::cos(a_); {ws}[2 * m_ + 1] = std::sin(a_); }}")
+def _twiddles(e, n: int, name: str) -> str:
+    """C++ declaring ``name``, a table of cos and sin of 2*pi*m/n at ``name[2m], name[2m+1]``,
+    computed once (a function-local static: ``n`` is known at compile time), not at every call."""
+    tbl = e.tmp("twiddles")
+    return (f"static const std::vector<double> {tbl} = [] {{ std::vector<double> t_(2 * {n}); "
+            f"for (std::int64_t m_ = 0; m_ < {n}; ++m_) {{ const double a_ = 6.283185307179586476925 * "
+            f"double(m_) / double({n}); t_[2 * m_] = std::cos(a_); t_[2 * m_ + 1] = std::sin(a_); }} "
+            f"return t_; }}();\nconst double *const {name} = {tbl}.data();")
 
 
 def _pow2(n: int) -> bool:
@@ -118,7 +122,7 @@ class DFT(Operator):
 
     def workspace(self, v: NodeView):
         _, length, _, _ = self._params(v)
-        return [(FLOAT64, 2 * length), (FLOAT64, 2 * length), (FLOAT64, 2 * length)]
+        return [(FLOAT64, 2 * length), (FLOAT64, 2 * length)]
 
     def emit(self, v: NodeView, e) -> str:
         x = v.input(0)
@@ -129,8 +133,8 @@ class DFT(Operator):
         inner = e.dim(numel(x.shape[axis + 1:-1]))
         n_in = e.dim(x.shape[axis])
         k_out = int(out_shape[axis])
-        tw, src, dst, t = e.ws(0), e.inp(0), e.out(0), e.ctype(x.dtype)
-        buf, spec = e.ws(1), e.ws(2)
+        tw, src, dst, t = e.tmp("tw"), e.inp(0), e.out(0), e.ctype(x.dtype)
+        buf, spec = e.ws(0), e.ws(1)
         irfft = inverse and onesided
         xi = "0.0" if c_in == 1 else f"{src}[bi + h_ * si + 1]"
         if irfft:
@@ -147,7 +151,7 @@ class DFT(Operator):
         store_im = f" {dst}[bo + k * so + 1] = {t}({res}[2 * k + 1] * sc_);" if c_out == 2 else ""
         return "\n".join([
             "{",
-            _twiddles(e, str(length), tw),
+            _twiddles(e, length, tw),
             f"const std::int64_t n_in = {n_in}, si = {inner} * {c_in}, so = {inner} * {c_out};",
             f"const double sc_ = {scale};",
             f"for (std::int64_t o = 0; o < {outer}; ++o)",
@@ -204,21 +208,21 @@ class STFT(Operator):
 
     def workspace(self, v: NodeView):
         n = 2 * self._params(v)[1]
-        return [(FLOAT64, n), (FLOAT64, n), (FLOAT64, n)]
+        return [(FLOAT64, n), (FLOAT64, n)]
 
     def emit(self, v: NodeView, e) -> str:
         x = v.input(0)
         step, length, frames, bins = self._params(v)
         c_in = int(x.shape[-1])
-        tw, src, dst, t = e.ws(0), e.inp(0), e.out(0), e.ctype(x.dtype)
-        buf, spec = e.ws(1), e.ws(2)
+        tw, src, dst, t = e.tmp("tw"), e.inp(0), e.out(0), e.ctype(x.dtype)
+        buf, spec = e.ws(0), e.ws(1)
         w = f"double({e.inp(2)}[j])" if v.has_input(2) else "1.0"
         xi = "0.0" if c_in == 1 else f"{src}[p + 1]"
         samples = int(x.shape[1])
         transform, res = _line_transform(length, bins, "-", tw, buf, spec)
         return "\n".join([
             "{",
-            _twiddles(e, str(length), tw),
+            _twiddles(e, length, tw),
             f"for (std::int64_t b = 0; b < {e.dim(x.shape[0])}; ++b)",
             f"  for (std::int64_t f = 0; f < {frames}; ++f) {{",
             f"    for (std::int64_t j = 0; j < {length}; ++j) {{",

@@ -11,10 +11,12 @@ from .dce import eliminate_dead_code
 from .fuse_activation import fuse_conv_activation, fuse_gemm_activation
 from .fuse_elementwise import fuse_elementwise
 from .layout import pretranspose_gemm_weights
+from .sequences import resolve_sequences
 from .transpose import eliminate_transposes
 
 PASSES = {
     "fold_constants": fold_constants,
+    "resolve_sequences": resolve_sequences,
     "eliminate_transposes": eliminate_transposes,
     "fold_batchnorm": fold_batchnorm,
     "dce": eliminate_dead_code,
@@ -24,9 +26,10 @@ PASSES = {
     "fuse_elementwise": fuse_elementwise,
 }
 
-# BatchNorm folds before the activation fusions look at what follows a product; weights are
-# pre-transposed before FusedGemm hides the Gemm from that pass
-DEFAULT = ("fold_constants", "eliminate_transposes", "fold_batchnorm", "dce", "gemm_pretranspose",
+# Sequence positions are constants once folded; BatchNorm folds before the activation fusions
+# look at what follows a product; weights are pre-transposed before FusedGemm hides the Gemm
+# from that pass
+DEFAULT = ("fold_constants", "resolve_sequences", "eliminate_transposes", "fold_batchnorm", "dce", "gemm_pretranspose",
            "fuse_gemm_activation", "fuse_conv_activation", "fuse_elementwise", "dce")
 
 

@@ -26,3 +26,23 @@ def test_cases_are_valid_models() -> None:
 def test_masked_softmax_input_has_a_padding_block() -> None:
     x = ops._values("masked", (2, 4, 40), np.random.default_rng(0))
     assert (x[..., 24:] == -1e9).all() and (x[..., :24] > -100).all()
+
+
+def test_random_outputs_compared_by_distribution() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(4096).astype(np.float32), rng.standard_normal(4096).astype(np.float32)
+    assert ops._same_distribution(a, b)
+    assert not ops._same_distribution(a, b + 0.5)  # mean off by 32 standard errors
+    assert not ops._same_distribution(a, 1.5 * b)  # deviation off
+    assert not ops._same_distribution(a, b.astype(np.float64))  # dtype
+    assert not ops._same_distribution(a, b[:100])  # shape
+
+
+def test_every_float_operator_has_a_case_or_a_reason() -> None:
+    """No registered operator is left as 'no case yet': each has a case (multi-node cases count
+    every operator they run) or a reason in NOT_COVERED."""
+    import sofie_root
+
+    covered = ops._covered_ops(ops.cases())
+    missing = sorted(set(sofie_root.supported_ops()) - covered - set(ops.NOT_COVERED))
+    assert not missing, missing

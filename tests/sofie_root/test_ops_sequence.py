@@ -48,7 +48,22 @@ def test_split_into_single_slices_and_stack(keepdims, axis, new_axis_axis):
     nodes = [helper.make_node("SplitToSequence", ["x"], ["seq"], axis=axis, keepdims=keepdims),
              helper.make_node("ConcatFromSequence", ["seq"], ["y"], axis=new_axis_axis, new_axis=1)]
     model = make_model(nodes, [value_info("x", F, (3, 2, 4))], [value_info("y", F, None)], opset=17)
-    assert_matches_ort(model, _rand(3, 2, 4))
+    m = sofie_root.compile(model)
+    # resolve_sequences: stacking every squeezed slice (unbind) moves an axis, a Transpose
+    assert ("SplitToSequence" in {n.op_type for n in m.graph.nodes}) == bool(keepdims)
+    for compiled in (m, sofie_root.compile(model, passes=[])):
+        assert_matches_ort(model, _rand(3, 2, 4), compiled=compiled)
+
+
+@pytest.mark.parametrize("axis,stack_axis", [(1, 2), (1, -1), (2, 2), (2, 0), (1, 1), (-1, 1)])
+def test_unbind_and_stack_is_a_transpose(axis, stack_axis):
+    nodes = [helper.make_node("SplitToSequence", ["x"], ["seq"], axis=axis, keepdims=0),
+             helper.make_node("ConcatFromSequence", ["seq"], ["y"], axis=stack_axis, new_axis=1)]
+    model = make_model(nodes, [value_info("x", F, ("N", 5, 4))], [value_info("y", F, None)], opset=17)
+    m = sofie_root.compile(model)
+    assert not {n.op_type for n in m.graph.nodes} & {"SplitToSequence", "ConcatFromSequence"}
+    for n in (1, 3):
+        assert_matches_ort(model, _rand(n, 5, 4), compiled=m)
 
 
 def test_split_in_equal_chunks_with_a_remainder():
@@ -78,8 +93,34 @@ def test_construct_empty_insert_erase():
                        [value_info("y", F, None), value_info("z", F, None)],
                        {"one": np.array(1, dtype=I64), "zero": np.array(0, dtype=I64)}, opset=17)
     m = sofie_root.compile(model)
+    # the resolve_sequences pass reads the tensors themselves: Concats, no sequence left
+    assert {n.op_type for n in m.graph.nodes} == {"Concat"}
+    plain = sofie_root.compile(model, passes=[])  # the sequence operators themselves
+    assert "SequenceInsert" in {n.op_type for n in plain.graph.nodes}
     for k in (1, 3):
-        assert_matches_ort(model, _rand(2, 3, seed=1), _rand(1, 3, seed=2), _rand(k, 3, seed=k), compiled=m)
+        for compiled in (m, plain):
+            assert_matches_ort(model, _rand(2, 3, seed=1), _rand(1, 3, seed=2), _rand(k, 3, seed=k), compiled=compiled)
+
+
+def test_known_elements_at_negative_positions_and_sequence_at():
+    """resolve_sequences with negative Insert/Erase positions and SequenceAt of a constructed
+    sequence, against onnxruntime; a sequence of split pieces keeps its sequence operators."""
+    nodes = [helper.make_node("SequenceConstruct", ["a", "b", "c"], ["s1"]),
+             helper.make_node("SequenceInsert", ["s1", "b", "minus1"], ["s2"]),  # before the last
+             helper.make_node("SequenceErase", ["s2", "minus3"], ["s3"]),
+             helper.make_node("SequenceAt", ["s3", "minus2"], ["at"]),
+             helper.make_node("ConcatFromSequence", ["s3"], ["y"], axis=-1),
+             helper.make_node("SplitToSequence", ["a"], ["p"], axis=1, keepdims=1),
+             helper.make_node("ConcatFromSequence", ["p"], ["z"], axis=0)]
+    model = make_model(nodes, [value_info(n, F, ("N", 3)) for n in "abc"],
+                       [value_info("at", F, None), value_info("y", F, None), value_info("z", F, None)],
+                       {"minus1": np.array(-1, dtype=I64), "minus2": np.array(-2, dtype=I64),
+                        "minus3": np.array(-3, dtype=I64)}, opset=17)
+    m = sofie_root.compile(model)
+    ops = [n.op_type for n in m.graph.nodes]
+    assert "Identity" in ops and "Concat" in ops and "SequenceConstruct" not in ops and "SplitToSequence" in ops
+    for n in (1, 5):
+        assert_matches_ort(model, *(_rand(n, 3, seed=k) for k in range(3)), compiled=m)
 
 
 def test_sequence_at_run_time_position():
@@ -183,8 +224,23 @@ def test_optionals():
     model = make_model(nodes, [value_info("x", F, (2, 3))],
                        [value_info("h1", bool, None), value_info("h2", bool, None), value_info("y", F, None)],
                        opset=18)
-    got = assert_matches_ort(model, _rand(2, 3))
-    assert bool(got[0]) and not bool(got[1])
+    m = sofie_root.compile(model)
+    # resolve_sequences: the Add reads x itself, no Optional copies left (both paths checked)
+    assert [n.op_type for n in m.graph.nodes] == ["Add"]
+    for compiled in (m, sofie_root.compile(model, passes=[])):
+        got = assert_matches_ort(model, _rand(2, 3), compiled=compiled)
+        assert bool(got[0]) and not bool(got[1])
+
+
+def test_optional_value_as_graph_output():
+    """OptionalGetElement(Optional(x)) that is itself a graph output becomes an Identity."""
+    nodes = [helper.make_node("Optional", ["x"], ["o"]), helper.make_node("OptionalGetElement", ["o"], ["g"]),
+             helper.make_node("Neg", ["g"], ["y"])]
+    model = make_model(nodes, [value_info("x", F, ("N", 3))], [value_info("g", F, None), value_info("y", F, None)],
+                       opset=18)
+    m = sofie_root.compile(model)
+    assert sorted(n.op_type for n in m.graph.nodes) == ["Identity", "Neg"]
+    assert_matches_ort(model, _rand(4, 3), compiled=m)
 
 
 def test_element_of_an_empty_optional_is_refused():
@@ -205,10 +261,14 @@ def test_sequences_and_optionals_round_trip_through_root(tmp_path):
              helper.make_node("ConcatFromSequence", ["seq"], ["cat"], axis=1)]
     model = make_model(nodes, [value_info("x", F, ("N", 6))], [value_info("ga", F, None), value_info("cat", F, None)],
                        {"split": np.array([2, 3, 1], dtype=I64), "one": np.array(1, dtype=I64)}, opset=18)
-    m = sofie_root.compile(model)
+    # without resolve_sequences, which would read `a` for `ga` and leave no optional to store
+    from sofie_root.passes import DEFAULT
+
+    passes = [p for p in DEFAULT if p != "resolve_sequences"]
+    m = sofie_root.compile(model, passes=passes)
     path = str(tmp_path / "seq.root")
     m.save(path)
-    loaded = sofie_root.load(path)
+    loaded = sofie_root.load(path, passes=passes)
     assert loaded.graph.info("seq").elements == m.graph.info("seq").elements
     assert loaded.graph.info("oa").optional is True
     x = _rand(3, 6)
@@ -309,3 +369,32 @@ def test_if_returning_sequences_of_different_lengths_is_refused():
                        opset=17)
     with pytest.raises(UnsupportedOperatorError, match="must agree in length"):
         sofie_root.compile(model)
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_split_pieces_become_tensors_unless_the_sequence_is_read(mapped):
+    """resolve_sequences: SplitToSequence with sizes → a Split whose pieces the readers use, only
+    when nothing reads the sequence itself (a SequenceMap does); idempotent either way."""
+    from sofie_root.passes import PASSES
+
+    body = helper.make_graph([helper.make_node("Neg", ["e"], ["r"])], "f", [value_info("e", F, None)],
+                             [value_info("r", F, None)])
+    nodes = [helper.make_node("SplitToSequence", ["x", "sizes"], ["s"], axis=1),
+             helper.make_node("SequenceAt", ["s", "one"], ["a"]),
+             helper.make_node("SequenceInsert", ["s", "a", "zero"], ["s2"]),
+             helper.make_node("ConcatFromSequence", ["s2"], ["y"], axis=1)]
+    outs = [value_info("a", F, None), value_info("y", F, None)]
+    if mapped:
+        nodes += [helper.make_node("SequenceMap", ["s"], ["m"], body=body),
+                  helper.make_node("ConcatFromSequence", ["m"], ["z"], axis=1)]
+        outs.append(value_info("z", F, None))
+    model = make_model(nodes, [value_info("x", F, ("N", 6))], outs,
+                       {"sizes": np.array([2, 2, 2], dtype=I64), "one": np.array(1, dtype=I64),
+                        "zero": np.array(0, dtype=I64)}, opset=17)
+    m = sofie_root.compile(model)
+    ops = {n.op_type for n in m.graph.nodes}
+    assert ("SplitToSequence" in ops) == mapped and ("Split" in ops) != mapped
+    again = PASSES["resolve_sequences"](m.graph)
+    assert str(again) == str(m.graph)
+    for n in (1, 4):
+        assert_matches_ort(model, _rand(n, 6, seed=n), compiled=m)
