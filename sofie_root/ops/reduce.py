@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ..ir.dims import Dim, DimLike, numel
-from ..ir.dtypes import FLOAT64, INT64, DType
+from ..ir.dtypes import FLOAT32, FLOAT64, INT64, DType
 from .base import NodeView, Operator, OutInfo, normalize_axis, register
 
 FLOATS = ("float32", "float64")
@@ -605,6 +605,12 @@ class _Arg(Operator):
         lines = []
         if not isinstance(a, int):
             lines.append(f"if ({e.dim(a)} == 0) {e.fail('empty reduction axis')}")
+        if _is1(inner) and dt == FLOAT32:
+            # sofie_rt::rows::arg_extreme: 8 rows at a time, the extreme and then its position by
+            # 8-lane selects (the generated two-pass loop below searched each row element by element)
+            lines.append(f"sofie_rt::rows::arg_extreme<float>({x}, {y}, {e.dim(outer)}, {e.dim(a)}, "
+                         f"{'true' if self.greater else 'false'}, {'true' if last else 'false'});")
+            return "\n".join(lines)
         if _is1(inner):
             best, bi, xv, row = e.tmp("best"), e.tmp("bi"), e.tmp("x"), e.tmp("row")
             scalar = (f"{T} {best} = {row}[0];\n"
