@@ -1404,6 +1404,65 @@ template <> inline void hardmax<float>(const float *x, float *y, std::int64_t ro
 }
 #endif
 
+// Hardmax along an axis that is not the last: x is [outer, a, inner], the maximum runs over a
+// with stride inner. Generic types column by column; floats 8 columns at a time in vectors (the
+// contiguous inner dimension), two passes over the column block: the maximum and whether a NaN
+// is present, then 1 at the first position holding it (the first NaN), 0 elsewhere, written
+// directly (no zeroing pass, no scattered store).
+template <class T>
+inline void hardmax_inner(const T *x, T *y, std::int64_t outer, std::int64_t a, std::int64_t inner)
+{
+   for (std::int64_t o = 0; o < outer; ++o) {
+      const T *xo = x + o * a * inner;
+      T *yo = y + o * a * inner;
+      for (std::int64_t k = 0; k < inner; ++k) {
+         std::int64_t b = 0;
+         for (std::int64_t j = 1; j < a; ++j) {
+            const T v = xo[j * inner + k], w = xo[b * inner + k];
+            if (v > w || (v != v && w == w))
+               b = j;
+         }
+         for (std::int64_t j = 0; j < a; ++j)
+            yo[j * inner + k] = T(j == b ? 1 : 0);
+      }
+   }
+}
+#ifdef SOFIE_RT_ROWS_VEC
+template <>
+inline void hardmax_inner<float>(const float *x, float *y, std::int64_t outer, std::int64_t a, std::int64_t inner)
+{
+   const float ninf = -std::numeric_limits<float>::infinity();
+   const std::int64_t total = outer * a * inner;
+   const f8 one = splat(1.0f), zero = splat(0.0f);
+   for (std::int64_t o = 0; o < outer; ++o) {
+      const std::int64_t base = o * a * inner;
+      for (std::int64_t k0 = 0; k0 < inner; k0 += 8) {
+         const std::int64_t cnt = inner - k0 < 8 ? inner - k0 : 8;
+         f8 m = splat(ninf);
+         i8 nan = {};
+         for (std::int64_t j = 0; j < a; ++j) {
+            const std::int64_t at = base + j * inner + k0;
+            const f8 v = cnt == 8 ? load(x + at) : load_tail(x + at, cnt, ninf, at + 8 <= total);
+            m = vmax(v, m);
+            nan |= v != v;
+         }
+         i8 found = {};
+         for (std::int64_t j = 0; j < a; ++j) {
+            const std::int64_t at = base + j * inner + k0;
+            const f8 v = cnt == 8 ? load(x + at) : load_tail(x + at, cnt, ninf, at + 8 <= total);
+            const i8 hit = (nan ? v != v : v == m) & ~found;
+            found |= hit;
+            const f8 out = hit ? one : zero;
+            if (cnt == 8)
+               store(y + at, out);
+            else
+               store_tail(y + at, out, cnt, at + 8 <= total);
+         }
+      }
+   }
+}
+#endif
+
 // ArgMax (greater) / ArgMin of contiguous rows of n >= 1 values into out[r], numpy's rules: the
 // first extreme (the last with `last`, ONNX select_last_index), NaN counting as the extreme (the
 // first NaN; the last with `last`).

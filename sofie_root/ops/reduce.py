@@ -700,6 +700,9 @@ class _SoftmaxLike(Operator):
             body += self._row(e, dt, xo, yo, j, na, m, s)
             inner_code = "\n".join("   " + line for line in "\n".join(body).splitlines())
             return f"for (std::int64_t {o} = 0; {o} < {e.dim(outer)}; ++{o}) {{\n{inner_code}\n}}"
+        call = self._inner_kernel(dt, x, y, e.dim(outer), na, ni)
+        if call:
+            return call
         m, s = e.ws(0), f"({e.ws(0)} + {ni})"
         body = [f"const {T} *{xo} = {x} + {o} * {e.dim(a * inner)};",
                 f"{T} *{yo} = {y} + {o} * {e.dim(a * inner)};"]
@@ -709,6 +712,10 @@ class _SoftmaxLike(Operator):
 
     def _row_kernel(self, dt, x: str, y: str, rows: str, n: str) -> str | None:
         """A call of a runtime row kernel doing the whole operator over contiguous rows, or None."""
+        return None
+
+    def _inner_kernel(self, dt, x: str, y: str, outer: str, a: str, inner: str) -> str | None:
+        """A call of a runtime kernel doing the whole operator along a strided axis, or None."""
         return None
 
     def _row(self, e, dt, xo, yo, j, na, m, s) -> list[str]:
@@ -803,14 +810,6 @@ class LogSoftmax(_Softmax):
     log = True
 
 
-
-def _beats(x: str, best: str, dt: DType) -> str:
-    """C++ condition: ``x`` replaces the current maximum ``best`` in an argmax, as numpy's argmax
-    (the reference's Hardmax) decides: NaN counts as the largest value, the first one wins."""
-    if not dt.is_float:
-        return f"{x} > {best}"
-    return f"({x} > {best} || ({x} != {x} && {best} == {best}))"
-
 @register
 class Hardmax(_SoftmaxLike):
     """ONNX Hardmax: 1 at the first maximum along the axis, 0 elsewhere."""
@@ -820,25 +819,14 @@ class Hardmax(_SoftmaxLike):
     def _row_kernel(self, dt, x: str, y: str, rows: str, n: str) -> str | None:
         return f"sofie_rt::rows::hardmax<{dt.cpp}>({x}, {y}, {rows}, {n});"
 
-    def _row(self, e, dt, xo, yo, j, na, m, s) -> list[str]:
-        T = dt.cpp
-        return [f"std::int64_t {s} = 0;",
-                _loop(j, na, f"{{ {yo}[{j}] = {T}(0); if ({_beats(f'{xo}[{j}]', f'{xo}[{s}]', dt)}) {s} = {j}; }}"),
-                f"if ({na} > 0) {yo}[{s}] = {T}(1);"]
+    def _inner_kernel(self, dt, x: str, y: str, outer: str, a: str, inner: str) -> str | None:
+        # sofie_rt::rows::hardmax_inner: 8 columns of the contiguous inner dimension per vector (the
+        # generated loops it replaced compared with the running maximum by index, which does not
+        # vectorise: 0.94x ORT on [256, 64, 50] along axis 1)
+        return f"sofie_rt::rows::hardmax_inner<{dt.cpp}>({x}, {y}, {outer}, {a}, {inner});"
 
     def workspace(self, v: NodeView):
-        _, _, inner = self._split(v)
-        return [] if _is1(inner) else [(INT64, inner)]
-
-    def _block(self, e, dt, xo, yo, j, k, na, ni, m, s) -> list[str]:
-        T = dt.cpp
-        bi = e.ws(0)
-        at = f"{j} * {ni} + {k}"
-        return [_loop(k, ni, f"{bi}[{k}] = 0;"),
-                _loop(j, na, _loop(k, ni, f"{{ {yo}[{at}] = {T}(0); "
-                                          f"if ({_beats(f'{xo}[{at}]', f'{xo}[{bi}[{k}] * {ni} + {k}]', dt)}) {bi}[{k}] = {j}; }}")),
-                f"if ({na} > 0)",
-                "   " + _loop(k, ni, f"{yo}[{bi}[{k}] * {ni} + {k}] = {T}(1);")]
+        return []
 
 
 # -- TopK -------------------------------------------------------------------------------------
