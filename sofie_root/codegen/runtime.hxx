@@ -1346,6 +1346,86 @@ template <> inline void softmax<float>(const float *x, float *y, std::int64_t ro
 }
 #endif
 
+// Softmax (log-softmax) along an axis that is not the last: x is [outer, a, inner], the
+// reduction runs over a with stride inner. Generic types column by column; floats 8 columns of the
+// contiguous inner dimension per vector, three passes over the column block (maximum, exp and
+// sum, scaling), each a run of independent vectors. NaN and -inf columns as softmax.
+template <class T>
+inline void softmax_inner(const T *x, T *y, std::int64_t outer, std::int64_t a, std::int64_t inner, bool log)
+{
+   for (std::int64_t o = 0; o < outer; ++o) {
+      const T *xo = x + o * a * inner;
+      T *yo = y + o * a * inner;
+      for (std::int64_t k = 0; k < inner; ++k) {
+         T m = -std::numeric_limits<T>::infinity();
+         for (std::int64_t j = 0; j < a; ++j)
+            m = xo[j * inner + k] > m ? xo[j * inner + k] : m;
+         T s = 0;
+         for (std::int64_t j = 0; j < a; ++j) {
+            const T e = vm::exp(xo[j * inner + k] - m);
+            s += e;
+            if (!log)
+               yo[j * inner + k] = e;
+         }
+         const T c = log ? m + vm::log(s) : T(1) / s;
+         for (std::int64_t j = 0; j < a; ++j)
+            yo[j * inner + k] = log ? xo[j * inner + k] - c : yo[j * inner + k] * c;
+      }
+   }
+}
+#ifdef SOFIE_RT_ROWS_VEC
+template <bool LOG>
+inline void softmax_inner_f8(const float *x, float *y, std::int64_t outer, std::int64_t a, std::int64_t inner)
+{
+   const float ninf = -std::numeric_limits<float>::infinity();
+   const std::int64_t total = outer * a * inner;
+   for (std::int64_t o = 0; o < outer; ++o) {
+      const std::int64_t base = o * a * inner;
+      for (std::int64_t k0 = 0; k0 < inner; k0 += 8) {
+         const std::int64_t cnt = inner - k0 < 8 ? inner - k0 : 8;
+         f8 m = splat(ninf);
+         for (std::int64_t j = 0; j < a; ++j) {
+            const std::int64_t at = base + j * inner + k0;
+            m = vmax(cnt == 8 ? load(x + at) : load_tail(x + at, cnt, ninf, at + 8 <= total), m);
+         }
+         f8 s = splat(0.0f);
+         for (std::int64_t j = 0; j < a; ++j) {
+            const std::int64_t at = base + j * inner + k0;
+            const bool wide = at + 8 <= total;
+            const f8 e = exp8_nonpos((cnt == 8 ? load(x + at) : load_tail(x + at, cnt, ninf, wide)) - m);
+            s += e;
+            if (!LOG) {
+               if (cnt == 8)
+                  store(y + at, e);
+               else
+                  store_tail(y + at, e, cnt, wide);
+            }
+         }
+         const f8 c = LOG ? m + log8(s) : 1.0f / s;
+         for (std::int64_t j = 0; j < a; ++j) {
+            const std::int64_t at = base + j * inner + k0;
+            if (cnt == 8) {
+               store(y + at, LOG ? load(x + at) - c : load(y + at) * c);
+            } else {
+               const bool wide = at + 8 <= total;
+               store_tail(y + at, LOG ? load_tail(x + at, cnt, 0.0f, wide) - c : load_tail(y + at, cnt, 0.0f, wide) * c,
+                          cnt, wide);
+            }
+         }
+      }
+   }
+}
+template <>
+inline void softmax_inner<float>(const float *x, float *y, std::int64_t outer, std::int64_t a, std::int64_t inner,
+                                 bool log)
+{
+   if (log)
+      softmax_inner_f8<true>(x, y, outer, a, inner);
+   else
+      softmax_inner_f8<false>(x, y, outer, a, inner);
+}
+#endif
+
 // Hardmax of contiguous rows: 1 at the first maximum (NaN counts as the largest, the first NaN
 // wins, as numpy's argmax), 0 elsewhere. The maximum by a vector pass, then its first position.
 template <class T> inline std::int64_t argmax_first(const T *xr, std::int64_t n)

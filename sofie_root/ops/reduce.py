@@ -755,6 +755,17 @@ class _Softmax(_SoftmaxLike):
         # generated loops below took 0.4-0.5x ORT's time on rows of 10 and 40 under cling)
         return f"sofie_rt::rows::softmax<{dt.cpp}>({x}, {y}, {rows}, {n}, {'true' if self.log else 'false'});"
 
+    def workspace(self, v: NodeView):
+        return [] if v.input(0).dtype == FLOAT32 else super().workspace(v)
+
+    def _inner_kernel(self, dt, x: str, y: str, outer: str, a: str, inner: str) -> str | None:
+        # sofie_rt::rows::softmax_inner: 8 columns of the contiguous inner dimension per vector
+        # (float; other types keep the loops of _block)
+        if dt != FLOAT32:
+            return None
+        return (f"sofie_rt::rows::softmax_inner<float>({x}, {y}, {outer}, {a}, {inner}, "
+                f"{'true' if self.log else 'false'});")
+
     def _row(self, e, dt, xo, yo, j, na, m, s) -> list[str]:
         # max, exp, sum and scale as separate loops: each vectorises on its own (4x faster than one
         # loop computing exp and summing, measured under cling on 204 rows of 51)

@@ -250,20 +250,35 @@ def test_arg_groups_of_rows(op: str, last: int, n: int) -> None:
 
 
 @pytest.mark.parametrize("shape", [(3, 7, 5), (2, 64, 50), (2, 9, 8), (1, 1, 3)])
-def test_hardmax_strided_axis(shape) -> None:
-    """Hardmax along axis 1 (8 columns of the inner dimension per vector and a partial group):
-    NaN (the first NaN wins), ties (the first), a column of -inf, against onnx.reference."""
-    x = RNG.integers(-3, 4, shape).astype(F)  # many ties
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax", "Hardmax"])
+def test_softmax_family_strided_axis(op: str, shape) -> None:
+    """Along axis 1 (8 columns of the inner dimension per vector and a partial group): NaN (the
+    column is NaN; Hardmax: the first NaN wins), ties (Hardmax: the first), a column of -inf, a
+    masked half column (-1e9: probabilities exactly 0), against onnx.reference / float64 numpy."""
+    if op == "Hardmax":
+        x = RNG.integers(-3, 4, shape).astype(F)  # many ties
+    else:
+        x = (RNG.standard_normal(shape) * 3).astype(F)
     x[0, :, 0] = -np.inf
     if shape[2] > 2:
         x[0, shape[1] // 2, 1] = np.nan
         x[-1, -1, -1] = np.nan
         x[-1, 0, -1] = np.nan
-    model = make_model([helper.make_node("Hardmax", ["x"], ["y"], axis=1)], [value_info("x", F, ("N",) + shape[1:])],
+        x[-1, (shape[1] + 1) // 2:, 2] = -1e9
+    model = make_model([helper.make_node(op, ["x"], ["y"], axis=1)], [value_info("x", F, ("N",) + shape[1:])],
                        [value_info("y", F, None)], opset=13)
     got = sofie_root.compile(model).infer(x)[0]
     with np.errstate(all="ignore"):
-        np.testing.assert_array_equal(got, run_reference(model, x)[0])
+        if op == "Hardmax":
+            np.testing.assert_array_equal(got, run_reference(model, x)[0])
+            return
+        xd = x.astype(np.float64)
+        m = xd.max(axis=1, keepdims=True)
+        e = np.exp(xd - m)
+        ref = xd - m - np.log(e.sum(axis=1, keepdims=True)) if op == "LogSoftmax" else e / e.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-6, equal_nan=True)
+    if op == "Softmax" and shape[2] > 2:
+        assert (got[-1, (shape[1] + 1) // 2:, 2] == 0).all()
 
 
 ROWS_HARNESS = """
