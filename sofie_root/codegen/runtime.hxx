@@ -1427,7 +1427,8 @@ inline void softmax_inner<float>(const float *x, float *y, std::int64_t outer, s
 #endif
 
 // Hardmax of contiguous rows: 1 at the first maximum (NaN counts as the largest, the first NaN
-// wins, as numpy's argmax), 0 elsewhere. The maximum by a vector pass, then its first position.
+// wins, as numpy's argmax), 0 elsewhere; the position is found before the row is written (in-place
+// rows). Float rows: hardmax<float> below, 8 rows at a time.
 template <class T> inline std::int64_t argmax_first(const T *xr, std::int64_t n)
 {
    std::int64_t b = 0;
@@ -1439,50 +1440,13 @@ template <class T> inline std::int64_t argmax_first(const T *xr, std::int64_t n)
 template <class T> inline void hardmax(const T *x, T *y, std::int64_t rows, std::int64_t n)
 {
    for (std::int64_t r = 0; r < rows; ++r) {
+      const std::int64_t at = n > 0 ? argmax_first(x + r * n, n) : 0;
       for (std::int64_t j = 0; j < n; ++j)
          y[r * n + j] = T(0);
       if (n > 0)
-         y[r * n + argmax_first(x + r * n, n)] = T(1);
+         y[r * n + at] = T(1);
    }
 }
-#ifdef SOFIE_RT_ROWS_VEC
-template <> inline void hardmax<float>(const float *x, float *y, std::int64_t rows, std::int64_t n)
-{
-   const float ninf = -std::numeric_limits<float>::infinity();
-   const std::int64_t nv = n & ~std::int64_t(7), rem = n - nv;
-   const f8 zero = splat(0.0f);
-   for (std::int64_t r = 0; r < rows; ++r) {
-      const float *xr = x + r * n;
-      float *yr = y + r * n;
-      f8 m8 = splat(ninf);
-      i8 nan = {};
-      for (std::int64_t i = 0; i < nv; i += 8) {
-         const f8 v = load(xr + i);
-         m8 = vmax(v, m8);
-         nan |= v != v;
-         store(yr + i, zero);
-      }
-      if (rem) {
-         const f8 v = load_part(xr + nv, rem, ninf);
-         m8 = vmax(v, m8);
-         nan |= v != v;
-         store_part(yr + nv, zero, rem);
-      }
-      if (n == 0)
-         continue;
-      std::int64_t at = 0;
-      if (any(nan)) {
-         while (xr[at] == xr[at])
-            ++at;
-      } else {
-         const float m = hmax(m8);
-         while (xr[at] != m)
-            ++at;
-      }
-      yr[at] = 1.0f;
-   }
-}
-#endif
 
 // Hardmax along an axis that is not the last: x is [outer, a, inner], the maximum runs over a
 // with stride inner. Generic types column by column; floats 8 columns at a time in vectors (the
@@ -1564,55 +1528,65 @@ inline void arg_extreme(const T *x, std::int64_t *out, std::int64_t rows, std::i
       out[r] = arg_extreme_row(x + r * n, n, greater, last);
 }
 #ifdef SOFIE_RT_ROWS_VEC
-// 8 rows at a time, two passes: the extreme of each row (and whether it holds a NaN), reduced for
-// the 8 rows by one transpose, then the position of the first (last) value equal to it, as the
-// minimum (maximum) of the matching positions over 8 lanes: no branch per element, where a
-// search stopping at the first match mispredicts once per row. Rows with a NaN take the scalar
-// loop. Positions are counted in float lanes, exact below 2^24 (longer rows take the scalar loop).
+// 8 rows at a time, one pass per row: each lane keeps its extreme and the position where it first
+// (last) met it, and whether a NaN went by; the 8 rows' extremes are reduced by one transpose,
+// then the first (last) position among the lanes holding the extreme by another. No branch per
+// element (a search stopping at the first match mispredicts once per row). Rows with a NaN take
+// the scalar loop. Positions are counted in float lanes, exact below 2^24 (longer rows take the
+// scalar loop).
 template <bool GREATER, bool LAST>
 inline void arg_extreme_rows8(const float *x, std::int64_t *out, std::int64_t nr, std::int64_t n, std::int64_t avail)
 {
    const float fill = GREATER ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::infinity();
    const std::int64_t nv = n & ~std::int64_t(7), rem = n - nv;
    const f8 lane = {0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f};
-   f8 acc[8];
+   const f8 none = splat(LAST ? -1.0f : 16777216.0f);
+   const i8 in_tail = i8{0, 1, 2, 3, 4, 5, 6, 7} < std::int32_t(rem);
+   f8 val[8], pos[8];
    bool nan[8];
    for (int k = 0; k < 8; ++k) {
-      acc[k] = splat(0.0f);
+      val[k] = splat(0.0f);
+      pos[k] = none;
       nan[k] = false;
    }
    for (std::int64_t k = 0; k < nr; ++k) {
       const float *xr = x + k * n;
-      f8 m8 = rem ? load_tail(xr + nv, rem, fill, k * n + nv + 8 <= avail) : splat(fill);
+      const bool wide = k * n + nv + 8 <= avail;
+      f8 m8, p8;
+      if (nv) {
+         m8 = load(xr);
+         p8 = lane;
+      } else {
+         m8 = load_tail(xr, rem, fill, wide);
+         p8 = in_tail ? lane : none;
+      }
       i8 bad = m8 != m8;
-      for (std::int64_t i = 0; i < nv; i += 8) {
+      f8 at = lane + 8.0f;
+      for (std::int64_t i = 8; i < nv; i += 8) {
          const f8 v = load(xr + i);
-         m8 = GREATER ? vmax(v, m8) : vmin(v, m8);
+         const i8 up = GREATER ? (LAST ? v >= m8 : v > m8) : (LAST ? v <= m8 : v < m8);
+         m8 = up ? v : m8;
+         p8 = up ? at : p8;
+         bad |= v != v;
+         at += 8.0f;
+      }
+      if (nv && rem) {
+         const f8 v = load_tail(xr + nv, rem, fill, wide);
+         const i8 up = (GREATER ? (LAST ? v >= m8 : v > m8) : (LAST ? v <= m8 : v < m8)) & in_tail;
+         m8 = up ? v : m8;
+         p8 = up ? at : p8;
          bad |= v != v;
       }
-      acc[k] = m8;
+      val[k] = m8;
+      pos[k] = p8;
       nan[k] = any(bad);
    }
-   const f8 ext = GREATER ? reduce8x8<MaxOp>(acc) : reduce8x8<MinOp>(acc);
-   const f8 none = splat(LAST ? -1.0f : 16777216.0f);
-   for (std::int64_t k = 0; k < nr; ++k) {
-      const float *xr = x + k * n;
-      const f8 m = splat(ext[k]);
-      f8 at = none, pos = lane;
-      for (std::int64_t i = 0; i < nv; i += 8) {
-         const f8 hit = load(xr + i) == m ? pos : none;
-         at = LAST ? vmax(hit, at) : vmin(hit, at);
-         pos += 8.0f;
-      }
-      if (rem) {
-         // the padding equals m when the row's extreme is the fill (a row of -inf for ArgMax)
-         const f8 v = load_tail(xr + nv, rem, fill, k * n + nv + 8 <= avail);
-         const f8 hit = (v == m) & (lane < float(rem)) ? pos : none;
-         at = LAST ? vmax(hit, at) : vmin(hit, at);
-      }
-      acc[k] = at;
-   }
-   const f8 at8 = LAST ? reduce8x8<MaxOp>(acc) : reduce8x8<MinOp>(acc);
+   const f8 ext = nr == 1 ? splat(GREATER ? hmax(val[0]) : hmin(val[0]))
+                          : (GREATER ? reduce8x8<MaxOp>(val) : reduce8x8<MinOp>(val));
+   for (std::int64_t k = 0; k < nr; ++k)
+      pos[k] = val[k] == splat(ext[k]) ? pos[k] : none;
+   const f8 at8 = nr == 1 ? splat(LAST ? hmax(pos[0]) : hmin(pos[0]))
+                          : (LAST ? reduce8x8<MaxOp>(pos) : reduce8x8<MinOp>(pos));
    for (std::int64_t k = 0; k < nr; ++k)
       out[k] = nan[k] ? arg_extreme_row(x + k * n, n, GREATER, LAST) : std::int64_t(at8[k]);
 }
@@ -1636,6 +1610,41 @@ inline void arg_extreme<float>(const float *x, std::int64_t *out, std::int64_t r
          arg_extreme_rows8<false, true>(xb, out + r, nr, n, avail);
       else
          arg_extreme_rows8<false, false>(xb, out + r, nr, n, avail);
+   }
+}
+#endif
+
+#ifdef SOFIE_RT_ROWS_VEC
+// Float Hardmax rows: the position by arg_extreme_rows8 (ArgMax's rule: the first maximum, the
+// first NaN), 8 rows at a time, then each row written as zeros and its 1 (positions are found for
+// the 8 rows before any is written: in-place rows stay correct).
+template <> inline void hardmax<float>(const float *x, float *y, std::int64_t rows, std::int64_t n)
+{
+   if (n <= 0)
+      return;
+   if (n >= 16777216) {
+      for (std::int64_t r = 0; r < rows; ++r) {
+         const std::int64_t at = arg_extreme_row(x + r * n, n, true, false);
+         for (std::int64_t j = 0; j < n; ++j)
+            y[r * n + j] = 0.0f;
+         y[r * n + at] = 1.0f;
+      }
+      return;
+   }
+   const std::int64_t nv = n & ~std::int64_t(7), rem = n - nv;
+   const f8 zero = splat(0.0f);
+   std::int64_t at[8];
+   for (std::int64_t r = 0; r < rows; r += 8) {
+      const std::int64_t nr = rows - r < 8 ? rows - r : 8;
+      arg_extreme_rows8<true, false>(x + r * n, at, nr, n, (rows - r) * n);
+      for (std::int64_t k = 0; k < nr; ++k) {
+         float *yr = y + (r + k) * n;
+         for (std::int64_t i = 0; i < nv; i += 8)
+            store(yr + i, zero);
+         if (rem)
+            store_part(yr + nv, zero, rem);
+         yr[at[k]] = 1.0f;
+      }
    }
 }
 #endif
@@ -1876,6 +1885,107 @@ template <> inline void reduce<float>(const float *x, float *out, std::int64_t r
       }
       out[r] = acc;
    }
+}
+#endif
+
+// Reductions along an axis that is not the last: x is [outer, a, inner], out[o * inner + k] reduces
+// x[o, :, k]; kind 0 sum (divided by `div`), 1 max, 2 min (NaN anywhere gives NaN). The values
+// are added in the order of a, as the generated loops do. Floats 32 (then 8) columns of the
+// contiguous inner dimension at a time in vector accumulators.
+template <class T>
+inline void reduce_inner(const T *x, T *out, std::int64_t outer, std::int64_t a, std::int64_t inner, int kind, T div)
+{
+   for (std::int64_t o = 0; o < outer; ++o)
+      for (std::int64_t k = 0; k < inner; ++k) {
+         const T *xc = x + o * a * inner + k;
+         T acc = kind == 0 ? T(0) : T(kind == 1 ? -1 : 1) * std::numeric_limits<T>::infinity();
+         for (std::int64_t j = 0; j < a; ++j) {
+            const T v = xc[j * inner];
+            if (kind == 0)
+               acc += v;
+            else if (acc == acc && (v != v || (kind == 1 ? v > acc : v < acc)))
+               acc = v;
+         }
+         out[o * inner + k] = kind == 0 ? acc / div : acc;
+      }
+}
+#ifdef SOFIE_RT_ROWS_VEC
+template <int KIND> struct ColAcc {
+   f8 v;
+   i8 nan;
+   SOFIE_RT_VM_INLINE void init()
+   {
+      v = splat(KIND == 0 ? 0.0f : KIND == 1 ? -std::numeric_limits<float>::infinity()
+                                             : std::numeric_limits<float>::infinity());
+      nan = i8{};
+   }
+   SOFIE_RT_VM_INLINE void step(f8 x)
+   {
+      if (KIND == 0) {
+         v += x;
+      } else {
+         v = KIND == 1 ? vmax(x, v) : vmin(x, v);
+         nan |= x != x;
+      }
+   }
+   SOFIE_RT_VM_INLINE f8 get(float div) const
+   {
+      return KIND == 0 ? v / div : (nan ? splat(std::numeric_limits<float>::quiet_NaN()) : v);
+   }
+};
+template <int KIND>
+inline void reduce_inner_f8(const float *x, float *out, std::int64_t outer, std::int64_t a, std::int64_t inner,
+                            float div)
+{
+   const std::int64_t total = outer * a * inner;
+   for (std::int64_t o = 0; o < outer; ++o) {
+      const float *xo = x + o * a * inner;
+      float *yo = out + o * inner;
+      std::int64_t k = 0;
+      for (; k + 32 <= inner; k += 32) {
+         ColAcc<KIND> c0, c1, c2, c3;
+         c0.init(), c1.init(), c2.init(), c3.init();
+         for (std::int64_t j = 0; j < a; ++j) {
+            const float *p = xo + j * inner + k;
+            c0.step(load(p));
+            c1.step(load(p + 8));
+            c2.step(load(p + 16));
+            c3.step(load(p + 24));
+         }
+         store(yo + k, c0.get(div));
+         store(yo + k + 8, c1.get(div));
+         store(yo + k + 16, c2.get(div));
+         store(yo + k + 24, c3.get(div));
+      }
+      for (; k + 8 <= inner; k += 8) {
+         ColAcc<KIND> c;
+         c.init();
+         for (std::int64_t j = 0; j < a; ++j)
+            c.step(load(xo + j * inner + k));
+         store(yo + k, c.get(div));
+      }
+      if (k < inner) {
+         const std::int64_t cnt = inner - k;
+         ColAcc<KIND> c;
+         c.init();
+         for (std::int64_t j = 0; j < a; ++j) {
+            const std::int64_t at = o * a * inner + j * inner + k;
+            c.step(load_tail(x + at, cnt, 0.0f, at + 8 <= total));
+         }
+         store_part(yo + k, c.get(div), cnt);
+      }
+   }
+}
+template <>
+inline void reduce_inner<float>(const float *x, float *out, std::int64_t outer, std::int64_t a, std::int64_t inner,
+                                int kind, float div)
+{
+   if (kind == 0)
+      reduce_inner_f8<0>(x, out, outer, a, inner, div);
+   else if (kind == 1)
+      reduce_inner_f8<1>(x, out, outer, a, inner, div);
+   else
+      reduce_inner_f8<2>(x, out, outer, a, inner, div);
 }
 #endif
 

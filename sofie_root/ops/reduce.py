@@ -234,6 +234,14 @@ class _Reduce(Operator):
                     f"      {acc} = {self.step(acc, xv, dt)};\n"
                     f"   }}\n"
                     f"   {y}[{o}] = {self._finish(acc, count, dt)};\n}}")
+        if (len(reduced) == 1 and not groups[-1][1] and len(groups) <= 3 and dt == FLOAT32
+                and self.row_kind in (0, 1, 2)):
+            # [outer kept] x [reduced] x [inner kept]: sofie_rt::rows::reduce_inner, vector
+            # accumulators over the contiguous inner dimension (the walk below: 0.7-0.8x their speed)
+            outer = groups[0][0] if len(groups) == 3 else 1
+            div = f"float({count})" if self.row_div else "1.0f"
+            return (f"sofie_rt::rows::reduce_inner<float>({x}, {y}, {e.dim(outer)}, {e.dim(groups[-2][0])}, "
+                    f"{e.dim(groups[-1][0])}, {self.row_kind}, {div});")
         # general: initialise the outputs, accumulate walking the input in order, finish
         lines = [self._fill(e, y, self.init(dt))]
         lines.append(self._walk(e, groups, lambda oo, xv: f"{y}[{oo}] = {self.step(f'{y}[{oo}]', xv, dt)};",

@@ -281,6 +281,27 @@ def test_softmax_family_strided_axis(op: str, shape) -> None:
         assert (got[-1, (shape[1] + 1) // 2:, 2] == 0).all()
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 37), (3, 4, 70), (2, 9, 8), (1, 3, 5)])
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin"])
+def test_reduce_strided_axis(op: str, shape) -> None:
+    """Reductions along axis 1 (vector accumulators over 32 and 8 columns of the inner dimension
+    and a partial group): NaN, +-inf, a column of -inf, against numpy."""
+    x = RNG.standard_normal(shape).astype(F)
+    x[0, :, 0] = -np.inf
+    x[0, 1, 1] = np.nan
+    x[-1, -1, -1] = np.nan
+    x[-1, 0, shape[2] // 2] = np.inf
+    x[0, -1, shape[2] - 2] = -np.inf
+    model = make_model([helper.make_node(op, ["x", "axes"], ["y"], keepdims=0)],
+                       [value_info("x", F, ("N",) + shape[1:])], [value_info("y", F, None)],
+                       {"axes": np.array([1], np.int64)}, opset=18)
+    got = sofie_root.compile(model).infer(x)[0]
+    fn = {"ReduceSum": np.sum, "ReduceMean": np.mean, "ReduceMax": np.max, "ReduceMin": np.min}[op]
+    with np.errstate(all="ignore"):
+        ref = fn(x.astype(np.float64), axis=1)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6, equal_nan=True)
+
+
 ROWS_HARNESS = """
 inline void sofie_rows_test_softmax(const float *x, float *y, long rows, long n, bool log)
 { sofie_rt::rows::softmax<float>(x, y, rows, n, log); }
