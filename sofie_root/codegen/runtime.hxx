@@ -886,6 +886,7 @@ namespace rows {
 typedef float f8 __attribute__((vector_size(32)));
 typedef float f8u __attribute__((vector_size(32), aligned(4), __may_alias__));
 typedef std::int32_t i8 __attribute__((vector_size(32)));
+typedef std::uint32_t u8 __attribute__((vector_size(32))); // shifts that may reach the sign bit
 
 SOFIE_RT_VM_INLINE f8 load(const float *p) { return *reinterpret_cast<const f8u *>(p); }
 SOFIE_RT_VM_INLINE void store(float *p, f8 v) { *reinterpret_cast<f8u *>(p) = v; }
@@ -1099,7 +1100,7 @@ SOFIE_RT_VM_INLINE f8 exp8_nonpos(f8 x)
    p = p * r + 4.99992311e-1f;
    p = p * r + 1.0f;
    p = p * r + 1.0f;
-   return p * (f8)((i8)t << 23);
+   return p * (f8)((u8)t << 23);
 }
 
 // vm::log on 8 lanes: the same reduction, polynomial and special cases, step for step.
