@@ -1530,10 +1530,11 @@ inline void arg_extreme(const T *x, std::int64_t *out, std::int64_t rows, std::i
 }
 #ifdef SOFIE_RT_ROWS_VEC
 // 8 rows at a time, one pass per row: each lane keeps its extreme and the position where it first
-// (last) met it, and whether a NaN went by; the 8 rows' extremes are reduced by one transpose,
-// then the first (last) position among the lanes holding the extreme by another. No branch per
-// element (a search stopping at the first match mispredicts once per row). Rows with a NaN take
-// the scalar loop. Positions are counted in float lanes, exact below 2^24 (longer rows take the
+// (last) met it, and a running sum, NaN when a NaN went by (one add where a test takes two); the
+// 8 rows' extremes and sums are reduced by transposes, then the first (last) position among the
+// lanes holding the extreme by another. No branch per element (a search stopping at the first
+// match mispredicts once per row). Rows whose sum is NaN (a NaN, or both infinities) take the
+// scalar loop. Positions are counted in float lanes, exact below 2^24 (longer rows take the
 // scalar loop).
 template <bool GREATER, bool LAST>
 inline void arg_extreme_rows8(const float *x, std::int64_t *out, std::int64_t nr, std::int64_t n, std::int64_t avail)
@@ -1543,12 +1544,10 @@ inline void arg_extreme_rows8(const float *x, std::int64_t *out, std::int64_t nr
    const f8 lane = {0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f};
    const f8 none = splat(LAST ? -1.0f : 16777216.0f);
    const i8 in_tail = i8{0, 1, 2, 3, 4, 5, 6, 7} < std::int32_t(rem);
-   f8 val[8], pos[8];
-   bool nan[8];
+   f8 val[8], pos[8], sums[8];
    for (int k = 0; k < 8; ++k) {
-      val[k] = splat(0.0f);
+      val[k] = sums[k] = splat(0.0f);
       pos[k] = none;
-      nan[k] = false;
    }
    for (std::int64_t k = 0; k < nr; ++k) {
       const float *xr = x + k * n;
@@ -1561,14 +1560,14 @@ inline void arg_extreme_rows8(const float *x, std::int64_t *out, std::int64_t nr
          m8 = load_tail(xr, rem, fill, wide);
          p8 = in_tail ? lane : none;
       }
-      i8 bad = m8 != m8;
+      f8 sum = m8;
       f8 at = lane + 8.0f;
       for (std::int64_t i = 8; i < nv; i += 8) {
          const f8 v = load(xr + i);
          const i8 up = GREATER ? (LAST ? v >= m8 : v > m8) : (LAST ? v <= m8 : v < m8);
          m8 = up ? v : m8;
          p8 = up ? at : p8;
-         bad |= v != v;
+         sum += v;
          at += 8.0f;
       }
       if (nv && rem) {
@@ -1576,12 +1575,13 @@ inline void arg_extreme_rows8(const float *x, std::int64_t *out, std::int64_t nr
          const i8 up = (GREATER ? (LAST ? v >= m8 : v > m8) : (LAST ? v <= m8 : v < m8)) & in_tail;
          m8 = up ? v : m8;
          p8 = up ? at : p8;
-         bad |= v != v;
+         sum += v;
       }
       val[k] = m8;
       pos[k] = p8;
-      nan[k] = any(bad);
+      sums[k] = sum;
    }
+   const f8 tot = nr == 1 ? splat(hsum(sums[0])) : reduce8x8<AddOp>(sums);
    const f8 ext = nr == 1 ? splat(GREATER ? hmax(val[0]) : hmin(val[0]))
                           : (GREATER ? reduce8x8<MaxOp>(val) : reduce8x8<MinOp>(val));
    for (std::int64_t k = 0; k < nr; ++k)
@@ -1589,7 +1589,7 @@ inline void arg_extreme_rows8(const float *x, std::int64_t *out, std::int64_t nr
    const f8 at8 = nr == 1 ? splat(LAST ? hmax(pos[0]) : hmin(pos[0]))
                           : (LAST ? reduce8x8<MaxOp>(pos) : reduce8x8<MinOp>(pos));
    for (std::int64_t k = 0; k < nr; ++k)
-      out[k] = nan[k] ? arg_extreme_row(x + k * n, n, GREATER, LAST) : std::int64_t(at8[k]);
+      out[k] = tot[k] != tot[k] ? arg_extreme_row(x + k * n, n, GREATER, LAST) : std::int64_t(at8[k]);
 }
 template <>
 inline void arg_extreme<float>(const float *x, std::int64_t *out, std::int64_t rows, std::int64_t n, bool greater,
