@@ -234,6 +234,17 @@ def test_softmax_groups_of_rows(op: str, n: int) -> None:
         assert (got[5, n // 2:] == 0).all() and (got[9, (n + 1) // 2:] == 0).all()
 
 
+@pytest.mark.parametrize("n", [1, 3, 10, 40])
+def test_hardmax_few_rows(n: int) -> None:
+    """Fewer than 8 rows (their own path): NaN at the start, middle and end, +inf, -inf, a row of
+    -inf, against onnx.reference."""
+    x = _rows(n)[:7]
+    model = make_model([helper.make_node("Hardmax", ["x"], ["y"], axis=-1)], [value_info("x", F, ("N", n))],
+                       [value_info("y", F, None)], opset=13)
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(sofie_root.compile(model).infer(x)[0], run_reference(model, x)[0])
+
+
 @pytest.mark.parametrize("n", [1, 5, 10, 64, 67])
 @pytest.mark.parametrize("last", [0, 1])
 @pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
