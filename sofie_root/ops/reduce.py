@@ -237,7 +237,8 @@ class _Reduce(Operator):
         if (len(reduced) == 1 and not groups[-1][1] and len(groups) <= 3 and dt == FLOAT32
                 and self.row_kind in (0, 1, 2)):
             # [outer kept] x [reduced] x [inner kept]: sofie_rt::rows::reduce_inner, vector
-            # accumulators over the contiguous inner dimension (the walk below: 0.7-0.8x their speed)
+            # accumulators over the contiguous inner dimension (the walk below took twice their
+            # time on [1, 50, 64] over axis 1; the same at batch 256, where memory bounds both)
             outer = groups[0][0] if len(groups) == 3 else 1
             div = f"float({count})" if self.row_div else "1.0f"
             return (f"sofie_rt::rows::reduce_inner<float>({x}, {y}, {e.dim(outer)}, {e.dim(groups[-2][0])}, "
@@ -614,8 +615,9 @@ class _Arg(Operator):
         if not isinstance(a, int):
             lines.append(f"if ({e.dim(a)} == 0) {e.fail('empty reduction axis')}")
         if _is1(inner) and dt == FLOAT32:
-            # sofie_rt::rows::arg_extreme: 8 rows at a time, the extreme and then its position by
-            # 8-lane selects (the generated two-pass loop below searched each row element by element)
+            # sofie_rt::rows::arg_extreme: 8 rows at a time, each lane's extreme and its position
+            # in one pass (the generated two-pass loop below searched each row element by element:
+            # 2.7-3.6x its time on [N, 50, 64])
             lines.append(f"sofie_rt::rows::arg_extreme<float>({x}, {y}, {e.dim(outer)}, {e.dim(a)}, "
                          f"{'true' if self.greater else 'false'}, {'true' if last else 'false'});")
             return "\n".join(lines)
