@@ -13,6 +13,7 @@ import sofie_root
 from .ort_check import make_model, run_ort, run_reference, value_info
 
 F = np.float32
+FLT_MIN = 1.17549435e-38
 RNG = np.random.default_rng(5)
 
 
@@ -186,3 +187,196 @@ def test_instance_and_mean_variance_normalization_rows(shape) -> None:
     # (not against onnxruntime here: its MVN is off by 2e-4 on the plane at 500 and NaN on the
     # constant one, where 0 / (0 + 1e-9) is 0)
     np.testing.assert_allclose(sofie_root.compile(mvn).infer(x)[0], ref, rtol=1e-5, atol=1e-5)
+
+
+# -- rows processed 8 at a time (softmax, ArgMax/ArgMin) and Hardmax along a strided axis -----
+
+def _many_rows(rows: int, n: int) -> np.ndarray:
+    """``rows`` rows of ``n`` values, the special rows of _rows spread over different positions of
+    the groups of 8 (first, middle, last of a group and in the final partial group)."""
+    x = RNG.standard_normal((rows, n)).astype(F)
+    special = _rows(n)
+    for i, r in enumerate([0, 4, 7, 8, 11, 15, 16, rows - 3, rows - 2, rows - 1]):
+        x[r] = special[i]
+    if n > 2:
+        x[5, n // 2:] = -1e9  # padding masks: -1e9 and -inf
+        x[9, (n + 1) // 2:] = -np.inf
+        x[12, :2] = x[12].max() + 1  # a tie of the maximum
+        x[13, -2:] = x[13].max() + 1  # a tie in the tail
+    return x
+
+
+@pytest.mark.parametrize("n", [1, 3, 8, 10, 16, 17, 40, 600])
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax", "Hardmax"])
+def test_softmax_groups_of_rows(op: str, n: int) -> None:
+    """21 rows (two groups of 8 and a partial one; rows of 600 take the row-by-row path) with NaN,
+    infinities, masks and ties at every position of a group, against float64 numpy (the masked
+    probabilities must be exactly 0)."""
+    x = _many_rows(21, n)
+    model = make_model([helper.make_node(op, ["x"], ["y"], axis=-1)], [value_info("x", F, ("N", n))],
+                       [value_info("y", F, None)], opset=13)
+    got = sofie_root.compile(model).infer(x)[0]
+    with np.errstate(all="ignore"):
+        xd = x.astype(np.float64)
+        m = xd.max(axis=-1, keepdims=True)
+        e = np.exp(xd - m)
+        if op == "LogSoftmax":
+            ref = xd - m - np.log(e.sum(axis=-1, keepdims=True))
+        elif op == "Softmax":
+            ref = e / e.sum(axis=-1, keepdims=True)
+        else:
+            ref = run_reference(model, x)[0]
+    if op == "Hardmax":
+        np.testing.assert_array_equal(got, ref)
+    else:
+        np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-6, equal_nan=True)
+    if op == "Softmax" and n > 2:
+        assert (got[5, n // 2:] == 0).all() and (got[9, (n + 1) // 2:] == 0).all()
+
+
+@pytest.mark.parametrize("n", [1, 3, 10, 40])
+def test_hardmax_few_rows(n: int) -> None:
+    """Fewer than 8 rows (their own path): NaN at the start, middle and end, +inf, -inf, a row of
+    -inf, against onnx.reference."""
+    x = _rows(n)[:7]
+    model = make_model([helper.make_node("Hardmax", ["x"], ["y"], axis=-1)], [value_info("x", F, ("N", n))],
+                       [value_info("y", F, None)], opset=13)
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(sofie_root.compile(model).infer(x)[0], run_reference(model, x)[0])
+
+
+@pytest.mark.parametrize("n", [1, 5, 10, 64, 67])
+@pytest.mark.parametrize("last", [0, 1])
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+def test_arg_groups_of_rows(op: str, last: int, n: int) -> None:
+    x = _many_rows(21, n)
+    x[14] = np.floor(x[14] * 2)  # many ties
+    x[17] = -np.inf if op == "ArgMax" else np.inf  # the extreme equals the padding of the tail
+    model = make_model([helper.make_node(op, ["x"], ["y"], axis=-1, keepdims=0, select_last_index=last)],
+                       [value_info("x", F, ("N", n))], [value_info("y", np.int64, None)], opset=13)
+    got = sofie_root.compile(model).infer(x)[0]
+    fn = np.argmax if op == "ArgMax" else np.argmin
+    ref = n - 1 - fn(x[:, ::-1], axis=-1) if last else fn(x, axis=-1)
+    np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 5), (2, 64, 50), (2, 9, 8), (1, 1, 3)])
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax", "Hardmax"])
+def test_softmax_family_strided_axis(op: str, shape) -> None:
+    """Along axis 1 (8 columns of the inner dimension per vector and a partial group): NaN (the
+    column is NaN; Hardmax: the first NaN wins), ties (Hardmax: the first), a column of -inf, a
+    masked half column (-1e9: probabilities exactly 0), against onnx.reference / float64 numpy."""
+    if op == "Hardmax":
+        x = RNG.integers(-3, 4, shape).astype(F)  # many ties
+    else:
+        x = (RNG.standard_normal(shape) * 3).astype(F)
+    x[0, :, 0] = -np.inf
+    if shape[2] > 2:
+        x[0, shape[1] // 2, 1] = np.nan
+        x[-1, -1, -1] = np.nan
+        x[-1, 0, -1] = np.nan
+        x[-1, (shape[1] + 1) // 2:, 2] = -1e9
+    model = make_model([helper.make_node(op, ["x"], ["y"], axis=1)], [value_info("x", F, ("N",) + shape[1:])],
+                       [value_info("y", F, None)], opset=13)
+    got = sofie_root.compile(model).infer(x)[0]
+    with np.errstate(all="ignore"):
+        if op == "Hardmax":
+            np.testing.assert_array_equal(got, run_reference(model, x)[0])
+            return
+        xd = x.astype(np.float64)
+        m = xd.max(axis=1, keepdims=True)
+        e = np.exp(xd - m)
+        ref = xd - m - np.log(e.sum(axis=1, keepdims=True)) if op == "LogSoftmax" else e / e.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-6, equal_nan=True)
+    if op == "Softmax" and shape[2] > 2:
+        assert (got[-1, (shape[1] + 1) // 2:, 2] == 0).all()
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 37), (3, 4, 70), (2, 9, 8), (1, 3, 5)])
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin"])
+def test_reduce_strided_axis(op: str, shape) -> None:
+    """Reductions along axis 1 (vector accumulators over 32 and 8 columns of the inner dimension
+    and a partial group): NaN, +-inf, a column of -inf, against numpy."""
+    x = RNG.standard_normal(shape).astype(F)
+    x[0, :, 0] = -np.inf
+    x[0, 1, 1] = np.nan
+    x[-1, -1, -1] = np.nan
+    x[-1, 0, shape[2] // 2] = np.inf
+    x[0, -1, shape[2] - 2] = -np.inf
+    model = make_model([helper.make_node(op, ["x", "axes"], ["y"], keepdims=0)],
+                       [value_info("x", F, ("N",) + shape[1:])], [value_info("y", F, None)],
+                       {"axes": np.array([1], np.int64)}, opset=18)
+    got = sofie_root.compile(model).infer(x)[0]
+    fn = {"ReduceSum": np.sum, "ReduceMean": np.mean, "ReduceMax": np.max, "ReduceMin": np.min}[op]
+    with np.errstate(all="ignore"):
+        ref = fn(x.astype(np.float64), axis=1)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6, equal_nan=True)
+
+
+ROWS_HARNESS = """
+inline void sofie_rows_test_softmax(const float *x, float *y, long rows, long n, bool log)
+{ sofie_rt::rows::softmax<float>(x, y, rows, n, log); }
+inline void sofie_rows_test_exp8(const float *x, float *y, long n)
+{ for (long i = 0; i + 8 <= n; i += 8) sofie_rt::rows::store(y + i, sofie_rt::rows::exp8_nonpos(sofie_rt::rows::load(x + i))); }
+inline void sofie_rows_test_log8(const float *x, float *y, long n)
+{ for (long i = 0; i + 8 <= n; i += 8) sofie_rt::rows::store(y + i, sofie_rt::rows::log8(sofie_rt::rows::load(x + i))); }
+inline void sofie_rows_test_vmlog(const float *x, float *y, long n)
+{ for (long i = 0; i < n; ++i) y[i] = sofie_rt::vm::log(x[i]); }
+"""
+
+
+@pytest.fixture(scope="module")
+def rows_fns():
+    from sofie_root.jit import cling
+
+    ROOT = cling.root()
+    if not hasattr(ROOT, "sofie_rows_test_softmax"):
+        assert ROOT.gInterpreter.Declare(cling.optimized(ROWS_HARNESS))
+    return ROOT
+
+
+def _pad8(x: np.ndarray) -> np.ndarray:
+    return np.concatenate([x, np.zeros(-len(x) % 8, F)]).astype(F)
+
+
+def test_exp8_nonpos_error_and_edges(rows_fns) -> None:
+    """The softmax exp over every 61st float32 bit pattern of [-inf, 0]: within 1.8e-7 relative
+    error where e^x is a normal float, exactly 0 from -88 down (masked scores), NaN kept."""
+    u = np.arange(0x80000000, 0xFF800001, 61, dtype=np.uint64).astype(np.uint32)
+    x = _pad8(np.concatenate([u.view(F), np.array([0.0, -0.0, -np.inf, np.nan, -88.0, -1e9, -87.0], F)]))
+    y = np.empty_like(x)
+    rows_fns.sofie_rows_test_exp8(x, y, len(x))
+    with np.errstate(all="ignore"):
+        ref = np.exp(x.astype(np.float64))
+    normal = ref >= FLT_MIN
+    assert (np.abs(y[normal] / ref[normal] - 1) <= 1.8e-7).all()
+    assert (y[x <= -88.0] == 0).all()
+    assert (np.abs(y[~normal & ~np.isnan(x)]) <= FLT_MIN).all()
+    assert np.isnan(y[np.isnan(x)]).all()
+    assert y[x == 0].tolist() == [1.0] * int((x == 0).sum())
+
+
+def test_log8_is_vm_log(rows_fns) -> None:
+    """log8 (the log-softmax's log of 8 row sums at once) gives vm::log's bits everywhere."""
+    u = np.arange(0, 2**32, 4099, dtype=np.uint64).astype(np.uint32)
+    x = _pad8(np.concatenate([u.view(F), np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, FLT_MIN], F)]))
+    y8, y1 = np.empty_like(x), np.empty_like(x)
+    rows_fns.sofie_rows_test_log8(x, y8, len(x))
+    rows_fns.sofie_rows_test_vmlog(x, y1, len(x))
+    same = (y8.view(np.uint32) == y1.view(np.uint32)) | (np.isnan(y8) & np.isnan(y1))
+    assert same.all(), x[~same][:5]
+
+
+
+@pytest.mark.parametrize("n", [3, 10, 17, 40, 600])
+@pytest.mark.parametrize("rows", [1, 7, 8, 21])
+@pytest.mark.parametrize("log", [False, True])
+def test_softmax_kernel_in_place(rows_fns, log: bool, rows: int, n: int) -> None:
+    """The attention kernel runs the softmax in place (y == x): same values as into another
+    buffer, whatever the full-width reads and writes of the rows' tails touch."""
+    x = _many_rows(rows, n) if rows == 21 else RNG.standard_normal((rows, n)).astype(F)
+    y = np.empty_like(x)
+    rows_fns.sofie_rows_test_softmax(x, y, rows, n, log)
+    z = x.copy()
+    rows_fns.sofie_rows_test_softmax(z, z, rows, n, log)
+    np.testing.assert_array_equal(z, y)

@@ -72,6 +72,19 @@ def main() -> None:
     run("Gather, GatherElements with negative indices",
         model(nodes, [("d", F32, [3, 4]), ("i", np.int64, [4]), ("j", np.int64, [3, 4])],
               [("g", F32, [4, 4]), ("e", F32, [3, 4])]), data, idx, np.tile(idx, (3, 1)))
+    # the row kernels (sofie_rt::rows): bit tricks on float lanes (exp's 2^n by a shift, log's
+    # exponent), float positions converted to int64, full-width tails next to the buffer's end
+    rows = np.resize(floats, (19, 11)).astype(F32)
+    nodes = [helper.make_node(op, ["r"], [f"y{k}"], axis=ax)
+             for k, (op, ax) in enumerate([("Softmax", -1), ("LogSoftmax", -1), ("Hardmax", -1),
+                                           ("Softmax", 0), ("LogSoftmax", 0), ("Hardmax", 0)])]
+    nodes += [helper.make_node(op, ["r"], [f"y{len(nodes) + k}"], axis=-1, keepdims=0)
+              for k, op in enumerate(("ArgMax", "ArgMin"))]
+    nodes += [helper.make_node(op, ["r", "ax"], [f"y{len(nodes) + k}"], keepdims=0)
+              for k, op in enumerate(("ReduceMax", "ReduceSum", "ReduceLogSumExp"))]
+    outs = [(f"y{k}", np.int64 if nodes[k].op_type.startswith("Arg") else F32, None) for k in range(len(nodes))]
+    run("Softmax, LogSoftmax, Hardmax, ArgMax, ArgMin, reductions over special values",
+        model(nodes, [("r", F32, [19, 11])], outs, {"ax": np.array([0], np.int64)}, opset=18), rows)
     print("UBSAN-CHILD-DONE", flush=True)
 
 
