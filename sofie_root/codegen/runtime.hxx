@@ -204,24 +204,24 @@ SOFIE_RT_VM_INLINE float exp_poly_estrin(float r)
 }
 
 // e^x = 2^n e^r, n = round(x / ln2), |r| <= ln2/2 (Cody-Waite: ln2 split in two so n*C1 is
-// exact), e^r by exp_poly. 2^n is applied as two factors 2^floor(n/2) 2^(n - floor(n/2)), both
-// normal for every n the clamp allows, so results near the overflow edge and subnormal results are
-// rounded once, like the library's; their exponent bits come from t's bits by shifts (t = 1.5 * 2^23
-// + n, and the 1.5 * 2^23 part leaves the word when shifted left by 23). The clamp to [-104, 89]
-// (where e^x is already 0 or inf in float) keeps the integer arithmetic in range and lets NaN
-// through (x < lo ? lo : x is NaN for NaN: one vmaxps, no select at the end). 0.75 ulp.
+// exact), e^r by exp_poly. x is clamped to [-88, 89] (NaN passes: x < lo ? lo : x is one vmaxps
+// and NaN for NaN, so no select at the end), which keeps n + 127 in [0, 255]; t = 1.5 * 2^23 + 127
+// + n holds it in its low bits and one shift makes the exponent field S = (n + 127) << 23. 2^n is
+// applied as min(S, 2^127) times the rest (1 or 2), so that results between 2^127 and FLT_MAX
+// (x up to 88.72) are finite and rounded once and x >= 88.73 gives inf; n = -127 makes the first
+// factor 0, so e^x is an exact 0 below -87.68 (the subnormal results between -87.68 and -103.97
+// are not produced; with flush-to-zero, as inside a model, they would be 0 anyway). 0.75 ulp.
 SOFIE_RT_VM_INLINE float exp(float x)
 {
-   float c = x < -104.0f ? -104.0f : x;
+   float c = x < -88.0f ? -88.0f : x;
    c = c > 89.0f ? 89.0f : c;
-   const float t = c * 1.44269504088896341f + 12582912.0f; // 1.5 * 2^23: rounds to an integer
-   const float fn = t - 12582912.0f;
+   const float t = c * 1.44269504088896341f + 12583039.0f; // 1.5 * 2^23 + 127: rounds to an integer
+   const float fn = t - 12583039.0f;
    const float r = (c - fn * 0.693359375f) + fn * 2.12194440e-4f;
    const float p = vm::exp_poly(r);
-   const std::uint32_t tb = bits(t);
-   const std::uint32_t h1 = std::uint32_t(std::int32_t(tb) >> 1) << 23; // floor(n / 2) << 23 (arithmetic shift)
-   const std::uint32_t h2 = (tb << 23) - h1;                             // (n - floor(n / 2)) << 23
-   return (p * from_bits(h1 + 0x3F800000u)) * from_bits(h2 + 0x3F800000u);
+   const std::int32_t e = std::int32_t(bits(t) << 23);   // (n + 127) << 23 (the 1.5 * 2^23 bits leave the word)
+   const std::int32_t e1 = e < 0x7F000000 ? e : 0x7F000000; // 2^127 at most (vpminsd)
+   return (p * from_bits(std::uint32_t(e1))) * from_bits(std::uint32_t(e - e1 + 0x3F800000));
 }
 SOFIE_RT_VM_INLINE double exp(double x) { return std::exp(x); }
 
@@ -311,23 +311,22 @@ SOFIE_RT_VM_INLINE double log1p(double x) { return std::log1p(x); }
 // even degree 6) on x clamped to [-9, 9] (tanh(9) rounds to 1 in float): no exp, one division,
 // 3.1x faster per element than the exp form it replaces (0.56 against 1.7 ns under cling). Written
 // c * (p / q), not c * p / q, so that tiny and subnormal x keep their relative accuracy (c * p
-// would underflow first). Both polynomials in Estrin's order (powers z^2, z^4 of z = c^2): the
-// dependence chain before the division is 4 FMAs instead of 7 (the loop is bound by latency).
-// Max error 4.3 ulp (near |x| = 4, where the fit's absolute error of 2.4e-7 meets results near 1),
-// 1.2 ulp below |x| = 0.6. NaN stays NaN through the clamp, -0 -> -0.
+// would underflow first). p = p0 + z X(z) with X (degree 5 in z = c^2) in Estrin's order (powers
+// z, z^2), q likewise: a dependence chain of 4 FMAs instead of Horner's 7 before the division
+// (the loop is bound by latency), and the last step still adds p0 once, as Horner does. Max error
+// 4.5 ulp (near |x| = 4-7, where the fit's absolute error of 2.4e-7 meets results near 1), 1.2 ulp
+// below |x| = 0.6. NaN stays NaN through the clamp, -0 -> -0.
 SOFIE_RT_VM_INLINE float tanh(float x)
 {
    const float c = x < -9.0f ? -9.0f : (x > 9.0f ? 9.0f : x);
    const float z = c * c;
    const float z2 = z * z;
-   const float z4 = z2 * z2;
-   const float p01 = 6.37261928875436e-04f * z + 4.89352455891786e-03f;
-   const float p23 = 5.12229709037114e-08f * z + 1.48572235717979e-05f;
-   const float p45 = 2.00018790482477e-13f * z - 8.60467152213735e-11f;
-   const float p = z4 * (z2 * -2.76076847742355e-16f + p45) + (z2 * p23 + p01);
-   const float q01 = 2.26843463243900e-03f * z + 4.89352518554385e-03f;
-   const float q23 = 1.19825839466702e-06f * z + 1.18534705686654e-04f;
-   const float q = z2 * q23 + q01;
+   const float b12 = 1.48572235717979e-05f * z + 6.37261928875436e-04f;
+   const float b34 = -8.60467152213735e-11f * z + 5.12229709037114e-08f;
+   const float b56 = -2.76076847742355e-16f * z + 2.00018790482477e-13f;
+   const float p = (z2 * (z2 * b56 + b34) + b12) * z + 4.89352455891786e-03f;
+   const float q = (z2 * 1.19825839466702e-06f + (1.18534705686654e-04f * z + 2.26843463243900e-03f)) * z +
+                   4.89352518554385e-03f;
    return c * (p / q);
 }
 SOFIE_RT_VM_INLINE double tanh(double x) { return std::tanh(x); }
