@@ -145,12 +145,17 @@ inline std::uint64_t fp_mode()
 // vectorises without -ffast-math). The float64 overloads are std:: (float64 models are rare and
 // keep the library's accuracy). Maximum errors against the correctly rounded result, measured
 // over a sweep of float32 bit patterns (tests/sofie_root/test_math_layer.py, docs/conformance.md, "Numerics"):
-//   exp 1 ulp, expm1 2, log 1, log1p 2, tanh 2, sigmoid 2, softplus 2, erf 2.5, pow 1 (computed
-//   in double); gelu 6.2 ulp for x >= 0, 24 ulp (1.4e-6 relative) for -5 < x < 0 and 1.2e-5
-//   relative below -5, where |gelu(x)| < 1.5e-6 (the rounding of z^2 inside erfc's exp).
+//   exp 0.9 ulp, expm1 1.6, log 0.8, log1p 1.5, tanh 4.6, sigmoid 2.1, softplus 1.9, erf 2.4, pow
+//   1 (computed in double); gelu 6 ulp for x >= 0, 28 ulp (1.7e-6 relative) for -5 < x < 0 and
+//   1.5e-5 relative below -5, where |gelu(x)| < 1.5e-6 (the rounding of z^2 inside erfc's exp).
 // Every function returns NaN for NaN, handles +-0, +-inf and subnormal arguments as the C
-// library does, overflows to inf and underflows to an exact 0 (subnormal results are produced
-// only when the caller has not enabled flush-to-zero, see FPModeGuard).
+// library does, overflows to inf and underflows to an exact 0 (exp and the functions built on it
+// below -87.68; log-type functions produce subnormal results only when the caller has not enabled
+// flush-to-zero, see FPModeGuard).
+// These loops are bound by latency on AVX2 (an FMA takes 4-5 cycles, a polynomial by Horner is a
+// chain of them): the exp users evaluate their polynomials in Estrin's order where the accuracy
+// allows it, and NaN is carried through clamps written x < lo ? lo : x (one vmaxps, NaN for NaN)
+// rather than selected back at the end.
 namespace vm {
 
 // Forced inlining: a call left in a loop (cling's inliner gives up on the larger compositions,
