@@ -82,8 +82,11 @@ inline std::size_t round_up(std::size_t n) { return (n + kAlign - 1) / kAlign * 
 // Flush-to-zero and denormals-are-zero for the duration of a model's run: subnormal floats (a
 // softmax over a padding mask, products of tiny weights) take 20-100x longer per operation on
 // x86-64 and would slow every later reader. The guard sets FTZ|DAZ (MXCSR bits 15 and 6) on
-// x86-64, FZ (FPCR bit 24) on aarch64, and restores the caller's control bits on every exit,
-// exceptions included; exception flags raised meanwhile stay raised, as without the guard.
+// x86-64, FZ (FPCR bit 24) on aarch64, and restores the caller's register on every exit,
+// exceptions included. On x86-64 the whole MXCSR is restored as it was, so the sticky exception
+// flags the run raised (inexact, overflow... which the math layer's clamps raise at will anyway)
+// are not passed on: reading MXCSR again at the exit to keep them (STMXCSR) costs ~9 ns per call on
+// AMD Zen 2, a third of a small model's run (Relu on [1, 128]: 26 -> 17 ns per call).
 // Elsewhere it does nothing. Subnormal inputs read as (signed) zero inside the run and subnormal
 // results become zero; a model opts out with the metadata property sofie_root.flush_denormals=0.
 class FPModeGuard {
@@ -107,7 +110,7 @@ public:
       if (!fActive)
          return;
 #if defined(__x86_64__) || (defined(__i386__) && defined(__SSE__))
-      __builtin_ia32_ldmxcsr(static_cast<unsigned>(fSaved) | (__builtin_ia32_stmxcsr() & 0x3Fu));
+      __builtin_ia32_ldmxcsr(static_cast<unsigned>(fSaved));
 #elif defined(__aarch64__)
       __asm__ __volatile__("msr fpcr, %0" : : "r"(fSaved));
 #endif
@@ -142,12 +145,17 @@ inline std::uint64_t fp_mode()
 // vectorises without -ffast-math). The float64 overloads are std:: (float64 models are rare and
 // keep the library's accuracy). Maximum errors against the correctly rounded result, measured
 // over a sweep of float32 bit patterns (tests/sofie_root/test_math_layer.py, docs/conformance.md, "Numerics"):
-//   exp 1 ulp, expm1 2, log 1, log1p 2, tanh 2, sigmoid 2, softplus 2, erf 2.5, pow 1 (computed
-//   in double); gelu 6.2 ulp for x >= 0, 24 ulp (1.4e-6 relative) for -5 < x < 0 and 1.2e-5
-//   relative below -5, where |gelu(x)| < 1.5e-6 (the rounding of z^2 inside erfc's exp).
+//   exp 0.9 ulp, expm1 1.6, log 0.8, log1p 1.5, tanh 4.7, sigmoid 2.1, softplus 1.9, erf 2.4, pow
+//   1 (computed in double); gelu 6 ulp for x >= 0, 28 ulp (1.7e-6 relative) for -5 < x < 0 and
+//   1.5e-5 relative below -5, where |gelu(x)| < 1.5e-6 (the rounding of z^2 inside erfc's exp).
 // Every function returns NaN for NaN, handles +-0, +-inf and subnormal arguments as the C
-// library does, overflows to inf and underflows to an exact 0 (subnormal results are produced
-// only when the caller has not enabled flush-to-zero, see FPModeGuard).
+// library does, overflows to inf and underflows to an exact 0 (exp and the functions built on it
+// below -87.68; log-type functions produce subnormal results only when the caller has not enabled
+// flush-to-zero, see FPModeGuard).
+// These loops are bound by latency on AVX2 (an FMA takes 4-5 cycles, a polynomial by Horner is a
+// chain of them): the exp users evaluate their polynomials in Estrin's order where the accuracy
+// allows it, and NaN is carried through clamps written x < lo ? lo : x (one vmaxps, NaN for NaN)
+// rather than selected back at the end.
 namespace vm {
 
 // Forced inlining: a call left in a loop (cling's inliner gives up on the larger compositions,
@@ -173,52 +181,77 @@ SOFIE_RT_VM_INLINE float from_bits(std::uint32_t u)
 }
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
+// e^r for |r| <= ln2/2 + 2^-10: 1 + r + r^2 Q(r), Q of degree 4 fitted (Remez) to the relative error
+// of e^r (4.3e-9, 0.07 ulp), by Horner (the last two steps add r and 1, the most accurate order).
+SOFIE_RT_VM_INLINE float exp_poly(float r)
+{
+   float p = 1.389340265e-03f;
+   p = p * r + 8.370262571e-03f;
+   p = p * r + 4.166708887e-02f;
+   p = p * r + 1.666650623e-01f;
+   p = p * r + 4.999999702e-01f;
+   p = p * r + 1.0f;
+   return p * r + 1.0f;
+}
+
+// The same polynomial in Estrin's order, 1 + (r + r^2 ((c2 + c3 r) + r^2 ((c4 + c5 r) + r^2 c6))):
+// one more multiplication but a dependence chain of 4 FMAs instead of 6. These loops are bound by
+// latency (AVX2 FMA: 4-5 cycles), so the shorter chain is faster inside exp_neg's users; its extra
+// roundings cost up to 0.2 ulp (exp keeps Horner for its 1-ulp bound).
+SOFIE_RT_VM_INLINE float exp_poly_estrin(float r)
+{
+   const float r2 = r * r;
+   const float k = 1.666650623e-01f * r + 4.999999702e-01f;
+   const float l = 8.370262571e-03f * r + 4.166708887e-02f;
+   const float m = r2 * 1.389340265e-03f + l;
+   const float q = r2 * m + k;
+   return (r2 * q + r) + 1.0f;
+}
+
 // e^x = 2^n e^r, n = round(x / ln2), |r| <= ln2/2 (Cody-Waite: ln2 split in two so n*C1 is
-// exact), e^r by the Cephes minimax polynomial. 2^n is applied as two factors 2^(n/2) 2^(n-n/2),
-// both normal for every n the clamp allows, so results near the overflow edge and subnormal
-// results are rounded once, like the library's. Clamping to [-104, 89] (where e^x is already 0
-// or inf in float) keeps the integer arithmetic in range; NaN is selected back at the end.
+// exact), e^r by exp_poly. x is clamped to [-88, 89] (NaN passes: x < lo ? lo : x is one vmaxps
+// and NaN for NaN, so no select at the end), which keeps n + 127 in [0, 255]; t = 1.5 * 2^23 + 127
+// + n holds it in its low bits and one shift makes the exponent field S = (n + 127) << 23. 2^n is
+// applied as min(S, 2^127) times the rest (1 or 2), so that results between 2^127 and FLT_MAX
+// (x up to 88.72) are finite and rounded once and x >= 88.73 gives inf; n = -127 makes the first
+// factor 0, so e^x is an exact 0 below -87.68 (the subnormal results between -87.68 and -103.97
+// are not produced; with flush-to-zero, as inside a model, they would be 0 anyway). 0.75 ulp.
 SOFIE_RT_VM_INLINE float exp(float x)
 {
-   const float xc = x > -104.0f ? (x < 89.0f ? x : 89.0f) : -104.0f;
-   const float t = xc * 1.44269504088896341f + 12582912.0f; // 1.5 * 2^23: rounds to an integer
-   const float fn = t - 12582912.0f;
-   const std::int32_t n = std::int32_t(bits(t) - 0x4B400000u);
-   const float r = (xc - fn * 0.693359375f) + fn * 2.12194440e-4f;
-   float p = 1.9875691500E-4f;
-   p = p * r + 1.3981999507E-3f;
-   p = p * r + 8.3334519073E-3f;
-   p = p * r + 4.1665795894E-2f;
-   p = p * r + 1.6666665459E-1f;
-   p = p * r + 5.0000001201E-1f;
-   p = p * r * r + r + 1.0f;
-   const std::int32_t n1 = n >> 1; // arithmetic shift (GCC and clang define it so): floor(n / 2)
-   const std::int32_t n2 = n - n1;
-   const float y = (p * from_bits(std::uint32_t(n1 + 127) << 23)) * from_bits(std::uint32_t(n2 + 127) << 23);
-   return x != x ? x : y;
+   float c = x < -88.0f ? -88.0f : x;
+   c = c > 89.0f ? 89.0f : c;
+   const float t = c * 1.44269504088896341f + 12583039.0f; // 1.5 * 2^23 + 127: rounds to an integer
+   const float fn = t - 12583039.0f;
+   const float r = (c - fn * 0.693359375f) + fn * 2.12194440e-4f;
+   const float p = vm::exp_poly(r);
+   const std::int32_t e = std::int32_t(bits(t) << 23);   // (n + 127) << 23 (the 1.5 * 2^23 bits leave the word)
+   const std::int32_t e1 = e < 0x7F000000 ? e : 0x7F000000; // 2^127 at most (vpminsd)
+   return (p * from_bits(std::uint32_t(e1))) * from_bits(std::uint32_t(e - e1 + 0x3F800000));
 }
 SOFIE_RT_VM_INLINE double exp(double x) { return std::exp(x); }
 
-// e^x for x <= 88 inside a function that handles NaN itself: exp's reduction and polynomial with
-// one scale factor (2^n stays normal for n in [-126, 127]), no overflow clamp and no NaN select;
-// 0 below ln(FLT_MIN) = -87.3365, where e^x is subnormal (flush-to-zero would give 0 inside a model anyway). About
-// a quarter fewer instructions than exp; sigmoid and the erf/GELU tails use it.
-SOFIE_RT_VM_INLINE float exp_bounded(float x)
+// e^x for x <= 88 (or NaN, which propagates) inside functions that need no subnormal result:
+// one scale factor 2^n built from t's bits by one shift (t = 1.5 * 2^23 + 127 + n), the clamp at
+// -88 gives 2^-127 -> a zero factor, so e^x is an exact 0 below about -87.7 (subnormal above that
+// down to -87.34, 0 with flush-to-zero), Estrin's polynomial. sigmoid, erf and gelu use it: about
+// 30% faster than exp in their loops.
+// e^c = p * scale for c <= 88 (or NaN) without a clamp: Estrin's polynomial p and the factor 2^n
+// (n + 127 in [1, 254] for c in [-87.3, 88.3]; callers that bound c themselves, like erf, use the
+// two parts to end with one FMA).
+SOFIE_RT_VM_INLINE float exp_parts(float c, float &scale)
 {
-   const float xc = x > -87.3365448f ? x : -87.3365448f; // NaN -> the bound (the caller selects NaN back)
-   const float t = xc * 1.44269504088896341f + 12582912.0f;
-   const float fn = t - 12582912.0f;
-   const std::int32_t n = std::int32_t(bits(t) - 0x4B400000u);
-   const float r = (xc - fn * 0.693359375f) + fn * 2.12194440e-4f;
-   float p = 1.9875691500E-4f;
-   p = p * r + 1.3981999507E-3f;
-   p = p * r + 8.3334519073E-3f;
-   p = p * r + 4.1665795894E-2f;
-   p = p * r + 1.6666665459E-1f;
-   p = p * r + 5.0000001201E-1f;
-   p = p * r * r + r + 1.0f;
-   const float y = p * from_bits(std::uint32_t(n + 127) << 23);
-   return x > -87.3365448f ? y : 0.0f;
+   const float t = c * 1.44269504088896341f + 12583039.0f; // 1.5 * 2^23 + 127: t's low bits hold n + 127
+   const float fn = t - 12583039.0f;
+   const float r = (c - fn * 0.693359375f) + fn * 2.12194440e-4f;
+   scale = from_bits(bits(t) << 23);
+   return vm::exp_poly_estrin(r);
+}
+
+SOFIE_RT_VM_INLINE float exp_neg(float x)
+{
+   float scale;
+   const float p = vm::exp_parts(x < -88.0f ? -88.0f : x, scale);
+   return p * scale;
 }
 
 // e^x - 1: a Taylor polynomial for |x| < 0.7 (where e^x - 1 would cancel), e^x - 1 beyond.
@@ -283,8 +316,12 @@ SOFIE_RT_VM_INLINE double log1p(double x) { return std::log1p(x); }
 // even degree 6) on x clamped to [-9, 9] (tanh(9) rounds to 1 in float): no exp, one division,
 // 3.1x faster per element than the exp form it replaces (0.56 against 1.7 ns under cling). Written
 // c * (p / q), not c * p / q, so that tiny and subnormal x keep their relative accuracy (c * p
-// would underflow first). Max error 4.1 ulp (near |x| = 4, where the fit's absolute error of
-// 2.4e-7 meets results near 1), 1.2 ulp below |x| = 0.6. NaN stays NaN through the clamp, -0 -> -0.
+// would underflow first). Max error 4.7 ulp over every 1021st float32 pattern, 5.3 ulp over every
+// float in [1e-3, 9.5] (near |x| = 5-8.5, where the fit's absolute error of 2.4e-7 meets results
+// near 1; some x in (7.9, 9) give 1 + 2^-23), 1.2 ulp below |x| = 0.6. NaN stays NaN through the
+// clamp, -0 -> -0, tanh(+-inf) = +-1. Horner, not Estrin: an Estrin form was 3% faster but 0.2 ulp
+// less accurate and gave 1 - 2^-24 at the clamp (so 1 + tanh(-inf) was not 0, which Gelu's tanh
+// form needs to give NaN at -inf).
 SOFIE_RT_VM_INLINE float tanh(float x)
 {
    const float c = x < -9.0f ? -9.0f : (x > 9.0f ? 9.0f : x);
@@ -304,43 +341,51 @@ SOFIE_RT_VM_INLINE float tanh(float x)
 }
 SOFIE_RT_VM_INLINE double tanh(double x) { return std::tanh(x); }
 
-// sigmoid from e = e^-|x| <= 1 (exp_bounded, no overflow to handle): 1 / (1 + e) for x >= 0 and
+// sigmoid from e = e^-|x| <= 1 (exp_neg, no overflow to handle): 1 / (1 + e) for x >= 0 and
 // e / (1 + e) below (one division either way), which keeps the relative accuracy of the tiny
-// results of large negative x.
+// results of large negative x (exact 0 below -87.7). The numerator is chosen by the sign bit of x
+// (one vblendvps, no comparison); NaN propagates through exp_neg (no select at the end).
 SOFIE_RT_VM_INLINE float sigmoid(float x)
 {
-   const float e = vm::exp_bounded(-std::fabs(x));
-   const float y = (x >= 0.0f ? 1.0f : e) / (1.0f + e);
-   return x != x ? x : y;
+   const float e = vm::exp_neg(-std::fabs(x));
+   return (std::int32_t(bits(x)) < 0 ? e : 1.0f) / (1.0f + e);
 }
 SOFIE_RT_VM_INLINE double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 // ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|): no overflow for large x, NaN through the log term.
-SOFIE_RT_VM_INLINE float softplus(float x) { return (x > 0.0f ? x : 0.0f) + vm::log1p(vm::exp(-std::fabs(x))); }
+// log1p(e) for e = e^-|x| in [0, 1] needs none of log1p's special cases: u = 1 + e in [1, 2],
+// ln u - ((u - 1) - e) / u (Goldberg's correction, = e when u rounds to 1). Written out because
+// g++ 12 stops vectorising the loop when log1p's selects meet exp's (found by the native test).
+SOFIE_RT_VM_INLINE float softplus(float x)
+{
+   const float e = vm::exp_neg(-std::fabs(x));
+   const float u = 1.0f + e;
+   return (x > 0.0f ? x : 0.0f) + (vm::log(u) - ((u - 1.0f) - e) / u);
+}
 SOFIE_RT_VM_INLINE double softplus(double x) { return (x > 0.0 ? x : 0.0) + std::log1p(std::exp(-std::fabs(x))); }
 
 // erfc(z) for z >= 0 as t e^(P(t) - z^2), t = 1 / (1 + z/2): the Chebyshev fit of Numerical
-// Recipes (erfcc, relative error below 1.2e-7 for every z >= 0). erfc(inf) = 0, erfc(NaN) = NaN.
+// Recipes (erfcc, relative error below 1.2e-7 for every z >= 0), P (degree 9) in Estrin's order.
+// erfc(inf) = 0, erfc(NaN) = NaN.
 SOFIE_RT_VM_INLINE float erfc_pos(float z)
 {
    const float t = 1.0f / (1.0f + 0.5f * z);
-   float p = 0.17087277f;
-   p = p * t - 0.82215223f;
-   p = p * t + 1.48851587f;
-   p = p * t - 1.13520398f;
-   p = p * t + 0.27886807f;
-   p = p * t - 0.18628806f;
-   p = p * t + 0.09678418f;
-   p = p * t + 0.37409196f;
-   p = p * t + 1.00002368f;
-   p = p * t - 1.26551223f;
-   return t * vm::exp(p - z * z);
+   const float t2 = t * t;
+   const float t4 = t2 * t2;
+   const float p01 = 1.00002368f * t - 1.26551223f;
+   const float p23 = 0.09678418f * t + 0.37409196f;
+   const float p45 = 0.27886807f * t - 0.18628806f;
+   const float p67 = 1.48851587f * t - 1.13520398f;
+   const float p89 = 0.17087277f * t - 0.82215223f;
+   const float p = t4 * (t4 * p89 + (t2 * p67 + p45)) + (t2 * p23 + p01);
+   return t * vm::exp_neg(p - z * z);
 }
 
 // erf as ONNX Runtime's MLAS computes it, with our own fits: x P(x^2) for |x| < 0.921875 (degree 5
 // in x^2, relative error 1.6e-8) and 1 - e^-Q(|x|) with the sign of x above, Q a degree-8 fit of
 // -ln erfc on [0.921875, 3.93] (absolute error 9e-9; erf rounds to 1 beyond 3.93, where |x| is
-// clamped). No division, one exp_bounded: 1.5x faster than the erfc form it replaces. Max error 1.1 ulp.
+// clamped), Q in Estrin's order and e^-Q by exp_parts (Q <= 18: no clamp), 1 - p * 2^n one FMA.
+// No division. NaN passes the clamp (a > 3.93 is false) and every later step. Max error 2.3 ulp.
 SOFIE_RT_VM_INLINE float erf(float x)
 {
    const float a = std::fabs(x);
@@ -351,19 +396,18 @@ SOFIE_RT_VM_INLINE float erf(float x)
    s = s * z + 1.12818161e-1f;
    s = s * z - 3.76124937e-1f;
    s = s * z + 1.12837915e+0f;
-   const float c = a < 3.93f ? a : 3.93f;
-   float q = -1.62878405e-06f;
-   q = q * c + 4.58579780e-05f;
-   q = q * c - 5.94821759e-04f;
-   q = q * c + 4.74888738e-03f;
-   q = q * c - 2.63866391e-02f;
-   q = q * c + 1.10012121e-01f;
-   q = q * c + 6.31906033e-01f;
-   q = q * c + 1.13018203e+00f;
-   q = q * c - 3.06349510e-04f;
-   const float big = std::copysign(1.0f - vm::exp_bounded(-q), x);
-   const float r = a < 0.921875f ? x * s : big;
-   return x != x ? x : r;
+   const float c = a > 3.93f ? 3.93f : a;
+   const float c2 = c * c;
+   const float c4 = c2 * c2;
+   const float p01 = 1.13018203e+00f * c - 3.06349510e-04f;
+   const float p23 = 1.10012121e-01f * c + 6.31906033e-01f;
+   const float p45 = 4.74888738e-03f * c - 2.63866391e-02f;
+   const float p67 = 4.58579780e-05f * c - 5.94821759e-04f;
+   const float q = c4 * (c4 * -1.62878405e-06f + (c2 * p67 + p45)) + (c2 * p23 + p01);
+   float scale;
+   const float p = vm::exp_parts(-q, scale);
+   const float big = from_bits(bits(1.0f - p * scale) | (bits(x) & 0x80000000u)); // 1 - e^-Q >= 0
+   return a < 0.921875f ? x * s : big;
 }
 SOFIE_RT_VM_INLINE double erf(double x) { return std::erf(x); }
 

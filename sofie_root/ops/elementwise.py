@@ -49,7 +49,7 @@ class _Unary(Operator):
 #: 1.52 / 1.14 / 1.31, asin 0.54 / 0.45 / 0.59, cosh 1.25 / 0.97 / 1.25; asinh and atanh gain
 #: nothing. With one vector per iteration the long dependence chains (a polynomial, a division)
 #: leave the FMA units idle; at 4 the 16 AVX2 registers spill for the larger bodies.
-INTERLEAVE = {"Tanh": 4, "Erf": 2, "Gelu": 4, "Exp": 2, "Sigmoid": 2, "Log": 2, "Softplus": 2, "Elu": 2,
+INTERLEAVE = {"Tanh": 4, "Erf": 4, "Gelu": 4, "Exp": 4, "Sigmoid": 4, "Log": 2, "Softplus": 2, "Elu": 2,
               "Celu": 2, "Selu": 2, "Swish": 2, "Mish": 2, "Asin": 2, "Acos": 2, "Atan": 2, "Sinh": 2,
               "Cosh": 2, "Acosh": 2}
 

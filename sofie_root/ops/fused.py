@@ -25,7 +25,7 @@ from ..ir.dims import broadcast_shapes, numel
 from ..ir.dtypes import DType, dtype_by_name
 from ..ir.graph import Node
 from .base import NodeView, Operator, OutInfo, lookup, register
-from .elementwise import Cast, Clip, Pow, Where, _Binary, _cast_expr, _lit, _Unary, _Variadic
+from .elementwise import INTERLEAVE, Cast, Clip, Pow, Where, _Binary, _cast_expr, _lit, _Unary, _Variadic, interleaved
 
 #: activation attributes of FusedGemm/FusedConv are stored as ``act_<name>``
 ACT_PREFIX = "act_"
@@ -296,7 +296,12 @@ class FusedElementwise(Operator):
                 dts.append(dt)
             return "({ " + " ".join(lines) + f" s{len(steps) - 1}_; }})"
 
-        return e.broadcast(0, ins, expr)
+        code = e.broadcast(0, ins, expr)
+        if steps[-1]["dtype"] != "float32":
+            return code
+        # the interleave of the chain's slowest step (a sigmoid, erf, exp...): its dependence chain
+        # is the loop's, the cheap steps around it do not change that
+        return interleaved(code, max(INTERLEAVE.get(s["op"], 0) for s in steps))
 
 
 

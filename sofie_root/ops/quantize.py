@@ -110,8 +110,12 @@ def _saturate(val: str, ftype: str, out: DType) -> str:
     """C++ expression: the (already rounded) floating value ``val`` clamped into ``out``'s range,
     NaN mapping to the minimum (as the ONNX reference's int32 conversion does)."""
     lo, hi = QRANGES[out.name]
-    return (f"{out.cpp}({val} != {val} ? {ftype}({lo}) : std::min<{ftype}>(std::max<{ftype}>({val}, "
-            f"{ftype}({lo})), {ftype}({hi})))")
+    # v > lo ? v : lo is lo for NaN and one vmaxps, then one vminps: the explicit NaN select on
+    # top of std::max/std::min cost a compare, and clang moved the select after the narrowing
+    # (two pack chains and a byte blend per vector): QuantizeLinear [256, 128] 9.8 -> 7.0 us
+    lo_, hi_ = f"{ftype}({lo})", f"{ftype}({hi})"
+    low = f"({val} > {lo_} ? {val} : {lo_})"
+    return f"{out.cpp}({low} < {hi_} ? {low} : {hi_})"
 
 
 # -- QuantizeLinear / DequantizeLinear --------------------------------------------------------
