@@ -1658,6 +1658,44 @@ inline void transpose2d(const T *x, T *y, std::int64_t batch, std::int64_t rows,
    }
 }
 
+// Nearest-neighbour upsampling of a row by an integer factor (Resize/Upsample): out[j * s + r] =
+// in[j] for j < n, r < s. Float rows of factor 2 or 4 duplicate the columns of 8 loaded values
+// with shuffles and write whole vectors (the scalar loop, one 4-byte store per output value, ran
+// at 0.65x onnxruntime on [N, 16, 8, 8] x2). Forced inline: called once per output row, and cling
+// inlines only always_inline functions.
+template <class T> SOFIE_RT_VM_INLINE void repeat_row(const T *in, std::int64_t n, std::int64_t s, T *out)
+{
+   for (std::int64_t j = 0; j < n; ++j)
+      for (std::int64_t r = 0; r < s; ++r)
+         out[j * s + r] = in[j];
+}
+
+#if defined(SOFIE_RT_ROWS_VEC) && (defined(__clang__) || __GNUC__ >= 12)
+template <> SOFIE_RT_VM_INLINE void repeat_row<float>(const float *in, std::int64_t n, std::int64_t s, float *out)
+{
+   using rows::f8;
+   std::int64_t j = 0;
+   if (s == 2) {
+      for (; j + 8 <= n; j += 8) {
+         const f8 v = rows::load(in + j);
+         rows::store(out + 2 * j, __builtin_shufflevector(v, v, 0, 0, 1, 1, 2, 2, 3, 3));
+         rows::store(out + 2 * j + 8, __builtin_shufflevector(v, v, 4, 4, 5, 5, 6, 6, 7, 7));
+      }
+   } else if (s == 4) {
+      for (; j + 8 <= n; j += 8) {
+         const f8 v = rows::load(in + j);
+         rows::store(out + 4 * j, __builtin_shufflevector(v, v, 0, 0, 0, 0, 1, 1, 1, 1));
+         rows::store(out + 4 * j + 8, __builtin_shufflevector(v, v, 2, 2, 2, 2, 3, 3, 3, 3));
+         rows::store(out + 4 * j + 16, __builtin_shufflevector(v, v, 4, 4, 4, 4, 5, 5, 5, 5));
+         rows::store(out + 4 * j + 24, __builtin_shufflevector(v, v, 6, 6, 6, 6, 7, 7, 7, 7));
+      }
+   }
+   for (; j < n; ++j)
+      for (std::int64_t r = 0; r < s; ++r)
+         out[j * s + r] = in[j];
+}
+#endif
+
 // TopK support. topk_key maps a value to an unsigned integer whose ascending order is the ONNX
 // order: NaN (any payload or sign) above +inf and all NaNs equal, -0.0 equal to +0.0, so that
 // equal keys are exactly the ties ONNX breaks by the lower index.

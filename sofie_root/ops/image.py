@@ -394,25 +394,16 @@ class _ResizeBase(Operator):
         out, taps, attrs = self._plan(v)
         dt = x.dtype
         t = dt.cpp
-        r = x.rank
         if numel(out) == 0:
             return ""
         if not taps:
             return (f"std::copy({e.inp(0)}, {e.inp(0)} + {e.size_in(0)}, {e.out()});")
         in_st = strides(x.shape)
+        if all(tp.copy for tp in taps.values()):
+            return _nearest_copy(e, x, out, taps, in_st)
         lines: list[str] = []
         # loop groups: runs of adjacent non-resized axes merge into one loop
-        groups: list[tuple[str, DimLike, DimLike, int | None]] = []  # (kind, extent, in stride, axis)
-        for a in range(r):
-            if a in taps:
-                groups.append(("r", out[a], in_st[a], a))
-            elif isinstance(out[a], int) and out[a] == 1:
-                continue
-            elif groups and groups[-1][0] == "k":
-                _, ext_, _, _ = groups[-1]
-                groups[-1] = ("k", ext_ * out[a], in_st[a], None)
-            else:
-                groups.append(("k", out[a], in_st[a], None))
+        groups = _loop_groups(out, taps, in_st)
         tabs: dict[int, tuple[str, str, str | None]] = {}
         for a, tp in taps.items():
             st = in_st[a]
@@ -456,35 +447,116 @@ class _ResizeBase(Operator):
             o = f"{tabs[a][0]}[{j}]"
             return o if isinstance(st, int) else f"{o} * {e.dim(st)}"
 
-        if all(tp.copy for tp in taps.values()):
-            terms = [base] + [off(a, loopvars[a]) for a in taps]
-            lines.append(f"{e.out()}[{oi}++] = {e.inp(0)}[{' + '.join(terms)}];")
-        else:
-            acc = e.tmp("acc")
-            lines.append(f"double {acc} = 0.0;")
-            q, w = base, "1.0"
-            closing = 0
-            for a, tp in taps.items():
-                i = loopvars[a]
-                if tp.n == 1:
-                    j = i
-                else:
-                    j = e.tmp("j")
-                    tj = e.tmp("t")
-                    lines.append(f"for ({I64} {tj} = 0; {tj} < {tp.n}; ++{tj}) {{")
-                    lines.append(f"const {I64} {j} = {i} * {tp.n} + {tj};")
-                    closing += 1
-                q2, w2 = e.tmp("q"), e.tmp("w")
-                lines.append(f"const {I64} {q2} = {q} + {off(a, j)};")
-                if tabs[a][1] is not None:
-                    lines.append(f"const double {w2} = {w} * {tabs[a][1]}[{j}];")
-                    w = w2
-                q = q2
-            lines.append(f"{acc} += {w} * double({e.inp(0)}[{q}]);")
-            lines.append("}" * closing)
-            lines.append(f"{e.out()}[{oi}++] = static_cast<{t}>({acc});")
+        acc = e.tmp("acc")
+        lines.append(f"double {acc} = 0.0;")
+        q, w = base, "1.0"
+        closing = 0
+        for a, tp in taps.items():
+            i = loopvars[a]
+            if tp.n == 1:
+                j = i
+            else:
+                j = e.tmp("j")
+                tj = e.tmp("t")
+                lines.append(f"for ({I64} {tj} = 0; {tj} < {tp.n}; ++{tj}) {{")
+                lines.append(f"const {I64} {j} = {i} * {tp.n} + {tj};")
+                closing += 1
+            q2, w2 = e.tmp("q"), e.tmp("w")
+            lines.append(f"const {I64} {q2} = {q} + {off(a, j)};")
+            if tabs[a][1] is not None:
+                lines.append(f"const double {w2} = {w} * {tabs[a][1]}[{j}];")
+                w = w2
+            q = q2
+        lines.append(f"{acc} += {w} * double({e.inp(0)}[{q}]);")
+        lines.append("}" * closing)
+        lines.append(f"{e.out()}[{oi}++] = static_cast<{t}>({acc});")
         lines.append("}" * depth)
         return "\n".join(lines)
+
+
+def _loop_groups(out: Shape, taps: dict, in_st) -> list[tuple[str, DimLike, DimLike, int | None]]:
+    """The output's loop nest: (kind, extent, input stride, axis) per loop, "r" for a resized
+    axis, "k" for a run of adjacent kept axes merged into one loop (axes of size 1 dropped)."""
+    groups: list[tuple[str, DimLike, DimLike, int | None]] = []
+    for a in range(len(out)):
+        if a in taps:
+            groups.append(("r", out[a], in_st[a], a))
+        elif isinstance(out[a], int) and out[a] == 1:
+            continue
+        elif groups and groups[-1][0] == "k":
+            _, ext_, _, _ = groups[-1]
+            groups[-1] = ("k", ext_ * out[a], in_st[a], None)
+        else:
+            groups.append(("k", out[a], in_st[a], None))
+    return groups
+
+
+def _repeat_factor(tp: _AxisTaps, in_w: int, out_w: int) -> int | None:
+    """s if the axis maps output j to input j // s (an integer upsampling, nearest), else None."""
+    if in_w < 1 or out_w % in_w:
+        return None
+    s = out_w // in_w
+    return s if np.array_equal(tp.idx[:, 0], np.arange(out_w) // s) else None
+
+
+def _nearest_copy(e, x, out: Shape, taps: dict, in_st) -> str:
+    """Resize where every output value is one input value (nearest): a loop nest over whole
+    output rows. The innermost row is a memcpy (kept last axis), ``sofie_rt::repeat_row`` (an
+    integer upsampling of the last axis: vector stores, the column duplication a shuffle) or a
+    gather through the index table; at a resized outer axis, an output block whose source index
+    equals the previous one's is a memcpy of the block just written (half the rows of a x2
+    upsampling), instead of one gathered scalar store per output value."""
+    t = x.dtype.cpp
+    groups = _loop_groups(out, taps, in_st)
+    # output elements per iteration of each loop
+    osz: list[DimLike] = []
+    acc: DimLike = 1
+    for _, ext, _, _ in reversed(groups):
+        osz.insert(0, acc)
+        acc = acc * ext
+    tabs: dict[int, str] = {}
+    lines: list[str] = []
+    for a, tp in taps.items():
+        st = in_st[a]
+        offs = [str(int(i) * st) if isinstance(st, int) else str(int(i)) for i in tp.idx[:, 0]]
+        tabs[a], tl = _table(e, I64, offs)
+        lines.append(tl)
+
+    def off(a: int, j: str) -> str:
+        st = in_st[a]
+        return f"{tabs[a]}[{j}]" if isinstance(st, int) else f"{tabs[a]}[{j}] * {e.dim(st)}"
+
+    src, dst = e.inp(0), e.out()
+    b, o = "0", "0"
+    depth = 0
+    for kind, ext, st, a in groups[:-1]:
+        i, b2, o2 = e.tmp("i"), e.tmp("b"), e.tmp("o")
+        lines.append(f"for ({I64} {i} = 0; {i} < {e.dim(ext)}; ++{i}) {{")
+        depth += 1
+        if kind == "r":
+            # the same source block as the previous iteration: copy the block just written
+            lines.append(f"if ({i} > 0 && {tabs[a]}[{i}] == {tabs[a]}[{i} - 1]) {{ std::memcpy({dst} + {o} + "
+                         f"{i} * {e.dim(osz[depth - 1])}, {dst} + {o} + ({i} - 1) * {e.dim(osz[depth - 1])}, "
+                         f"{e.dim(osz[depth - 1])} * sizeof({t})); continue; }}")
+            lines.append(f"const {I64} {b2} = {b} + {off(a, i)};")
+        else:
+            lines.append(f"const {I64} {b2} = {b} + {i} * {e.dim(st)};")
+        lines.append(f"const {I64} {o2} = {o} + {i} * {e.dim(osz[depth - 1])};")
+        b, o = b2, o2
+    kind, ext, st, a = groups[-1]
+    if kind == "k":
+        # a kept innermost run: input stride 1 (any later axis has size 1)
+        lines.append(f"std::memcpy({dst} + {o}, {src} + {b}, {e.dim(ext)} * sizeof({t}));")
+    else:
+        rep = _repeat_factor(taps[a], int(x.shape[a]), int(out[a])) if in_st[a] == 1 else None
+        if rep is not None:
+            lines.append(f"sofie_rt::repeat_row<{t}>({src} + {b}, {int(x.shape[a])}, {rep}, {dst} + {o});")
+        else:
+            j = e.tmp("j")
+            lines.append(f"for ({I64} {j} = 0; {j} < {e.dim(ext)}; ++{j}) "
+                         f"{dst}[{o} + {j}] = {src}[{b} + {off(a, j)}];")
+    lines.append("}" * depth)
+    return "\n".join(lines)
 
 
 @register

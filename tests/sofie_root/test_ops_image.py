@@ -162,6 +162,29 @@ def test_resize_opset10_opset11_and_upsample():
     assert_matches_ort(model7, _rand((1, 2, 3, 4)))
 
 
+def test_resize_nearest_whole_row_paths():
+    """The nearest loop nest of whole rows: integer upsampling of rows wider than one vector
+    (x2 and x4 by shuffles, x3 scalar, with a tail), duplicated rows copied, a resized axis
+    outside a kept innermost run (memcpy rows), a trailing axis of size 1, a downsampling gather."""
+    inits = {"s2": np.array([1, 1, 2, 2], np.float32), "s4": np.array([1, 1, 4, 4], np.float32),
+             "s3": np.array([1, 1, 3, 3], np.float32), "sc": np.array([1, 2, 1, 1], np.float32),
+             "sd": np.array([1, 1, 0.5, 0.5], np.float32), "s21": np.array([1, 1, 2, 1], np.float32)}
+    nodes = [(["", k], {"mode": "nearest"}) for k in ("s2", "s4", "s3", "sc", "sd")]
+    nodes += [(["", "s2"], {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                            "nearest_mode": "floor"})]
+    model = _multi(nodes, ["N", 3, 6, 19], inits)
+    m = sofie_root.compile(model)
+    for n in (1, 2):
+        assert_matches_ort(model, _rand((n, 3, 6, 19)), compiled=m)
+    # a trailing axis of size 1 (the innermost loop is the resized one, stride 1 in the input)
+    model = _multi([(["", "s21"], {"mode": "nearest"})], ["N", 3, 9, 1], inits)
+    assert_matches_ort(model, _rand((2, 3, 9, 1)))
+    model = _multi([(["s2"], {"mode": "nearest"})], ["N", 2, 5, 17], inits, op="Upsample", opset=9)
+    assert_matches_ort(model, _rand((2, 2, 5, 17)))
+    model = _multi([(["", "s2"], {"mode": "nearest"})], [1, 2, 4, 9], inits, dtype=np.int32)
+    _assert_matches_reference(model, RNG.integers(-100, 100, (1, 2, 4, 9)).astype(np.int32))
+
+
 def test_resize_scales_as_graph_input_and_symbolic_resized_axis():
     node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="linear")
     model = make_model([node], [value_info("x", np.float32, [1, 2, 4, 4]), value_info("s", np.float32, [4])],
