@@ -1696,6 +1696,25 @@ template <> SOFIE_RT_VM_INLINE void repeat_row<float>(const float *in, std::int6
 }
 #endif
 
+// y[j] += x[j] for j < n (Col2Im and ConvTranspose sum overlapping blocks row by row). Written
+// with 8-float vectors: cling left the plain loop over rows of 8 scalar (2.7x slower than g++).
+template <class T> SOFIE_RT_VM_INLINE void add_row(T *__restrict y, const T *__restrict x, std::int64_t n)
+{
+   for (std::int64_t j = 0; j < n; ++j)
+      y[j] += x[j];
+}
+
+#ifdef SOFIE_RT_ROWS_VEC
+template <> SOFIE_RT_VM_INLINE void add_row<float>(float *__restrict y, const float *__restrict x, std::int64_t n)
+{
+   std::int64_t j = 0;
+   for (; j + 8 <= n; j += 8)
+      rows::store(y + j, rows::load(y + j) + rows::load(x + j));
+   for (; j < n; ++j)
+      y[j] += x[j];
+}
+#endif
+
 // TopK support. topk_key maps a value to an unsigned integer whose ascending order is the ONNX
 // order: NaN (any payload or sign) above +inf and all NaNs equal, -0.0 equal to +0.0, so that
 // equal keys are exactly the ties ONNX breaks by the lower index.

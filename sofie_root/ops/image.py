@@ -15,6 +15,7 @@ data is clamped or checked (an out-of-range RoiAlign batch index or MaxUnpool in
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Sequence
@@ -749,31 +750,85 @@ class Col2Im(Operator):
         t = x.dtype.cpp
         isz, k, L = int(np.prod(img)), int(np.prod(blk)), int(np.prod(nb))
         pl, yc, xc = e.tmp("pl"), e.tmp("yc"), e.tmp("xc")
-        lines = [f"std::fill({e.out()}, {e.out()} + {e.size_out()}, {t}(0));",
-                 f"for ({I64} {pl} = 0; {pl} < {e.dim(x.shape[0] * c)}; ++{pl}) {{",
-                 f"{t} *{yc} = {e.out()} + {pl} * {I64}({isz});",
-                 f"const {t} *{xc} = {e.inp(0)} + {pl} * {I64}({k * L});"]
-        ks = [e.tmp("k") for _ in range(n)]
+        # Each plane is cleared and summed while it is in cache. For every kernel offset, the
+        # blocks whose position falls inside the image form a range known at compile time: the
+        # innermost loop has no bounds test, and with stride 1 it adds a contiguous row. Up to
+        # COL2IM_UNROLL offsets are written out one by one, so that every row has a length known
+        # to the compiler (vectorised whole; a loop over offsets with bounds from a table left
+        # rows of 8 scalar, and the test per element ran at 0.76x onnxruntime).
+        ranges = []  # per dimension and offset: (lo, hi) blocks inside the image
+        for j in range(n):
+            rj = []
+            for kj in range(blk[j]):
+                # block b lands at b * s - pb + kj * d, inside [0, img) for b in [lo, hi)
+                a = kj * d[j] - pb[j]
+                lo = min(nb[j], max(0, -(a // s[j])))  # ceil(-a / s)
+                rj.append((lo, max(lo, min(nb[j], (img[j] - 1 - a) // s[j] + 1))))
+            ranges.append(rj)
+        ystr = [int(np.prod(img[j + 1:])) for j in range(n)]
+        bstr = [int(np.prod(nb[j + 1:])) for j in range(n)]
+        lines: list[str] = []
+        unroll = k <= COL2IM_UNROLL
+        if not unroll:
+            tabs = []
+            for j in range(n):
+                ln, ll = _table(e, I64, [str(lo) for lo, _ in ranges[j]])
+                hn, hl = _table(e, I64, [str(hi) for _, hi in ranges[j]])
+                lines += [ll, hl]
+                tabs.append((ln, hn))
+        lines += [f"for ({I64} {pl} = 0; {pl} < {e.dim(x.shape[0] * c)}; ++{pl}) {{",
+                  f"{t} *{yc} = {e.out()} + {pl} * {I64}({isz});",
+                  f"const {t} *{xc} = {e.inp(0)} + {pl} * {I64}({k * L});",
+                  f"std::fill({yc}, {yc} + {isz}, {t}(0));"]
         bs = [e.tmp("b") for _ in range(n)]
-        ps = [e.tmp("p") for _ in range(n)]
-        for j in range(n):
-            lines.append(f"for ({I64} {ks[j]} = 0; {ks[j]} < {blk[j]}; ++{ks[j]}) {{")
-        kflat = ks[0]
-        for j in range(1, n):
-            kflat = f"({kflat}) * {blk[j]} + {ks[j]}"
-        src = e.tmp("src")
-        lines.append(f"const {t} *{src} = {xc} + ({kflat}) * {I64}({L});")
-        for j in range(n):
-            lines.append(f"for ({I64} {bs[j]} = 0; {bs[j]} < {nb[j]}; ++{bs[j]}) {{")
-            lines.append(f"const {I64} {ps[j]} = {bs[j]} * {s[j]} - {pb[j]} + {ks[j]} * {d[j]};")
-            lines.append(f"if (static_cast<std::uint64_t>({ps[j]}) >= {img[j]}u) continue;")
-        bflat, pflat = bs[0], ps[0]
-        for j in range(1, n):
-            bflat = f"({bflat}) * {nb[j]} + {bs[j]}"
-            pflat = f"({pflat}) * {img[j]} + {ps[j]}"
-        lines.append(f"{yc}[{pflat}] += {src}[{bflat}];")
-        lines.append("}" * (2 * n + 1))
+        yr, sr = e.tmp("yr"), e.tmp("sr")
+
+        def body(kk: list[str], bounds: list[tuple[str, str]]) -> list[str]:
+            """The sum of one kernel offset (``kk``: its index per dimension) into the plane."""
+            kflat = kk[0]
+            for j in range(1, n):
+                kflat = f"({kflat}) * {blk[j]} + {kk[j]}"
+            out = [f"const {t} *{sr}0 = {xc} + ({kflat}) * {I64}({L});"]
+            for j in range(n - 1):
+                out.append(f"for ({I64} {bs[j]} = {bounds[j][0]}; {bs[j]} < {bounds[j][1]}; ++{bs[j]}) {{")
+            ybase = " + ".join([f"({bs[j]} * {s[j]} - {pb[j]} + {kk[j]} * {d[j]}) * {I64}({ystr[j]})"
+                                for j in range(n - 1)] + [f"{kk[-1]} * {d[-1]} - {pb[-1]}"])
+            sbase = " + ".join([f"{bs[j]} * {I64}({bstr[j]})" for j in range(n - 1)] + ["0"])
+            b = bs[-1]
+            out += [f"{t} *__restrict {yr} = {yc} + {ybase};",
+                    f"const {t} *__restrict {sr} = {sr}0 + {sbase};"]
+            if s[-1] == 1:
+                lo, hi = bounds[-1]
+                out.append(f"sofie_rt::add_row<{t}>({yr} + {lo}, {sr} + {lo}, {hi} - {lo});")
+            else:
+                out.append(f"for ({I64} {b} = {bounds[-1][0]}; {b} < {bounds[-1][1]}; ++{b}) "
+                           f"{yr}[{b} * {s[-1]}] += {sr}[{b}];")
+            out.append("}" * (n - 1))
+            return out
+
+        # Offsets along the last dimension outermost: the rows of two offsets that differ only
+        # there overlap shifted by a few values, and reading such a row right after storing the
+        # other stalls on the failed store-to-load forwarding (1.7x slower on 2x2 blocks)
+        if unroll:
+            for kl, *kr in itertools.product(range(blk[-1]), *[range(b) for b in blk[:-1]]):
+                kk = (*kr, kl)
+                if any(ranges[j][kk[j]][0] == ranges[j][kk[j]][1] for j in range(n)):
+                    continue  # no block of this offset lands inside the image
+                lines.append("{")
+                lines += body([str(z) for z in kk], [ranges[j][kk[j]] for j in range(n)])
+                lines.append("}")
+        else:
+            ks = [e.tmp("k") for _ in range(n)]
+            for j in [n - 1, *range(n - 1)]:
+                lines.append(f"for ({I64} {ks[j]} = 0; {ks[j]} < {blk[j]}; ++{ks[j]}) {{")
+            lines += body(ks, [(f"{tabs[j][0]}[{ks[j]}]", f"{tabs[j][1]}[{ks[j]}]") for j in range(n)])
+            lines.append("}" * n)
+        lines.append("}")
         return "\n".join(lines)
+
+
+#: Col2Im writes the sum of each kernel offset out separately up to this many offsets (``Col2Im.emit``)
+COL2IM_UNROLL = 32
 
 
 # -- GridSample ---------------------------------------------------------------------------------

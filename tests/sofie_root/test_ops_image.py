@@ -220,6 +220,11 @@ def test_center_crop_pad():
     {"img": [5, 6], "blk": [2, 3], "attrs": {}},
     {"img": [7, 6], "blk": [3, 2], "attrs": {"strides": [2, 1], "pads": [1, 0, 1, 2], "dilations": [1, 2]}},
     {"img": [4, 3, 5], "blk": [2, 1, 2], "attrs": {"strides": [1, 2, 2], "pads": [0, 1, 1, 1, 0, 0]}},
+    # 1-D; pads wider than the kernel: some (offset, block) pairs land wholly outside the image
+    {"img": [9], "blk": [4], "attrs": {"strides": [3], "pads": [3, 2]}},
+    {"img": [3, 11], "blk": [3, 2], "attrs": {"pads": [3, 0, 3, 1], "dilations": [2, 1]}},
+    # more kernel offsets than are written out one by one (a loop with bounds from tables)
+    {"img": [8, 9], "blk": [6, 6], "attrs": {"pads": [1, 0, 0, 2]}},
 ])
 def test_col2im(case):
     img, blk, attrs = case["img"], case["blk"], case["attrs"]
