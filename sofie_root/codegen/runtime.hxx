@@ -1696,6 +1696,31 @@ template <> SOFIE_RT_VM_INLINE void repeat_row<float>(const float *in, std::int6
 }
 #endif
 
+#ifdef SOFIE_RT_ROWS_VEC
+// gate_sigmoid on 8 lanes, step for step (the recurrent layers' gate loops: cling left the scalar
+// loop of a GRU unvectorised, 2.2x slower than g++ on the same code).
+SOFIE_RT_VM_INLINE rows::f8 gate_sigmoid8(rows::f8 x)
+{
+   const rows::f8 lo = rows::splat(-18.f), hi = rows::splat(18.f);
+   const rows::f8 c = x < lo ? lo : (x > hi ? hi : x);
+   const rows::f8 x2 = c * c;
+   rows::f8 p = rows::splat(4.37031012579801e-11f);
+   p = p * x2 + 1.15627324459942e-07f;
+   p = p * x2 + 6.08574864600143e-05f;
+   p = p * x2 + 8.51377133304701e-03f;
+   p = p * x2 + 2.48287947061529e-01f;
+   rows::f8 q = rows::splat(6.10247389755681e-13f);
+   q = q * x2 + 5.76102136993427e-09f;
+   q = q * x2 + 6.29106785017040e-06f;
+   q = q * x2 + 1.70198817374094e-03f;
+   q = q * x2 + 1.16817656904453e-01f;
+   q = q * x2 + 9.93151921023180e-01f;
+   const rows::f8 r = c * p / q + 0.5f;
+   const rows::f8 zero = rows::splat(0.f), one = rows::splat(1.f);
+   return r < zero ? zero : (r > one ? one : r);
+}
+#endif
+
 // y[j] += x[j] for j < n (Col2Im and ConvTranspose sum overlapping blocks row by row). Written
 // with 8-float vectors: cling left the plain loop over rows of 8 scalar (2.7x slower than g++).
 template <class T> SOFIE_RT_VM_INLINE void add_row(T *__restrict y, const T *__restrict x, std::int64_t n)
