@@ -343,46 +343,75 @@ TILE_M, TILE_P = 4, 16
 
 
 def _tiled_ok(mg: int, p: int, dt) -> bool:
-    return dt.cpp == "float" and mg % TILE_M == 0 and p % TILE_P == 0
+    return dt.cpp == "float" and mg % TILE_M == 0 and p >= 8
 
 
 def _pointwise_tiled(e, xg: str, w: str, bias: str | None, yg: str, mg: int, p: int, cg: int, t: str,
-                     act: Callable[[str], str] | None, act_vec: Callable[[str], str] | None) -> list[str]:
+                     act: Callable[[str], str] | None, act_vec: Callable[[str], str] | None,
+                     w_strides: tuple[int, int] | None = None) -> list[str]:
     """1x1 convolution of one image and group as a register-blocked product: a tile of
     ``TILE_M`` output channels x ``TILE_P`` positions is summed over the input channels in
     named 8-float vectors (the GCC/clang vector extension of ``sofie_rt::rows``, so that cling
     keeps them in registers: a local array of accumulators stayed in memory, 7x slower), stored
     once with the bias, and the activation runs on the tile while it is in L1; instead of an
-    sgemm writing the output and a second pass reading it back for bias and activation."""
-    nv = TILE_P // 8
+    sgemm writing the output and a second pass reading it back for bias and activation.
+    Positions past the last whole tile take a tile of one vector, then a scalar loop (a
+    [N, 16, 25] Conv1d ran sgemm at 0.88x onnxruntime). The weight of (output channel r, input
+    channel k) is ``w[r * w_strides[0] + k * w_strides[1]]`` (default ``(cg, 1)``: Conv's
+    [M, C]; ConvTranspose passes its [C, M * kernel] transposed)."""
+    wsr, wsk = w_strides or (cg, 1)
     mm, i, k, r, j = e.tmp("m"), e.tmp("i"), e.tmp("k"), e.tmp("r"), e.tmp("j")
     xr, wr, xv = e.tmp("xr"), e.tmp("wr"), e.tmp("x")
-    acc = [[e.tmp("a") for _ in range(nv)] for _ in range(TILE_M)]
-    xs = [e.tmp("xv") for _ in range(nv)]
     ns = "sofie_rt::rows::"
-    lines = [f"for (std::int64_t {mm} = 0; {mm} < {mg}; {mm} += {TILE_M})",
-             f"for (std::int64_t {i} = 0; {i} < {p}; {i} += {TILE_P}) {{"]
-    for rr in range(TILE_M):
-        init = f"{ns}splat({bias}[{mm} + {rr}])" if bias else f"{ns}splat(0.0f)"
-        lines.append(f"{ns}f8 " + ", ".join(f"{a} = {init}" for a in acc[rr]) + ";")
-    lines += [f"for (std::int64_t {k} = 0; {k} < {cg}; ++{k}) {{",
-              f"const {t} *{xr} = {xg} + {k} * std::int64_t({p}) + {i};",
-              f"const {t} *{wr} = {w} + {mm} * std::int64_t({cg}) + {k};"]
-    lines += [f"const {ns}f8 {xs[q]} = {ns}load({xr} + {8 * q});" for q in range(nv)]
-    for rr in range(TILE_M):
-        wv = f"{ns}splat({wr}[{rr * cg}])"
-        lines += [f"{acc[rr][q]} += {wv} * {xs[q]};" for q in range(nv)]
-    lines.append("}")
-    if act_vec is not None:
+    p16 = p - p % TILE_P
+
+    def tile(nv: int, start: str) -> list[str]:
+        acc = [[e.tmp("a") for _ in range(nv)] for _ in range(TILE_M)]
+        xs = [e.tmp("xv") for _ in range(nv)]
+        out = []
         for rr in range(TILE_M):
-            lines += [f"{acc[rr][q]} = {act_vec(acc[rr][q])};" for q in range(nv)]
-    for rr in range(TILE_M):
-        lines += [f"{ns}store({yg} + ({mm} + {rr}) * std::int64_t({p}) + {i} + {8 * q}, {acc[rr][q]});"
-                  for q in range(nv)]
-    if act is not None and act_vec is None:
-        lines.append(f"for (int {r} = 0; {r} < {TILE_M}; ++{r}) {{ {t} *__restrict {xr}o = {yg} + ({mm} + {r}) * "
-                     f"std::int64_t({p}) + {i}; for (int {j} = 0; {j} < {TILE_P}; ++{j}) "
-                     f"{{ const {t} {xv} = {xr}o[{j}]; {xr}o[{j}] = {act(xv)}; }} }}")
+            init = f"{ns}splat({bias}[{mm} + {rr}])" if bias else f"{ns}splat(0.0f)"
+            out.append(f"{ns}f8 " + ", ".join(f"{a} = {init}" for a in acc[rr]) + ";")
+        out += [f"for (std::int64_t {k} = 0; {k} < {cg}; ++{k}) {{",
+                f"const {t} *{xr} = {xg} + {k} * std::int64_t({p}) + {start};",
+                f"const {t} *{wr} = {w} + {mm} * std::int64_t({wsr}) + {k} * std::int64_t({wsk});"]
+        out += [f"const {ns}f8 {xs[q]} = {ns}load({xr} + {8 * q});" for q in range(nv)]
+        for rr in range(TILE_M):
+            wv = f"{ns}splat({wr}[{rr * wsr}])"
+            out += [f"{acc[rr][q]} += {wv} * {xs[q]};" for q in range(nv)]
+        out.append("}")
+        if act_vec is not None:
+            for rr in range(TILE_M):
+                out += [f"{acc[rr][q]} = {act_vec(acc[rr][q])};" for q in range(nv)]
+        for rr in range(TILE_M):
+            out += [f"{ns}store({yg} + ({mm} + {rr}) * std::int64_t({p}) + {start} + {8 * q}, {acc[rr][q]});"
+                    for q in range(nv)]
+        if act is not None and act_vec is None:
+            out.append(f"for (int {r} = 0; {r} < {TILE_M}; ++{r}) {{ {t} *__restrict {xr}o = {yg} + ({mm} + {r}) * "
+                       f"std::int64_t({p}) + {start}; for (int {j} = 0; {j} < {8 * nv}; ++{j}) "
+                       f"{{ const {t} {xv} = {xr}o[{j}]; {xr}o[{j}] = {act(xv)}; }} }}")
+        return out
+
+    lines = [f"for (std::int64_t {mm} = 0; {mm} < {mg}; {mm} += {TILE_M}) {{"]
+    if p16:
+        lines.append(f"for (std::int64_t {i} = 0; {i} < {p16}; {i} += {TILE_P}) {{")
+        lines += tile(TILE_P // 8, i)
+        lines.append("}")
+    if p % TILE_P >= 8:
+        lines.append("{")
+        lines += tile(1, str(p16))
+        lines.append("}")
+    if p % 8:
+        # the last p % 8 positions: scalar sums
+        q, acc = e.tmp("q"), e.tmp("s")
+        init = f"{bias}[{mm} + {r}]" if bias else f"{t}(0)"
+        lines += [f"for (int {r} = 0; {r} < {TILE_M}; ++{r})",
+                  f"for (std::int64_t {q} = {p - p % 8}; {q} < {p}; ++{q}) {{",
+                  f"{t} {acc} = {init};",
+                  f"for (std::int64_t {k} = 0; {k} < {cg}; ++{k}) {acc} += {w}[({mm} + {r}) * std::int64_t({wsr}) + "
+                  f"{k} * std::int64_t({wsk})] * {xg}[{k} * std::int64_t({p}) + {q}];",
+                  f"{yg}[({mm} + {r}) * std::int64_t({p}) + {q}] = {act(acc) if act is not None else acc};",
+                  "}"]
     lines.append("}")
     return lines
 

@@ -70,6 +70,10 @@ CONV_CASES = {
     # the register-blocked 1x1 kernel (ops/conv.py _pointwise_tiled: 4 channels x 16 positions)
     "pointwise_tiled": ((2, 5, 4, 8), (12, 5, 1, 1), True, {}),
     "pointwise_tiled_group": ((2, 6, 4, 4), (8, 3, 1, 1), False, {"group": 2}),
+    # positions past the whole tiles: a one-vector tile, then scalar sums (25 = 16 + 8 + 1, 9, 13)
+    "pointwise_tiled_tail": ((2, 5, 25), (8, 5, 1), True, {}),
+    "pointwise_tiled_short": ((2, 3, 3, 3), (4, 3, 1, 1), False, {}),
+    "pointwise_tiled_13_group": ((2, 6, 13), (8, 3, 1), True, {"group": 2}),
     "conv1d": ((2, 3, 11), (4, 3, 3), True, {"pads": [2, 1], "strides": [2], "dilations": [2]}),
     "conv3d": ((1, 2, 5, 6, 4), (3, 2, 3, 2, 3), True, {"pads": [1, 0, 1, 0, 1, 1], "strides": [1, 2, 1]}),
     "big_pad": ((1, 1, 3, 3), (2, 1, 2, 2), True, {"pads": [3, 3, 3, 3]}),
