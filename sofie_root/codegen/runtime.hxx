@@ -1740,6 +1740,36 @@ template <> SOFIE_RT_VM_INLINE void add_row<float>(float *__restrict y, const fl
 }
 #endif
 
+// y[2j] += a[j], y[2j + 1] += b[j] for j < n: the two kernel columns of a stride-2 ConvTranspose
+// (2-wide kernel) summed into one output row with vector stores, the interleave a shuffle.
+template <class T>
+SOFIE_RT_VM_INLINE void add_row_interleave2(T *__restrict y, const T *__restrict a, const T *__restrict b, std::int64_t n)
+{
+   for (std::int64_t j = 0; j < n; ++j) {
+      y[2 * j] += a[j];
+      y[2 * j + 1] += b[j];
+   }
+}
+
+#if defined(SOFIE_RT_ROWS_VEC) && (defined(__clang__) || __GNUC__ >= 12)
+template <>
+SOFIE_RT_VM_INLINE void add_row_interleave2<float>(float *__restrict y, const float *__restrict a,
+                                                   const float *__restrict b, std::int64_t n)
+{
+   std::int64_t j = 0;
+   for (; j + 8 <= n; j += 8) {
+      const rows::f8 va = rows::load(a + j), vb = rows::load(b + j);
+      rows::store(y + 2 * j, rows::load(y + 2 * j) + __builtin_shufflevector(va, vb, 0, 8, 1, 9, 2, 10, 3, 11));
+      rows::store(y + 2 * j + 8,
+                  rows::load(y + 2 * j + 8) + __builtin_shufflevector(va, vb, 4, 12, 5, 13, 6, 14, 7, 15));
+   }
+   for (; j < n; ++j) {
+      y[2 * j] += a[j];
+      y[2 * j + 1] += b[j];
+   }
+}
+#endif
+
 // TopK support. topk_key maps a value to an unsigned integer whose ascending order is the ONNX
 // order: NaN (any payload or sign) above +inf and all NaNs equal, -0.0 equal to +0.0, so that
 // equal keys are exactly the ties ONNX breaks by the lower index.

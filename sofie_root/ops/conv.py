@@ -648,33 +648,118 @@ class ConvTranspose(Operator):
         lines = [f"for (std::int64_t {n} = 0; {n} < {e.dim(x.shape[0])}; ++{n}) {{",
                  f"for (std::int64_t {gi} = 0; {gi} < {group}; ++{gi}) {{",
                  f"const {t} *{xg} = {e.inp(0)} + ({n} * {c} + {gi} * {cg}) * std::int64_t({isz});",
-                 f"{t} *{yg} = {e.out()} + ({n} * {m} + {gi} * {mg}) * std::int64_t({osz});",
-                 # col[(mg * K), in] = W_g^T [(mg * K), cg] x X_g [cg, in]
-                 (f"sofie_rt::gemm<{t}>(true, false, {mg * kk}, {isz}, {cg}, {e.lit(1, x.dtype)}, "
-                 f"{e.inp(1)} + {gi} * std::int64_t({cg * mg * kk}), {mg * kk}, {xg}, {isz}, "
-                 f"{e.lit(0, x.dtype)}, {col}, {isz});")]
+                 f"{t} *{yg} = {e.out()} + ({n} * {m} + {gi} * {mg}) * std::int64_t({osz});"]
+        # col[(mg * K), in] = W_g^T [(mg * K), cg] x X_g [cg, in]
+        wg = f"({e.inp(1)} + {gi} * std::int64_t({cg * mg * kk}))"
+        gemm = (f"sofie_rt::gemm<{t}>(true, false, {mg * kk}, {isz}, {cg}, {e.lit(1, x.dtype)}, {wg}, {mg * kk}, "
+                f"{xg}, {isz}, {e.lit(0, x.dtype)}, {col}, {isz});")
+        if _tiled_ok(mg * kk, isz, x.dtype):
+            # the register-blocked kernel of the 1x1 convolution, reading W_g transposed (an sgemm
+            # per image of this size cost more than the product)
+            lines.append("#ifdef SOFIE_RT_ROWS_VEC")
+            lines.extend(_pointwise_tiled(e, xg, wg, None, col, mg * kk, isz, cg, t, None, None,
+                                          w_strides=(1, mg * kk)))
+            lines += ["#else", gemm, "#endif"]
+        else:
+            lines.append(gemm)
         mm = e.tmp("m")
         lines.append(f"for (std::int64_t {mm} = 0; {mm} < {mg}; ++{mm}) {{")
         yc = e.tmp("yc")
         lines.append(f"{t} *{yc} = {yg} + {mm} * std::int64_t({osz});")
         init = f"{t}({e.inp(2)}[{gi} * {mg} + {mm}])" if v.has_input(2) else f"{t}(0)"
         lines.append(f"std::fill({yc}, {yc} + {osz}, {init});")
-        nd = g.rank
-        ks = [e.tmp("k") for _ in range(nd)]
-        is_ = [e.tmp("i") for _ in range(nd)]
-        os_ = [e.tmp("o") for _ in range(nd)]
-        cr = e.tmp("cr")
-        for j in range(nd):
-            lines.append(f"for (std::int64_t {ks[j]} = 0; {ks[j]} < {g.k[j]}; ++{ks[j]}) {{")
-        lines.append(f"const {t} *{cr} = {col} + ({mm} * {kk} + {_flat(ks, g.k)}) * std::int64_t({isz});")
-        for j in range(nd):
-            lines.append(f"for (std::int64_t {is_[j]} = 0; {is_[j]} < {g.inp[j]}; ++{is_[j]}) {{")
-            lines.append(f"const std::int64_t {os_[j]} = {is_[j]} * {g.s[j]} + {ks[j]} * {g.d[j]} - {g.pb[j]};")
-            lines.append(f"if (static_cast<std::uint64_t>({os_[j]}) >= {g.out[j]}u) continue;")
-        lines.append(f"{yc}[{_flat(os_, g.out)}] += {cr}[{_flat(is_, g.inp)}];")
-        lines.append("}" * (2 * nd + 1))
-        lines.append("}}")
+        lines.extend(_col2im_add(e, g, col, mm, yc, t))
+        lines.append("}}}")
         return "\n".join(lines)
+
+
+#: ConvTranspose writes the sum of each kernel offset out separately up to this many offsets
+CONVT_UNROLL = 32
+
+
+def _col2im_add(e, g: _Geom, col: str, mm: str, yc: str, t: str) -> list[str]:
+    """Adds the columns of output channel ``mm`` (``col``: [channel x kernel offset, input
+    position]) into its output plane ``yc``: for every kernel offset, the input positions that land
+    inside the output form a range known at compile time (no bounds test per element); up to
+    CONVT_UNROLL offsets are written out one by one (loops of known length), the last dimension's
+    offset outermost (rows shifted by a few values, read right after being stored, stall on the
+    store forwarding); stride-1 rows are added by ``sofie_rt::add_row`` (8-float vectors)."""
+    nd = g.rank
+    kk, isz = _prod(g.k), _prod(g.inp)
+    ranges = []
+    for j in range(nd):
+        rj = []
+        for kj in range(g.k[j]):
+            # input i lands at i * s + kj * d - pb, inside [0, out) for i in [lo, hi)
+            a = kj * g.d[j] - g.pb[j]
+            lo = min(g.inp[j], max(0, -(a // g.s[j])))
+            rj.append((lo, max(lo, min(g.inp[j], (g.out[j] - 1 - a) // g.s[j] + 1))))
+        ranges.append(rj)
+    ostr = [_prod(g.out[j + 1:]) for j in range(nd)]
+    istr = [_prod(g.inp[j + 1:]) for j in range(nd)]
+    is_ = [e.tmp("i") for _ in range(nd)]
+    cr, yr, sr = e.tmp("cr"), e.tmp("yr"), e.tmp("sr")
+    lines: list[str] = []
+
+    def body(ks: list[str], bounds: list[tuple[str, str]], kb: list[str] | None = None) -> list[str]:
+        """The sum of kernel offset ``ks``; with ``kb`` (the offset one column right), both."""
+        out = [f"const {t} *{cr} = {col} + ({mm} * {kk} + {_flat(ks, g.k)}) * std::int64_t({isz});"]
+        if kb is not None:
+            out.append(f"const {t} *{cr}b = {col} + ({mm} * {kk} + {_flat(kb, g.k)}) * std::int64_t({isz});")
+        for j in range(nd - 1):
+            out.append(f"for (std::int64_t {is_[j]} = {bounds[j][0]}; {is_[j]} < {bounds[j][1]}; ++{is_[j]}) {{")
+        ybase = " + ".join([f"({is_[j]} * {g.s[j]} + {ks[j]} * {g.d[j]} - {g.pb[j]}) * std::int64_t({ostr[j]})"
+                            for j in range(nd - 1)] + [f"{ks[-1]} * {g.d[-1]} - {g.pb[-1]}"])
+        sbase = " + ".join([f"{is_[j]} * std::int64_t({istr[j]})" for j in range(nd - 1)] + ["0"])
+        out += [f"{t} *__restrict {yr} = {yc} + {ybase};",
+                f"const {t} *__restrict {sr} = {cr} + {sbase};"]
+        lo, hi = bounds[-1]
+        if kb is not None:
+            out += [f"const {t} *__restrict {sr}b = {cr}b + {sbase};",
+                    f"sofie_rt::add_row_interleave2<{t}>({yr}, {sr}, {sr}b, {g.inp[-1]});"]
+        elif g.s[-1] == 1:
+            out.append(f"sofie_rt::add_row<{t}>({yr} + {lo}, {sr} + {lo}, {hi} - {lo});")
+        else:
+            i = is_[-1]
+            out.append(f"for (std::int64_t {i} = {lo}; {i} < {hi}; ++{i}) {yr}[{i} * {g.s[-1]}] += {sr}[{i}];")
+        out.append("}" * (nd - 1))
+        return out
+
+    # a 2-wide kernel at stride 2 whose two columns cover the whole output rows: each row is
+    # the interleave of the two columns' rows (sofie_rt::add_row_interleave2), not two passes of
+    # stride-2 scalar stores
+    full = (0, g.inp[-1])
+    if (kk <= CONVT_UNROLL and g.k[-1] == 2 and g.s[-1] == 2 and g.d[-1] == 1 and g.pb[-1] == 0
+            and ranges[-1][0] == full and ranges[-1][1] == full):
+        for kr in itertools.product(*[range(k) for k in g.k[:-1]]):
+            if any(ranges[j][kr[j]][0] == ranges[j][kr[j]][1] for j in range(nd - 1)):
+                continue
+            lines.append("{")
+            lines += body([str(z) for z in (*kr, 0)], [ranges[j][kr[j]] for j in range(nd - 1)] + [full],
+                          kb=[str(z) for z in (*kr, 1)])
+            lines.append("}")
+        return lines
+    if kk <= CONVT_UNROLL:
+        for kl, *kr in itertools.product(range(g.k[-1]), *[range(k) for k in g.k[:-1]]):
+            ks = (*kr, kl)
+            if any(ranges[j][ks[j]][0] == ranges[j][ks[j]][1] for j in range(nd)):
+                continue  # no input position of this offset lands inside the output
+            lines.append("{")
+            lines += body([str(z) for z in ks], [ranges[j][ks[j]] for j in range(nd)])
+            lines.append("}")
+        return lines
+    tabs = []
+    for j in range(nd):
+        lo_t, hi_t = e.tmp("lo"), e.tmp("hi")
+        lines.append(f"static const std::int64_t {lo_t}[{g.k[j]}] = {{{', '.join(str(lo) for lo, _ in ranges[j])}}};")
+        lines.append(f"static const std::int64_t {hi_t}[{g.k[j]}] = {{{', '.join(str(hi) for _, hi in ranges[j])}}};")
+        tabs.append((lo_t, hi_t))
+    ks = [e.tmp("k") for _ in range(nd)]
+    for j in [nd - 1, *range(nd - 1)]:
+        lines.append(f"for (std::int64_t {ks[j]} = 0; {ks[j]} < {g.k[j]}; ++{ks[j]}) {{")
+    lines += body(ks, [(f"{tabs[j][0]}[{ks[j]}]", f"{tabs[j][1]}[{ks[j]}]") for j in range(nd)])
+    lines.append("}" * nd)
+    return lines
 
 
 # -- DeformConv -------------------------------------------------------------------------------

@@ -146,6 +146,13 @@ CONVT_CASES = {
     "kernel_attr": ((1, 1, 3, 3), (1, 2, 3, 3), False, {"kernel_shape": [3, 3], "strides": [2, 2]}),
     "convt1d": ((2, 2, 5), (2, 3, 3), True, {"strides": [2], "pads": [1, 0], "output_padding": [1]}),
     "convt3d": ((1, 2, 3, 2, 3), (2, 2, 2, 3, 2), True, {"strides": [2, 1, 2], "pads": [0, 1, 0, 0, 1, 1]}),
+    # the register-blocked product (4 x 16 tiles, tails) and the 2x2 stride-2 rows as interleaved pairs
+    "s2_k2_tiled": ((2, 4, 4, 8), (4, 3, 2, 2), True, {"strides": [2, 2]}),
+    "s2_k2_pads_output_padding": ((1, 3, 3, 9), (3, 2, 2, 2), False,
+                                  {"strides": [2, 2], "pads": [1, 0, 0, 0], "output_padding": [1, 1]}),
+    "s2_k2_3d": ((1, 2, 2, 3, 4), (2, 2, 2, 2, 2), True, {"strides": [1, 2, 2]}),
+    # more kernel offsets than are written out one by one (bounds from tables)
+    "kernel_6x6": ((1, 2, 3, 3), (2, 2, 6, 6), True, {"strides": [2, 2], "pads": [1, 2, 0, 1]}),
 }
 
 
