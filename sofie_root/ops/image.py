@@ -1221,7 +1221,10 @@ class MaxUnpool(Operator):
         # The scatter loop has no exit in it: an out-of-range index is recorded and redirected
         # to element 0 (a select, not a branch), and the node fails after the loop.
         bi = e.tmp("bi")
-        lines = [f"bool {bad} = false;",
+        lines = []
+        if tuple(inferred) == tuple(out) and x.rank > 2:
+            lines.append(self._by_plane(v, e, inferred, total))
+        lines += [f"bool {bad} = false;",
                  f"std::fill({e.out()}, {e.out()} + {e.size_out()}, {x.dtype.cpp}(0));",
                  f"for ({I64} {k} = 0; {k} < {e.size_in(0)}; ++{k}) {{",
                  f"const {I64} {bi} = {e.inp(1)}[{k}];",
@@ -1243,7 +1246,39 @@ class MaxUnpool(Operator):
             lines.append(f"{e.out()}[{o}] = {e.inp(0)}[{k}];")
         lines.append("}")
         lines.append(f"if ({bad}) {e.fail('index out of range')}")
+        if tuple(inferred) == tuple(out) and x.rank > 2:
+            lines.append("}")
         return "\n".join(lines)
+
+    @staticmethod
+    def _by_plane(v: NodeView, e, shape, total: str) -> str:
+        """The opening of the plane-by-plane scatter: each (image, channel) plane of the output is
+        cleared, then the plane's input values are written, while it is in cache (instead of
+        clearing the whole output, then scattering into it: 0.84-0.96x onnxruntime at batch 256).
+        Equivalent while no index points into a later plane (whose clearing would erase the
+        value; MaxPool's indices stay in their own plane); if one does, or one is out of range,
+        the code that follows (the whole output cleared, then scattered) runs instead."""
+        x = v.input(0)
+        t = x.dtype.cpp
+        op = e.dim(numel(shape[2:]))
+        ip = e.dim(numel(x.shape[2:]))
+        pl, k, yp, bi, later = e.tmp("pl"), e.tmp("k"), e.tmp("yp"), e.tmp("bi"), e.tmp("later")
+        return "\n".join([
+            f"bool {later} = false;",
+            f"for ({I64} {pl} = 0; {pl} < {e.dim(numel(x.shape[:2]))}; ++{pl}) {{",
+            f"{t} *{yp} = {e.out()} + {pl} * {op};",
+            f"std::fill({yp}, {yp} + {op}, {t}(0));",
+            f"const std::uint64_t {later}end_ = static_cast<std::uint64_t>(({pl} + 1) * {op});",
+            f"for ({I64} {k} = {pl} * {ip}; {k} < ({pl} + 1) * {ip}; ++{k}) {{",
+            f"const {I64} {bi} = {e.inp(1)}[{k}];",
+            # past the plane (or negative): a select, not a branch; the value goes to element 0
+            f"const bool {later}k_ = static_cast<std::uint64_t>({bi}) >= {later}end_;",
+            f"{later} |= {later}k_;",
+            f"{e.out()}[{later}k_ ? {I64}(0) : {bi}] = {e.inp(0)}[{k}];",
+            "}",
+            "}",
+            f"if ({later}) {{  // an index into a later plane or out of range: clear and scatter the whole output",
+        ])
 
 
 # -- LRN ----------------------------------------------------------------------------------------

@@ -192,6 +192,20 @@ def test_pointwise_conv_activation_register_tiles(act: str, group: int, bias: bo
     assert ops(graphs["default"]) == ["FusedConv"]
 
 
+@pytest.mark.parametrize("act", ["Tanh", "Relu"])
+def test_conv3x3_activation_register_tiles(act: str) -> None:
+    # 3x3 over 4 channels, 8 outputs, rows of 19: the register-blocked direct kernel
+    # (ops/conv.py _direct_tiled; Tanh on its vector accumulators, Relu in a pass over the tile,
+    # both in the scalar tail); NaN included
+    node = helper.make_node("Conv", ["x", "w", "b"], ["h"], pads=[1, 1, 1, 1])
+    proto = make_model([node, helper.make_node(act, ["h"], ["y"])], [value_info("x", np.float32, ["N", 4, 5, 19])],
+                       [value_info("y", np.float32, None)], {"w": f32(8, 4, 3, 3), "b": f32(8)})
+    x = f32(2, 4, 5, 19) * 8
+    x[1, 2, 3, 4] = np.nan
+    graphs = check_all_ways(proto, x, passes=["fuse_conv_activation"])
+    assert ops(graphs["default"]) == ["FusedConv"]
+
+
 def test_conv_bias_add_batchnorm() -> None:
     nodes = [helper.make_node("Conv", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "c"], ["h1"]),
              bn_node("h1", "h2"), helper.make_node("Clip", ["h2", "lo", "hi"], ["y"])]

@@ -344,6 +344,29 @@ def test_maxunpool_output_shape_and_bad_index():
         m.infer(_rand((2, 2, 3), np.float64), np.full((2, 2, 3), 24, np.int64))
 
 
+def test_maxunpool_indices_across_planes():
+    """The plane-by-plane scatter: indices into the own plane and earlier planes (repeated: the
+    last value wins), then into a later plane (the whole-output fallback), and out of range."""
+    node = helper.make_node("MaxUnpool", ["x", "i"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
+    model = make_model([node], [value_info("x", np.float32, ["N", 3, 2, 3]), value_info("i", np.int64, ["N", 3, 2, 3])],
+                       [value_info("y", np.float32, None)], opset=22)
+    m = sofie_root.compile(model)
+    plane, n = 4 * 6, 2
+    x = _rand((n, 3, 2, 3))
+    # own or earlier planes only (values below (p + 1) * plane for the input plane p)
+    own = np.stack([RNG.integers(0, (p + 1) * plane, 6) for p in range(n * 3)]).reshape(n, 3, 2, 3)
+    own[0, 1, 0, :] = 5  # repeated index: the last value wins
+    _assert_matches_reference(model, x, own.astype(np.int64), compiled=m)
+    later = own.copy()
+    later[0, 0, 1, 2] = n * 3 * plane - 1  # the first plane points into the last one
+    _assert_matches_reference(model, x, later.astype(np.int64), compiled=m)
+    for bad in (n * 3 * plane, -1):
+        wrong = own.copy()
+        wrong[1, 2, 0, 0] = bad
+        with pytest.raises(SofieError, match="index out of range"):
+            m.infer(x, wrong.astype(np.int64))
+
+
 # -- LRN --------------------------------------------------------------------------------------
 
 def test_lrn():
