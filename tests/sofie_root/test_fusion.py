@@ -194,13 +194,13 @@ def test_pointwise_conv_activation_register_tiles(act: str, group: int, bias: bo
 
 @pytest.mark.parametrize("act", ["Tanh", "Relu"])
 def test_conv3x3_activation_register_tiles(act: str) -> None:
-    # 3x3 over 4 channels, 8 outputs, rows of 19: the register-blocked direct kernel
+    # 3x3 over 4 channels, 8 outputs, rows of 20: the register-blocked direct kernel
     # (ops/conv.py _direct_tiled; Tanh on its vector accumulators, Relu in a pass over the tile,
-    # both in the scalar tail); NaN included
+    # both in the overlapping last tile); NaN included
     node = helper.make_node("Conv", ["x", "w", "b"], ["h"], pads=[1, 1, 1, 1])
-    proto = make_model([node, helper.make_node(act, ["h"], ["y"])], [value_info("x", np.float32, ["N", 4, 5, 19])],
+    proto = make_model([node, helper.make_node(act, ["h"], ["y"])], [value_info("x", np.float32, ["N", 4, 5, 20])],
                        [value_info("y", np.float32, None)], {"w": f32(8, 4, 3, 3), "b": f32(8)})
-    x = f32(2, 4, 5, 19) * 8
+    x = f32(2, 4, 5, 20) * 8
     x[1, 2, 3, 4] = np.nan
     graphs = check_all_ways(proto, x, passes=["fuse_conv_activation"])
     assert ops(graphs["default"]) == ["FusedConv"]
