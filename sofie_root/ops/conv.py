@@ -8,10 +8,13 @@ see ``SpecializingModel``). Conv lowers to im2col + GEMM per
 (image, group), with the im2col matrix in a workspace buffer (skipped for 1x1 convolutions
 without stride or padding) built by row copies from a zero-padded copy of the input; depthwise
 and other convolutions of at most 9 terms per output (3x3 over one input channel) are computed
-directly instead (``_direct_conv``); float 1x1 convolutions whose channels and positions fill
-4 x 16 tiles run a register-blocked product with bias and activation before one store
-(``_pointwise_tiled``) instead of sgemm. ConvTranspose is GEMM + col2im. Pools loop over the output and
-over the part of each window that lies inside the input, so padding never needs a buffer.
+directly instead (``_direct_conv``); float 1x1 convolutions with output channels per group a
+multiple of 4 run a register-blocked product with bias and activation before one store
+(``_pointwise_tiled``) instead of sgemm, and float convolutions with stride 1 along the rows a
+register-blocked direct product reading the padded input in place (``_direct_tiled``) instead
+of im2col + sgemm. ConvTranspose is the same register-blocked product (or a GEMM) + col2im over
+compile-time ranges (``_col2im_add``). Pools loop over the output and over the part of each
+window that lies inside the input, so padding never needs a buffer.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ Resize is separable: for every resized axis the source indices and weights of ea
 position (nearest, linear, cubic, antialiased, every coordinate transformation mode) are computed
 in Python at compile time, following ``onnx.reference``, and emitted as small ``static const``
 tables; the generated loop nest walks the output and sums over the taps of the resized axes (in
-double precision). Axes that are not resized may be symbolic; a resized axis must have a size
+double precision). Nearest resizing (one tap of weight 1) writes whole output rows instead
+(``_nearest_copy``): a memcpy, ``sofie_rt::repeat_row`` for an integer upsampling of the last
+axis, or a gather, and a memcpy of the previous block where a resized outer axis repeats it. Axes that are not resized may be symbolic; a resized axis must have a size
 known at compile time, as must the scales/sizes/roi inputs (the core specialises the model on
 them when they are graph inputs).
 

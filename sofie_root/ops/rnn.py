@@ -8,7 +8,8 @@ the final states are taken at its last valid step), initial states, LSTM peephol
 
 Per direction, the input projection ``X @ W^T + Wb + Rb`` for all time steps is one GEMM before
 the recurrence; each step is then one GEMM ``H @ R^T`` over the batch (two for a GRU with
-``linear_before_reset=0``) and an element-wise gate loop. The ``gemm_pretranspose`` pass may
+``linear_before_reset=0``) and an element-wise gate loop (on 8-float vectors, ``_gate_loop``,
+for float32 with the default activations, no clip and a hidden size that is a multiple of 8). The ``gemm_pretranspose`` pass may
 store a constant R as ``[num_directions, hidden, gates * hidden]`` (marked by the attribute
 ``R_TRANSPOSED``): at batch 1 the step is then a gemv over contiguous rows, which OpenBLAS runs
 about twice as fast as the transposed product; W likewise (``W_TRANSPOSED``). Scratch memory (projection, gates,
