@@ -82,6 +82,7 @@ CONV_CASES = {
     "direct_tiled_1d": ((2, 4, 30), (8, 4, 5), True, {"pads": [2, 2]}),
     "direct_tiled_3d": ((1, 2, 3, 4, 21), (4, 2, 2, 2, 3), True, {"pads": [0, 1, 1, 0, 0, 1]}),
     "direct_tiled_group": ((2, 4, 6, 14), (8, 2, 3, 3), True, {"group": 2, "pads": [1, 1, 1, 1]}),
+    "direct_tiled_no_pads": ((1, 3, 5, 18), (4, 3, 2, 3), True, {}),
     # rows of 10: more than a fifth of an overlapping tile wasted, im2col + GEMM instead
     "im2col_short_rows": ((1, 2, 3, 4, 10), (4, 2, 2, 2, 3), True, {"pads": [0, 1, 1, 0, 0, 1]}),
     "conv1d": ((2, 3, 11), (4, 3, 3), True, {"pads": [2, 1], "strides": [2], "dilations": [2]}),
