@@ -8,10 +8,13 @@ see ``SpecializingModel``). Conv lowers to im2col + GEMM per
 (image, group), with the im2col matrix in a workspace buffer (skipped for 1x1 convolutions
 without stride or padding) built by row copies from a zero-padded copy of the input; depthwise
 and other convolutions of at most 9 terms per output (3x3 over one input channel) are computed
-directly instead (``_direct_conv``); float 1x1 convolutions whose channels and positions fill
-4 x 16 tiles run a register-blocked product with bias and activation before one store
-(``_pointwise_tiled``) instead of sgemm. ConvTranspose is GEMM + col2im. Pools loop over the output and
-over the part of each window that lies inside the input, so padding never needs a buffer.
+directly instead (``_direct_conv``); float 1x1 convolutions with output channels per group a
+multiple of 4 run a register-blocked product with bias and activation before one store
+(``_pointwise_tiled``) instead of sgemm, and float convolutions with stride 1 along the rows a
+register-blocked direct product reading the padded input in place (``_direct_tiled``) instead
+of im2col + sgemm. ConvTranspose is the same register-blocked product (or a GEMM) + col2im over
+compile-time ranges (``_col2im_add``). Pools loop over the output and over the part of each
+window that lies inside the input, so padding never needs a buffer.
 """
 
 from __future__ import annotations
@@ -302,6 +305,18 @@ class Conv(Operator):
                                       even=copy is not None and _even_rows(g, x.dtype)))
             lines.append("}}")
             return "\n".join(lines)
+        if _direct_tiled_ok(g, cg, mg, x.dtype) and not self._pointwise(g):
+            # register-blocked direct convolution (the vector types exist under GCC and clang:
+            # cling, the native build); elsewhere im2col + GEMM below
+            lines.append("#ifdef SOFIE_RT_ROWS_VEC")
+            src, dims = xg, g.inp
+            if copy is not None:
+                src, dims = e.ws(1), copy
+                lines.extend(_pad_copy(e, xg, src, cg, g, dims, t))
+            bias = f"({e.inp(2)} + {gi} * {mg})" if v.has_input(2) else None
+            lines.extend(_direct_tiled(e, src, dims, f"({e.inp(1)} + {gi} * std::int64_t({mg * cg * kk}))", bias,
+                                       yg, mg, cg, g, t, act, act_vec))
+            lines.append("#else")
         tiled = self._pointwise(g) and _tiled_ok(mg, p, x.dtype)
         if tiled:
             # the vector types exist under GCC and clang (cling, the native build); elsewhere sgemm
@@ -332,7 +347,7 @@ class Conv(Operator):
             lines += [f"for (std::int64_t {mm} = 0; {mm} < {mg}; ++{mm})",
                       f"   for (std::int64_t {i} = 0; {i} < {p}; ++{i}) "
                       f"{{ const {t} {xv} = {load}; {yg}[{mm} * {p} + {i}] = {act(xv) if act else xv}; }}"]
-        if tiled:
+        if tiled or (_direct_tiled_ok(g, cg, mg, x.dtype) and not self._pointwise(g)):
             lines.append("#endif")
         lines.append("}}")
         return "\n".join(lines)
@@ -343,46 +358,166 @@ TILE_M, TILE_P = 4, 16
 
 
 def _tiled_ok(mg: int, p: int, dt) -> bool:
-    return dt.cpp == "float" and mg % TILE_M == 0 and p % TILE_P == 0
+    return dt.cpp == "float" and mg % TILE_M == 0 and p >= 8
 
 
 def _pointwise_tiled(e, xg: str, w: str, bias: str | None, yg: str, mg: int, p: int, cg: int, t: str,
-                     act: Callable[[str], str] | None, act_vec: Callable[[str], str] | None) -> list[str]:
+                     act: Callable[[str], str] | None, act_vec: Callable[[str], str] | None,
+                     w_strides: tuple[int, int] | None = None) -> list[str]:
     """1x1 convolution of one image and group as a register-blocked product: a tile of
     ``TILE_M`` output channels x ``TILE_P`` positions is summed over the input channels in
     named 8-float vectors (the GCC/clang vector extension of ``sofie_rt::rows``, so that cling
     keeps them in registers: a local array of accumulators stayed in memory, 7x slower), stored
     once with the bias, and the activation runs on the tile while it is in L1; instead of an
-    sgemm writing the output and a second pass reading it back for bias and activation."""
-    nv = TILE_P // 8
+    sgemm writing the output and a second pass reading it back for bias and activation.
+    Positions past the last whole tile take a tile of one vector, then one ending at the last
+    position (overlapping the one before; a [N, 16, 25] Conv1d ran sgemm at 0.88x onnxruntime). The weight of (output channel r, input
+    channel k) is ``w[r * w_strides[0] + k * w_strides[1]]`` (default ``(cg, 1)``: Conv's
+    [M, C]; ConvTranspose passes its [C, M * kernel] transposed)."""
+    wsr, wsk = w_strides or (cg, 1)
     mm, i, k, r, j = e.tmp("m"), e.tmp("i"), e.tmp("k"), e.tmp("r"), e.tmp("j")
     xr, wr, xv = e.tmp("xr"), e.tmp("wr"), e.tmp("x")
-    acc = [[e.tmp("a") for _ in range(nv)] for _ in range(TILE_M)]
-    xs = [e.tmp("xv") for _ in range(nv)]
     ns = "sofie_rt::rows::"
-    lines = [f"for (std::int64_t {mm} = 0; {mm} < {mg}; {mm} += {TILE_M})",
-             f"for (std::int64_t {i} = 0; {i} < {p}; {i} += {TILE_P}) {{"]
-    for rr in range(TILE_M):
-        init = f"{ns}splat({bias}[{mm} + {rr}])" if bias else f"{ns}splat(0.0f)"
-        lines.append(f"{ns}f8 " + ", ".join(f"{a} = {init}" for a in acc[rr]) + ";")
-    lines += [f"for (std::int64_t {k} = 0; {k} < {cg}; ++{k}) {{",
-              f"const {t} *{xr} = {xg} + {k} * std::int64_t({p}) + {i};",
-              f"const {t} *{wr} = {w} + {mm} * std::int64_t({cg}) + {k};"]
-    lines += [f"const {ns}f8 {xs[q]} = {ns}load({xr} + {8 * q});" for q in range(nv)]
-    for rr in range(TILE_M):
-        wv = f"{ns}splat({wr}[{rr * cg}])"
-        lines += [f"{acc[rr][q]} += {wv} * {xs[q]};" for q in range(nv)]
-    lines.append("}")
-    if act_vec is not None:
+    p16 = p - p % TILE_P
+
+    def tile(nv: int, start: str) -> list[str]:
+        acc = [[e.tmp("a") for _ in range(nv)] for _ in range(TILE_M)]
+        xs = [e.tmp("xv") for _ in range(nv)]
+        out = []
         for rr in range(TILE_M):
-            lines += [f"{acc[rr][q]} = {act_vec(acc[rr][q])};" for q in range(nv)]
-    for rr in range(TILE_M):
-        lines += [f"{ns}store({yg} + ({mm} + {rr}) * std::int64_t({p}) + {i} + {8 * q}, {acc[rr][q]});"
-                  for q in range(nv)]
-    if act is not None and act_vec is None:
-        lines.append(f"for (int {r} = 0; {r} < {TILE_M}; ++{r}) {{ {t} *__restrict {xr}o = {yg} + ({mm} + {r}) * "
-                     f"std::int64_t({p}) + {i}; for (int {j} = 0; {j} < {TILE_P}; ++{j}) "
-                     f"{{ const {t} {xv} = {xr}o[{j}]; {xr}o[{j}] = {act(xv)}; }} }}")
+            init = f"{ns}splat({bias}[{mm} + {rr}])" if bias else f"{ns}splat(0.0f)"
+            out.append(f"{ns}f8 " + ", ".join(f"{a} = {init}" for a in acc[rr]) + ";")
+        out += [f"for (std::int64_t {k} = 0; {k} < {cg}; ++{k}) {{",
+                f"const {t} *{xr} = {xg} + {k} * std::int64_t({p}) + {start};",
+                f"const {t} *{wr} = {w} + {mm} * std::int64_t({wsr}) + {k} * std::int64_t({wsk});"]
+        out += [f"const {ns}f8 {xs[q]} = {ns}load({xr} + {8 * q});" for q in range(nv)]
+        for rr in range(TILE_M):
+            wv = f"{ns}splat({wr}[{rr * wsr}])"
+            out += [f"{acc[rr][q]} += {wv} * {xs[q]};" for q in range(nv)]
+        out.append("}")
+        if act_vec is not None:
+            for rr in range(TILE_M):
+                out += [f"{acc[rr][q]} = {act_vec(acc[rr][q])};" for q in range(nv)]
+        for rr in range(TILE_M):
+            out += [f"{ns}store({yg} + ({mm} + {rr}) * std::int64_t({p}) + {start} + {8 * q}, {acc[rr][q]});"
+                    for q in range(nv)]
+        if act is not None and act_vec is None:
+            out.append(f"for (int {r} = 0; {r} < {TILE_M}; ++{r}) {{ {t} *__restrict {xr}o = {yg} + ({mm} + {r}) * "
+                       f"std::int64_t({p}) + {start}; for (int {j} = 0; {j} < {8 * nv}; ++{j}) "
+                       f"{{ const {t} {xv} = {xr}o[{j}]; {xr}o[{j}] = {act(xv)}; }} }}")
+        return out
+
+    lines = [f"for (std::int64_t {mm} = 0; {mm} < {mg}; {mm} += {TILE_M}) {{"]
+    if p16:
+        lines.append(f"for (std::int64_t {i} = 0; {i} < {p16}; {i} += {TILE_P}) {{")
+        lines += tile(TILE_P // 8, i)
+        lines.append("}")
+    if p % TILE_P >= 8:
+        lines.append("{")
+        lines += tile(1, str(p16))
+        lines.append("}")
+    if p % 8:
+        # the last p % 8 positions: a one-vector tile ending at p, overlapping the previous
+        # one (its positions are computed again and stored with the same values)
+        lines.append("{")
+        lines += tile(1, str(p - 8))
+        lines.append("}")
+    lines.append("}")
+    return lines
+
+
+#: the register-blocked direct convolution (``_direct_tiled``) is used while one group's (padded)
+#: input is at most this many bytes (it reads the input in place, without the packing of a GEMM)
+DIRECT_TILED_MAX_BYTES = 256 * 1024
+
+
+def _direct_tiled_ok(g: _Geom, cg: int, mg: int, dt) -> bool:
+    padded = _prod(i + b + e_ for i, b, e_ in zip(g.inp, g.pb, g.pe))
+    ow = g.out[-1]
+    # positions computed per row: whole 16- and 8-wide tiles, plus one overlapping 8-wide tile;
+    # rows that waste more than a fifth of them (10 wide: 16 computed) stay with im2col + GEMM
+    # (a 3x3x3 8 -> 16 convolution on rows of 10 was 1.3x slower, calorimeter CNN)
+    computed = ow - ow % 8 + (8 if ow % 8 else 0)
+    return (dt.cpp == "float" and mg % TILE_M == 0 and g.s[-1] == 1 and ow >= 8 and ow >= 0.8 * computed
+            and cg * padded * 4 <= DIRECT_TILED_MAX_BYTES and not Conv._direct(g, cg))
+
+
+def _direct_tiled(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, yg: str, mg: int, cg: int,
+                  g: _Geom, t: str, act: Callable[[str], str] | None,
+                  act_vec: Callable[[str], str] | None) -> list[str]:
+    """Convolution of one image and group as a register-blocked product read straight from the
+    (zero-padded) input ``src`` of spatial shape ``dims``: a tile of ``TILE_M`` output channels x
+    16 (or 8) positions of an output row is summed over the input channels and the kernel taps
+    (unrolled; each tap's input row is a shifted vector load, stride 1 along the row) in named
+    8-float vectors, stored once with the bias and the activation: no im2col matrix (written
+    and read back: with sgemm, the 3x3 16 -> 32 convolution on 16x16 ran at 0.84x onnxruntime
+    at batch 1). Positions past the last whole vector of a row: one more vector ending at the
+    row's end, overlapping the one before."""
+    n = g.rank
+    kk = _prod(g.k)
+    p = _prod(g.out)
+    ow = g.out[-1]
+    ps = _prod(dims)
+    dstr = [_prod(dims[j + 1:]) for j in range(n)]
+    taps = list(itertools.product(*[range(k) for k in g.k]))
+    toff = [sum(tp[j] * g.d[j] * dstr[j] for j in range(n)) for tp in taps]
+    mm, c, r = e.tmp("m"), e.tmp("c"), e.tmp("r")
+    xc, wc, yr = e.tmp("xc"), e.tmp("wc"), e.tmp("yr")
+    lead = [e.tmp("o") for _ in range(n - 1)]
+    ns = "sofie_rt::rows::"
+    wst = cg * kk  # weight stride between output channels
+    lines = [f"for (std::int64_t {mm} = 0; {mm} < {mg}; {mm} += {TILE_M}) {{"]
+    for j in range(n - 1):
+        lines.append(f"for (std::int64_t {lead[j]} = 0; {lead[j]} < {g.out[j]}; ++{lead[j]}) {{")
+    xoff = " + ".join([f"{lead[j]} * std::int64_t({g.s[j] * dstr[j]})" for j in range(n - 1)] + ["0"])
+    yoff = " + ".join([f"{lead[j]} * std::int64_t({_prod(g.out[j + 1:])})" for j in range(n - 1)] + ["0"])
+    lines.append(f"{t} *{yr} = {yg} + {mm} * std::int64_t({p}) + {yoff};")
+
+    def tile(nv: int, start: str) -> list[str]:
+        acc = [[e.tmp("a") for _ in range(nv)] for _ in range(TILE_M)]
+        xs = [e.tmp("xv") for _ in range(nv)]
+        out = []
+        for rr in range(TILE_M):
+            init = f"{ns}splat({bias}[{mm} + {rr}])" if bias else f"{ns}splat(0.0f)"
+            out.append(f"{ns}f8 " + ", ".join(f"{a} = {init}" for a in acc[rr]) + ";")
+        out += [f"for (std::int64_t {c} = 0; {c} < {cg}; ++{c}) {{",
+                f"const {t} *{xc} = {src} + {c} * std::int64_t({ps}) + {xoff} + {start};",
+                f"const {t} *{wc} = {w} + {mm} * std::int64_t({wst}) + {c} * std::int64_t({kk});"]
+        for ti, off in enumerate(toff):
+            out.append("{")
+            out += [f"const {ns}f8 {xs[qq]} = {ns}load({xc} + {off + 8 * qq});" for qq in range(nv)]
+            for rr in range(TILE_M):
+                out += [f"{acc[rr][qq]} += {ns}splat({wc}[{rr * wst + ti}]) * {xs[qq]};" for qq in range(nv)]
+            out.append("}")
+        out.append("}")
+        if act_vec is not None:
+            for rr in range(TILE_M):
+                out += [f"{acc[rr][qq]} = {act_vec(acc[rr][qq])};" for qq in range(nv)]
+        for rr in range(TILE_M):
+            out += [f"{ns}store({yr} + {rr * p} + {start} + {8 * qq}, {acc[rr][qq]});" for qq in range(nv)]
+        if act is not None and act_vec is None:
+            j, xv = e.tmp("j"), e.tmp("x")
+            out.append(f"for (int {r} = 0; {r} < {TILE_M}; ++{r}) for (int {j} = 0; {j} < {8 * nv}; ++{j}) "
+                       f"{{ {t} &{xv} = {yr}[{r} * {p} + {start} + {j}]; {xv} = {act(xv)}; }}")
+        return out
+
+    ow16 = ow - ow % 16
+    if ow16:
+        i = e.tmp("i")
+        lines.append(f"for (std::int64_t {i} = 0; {i} < {ow16}; {i} += 16) {{")
+        lines += tile(2, i)
+        lines.append("}")
+    if ow % 16 >= 8:
+        lines.append("{")
+        lines += tile(1, str(ow16))
+        lines.append("}")
+    if ow % 8:
+        # the last ow % 8 positions: a one-vector tile ending at the row's end, overlapping the
+        # previous one (a scalar tail of a 20-wide row made a 3x3x3 convolution 2x slower)
+        lines.append("{")
+        lines += tile(1, str(ow - 8))
+        lines.append("}")
+    lines.append("}" * (n - 1))
     lines.append("}")
     return lines
 
@@ -619,33 +754,118 @@ class ConvTranspose(Operator):
         lines = [f"for (std::int64_t {n} = 0; {n} < {e.dim(x.shape[0])}; ++{n}) {{",
                  f"for (std::int64_t {gi} = 0; {gi} < {group}; ++{gi}) {{",
                  f"const {t} *{xg} = {e.inp(0)} + ({n} * {c} + {gi} * {cg}) * std::int64_t({isz});",
-                 f"{t} *{yg} = {e.out()} + ({n} * {m} + {gi} * {mg}) * std::int64_t({osz});",
-                 # col[(mg * K), in] = W_g^T [(mg * K), cg] x X_g [cg, in]
-                 (f"sofie_rt::gemm<{t}>(true, false, {mg * kk}, {isz}, {cg}, {e.lit(1, x.dtype)}, "
-                 f"{e.inp(1)} + {gi} * std::int64_t({cg * mg * kk}), {mg * kk}, {xg}, {isz}, "
-                 f"{e.lit(0, x.dtype)}, {col}, {isz});")]
+                 f"{t} *{yg} = {e.out()} + ({n} * {m} + {gi} * {mg}) * std::int64_t({osz});"]
+        # col[(mg * K), in] = W_g^T [(mg * K), cg] x X_g [cg, in]
+        wg = f"({e.inp(1)} + {gi} * std::int64_t({cg * mg * kk}))"
+        gemm = (f"sofie_rt::gemm<{t}>(true, false, {mg * kk}, {isz}, {cg}, {e.lit(1, x.dtype)}, {wg}, {mg * kk}, "
+                f"{xg}, {isz}, {e.lit(0, x.dtype)}, {col}, {isz});")
+        if _tiled_ok(mg * kk, isz, x.dtype):
+            # the register-blocked kernel of the 1x1 convolution, reading W_g transposed (an sgemm
+            # per image of this size cost more than the product)
+            lines.append("#ifdef SOFIE_RT_ROWS_VEC")
+            lines.extend(_pointwise_tiled(e, xg, wg, None, col, mg * kk, isz, cg, t, None, None,
+                                          w_strides=(1, mg * kk)))
+            lines += ["#else", gemm, "#endif"]
+        else:
+            lines.append(gemm)
         mm = e.tmp("m")
         lines.append(f"for (std::int64_t {mm} = 0; {mm} < {mg}; ++{mm}) {{")
         yc = e.tmp("yc")
         lines.append(f"{t} *{yc} = {yg} + {mm} * std::int64_t({osz});")
         init = f"{t}({e.inp(2)}[{gi} * {mg} + {mm}])" if v.has_input(2) else f"{t}(0)"
         lines.append(f"std::fill({yc}, {yc} + {osz}, {init});")
-        nd = g.rank
-        ks = [e.tmp("k") for _ in range(nd)]
-        is_ = [e.tmp("i") for _ in range(nd)]
-        os_ = [e.tmp("o") for _ in range(nd)]
-        cr = e.tmp("cr")
-        for j in range(nd):
-            lines.append(f"for (std::int64_t {ks[j]} = 0; {ks[j]} < {g.k[j]}; ++{ks[j]}) {{")
-        lines.append(f"const {t} *{cr} = {col} + ({mm} * {kk} + {_flat(ks, g.k)}) * std::int64_t({isz});")
-        for j in range(nd):
-            lines.append(f"for (std::int64_t {is_[j]} = 0; {is_[j]} < {g.inp[j]}; ++{is_[j]}) {{")
-            lines.append(f"const std::int64_t {os_[j]} = {is_[j]} * {g.s[j]} + {ks[j]} * {g.d[j]} - {g.pb[j]};")
-            lines.append(f"if (static_cast<std::uint64_t>({os_[j]}) >= {g.out[j]}u) continue;")
-        lines.append(f"{yc}[{_flat(os_, g.out)}] += {cr}[{_flat(is_, g.inp)}];")
-        lines.append("}" * (2 * nd + 1))
-        lines.append("}}")
+        lines.extend(_col2im_add(e, g, col, mm, yc, t))
+        lines.append("}}}")
         return "\n".join(lines)
+
+
+#: ConvTranspose writes the sum of each kernel offset out separately up to this many offsets
+CONVT_UNROLL = 32
+
+
+def _col2im_add(e, g: _Geom, col: str, mm: str, yc: str, t: str) -> list[str]:
+    """Adds the columns of output channel ``mm`` (``col``: [channel x kernel offset, input
+    position]) into its output plane ``yc``: for every kernel offset, the input positions that land
+    inside the output form a range known at compile time (no bounds test per element); up to
+    CONVT_UNROLL offsets are written out one by one (loops of known length), the last dimension's
+    offset outermost (rows shifted by a few values, read right after being stored, stall on the
+    store forwarding); stride-1 rows are added by ``sofie_rt::add_row`` (8-float vectors)."""
+    nd = g.rank
+    kk, isz = _prod(g.k), _prod(g.inp)
+    ranges = []
+    for j in range(nd):
+        rj = []
+        for kj in range(g.k[j]):
+            # input i lands at i * s + kj * d - pb, inside [0, out) for i in [lo, hi)
+            a = kj * g.d[j] - g.pb[j]
+            lo = min(g.inp[j], max(0, -(a // g.s[j])))
+            rj.append((lo, max(lo, min(g.inp[j], (g.out[j] - 1 - a) // g.s[j] + 1))))
+        ranges.append(rj)
+    ostr = [_prod(g.out[j + 1:]) for j in range(nd)]
+    istr = [_prod(g.inp[j + 1:]) for j in range(nd)]
+    is_ = [e.tmp("i") for _ in range(nd)]
+    cr, yr, sr = e.tmp("cr"), e.tmp("yr"), e.tmp("sr")
+    lines: list[str] = []
+
+    def body(ks: list[str], bounds: list[tuple[str, str]], kb: list[str] | None = None) -> list[str]:
+        """The sum of kernel offset ``ks``; with ``kb`` (the offset one column right), both."""
+        out = [f"const {t} *{cr} = {col} + ({mm} * {kk} + {_flat(ks, g.k)}) * std::int64_t({isz});"]
+        if kb is not None:
+            out.append(f"const {t} *{cr}b = {col} + ({mm} * {kk} + {_flat(kb, g.k)}) * std::int64_t({isz});")
+        for j in range(nd - 1):
+            out.append(f"for (std::int64_t {is_[j]} = {bounds[j][0]}; {is_[j]} < {bounds[j][1]}; ++{is_[j]}) {{")
+        ybase = " + ".join([f"({is_[j]} * {g.s[j]} + {ks[j]} * {g.d[j]} - {g.pb[j]}) * std::int64_t({ostr[j]})"
+                            for j in range(nd - 1)] + [f"{ks[-1]} * {g.d[-1]} - {g.pb[-1]}"])
+        sbase = " + ".join([f"{is_[j]} * std::int64_t({istr[j]})" for j in range(nd - 1)] + ["0"])
+        out += [f"{t} *__restrict {yr} = {yc} + {ybase};",
+                f"const {t} *__restrict {sr} = {cr} + {sbase};"]
+        lo, hi = bounds[-1]
+        if kb is not None:
+            out += [f"const {t} *__restrict {sr}b = {cr}b + {sbase};",
+                    f"sofie_rt::add_row_interleave2<{t}>({yr}, {sr}, {sr}b, {g.inp[-1]});"]
+        elif g.s[-1] == 1:
+            out.append(f"sofie_rt::add_row<{t}>({yr} + {lo}, {sr} + {lo}, {hi} - {lo});")
+        else:
+            i = is_[-1]
+            out.append(f"for (std::int64_t {i} = {lo}; {i} < {hi}; ++{i}) {yr}[{i} * {g.s[-1]}] += {sr}[{i}];")
+        out.append("}" * (nd - 1))
+        return out
+
+    # a 2-wide kernel at stride 2 whose two columns cover the whole output rows: each row is
+    # the interleave of the two columns' rows (sofie_rt::add_row_interleave2), not two passes of
+    # stride-2 scalar stores
+    full = (0, g.inp[-1])
+    if (kk <= CONVT_UNROLL and g.k[-1] == 2 and g.s[-1] == 2 and g.d[-1] == 1 and g.pb[-1] == 0
+            and ranges[-1][0] == full and ranges[-1][1] == full):
+        for kr in itertools.product(*[range(k) for k in g.k[:-1]]):
+            if any(ranges[j][kr[j]][0] == ranges[j][kr[j]][1] for j in range(nd - 1)):
+                continue
+            lines.append("{")
+            lines += body([str(z) for z in (*kr, 0)], [ranges[j][kr[j]] for j in range(nd - 1)] + [full],
+                          kb=[str(z) for z in (*kr, 1)])
+            lines.append("}")
+        return lines
+    if kk <= CONVT_UNROLL:
+        for kl, *kr in itertools.product(range(g.k[-1]), *[range(k) for k in g.k[:-1]]):
+            ks = (*kr, kl)
+            if any(ranges[j][ks[j]][0] == ranges[j][ks[j]][1] for j in range(nd)):
+                continue  # no input position of this offset lands inside the output
+            lines.append("{")
+            lines += body([str(z) for z in ks], [ranges[j][ks[j]] for j in range(nd)])
+            lines.append("}")
+        return lines
+    tabs = []
+    for j in range(nd):
+        lo_t, hi_t = e.tmp("lo"), e.tmp("hi")
+        lines.append(f"static const std::int64_t {lo_t}[{g.k[j]}] = {{{', '.join(str(lo) for lo, _ in ranges[j])}}};")
+        lines.append(f"static const std::int64_t {hi_t}[{g.k[j]}] = {{{', '.join(str(hi) for _, hi in ranges[j])}}};")
+        tabs.append((lo_t, hi_t))
+    ks = [e.tmp("k") for _ in range(nd)]
+    for j in [nd - 1, *range(nd - 1)]:
+        lines.append(f"for (std::int64_t {ks[j]} = 0; {ks[j]} < {g.k[j]}; ++{ks[j]}) {{")
+    lines += body(ks, [(f"{tabs[j][0]}[{ks[j]}]", f"{tabs[j][1]}[{ks[j]}]") for j in range(nd)])
+    lines.append("}" * nd)
+    return lines
 
 
 # -- DeformConv -------------------------------------------------------------------------------

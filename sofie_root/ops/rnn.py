@@ -8,7 +8,8 @@ the final states are taken at its last valid step), initial states, LSTM peephol
 
 Per direction, the input projection ``X @ W^T + Wb + Rb`` for all time steps is one GEMM before
 the recurrence; each step is then one GEMM ``H @ R^T`` over the batch (two for a GRU with
-``linear_before_reset=0``) and an element-wise gate loop. The ``gemm_pretranspose`` pass may
+``linear_before_reset=0``) and an element-wise gate loop (on 8-float vectors, ``_gate_loop``,
+for float32 with the default activations, no clip and a hidden size that is a multiple of 8). The ``gemm_pretranspose`` pass may
 store a constant R as ``[num_directions, hidden, gates * hidden]`` (marked by the attribute
 ``R_TRANSPOSED``): at batch 1 the step is then a gemv over contiguous rows, which OpenBLAS runs
 about twice as fast as the transposed product; W likewise (``W_TRANSPOSED``). Scratch memory (projection, gates,
@@ -73,6 +74,13 @@ def _activation_expr(name: str, alpha: float, beta: float, x: str, dt: DType, li
     if name == "softplus":
         return f"sofie_rt::vm::softplus({dt.cpp}({x}))"
     raise AssertionError(name)
+
+
+#: activations with an 8-lane form (``sofie_rt::rows::f8``), the same operations as the scalar one
+_VEC_ACTIVATIONS = {"sigmoid": "sofie_rt::gate_sigmoid8", "tanh": "sofie_rt::rows::tanh8"}
+
+#: the vector gate loops' names: 8 floats at p, stored at p, a broadcast value
+_LD, _ST, _SPLAT, _F8 = "sofie_rt::rows::load", "sofie_rt::rows::store", "sofie_rt::rows::splat", "sofie_rt::rows::f8"
 
 
 class _Recurrent(Operator):
@@ -233,6 +241,16 @@ class _Recurrent(Operator):
                 x = f"std::max(-{c}, std::min({c}, {x}))"
             return _activation_expr(name, a, b, x, dt, e.lit)
 
+        # The gate loops over j < H run on 8-float vectors when every activation has a vector form
+        # (float32, no clip, H a multiple of 8): cling left the scalar GRU loops unvectorised
+        # (0.78x onnxruntime at batch 256, where g++ ran the same code 2.2x faster).
+        vec = (dt.name == "float32" and clip is None and isinstance(hidden, int) and hidden % 8 == 0
+               and all(name in _VEC_ACTIVATIONS and (a, b) == _ACTIVATIONS[name][2:]
+                       for per in acts for name, a, b in per))
+
+        def vact(d: int, k: int, x: str) -> str:
+            return f"{_VEC_ACTIVATIONS[acts[d][k][0]]}({x})"
+
         for d in range(nd):
             reverse = v.attr("direction", "forward") == "reverse" or d == 1
             lines.append(f"{{ // direction {d}{' (reverse)' if reverse else ''}")
@@ -268,7 +286,7 @@ class _Recurrent(Operator):
             body.append("   }")
             # the recurrence
             body.append("for (std::int64_t s = 0; s < S; ++s) {")
-            step = self._step(v, e, d, act, reverse, dt)
+            step = self._step(v, e, d, act, reverse, dt, vact if vec else None)
             body.extend("   " + ln for ln in step)
             body.append("}")
             # final states
@@ -299,10 +317,12 @@ class _Recurrent(Operator):
             out.append("   const std::int64_t len = S;")
         out.append(f"   const std::int64_t t = {'len - 1 - s' if reverse else 's'};")
         row = "t * B + b" if layout == 0 else "b * S + t"
-        out.append(f"   const auto *const xr = {e.ws(0)} + ({row}) * G;")
-        out.append(f"   auto *const gr = {e.ws(1)} + b * G;")
-        out.append(f"   auto *const hb = {e.ws(2)} + b * H;")
-        out.append(f"   auto *const cb = {e.ws(3)} + b * H;")
+        # restrict: four distinct workspace buffers (without it, the gate loops stay scalar)
+        t = v.input(0).dtype.cpp
+        out.append(f"   const {t} *__restrict const xr = {e.ws(0)} + ({row}) * G;")
+        out.append(f"   {t} *__restrict const gr = {e.ws(1)} + b * G;")
+        out.append(f"   {t} *__restrict const hb = {e.ws(2)} + b * H;")
+        out.append(f"   {t} *__restrict const cb = {e.ws(3)} + b * H;")
         out.append("   (void)xr; (void)gr; (void)hb; (void)cb; (void)len;")
         return out
 
@@ -312,11 +332,20 @@ class _Recurrent(Operator):
         nd = self._num_dirs(v)
         layout = v.attr("layout", 0)
         base = f"((t * {nd} + {d}) * B + b) * H" if layout == 0 else f"((b * S + t) * {nd} + {d}) * H"
-        return ["   for (std::int64_t j = 0; j < H; ++j)",
-                f"      {e.out(0)}[{base} + j] = hb[j];"]
+        return [f"   std::memcpy({e.out(0)} + {base}, hb, H * sizeof(*hb));"]
 
-    def _step(self, v: NodeView, e, d: int, act, reverse: bool, dt: DType) -> list[str]:
+    def _step(self, v: NodeView, e, d: int, act, reverse: bool, dt: DType, vact=None) -> list[str]:
+        """The code of one time step; ``act(d, k, x)`` is activation k of direction d of a scalar
+        expression, ``vact`` (None: scalar loops only) the same of a ``rows::f8`` expression."""
         raise NotImplementedError
+
+    @staticmethod
+    def _gate_loop(scalar: list[str], vector: list[str] | None) -> list[str]:
+        """A loop over j < H: the vector body (j a multiple of 8) where the vector types exist."""
+        if vector is None:
+            return ["   for (std::int64_t j = 0; j < H; ++j) {", *scalar, "   }"]
+        return ["#ifdef SOFIE_RT_ROWS_VEC", "   for (std::int64_t j = 0; j < H; j += 8) {", *vector, "   }",
+                "#else", "   for (std::int64_t j = 0; j < H; ++j) {", *scalar, "   }", "#endif"]
 
 
 @register
@@ -327,7 +356,7 @@ class RNN(_Recurrent):
     gates = 1
     default_acts = ("Tanh",)
 
-    def _step(self, v, e, d, act, reverse, dt):
+    def _step(self, v, e, d, act, reverse, dt, vact=None):
         out = [self._r_gemm(v, e, dt, 0, "1", e.ws(2), e.ws(1))]
         out += self._batch_loop_head(v, e, reverse)
         out.append("   for (std::int64_t j = 0; j < H; ++j)")
@@ -349,7 +378,7 @@ class GRU(_Recurrent):
         # with linear_before_reset, Rbh stays inside r * (H Rh^T + Rbh)
         return 2 if v.attr("linear_before_reset", 0) else 3
 
-    def _step(self, v, e, d, act, reverse, dt):
+    def _step(self, v, e, d, act, reverse, dt, vact=None):
         T = dt.cpp
         one, zero = e.lit(1, dt), e.lit(0, dt)
         lbr = v.attr("linear_before_reset", 0)
@@ -358,32 +387,46 @@ class GRU(_Recurrent):
             out.append(self._r_gemm(v, e, dt, 0, "3", e.ws(2), e.ws(1)))
             out += self._batch_loop_head(v, e, reverse)
             rbh = "Rb[2 * H + j]" if v.has_input(3) else zero
-            out.append("   for (std::int64_t j = 0; j < H; ++j) {")
-            out.append(f"      const {T} z = {act(d, 0, 'xr[j] + gr[j]')};")
-            out.append(f"      const {T} r = {act(d, 0, 'xr[H + j] + gr[H + j]')};")
-            out.append(f"      const {T} h = {act(d, 1, f'xr[2 * H + j] + r * (gr[2 * H + j] + {rbh})')};")
-            out.append(f"      hb[j] = ({one} - z) * h + z * hb[j];")
-            out.append("   }")
+            vec = None
+            if vact:
+                vrbh = f"{_LD}(Rb + 2 * H + j)" if v.has_input(3) else f"{_SPLAT}({zero})"
+                vec = [f"      const {_F8} z = {vact(d, 0, f'{_LD}(xr + j) + {_LD}(gr + j)')};",
+                       f"      const {_F8} r = {vact(d, 0, f'{_LD}(xr + H + j) + {_LD}(gr + H + j)')};",
+                       f"      const {_F8} h = "
+                       f"{vact(d, 1, f'{_LD}(xr + 2 * H + j) + r * ({_LD}(gr + 2 * H + j) + {vrbh})')};",
+                       f"      {_ST}(hb + j, ({_SPLAT}({one}) - z) * h + z * {_LD}(hb + j));"]
+            out += self._gate_loop([
+                f"      const {T} z = {act(d, 0, 'xr[j] + gr[j]')};",
+                f"      const {T} r = {act(d, 0, 'xr[H + j] + gr[H + j]')};",
+                f"      const {T} h = {act(d, 1, f'xr[2 * H + j] + r * (gr[2 * H + j] + {rbh})')};",
+                f"      hb[j] = ({one} - z) * h + z * hb[j];"], vec)
             out += self._y_store(v, e, d)
             out.append("}")
             return out
         # linear_before_reset = 0: h gate reads (r * H) @ Rh^T, a second GEMM after z and r
         rh = e.ws(3)
         out.append(self._r_gemm(v, e, dt, 0, "2", e.ws(2), e.ws(1)))
-        out.append(f"std::fill({rh}, {rh} + B * H, {zero});")
+        if v.has_input(4):
+            # rows of finished sequences are not written below: zero, not stale, in the GEMM
+            out.append(f"std::fill({rh}, {rh} + B * H, {zero});")
         out += self._batch_loop_head(v, e, reverse)
-        out.append("   for (std::int64_t j = 0; j < H; ++j) {")
-        out.append(f"      gr[j] = {act(d, 0, 'xr[j] + gr[j]')};")
-        out.append(f"      cb[j] = {act(d, 0, 'xr[H + j] + gr[H + j]')} * hb[j];")
-        out.append("   }")
+        vec = None if not vact else [
+            f"      {_ST}(gr + j, {vact(d, 0, f'{_LD}(xr + j) + {_LD}(gr + j)')});",
+            f"      {_ST}(cb + j, {vact(d, 0, f'{_LD}(xr + H + j) + {_LD}(gr + H + j)')} * {_LD}(hb + j));"]
+        out += self._gate_loop([
+            f"      gr[j] = {act(d, 0, 'xr[j] + gr[j]')};",
+            f"      cb[j] = {act(d, 0, 'xr[H + j] + gr[H + j]')} * hb[j];"], vec)
         out.append("}")
         out.append(self._r_gemm(v, e, dt, 2, "1", rh, f"{e.ws(1)} + 2 * H"))
         out += self._batch_loop_head(v, e, reverse)
-        out.append("   for (std::int64_t j = 0; j < H; ++j) {")
-        out.append("      const auto z = gr[j];")
-        out.append(f"      const {T} h = {act(d, 1, 'xr[2 * H + j] + gr[2 * H + j]')};")
-        out.append(f"      hb[j] = ({one} - z) * h + z * hb[j];")
-        out.append("   }")
+        vec = None if not vact else [
+            f"      const {_F8} z = {_LD}(gr + j);",
+            f"      const {_F8} h = {vact(d, 1, f'{_LD}(xr + 2 * H + j) + {_LD}(gr + 2 * H + j)')};",
+            f"      {_ST}(hb + j, ({_SPLAT}({one}) - z) * h + z * {_LD}(hb + j));"]
+        out += self._gate_loop([
+            "      const auto z = gr[j];",
+            f"      const {T} h = {act(d, 1, 'xr[2 * H + j] + gr[2 * H + j]')};",
+            f"      hb[j] = ({one} - z) * h + z * hb[j];"], vec)
         out += self._y_store(v, e, d)
         out.append("}")
         return out
@@ -397,28 +440,48 @@ class LSTM(_Recurrent):
     gates = 4
     default_acts = ("Sigmoid", "Tanh", "Tanh")
 
-    def _step(self, v, e, d, act, reverse, dt):
+    def _step(self, v, e, d, act, reverse, dt, vact=None):
         T = dt.cpp
         one = e.lit(1, dt)
         out = [self._r_gemm(v, e, dt, 0, "4", e.ws(2), e.ws(1))]
         out += self._batch_loop_head(v, e, reverse)
-        if v.has_input(7):
+        peep = v.has_input(7)
+        if peep:
             out.append(f"   const {T} *const P = {e.inp(7)} + {d} * 3 * H;")
             pi, po, pf = " + P[j] * cb[j]", " + P[H + j] * c", " + P[2 * H + j] * cb[j]"
         else:
             pi = po = pf = ""
-        out.append("   for (std::int64_t j = 0; j < H; ++j) {")
-        out.append(f"      const {T} i = {act(d, 0, f'xr[j] + gr[j]{pi}')};")
+        scalar = [f"      const {T} i = {act(d, 0, f'xr[j] + gr[j]{pi}')};"]
         if v.attr("input_forget", 0):
-            out.append(f"      const {T} f = {one} - i;")
+            scalar.append(f"      const {T} f = {one} - i;")
         else:
-            out.append(f"      const {T} f = {act(d, 0, f'xr[2 * H + j] + gr[2 * H + j]{pf}')};")
-        out.append(f"      const {T} g = {act(d, 1, 'xr[3 * H + j] + gr[3 * H + j]')};")
-        out.append(f"      const {T} c = f * cb[j] + i * g;")
-        out.append(f"      const {T} o = {act(d, 0, f'xr[H + j] + gr[H + j]{po}')};")
-        out.append("      cb[j] = c;")
-        out.append(f"      hb[j] = o * {act(d, 2, 'c', clipped=False)};")
-        out.append("   }")
+            scalar.append(f"      const {T} f = {act(d, 0, f'xr[2 * H + j] + gr[2 * H + j]{pf}')};")
+        scalar += [f"      const {T} g = {act(d, 1, 'xr[3 * H + j] + gr[3 * H + j]')};",
+                   f"      const {T} c = f * cb[j] + i * g;",
+                   f"      const {T} o = {act(d, 0, f'xr[H + j] + gr[H + j]{po}')};",
+                   "      cb[j] = c;",
+                   f"      hb[j] = o * {act(d, 2, 'c', clipped=False)};"]
+        vec = None
+        if vact:
+            def ld(p: str) -> str:
+                return f"{_LD}({p})"
+            vpi = f" + {ld('P + j')} * {ld('cb + j')}" if peep else ""
+            vpo = f" + {ld('P + H + j')} * c" if peep else ""
+            vpf = f" + {ld('P + 2 * H + j')} * {ld('cb + j')}" if peep else ""
+            def pre(k: int) -> str:  # the pre-activation of gate block k: xr + gr
+                off = f"{k} * H + j" if k else "j"
+                return f"{ld('xr + ' + off)} + {ld('gr + ' + off)}"
+            vec = [f"      const {_F8} i = {vact(d, 0, pre(0) + vpi)};"]
+            if v.attr("input_forget", 0):
+                vec.append(f"      const {_F8} f = {_SPLAT}({one}) - i;")
+            else:
+                vec.append(f"      const {_F8} f = {vact(d, 0, pre(2) + vpf)};")
+            vec += [f"      const {_F8} g = {vact(d, 1, pre(3))};",
+                    f"      const {_F8} c = f * {ld('cb + j')} + i * g;",
+                    f"      const {_F8} o = {vact(d, 0, pre(1) + vpo)};",
+                    f"      {_ST}(cb + j, c);",
+                    f"      {_ST}(hb + j, o * {vact(d, 2, 'c')});"]
+        out += self._gate_loop(scalar, vec)
         out += self._y_store(v, e, d)
         out.append("}")
         return out

@@ -165,8 +165,11 @@ class TfIdfVectorizer(Operator):
         c = x.shape[-1] if x.rank >= 1 else 1
         lo, hi = int(v.attr("min_gram_length")), int(v.attr("max_gram_length"))
         skips = int(v.attr("max_skip_count")) + 1
-        y, n_out = e.out(), e.size_out()
-        lines = [f"for (std::int64_t i = 0; i < {n_out}; ++i) {y}[i] = 0.0f;"]
+        y = e.out()
+        # one pass per row: the row is cleared, counted and weighted while it is in cache
+        # (three passes over the whole output before: 0.94x onnxruntime at [256, 64] tokens)
+        lines: list[str] = []
+        body: list[str] = []
         if edges:
             def table(name: str, ctype: str, values: list[int]) -> str:
                 return f"static const {ctype} {name}[] = {{{', '.join(str(int(x)) for x in values)}}};"
@@ -182,49 +185,64 @@ class TfIdfVectorizer(Operator):
             lines += [table(tp, "std::int32_t", hp),
                       f"static const std::int64_t {tk}[] = {{{', '.join(e.lit(k, INT64) for k in hk)}}};",
                       table(tc, "std::int32_t", hc), table(to, "std::int32_t", col),
-                      *([table(tr, "std::int32_t", _root_table(roots, lo_tok, hi_tok))] if direct else []),
-                      f"const std::int64_t C_ = {e.dim(c)};",
-                      f"for (std::int64_t r = 0; r < {e.dim(rows)}; ++r) {{",
-                      f"   const auto *xr = {e.inp(0)} + r * C_;",
-                      f"   float *yr = {y} + r * {out_size};",
-                      f"   std::int64_t min_len = {lo};",
-                      f"   for (std::int64_t skip = 1; skip <= {skips}; ++skip) {{",
-                      "      for (std::int64_t start = 0; start < C_; ++start) {",
-                      "         if (start + skip * (min_len - 1) >= C_) break;  // no n-gram fits any more",
-                      "         std::int32_t node = 0;",
-                      f"         for (std::int64_t len = 1, item = start; len <= {hi} && item < C_; ++len, item += skip) {{",
-                      "            const std::int64_t tok = std::int64_t(xr[item]);",
-                      *(["            if (len == 1) {  // the root's children: a direct table",
-                         f"               const std::uint64_t d = std::uint64_t(tok) - std::uint64_t({e.lit(lo_tok, INT64)});",
-                         f"               if (d > {hi_tok - lo_tok}u || {tr}[d] < 0) break;",
-                         f"               node = {tr}[d];",
-                         f"               if (min_len == 1 && {to}[node] >= 0) yr[{to}[node]] += 1.0f;",
-                         "               continue;",
-                         "            }"] if direct else []),
-                      f"            std::uint64_t h = std::uint64_t(tok) * {_HT}ULL + std::uint64_t(node) * {_HN}ULL;",
-                      f"            std::uint64_t slot = (h ^ (h >> 29)) & {mask}u;",
-                      f"            while ({tp}[slot] != -1 && ({tp}[slot] != node || {tk}[slot] != tok)) "
-                      f"slot = (slot + 1) & {mask}u;",
-                      f"            if ({tp}[slot] == -1) break;  // no n-gram continues with this token",
-                      f"            node = {tc}[slot];",
-                      f"            if (len >= min_len && {to}[node] >= 0) yr[{to}[node]] += 1.0f;",
-                      "         }",
-                      "      }",
-                      "      if (min_len == 1) {  // unigrams are counted once, not once per skip distance",
-                      "         min_len = 2;",
-                      f"         if (min_len > {hi}) break;",
-                      "      }",
-                      "   }",
-                      "}"]
+                      *([table(tr, "std::int32_t", _root_table(roots, lo_tok, hi_tok))] if direct else [])]
+            # every skip distance starts its walks at the same root children: looked up once per row
+            pre = direct and isinstance(c, int) and 0 < c <= 4096
+            if pre:
+                body += [f"   std::int32_t rn_[{c}];",
+                         "   for (std::int64_t i = 0; i < C_; ++i) {",
+                         f"      const std::uint64_t d = std::uint64_t(std::int64_t(xr[i])) - std::uint64_t({e.lit(lo_tok, INT64)});",
+                         f"      rn_[i] = d > {hi_tok - lo_tok}u ? -1 : {tr}[d];",
+                         "   }"]
+            body += [f"   std::int64_t min_len = {lo};",
+                     f"   for (std::int64_t skip = 1; skip <= {skips}; ++skip) {{",
+                     "      for (std::int64_t start = 0; start < C_; ++start) {",
+                     "         if (start + skip * (min_len - 1) >= C_) break;  // no n-gram fits any more",
+                     "         std::int32_t node = 0;",
+                     f"         for (std::int64_t len = 1, item = start; len <= {hi} && item < C_; ++len, item += skip) {{",
+                     "            const std::int64_t tok = std::int64_t(xr[item]);",
+                     *(["            if (len == 1) {  // the root's children: looked up above",
+                        "               node = rn_[item];",
+                        "               if (node < 0) break;",
+                        f"               if (min_len == 1 && {to}[node] >= 0) yr[{to}[node]] += 1.0f;",
+                        "               continue;",
+                        "            }"] if pre else []),
+                     *(["            if (len == 1) {  // the root's children: a direct table",
+                        f"               const std::uint64_t d = std::uint64_t(tok) - std::uint64_t({e.lit(lo_tok, INT64)});",
+                        f"               if (d > {hi_tok - lo_tok}u || {tr}[d] < 0) break;",
+                        f"               node = {tr}[d];",
+                        f"               if (min_len == 1 && {to}[node] >= 0) yr[{to}[node]] += 1.0f;",
+                        "               continue;",
+                        "            }"] if direct and not pre else []),
+                     f"            std::uint64_t h = std::uint64_t(tok) * {_HT}ULL + std::uint64_t(node) * {_HN}ULL;",
+                     f"            std::uint64_t slot = (h ^ (h >> 29)) & {mask}u;",
+                     f"            while ({tp}[slot] != -1 && ({tp}[slot] != node || {tk}[slot] != tok)) "
+                     f"slot = (slot + 1) & {mask}u;",
+                     f"            if ({tp}[slot] == -1) break;  // no n-gram continues with this token",
+                     f"            node = {tc}[slot];",
+                     f"            if (len >= min_len && {to}[node] >= 0) yr[{to}[node]] += 1.0f;",
+                     "         }",
+                     "      }",
+                     "      if (min_len == 1) {  // unigrams are counted once, not once per skip distance",
+                     "         min_len = 2;",
+                     f"         if (min_len > {hi}) break;",
+                     "      }",
+                     "   }"]
         mode = v.attr("mode")
         if mode == "IDF" and weights is None:
-            lines.append(f"for (std::int64_t i = 0; i < {n_out}; ++i) {y}[i] = {y}[i] > 0 ? 1.0f : 0.0f;")
+            body.append(f"   for (std::int64_t j = 0; j < {out_size}; ++j) yr[j] = yr[j] > 0 ? 1.0f : 0.0f;")
         elif mode in ("IDF", "TFIDF") and weights is not None:
             tw = e.tmp("w")
             value = "(yr[j] > 0 ? float(w) : 0.0f)" if mode == "IDF" else "float(w * double(yr[j]))"
-            lines += [f"static const double {tw}[] = {{{', '.join(e.lit(w, FLOAT64) for w in weights)}}};",
-                      f"for (std::int64_t r = 0; r < {e.dim(rows)}; ++r) {{",
-                      f"   float *yr = {y} + r * {out_size};",
-                      f"   for (std::int64_t j = 0; j < {out_size}; ++j) {{ const double w = {tw}[j]; yr[j] = {value}; }}",
-                      "}"]
+            lines.append(f"static const double {tw}[] = {{{', '.join(e.lit(w, FLOAT64) for w in weights)}}};")
+            body.append(f"   for (std::int64_t j = 0; j < {out_size}; ++j) {{ const double w = {tw}[j]; yr[j] = {value}; }}")
+        lines += [f"const std::int64_t C_ = {e.dim(c)};",
+                  "(void)C_;",
+                  f"for (std::int64_t r = 0; r < {e.dim(rows)}; ++r) {{",
+                  f"   const auto *xr = {e.inp(0)} + r * C_;",
+                  "   (void)xr;",
+                  f"   float *yr = {y} + r * {out_size};",
+                  f"   std::fill(yr, yr + {out_size}, 0.0f);",
+                  *body,
+                  "}"]
         return "\n".join(lines)

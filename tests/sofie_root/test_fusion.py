@@ -175,18 +175,33 @@ def test_conv_batchnorm_relu_becomes_one_fused_conv(dims: int, group: int) -> No
 
 
 @pytest.mark.parametrize("act", ["Tanh", "Relu", "Sigmoid"])
-@pytest.mark.parametrize("group,bias", [(1, True), (2, False)])
-def test_pointwise_conv_activation_register_tiles(act: str, group: int, bias: bool) -> None:
+@pytest.mark.parametrize("group,bias,hw", [(1, True, (4, 8)), (2, False, (4, 8)), (1, True, (5, 5))])
+def test_pointwise_conv_activation_register_tiles(act: str, group: int, bias: bool, hw: tuple) -> None:
     # 8 output channels per group and 32 positions: the register-blocked 1x1 kernel (ops/conv.py
     # _pointwise_tiled; Tanh on its vector accumulators, the others in a pass over each tile);
+    # 25 positions: a whole tile, a one-vector tile and a scalar tail;
     # NaN and values beyond tanh's clamp at +-9 included
     c_in, c_out = 6, 8 * group
     node = helper.make_node("Conv", ["x", "w"] + (["b"] if bias else []), ["h"], group=group)
     inits = {"w": f32(c_out, c_in // group, 1, 1), **({"b": f32(c_out)} if bias else {})}
-    proto = make_model([node, helper.make_node(act, ["h"], ["y"])], [value_info("x", np.float32, ["N", c_in, 4, 8])],
+    proto = make_model([node, helper.make_node(act, ["h"], ["y"])], [value_info("x", np.float32, ["N", c_in, *hw])],
                        [value_info("y", np.float32, None)], inits)
-    x = f32(3, c_in, 4, 8) * 8
-    x[1, 2, 3, 5] = np.nan
+    x = f32(3, c_in, *hw) * 8
+    x[1, 2, 3, 4] = np.nan
+    graphs = check_all_ways(proto, x, passes=["fuse_conv_activation"])
+    assert ops(graphs["default"]) == ["FusedConv"]
+
+
+@pytest.mark.parametrize("act", ["Tanh", "Relu"])
+def test_conv3x3_activation_register_tiles(act: str) -> None:
+    # 3x3 over 4 channels, 8 outputs, rows of 20: the register-blocked direct kernel
+    # (ops/conv.py _direct_tiled; Tanh on its vector accumulators, Relu in a pass over the tile,
+    # both in the overlapping last tile); NaN included
+    node = helper.make_node("Conv", ["x", "w", "b"], ["h"], pads=[1, 1, 1, 1])
+    proto = make_model([node, helper.make_node(act, ["h"], ["y"])], [value_info("x", np.float32, ["N", 4, 5, 20])],
+                       [value_info("y", np.float32, None)], {"w": f32(8, 4, 3, 3), "b": f32(8)})
+    x = f32(2, 4, 5, 20) * 8
+    x[1, 2, 3, 4] = np.nan
     graphs = check_all_ways(proto, x, passes=["fuse_conv_activation"])
     assert ops(graphs["default"]) == ["FusedConv"]
 

@@ -70,6 +70,21 @@ CONV_CASES = {
     # the register-blocked 1x1 kernel (ops/conv.py _pointwise_tiled: 4 channels x 16 positions)
     "pointwise_tiled": ((2, 5, 4, 8), (12, 5, 1, 1), True, {}),
     "pointwise_tiled_group": ((2, 6, 4, 4), (8, 3, 1, 1), False, {"group": 2}),
+    # positions past the whole tiles: a one-vector tile, then scalar sums (25 = 16 + 8 + 1, 9, 13)
+    "pointwise_tiled_tail": ((2, 5, 25), (8, 5, 1), True, {}),
+    "pointwise_tiled_short": ((2, 3, 3, 3), (4, 3, 1, 1), False, {}),
+    "pointwise_tiled_13_group": ((2, 6, 13), (8, 3, 1), True, {"group": 2}),
+    # the register-blocked direct kernel (ops/conv.py _direct_tiled): 16- and 8-position tiles of
+    # an output row, scalar tails; pads, dilations, leading strides, groups, 1-D and 3-D
+    "direct_tiled": ((2, 3, 9, 20), (8, 3, 3, 3), True, {"pads": [1, 1, 1, 1]}),
+    "direct_tiled_dil_stride": ((1, 2, 9, 13), (4, 2, 3, 3), False,
+                                {"pads": [1, 0, 1, 2], "dilations": [2, 1], "strides": [2, 1]}),
+    "direct_tiled_1d": ((2, 4, 30), (8, 4, 5), True, {"pads": [2, 2]}),
+    "direct_tiled_3d": ((1, 2, 3, 4, 21), (4, 2, 2, 2, 3), True, {"pads": [0, 1, 1, 0, 0, 1]}),
+    "direct_tiled_group": ((2, 4, 6, 14), (8, 2, 3, 3), True, {"group": 2, "pads": [1, 1, 1, 1]}),
+    "direct_tiled_no_pads": ((1, 3, 5, 18), (4, 3, 2, 3), True, {}),
+    # rows of 10: more than a fifth of an overlapping tile wasted, im2col + GEMM instead
+    "im2col_short_rows": ((1, 2, 3, 4, 10), (4, 2, 2, 2, 3), True, {"pads": [0, 1, 1, 0, 0, 1]}),
     "conv1d": ((2, 3, 11), (4, 3, 3), True, {"pads": [2, 1], "strides": [2], "dilations": [2]}),
     "conv3d": ((1, 2, 5, 6, 4), (3, 2, 3, 2, 3), True, {"pads": [1, 0, 1, 0, 1, 1], "strides": [1, 2, 1]}),
     "big_pad": ((1, 1, 3, 3), (2, 1, 2, 2), True, {"pads": [3, 3, 3, 3]}),
@@ -142,6 +157,13 @@ CONVT_CASES = {
     "kernel_attr": ((1, 1, 3, 3), (1, 2, 3, 3), False, {"kernel_shape": [3, 3], "strides": [2, 2]}),
     "convt1d": ((2, 2, 5), (2, 3, 3), True, {"strides": [2], "pads": [1, 0], "output_padding": [1]}),
     "convt3d": ((1, 2, 3, 2, 3), (2, 2, 2, 3, 2), True, {"strides": [2, 1, 2], "pads": [0, 1, 0, 0, 1, 1]}),
+    # the register-blocked product (4 x 16 tiles, tails) and the 2x2 stride-2 rows as interleaved pairs
+    "s2_k2_tiled": ((2, 4, 4, 8), (4, 3, 2, 2), True, {"strides": [2, 2]}),
+    "s2_k2_pads_output_padding": ((1, 3, 3, 9), (3, 2, 2, 2), False,
+                                  {"strides": [2, 2], "pads": [1, 0, 0, 0], "output_padding": [1, 1]}),
+    "s2_k2_3d": ((1, 2, 2, 3, 4), (2, 2, 2, 2, 2), True, {"strides": [1, 2, 2]}),
+    # more kernel offsets than are written out one by one (bounds from tables)
+    "kernel_6x6": ((1, 2, 3, 3), (2, 2, 6, 6), True, {"strides": [2, 2], "pads": [1, 2, 0, 1]}),
 }
 
 

@@ -162,6 +162,29 @@ def test_resize_opset10_opset11_and_upsample():
     assert_matches_ort(model7, _rand((1, 2, 3, 4)))
 
 
+def test_resize_nearest_whole_row_paths():
+    """The nearest loop nest of whole rows: integer upsampling of rows wider than one vector
+    (x2 and x4 by shuffles, x3 scalar, with a tail), duplicated rows copied, a resized axis
+    outside a kept innermost run (memcpy rows), a trailing axis of size 1, a downsampling gather."""
+    inits = {"s2": np.array([1, 1, 2, 2], np.float32), "s4": np.array([1, 1, 4, 4], np.float32),
+             "s3": np.array([1, 1, 3, 3], np.float32), "sc": np.array([1, 2, 1, 1], np.float32),
+             "sd": np.array([1, 1, 0.5, 0.5], np.float32), "s21": np.array([1, 1, 2, 1], np.float32)}
+    nodes = [(["", k], {"mode": "nearest"}) for k in ("s2", "s4", "s3", "sc", "sd")]
+    nodes += [(["", "s2"], {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                            "nearest_mode": "floor"})]
+    model = _multi(nodes, ["N", 3, 6, 19], inits)
+    m = sofie_root.compile(model)
+    for n in (1, 2):
+        assert_matches_ort(model, _rand((n, 3, 6, 19)), compiled=m)
+    # a trailing axis of size 1 (the innermost loop is the resized one, stride 1 in the input)
+    model = _multi([(["", "s21"], {"mode": "nearest"})], ["N", 3, 9, 1], inits)
+    assert_matches_ort(model, _rand((2, 3, 9, 1)))
+    model = _multi([(["s2"], {"mode": "nearest"})], ["N", 2, 5, 17], inits, op="Upsample", opset=9)
+    assert_matches_ort(model, _rand((2, 2, 5, 17)))
+    model = _multi([(["", "s2"], {"mode": "nearest"})], [1, 2, 4, 9], inits, dtype=np.int32)
+    _assert_matches_reference(model, RNG.integers(-100, 100, (1, 2, 4, 9)).astype(np.int32))
+
+
 def test_resize_scales_as_graph_input_and_symbolic_resized_axis():
     node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="linear")
     model = make_model([node], [value_info("x", np.float32, [1, 2, 4, 4]), value_info("s", np.float32, [4])],
@@ -197,6 +220,11 @@ def test_center_crop_pad():
     {"img": [5, 6], "blk": [2, 3], "attrs": {}},
     {"img": [7, 6], "blk": [3, 2], "attrs": {"strides": [2, 1], "pads": [1, 0, 1, 2], "dilations": [1, 2]}},
     {"img": [4, 3, 5], "blk": [2, 1, 2], "attrs": {"strides": [1, 2, 2], "pads": [0, 1, 1, 1, 0, 0]}},
+    # 1-D; pads wider than the kernel: some (offset, block) pairs land wholly outside the image
+    {"img": [9], "blk": [4], "attrs": {"strides": [3], "pads": [3, 2]}},
+    {"img": [3, 11], "blk": [3, 2], "attrs": {"pads": [3, 0, 3, 1], "dilations": [2, 1]}},
+    # more kernel offsets than are written out one by one (a loop with bounds from tables)
+    {"img": [8, 9], "blk": [6, 6], "attrs": {"pads": [1, 0, 0, 2]}},
 ])
 def test_col2im(case):
     img, blk, attrs = case["img"], case["blk"], case["attrs"]
@@ -314,6 +342,29 @@ def test_maxunpool_output_shape_and_bad_index():
     _assert_matches_reference(model, _rand((2, 2, 3), np.float64), idx, compiled=m)
     with pytest.raises(SofieError, match="index out of range"):
         m.infer(_rand((2, 2, 3), np.float64), np.full((2, 2, 3), 24, np.int64))
+
+
+def test_maxunpool_indices_across_planes():
+    """The plane-by-plane scatter: indices into the own plane and earlier planes (repeated: the
+    last value wins), then into a later plane (the whole-output fallback), and out of range."""
+    node = helper.make_node("MaxUnpool", ["x", "i"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
+    model = make_model([node], [value_info("x", np.float32, ["N", 3, 2, 3]), value_info("i", np.int64, ["N", 3, 2, 3])],
+                       [value_info("y", np.float32, None)], opset=22)
+    m = sofie_root.compile(model)
+    plane, n = 4 * 6, 2
+    x = _rand((n, 3, 2, 3))
+    # own or earlier planes only (values below (p + 1) * plane for the input plane p)
+    own = np.stack([RNG.integers(0, (p + 1) * plane, 6) for p in range(n * 3)]).reshape(n, 3, 2, 3)
+    own[0, 1, 0, :] = 5  # repeated index: the last value wins
+    _assert_matches_reference(model, x, own.astype(np.int64), compiled=m)
+    later = own.copy()
+    later[0, 0, 1, 2] = n * 3 * plane - 1  # the first plane points into the last one
+    _assert_matches_reference(model, x, later.astype(np.int64), compiled=m)
+    for bad in (n * 3 * plane, -1):
+        wrong = own.copy()
+        wrong[1, 2, 0, 0] = bad
+        with pytest.raises(SofieError, match="index out of range"):
+            m.infer(x, wrong.astype(np.int64))
 
 
 # -- LRN --------------------------------------------------------------------------------------

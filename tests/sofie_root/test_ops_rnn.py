@@ -88,6 +88,21 @@ def test_directions_and_optional_inputs(op, direction, variant):
     assert_matches_ort(model, *feeds, **TOL)
 
 
+@pytest.mark.parametrize("op,kw", [
+    ("GRU", {}), ("GRU", {"seq_lens": True, "direction": "bidirectional"}),
+    ("GRU", {"linear_before_reset": 1}), ("GRU", {"linear_before_reset": 1, "bias": False, "direction": "reverse"}),
+    ("LSTM", {}), ("LSTM", {"peep": True, "seq_lens": True, "direction": "bidirectional"}),
+    ("LSTM", {"peep": True, "input_forget": 1, "bias": False, "init": False}),
+    # a non-default activation: the scalar loops
+    ("GRU", {"activations": ["Sigmoid", "Relu"]}),
+])
+def test_vector_gate_loops(op, kw):
+    """hidden_size a multiple of 8 with the default activations: the 8-lane gate loops."""
+    kw = dict(kw)
+    model, feeds = build(op, kw.pop("direction", "forward"), hidden=16, batch=5, **kw)
+    assert_matches_ort(model, *feeds, **TOL)
+
+
 @pytest.mark.parametrize("op", ["RNN", "GRU", "LSTM"])
 def test_only_some_outputs(op):
     model, feeds = build(op, "bidirectional", seq_lens=True, outputs=["", "Y_h"])
