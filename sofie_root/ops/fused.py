@@ -26,6 +26,7 @@ from ..ir.dtypes import DType, dtype_by_name
 from ..ir.graph import Node
 from .base import NodeView, Operator, OutInfo, lookup, register
 from .elementwise import Cast, Clip, Pow, Where, _Binary, _cast_expr, _lit, _Unary, _Variadic
+from .linalg import dense_call
 
 #: activation attributes of FusedGemm/FusedConv are stored as ``act_<name>``
 ACT_PREFIX = "act_"
@@ -366,11 +367,15 @@ class FusedMatMul(_FusedProduct):
         # one weight matrix for every row: the product runs in blocks of rows, each followed by its
         # bias and activation while the block is still in cache (at batch 256 the whole output of a
         # transformer MLP layer is megabytes, which a second pass would read back from memory)
-        rows = e.dim(numel(a2[:-2]) * m)
+        rows = numel(a2[:-2]) * m
+        if dt.cpp == "float":
+            # the runtime kernel adds the bias in its accumulators and calls the activation per block
+            return dense_call(e, dt, rows, n, k, e.inp(0), e.inp(1), e.inp(2) if has_bias else None, y,
+                              (lambda z: _activation_expr(act, attrs, z, dt, v.label)) if act else None)
         r0, rb = e.tmp("r0"), e.tmp("rb")
         one, zero = e.lit(1, dt), e.lit(0, dt)
-        return (f"for (std::int64_t {r0} = 0; {r0} < {rows}; {r0} += {ROW_BLOCK}) {{\n"
-                f"   const std::int64_t {rb} = std::min<std::int64_t>({ROW_BLOCK}, {rows} - {r0});\n"
+        return (f"for (std::int64_t {r0} = 0; {r0} < {e.dim(rows)}; {r0} += {ROW_BLOCK}) {{\n"
+                f"   const std::int64_t {rb} = std::min<std::int64_t>({ROW_BLOCK}, {e.dim(rows)} - {r0});\n"
                 f"   sofie_rt::gemm<{dt.cpp}>(false, false, {rb}, {e.dim(n)}, {e.dim(k)}, {one}, "
                 f"{e.inp(0)} + {r0} * {e.dim(k)}, {e.dim(k)}, {e.inp(1)}, {e.dim(n)}, {zero}, "
                 f"{y} + {r0} * {e.dim(n)}, {e.dim(n)});\n"
