@@ -28,7 +28,7 @@ def dense_call(e, dt: DType, rows: DimLike, n: DimLike, k: DimLike, a: str, b: s
         return f"sofie_rt::dense::gemm_bias<{dt.cpp}>({args});"
     r0, rb, i, x = e.tmp("r0"), e.tmp("rb"), e.tmp("i"), e.tmp("x")
     # the block is contiguous (ldc = n): one flat loop, which the compiler vectorises
-    return (f"sofie_rt::dense::gemm_bias<{dt.cpp}>({args}, [&](std::int64_t {r0}, std::int64_t {rb}) {{\n"
+    return (f"sofie_rt::dense::gemm_bias<{dt.cpp}>({args}, [=](std::int64_t {r0}, std::int64_t {rb}) {{\n"
             f"   for (std::int64_t {i} = {r0} * {cols}; {i} < ({r0} + {rb}) * {cols}; ++{i}) "
             f"{{ const {dt.cpp} {x} = {y}[{i}]; {y}[{i}] = {act(x)}; }}\n}});")
 

@@ -145,6 +145,30 @@ def test_dense_kernel_edges(k, n, kind) -> None:
         assert_matches_ort(model, a, compiled=m, rtol=2e-5, atol=2e-5 * np.sqrt(k))
 
 
+@pytest.mark.parametrize("kind", ["fused_matmul", "fused_gemm"])
+def test_dense_gelu_epilogue_over_its_range(kind) -> None:
+    # the dense epilogue's Gelu is 0.5 x (1 + erf(x / sqrt2)) with vm::erf (ONNX's formula, as
+    # onnx.reference evaluates it): an identity weight puts every value of [-12, 12] (both branches
+    # of erf, its clamp, the -0 of large negative x) through it, compared with onnxruntime and with
+    # float64 math. For x in [-5.6, -3], 1 + erf cancels: the absolute error is up to about
+    # 0.5 |x| ulp(1) = 1.7e-7 (a relative error of up to 1% on results below 1e-4)
+    from math import erf
+
+    w, n = np.eye(16, dtype=np.float32), 16
+    nodes = [helper.make_node("MatMul", ["a", "W"], ["h"]), helper.make_node("Add", ["h", "C"], ["hb"]),
+             helper.make_node("Gelu", ["hb"], ["y"])]
+    shape = ["N", 2, n] if kind == "fused_matmul" else ["N", n]
+    model = make_model(nodes, [value_info("a", np.float32, shape)], [value_info("y", np.float32, None)],
+                       {"W": w, "C": np.zeros(n, np.float32)}, opset=20)
+    m = sofie_root.compile(model)
+    assert [x.op_type for x in m.graph.nodes] == ["FusedMatMul" if kind == "fused_matmul" else "FusedGemm"]
+    a = np.linspace(-12, 12, 120 * n, dtype=np.float32).reshape(-1, *shape[1:])
+    got = assert_matches_ort(model, a, compiled=m, rtol=1e-5, atol=2e-7)[0]
+    exact = np.vectorize(lambda x: 0.5 * x * (1 + erf(x / np.sqrt(2))))(a.astype(np.float64))
+    np.testing.assert_allclose(got, exact, rtol=2e-6, atol=2e-7)
+    assert (got[a < -5.6] == 0).all() and (got[a > 0] > 0).all()
+
+
 def test_dense_kernel_nan_and_stale_output() -> None:
     # NaN in one row of A reaches only that row; the output buffer's previous NaN does not leak
     k, n = 20, 24
