@@ -1417,7 +1417,8 @@ template <> inline void reduce<float>(const float *x, float *out, std::int64_t r
 // the bias loaded into the accumulators and C written once. Under cling on the corpus's shapes
 // this is 1.1-1.5x OpenBLAS's sgemm (which also writes C then needs a bias pass), e.g. [12800, 64]
 // x [64, 64] 95 against 70-84 GFLOP/s (docs/performance.md, "Convolutions and dense layers").
-// One row (batch 1) stays a BLAS gemv (2-3x faster than one row of tiles: 2 accumulators).
+// One row (batch 1) stays a BLAS gemv (2-3x faster than one row of tiles: 2 accumulators), and a
+// B above 128 KiB a BLAS sgemm per block of 256 rows (see gemm_bias).
 namespace dense {
 
 #if defined(__clang__)
@@ -1542,7 +1543,7 @@ inline void gemm_bias(std::int64_t M, std::int64_t N, std::int64_t K, const T *A
          float stack_tail[16 * 128];
          std::vector<float> heap_tail;
          float *tail = stack_tail;
-         if (N % 16 && N % 16 != 8) {
+         if (N % 16 && N % 16 != 8 && K * N <= 32768) {
             if (K > 128) {
                heap_tail.resize(std::size_t(16 * K));
                tail = heap_tail.data();
@@ -1553,15 +1554,27 @@ inline void gemm_bias(std::int64_t M, std::int64_t N, std::int64_t K, const T *A
                   tail[k * 16 + l] = j + l < N ? B[k * ldb + j + l] : 0.0f;
          }
          // B of at most 128 KiB stays in L1/L2 while the tiles sweep all its columns for a few rows
-         // at a time (blocks of about 16 KiB of C); a larger B is swept in blocks of 128 columns
-         // for 48 rows, so that each block of B is reused from L2
-         const bool small_b = K * N <= 32768;
-         const std::int64_t mb = small_b ? std::max<std::int64_t>(6, std::min<std::int64_t>(48, 4096 / N) / 6 * 6) : 48;
-         for (std::int64_t i = 0; i < M; i += mb) {
-            const std::int64_t rows = std::min<std::int64_t>(mb, M - i);
-            for (std::int64_t j = 0; j < N; j += small_b ? N : 128)
-               block(rows, j, small_b ? N : std::min<std::int64_t>(j + 128, N), K, A + i * lda, lda, B, ldb, tail,
-                     bias, C + i * ldc, ldc);
+         // at a time (blocks of about 16 KiB of C). A larger B (dense's 300 x 300) goes to BLAS,
+         // whose packed panels were 5% faster there than these tiles reading B in place (rows
+         // straddling cache lines); tried and not kept: blocks of 48 rows x 128 or 64 columns,
+         // and packing B per call into 16-column panels (docs/performance.md)
+         if (K * N <= 32768) {
+            const std::int64_t mb = std::max<std::int64_t>(6, std::min<std::int64_t>(48, 4096 / N) / 6 * 6);
+            for (std::int64_t i = 0; i < M; i += mb) {
+               const std::int64_t rows = std::min<std::int64_t>(mb, M - i);
+               block(rows, 0, N, K, A + i * lda, lda, B, ldb, tail, bias, C + i * ldc, ldc);
+               epi(i, rows);
+            }
+            return;
+         }
+         // blocks of 256 rows: each block's bias and epilogue while it is in L2
+         for (std::int64_t i = 0; i < M; i += 256) {
+            const std::int64_t rows = std::min<std::int64_t>(256, M - i);
+            gemm<T>(false, false, rows, N, K, T(1), A + i * lda, lda, B, ldb, T(0), C + i * ldc, ldc);
+            if (bias)
+               for (std::int64_t r = i; r < i + rows; ++r)
+                  for (std::int64_t j = 0; j < N; ++j)
+                     C[r * ldc + j] += bias[j];
             epi(i, rows);
          }
          return;
