@@ -13,6 +13,9 @@ FLOATS = ("float32", "float64")
 #: in docs/performance.md, "Convolutions and dense layers"
 GEMM_ROW_BLOCK = 256
 NUMERIC = FLOATS + ("int32", "int64", "uint32", "uint64")
+#: weights of at most this many floats run in the runtime's register-blocked kernel; larger
+#: ones in BLAS (``sofie_rt::dense::gemm_bias`` has the same limit, K * N <= 32768)
+DENSE_MAX_WEIGHT = 32768
 
 
 def dense_call(e, dt: DType, rows: DimLike, n: DimLike, k: DimLike, a: str, b: str, bias: str | None, y: str,
@@ -74,7 +77,11 @@ class Gemm(Operator):
         lines = [] if k == k2 else [inner_check(e, k, k2)]
         has_c = v.has_input(2) and beta_v != 0
         c_shape = tuple(v.input(2).shape) if has_c else ()
-        if (dt.cpp == "float" and not v.attr("transA", 0) and not v.attr("transB", 0) and float(v.attr("alpha", 1.0)) == 1.0
+        # a weight above DENSE_MAX_WEIGHT floats stays on the BLAS path below, whose bias and
+        # activation are one pass per block (gemm_bias would give the same product in two passes)
+        small = not (isinstance(n, int) and isinstance(k, int) and n * k > DENSE_MAX_WEIGHT)
+        if (dt.cpp == "float" and small and not v.attr("transA", 0) and not v.attr("transB", 0)
+                and float(v.attr("alpha", 1.0)) == 1.0
                 and (not has_c or (c_shape in ((n,), (1, n)) and n != 1 and float(beta_v) == 1.0))):
             lines.append(dense_call(e, dt, m, n, k, e.inp(0), e.inp(1), e.inp(2) if has_c else None, e.out(), act))
             return "\n".join(lines)
