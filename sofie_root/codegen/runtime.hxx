@@ -2068,6 +2068,189 @@ inline void reduce_inner<float>(const float *x, float *out, std::int64_t outer, 
 
 } // namespace rows
 
+// ---- dense layers: register-blocked GEMM with a bias (namespace sofie_rt::dense) ------------
+// C[M, N] = A[M, K] B[K, N] + bias[N] (bias may be null), row-major, no transposition: the
+// product of every Gemm, MatMul and FusedMatMul whose weight is one [K, N] matrix (batch rows of
+// a 3-D MatMul folded into M). A tile of 6 rows x 16 columns is summed over K in twelve 8-float
+// vectors (a local array of the vector type, fully unrolled: cling keeps it in registers with
+// -optimize-regalloc), B read in place (the layout pass already stores constant weights [K, N]),
+// the bias loaded into the accumulators and C written once. Under cling on the corpus's shapes
+// this is 1.1-1.5x OpenBLAS's sgemm (which also writes C then needs a bias pass), e.g. [12800, 64]
+// x [64, 64] 95 against 70-84 GFLOP/s (docs/performance.md, "Convolutions and dense layers").
+// One row (batch 1) stays a BLAS gemv (2-3x faster than one row of tiles: 2 accumulators), and a
+// B above 128 KiB a BLAS sgemm per block of 256 rows (see gemm_bias).
+namespace dense {
+
+#if defined(__clang__)
+#define SOFIE_RT_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define SOFIE_RT_UNROLL _Pragma("GCC unroll 16")
+#else
+#define SOFIE_RT_UNROLL
+#endif
+
+#ifdef SOFIE_RT_ROWS_VEC
+using rows::f8;
+
+// MR rows x NV vectors of 8 columns; the last vector of a Tail tile has nt (< 8) valid columns,
+// and B then comes from a zero-padded copy of the last columns
+template <int MR, int NV, bool Tail>
+SOFIE_RT_VM_INLINE void tile(std::int64_t K, const float *A, std::int64_t lda, const float *B, std::int64_t ldb,
+                             const float *bias, float *C, std::int64_t ldc, std::int64_t nt)
+{
+   f8 acc[MR][NV];
+   SOFIE_RT_UNROLL
+   for (int v = 0; v < NV; ++v) {
+      const f8 b0 = !bias ? rows::splat(0.0f)
+                          : (Tail && v == NV - 1 ? rows::load_part(bias + 8 * v, nt, 0.0f) : rows::load(bias + 8 * v));
+      SOFIE_RT_UNROLL
+      for (int r = 0; r < MR; ++r)
+         acc[r][v] = b0;
+   }
+   for (std::int64_t k = 0; k < K; ++k) {
+      f8 b[NV];
+      SOFIE_RT_UNROLL
+      for (int v = 0; v < NV; ++v)
+         b[v] = rows::load(B + k * ldb + 8 * v);
+      SOFIE_RT_UNROLL
+      for (int r = 0; r < MR; ++r) {
+         const f8 a = rows::splat(A[r * lda + k]);
+         SOFIE_RT_UNROLL
+         for (int v = 0; v < NV; ++v)
+            acc[r][v] += a * b[v];
+      }
+   }
+   SOFIE_RT_UNROLL
+   for (int r = 0; r < MR; ++r)
+      SOFIE_RT_UNROLL
+      for (int v = 0; v < NV; ++v) {
+         if (Tail && v == NV - 1)
+            rows::store_part(C + r * ldc + 8 * v, acc[r][v], nt);
+         else
+            rows::store(C + r * ldc + 8 * v, acc[r][v]);
+      }
+}
+
+// MR rows, columns [j0, j1); `tail` is B's last N % 16 columns zero-padded to 16 ([K, 16]), read
+// by the one partial tile at the matrix's right edge (16 columns whose second vector is partial)
+template <int MR>
+inline void row_tiles(std::int64_t K, std::int64_t j0, std::int64_t j1, const float *A, std::int64_t lda,
+                      const float *B, std::int64_t ldb, const float *tail, const float *bias, float *C, std::int64_t ldc)
+{
+   std::int64_t j = j0;
+   for (; j + 16 <= j1; j += 16)
+      tile<MR, 2, false>(K, A, lda, B + j, ldb, bias ? bias + j : nullptr, C + j, ldc, 8);
+   const std::int64_t nt = j1 - j;
+   if (nt > 8)
+      tile<MR, 2, true>(K, A, lda, tail, 16, bias ? bias + j : nullptr, C + j, ldc, nt - 8);
+   else if (nt == 8)
+      tile<MR, 1, false>(K, A, lda, B + j, ldb, bias ? bias + j : nullptr, C + j, ldc, 8);
+   else if (nt > 0)
+      tile<MR, 1, true>(K, A, lda, tail, 16, bias ? bias + j : nullptr, C + j, ldc, nt);
+}
+
+inline void block(std::int64_t M, std::int64_t j0, std::int64_t j1, std::int64_t K, const float *A, std::int64_t lda,
+                  const float *B, std::int64_t ldb, const float *tail, const float *bias, float *C, std::int64_t ldc)
+{
+   // tiles of 6 rows; 1 or 2 rows left over after a full tile are taken as 4 + 3 or 4 + 4 instead
+   // (a tile of 1 or 2 rows has 2 or 4 accumulators, too few to hide the FMA latency: 50 rows
+   // = 8 x 6 + 2 ran 8% slower than 7 x 6 + 4 + 4)
+   const std::int64_t rem = M % 6, full = M - rem - (M > 6 && rem && rem < 3 ? 6 : 0);
+   std::int64_t i = 0;
+   for (; i < full; i += 6)
+      row_tiles<6>(K, j0, j1, A + i * lda, lda, B, ldb, tail, bias, C + i * ldc, ldc);
+   A += i * lda;
+   C += i * ldc;
+   switch (M - i) {
+   case 8:
+      row_tiles<4>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc);
+      row_tiles<4>(K, j0, j1, A + 4 * lda, lda, B, ldb, tail, bias, C + 4 * ldc, ldc);
+      break;
+   case 7:
+      row_tiles<4>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc);
+      row_tiles<3>(K, j0, j1, A + 4 * lda, lda, B, ldb, tail, bias, C + 4 * ldc, ldc);
+      break;
+   case 5: row_tiles<5>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc); break;
+   case 4: row_tiles<4>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc); break;
+   case 3: row_tiles<3>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc); break;
+   case 2: row_tiles<2>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc); break;
+   case 1: row_tiles<1>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc); break;
+   default: break;
+   }
+}
+#endif
+
+// No epilogue (gemm_bias's default).
+struct no_epilogue {
+   void operator()(std::int64_t, std::int64_t) const {}
+};
+
+// C = A B + bias as above; then epi(r0, rows) is called for each block of rows [r0, r0 + rows)
+// right after the block is written, while it is in L1 or L2 (a fused activation runs there: at
+// batch 256 a pass over the whole output afterwards would read it back from L3 or memory). Blocks
+// follow each other in order and cover every row once.
+template <class T, class Epi = no_epilogue>
+inline void gemm_bias(std::int64_t M, std::int64_t N, std::int64_t K, const T *A, std::int64_t lda, const T *B,
+                      std::int64_t ldb, const T *bias, T *C, std::int64_t ldc, Epi epi = Epi())
+{
+   if (M <= 0 || N <= 0)
+      return;
+#ifdef SOFIE_RT_ROWS_VEC
+   if constexpr (std::is_same<T, float>::value) {
+      // one row is a gemv, one column a dot product per row: BLAS (or the loops) do those better
+      if (M > 1 && N > 1 && K > 0) {
+         // B's last N % 16 columns, zero-padded to 16 (the tiles read whole vectors of B)
+         float stack_tail[16 * 128];
+         std::vector<float> heap_tail;
+         float *tail = stack_tail;
+         if (N % 16 && N % 16 != 8 && K * N <= 32768) {
+            if (K > 128) {
+               heap_tail.resize(std::size_t(16 * K));
+               tail = heap_tail.data();
+            }
+            const std::int64_t j = N - N % 16;
+            for (std::int64_t k = 0; k < K; ++k)
+               for (std::int64_t l = 0; l < 16; ++l)
+                  tail[k * 16 + l] = j + l < N ? B[k * ldb + j + l] : 0.0f;
+         }
+         // B of at most 128 KiB stays in L1/L2 while the tiles sweep all its columns for a few rows
+         // at a time (blocks of about 16 KiB of C). A larger B (dense's 300 x 300) goes to BLAS,
+         // whose packed panels were 5% faster there than these tiles reading B in place (rows
+         // straddling cache lines); tried and not kept: blocks of 48 rows x 128 or 64 columns,
+         // and packing B per call into 16-column panels (docs/performance.md)
+         if (K * N <= 32768) {
+            const std::int64_t mb = std::max<std::int64_t>(6, std::min<std::int64_t>(48, 4096 / N) / 6 * 6);
+            for (std::int64_t i = 0; i < M; i += mb) {
+               const std::int64_t rows = std::min<std::int64_t>(mb, M - i);
+               block(rows, 0, N, K, A + i * lda, lda, B, ldb, tail, bias, C + i * ldc, ldc);
+               epi(i, rows);
+            }
+            return;
+         }
+         // blocks of 256 rows: each block's bias and epilogue while it is in L2
+         for (std::int64_t i = 0; i < M; i += 256) {
+            const std::int64_t rows = std::min<std::int64_t>(256, M - i);
+            gemm<T>(false, false, rows, N, K, T(1), A + i * lda, lda, B, ldb, T(0), C + i * ldc, ldc);
+            if (bias)
+               for (std::int64_t r = i; r < i + rows; ++r)
+                  for (std::int64_t j = 0; j < N; ++j)
+                     C[r * ldc + j] += bias[j];
+            epi(i, rows);
+         }
+         return;
+      }
+   }
+#endif
+   gemm<T>(false, false, M, N, K, T(1), A, lda, B, ldb, T(0), C, ldc);
+   if (bias)
+      for (std::int64_t i = 0; i < M; ++i)
+         for (std::int64_t j = 0; j < N; ++j)
+            C[i * ldc + j] += bias[j];
+   epi(std::int64_t(0), M);
+}
+
+} // namespace dense
+
 // ---- scaled dot-product attention (ONNX Attention, opsets 23-25) ---------------------------
 // K and V arrive already concatenated with the past cache, in [B, Hkv, S, D] layout; Q and Y
 // are addressed through strides so that 3-D ([B, S, H*D]) and 4-D layouts share the code.

@@ -13,6 +13,27 @@ FLOATS = ("float32", "float64")
 #: in docs/performance.md, "Convolutions and dense layers"
 GEMM_ROW_BLOCK = 256
 NUMERIC = FLOATS + ("int32", "int64", "uint32", "uint64")
+#: weights of at most this many floats run in the runtime's register-blocked kernel; larger
+#: ones in BLAS (``sofie_rt::dense::gemm_bias`` has the same limit, K * N <= 32768)
+DENSE_MAX_WEIGHT = 32768
+
+
+def dense_call(e, dt: DType, rows: DimLike, n: DimLike, k: DimLike, a: str, b: str, bias: str | None, y: str,
+               act: Callable[[str], str] | None = None) -> str:
+    """C++ of ``y[rows, n] = a[rows, k] @ b[k, n] (+ bias[n])``, then ``act`` on every element, by
+    the runtime's register-blocked kernel (``sofie_rt::dense::gemm_bias``, float): the bias is
+    loaded into the accumulators and the activation runs on each block of rows right after the
+    kernel wrote it (in L1), instead of an sgemm writing the output and passes reading it back."""
+    cols = e.dim(n)
+    args = (f"{e.dim(rows)}, {cols}, {e.dim(k)}, {a}, {e.dim(k)}, {b}, {cols}, "
+            f"{bias if bias else 'nullptr'}, {y}, {cols}")
+    if act is None:
+        return f"sofie_rt::dense::gemm_bias<{dt.cpp}>({args});"
+    r0, rb, i, x = e.tmp("r0"), e.tmp("rb"), e.tmp("i"), e.tmp("x")
+    # the block is contiguous (ldc = n): one flat loop, which the compiler vectorises
+    return (f"sofie_rt::dense::gemm_bias<{dt.cpp}>({args}, [=](std::int64_t {r0}, std::int64_t {rb}) {{\n"
+            f"   for (std::int64_t {i} = {r0} * {cols}; {i} < ({r0} + {rb}) * {cols}; ++{i}) "
+            f"{{ const {dt.cpp} {x} = {y}[{i}]; {y}[{i}] = {act(x)}; }}\n}});")
 
 
 def inner_check(e, k: DimLike, k2: DimLike) -> str:
@@ -56,6 +77,14 @@ class Gemm(Operator):
         lines = [] if k == k2 else [inner_check(e, k, k2)]
         has_c = v.has_input(2) and beta_v != 0
         c_shape = tuple(v.input(2).shape) if has_c else ()
+        # a weight above DENSE_MAX_WEIGHT floats stays on the BLAS path below, whose bias and
+        # activation are one pass per block (gemm_bias would give the same product in two passes)
+        small = not (isinstance(n, int) and isinstance(k, int) and n * k > DENSE_MAX_WEIGHT)
+        if (dt.cpp == "float" and small and not v.attr("transA", 0) and not v.attr("transB", 0)
+                and float(v.attr("alpha", 1.0)) == 1.0
+                and (not has_c or (c_shape in ((n,), (1, n)) and n != 1 and float(beta_v) == 1.0))):
+            lines.append(dense_call(e, dt, m, n, k, e.inp(0), e.inp(1), e.inp(2) if has_c else None, e.out(), act))
+            return "\n".join(lines)
         if dt.is_float and (act is not None or has_c) and c_shape in ((), (1,), (1, 1), (n,), (1, n)):
             lines.append(self._blocked(v, e, m, n, k, dt, alpha, has_c and c_shape[-1:] == (n,) and n != 1,
                                        e.lit(beta_v, dt) if has_c else None, act))
@@ -153,6 +182,8 @@ class MatMul(Operator):
         if not b_batch or all(isinstance(d, int) and d == 1 for d in b_batch):
             # B shared by every batch entry: fold A's batch dimensions into M (one GEMM)
             rows = numel(a_batch) * m
+            if dt.cpp == "float":
+                return dense_call(e, dt, rows, n, k, e.inp(0), e.inp(1), None, e.out())
             return (f"sofie_rt::gemm<{dt.cpp}>(false, false, {e.dim(rows)}, {e.dim(n)}, {e.dim(k)}, {one}, "
                     f"{e.inp(0)}, {e.dim(k)}, {e.inp(1)}, {e.dim(n)}, {zero}, {e.out()}, {e.dim(n)});")
         rank = len(batch)

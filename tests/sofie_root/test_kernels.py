@@ -116,6 +116,76 @@ def test_matmul_vector_shapes(a_shape, b_shape) -> None:
         assert_matches_ort(model, _rand(shape), compiled=m, rtol=1e-4, atol=1e-5)
 
 
+# -- dense layers: sofie_rt::dense::gemm_bias (register tiles of 6 rows x 16 columns) ---------
+
+@pytest.mark.parametrize("k,n", [
+    (5, 3), (8, 8), (7, 16), (13, 21), (32, 40), (64, 64), (3, 300),  # edge tiles: N % 16 in 0..15
+    (300, 29), (129, 7),    # K > 128 with a right-edge tile (its padded copy of B on the heap)
+    (300, 200), (520, 72),  # K * N > 32768: BLAS per block of 256 rows, then bias and epilogue
+])
+@pytest.mark.parametrize("kind", ["matmul", "gemm_bias", "fused_gelu"])
+def test_dense_kernel_edges(k, n, kind) -> None:
+    # rows 1 (gemv), 2-5 (edge tiles only), 6, 7-11 (a full tile and an edge one), 50, 101 (several
+    # blocks of rows, the last partial): every edge of the tiles against onnxruntime
+    w, b = _rand((k, n)), _rand((n,))
+    if kind == "matmul":
+        nodes, inits, shape = [helper.make_node("MatMul", ["a", "W"], ["y"])], {"W": w}, ["N", 1, k]
+    elif kind == "gemm_bias":
+        nodes, inits, shape = [helper.make_node("Gemm", ["a", "W", "C"], ["y"])], {"W": w, "C": b}, ["N", k]
+    else:
+        nodes = [helper.make_node("MatMul", ["a", "W"], ["h"]), helper.make_node("Add", ["h", "C"], ["hb"]),
+                 helper.make_node("Gelu", ["hb"], ["y"])]
+        inits, shape = {"W": w, "C": b}, ["N", 3, k]
+    model = make_model(nodes, [value_info("a", np.float32, shape)], [value_info("y", np.float32, None)], inits,
+                       opset=20)
+    m = sofie_root.compile(model)
+    # a Gemm with a weight above DENSE_MAX_WEIGHT floats keeps the BLAS path (one pass for bias and
+    # activation); MatMul/FusedMatMul reach gemm_bias's own BLAS branch for it
+    assert ("dense::gemm_bias" in m.source) == (kind != "gemm_bias" or k * n <= 32768)
+    for batch in (1, 2, 3, 4, 5, 6, 7, 11, 50, 101):
+        a = _rand((batch, *shape[1:]))
+        assert_matches_ort(model, a, compiled=m, rtol=2e-5, atol=2e-5 * np.sqrt(k))
+
+
+@pytest.mark.parametrize("kind", ["fused_matmul", "fused_gemm"])
+def test_dense_gelu_epilogue_over_its_range(kind) -> None:
+    # the dense epilogue's Gelu is 0.5 x (1 + erf(x / sqrt2)) with vm::erf (ONNX's formula, as
+    # onnx.reference evaluates it): an identity weight puts every value of [-12, 12] (both branches
+    # of erf, its clamp, the -0 of large negative x) through it, compared with onnxruntime and with
+    # float64 math. For x in [-5.6, -3], 1 + erf cancels: the absolute error is up to about
+    # 0.5 |x| ulp(1) = 1.7e-7 (a relative error of up to 1% on results below 1e-4)
+    from math import erf
+
+    w, n = np.eye(16, dtype=np.float32), 16
+    nodes = [helper.make_node("MatMul", ["a", "W"], ["h"]), helper.make_node("Add", ["h", "C"], ["hb"]),
+             helper.make_node("Gelu", ["hb"], ["y"])]
+    shape = ["N", 2, n] if kind == "fused_matmul" else ["N", n]
+    model = make_model(nodes, [value_info("a", np.float32, shape)], [value_info("y", np.float32, None)],
+                       {"W": w, "C": np.zeros(n, np.float32)}, opset=20)
+    m = sofie_root.compile(model)
+    assert [x.op_type for x in m.graph.nodes] == ["FusedMatMul" if kind == "fused_matmul" else "FusedGemm"]
+    a = np.linspace(-12, 12, 120 * n, dtype=np.float32).reshape(-1, *shape[1:])
+    got = assert_matches_ort(model, a, compiled=m, rtol=1e-5, atol=2e-7)[0]
+    exact = np.vectorize(lambda x: 0.5 * x * (1 + erf(x / np.sqrt(2))))(a.astype(np.float64))
+    np.testing.assert_allclose(got, exact, rtol=2e-6, atol=2e-7)
+    assert (got[a < -5.6] == 0).all() and (got[a > 0] > 0).all()
+
+
+def test_dense_kernel_nan_and_stale_output() -> None:
+    # NaN in one row of A reaches only that row; the output buffer's previous NaN does not leak
+    k, n = 20, 24
+    w = _rand((k, n))
+    model = make_model([helper.make_node("MatMul", ["a", "W"], ["h"]), helper.make_node("Neg", ["h"], ["y"])],
+                       [value_info("a", np.float32, ["N", k])], [value_info("y", np.float32, None)], {"W": w})
+    m = sofie_root.compile(model)
+    assert np.isnan(m.infer(np.full((9, k), np.nan, np.float32))[0]).all()
+    a = _rand((9, k))
+    a[4, 3] = np.nan
+    y = m.infer(a)[0]
+    assert np.isnan(y[4]).all() and not np.isnan(np.delete(y, 4, axis=0)).any()
+    np.testing.assert_allclose(np.delete(y, 4, axis=0), -(np.delete(a, 4, axis=0) @ w), rtol=1e-5, atol=1e-5)
+
+
 # -- recurrent cells: R stored transposed (gemm_pretranspose), batch 1 through gemv ---------
 
 @pytest.mark.parametrize("op,extra", [("LSTM", {}), ("GRU", {"linear_before_reset": 0}),
