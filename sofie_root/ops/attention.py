@@ -33,11 +33,14 @@ if TYPE_CHECKING:
 FLOATS = ("float32", "float64")
 
 
-def attention_scratch(sq, total, d):
+def attention_scratch(sq, total, d, dv):
     """Elements of ``AttentionArgs::scores`` that ``sofie_rt::attention`` needs (one batch and head
-    at a time): the [Sq, St] scores, then Q and K scaled by sqrt(scale). Every node that calls the
-    kernel sizes its workspace here, so the two cannot drift apart."""
-    return sq * total + (sq + total) * d
+    at a time). The float kernel: Q scaled [Sq, D], K scaled and transposed [D, St8], the scores and
+    the probabilities [Sq, St8] each and V padded [St, Dv8] (St8, Dv8: rounded up to 8, bounded
+    here by + 8); the reference form (double, the qk output) needs less: [Sq, St] scores plus Q and
+    K scaled. Every node that calls the kernel sizes its workspace here, so the two cannot drift
+    apart."""
+    return sq * d + d * (total + 8) + 2 * sq * (total + 8) + total * (dv + 8)
 
 
 @register
@@ -97,10 +100,10 @@ class Attention(Operator):
         b, _, hkv, sq, skv, past, d, dv = self._dims(v)
         dt = v.input(0).dtype
         total = past + skv
-        ws = [(dt, attention_scratch(sq, total, d))]
-        if not self._has_out(v, 1):
+        ws = [(dt, attention_scratch(sq, total, d, dv))]
+        if v.has_input(4) and not self._has_out(v, 1):
             ws.append((dt, b * hkv * total * d))
-        if not self._has_out(v, 2):
+        if v.has_input(4) and not self._has_out(v, 2):
             ws.append((dt, b * hkv * total * dv))
         return ws
 
@@ -110,18 +113,22 @@ class Attention(Operator):
         T = dt.cpp
         total = past + skv
         four = v.input(0).rank == 4
+        # K and V: read in place (no past cache, no present output), or gathered with the past
+        # cache into the present layout [B, Hkv, S_total, D] (the present outputs or workspace)
+        kv = []
         ws = 1
-        if self._has_out(v, 1):
-            kp = e.out(1)
-        else:
-            kp, ws = e.ws(ws), ws + 1
-        if self._has_out(v, 2):
-            vp = e.out(2)
-        else:
-            vp = e.ws(ws)
+        for new in (1, 2):
+            if self._has_out(v, new):
+                kv.append((e.out(new), True))
+            elif v.has_input(4):
+                kv.append((e.ws(ws), True))
+                ws += 1
+            else:
+                kv.append((e.inp(new), False))
         lines = []
-        # gather past and new keys/values into the present layout [B, Hkv, S_total, D]
-        for dst, new, past_in, dd in ((kp, 1, 4, d), (vp, 2, 5, dv)):
+        for (dst, gather), new, past_in, dd in zip(kv, (1, 2), (4, 5), (d, dv)):
+            if not gather:
+                continue
             sb, sh, ss = ((hkv * skv * dd, skv * dd, dd) if four else (skv * hkv * dd, dd, hkv * dd))
             lines.append(
                 f"for (std::int64_t b_ = 0; b_ < {e.dim(b)}; ++b_)\n"
@@ -145,14 +152,20 @@ class Attention(Operator):
         q_strides = (hq * sq * d, sq * d, d) if four else (sq * hq * d, d, hq * d)
         y_strides = (hq * sq * dv, sq * dv, dv) if four else (sq * hq * dv, dv, hq * dv)
         lines.append(f"sofie_rt::AttentionArgs<{T}> {a}{{}};")
+        k_strides, v_strides = (
+            (hkv * total * dd, total * dd, dd) if gather else
+            ((hkv * skv * dd, skv * dd, dd) if four else (skv * hkv * dd, dd, hkv * dd))
+            for (_, gather), dd in zip(kv, (d, dv)))
         fields = {
             "B": b, "Hq": hq, "Hkv": hkv, "Sq": sq, "St": total, "D": d, "Dv": dv,
             "qb": q_strides[0], "qh": q_strides[1], "qi": q_strides[2],
+            "kb": k_strides[0], "kh": k_strides[1], "ki": k_strides[2],
+            "vb": v_strides[0], "vh": v_strides[1], "vi": v_strides[2],
             "yb": y_strides[0], "yh": y_strides[1], "yi": y_strides[2], "past": past,
         }
         for name, val in fields.items():
             lines.append(f"{a}.{name} = {e.dim(val)};")
-        lines.append(f"{a}.Q = {e.inp(0)}; {a}.K = {kp}; {a}.V = {vp}; {a}.Y = {e.out(0)};")
+        lines.append(f"{a}.Q = {e.inp(0)}; {a}.K = {kv[0][0]}; {a}.V = {kv[1][0]}; {a}.Y = {e.out(0)};")
         lines.append(f"{a}.scale_sqrt = {e.lit(math.sqrt(scale), dt)};")
         lines.append(f"{a}.softcap = {e.lit(v.attr('softcap', 0.0), dt)};")
         lines.append(f"{a}.causal = {'true' if v.attr('is_causal', 0) else 'false'};")
@@ -318,8 +331,8 @@ class FlexAttention(Operator):
         return [OutInfo(v.input(0).dtype, (b, hq, sq, dv))]
 
     def workspace(self, v: NodeView):
-        _, _, _, sq, skv, d, _ = self._dims(v)
-        return [(v.input(0).dtype, attention_scratch(sq, skv, d))]
+        _, _, _, sq, skv, d, dv = self._dims(v)
+        return [(v.input(0).dtype, attention_scratch(sq, skv, d, dv))]
 
     def emit(self, v: NodeView, e) -> str:
         b, hq, hkv, sq, skv, d, dv = self._dims(v)
@@ -334,7 +347,9 @@ class FlexAttention(Operator):
         a = e.tmp("flex")
         lines = [f"sofie_rt::AttentionArgs<{dt.cpp}> {a}{{}};"]
         fields = {"B": b, "Hq": hq, "Hkv": hkv, "Sq": sq, "St": skv, "D": d, "Dv": dv,
-                  "qb": hq * sq * d, "qh": sq * d, "qi": d, "yb": hq * sq * dv, "yh": sq * dv, "yi": dv, "past": 0}
+                  "qb": hq * sq * d, "qh": sq * d, "qi": d, "kb": hkv * skv * d, "kh": skv * d, "ki": d,
+                  "vb": hkv * skv * dv, "vh": skv * dv, "vi": dv,
+                  "yb": hq * sq * dv, "yh": sq * dv, "yi": dv, "past": 0}
         for name, val in fields.items():
             lines.append(f"{a}.{name} = {e.dim(val)};")
         lines.append(f"{a}.Q = {e.inp(0)}; {a}.K = {e.inp(1)}; {a}.V = {e.inp(2)}; {a}.Y = {e.out(0)};")
