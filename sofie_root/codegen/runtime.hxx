@@ -1548,9 +1548,11 @@ namespace attn {
 using rows::f8;
 
 // C[MR, cols] = A[MR, K] B[K, cols] for cols in (8 (NV - 1), 8 NV]: MR x NV accumulators of 8
-// lanes held in registers over the whole K loop, one broadcast of A and NV loads of B per step;
-// `last` lanes of the last vector are stored. B must be readable 8 NV wide on every row.
-template <int MR, int NV>
+// lanes held in registers over the whole K loop, one broadcast of A and NV loads of B per step.
+// B must be readable 8 NV wide on every row. Of the last vector, `last` lanes are stored; or, with
+// PAD, the whole vector with -inf in the other lanes (scores padded for the softmax: lanes stored
+// one by one and then loaded as a vector stall the store forwarding).
+template <int MR, int NV, bool PAD>
 SOFIE_RT_VM_INLINE void tile(const float *A, std::int64_t lda, const float *B, std::int64_t ldb, std::int64_t K,
                              float *C, std::int64_t ldc, std::int64_t last)
 {
@@ -1568,41 +1570,50 @@ SOFIE_RT_VM_INLINE void tile(const float *A, std::int64_t lda, const float *B, s
             acc[r][v] += av * bv[v];
       }
    }
+   const rows::i8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+   const rows::i8 keep = lane < static_cast<std::int32_t>(last);
    for (int r = 0; r < MR; ++r) {
       for (int v = 0; v + 1 < NV; ++v)
          rows::store(C + r * ldc + 8 * v, acc[r][v]);
-      if (last == 8)
+      if (PAD)
+         rows::store(C + r * ldc + 8 * (NV - 1),
+                     keep ? acc[r][NV - 1] : rows::splat(-std::numeric_limits<float>::infinity()));
+      else if (last == 8)
          rows::store(C + r * ldc + 8 * (NV - 1), acc[r][NV - 1]);
       else
          rows::store_part(C + r * ldc + 8 * (NV - 1), acc[r][NV - 1], last);
    }
 }
 
-template <int MR>
+template <int MR, bool PAD>
 SOFIE_RT_VM_INLINE void tile_row(const float *A, std::int64_t lda, const float *B, std::int64_t ldb, std::int64_t K,
                                  float *C, std::int64_t ldc, std::int64_t N)
 {
    std::int64_t j = 0;
    for (; j + 16 <= N; j += 16)
-      tile<MR, 2>(A, lda, B + j, ldb, K, C + j, ldc, 8);
+      tile<MR, 2, false>(A, lda, B + j, ldb, K, C + j, ldc, 8);
    if (N - j > 8)
-      tile<MR, 2>(A, lda, B + j, ldb, K, C + j, ldc, N - j - 8);
+      tile<MR, 2, PAD>(A, lda, B + j, ldb, K, C + j, ldc, N - j - 8);
    else if (N - j > 0)
-      tile<MR, 1>(A, lda, B + j, ldb, K, C + j, ldc, N - j);
+      tile<MR, 1, PAD>(A, lda, B + j, ldb, K, C + j, ldc, N - j);
 }
 
 // C[M, N] = A[M, K] B[K, N], every product computed (a zero of A times an inf or NaN of B is
-// NaN, as in the reference; BLAS kernels may skip zeros). Rows of B readable to N rounded up to 8.
+// NaN, as in the reference; BLAS kernels may skip zeros). Rows of B readable to N rounded up to 8;
+// with PAD, so are the rows of C, whose columns N.. up to the next multiple of 8 are set to -inf.
+template <bool PAD>
 inline void small_gemm(std::int64_t M, std::int64_t N, std::int64_t K, const float *A, std::int64_t lda,
                        const float *B, std::int64_t ldb, float *C, std::int64_t ldc)
 {
    std::int64_t i = 0;
-   for (; i + 4 <= M; i += 4)
-      tile_row<4>(A + i * lda, lda, B, ldb, K, C + i * ldc, ldc, N);
+   for (; i + 6 <= M; i += 6)
+      tile_row<6, PAD>(A + i * lda, lda, B, ldb, K, C + i * ldc, ldc, N);
    switch (M - i) {
-   case 3: tile_row<3>(A + i * lda, lda, B, ldb, K, C + i * ldc, ldc, N); break;
-   case 2: tile_row<2>(A + i * lda, lda, B, ldb, K, C + i * ldc, ldc, N); break;
-   case 1: tile_row<1>(A + i * lda, lda, B, ldb, K, C + i * ldc, ldc, N); break;
+   case 5: tile_row<5, PAD>(A + i * lda, lda, B, ldb, K, C + i * ldc, ldc, N); break;
+   case 4: tile_row<4, PAD>(A + i * lda, lda, B, ldb, K, C + i * ldc, ldc, N); break;
+   case 3: tile_row<3, PAD>(A + i * lda, lda, B, ldb, K, C + i * ldc, ldc, N); break;
+   case 2: tile_row<2, PAD>(A + i * lda, lda, B, ldb, K, C + i * ldc, ldc, N); break;
+   case 1: tile_row<1, PAD>(A + i * lda, lda, B, ldb, K, C + i * ldc, ldc, N); break;
    default: break;
    }
 }
@@ -1620,48 +1631,52 @@ template <> inline void attention<float>(const AttentionArgs<float> &a)
       return;
    }
    const float ninf = -std::numeric_limits<float>::infinity();
-   const std::int64_t group = a.Hq / a.Hkv;
-   const std::int64_t Stp = (a.St + 7) & ~std::int64_t(7), Dvp = (a.Dv + 7) & ~std::int64_t(7);
+   // the fields in locals: a float store may alias a.scale_sqrt or a.softcap (same type), which
+   // made every loop reload the fields, unvectorised (packing cost more than both products)
+   const std::int64_t Sq = a.Sq, St = a.St, D = a.D, Dv = a.Dv, group = a.Hq / a.Hkv;
+   const std::int64_t qi = a.qi, ki = a.ki, vi = a.vi, yi = a.yi;
+   const float scale = a.scale_sqrt, softcap = a.softcap;
+   const std::int64_t Stp = (St + 7) & ~std::int64_t(7), Dvp = (Dv + 7) & ~std::int64_t(7);
    const bool plain = !a.mask && !a.causal && a.left < 0 && a.right < 0 && !a.nonpad;
-   const bool pack_v = a.Dv % 8 != 0; // the tiles read V 8 lanes wide: a ragged row is padded
-   float *Qs = a.scores;              // [Sq, D]
-   float *Kt = Qs + a.Sq * a.D;       // [D, Stp]
-   float *S = Kt + a.D * Stp;         // [Sq, Stp] scores
-   float *P = S + a.Sq * Stp;         // [Sq, Stp] probabilities
-   float *Vp = P + a.Sq * Stp;        // [St, Dvp] when pack_v
-   for (std::int64_t k = 0; k < a.D * Stp; ++k)
+   const bool pack_v = Dv % 8 != 0; // the tiles read V 8 lanes wide: a ragged row is padded
+   float *Qs = a.scores;    // [Sq, D]
+   float *Kt = Qs + Sq * D; // [D, Stp]
+   float *S = Kt + D * Stp; // [Sq, Stp] scores
+   float *P = S + Sq * Stp; // [Sq, Stp] probabilities
+   float *Vp = P + Sq * Stp; // [St, Dvp] when pack_v
+   for (std::int64_t k = 0; k < D * Stp; ++k)
       Kt[k] = 0.0f;
-   for (std::int64_t k = 0; k < a.St * Dvp; ++k)
+   for (std::int64_t k = 0; k < St * Dvp; ++k)
       Vp[k] = 0.0f;
    for (std::int64_t b = 0; b < a.B; ++b) {
-      const std::int64_t offset = a.past > 0 || !a.nonpad ? a.past : a.nonpad[b] - a.Sq;
+      const std::int64_t offset = a.past > 0 || !a.nonpad ? a.past : a.nonpad[b] - Sq;
       for (std::int64_t hk = 0; hk < a.Hkv; ++hk) {
          const float *K = a.K + b * a.kb + hk * a.kh;
-         for (std::int64_t j = 0; j < a.St; ++j)
-            for (std::int64_t d = 0; d < a.D; ++d)
-               Kt[d * Stp + j] = K[j * a.ki + d] * a.scale_sqrt;
+         for (std::int64_t j = 0; j < St; ++j)
+            for (std::int64_t d = 0; d < D; ++d)
+               Kt[d * Stp + j] = K[j * ki + d] * scale;
          const float *V = a.V + b * a.vb + hk * a.vh;
-         std::int64_t ldv = a.vi;
+         std::int64_t ldv = vi;
          if (pack_v) {
-            for (std::int64_t j = 0; j < a.St; ++j)
-               for (std::int64_t d = 0; d < a.Dv; ++d)
-                  Vp[j * Dvp + d] = V[j * a.vi + d];
+            for (std::int64_t j = 0; j < St; ++j)
+               for (std::int64_t d = 0; d < Dv; ++d)
+                  Vp[j * Dvp + d] = V[j * vi + d];
             V = Vp;
             ldv = Dvp;
          }
          for (std::int64_t h = hk * group; h < (hk + 1) * group; ++h) {
             const float *Q = a.Q + b * a.qb + h * a.qh;
-            for (std::int64_t i = 0; i < a.Sq; ++i)
-               for (std::int64_t d = 0; d < a.D; ++d)
-                  Qs[i * a.D + d] = Q[i * a.qi + d] * a.scale_sqrt;
-            attn::small_gemm(a.Sq, a.St, a.D, Qs, a.D, Kt, Stp, S, Stp);
-            for (std::int64_t i = 0; i < a.Sq; ++i) {
+            for (std::int64_t i = 0; i < Sq; ++i)
+               for (std::int64_t d = 0; d < D; ++d)
+                  Qs[i * D + d] = Q[i * qi + d] * scale;
+            attn::small_gemm<true>(Sq, St, D, Qs, D, Kt, Stp, S, Stp);
+            for (std::int64_t i = 0; i < Sq; ++i) {
                float *srow = S + i * Stp, *prow = P + i * Stp;
-               if (a.softcap > 0.0f)
-                  for (std::int64_t j = 0; j < a.St; ++j)
-                     srow[j] = a.softcap * vm::tanh(srow[j] / a.softcap);
+               if (softcap > 0.0f)
+                  for (std::int64_t j = 0; j < St; ++j)
+                     srow[j] = softcap * vm::tanh(srow[j] / softcap);
                // the keys this row may see: [lo, hi), less those a mask hides
-               std::int64_t lo = 0, hi = a.St;
+               std::int64_t lo = 0, hi = St;
                if (!plain) {
                   const std::int64_t pos = i + offset;
                   if (a.causal)
@@ -1688,10 +1703,18 @@ template <> inline void attention<float>(const AttentionArgs<float> &a)
                   }
                }
                lo = std::max<std::int64_t>(lo, 0);
-               hi = std::min(hi, a.St);
+               hi = std::min(hi, St);
                bool zero = hi <= lo;
                if (!zero) {
-                  rows::softmax<float>(srow + lo, prow + lo, 1, hi - lo, false);
+                  // widened to whole vectors with -inf scores (probability 0): rows::softmax
+                  // then takes no ragged tail (lanes moved one by one)
+                  // (the product padded the scores of the plain rows already)
+                  const std::int64_t lo8 = lo & ~std::int64_t(7), hi8 = (hi + 7) & ~std::int64_t(7);
+                  for (std::int64_t j = lo8; j < lo; ++j)
+                     srow[j] = ninf;
+                  for (std::int64_t j = hi; j < (hi == St ? 0 : hi8); ++j)
+                     srow[j] = ninf;
+                  rows::softmax<float>(srow + lo8, prow + lo8, 1, hi8 - lo8, false);
                   if (prow[lo] != prow[lo]) {
                      // NaN: a NaN or +inf score (the row stays NaN, as in the reference) or
                      // every visible score -inf (every probability is 0)
@@ -1704,11 +1727,11 @@ template <> inline void attention<float>(const AttentionArgs<float> &a)
                // zero probabilities, as the reference's product does
                for (std::int64_t j = 0; j < (zero ? 0 : lo); ++j)
                   prow[j] = 0.0f;
-               for (std::int64_t j = zero ? 0 : hi; j < a.St; ++j)
+               for (std::int64_t j = zero ? 0 : hi; j < St; ++j)
                   prow[j] = 0.0f;
             }
             float *Y = a.Y + b * a.yb + h * a.yh;
-            attn::small_gemm(a.Sq, a.Dv, a.St, P, Stp, V, ldv, Y, a.yi);
+            attn::small_gemm<false>(Sq, Dv, St, P, Stp, V, ldv, Y, yi);
          }
       }
    }
