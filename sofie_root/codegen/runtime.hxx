@@ -1415,7 +1415,8 @@ template <> inline void reduce<float>(const float *x, float *out, std::int64_t r
 template <class T> struct AttentionArgs {
    std::int64_t B, Hq, Hkv, Sq, St, D, Dv;
    std::int64_t qb, qh, qi;          // strides of Q
-   std::int64_t kb, kh, ki;          // strides of K (its head is h / (Hq / Hkv))
+   std::int64_t kb, kh, ki, kd;      // strides of K (its head is h / (Hq / Hkv)); kd = 1 but for
+                                     // a K given transposed ([D, St] per head, sofie.FusedAttention)
    std::int64_t vb, vh, vi;          // strides of V
    std::int64_t yb, yh, yi;          // strides of Y
    const T *Q; const T *K; const T *V; T *Y;
@@ -1425,6 +1426,8 @@ template <class T> struct AttentionArgs {
    const void *mask; bool mask_bool; // additive float mask or boolean mask, or nullptr
    std::int64_t mb, mh, mi, mlen;    // mask strides (0 where broadcast) and its last dimension
    int qk_mode; T *qk;               // optional [B, Hq, Sq, St] output, or nullptr
+   bool softmax_plain;               // the float mask is added as is and a row of -inf scores is NaN,
+                                     // as ONNX Softmax(scale Q K^T + mask) (sofie.FusedAttention)
    T *scores;                        // workspace, attention_scratch elements (ops/attention.py)
 };
 
@@ -1451,7 +1454,7 @@ template <class T> inline void attention_rows(const AttentionArgs<T> &a)
                Qs[i * a.D + d] = Q[i * a.qi + d] * a.scale_sqrt;
          for (std::int64_t j = 0; j < a.St; ++j)
             for (std::int64_t d = 0; d < a.D; ++d)
-               Ks[j * a.D + d] = K[j * a.ki + d] * a.scale_sqrt;
+               Ks[j * a.D + d] = K[j * a.ki + d * a.kd] * a.scale_sqrt;
          if (a.St > 0 && a.D > 0)
             gemm<T>(false, true, a.Sq, a.St, a.D, T(1), Qs, a.D, Ks, a.D, T(0), S, a.St);
          else
@@ -1634,7 +1637,7 @@ template <> inline void attention<float>(const AttentionArgs<float> &a)
    // the fields in locals: a float store may alias a.scale_sqrt or a.softcap (same type), which
    // made every loop reload the fields, unvectorised (packing cost more than both products)
    const std::int64_t Sq = a.Sq, St = a.St, D = a.D, Dv = a.Dv, group = a.Hq / a.Hkv;
-   const std::int64_t qi = a.qi, ki = a.ki, vi = a.vi, yi = a.yi;
+   const std::int64_t qi = a.qi, ki = a.ki, kd = a.kd, vi = a.vi, yi = a.yi;
    const float scale = a.scale_sqrt, softcap = a.softcap;
    const std::int64_t Stp = (St + 7) & ~std::int64_t(7), Dvp = (Dv + 7) & ~std::int64_t(7);
    const bool plain = !a.mask && !a.causal && a.left < 0 && a.right < 0 && !a.nonpad;
@@ -1654,7 +1657,7 @@ template <> inline void attention<float>(const AttentionArgs<float> &a)
          const float *K = a.K + b * a.kb + hk * a.kh;
          for (std::int64_t j = 0; j < St; ++j)
             for (std::int64_t d = 0; d < D; ++d)
-               Kt[d * Stp + j] = K[j * ki + d] * scale;
+               Kt[d * Stp + j] = K[j * ki + d * kd] * scale;
          const float *V = a.V + b * a.vb + hk * a.vh;
          std::int64_t ldv = vi;
          if (pack_v) {
@@ -1695,6 +1698,10 @@ template <> inline void attention<float>(const AttentionArgs<float> &a)
                         const bool *m = static_cast<const bool *>(a.mask) + m0;
                         for (std::int64_t j = lo; j < hi; ++j)
                            srow[j] = m[j] ? srow[j] : ninf;
+                     } else if (a.softmax_plain) {
+                        const float *m = static_cast<const float *>(a.mask) + m0;
+                        for (std::int64_t j = lo; j < hi; ++j)
+                           srow[j] += m[j];
                      } else {
                         const float *m = static_cast<const float *>(a.mask) + m0;
                         for (std::int64_t j = lo; j < hi; ++j)
@@ -1715,7 +1722,7 @@ template <> inline void attention<float>(const AttentionArgs<float> &a)
                   for (std::int64_t j = hi; j < (hi == St ? 0 : hi8); ++j)
                      srow[j] = ninf;
                   rows::softmax<float>(srow + lo8, prow + lo8, 1, hi8 - lo8, false);
-                  if (prow[lo] != prow[lo]) {
+                  if (prow[lo] != prow[lo] && !a.softmax_plain) {
                      // NaN: a NaN or +inf score (the row stays NaN, as in the reference) or
                      // every visible score -inf (every probability is 0)
                      zero = true;

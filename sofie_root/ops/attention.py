@@ -159,7 +159,7 @@ class Attention(Operator):
         fields = {
             "B": b, "Hq": hq, "Hkv": hkv, "Sq": sq, "St": total, "D": d, "Dv": dv,
             "qb": q_strides[0], "qh": q_strides[1], "qi": q_strides[2],
-            "kb": k_strides[0], "kh": k_strides[1], "ki": k_strides[2],
+            "kb": k_strides[0], "kh": k_strides[1], "ki": k_strides[2], "kd": 1,
             "vb": v_strides[0], "vh": v_strides[1], "vi": v_strides[2],
             "yb": y_strides[0], "yh": y_strides[1], "yi": y_strides[2], "past": past,
         }
@@ -347,7 +347,7 @@ class FlexAttention(Operator):
         a = e.tmp("flex")
         lines = [f"sofie_rt::AttentionArgs<{dt.cpp}> {a}{{}};"]
         fields = {"B": b, "Hq": hq, "Hkv": hkv, "Sq": sq, "St": skv, "D": d, "Dv": dv,
-                  "qb": hq * sq * d, "qh": sq * d, "qi": d, "kb": hkv * skv * d, "kh": skv * d, "ki": d,
+                  "qb": hq * sq * d, "qh": sq * d, "qi": d, "kb": hkv * skv * d, "kh": skv * d, "ki": d, "kd": 1,
                   "vb": hkv * skv * dv, "vh": skv * dv, "vi": dv,
                   "yb": hq * sq * dv, "yh": sq * dv, "yi": dv, "past": 0}
         for name, val in fields.items():
@@ -355,6 +355,97 @@ class FlexAttention(Operator):
         lines.append(f"{a}.Q = {e.inp(0)}; {a}.K = {e.inp(1)}; {a}.V = {e.inp(2)}; {a}.Y = {e.out(0)};")
         lines.append(f"{a}.scale_sqrt = {e.lit(sqrt_scale, dt)}; {a}.softcap = {e.lit(0.0, dt)};")
         lines.append(f"{a}.causal = false; {a}.left = -1; {a}.right = -1; {a}.nonpad = nullptr;")
+        lines.append(f"{a}.scores = {e.ws(0)};")
+        lines.append(f"sofie_rt::attention<{dt.cpp}>({a});")
+        return "\n".join(lines)
+
+
+@register
+class FusedAttention(Operator):
+    """Internal (``sofie.FusedAttention``, made by the ``fuse_attention`` pass): the exported
+    attention block ``Softmax(scale * (Q @ B) + bias, axis=-1) @ V`` in one node, with the
+    semantics of those nodes (the bias is added as is; a row of -inf scores gives NaN). Inputs Q
+    [B, H, Sq, D]; K as [B, H, St, D] (attribute ``k_transposed`` 0, the input of the Transpose
+    that made B) or B itself [B, H, D, St] (1); V [B, H, St, Dv]; optional float bias
+    broadcasting to [B, H, Sq, St] with St as its last dimension. Computed by
+    ``sofie_rt::attention``: scores, softmax and P V per (batch, head) while they are in cache,
+    instead of three [B, H, Sq, St] tensors written and read back."""
+
+    op_type = "FusedAttention"
+    domain = "sofie"
+    dtypes = ("float32",)
+
+    def check(self, v: NodeView) -> str | None:
+        reason = super().check(v)
+        if reason:
+            return reason
+        try:
+            self._dims(v)
+        except Exception as exc:
+            return str(exc)
+        return None
+
+    def _dims(self, v: NodeView):
+        q, k, val = v.input(0), v.input(1), v.input(2)
+        kt = int(v.attr("k_transposed", 0))
+        if not q.rank == k.rank == val.rank == 4 or kt not in (0, 1):
+            raise v.fail(f"Q, K and V must be 4-D (k_transposed 0 or 1), got {q} {k} {val}")
+        b, h, sq, d = q.shape
+        st, dk = (k.shape[3], k.shape[2]) if kt else (k.shape[2], k.shape[3])
+        dv = val.shape[3]
+        for what, x, y in (("batch", b, k.shape[0]), ("batch", b, val.shape[0]), ("heads", h, k.shape[1]),
+                           ("heads", h, val.shape[1]), ("head sizes", d, dk), ("key lengths", st, val.shape[2])):
+            if isinstance(x, int) and isinstance(y, int) and x != y:
+                raise v.fail(f"Q, K and V {what} differ: {x} and {y}")
+        if v.has_input(3):
+            m = v.input(3)
+            full = (b, h, sq, st)
+            shape = [1] * (4 - m.rank) + list(m.shape)
+            if m.rank > 4 or m.dtype != q.dtype or shape[3] != st or any(
+                    not (x == 1 or x == y) for x, y in zip(shape[:3], full[:3])):
+                raise v.fail(f"the bias {m} must broadcast to [B, H, Sq, St] with St = {st} as its last dimension")
+        scale = v.attr("scale", 1.0)
+        if not (isinstance(scale, float) and math.isfinite(scale) and scale > 0):
+            raise v.fail(f"scale must be a positive finite number, got {scale!r}")
+        return b, h, sq, st, d, dv, kt
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        b, h, sq, _, _, dv, _ = self._dims(v)
+        return [OutInfo(v.input(0).dtype, (b, h, sq, dv))]
+
+    def workspace(self, v: NodeView):
+        _, _, sq, st, d, dv, _ = self._dims(v)
+        return [(v.input(0).dtype, attention_scratch(sq, st, d, dv))]
+
+    def emit(self, v: NodeView, e) -> str:
+        b, h, sq, st, d, dv, kt = self._dims(v)
+        dt = v.input(0).dtype
+        a = e.tmp("fatt")
+        k_strides = (h * d * st, d * st, 1, st) if kt else (h * st * d, st * d, d, 1)
+        fields = {"B": b, "Hq": h, "Hkv": h, "Sq": sq, "St": st, "D": d, "Dv": dv,
+                  "qb": h * sq * d, "qh": sq * d, "qi": d,
+                  "kb": k_strides[0], "kh": k_strides[1], "ki": k_strides[2], "kd": k_strides[3],
+                  "vb": h * st * dv, "vh": st * dv, "vi": dv,
+                  "yb": h * sq * dv, "yh": sq * dv, "yi": dv, "past": 0}
+        lines = [f"sofie_rt::AttentionArgs<{dt.cpp}> {a}{{}};"]
+        for name, val in fields.items():
+            lines.append(f"{a}.{name} = {e.dim(val)};")
+        lines.append(f"{a}.Q = {e.inp(0)}; {a}.K = {e.inp(1)}; {a}.V = {e.inp(2)}; {a}.Y = {e.out(0)};")
+        scale = float(np.sqrt(np.float32(v.attr("scale", 1.0))))
+        lines.append(f"{a}.scale_sqrt = {e.lit(scale, dt)}; {a}.softcap = {e.lit(0.0, dt)};")
+        lines.append(f"{a}.causal = false; {a}.left = -1; {a}.right = -1; {a}.nonpad = nullptr;")
+        lines.append(f"{a}.softmax_plain = true;")
+        if v.has_input(3):
+            m = v.input(3)
+            shape = [1] * (4 - m.rank) + list(m.shape)
+            strides = []
+            acc = shape[3]
+            for ax in (2, 1, 0):
+                strides.insert(0, 0 if isinstance(shape[ax], int) and shape[ax] == 1 else acc)
+                acc = acc * shape[ax]
+            lines.append(f"{a}.mask = {e.inp(3)}; {a}.mask_bool = false;")
+            lines.append(f"{a}.mb = {e.dim(strides[0])}; {a}.mh = {e.dim(strides[1])}; {a}.mi = {e.dim(strides[2])}; "
+                         f"{a}.mlen = {e.dim(shape[3])};")
         lines.append(f"{a}.scores = {e.ws(0)};")
         lines.append(f"sofie_rt::attention<{dt.cpp}>({a});")
         return "\n".join(lines)
