@@ -1420,7 +1420,10 @@ template <class T> struct AttentionArgs {
    std::int64_t vb, vh, vi;          // strides of V
    std::int64_t yb, yh, yi;          // strides of Y
    const T *Q; const T *K; const T *V; T *Y;
-   T scale_sqrt; T softcap;
+   T scale_q, scale_k;               // Q K^T is (scale_q Q)(scale_k K)^T: both sqrt(scale) for
+                                     // Attention as its ONNX function does, 1 and scale for
+                                     // sofie.FusedAttention (Q is then read in place)
+   T softcap;
    bool causal; std::int64_t past; std::int64_t left, right;
    const std::int64_t *nonpad;       // per-batch valid key count, or nullptr
    const void *mask; bool mask_bool; // additive float mask or boolean mask, or nullptr
@@ -1451,10 +1454,10 @@ template <class T> inline void attention_rows(const AttentionArgs<T> &a)
          T *Qs = S + a.Sq * a.St, *Ks = Qs + a.Sq * a.D;
          for (std::int64_t i = 0; i < a.Sq; ++i)
             for (std::int64_t d = 0; d < a.D; ++d)
-               Qs[i * a.D + d] = Q[i * a.qi + d] * a.scale_sqrt;
+               Qs[i * a.D + d] = Q[i * a.qi + d] * a.scale_q;
          for (std::int64_t j = 0; j < a.St; ++j)
             for (std::int64_t d = 0; d < a.D; ++d)
-               Ks[j * a.D + d] = K[j * a.ki + d * a.kd] * a.scale_sqrt;
+               Ks[j * a.D + d] = K[j * a.ki + d * a.kd] * a.scale_k;
          if (a.St > 0 && a.D > 0)
             gemm<T>(false, true, a.Sq, a.St, a.D, T(1), Qs, a.D, Ks, a.D, T(0), S, a.St);
          else
@@ -1645,9 +1648,10 @@ inline void gemm_batch_entry<float>(std::int64_t M, std::int64_t N, std::int64_t
 
 // float: the two products by the register-blocked tiles above (per head, Q K^T is [Sq, D] x
 // [D, St] and P V is [Sq, St] x [St, Dv], too small for BLAS's call and packing overhead), K
-// packed once per key/value head, transposed and scaled by sqrt(scale) as Q is (see above), the
-// masks turned into the row's allowed key range plus a select, the softmax by rows::softmax on
-// that range. The qk output takes the reference form.
+// packed once per key/value head, transposed and scaled (Q too unless scale_q is 1). When every
+// row sees every key (no causal, window or length limit), the masks row by row and one
+// rows::softmax call over all the rows; otherwise the row's allowed key range plus a select and
+// rows::softmax on that range. The qk output takes the reference form.
 template <> inline void attention<float>(const AttentionArgs<float> &a)
 {
    if (a.qk) {
@@ -1655,13 +1659,14 @@ template <> inline void attention<float>(const AttentionArgs<float> &a)
       return;
    }
    const float ninf = -std::numeric_limits<float>::infinity();
-   // the fields in locals: a float store may alias a.scale_sqrt or a.softcap (same type), which
+   // the fields in locals: a float store may alias a.scale_q or a.softcap (same type), which
    // made every loop reload the fields, unvectorised (packing cost more than both products)
    const std::int64_t Sq = a.Sq, St = a.St, D = a.D, Dv = a.Dv, group = a.Hq / a.Hkv;
    const std::int64_t qi = a.qi, ki = a.ki, kd = a.kd, vi = a.vi, yi = a.yi;
-   const float scale = a.scale_sqrt, softcap = a.softcap;
+   const float scale_q = a.scale_q, scale_k = a.scale_k, softcap = a.softcap;
    const std::int64_t Stp = (St + 7) & ~std::int64_t(7), Dvp = (Dv + 7) & ~std::int64_t(7);
    const bool plain = !a.mask && !a.causal && a.left < 0 && a.right < 0 && !a.nonpad;
+   const bool full = !a.causal && a.left < 0 && a.right < 0 && !a.nonpad && (!a.mask || a.mlen >= St);
    const bool pack_v = Dv % 8 != 0; // the tiles read V 8 lanes wide: a ragged row is padded
    float *Qs = a.scores;    // [Sq, D]
    float *Kt = Qs + Sq * D; // [D, Stp]
@@ -1678,7 +1683,7 @@ template <> inline void attention<float>(const AttentionArgs<float> &a)
          const float *K = a.K + b * a.kb + hk * a.kh;
          for (std::int64_t j = 0; j < St; ++j)
             for (std::int64_t d = 0; d < D; ++d)
-               Kt[d * Stp + j] = K[j * ki + d * kd] * scale;
+               Kt[d * Stp + j] = K[j * ki + d * kd] * scale_k;
          const float *V = a.V + b * a.vb + hk * a.vh;
          std::int64_t ldv = vi;
          if (pack_v) {
@@ -1690,73 +1695,118 @@ template <> inline void attention<float>(const AttentionArgs<float> &a)
          }
          for (std::int64_t h = hk * group; h < (hk + 1) * group; ++h) {
             const float *Q = a.Q + b * a.qb + h * a.qh;
-            for (std::int64_t i = 0; i < Sq; ++i)
-               for (std::int64_t d = 0; d < D; ++d)
-                  Qs[i * D + d] = Q[i * qi + d] * scale;
-            attn::small_gemm<true>(Sq, St, D, Qs, D, Kt, Stp, S, Stp);
-            for (std::int64_t i = 0; i < Sq; ++i) {
-               float *srow = S + i * Stp, *prow = P + i * Stp;
-               if (softcap > 0.0f)
-                  for (std::int64_t j = 0; j < St; ++j)
-                     srow[j] = softcap * vm::tanh(srow[j] / softcap);
-               // the keys this row may see: [lo, hi), less those a mask hides
-               std::int64_t lo = 0, hi = St;
-               if (!plain) {
-                  const std::int64_t pos = i + offset;
-                  if (a.causal)
-                     hi = std::min(hi, pos + 1);
-                  if (a.right >= 0)
-                     hi = std::min(hi, pos + a.right + 1);
-                  if (a.left >= 0)
-                     lo = std::max(lo, pos - a.left);
-                  if (a.nonpad)
-                     hi = std::min(hi, a.nonpad[b]);
+            if (scale_q == 1.0f) {
+               attn::small_gemm<true>(Sq, St, D, Q, qi, Kt, Stp, S, Stp);
+            } else {
+               for (std::int64_t i = 0; i < Sq; ++i)
+                  for (std::int64_t d = 0; d < D; ++d)
+                     Qs[i * D + d] = Q[i * qi + d] * scale_q;
+               attn::small_gemm<true>(Sq, St, D, Qs, D, Kt, Stp, S, Stp);
+            }
+            if (full) {
+               // every row sees every key: the bias or mask row by row, then one softmax call over
+               // all rows (their padding is -inf already)
+               for (std::int64_t i = 0; i < Sq; ++i) {
+                  float *srow = S + i * Stp;
+                  if (softcap > 0.0f)
+                     for (std::int64_t j = 0; j < St; ++j)
+                        srow[j] = softcap * vm::tanh(srow[j] / softcap);
                   if (a.mask) {
-                     hi = std::min(hi, a.mlen);
                      const std::int64_t m0 = b * a.mb + h * a.mh + i * a.mi;
-                     // a masked key takes no part, whatever its score (NaN included)
                      if (a.mask_bool) {
                         const bool *m = static_cast<const bool *>(a.mask) + m0;
-                        for (std::int64_t j = lo; j < hi; ++j)
+                        for (std::int64_t j = 0; j < St; ++j)
                            srow[j] = m[j] ? srow[j] : ninf;
                      } else if (a.softmax_plain) {
                         const float *m = static_cast<const float *>(a.mask) + m0;
-                        for (std::int64_t j = lo; j < hi; ++j)
+                        for (std::int64_t j = 0; j < St; ++j)
                            srow[j] += m[j];
                      } else {
                         const float *m = static_cast<const float *>(a.mask) + m0;
-                        for (std::int64_t j = lo; j < hi; ++j)
+                        for (std::int64_t j = 0; j < St; ++j)
                            srow[j] = m[j] == ninf ? ninf : srow[j] + m[j];
                      }
                   }
                }
-               lo = std::max<std::int64_t>(lo, 0);
-               hi = std::min(hi, St);
-               bool zero = hi <= lo;
-               if (!zero) {
-                  // widened to whole vectors with -inf scores (probability 0): rows::softmax
-                  // then takes no ragged tail (lanes moved one by one)
-                  // (the product padded the scores of the plain rows already)
-                  const std::int64_t lo8 = lo & ~std::int64_t(7), hi8 = (hi + 7) & ~std::int64_t(7);
-                  for (std::int64_t j = lo8; j < lo; ++j)
-                     srow[j] = ninf;
-                  for (std::int64_t j = hi; j < (hi == St ? 0 : hi8); ++j)
-                     srow[j] = ninf;
-                  rows::softmax<float>(srow + lo8, prow + lo8, 1, hi8 - lo8, false);
-                  if (prow[lo] != prow[lo] && !a.softmax_plain) {
-                     // NaN: a NaN or +inf score (the row stays NaN, as in the reference) or
-                     // every visible score -inf (every probability is 0)
-                     zero = true;
-                     for (std::int64_t j = lo; j < hi; ++j)
+               rows::softmax<float>(S, P, Sq, Stp, false);
+               if (!a.softmax_plain)
+                  for (std::int64_t i = 0; i < Sq; ++i) {
+                     float *srow = S + i * Stp, *prow = P + i * Stp;
+                     if (prow[0] == prow[0])
+                        continue;
+                     // NaN: a NaN or +inf score (the row stays NaN) or every score -inf (every
+                     // probability is 0: see below)
+                     bool zero = true;
+                     for (std::int64_t j = 0; j < St; ++j)
                         zero = zero && srow[j] == ninf;
+                     for (std::int64_t j = 0; j < (zero ? St : 0); ++j)
+                        prow[j] = 0.0f;
                   }
+            } else {
+               for (std::int64_t i = 0; i < Sq; ++i) {
+                  float *srow = S + i * Stp, *prow = P + i * Stp;
+                  if (softcap > 0.0f)
+                     for (std::int64_t j = 0; j < St; ++j)
+                        srow[j] = softcap * vm::tanh(srow[j] / softcap);
+                  // the keys this row may see: [lo, hi), less those a mask hides
+                  std::int64_t lo = 0, hi = St;
+                  if (!plain) {
+                     const std::int64_t pos = i + offset;
+                     if (a.causal)
+                        hi = std::min(hi, pos + 1);
+                     if (a.right >= 0)
+                        hi = std::min(hi, pos + a.right + 1);
+                     if (a.left >= 0)
+                        lo = std::max(lo, pos - a.left);
+                     if (a.nonpad)
+                        hi = std::min(hi, a.nonpad[b]);
+                     if (a.mask) {
+                        hi = std::min(hi, a.mlen);
+                        const std::int64_t m0 = b * a.mb + h * a.mh + i * a.mi;
+                        // a masked key takes no part, whatever its score (NaN included)
+                        if (a.mask_bool) {
+                           const bool *m = static_cast<const bool *>(a.mask) + m0;
+                           for (std::int64_t j = lo; j < hi; ++j)
+                              srow[j] = m[j] ? srow[j] : ninf;
+                        } else if (a.softmax_plain) {
+                           const float *m = static_cast<const float *>(a.mask) + m0;
+                           for (std::int64_t j = lo; j < hi; ++j)
+                              srow[j] += m[j];
+                        } else {
+                           const float *m = static_cast<const float *>(a.mask) + m0;
+                           for (std::int64_t j = lo; j < hi; ++j)
+                              srow[j] = m[j] == ninf ? ninf : srow[j] + m[j];
+                        }
+                     }
+                  }
+                  lo = std::max<std::int64_t>(lo, 0);
+                  hi = std::min(hi, St);
+                  bool zero = hi <= lo;
+                  if (!zero) {
+                     // widened to whole vectors with -inf scores (probability 0): rows::softmax
+                     // then takes no ragged tail (lanes moved one by one); the product padded
+                     // the columns St.. already
+                     const std::int64_t lo8 = lo & ~std::int64_t(7), hi8 = (hi + 7) & ~std::int64_t(7);
+                     for (std::int64_t j = lo8; j < lo; ++j)
+                        srow[j] = ninf;
+                     for (std::int64_t j = hi; j < (hi == St ? 0 : hi8); ++j)
+                        srow[j] = ninf;
+                     rows::softmax<float>(srow + lo8, prow + lo8, 1, hi8 - lo8, false);
+                     if (prow[lo] != prow[lo] && !a.softmax_plain) {
+                        // NaN: a NaN or +inf score (the row stays NaN, as in the reference) or
+                        // every visible score -inf (every probability is 0)
+                        zero = true;
+                        for (std::int64_t j = lo; j < hi; ++j)
+                           zero = zero && srow[j] == ninf;
+                     }
+                  }
+                  // the product with V still carries V's NaN and infinities into y through the
+                  // zero probabilities, as the reference's product does
+                  for (std::int64_t j = 0; j < (zero ? 0 : lo); ++j)
+                     prow[j] = 0.0f;
+                  for (std::int64_t j = zero ? 0 : hi; j < St; ++j)
+                     prow[j] = 0.0f;
                }
-               // the product with V still carries V's NaN and infinities into y through the
-               // zero probabilities, as the reference's product does
-               for (std::int64_t j = 0; j < (zero ? 0 : lo); ++j)
-                  prow[j] = 0.0f;
-               for (std::int64_t j = zero ? 0 : hi; j < St; ++j)
-                  prow[j] = 0.0f;
             }
             float *Y = a.Y + b * a.yb + h * a.yh;
             attn::small_gemm<false>(Sq, Dv, St, P, Stp, V, ldv, Y, yi);

@@ -166,7 +166,7 @@ class Attention(Operator):
         for name, val in fields.items():
             lines.append(f"{a}.{name} = {e.dim(val)};")
         lines.append(f"{a}.Q = {e.inp(0)}; {a}.K = {kv[0][0]}; {a}.V = {kv[1][0]}; {a}.Y = {e.out(0)};")
-        lines.append(f"{a}.scale_sqrt = {e.lit(math.sqrt(scale), dt)};")
+        lines.append(f"{a}.scale_q = {a}.scale_k = {e.lit(math.sqrt(scale), dt)};")
         lines.append(f"{a}.softcap = {e.lit(v.attr('softcap', 0.0), dt)};")
         lines.append(f"{a}.causal = {'true' if v.attr('is_causal', 0) else 'false'};")
         lines.append(f"{a}.left = {int(v.attr('left_window_size', -1))}; {a}.right = {int(v.attr('right_window_size', -1))};")
@@ -353,7 +353,7 @@ class FlexAttention(Operator):
         for name, val in fields.items():
             lines.append(f"{a}.{name} = {e.dim(val)};")
         lines.append(f"{a}.Q = {e.inp(0)}; {a}.K = {e.inp(1)}; {a}.V = {e.inp(2)}; {a}.Y = {e.out(0)};")
-        lines.append(f"{a}.scale_sqrt = {e.lit(sqrt_scale, dt)}; {a}.softcap = {e.lit(0.0, dt)};")
+        lines.append(f"{a}.scale_q = {a}.scale_k = {e.lit(sqrt_scale, dt)}; {a}.softcap = {e.lit(0.0, dt)};")
         lines.append(f"{a}.causal = false; {a}.left = -1; {a}.right = -1; {a}.nonpad = nullptr;")
         lines.append(f"{a}.scores = {e.ws(0)};")
         lines.append(f"sofie_rt::attention<{dt.cpp}>({a});")
@@ -431,8 +431,9 @@ class FusedAttention(Operator):
         for name, val in fields.items():
             lines.append(f"{a}.{name} = {e.dim(val)};")
         lines.append(f"{a}.Q = {e.inp(0)}; {a}.K = {e.inp(1)}; {a}.V = {e.inp(2)}; {a}.Y = {e.out(0)};")
-        scale = float(np.sqrt(np.float32(v.attr("scale", 1.0))))
-        lines.append(f"{a}.scale_sqrt = {e.lit(scale, dt)}; {a}.softcap = {e.lit(0.0, dt)};")
+        # (Q K^T) * scale as (Q)(scale K)^T: Q is read in place
+        lines.append(f"{a}.scale_q = {e.lit(1.0, dt)}; {a}.scale_k = {e.lit(float(v.attr('scale', 1.0)), dt)}; "
+                     f"{a}.softcap = {e.lit(0.0, dt)};")
         lines.append(f"{a}.causal = false; {a}.left = -1; {a}.right = -1; {a}.nonpad = nullptr;")
         lines.append(f"{a}.softmax_plain = true;")
         if v.has_input(3):
