@@ -367,7 +367,9 @@ class FusedAttention(Operator):
     semantics of those nodes (the bias is added as is; a row of -inf scores gives NaN). Inputs Q
     [B, H, Sq, D]; K as [B, H, St, D] (attribute ``k_transposed`` 0, the input of the Transpose
     that made B) or B itself [B, H, D, St] (1); V [B, H, St, Dv]; optional float bias
-    broadcasting to [B, H, Sq, St] with St as its last dimension. Computed by
+    broadcasting to [B, H, Sq, St] with St as its last dimension. ``packed`` [iq, ik, iv]: an
+    input with index >= 0 is a [B, S, G, H, D] projection read in place at that index of axis 2
+    (-1: a plain 4-D input); ``y_transposed`` 1: Y is [B, Sq, H, Dv]. Computed by
     ``sofie_rt::attention``: scores, softmax and P V per (batch, head) while they are in cache,
     instead of three [B, H, Sq, St] tensors written and read back."""
 
@@ -385,23 +387,42 @@ class FusedAttention(Operator):
             return str(exc)
         return None
 
-    def _dims(self, v: NodeView):
-        q, k, val = v.input(0), v.input(1), v.input(2)
+    def _views(self, v: NodeView):
+        """Per input Q, K, V: (its [B, H, S, D] shape, (offset, b, h, s, d strides))."""
+        packed = list(v.attr("packed", [-1, -1, -1]))
         kt = int(v.attr("k_transposed", 0))
-        if not q.rank == k.rank == val.rank == 4 or kt not in (0, 1):
-            raise v.fail(f"Q, K and V must be 4-D (k_transposed 0 or 1), got {q} {k} {val}")
-        b, h, sq, d = q.shape
-        st, dk = (k.shape[3], k.shape[2]) if kt else (k.shape[2], k.shape[3])
-        dv = val.shape[3]
-        for what, x, y in (("batch", b, k.shape[0]), ("batch", b, val.shape[0]), ("heads", h, k.shape[1]),
-                           ("heads", h, val.shape[1]), ("head sizes", d, dk), ("key lengths", st, val.shape[2])):
+        if len(packed) != 3 or kt not in (0, 1) or (kt and packed[1] >= 0):
+            raise v.fail(f"bad packed {packed} / k_transposed {kt}")
+        out = []
+        for k in range(3):
+            x = v.input(k)
+            if packed[k] >= 0:
+                if x.rank != 5 or not isinstance(x.shape[2], int) or packed[k] >= x.shape[2]:
+                    raise v.fail(f"input {k} {x} must be [B, S, G, H, D] with G > {packed[k]}")
+                b, s, g, h, d = x.shape
+                out.append(((b, h, s, d), (packed[k] * h * d, s * g * h * d, d, g * h * d, 1)))
+            elif x.rank != 4:
+                raise v.fail(f"input {k} must be 4-D, got {x}")
+            elif k == 1 and kt:
+                b, h, d, s = x.shape
+                out.append(((b, h, s, d), (0, h * d * s, d * s, 1, s)))
+            else:
+                b, h, s, d = x.shape
+                out.append(((b, h, s, d), (0, h * s * d, s * d, d, 1)))
+        return out
+
+    def _dims(self, v: NodeView):
+        (b, h, sq, d), (kb_, kh_, st, dk), (vb_, vh_, st_v, dv) = (s for s, _ in self._views(v))
+        kt = int(v.attr("k_transposed", 0))
+        for what, x, y in (("batch", b, kb_), ("batch", b, vb_), ("heads", h, kh_),
+                           ("heads", h, vh_), ("head sizes", d, dk), ("key lengths", st, st_v)):
             if isinstance(x, int) and isinstance(y, int) and x != y:
                 raise v.fail(f"Q, K and V {what} differ: {x} and {y}")
         if v.has_input(3):
             m = v.input(3)
             full = (b, h, sq, st)
             shape = [1] * (4 - m.rank) + list(m.shape)
-            if m.rank > 4 or m.dtype != q.dtype or shape[3] != st or any(
+            if m.rank > 4 or m.dtype != v.input(0).dtype or shape[3] != st or any(
                     not (x == 1 or x == y) for x, y in zip(shape[:3], full[:3])):
                 raise v.fail(f"the bias {m} must broadcast to [B, H, Sq, St] with St = {st} as its last dimension")
         scale = v.attr("scale", 1.0)
@@ -411,26 +432,27 @@ class FusedAttention(Operator):
 
     def infer(self, v: NodeView) -> list[OutInfo]:
         b, h, sq, _, _, dv, _ = self._dims(v)
-        return [OutInfo(v.input(0).dtype, (b, h, sq, dv))]
+        y = (b, sq, h, dv) if v.attr("y_transposed", 0) else (b, h, sq, dv)
+        return [OutInfo(v.input(0).dtype, y)]
 
     def workspace(self, v: NodeView):
         _, _, sq, st, d, dv, _ = self._dims(v)
         return [(v.input(0).dtype, attention_scratch(sq, st, d, dv))]
 
     def emit(self, v: NodeView, e) -> str:
-        b, h, sq, st, d, dv, kt = self._dims(v)
+        b, h, sq, st, d, dv, _ = self._dims(v)
         dt = v.input(0).dtype
         a = e.tmp("fatt")
-        k_strides = (h * d * st, d * st, 1, st) if kt else (h * st * d, st * d, d, 1)
+        (_, q), (_, k), (_, val) = self._views(v)
+        y = (sq * h * dv, dv, h * dv) if v.attr("y_transposed", 0) else (h * sq * dv, sq * dv, dv)
         fields = {"B": b, "Hq": h, "Hkv": h, "Sq": sq, "St": st, "D": d, "Dv": dv,
-                  "qb": h * sq * d, "qh": sq * d, "qi": d,
-                  "kb": k_strides[0], "kh": k_strides[1], "ki": k_strides[2], "kd": k_strides[3],
-                  "vb": h * st * dv, "vh": st * dv, "vi": dv,
-                  "yb": h * sq * dv, "yh": sq * dv, "yi": dv, "past": 0}
+                  "qb": q[1], "qh": q[2], "qi": q[3], "kb": k[1], "kh": k[2], "ki": k[3], "kd": k[4],
+                  "vb": val[1], "vh": val[2], "vi": val[3], "yb": y[0], "yh": y[1], "yi": y[2], "past": 0}
         lines = [f"sofie_rt::AttentionArgs<{dt.cpp}> {a}{{}};"]
-        for name, val in fields.items():
-            lines.append(f"{a}.{name} = {e.dim(val)};")
-        lines.append(f"{a}.Q = {e.inp(0)}; {a}.K = {e.inp(1)}; {a}.V = {e.inp(2)}; {a}.Y = {e.out(0)};")
+        for name, x in fields.items():
+            lines.append(f"{a}.{name} = {e.dim(x)};")
+        lines.append(f"{a}.Q = {e.inp(0)} + {e.dim(q[0])}; {a}.K = {e.inp(1)} + {e.dim(k[0])}; "
+                     f"{a}.V = {e.inp(2)} + {e.dim(val[0])}; {a}.Y = {e.out(0)};")
         # (Q K^T) * scale as (Q)(scale K)^T: Q is read in place
         lines.append(f"{a}.scale_q = {e.lit(1.0, dt)}; {a}.scale_k = {e.lit(float(v.attr('scale', 1.0)), dt)}; "
                      f"{a}.softcap = {e.lit(0.0, dt)};")

@@ -10,7 +10,11 @@ Matched (float32, rank 4, [B, H] batch dimensions equal on Q, B and V, no broadc
     Y = MatMul(P, V)
 
 which is what ``nn.MultiheadAttention`` (its key padding mask is the bias) and hand-written
-``softmax(q @ k.transpose(-2, -1) * scale + bias) @ v`` export to. Every intermediate must be read
+``softmax(q @ k.transpose(-2, -1) * scale + bias) @ v`` export to. Q, K or V taken from one
+[B, S, 3, H, D] projection by Transpose(perm [2, 0, 3, 1, 4]) + Slice + Squeeze (``qkv(x).view(b,
+t, 3, h, d).permute(2, 0, 3, 1, 4)``) is read in place from the projection, and a Transpose(perm
+[0, 2, 1, 3]) of Y (back to [B, S, H, Dv]) is written by the node: the copies go (the shared
+Transpose is left to dead-code elimination once no Slice reads it). Every intermediate must be read
 by the next node alone and not be a graph output; the Transpose is absorbed when it has no other
 reader (K is then read in place). The fused node keeps the nodes' semantics (see
 ops/attention.py, FusedAttention). The GPU backend does not run it (``CPU_ONLY`` in passes).
@@ -27,6 +31,39 @@ def _scalar(graph: Graph, name: str) -> float | None:
     if c is None or c.size != 1 or c.ndim > 4 or c.dtype.kind != "f":
         return None
     return float(c.reshape(-1)[0])
+
+
+def _ints(graph: Graph, node: Node, k: int) -> list[int] | None:
+    if len(node.inputs) <= k or not node.inputs[k]:
+        return None
+    c = graph.initializers.get(node.inputs[k])
+    return None if c is None or c.dtype.kind not in "iu" else [int(x) for x in c.reshape(-1)]
+
+
+def _packed(graph: Graph, prod: dict[str, Node], uses: dict[str, int], name: str):
+    """(base, index, nodes) if ``name`` [B, H, S, D] is Squeeze(Slice(Transpose(base, perm
+    [2, 0, 3, 1, 4]), index:index+1 on axis 0), axis 0) of a base [B, S, G, H, D] (the fused
+    q/k/v projection of exported attention layers), else None."""
+    sq = prod.get(name)
+    if sq is None or sq.op_type != "Squeeze" or sq.domain or sq.opset < 13 or _ints(graph, sq, 1) != [0] \
+            or not private(name, uses) or not private(sq.inputs[0], uses):
+        return None
+    sl = prod.get(sq.inputs[0])
+    if sl is None or sl.op_type != "Slice" or sl.domain or sl.opset < 10:
+        return None
+    starts, ends, axes = _ints(graph, sl, 1), _ints(graph, sl, 2), _ints(graph, sl, 3)
+    steps = _ints(graph, sl, 4) if len(sl.inputs) > 4 and sl.inputs[4] else [1]
+    tr = prod.get(sl.inputs[0])
+    if tr is None or tr.op_type != "Transpose" or tr.domain or list(tr.attrs.get("perm", [])) != [2, 0, 3, 1, 4] \
+            or axes not in ([0], [-5]) or steps != [1] or starts is None or ends is None or len(starts) != 1:
+        return None
+    base = graph.tensors[tr.inputs[0]]
+    groups = base.shape[2] if base.rank == 5 else None
+    i = starts[0]
+    if not isinstance(groups, int) or not 0 <= i < groups or ends[0] != i + 1 \
+            or base.dtype.name != "float32":
+        return None
+    return tr.inputs[0], i, [sq, sl]
 
 
 def fuse_attention(graph: Graph) -> Graph:
@@ -96,9 +133,26 @@ def fuse_attention(graph: Graph) -> Graph:
         if plain(tr, "Transpose") and list(tr.attrs.get("perm", [])) == [0, 1, 3, 2] and private(b, uses):
             k_in, k_t = tr.inputs[0], 0
             chain.append(tr)
+        # Q, K and V sliced out of one [B, S, 3, H, D] projection: read in place
+        ins, packed = [q, k_in, v], [-1, -1, -1]
+        for k in (0, 1, 2):
+            if k == 1 and k_t:
+                continue
+            hit = _packed(graph, prod, uses, ins[k])
+            if hit is not None:
+                ins[k], packed[k] = hit[0], hit[1]
+                chain.extend(hit[2])
+        outs, y_t = list(pv.outputs), 0
+        after = cons.get(pv.outputs[0], [])
+        if private(pv.outputs[0], uses) and len(after) == 1 and plain(after[0], "Transpose") \
+                and list(after[0].attrs.get("perm", [])) == [0, 2, 1, 3]:
+            outs, y_t = list(after[0].outputs), 1  # Y written as [B, Sq, H, Dv]
+            chain.append(after[0])
+        attrs = {"scale": scale, "k_transposed": k_t, "y_transposed": y_t}
+        if packed != [-1, -1, -1]:
+            attrs["packed"] = packed
         drop.update(id(n) for n in chain)
-        replaced[id(pv)] = Node("FusedAttention", [q, k_in, v, bias], list(pv.outputs),
-                                {"scale": scale, "k_transposed": k_t}, pv.name, "sofie", pv.opset)
+        replaced[id(pv)] = Node("FusedAttention", [*ins, bias], outs, attrs, pv.name, "sofie", pv.opset)
     if not replaced:
         return graph
     nodes = [replaced.get(id(n), n) for n in graph.nodes if id(n) not in drop]

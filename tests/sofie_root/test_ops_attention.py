@@ -362,3 +362,37 @@ def test_fused_attention_keeps_softmax_semantics() -> None:
 def test_fused_attention_not_when_an_intermediate_is_read_elsewhere() -> None:
     model, _ = _block_model(extra_output=True)
     assert "FusedAttention" not in {n.op_type for n in sofie_root.compile(model).graph.nodes}
+
+
+def test_fused_attention_reads_a_packed_projection_in_place() -> None:
+    """qkv(x).view(b, t, 3, h, d).permute(2, 0, 3, 1, 4), q/k/v by Slice + Squeeze, the output
+    transposed back to [B, S, H, D]: the node reads the projection and writes the transposed Y
+    (no copies left but the Reshapes), matching onnxruntime; a bias of the key padding shape."""
+    s, h, d = 9, 2, 8
+    nodes = [helper.make_node("Reshape", ["x", "shape5"], ["x5"]),
+             helper.make_node("Transpose", ["x5"], ["perm"], perm=[2, 0, 3, 1, 4])]
+    for k, name in enumerate("qkv"):
+        nodes += [helper.make_node("Slice", ["perm", f"i{k}", f"i{k + 1}", "i0"], [f"{name}5"]),
+                  helper.make_node("Squeeze", [f"{name}5", "i0"], [name])]
+    nodes += [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+              helper.make_node("MatMul", ["q", "kt"], ["s0"]),
+              helper.make_node("Mul", ["s0", "c"], ["s1"]),
+              helper.make_node("Add", ["s1", "bias"], ["s2"]),
+              helper.make_node("Softmax", ["s2"], ["p"], axis=-1),
+              helper.make_node("MatMul", ["p", "v"], ["o"]),
+              helper.make_node("Transpose", ["o"], ["ot"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["ot", "shape3"], ["y"])]
+    inits = {"shape5": np.array([0, s, 3, h, d], np.int64), "shape3": np.array([0, s, h * d], np.int64),
+             "c": np.array(d ** -0.5, F), **{f"i{k}": np.array([k], np.int64) for k in range(4)}}
+    model = make_model(nodes, [value_info("x", F, ["N", s, 3 * h * d]), value_info("bias", F, ["N", 1, 1, s])],
+                       [value_info("y", F, None)], inits, opset=17)
+    compiled = sofie_root.compile(model)
+    ops = [n.op_type for n in compiled.graph.nodes]
+    assert "FusedAttention" in ops and "Transpose" not in ops and "Slice" not in ops, ops
+    fused = next(n for n in compiled.graph.nodes if n.op_type == "FusedAttention")
+    assert list(fused.attrs["packed"]) == [0, 1, 2] and fused.attrs["y_transposed"] == 1
+    for batch in (1, 4):
+        bias = np.where(RNG.random((batch, 1, 1, s)) < 0.3, -np.inf, 0).astype(F)
+        bias[..., 0] = 0
+        assert_matches_ort(model, RNG.standard_normal((batch, s, 3 * h * d)).astype(F), bias, compiled=compiled,
+                           rtol=1e-5, atol=1e-5)
