@@ -105,7 +105,13 @@ def node_macs(graph: Graph, node: Node, symbols: Mapping[str, int]) -> int:
             past = shape(4)[2] if has(4) else 0
         return b * hq * sq * (skv + past) * (d + dv)
     if kind == "FusedAttention":  # Q [B, H, Sq, D], V [B, H, St, Dv]: Q K^T and P V
-        q, v = shape(0), shape(2)
+        packed = list(node.attrs.get("packed", [-1, -1, -1]))
+
+        def view(k: int) -> list[int]:  # a packed input is [B, S, G, H, D]
+            s = shape(k)
+            return [s[0], s[3], s[1], s[4]] if packed[k] >= 0 else s
+
+        q, v = view(0), view(2)
         return q[0] * q[1] * q[2] * v[2] * (q[3] + v[3])
     # Einsum: a naive evaluation does (operands - 1) multiplies for every combination of labels
     from sofie_root.ops.einsum import parse_equation
