@@ -375,6 +375,7 @@ class FusedAttention(Operator):
 
     op_type = "FusedAttention"
     domain = "sofie"
+    internal = True
     dtypes = ("float32",)
 
     def check(self, v: NodeView) -> str | None:
