@@ -3,7 +3,7 @@
 Only the products are counted, 2 FLOP per multiply-add, as in the performance anchors: Gemm,
 MatMul, Conv, ConvTranspose, RNN/GRU/LSTM (input and recurrent projections), Attention (QK^T
 and the weighted sum of V) and Einsum, plus the fused forms the passes create (domain ``sofie``: FusedGemm,
-FusedConv, FusedMatMul, any fused operator with a ``base``). Biases, activations,
+FusedConv, FusedMatMul, FusedAttention, any fused operator with a ``base``). Biases, activations,
 normalisations, softmax and pooling are left
 out: in the benchmark models they are a few percent of the products. Nodes inside If/Loop/Scan
 bodies are not counted (their trip count is not known from the graph).
@@ -25,7 +25,8 @@ from sofie_root.ir.graph import Graph, Node
 #: op type -> the op whose product it computes
 _PRODUCTS = {"Gemm": "Gemm", "MatMul": "MatMul", "Conv": "Conv", "ConvTranspose": "ConvTranspose",
              "RNN": "RNN", "GRU": "GRU", "LSTM": "LSTM", "Attention": "Attention", "Einsum": "Einsum",
-             "FusedGemm": "Gemm", "FusedConv": "Conv", "FusedMatMul": "MatMul"}
+             "FusedGemm": "Gemm", "FusedConv": "Conv", "FusedMatMul": "MatMul",
+             "FusedAttention": "FusedAttention"}
 _GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 
 
@@ -103,6 +104,15 @@ def node_macs(graph: Graph, node: Node, symbols: Mapping[str, int]) -> int:
             skv, dv = k[1], v[2] // hkv
             past = shape(4)[2] if has(4) else 0
         return b * hq * sq * (skv + past) * (d + dv)
+    if kind == "FusedAttention":  # Q [B, H, Sq, D], V [B, H, St, Dv]: Q K^T and P V
+        packed = list(node.attrs.get("packed", [-1, -1, -1]))
+
+        def view(k: int) -> list[int]:  # a packed input is [B, S, G, H, D]
+            s = shape(k)
+            return [s[0], s[3], s[1], s[4]] if packed[k] >= 0 else s
+
+        q, v = view(0), view(2)
+        return q[0] * q[1] * q[2] * v[2] * (q[3] + v[3])
     # Einsum: a naive evaluation does (operands - 1) multiplies for every combination of labels
     from sofie_root.ops.einsum import parse_equation
 

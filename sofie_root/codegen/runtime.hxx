@@ -2252,27 +2252,36 @@ inline void gemm_bias(std::int64_t M, std::int64_t N, std::int64_t K, const T *A
 } // namespace dense
 
 // ---- scaled dot-product attention (ONNX Attention, opsets 23-25) ---------------------------
-// K and V arrive already concatenated with the past cache, in [B, Hkv, S, D] layout; Q and Y
-// are addressed through strides so that 3-D ([B, S, H*D]) and 4-D layouts share the code.
+// Q, K, V and Y are addressed through strides (the innermost stride is 1), so that 3-D
+// ([B, S, H*D]) and 4-D layouts share the code and K and V are read in place when there is no
+// past cache to concatenate (with one, they arrive gathered in the [B, Hkv, S, D] present layout).
 template <class T> struct AttentionArgs {
    std::int64_t B, Hq, Hkv, Sq, St, D, Dv;
-   std::int64_t qb, qh, qi;          // strides of Q (the innermost stride is 1)
+   std::int64_t qb, qh, qi;          // strides of Q
+   std::int64_t kb, kh, ki, kd;      // strides of K (its head is h / (Hq / Hkv)); kd = 1 but for
+                                     // a K given transposed ([D, St] per head, sofie.FusedAttention)
+   std::int64_t vb, vh, vi;          // strides of V
    std::int64_t yb, yh, yi;          // strides of Y
    const T *Q; const T *K; const T *V; T *Y;
-   T scale_sqrt; T softcap;
+   T scale_q, scale_k;               // Q K^T is (scale_q Q)(scale_k K)^T: both sqrt(scale) for
+                                     // Attention as its ONNX function does, 1 and scale for
+                                     // sofie.FusedAttention (Q is then read in place)
+   T softcap;
    bool causal; std::int64_t past; std::int64_t left, right;
    const std::int64_t *nonpad;       // per-batch valid key count, or nullptr
    const void *mask; bool mask_bool; // additive float mask or boolean mask, or nullptr
    std::int64_t mb, mh, mi, mlen;    // mask strides (0 where broadcast) and its last dimension
    int qk_mode; T *qk;               // optional [B, Hq, Sq, St] output, or nullptr
-   T *scores;                        // workspace of Sq * St + (Sq + St) * D elements
+   bool softmax_plain;               // the float mask is added as is and a row of -inf scores is NaN,
+                                     // as ONNX Softmax(scale Q K^T + mask) (sofie.FusedAttention)
+   T *scores;                        // workspace, attention_scratch elements (ops/attention.py)
 };
 
-// Per (batch, head): the scores of every query row at once by one GEMM (Q K^T, scaled), the
-// masks and the softmax row by row (sofie_rt::rows::softmax), then Y = P V by a second GEMM. The
-// loop over keys with a dot product per score and an axpy per value row took 25-30x ONNX
-// Runtime's time under cling (benchmarks/ops.py, Attention [N,4,50,16]).
-template <class T> inline void attention(const AttentionArgs<T> &a)
+// The reference form, for double and for the optional qk output: per (batch, head) the scores
+// of every query row by one GEMM (Q K^T, Q and K scaled by sqrt(scale) as the ONNX function
+// does: scaling after the product may overflow where the scaled factors do not), the masks and
+// the softmax row by row, then Y = P V by a second GEMM.
+template <class T> inline void attention_rows(const AttentionArgs<T> &a)
 {
    const T ninf = -std::numeric_limits<T>::infinity();
    const std::int64_t group = a.Hq / a.Hkv;
@@ -2280,17 +2289,18 @@ template <class T> inline void attention(const AttentionArgs<T> &a)
       const std::int64_t offset = a.past > 0 || !a.nonpad ? a.past : a.nonpad[b] - a.Sq;
       for (std::int64_t h = 0; h < a.Hq; ++h) {
          const std::int64_t hk = h / group;
-         const T *K = a.K + (b * a.Hkv + hk) * a.St * a.D;
-         const T *V = a.V + (b * a.Hkv + hk) * a.St * a.Dv;
+         const T *K = a.K + b * a.kb + hk * a.kh;
+         const T *V = a.V + b * a.vb + hk * a.vh;
          const T *Q = a.Q + b * a.qb + h * a.qh;
          T *Y = a.Y + b * a.yb + h * a.yh;
-         T *S = a.scores; // [Sq, St], then Q and K scaled by sqrt(scale) as the ONNX function does
-         T *Qs = S + a.Sq * a.St, *Ks = Qs + a.Sq * a.D; // (not scale after the product: Q K^T may
-         for (std::int64_t i = 0; i < a.Sq; ++i)          // overflow where the scaled factors do not)
+         T *S = a.scores; // [Sq, St], then Q and K scaled by sqrt(scale)
+         T *Qs = S + a.Sq * a.St, *Ks = Qs + a.Sq * a.D;
+         for (std::int64_t i = 0; i < a.Sq; ++i)
             for (std::int64_t d = 0; d < a.D; ++d)
-               Qs[i * a.D + d] = Q[i * a.qi + d] * a.scale_sqrt;
-         for (std::int64_t k = 0; k < a.St * a.D; ++k)
-            Ks[k] = K[k] * a.scale_sqrt;
+               Qs[i * a.D + d] = Q[i * a.qi + d] * a.scale_q;
+         for (std::int64_t j = 0; j < a.St; ++j)
+            for (std::int64_t d = 0; d < a.D; ++d)
+               Ks[j * a.D + d] = K[j * a.ki + d * a.kd] * a.scale_k;
          if (a.St > 0 && a.D > 0)
             gemm<T>(false, true, a.Sq, a.St, a.D, T(1), Qs, a.D, Ks, a.D, T(0), S, a.St);
          else
@@ -2355,10 +2365,11 @@ template <class T> inline void attention(const AttentionArgs<T> &a)
             // a zero probability times an inf or NaN of V is NaN in the reference; BLAS kernels
             // may skip zeros of P, so V holding one takes the explicit loop
             bool v_finite = true;
-            for (std::int64_t k = 0; k < a.St * a.Dv; ++k)
-               v_finite = v_finite && (V[k] - V[k]) == T(0);
+            for (std::int64_t j = 0; j < a.St; ++j)
+               for (std::int64_t d = 0; d < a.Dv; ++d)
+                  v_finite = v_finite && (V[j * a.vi + d] - V[j * a.vi + d]) == T(0);
             if (a.St > 0 && v_finite)
-               gemm<T>(false, false, a.Sq, a.Dv, a.St, T(1), S, a.St, V, a.Dv, T(0), Y, a.yi);
+               gemm<T>(false, false, a.Sq, a.Dv, a.St, T(1), S, a.St, V, a.vi, T(0), Y, a.yi);
             else if (a.St > 0)
                for (std::int64_t i = 0; i < a.Sq; ++i) {
                   T *y = Y + i * a.yi;
@@ -2367,7 +2378,7 @@ template <class T> inline void attention(const AttentionArgs<T> &a)
                   for (std::int64_t j = 0; j < a.St; ++j) {
                      const T p = S[i * a.St + j];
                      for (std::int64_t d = 0; d < a.Dv; ++d)
-                        y[d] += p * V[j * a.Dv + d];
+                        y[d] += p * V[j * a.vi + d];
                   }
                }
             else
@@ -2378,6 +2389,275 @@ template <class T> inline void attention(const AttentionArgs<T> &a)
       }
    }
 }
+
+template <class T> inline void attention(const AttentionArgs<T> &a) { attention_rows<T>(a); }
+
+#ifdef SOFIE_RT_ROWS_VEC
+namespace attn {
+using rows::f8;
+
+// C[MR, cols] = A[MR, K] B[K, cols] for cols in (8 (NV - 1), 8 NV]: MR x NV accumulators of 8
+// lanes held in registers over the whole K loop, one broadcast of A and NV loads of B per step.
+// B must be readable 8 NV wide on every row. Of the last vector, `last` lanes are stored; or, with
+// PAD, the whole vector with -inf in the other lanes (scores padded for the softmax: lanes stored
+// one by one and then loaded as a vector stall the store forwarding).
+template <int MR, int NV, bool PAD>
+SOFIE_RT_VM_INLINE void tile(const float *A, std::int64_t lda, const float *B, std::int64_t ldb, std::int64_t K,
+                             float *C, std::int64_t ldc, std::int64_t last)
+{
+   f8 acc[MR][NV];
+   for (int r = 0; r < MR; ++r)
+      for (int v = 0; v < NV; ++v)
+         acc[r][v] = rows::splat(0.0f);
+   for (std::int64_t k = 0; k < K; ++k) {
+      f8 bv[NV];
+      for (int v = 0; v < NV; ++v)
+         bv[v] = rows::load(B + k * ldb + 8 * v);
+      for (int r = 0; r < MR; ++r) {
+         const f8 av = rows::splat(A[r * lda + k]);
+         for (int v = 0; v < NV; ++v)
+            acc[r][v] += av * bv[v];
+      }
+   }
+   const rows::i8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+   const rows::i8 keep = lane < static_cast<std::int32_t>(last);
+   for (int r = 0; r < MR; ++r) {
+      for (int v = 0; v + 1 < NV; ++v)
+         rows::store(C + r * ldc + 8 * v, acc[r][v]);
+      if (PAD)
+         rows::store(C + r * ldc + 8 * (NV - 1),
+                     keep ? acc[r][NV - 1] : rows::splat(-std::numeric_limits<float>::infinity()));
+      else if (last == 8)
+         rows::store(C + r * ldc + 8 * (NV - 1), acc[r][NV - 1]);
+      else
+         rows::store_part(C + r * ldc + 8 * (NV - 1), acc[r][NV - 1], last);
+   }
+}
+
+template <int MR, bool PAD>
+SOFIE_RT_VM_INLINE void tile_row(const float *A, std::int64_t lda, const float *B, std::int64_t ldb, std::int64_t K,
+                                 float *C, std::int64_t ldc, std::int64_t N)
+{
+   std::int64_t j = 0;
+   for (; j + 16 <= N; j += 16)
+      tile<MR, 2, false>(A, lda, B + j, ldb, K, C + j, ldc, 8);
+   if (N - j > 8)
+      tile<MR, 2, PAD>(A, lda, B + j, ldb, K, C + j, ldc, N - j - 8);
+   else if (N - j > 0)
+      tile<MR, 1, PAD>(A, lda, B + j, ldb, K, C + j, ldc, N - j);
+}
+
+// C[M, N] = A[M, K] B[K, N], every product computed (a zero of A times an inf or NaN of B is
+// NaN, as in the reference; BLAS kernels may skip zeros). Rows of B readable to N rounded up to 8;
+// with PAD, so are the rows of C, whose columns N.. up to the next multiple of 8 are set to -inf.
+template <bool PAD>
+inline void small_gemm(std::int64_t M, std::int64_t N, std::int64_t K, const float *A, std::int64_t lda,
+                       const float *B, std::int64_t ldb, float *C, std::int64_t ldc)
+{
+   std::int64_t i = 0;
+   for (; i + 6 <= M; i += 6)
+      tile_row<6, PAD>(A + i * lda, lda, B, ldb, K, C + i * ldc, ldc, N);
+   switch (M - i) {
+   case 5: tile_row<5, PAD>(A + i * lda, lda, B, ldb, K, C + i * ldc, ldc, N); break;
+   case 4: tile_row<4, PAD>(A + i * lda, lda, B, ldb, K, C + i * ldc, ldc, N); break;
+   case 3: tile_row<3, PAD>(A + i * lda, lda, B, ldb, K, C + i * ldc, ldc, N); break;
+   case 2: tile_row<2, PAD>(A + i * lda, lda, B, ldb, K, C + i * ldc, ldc, N); break;
+   case 1: tile_row<1, PAD>(A + i * lda, lda, B, ldb, K, C + i * ldc, ldc, N); break;
+   default: break;
+   }
+}
+} // namespace attn
+
+// One entry C[M, N] = A[M, K] B[K, N] of a batched MatMul (contiguous matrices): the attention
+// tiles while the product is small (many small heads: BLAS's per-call cost and packing dominate,
+// [50, 16] x [16, 50] took 1.6 us per call through sgemm, 1.1 us by the tiles), else gemm.
+// `b_slack`: the tiles read B's rows 8-lane wide, so up to 7 elements past the end of this
+// entry's B when N is not a multiple of 8; the caller says whether the buffer has them.
+template <class T>
+inline void gemm_batch_entry(std::int64_t M, std::int64_t N, std::int64_t K, const T *A, const T *B, T *C, bool b_slack)
+{
+   (void)b_slack;
+   gemm<T>(false, false, M, N, K, T(1), A, K, B, N, T(0), C, N);
+}
+template <>
+inline void gemm_batch_entry<float>(std::int64_t M, std::int64_t N, std::int64_t K, const float *A, const float *B,
+                                    float *C, bool b_slack)
+{
+   if (M * N * K <= 64 * 64 * 64 && (b_slack || N % 8 == 0))
+      attn::small_gemm<false>(M, N, K, A, K, B, N, C, N);
+   else
+      gemm<float>(false, false, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+}
+
+// float: the two products by the register-blocked tiles above (per head, Q K^T is [Sq, D] x
+// [D, St] and P V is [Sq, St] x [St, Dv], too small for BLAS's call and packing overhead), K
+// packed once per key/value head, transposed and scaled (Q too unless scale_q is 1). When every
+// row sees every key (no causal, window or length limit), the masks row by row and one
+// rows::softmax call over all the rows; otherwise the row's allowed key range plus a select and
+// rows::softmax on that range. The qk output takes the reference form.
+template <> inline void attention<float>(const AttentionArgs<float> &a)
+{
+   if (a.qk) {
+      attention_rows<float>(a);
+      return;
+   }
+   const float ninf = -std::numeric_limits<float>::infinity();
+   // the fields in locals: a float store may alias a.scale_q or a.softcap (same type), which
+   // made every loop reload the fields, unvectorised (packing cost more than both products)
+   const std::int64_t Sq = a.Sq, St = a.St, D = a.D, Dv = a.Dv, group = a.Hq / a.Hkv;
+   const std::int64_t qi = a.qi, ki = a.ki, kd = a.kd, vi = a.vi, yi = a.yi;
+   const float scale_q = a.scale_q, scale_k = a.scale_k, softcap = a.softcap;
+   const std::int64_t Stp = (St + 7) & ~std::int64_t(7), Dvp = (Dv + 7) & ~std::int64_t(7);
+   const bool plain = !a.mask && !a.causal && a.left < 0 && a.right < 0 && !a.nonpad;
+   const bool full = !a.causal && a.left < 0 && a.right < 0 && !a.nonpad && (!a.mask || a.mlen >= St);
+   const bool pack_v = Dv % 8 != 0; // the tiles read V 8 lanes wide: a ragged row is padded
+   float *Qs = a.scores;    // [Sq, D]
+   float *Kt = Qs + Sq * D; // [D, Stp]
+   float *S = Kt + D * Stp; // [Sq, Stp] scores
+   float *P = S + Sq * Stp; // [Sq, Stp] probabilities
+   float *Vp = P + Sq * Stp; // [St, Dvp] when pack_v
+   for (std::int64_t k = 0; k < D * Stp; ++k)
+      Kt[k] = 0.0f;
+   for (std::int64_t k = 0; k < St * Dvp; ++k)
+      Vp[k] = 0.0f;
+   for (std::int64_t b = 0; b < a.B; ++b) {
+      const std::int64_t offset = a.past > 0 || !a.nonpad ? a.past : a.nonpad[b] - Sq;
+      for (std::int64_t hk = 0; hk < a.Hkv; ++hk) {
+         const float *K = a.K + b * a.kb + hk * a.kh;
+         for (std::int64_t j = 0; j < St; ++j)
+            for (std::int64_t d = 0; d < D; ++d)
+               Kt[d * Stp + j] = K[j * ki + d * kd] * scale_k;
+         const float *V = a.V + b * a.vb + hk * a.vh;
+         std::int64_t ldv = vi;
+         if (pack_v) {
+            for (std::int64_t j = 0; j < St; ++j)
+               for (std::int64_t d = 0; d < Dv; ++d)
+                  Vp[j * Dvp + d] = V[j * vi + d];
+            V = Vp;
+            ldv = Dvp;
+         }
+         for (std::int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+            const float *Q = a.Q + b * a.qb + h * a.qh;
+            if (scale_q == 1.0f) {
+               attn::small_gemm<true>(Sq, St, D, Q, qi, Kt, Stp, S, Stp);
+            } else {
+               for (std::int64_t i = 0; i < Sq; ++i)
+                  for (std::int64_t d = 0; d < D; ++d)
+                     Qs[i * D + d] = Q[i * qi + d] * scale_q;
+               attn::small_gemm<true>(Sq, St, D, Qs, D, Kt, Stp, S, Stp);
+            }
+            if (full) {
+               // every row sees every key: the bias or mask row by row, then one softmax call over
+               // all rows (their padding is -inf already)
+               for (std::int64_t i = 0; i < Sq; ++i) {
+                  float *srow = S + i * Stp;
+                  if (softcap > 0.0f)
+                     for (std::int64_t j = 0; j < St; ++j)
+                        srow[j] = softcap * vm::tanh(srow[j] / softcap);
+                  if (a.mask) {
+                     const std::int64_t m0 = b * a.mb + h * a.mh + i * a.mi;
+                     if (a.mask_bool) {
+                        const bool *m = static_cast<const bool *>(a.mask) + m0;
+                        for (std::int64_t j = 0; j < St; ++j)
+                           srow[j] = m[j] ? srow[j] : ninf;
+                     } else if (a.softmax_plain) {
+                        const float *m = static_cast<const float *>(a.mask) + m0;
+                        for (std::int64_t j = 0; j < St; ++j)
+                           srow[j] += m[j];
+                     } else {
+                        const float *m = static_cast<const float *>(a.mask) + m0;
+                        for (std::int64_t j = 0; j < St; ++j)
+                           srow[j] = m[j] == ninf ? ninf : srow[j] + m[j];
+                     }
+                  }
+               }
+               rows::softmax<float>(S, P, Sq, Stp, false);
+               if (!a.softmax_plain)
+                  for (std::int64_t i = 0; i < Sq; ++i) {
+                     float *srow = S + i * Stp, *prow = P + i * Stp;
+                     if (prow[0] == prow[0])
+                        continue;
+                     // NaN: a NaN or +inf score (the row stays NaN) or every score -inf (every
+                     // probability is 0: see below)
+                     bool zero = true;
+                     for (std::int64_t j = 0; j < St; ++j)
+                        zero = zero && srow[j] == ninf;
+                     for (std::int64_t j = 0; j < (zero ? St : 0); ++j)
+                        prow[j] = 0.0f;
+                  }
+            } else {
+               for (std::int64_t i = 0; i < Sq; ++i) {
+                  float *srow = S + i * Stp, *prow = P + i * Stp;
+                  if (softcap > 0.0f)
+                     for (std::int64_t j = 0; j < St; ++j)
+                        srow[j] = softcap * vm::tanh(srow[j] / softcap);
+                  // the keys this row may see: [lo, hi), less those a mask hides
+                  std::int64_t lo = 0, hi = St;
+                  if (!plain) {
+                     const std::int64_t pos = i + offset;
+                     if (a.causal)
+                        hi = std::min(hi, pos + 1);
+                     if (a.right >= 0)
+                        hi = std::min(hi, pos + a.right + 1);
+                     if (a.left >= 0)
+                        lo = std::max(lo, pos - a.left);
+                     if (a.nonpad)
+                        hi = std::min(hi, a.nonpad[b]);
+                     if (a.mask) {
+                        hi = std::min(hi, a.mlen);
+                        const std::int64_t m0 = b * a.mb + h * a.mh + i * a.mi;
+                        // a masked key takes no part, whatever its score (NaN included)
+                        if (a.mask_bool) {
+                           const bool *m = static_cast<const bool *>(a.mask) + m0;
+                           for (std::int64_t j = lo; j < hi; ++j)
+                              srow[j] = m[j] ? srow[j] : ninf;
+                        } else if (a.softmax_plain) {
+                           const float *m = static_cast<const float *>(a.mask) + m0;
+                           for (std::int64_t j = lo; j < hi; ++j)
+                              srow[j] += m[j];
+                        } else {
+                           const float *m = static_cast<const float *>(a.mask) + m0;
+                           for (std::int64_t j = lo; j < hi; ++j)
+                              srow[j] = m[j] == ninf ? ninf : srow[j] + m[j];
+                        }
+                     }
+                  }
+                  lo = std::max<std::int64_t>(lo, 0);
+                  hi = std::min(hi, St);
+                  bool zero = hi <= lo;
+                  if (!zero) {
+                     // widened to whole vectors with -inf scores (probability 0): rows::softmax
+                     // then takes no ragged tail (lanes moved one by one); the product padded
+                     // the columns St.. already
+                     const std::int64_t lo8 = lo & ~std::int64_t(7), hi8 = (hi + 7) & ~std::int64_t(7);
+                     for (std::int64_t j = lo8; j < lo; ++j)
+                        srow[j] = ninf;
+                     for (std::int64_t j = hi; j < (hi == St ? 0 : hi8); ++j)
+                        srow[j] = ninf;
+                     rows::softmax<float>(srow + lo8, prow + lo8, 1, hi8 - lo8, false);
+                     if (prow[lo] != prow[lo] && !a.softmax_plain) {
+                        // NaN: a NaN or +inf score (the row stays NaN, as in the reference) or
+                        // every visible score -inf (every probability is 0)
+                        zero = true;
+                        for (std::int64_t j = lo; j < hi; ++j)
+                           zero = zero && srow[j] == ninf;
+                     }
+                  }
+                  // the product with V still carries V's NaN and infinities into y through the
+                  // zero probabilities, as the reference's product does
+                  for (std::int64_t j = 0; j < (zero ? 0 : lo); ++j)
+                     prow[j] = 0.0f;
+                  for (std::int64_t j = zero ? 0 : hi; j < St; ++j)
+                     prow[j] = 0.0f;
+               }
+            }
+            float *Y = a.Y + b * a.yb + h * a.yh;
+            attn::small_gemm<false>(Sq, Dv, St, P, Stp, V, ldv, Y, yi);
+         }
+      }
+   }
+}
+#endif
 
 // ---- linear attention (ONNX LinearAttention, opset 27) -------------------------------------
 // The recurrence of the spec run token by token (the chunk-parallel form is a GPU optimisation

@@ -19,7 +19,7 @@ from ..errors import InputError, SofieError
 from ..ir.dims import Dim
 from ..ir.graph import Graph
 from ..model import Model
-from ..passes import run_passes
+from ..passes import CPU_ONLY, DEFAULT, run_passes
 
 _SUFFIX = {"cuda": "_cu", "hip": "_hip", "gpu-emulated": "_emu"}
 # DLPack device types accepted per backend (kDLCPU = 1 for the emulated device, which is the host)
@@ -138,7 +138,7 @@ class GpuModel(Model):
             raise SofieError(f"profiling is not available for the {backend} backend")
         t0 = time.perf_counter()
         self._backend = str(backend)
-        self.graph = run_passes(graph, passes)
+        self.graph = run_passes(graph, [p for p in DEFAULT if p not in CPU_ONLY] if passes is None else passes)
         g = self.graph
         check_supported(g, self._backend)  # before any build: the list of what the GPU cannot run
         blob_probe = b"".join(np.require(a, requirements="C").tobytes() for a in g.initializers.values())

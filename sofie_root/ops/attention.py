@@ -33,11 +33,14 @@ if TYPE_CHECKING:
 FLOATS = ("float32", "float64")
 
 
-def attention_scratch(sq, total, d):
+def attention_scratch(sq, total, d, dv):
     """Elements of ``AttentionArgs::scores`` that ``sofie_rt::attention`` needs (one batch and head
-    at a time): the [Sq, St] scores, then Q and K scaled by sqrt(scale). Every node that calls the
-    kernel sizes its workspace here, so the two cannot drift apart."""
-    return sq * total + (sq + total) * d
+    at a time). The float kernel: Q scaled [Sq, D], K scaled and transposed [D, St8], the scores and
+    the probabilities [Sq, St8] each and V padded [St, Dv8] (St8, Dv8: rounded up to 8, bounded
+    here by + 8); the reference form (double, the qk output) needs less: [Sq, St] scores plus Q and
+    K scaled. Every node that calls the kernel sizes its workspace here, so the two cannot drift
+    apart."""
+    return sq * d + d * (total + 8) + 2 * sq * (total + 8) + total * (dv + 8)
 
 
 @register
@@ -97,10 +100,10 @@ class Attention(Operator):
         b, _, hkv, sq, skv, past, d, dv = self._dims(v)
         dt = v.input(0).dtype
         total = past + skv
-        ws = [(dt, attention_scratch(sq, total, d))]
-        if not self._has_out(v, 1):
+        ws = [(dt, attention_scratch(sq, total, d, dv))]
+        if v.has_input(4) and not self._has_out(v, 1):
             ws.append((dt, b * hkv * total * d))
-        if not self._has_out(v, 2):
+        if v.has_input(4) and not self._has_out(v, 2):
             ws.append((dt, b * hkv * total * dv))
         return ws
 
@@ -110,18 +113,22 @@ class Attention(Operator):
         T = dt.cpp
         total = past + skv
         four = v.input(0).rank == 4
+        # K and V: read in place (no past cache, no present output), or gathered with the past
+        # cache into the present layout [B, Hkv, S_total, D] (the present outputs or workspace)
+        kv = []
         ws = 1
-        if self._has_out(v, 1):
-            kp = e.out(1)
-        else:
-            kp, ws = e.ws(ws), ws + 1
-        if self._has_out(v, 2):
-            vp = e.out(2)
-        else:
-            vp = e.ws(ws)
+        for new in (1, 2):
+            if self._has_out(v, new):
+                kv.append((e.out(new), True))
+            elif v.has_input(4):
+                kv.append((e.ws(ws), True))
+                ws += 1
+            else:
+                kv.append((e.inp(new), False))
         lines = []
-        # gather past and new keys/values into the present layout [B, Hkv, S_total, D]
-        for dst, new, past_in, dd in ((kp, 1, 4, d), (vp, 2, 5, dv)):
+        for (dst, gather), new, past_in, dd in zip(kv, (1, 2), (4, 5), (d, dv)):
+            if not gather:
+                continue
             sb, sh, ss = ((hkv * skv * dd, skv * dd, dd) if four else (skv * hkv * dd, dd, hkv * dd))
             lines.append(
                 f"for (std::int64_t b_ = 0; b_ < {e.dim(b)}; ++b_)\n"
@@ -145,15 +152,21 @@ class Attention(Operator):
         q_strides = (hq * sq * d, sq * d, d) if four else (sq * hq * d, d, hq * d)
         y_strides = (hq * sq * dv, sq * dv, dv) if four else (sq * hq * dv, dv, hq * dv)
         lines.append(f"sofie_rt::AttentionArgs<{T}> {a}{{}};")
+        k_strides, v_strides = (
+            (hkv * total * dd, total * dd, dd) if gather else
+            ((hkv * skv * dd, skv * dd, dd) if four else (skv * hkv * dd, dd, hkv * dd))
+            for (_, gather), dd in zip(kv, (d, dv)))
         fields = {
             "B": b, "Hq": hq, "Hkv": hkv, "Sq": sq, "St": total, "D": d, "Dv": dv,
             "qb": q_strides[0], "qh": q_strides[1], "qi": q_strides[2],
+            "kb": k_strides[0], "kh": k_strides[1], "ki": k_strides[2], "kd": 1,
+            "vb": v_strides[0], "vh": v_strides[1], "vi": v_strides[2],
             "yb": y_strides[0], "yh": y_strides[1], "yi": y_strides[2], "past": past,
         }
         for name, val in fields.items():
             lines.append(f"{a}.{name} = {e.dim(val)};")
-        lines.append(f"{a}.Q = {e.inp(0)}; {a}.K = {kp}; {a}.V = {vp}; {a}.Y = {e.out(0)};")
-        lines.append(f"{a}.scale_sqrt = {e.lit(math.sqrt(scale), dt)};")
+        lines.append(f"{a}.Q = {e.inp(0)}; {a}.K = {kv[0][0]}; {a}.V = {kv[1][0]}; {a}.Y = {e.out(0)};")
+        lines.append(f"{a}.scale_q = {a}.scale_k = {e.lit(math.sqrt(scale), dt)};")
         lines.append(f"{a}.softcap = {e.lit(v.attr('softcap', 0.0), dt)};")
         lines.append(f"{a}.causal = {'true' if v.attr('is_causal', 0) else 'false'};")
         lines.append(f"{a}.left = {int(v.attr('left_window_size', -1))}; {a}.right = {int(v.attr('right_window_size', -1))};")
@@ -318,8 +331,8 @@ class FlexAttention(Operator):
         return [OutInfo(v.input(0).dtype, (b, hq, sq, dv))]
 
     def workspace(self, v: NodeView):
-        _, _, _, sq, skv, d, _ = self._dims(v)
-        return [(v.input(0).dtype, attention_scratch(sq, skv, d))]
+        _, _, _, sq, skv, d, dv = self._dims(v)
+        return [(v.input(0).dtype, attention_scratch(sq, skv, d, dv))]
 
     def emit(self, v: NodeView, e) -> str:
         b, hq, hkv, sq, skv, d, dv = self._dims(v)
@@ -334,12 +347,129 @@ class FlexAttention(Operator):
         a = e.tmp("flex")
         lines = [f"sofie_rt::AttentionArgs<{dt.cpp}> {a}{{}};"]
         fields = {"B": b, "Hq": hq, "Hkv": hkv, "Sq": sq, "St": skv, "D": d, "Dv": dv,
-                  "qb": hq * sq * d, "qh": sq * d, "qi": d, "yb": hq * sq * dv, "yh": sq * dv, "yi": dv, "past": 0}
+                  "qb": hq * sq * d, "qh": sq * d, "qi": d, "kb": hkv * skv * d, "kh": skv * d, "ki": d, "kd": 1,
+                  "vb": hkv * skv * dv, "vh": skv * dv, "vi": dv,
+                  "yb": hq * sq * dv, "yh": sq * dv, "yi": dv, "past": 0}
         for name, val in fields.items():
             lines.append(f"{a}.{name} = {e.dim(val)};")
         lines.append(f"{a}.Q = {e.inp(0)}; {a}.K = {e.inp(1)}; {a}.V = {e.inp(2)}; {a}.Y = {e.out(0)};")
-        lines.append(f"{a}.scale_sqrt = {e.lit(sqrt_scale, dt)}; {a}.softcap = {e.lit(0.0, dt)};")
+        lines.append(f"{a}.scale_q = {a}.scale_k = {e.lit(sqrt_scale, dt)}; {a}.softcap = {e.lit(0.0, dt)};")
         lines.append(f"{a}.causal = false; {a}.left = -1; {a}.right = -1; {a}.nonpad = nullptr;")
+        lines.append(f"{a}.scores = {e.ws(0)};")
+        lines.append(f"sofie_rt::attention<{dt.cpp}>({a});")
+        return "\n".join(lines)
+
+
+@register
+class FusedAttention(Operator):
+    """Internal (``sofie.FusedAttention``, made by the ``fuse_attention`` pass): the exported
+    attention block ``Softmax(scale * (Q @ B) + bias, axis=-1) @ V`` in one node, with the
+    semantics of those nodes (the bias is added as is; a row of -inf scores gives NaN). Inputs Q
+    [B, H, Sq, D]; K as [B, H, St, D] (attribute ``k_transposed`` 0, the input of the Transpose
+    that made B) or B itself [B, H, D, St] (1); V [B, H, St, Dv]; optional float bias
+    broadcasting to [B, H, Sq, St] with St as its last dimension. ``packed`` [iq, ik, iv]: an
+    input with index >= 0 is a [B, S, G, H, D] projection read in place at that index of axis 2
+    (-1: a plain 4-D input); ``y_transposed`` 1: Y is [B, Sq, H, Dv]. Computed by
+    ``sofie_rt::attention``: scores, softmax and P V per (batch, head) while they are in cache,
+    instead of three [B, H, Sq, St] tensors written and read back."""
+
+    op_type = "FusedAttention"
+    domain = "sofie"
+    internal = True
+    dtypes = ("float32",)
+
+    def check(self, v: NodeView) -> str | None:
+        reason = super().check(v)
+        if reason:
+            return reason
+        try:
+            self._dims(v)
+        except Exception as exc:
+            return str(exc)
+        return None
+
+    def _views(self, v: NodeView):
+        """Per input Q, K, V: (its [B, H, S, D] shape, (offset, b, h, s, d strides))."""
+        packed = list(v.attr("packed", [-1, -1, -1]))
+        kt = int(v.attr("k_transposed", 0))
+        if len(packed) != 3 or kt not in (0, 1) or (kt and packed[1] >= 0):
+            raise v.fail(f"bad packed {packed} / k_transposed {kt}")
+        out = []
+        for k in range(3):
+            x = v.input(k)
+            if packed[k] >= 0:
+                if x.rank != 5 or not isinstance(x.shape[2], int) or packed[k] >= x.shape[2]:
+                    raise v.fail(f"input {k} {x} must be [B, S, G, H, D] with G > {packed[k]}")
+                b, s, g, h, d = x.shape
+                out.append(((b, h, s, d), (packed[k] * h * d, s * g * h * d, d, g * h * d, 1)))
+            elif x.rank != 4:
+                raise v.fail(f"input {k} must be 4-D, got {x}")
+            elif k == 1 and kt:
+                b, h, d, s = x.shape
+                out.append(((b, h, s, d), (0, h * d * s, d * s, 1, s)))
+            else:
+                b, h, s, d = x.shape
+                out.append(((b, h, s, d), (0, h * s * d, s * d, d, 1)))
+        return out
+
+    def _dims(self, v: NodeView):
+        (b, h, sq, d), (kb_, kh_, st, dk), (vb_, vh_, st_v, dv) = (s for s, _ in self._views(v))
+        kt = int(v.attr("k_transposed", 0))
+        for what, x, y in (("batch", b, kb_), ("batch", b, vb_), ("heads", h, kh_),
+                           ("heads", h, vh_), ("head sizes", d, dk), ("key lengths", st, st_v)):
+            if isinstance(x, int) and isinstance(y, int) and x != y:
+                raise v.fail(f"Q, K and V {what} differ: {x} and {y}")
+        if v.has_input(3):
+            m = v.input(3)
+            full = (b, h, sq, st)
+            shape = [1] * (4 - m.rank) + list(m.shape)
+            if m.rank > 4 or m.dtype != v.input(0).dtype or shape[3] != st or any(
+                    not (x == 1 or x == y) for x, y in zip(shape[:3], full[:3])):
+                raise v.fail(f"the bias {m} must broadcast to [B, H, Sq, St] with St = {st} as its last dimension")
+        scale = v.attr("scale", 1.0)
+        if not (isinstance(scale, float) and math.isfinite(scale) and scale > 0):
+            raise v.fail(f"scale must be a positive finite number, got {scale!r}")
+        return b, h, sq, st, d, dv, kt
+
+    def infer(self, v: NodeView) -> list[OutInfo]:
+        b, h, sq, _, _, dv, _ = self._dims(v)
+        y = (b, sq, h, dv) if v.attr("y_transposed", 0) else (b, h, sq, dv)
+        return [OutInfo(v.input(0).dtype, y)]
+
+    def workspace(self, v: NodeView):
+        _, _, sq, st, d, dv, _ = self._dims(v)
+        return [(v.input(0).dtype, attention_scratch(sq, st, d, dv))]
+
+    def emit(self, v: NodeView, e) -> str:
+        b, h, sq, st, d, dv, _ = self._dims(v)
+        dt = v.input(0).dtype
+        a = e.tmp("fatt")
+        (_, q), (_, k), (_, val) = self._views(v)
+        y = (sq * h * dv, dv, h * dv) if v.attr("y_transposed", 0) else (h * sq * dv, sq * dv, dv)
+        fields = {"B": b, "Hq": h, "Hkv": h, "Sq": sq, "St": st, "D": d, "Dv": dv,
+                  "qb": q[1], "qh": q[2], "qi": q[3], "kb": k[1], "kh": k[2], "ki": k[3], "kd": k[4],
+                  "vb": val[1], "vh": val[2], "vi": val[3], "yb": y[0], "yh": y[1], "yi": y[2], "past": 0}
+        lines = [f"sofie_rt::AttentionArgs<{dt.cpp}> {a}{{}};"]
+        for name, x in fields.items():
+            lines.append(f"{a}.{name} = {e.dim(x)};")
+        lines.append(f"{a}.Q = {e.inp(0)} + {e.dim(q[0])}; {a}.K = {e.inp(1)} + {e.dim(k[0])}; "
+                     f"{a}.V = {e.inp(2)} + {e.dim(val[0])}; {a}.Y = {e.out(0)};")
+        # (Q K^T) * scale as (Q)(scale K)^T: Q is read in place
+        lines.append(f"{a}.scale_q = {e.lit(1.0, dt)}; {a}.scale_k = {e.lit(float(v.attr('scale', 1.0)), dt)}; "
+                     f"{a}.softcap = {e.lit(0.0, dt)};")
+        lines.append(f"{a}.causal = false; {a}.left = -1; {a}.right = -1; {a}.nonpad = nullptr;")
+        lines.append(f"{a}.softmax_plain = true;")
+        if v.has_input(3):
+            m = v.input(3)
+            shape = [1] * (4 - m.rank) + list(m.shape)
+            strides = []
+            acc = shape[3]
+            for ax in (2, 1, 0):
+                strides.insert(0, 0 if isinstance(shape[ax], int) and shape[ax] == 1 else acc)
+                acc = acc * shape[ax]
+            lines.append(f"{a}.mask = {e.inp(3)}; {a}.mask_bool = false;")
+            lines.append(f"{a}.mb = {e.dim(strides[0])}; {a}.mh = {e.dim(strides[1])}; {a}.mi = {e.dim(strides[2])}; "
+                         f"{a}.mlen = {e.dim(shape[3])};")
         lines.append(f"{a}.scores = {e.ws(0)};")
         lines.append(f"sofie_rt::attention<{dt.cpp}>({a});")
         return "\n".join(lines)

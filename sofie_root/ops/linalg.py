@@ -205,9 +205,11 @@ class MatMul(Operator):
                 lines.append(f"     boff += idx * {e.dim(b_stride)};")
                 b_stride = b_stride * b_al[ax]
             lines.append("     (void)idx; }")
-        lines.append(f"   sofie_rt::gemm<{dt.cpp}>(false, false, {e.dim(m)}, {e.dim(n)}, {e.dim(k)}, {one}, "
-                     f"{e.inp(0)} + aoff, {e.dim(k)}, {e.inp(1)} + boff, {e.dim(n)}, {zero}, "
-                     f"{e.out()} + {i} * {e.dim(m * n)}, {e.dim(n)});")
+        # per entry: register-blocked tiles for small float products (batches of attention heads),
+        # else gemm; the tiles may read 7 elements past the entry's B while the buffer has them
+        lines.append(f"   sofie_rt::gemm_batch_entry<{dt.cpp}>({e.dim(m)}, {e.dim(n)}, {e.dim(k)}, "
+                     f"{e.inp(0)} + aoff, {e.inp(1)} + boff, {e.out()} + {i} * {e.dim(m * n)}, "
+                     f"boff + {e.dim(k * n)} + 8 <= {e.dim(numel(b2))});")
         lines.append("}")
         return "\n".join(lines)
 

@@ -9,6 +9,7 @@ from .batchnorm import fold_batchnorm
 from .constant_folding import fold_constants
 from .dce import eliminate_dead_code
 from .fuse_activation import fuse_conv_activation, fuse_gemm_activation
+from .fuse_attention import fuse_attention
 from .fuse_elementwise import fuse_elementwise
 from .layout import pretranspose_gemm_weights
 from .sequences import resolve_sequences
@@ -24,13 +25,18 @@ PASSES = {
     "fuse_gemm_activation": fuse_gemm_activation,
     "fuse_conv_activation": fuse_conv_activation,
     "fuse_elementwise": fuse_elementwise,
+    "fuse_attention": fuse_attention,
 }
+
+#: passes whose fused nodes only the CPU code generator runs (the GPU backend skips them)
+CPU_ONLY = frozenset({"fuse_attention"})
 
 # Sequence positions are constants once folded; BatchNorm folds before the activation fusions
 # look at what follows a product; weights are pre-transposed before FusedGemm hides the Gemm
-# from that pass
+# from that pass; the attention block is matched on plain MatMul/Mul/Add nodes, before the other
+# fusions take them
 DEFAULT = ("fold_constants", "resolve_sequences", "eliminate_transposes", "fold_batchnorm", "dce", "gemm_pretranspose",
-           "fuse_gemm_activation", "fuse_conv_activation", "fuse_elementwise", "dce")
+           "fuse_attention", "fuse_gemm_activation", "fuse_conv_activation", "fuse_elementwise", "dce")
 
 
 def run_passes(graph: Graph, names: Iterable[str] | None = None) -> Graph:

@@ -184,6 +184,27 @@ def test_dense_kernel_nan_and_stale_output() -> None:
     y = m.infer(a)[0]
     assert np.isnan(y[4]).all() and not np.isnan(np.delete(y, 4, axis=0)).any()
     np.testing.assert_allclose(np.delete(y, 4, axis=0), -(np.delete(a, 4, axis=0) @ w), rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("a_shape,b_shape", [
+    (("N", 4, 50, 16), ("N", 4, 16, 50)),  # attention heads: scores, N not a multiple of 8
+    (("N", 4, 50, 50), ("N", 4, 50, 16)),  # attention heads: P V
+    (("N", 3, 7, 5), (1, 3, 5, 13)),       # B broadcast over the batch, ragged rows
+    (("N", 2, 9, 16), ("N", 1, 16, 24)),   # B broadcast over the heads
+])
+def test_batched_matmul_of_small_heads(a_shape, b_shape) -> None:
+    """The register-blocked tiles of batched MatMul (sofie_rt::gemm_batch_entry): every shape of
+    the tile edges, broadcast B (its entries reread), and a zero of A meeting an inf of B (NaN, as
+    onnxruntime's GEMM gives), against onnxruntime."""
+    node = helper.make_node("MatMul", ["a", "b"], ["y"])
+    model = make_model([node], [value_info("a", np.float32, list(a_shape)), value_info("b", np.float32, list(b_shape))],
+                       [value_info("y", np.float32, None)])
+    m = sofie_root.compile(model)
+    for batch in (1, 3):
+        a = _rand(tuple(batch if d == "N" else d for d in a_shape))
+        b = _rand(tuple(batch if d == "N" else d for d in b_shape))
+        a[0, 0, 1, 2] = 0.0
+        b[0, 0, 2, 3] = np.inf
+        got = assert_matches_ort(model, a, b, compiled=m, rtol=1e-4, atol=1e-5)
+        assert np.isnan(got[0][0, 0, 1, 3])
 
 
 # -- recurrent cells: R stored transposed (gemm_pretranspose), batch 1 through gemv ---------

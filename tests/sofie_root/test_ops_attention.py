@@ -297,3 +297,102 @@ def test_attention_kernels_stay_inside_their_workspace() -> None:
         pytest.fail("the attention node cases did not finish in 420 s (a corrupted heap hangs malloc)")
     assert p.returncode == 0 and "HEAP-CHILD-DONE" in p.stdout, (p.returncode, p.stdout[-500:], p.stderr[-2000:])
     assert int(p.stdout.split("HEAP-CHILD-DONE")[1].split()[0]) >= 20
+
+
+# ---- the fuse_attention pass (sofie.FusedAttention) against onnxruntime ------------------------
+
+def _block_model(k_transposed: bool = False, scale: float | None = 0.35, bias: tuple | None = None,
+                 extra_output: bool = False, st: int = 11):
+    """softmax(Q @ K^T [* scale] [+ bias]) @ V as nodes, the way torch exports attention."""
+    shapes = {"Q": ["N", 3, 7, 8], "K": ["N", 3, 8, st] if k_transposed else ["N", 3, st, 8], "V": ["N", 3, st, 5]}
+    nodes = []
+    b = "K"
+    if not k_transposed:
+        nodes.append(helper.make_node("Transpose", ["K"], ["Kt"], perm=[0, 1, 3, 2]))
+        b = "Kt"
+    nodes.append(helper.make_node("MatMul", ["Q", b], ["s0"]))
+    s = "s0"
+    inits = {}
+    if scale is not None:
+        inits["c"] = np.array(scale, F)
+        nodes.append(helper.make_node("Mul", [s, "c"], ["s1"]))
+        s = "s1"
+    if bias is not None:
+        shapes["bias"] = list(bias)
+        nodes.append(helper.make_node("Add", [s, "bias"], ["s2"]))
+        s = "s2"
+    nodes.append(helper.make_node("Softmax", [s], ["p"], axis=-1))
+    nodes.append(helper.make_node("MatMul", ["p", "V"], ["y"]))
+    outs = [value_info("y", F, None)] + ([value_info("p", F, None)] if extra_output else [])
+    return make_model(nodes, [value_info(n, F, sh) for n, sh in shapes.items()], outs, inits, opset=17), shapes
+
+
+@pytest.mark.parametrize("kt, scale, bias", [
+    (False, 0.35, None), (True, None, None), (False, 0.35, ("N", 3, 7, 11)), (True, 0.5, ("N", 1, 1, 11)),
+    (False, None, (7, 11)),
+])
+def test_fused_attention_matches_ort(kt, scale, bias) -> None:
+    model, shapes = _block_model(kt, scale, bias)
+    compiled = sofie_root.compile(model)
+    assert [n.op_type for n in compiled.graph.nodes] == ["FusedAttention"]
+    for batch in (1, 3):
+        arrays = [RNG.standard_normal([batch if d == "N" else d for d in sh]).astype(F) for sh in shapes.values()]
+        assert_matches_ort(model, *arrays, compiled=compiled, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_attention_keeps_softmax_semantics() -> None:
+    """A key padding mask of -inf (every key hidden for one event: the row is NaN, as Softmax
+    gives), NaN scores and infinities in V, as the unfused nodes through onnxruntime."""
+    model, shapes = _block_model(False, 0.35, ("N", 1, 1, 11), st=11)
+    compiled = sofie_root.compile(model)
+    assert "FusedAttention" in {n.op_type for n in compiled.graph.nodes}
+    q, k, v, bias = [RNG.standard_normal([3 if d == "N" else d for d in sh]).astype(F) for sh in shapes.values()]
+    bias[:] = 0
+    bias[0, ..., 4:] = -np.inf
+    bias[1] = -np.inf                     # every key of event 1 hidden
+    q[2, 1, 3, 0] = np.nan                # one NaN score row
+    v[0, 2, 6, 1] = np.inf                # an infinity behind a hidden key (0 * inf)
+    got = compiled.infer(q, k, v, bias)[0]
+    with np.errstate(invalid="ignore"):  # the reference's -inf - -inf and 0 * inf
+        ref = run_reference(model, q, k, v, bias)[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)  # NaN where the reference has NaN
+    assert np.isnan(got[1]).all() and np.isnan(got[2, 1, 3]).all() and np.isnan(got[0, 2, :, 1]).all()
+
+
+def test_fused_attention_not_when_an_intermediate_is_read_elsewhere() -> None:
+    model, _ = _block_model(extra_output=True)
+    assert "FusedAttention" not in {n.op_type for n in sofie_root.compile(model).graph.nodes}
+
+
+def test_fused_attention_reads_a_packed_projection_in_place() -> None:
+    """qkv(x).view(b, t, 3, h, d).permute(2, 0, 3, 1, 4), q/k/v by Slice + Squeeze, the output
+    transposed back to [B, S, H, D]: the node reads the projection and writes the transposed Y
+    (no copies left but the Reshapes), matching onnxruntime; a bias of the key padding shape."""
+    s, h, d = 9, 2, 8
+    nodes = [helper.make_node("Reshape", ["x", "shape5"], ["x5"]),
+             helper.make_node("Transpose", ["x5"], ["perm"], perm=[2, 0, 3, 1, 4])]
+    for k, name in enumerate("qkv"):
+        nodes += [helper.make_node("Slice", ["perm", f"i{k}", f"i{k + 1}", "i0"], [f"{name}5"]),
+                  helper.make_node("Squeeze", [f"{name}5", "i0"], [name])]
+    nodes += [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+              helper.make_node("MatMul", ["q", "kt"], ["s0"]),
+              helper.make_node("Mul", ["s0", "c"], ["s1"]),
+              helper.make_node("Add", ["s1", "bias"], ["s2"]),
+              helper.make_node("Softmax", ["s2"], ["p"], axis=-1),
+              helper.make_node("MatMul", ["p", "v"], ["o"]),
+              helper.make_node("Transpose", ["o"], ["ot"], perm=[0, 2, 1, 3]),
+              helper.make_node("Reshape", ["ot", "shape3"], ["y"])]
+    inits = {"shape5": np.array([0, s, 3, h, d], np.int64), "shape3": np.array([0, s, h * d], np.int64),
+             "c": np.array(d ** -0.5, F), **{f"i{k}": np.array([k], np.int64) for k in range(4)}}
+    model = make_model(nodes, [value_info("x", F, ["N", s, 3 * h * d]), value_info("bias", F, ["N", 1, 1, s])],
+                       [value_info("y", F, None)], inits, opset=17)
+    compiled = sofie_root.compile(model)
+    ops = [n.op_type for n in compiled.graph.nodes]
+    assert "FusedAttention" in ops and "Transpose" not in ops and "Slice" not in ops, ops
+    fused = next(n for n in compiled.graph.nodes if n.op_type == "FusedAttention")
+    assert list(fused.attrs["packed"]) == [0, 1, 2] and fused.attrs["y_transposed"] == 1
+    for batch in (1, 4):
+        bias = np.where(RNG.random((batch, 1, 1, s)) < 0.3, -np.inf, 0).astype(F)
+        bias[..., 0] = 0
+        assert_matches_ort(model, RNG.standard_normal((batch, s, 3 * h * d)).astype(F), bias, compiled=compiled,
+                           rtol=1e-5, atol=1e-5)
