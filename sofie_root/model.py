@@ -244,15 +244,22 @@ class Model:
         self._run_addr = ctypes.cast(self._entry.run, ctypes.c_void_p).value
         self._err_addr = ctypes.addressof(self._err)
         self._err_len = len(self._err)
-        simple_io = not self._io_types and not self._generated.data_symbols
+        data_syms = self._generated.data_symbols
+        simple_io = not self._io_types
         # the quick way in: a CPython builtin doing the whole quick path in C++ (jit/pycall.py);
         # without the headers it needs, typed arrays through cppyy (cling.fast_caller). The
         # general path calls run through ctypes (under the builtin's mutex when there is one).
+        # Outputs sized by the data are cut by the builtin, which is given their dims as
+        # polynomials over the symbols run fills (input symbols, then data-dependent ones).
         self._pyplan = None
-        if self._backend in ("cling", "native") and simple_io:
+        if self._backend in ("cling", "native") and simple_io and len(data_syms) <= pycall.MAX_DATA_SYMBOLS:
+            index = {name: k for k, name in enumerate([*self._symbols, *data_syms])}
+            dyn = tuple((j, axis, tuple((c, *(index[name] for name in mono)) for mono, c in d.terms.items()))
+                        for j, info in enumerate(self._out_infos) for axis, d in enumerate(info.shape)
+                        if isinstance(d, Dim) and d.symbols & set(data_syms))
             self._pyplan = pycall.make_plan(self._run_addr, self._session,
                                             [i.dtype.numpy.num for i in self._in_infos],
-                                            [i.dtype.numpy.num for i in self._out_infos])
+                                            [i.dtype.numpy.num for i in self._out_infos], len(index), dyn)
         self._quick = self._pyplan.quick if self._pyplan is not None else None
         self._run, self._run_target = ((self._pyplan.run, self._pyplan.target) if self._pyplan is not None
                                        else (self._entry.run, self._session))
@@ -260,8 +267,8 @@ class Model:
                       if self._backend in ("cling", "native") and self._pyplan is None else None)
         # the signature cache of the quick path (see _signature): input shapes -> what a call with
         # arrays of those shapes needs; None where that path is off (no quick caller for these
-        # dtypes, half-precision I/O, outputs sized by the data)
-        quick = (self._fast is not None or self._pyplan is not None) and simple_io
+        # dtypes, half-precision I/O, outputs sized by the data without the builtin)
+        quick = (self._pyplan is not None or (self._fast is not None and not data_syms)) and simple_io
         self._signatures: dict[tuple, tuple | None] | None = {} if quick else None
         self._in_dtypes = tuple(info.dtype.numpy for info in self._in_infos)
         self._n_in = len(self._in_infos)
@@ -278,6 +285,9 @@ class Model:
         syms: dict[str, int] = {}
         for info, shape in zip(self._in_infos, shapes):
             self._bind(info, shape, syms)
+        # outputs sized by the data are allocated at their upper bound (the builtin cuts them)
+        syms.update({k: (b.evaluate(syms) if isinstance(b, Dim) else int(b))
+                     for k, b in self._generated.data_symbols.items()})
         out_shapes = [tuple(d if type(d) is int else (syms[d] if type(d) is str else d.evaluate(syms))
                             for d in shape) for shape, _ in self._out_plans]
         if any(0 in s for s in shapes) or any(0 in s for s in out_shapes):
@@ -469,7 +479,11 @@ class Model:
             for j, info in enumerate(self._out_infos):
                 if any(isinstance(d, Dim) and d.symbols & set(data_syms) for d in info.shape):
                     shape = tuple(d.evaluate(actual) if isinstance(d, Dim) else int(d) for d in info.shape)
-                    outs[j] = outs[j].reshape(-1)[:int(np.prod(shape))].reshape(shape)
+                    n = int(np.prod(shape))
+                    if shape != outs[j].shape:  # as the quick builtin (pycall.hxx) does: a view, or a
+                        # copy of a part smaller than half the bound, which frees the bound
+                        cut = outs[j].reshape(-1)[:n].reshape(shape)
+                        outs[j] = cut if 2 * n >= outs[j].size else cut.copy()
         if self._io_types:
             outs = [o.astype(half_dtype(self._io_types[i.name])) if i.name in self._io_types else o
                     for i, o in zip(self._out_infos, outs)]
