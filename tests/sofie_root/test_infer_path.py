@@ -271,3 +271,47 @@ def test_threads_mixing_the_quick_and_the_general_path(quick_way) -> None:
     for t in threads:
         t.join()
     assert not errors, errors[0]
+
+
+def _data_sized_model():
+    """x [N, 4], c [N] -> NonZero(x > 0) [2, nz], Compress(x, c) [nc, 4], Unique(x) (values,
+    inverse, counts: [u], [4N], [u]) and Relu(x) [N, 4]: outputs sized by the data next to a fixed one."""
+    return make_model([helper.make_node("Greater", ["x", "zero"], ["g"]), helper.make_node("NonZero", ["g"], ["nz"]),
+                       helper.make_node("Compress", ["x", "c"], ["cx"], axis=0),
+                       helper.make_node("Unique", ["x"], ["u", "", "inv", "cnt"], sorted=1),
+                       helper.make_node("Relu", ["x"], ["r"])],
+                      [value_info("x", F, ("N", 4)), value_info("c", np.bool_, ("N",))],
+                      [value_info("nz", np.int64, None), value_info("cx", F, None), value_info("u", F, None),
+                       value_info("inv", np.int64, None), value_info("cnt", np.int64, None),
+                       value_info("r", F, None)],
+                      {"zero": np.array(0, F)}, opset=13)
+
+
+def test_outputs_sized_by_the_data(quick_way) -> None:
+    """NonZero, Compress and Unique outputs are allocated at their bound and cut to what the run
+    found, on the quick path as on the general one: every fill (full, more or less than half the
+    bound, empty), fresh C-contiguous arrays each call, out= refused."""
+    proto = _data_sized_model()
+    m = sofie_root.compile(proto)
+    assert (m._pyplan is not None) == (quick_way == "pycall")
+    kept = []
+    for n in (3, 1, 3, 8, 3):
+        for frac in (1.0, 0.75, 0.2, 0.0):  # share of positive x and of true c
+            x = np.where(RNG.random((n, 4)) < frac, RNG.integers(1, 4, (n, 4)), -RNG.integers(0, 3, (n, 4))).astype(F)
+            c = RNG.random(n) < frac
+            for _ in range(3):  # the first call of a signature takes the general path, the next ones the quick one
+                got = m.infer(x, c)
+                want = run_ort(proto, x, c)
+                for g, w in zip(got, want):
+                    assert g.shape == w.shape and g.dtype == w.dtype and g.flags.c_contiguous and g.flags.writeable
+                    np.testing.assert_array_equal(g, w)
+                kept.append((got, [w.copy() for w in want]))
+        if quick_way == "pycall":  # the calls above did take the quick builtin
+            assert ((n, 4), (n,)) in m._signatures and m._quick((x, c), None) is not None
+    for got, want in kept:  # no call wrote into the arrays of another
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+    with pytest.raises(sofie_root.InputError, match="sized by the data"):
+        m.infer(x, c, out=[np.empty(w.shape, w.dtype) for w in want])
+    single = m(x[:1].copy(), c[:1].copy())
+    assert isinstance(single, list) and len(single) == 6
