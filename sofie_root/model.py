@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -252,11 +253,13 @@ class Model:
         # Outputs sized by the data are cut by the builtin, which is given their dims as
         # polynomials over the symbols run fills (input symbols, then data-dependent ones).
         self._pyplan = None
+        # the dims of outputs sized by the data, (output, axis, Dim): the general path cuts them too
+        self._data_dims = [(j, axis, d) for j, info in enumerate(self._out_infos) for axis, d in enumerate(info.shape)
+                           if isinstance(d, Dim) and d.symbols & set(data_syms)]
         if self._backend in ("cling", "native") and simple_io and len(data_syms) <= pycall.MAX_DATA_SYMBOLS:
             index = {name: k for k, name in enumerate([*self._symbols, *data_syms])}
             dyn = tuple((j, axis, tuple((c, *(index[name] for name in mono)) for mono, c in d.terms.items()))
-                        for j, info in enumerate(self._out_infos) for axis, d in enumerate(info.shape)
-                        if isinstance(d, Dim) and d.symbols & set(data_syms))
+                        for j, axis, d in self._data_dims)
             self._pyplan = pycall.make_plan(self._run_addr, self._session,
                                             [i.dtype.numpy.num for i in self._in_infos],
                                             [i.dtype.numpy.num for i in self._out_infos], len(index), dyn)
@@ -476,14 +479,16 @@ class Model:
         if data_syms:
             actual = dict(syms)
             actual.update(zip(data_syms, data_values))
-            for j, info in enumerate(self._out_infos):
-                if any(isinstance(d, Dim) and d.symbols & set(data_syms) for d in info.shape):
-                    shape = tuple(d.evaluate(actual) if isinstance(d, Dim) else int(d) for d in info.shape)
-                    n = int(np.prod(shape))
-                    if shape != outs[j].shape:  # as the quick builtin (pycall.hxx) does: a view, or a
-                        # copy of a part smaller than half the bound, which frees the bound
-                        cut = outs[j].reshape(-1)[:n].reshape(shape)
-                        outs[j] = cut if 2 * n >= outs[j].size else cut.copy()
+            shapes = {}
+            for j, axis, d in self._data_dims:
+                shapes.setdefault(j, list(outs[j].shape))[axis] = d.evaluate(actual)
+            for j, shape in shapes.items():
+                shape = tuple(shape)
+                if shape != outs[j].shape:  # as the quick builtin (pycall.hxx) does: a view, or a
+                    # copy of a part smaller than half the bound, which frees the bound
+                    n = math.prod(shape)
+                    cut = outs[j].reshape(-1)[:n].reshape(shape)
+                    outs[j] = cut if 2 * n >= outs[j].size else cut.copy()
         if self._io_types:
             outs = [o.astype(half_dtype(self._io_types[i.name])) if i.name in self._io_types else o
                     for i, o in zip(self._out_infos, outs)]
