@@ -623,6 +623,9 @@ class SpecializingModel(Model):
         self._bind_batch = False
         self._variants: dict[tuple, Model] = {}
         self._last: Model | None = None
+        # (number of bound inputs, (name, position, dtype, scalar) sorted by name, positions of
+        # the other inputs): how _known_variant builds a variant's key without conversions
+        self._key_plan: tuple | None = None
         self.compile_seconds = 0.0
 
     @property
@@ -662,6 +665,10 @@ class SpecializingModel(Model):
         from .errors import DataDependentShapeError, SymbolicDimensionError
         from .frontends.onnx import convert_model, graph_input_ancestors
 
+        if not named and not self._bind_shapes:  # a variant already compiled for these values: no conversions
+            outs = self._known_variant(arrays, out)
+            if outs is not None:
+                return outs
         names = [s.name for s in self._specs]
         if named:
             if arrays:
@@ -705,6 +712,36 @@ class SpecializingModel(Model):
         self._last = variant
         rest = [a for s, a in zip(self._specs, arrays) if s.name not in self._bound]
         return variant.infer(*rest, out=out)
+
+    def _known_variant(self, arrays: tuple, out: Sequence[np.ndarray] | None) -> list[np.ndarray] | None:
+        """The outputs of a call whose bound inputs are C-contiguous arrays of their exact dtypes
+        (so the key is what ``infer`` would build after its conversions) and select a variant
+        already compiled; None: ``infer``'s way (conversions, compilation, errors)."""
+        plan = self._key_plan
+        if plan is None or plan[0] != len(self._bound):
+            by_name = {s.name: k for k, s in enumerate(self._specs)}
+            keyed = tuple((n, by_name[n], self._specs[by_name[n]].dtype.numpy, self._specs[by_name[n]].dtype.numpy.str,
+                           not self._specs[by_name[n]].shape) for n in sorted(self._bound))
+            rest = tuple(k for k, s in enumerate(self._specs) if s.name not in self._bound)
+            plan = self._key_plan = (len(self._bound), keyed, rest)
+        _, keyed, rest = plan
+        if len(arrays) != len(self._specs):
+            return None
+        key = []
+        for name, k, dtype, dtype_str, scalar in keyed:
+            a = arrays[k]
+            if type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous or \
+                    (scalar and a.shape == (1,)):
+                return None
+            key.append((name, dtype_str, a.shape, a.tobytes()))
+        variant = self._variants.get(tuple(key))
+        if variant is None:
+            return None
+        self._last = variant
+        args = tuple([arrays[k] for k in rest])
+        quick = variant._quick
+        outs = quick(args, out) if quick is not None else None
+        return outs if outs is not None else variant.infer(*args, out=out)
 
     def _bound_shapes(self, arrays: Sequence[object]) -> dict[str, tuple[int | str, ...]]:
         """Input shapes with the symbolic dimensions bound to those of ``arrays`` (the batch

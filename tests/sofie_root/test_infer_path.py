@@ -315,3 +315,31 @@ def test_outputs_sized_by_the_data(quick_way) -> None:
         m.infer(x, c, out=[np.empty(w.shape, w.dtype) for w in want])
     single = m(x[:1].copy(), c[:1].copy())
     assert isinstance(single, list) and len(single) == 6
+
+
+def test_run_time_k_reuses_its_variant_with_or_without_conversions() -> None:
+    """TopK with k a graph input (a model specialised per value of k): a call whose k is an exact
+    int64 array finds its variant without conversions; other dtypes, byte orders and views are
+    converted first and reach the same variant; both agree with onnxruntime."""
+    proto = make_model([helper.make_node("TopK", ["x", "k"], ["v", "i"])],
+                       [value_info("x", F, ("N", 16)), value_info("k", np.int64, (1,))],
+                       [value_info("v", F, None), value_info("i", np.int64, None)])
+    m = sofie_root.compile(proto)
+    x = RNG.standard_normal((3, 16)).astype(F)
+    for k in (5, 3, 5, 16, 3):
+        for kk in (np.array([k]), np.array([k], np.int32), np.array([k], ">i8"), np.array([k, 0])[:1],
+                   [k], np.array([k])):
+            for _ in range(2):
+                got = m.infer(x, kk)
+                want = run_ort(proto, x, np.array([k]))
+                for g, w in zip(got, want):
+                    assert g.shape == w.shape and g.dtype == w.dtype
+                    np.testing.assert_array_equal(g, w)
+    assert len(m._variants) == 3 and m._key_plan is not None, "one variant per value of k, whatever its array"
+    v = np.empty((3, 5), F)
+    i = np.empty((3, 5), np.int64)
+    assert m.infer(x, np.array([5]), out=[v, i])[0] is v and np.array_equal(i, run_ort(proto, x, np.array([5]))[1])
+    with pytest.raises(sofie_root.InputError, match=r"'x' expects shape \[N, 16\]"):
+        m.infer(x[:, :8].copy(), np.array([5]))
+    with pytest.raises(sofie_root.InputError, match="takes 2 input"):
+        m.infer(x)
