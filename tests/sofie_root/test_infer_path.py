@@ -343,3 +343,34 @@ def test_run_time_k_reuses_its_variant_with_or_without_conversions() -> None:
         m.infer(x[:, :8].copy(), np.array([5]))
     with pytest.raises(sofie_root.InputError, match="takes 2 input"):
         m.infer(x)
+
+
+def test_threads_on_outputs_sized_by_the_data(quick_way) -> None:
+    """Quick (float32) and general (float64, cast first) calls of a model with outputs sized by
+    the data, from several threads: each call gets its own sizes and arrays."""
+    proto = _data_sized_model()
+    m = sofie_root.compile(proto)
+    cases = []
+    for n, frac in ((1, 1.0), (4, 0.6), (4, 0.1), (9, 0.0)):
+        x = np.where(RNG.random((n, 4)) < frac, RNG.integers(1, 4, (n, 4)), -RNG.integers(0, 3, (n, 4))).astype(F)
+        c = RNG.random(n) < frac
+        cases.append((x, c, run_ort(proto, x, c)))
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        try:
+            for _ in range(30):
+                for x, c, want in cases:
+                    got = m.infer(x if k % 2 else x.astype(np.float64), c)
+                    for g, w in zip(got, want):
+                        assert g.shape == w.shape
+                        np.testing.assert_array_equal(g, w)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
