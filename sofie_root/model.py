@@ -662,13 +662,14 @@ class SpecializingModel(Model):
         return f"<sofie_root.Model {self._label!r} ({ins}), specialised on {self._bound}>"
 
     def infer(self, *arrays: object, out: Sequence[np.ndarray] | None = None, **named: object) -> list[np.ndarray]:
-        from .errors import DataDependentShapeError, SymbolicDimensionError
-        from .frontends.onnx import convert_model, graph_input_ancestors
-
         if not named and not self._bind_shapes:  # a variant already compiled for these values: no conversions
             outs = self._known_variant(arrays, out)
             if outs is not None:
                 return outs
+        # imported here, after the quick way: a function-level import costs microseconds per call
+        from .errors import DataDependentShapeError, SymbolicDimensionError
+        from .frontends.onnx import convert_model, graph_input_ancestors
+
         names = [s.name for s in self._specs]
         if named:
             if arrays:
