@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -244,15 +245,24 @@ class Model:
         self._run_addr = ctypes.cast(self._entry.run, ctypes.c_void_p).value
         self._err_addr = ctypes.addressof(self._err)
         self._err_len = len(self._err)
-        simple_io = not self._io_types and not self._generated.data_symbols
+        data_syms = self._generated.data_symbols
+        simple_io = not self._io_types
         # the quick way in: a CPython builtin doing the whole quick path in C++ (jit/pycall.py);
         # without the headers it needs, typed arrays through cppyy (cling.fast_caller). The
         # general path calls run through ctypes (under the builtin's mutex when there is one).
+        # Outputs sized by the data are cut by the builtin, which is given their dims as
+        # polynomials over the symbols run fills (input symbols, then data-dependent ones).
         self._pyplan = None
-        if self._backend in ("cling", "native") and simple_io:
+        # the dims of outputs sized by the data, (output, axis, Dim): the general path cuts them too
+        self._data_dims = [(j, axis, d) for j, info in enumerate(self._out_infos) for axis, d in enumerate(info.shape)
+                           if isinstance(d, Dim) and d.symbols & set(data_syms)]
+        if self._backend in ("cling", "native") and simple_io and len(data_syms) <= pycall.MAX_DATA_SYMBOLS:
+            index = {name: k for k, name in enumerate([*self._symbols, *data_syms])}
+            dyn = tuple((j, axis, tuple((c, *(index[name] for name in mono)) for mono, c in d.terms.items()))
+                        for j, axis, d in self._data_dims)
             self._pyplan = pycall.make_plan(self._run_addr, self._session,
                                             [i.dtype.numpy.num for i in self._in_infos],
-                                            [i.dtype.numpy.num for i in self._out_infos])
+                                            [i.dtype.numpy.num for i in self._out_infos], len(index), dyn)
         self._quick = self._pyplan.quick if self._pyplan is not None else None
         self._run, self._run_target = ((self._pyplan.run, self._pyplan.target) if self._pyplan is not None
                                        else (self._entry.run, self._session))
@@ -260,8 +270,8 @@ class Model:
                       if self._backend in ("cling", "native") and self._pyplan is None else None)
         # the signature cache of the quick path (see _signature): input shapes -> what a call with
         # arrays of those shapes needs; None where that path is off (no quick caller for these
-        # dtypes, half-precision I/O, outputs sized by the data)
-        quick = (self._fast is not None or self._pyplan is not None) and simple_io
+        # dtypes, half-precision I/O, outputs sized by the data without the builtin)
+        quick = (self._pyplan is not None or (self._fast is not None and not data_syms)) and simple_io
         self._signatures: dict[tuple, tuple | None] | None = {} if quick else None
         self._in_dtypes = tuple(info.dtype.numpy for info in self._in_infos)
         self._n_in = len(self._in_infos)
@@ -278,6 +288,9 @@ class Model:
         syms: dict[str, int] = {}
         for info, shape in zip(self._in_infos, shapes):
             self._bind(info, shape, syms)
+        # outputs sized by the data are allocated at their upper bound (the builtin cuts them)
+        syms.update({k: (b.evaluate(syms) if isinstance(b, Dim) else int(b))
+                     for k, b in self._generated.data_symbols.items()})
         out_shapes = [tuple(d if type(d) is int else (syms[d] if type(d) is str else d.evaluate(syms))
                             for d in shape) for shape, _ in self._out_plans]
         if any(0 in s for s in shapes) or any(0 in s for s in out_shapes):
@@ -466,10 +479,16 @@ class Model:
         if data_syms:
             actual = dict(syms)
             actual.update(zip(data_syms, data_values))
-            for j, info in enumerate(self._out_infos):
-                if any(isinstance(d, Dim) and d.symbols & set(data_syms) for d in info.shape):
-                    shape = tuple(d.evaluate(actual) if isinstance(d, Dim) else int(d) for d in info.shape)
-                    outs[j] = outs[j].reshape(-1)[:int(np.prod(shape))].reshape(shape)
+            shapes = {}
+            for j, axis, d in self._data_dims:
+                shapes.setdefault(j, list(outs[j].shape))[axis] = d.evaluate(actual)
+            for j, shape in shapes.items():
+                shape = tuple(shape)
+                if shape != outs[j].shape:  # as the quick builtin (pycall.hxx) does: a view, or a
+                    # copy of a part smaller than half the bound, which frees the bound
+                    n = math.prod(shape)
+                    cut = outs[j].reshape(-1)[:n].reshape(shape)
+                    outs[j] = cut if 2 * n >= outs[j].size else cut.copy()
         if self._io_types:
             outs = [o.astype(half_dtype(self._io_types[i.name])) if i.name in self._io_types else o
                     for i, o in zip(self._out_infos, outs)]
@@ -604,6 +623,9 @@ class SpecializingModel(Model):
         self._bind_batch = False
         self._variants: dict[tuple, Model] = {}
         self._last: Model | None = None
+        # (number of bound inputs, (name, position, dtype, scalar) sorted by name, positions of
+        # the other inputs): how _known_variant builds a variant's key without conversions
+        self._key_plan: tuple | None = None
         self.compile_seconds = 0.0
 
     @property
@@ -640,6 +662,11 @@ class SpecializingModel(Model):
         return f"<sofie_root.Model {self._label!r} ({ins}), specialised on {self._bound}>"
 
     def infer(self, *arrays: object, out: Sequence[np.ndarray] | None = None, **named: object) -> list[np.ndarray]:
+        if not named and not self._bind_shapes:  # a variant already compiled for these values: no conversions
+            outs = self._known_variant(arrays, out)
+            if outs is not None:
+                return outs
+        # imported here, after the quick way: a function-level import costs microseconds per call
         from .errors import DataDependentShapeError, SymbolicDimensionError
         from .frontends.onnx import convert_model, graph_input_ancestors
 
@@ -686,6 +713,36 @@ class SpecializingModel(Model):
         self._last = variant
         rest = [a for s, a in zip(self._specs, arrays) if s.name not in self._bound]
         return variant.infer(*rest, out=out)
+
+    def _known_variant(self, arrays: tuple, out: Sequence[np.ndarray] | None) -> list[np.ndarray] | None:
+        """The outputs of a call whose bound inputs are C-contiguous arrays of their exact dtypes
+        (so the key is what ``infer`` would build after its conversions) and select a variant
+        already compiled; None: ``infer``'s way (conversions, compilation, errors)."""
+        plan = self._key_plan
+        if plan is None or plan[0] != len(self._bound):
+            by_name = {s.name: k for k, s in enumerate(self._specs)}
+            keyed = tuple((n, by_name[n], self._specs[by_name[n]].dtype.numpy, self._specs[by_name[n]].dtype.numpy.str,
+                           not self._specs[by_name[n]].shape) for n in sorted(self._bound))
+            rest = tuple(k for k, s in enumerate(self._specs) if s.name not in self._bound)
+            plan = self._key_plan = (len(self._bound), keyed, rest)
+        _, keyed, rest = plan
+        if len(arrays) != len(self._specs):
+            return None
+        key = []
+        for name, k, dtype, dtype_str, scalar in keyed:
+            a = arrays[k]
+            if type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous or \
+                    (scalar and a.shape == (1,)):
+                return None
+            key.append((name, dtype_str, a.shape, a.tobytes()))
+        variant = self._variants.get(tuple(key))
+        if variant is None:
+            return None
+        self._last = variant
+        args = tuple([arrays[k] for k in rest])
+        quick = variant._quick
+        outs = quick(args, out) if quick is not None else None
+        return outs if outs is not None else variant.infer(*args, out=out)
 
     def _bound_shapes(self, arrays: Sequence[object]) -> dict[str, tuple[int | str, ...]]:
         """Input shapes with the symbolic dimensions bound to those of ``arrays`` (the batch

@@ -10,6 +10,13 @@
 // explains what is wrong. The GIL is released during `run`, as ctypes and cppyy do; a per-model
 // mutex keeps one call at a time on the Session (the general path takes it too, through
 // `locked_run`).
+//
+// Outputs sized by the data (NonZero, NonMaxSuppression, Unique, Compress with a run-time
+// condition) are allocated at their upper bound (the signature's output shapes); `run` writes
+// the actual sizes after the input symbols in `sym`, and the dims of those outputs are
+// polynomials over `sym` (`DynDim`), evaluated after the call: an output filled to its bound is
+// returned as is, one filled to at least half of it as a C-contiguous view of its first
+// elements (what Python's general path does), a smaller one as a copy (which frees the bound).
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -34,6 +41,16 @@ constexpr int kMaxIO = 64;
 constexpr int kMaxSym = 64;
 constexpr const char *kCapsule = "sofie_pycall.Plan";
 
+// one dim of an output sized by the data: sum of coef * prod(sym[idx]) over its terms
+struct Term {
+   std::int64_t coef = 0;
+   std::vector<int> idx;
+};
+struct DynDim {
+   int out = 0, dim = 0;
+   std::vector<Term> terms;
+};
+
 struct Signature {
    std::vector<int> in_ranks;
    std::vector<npy_intp> in_dims;  // the dims of all inputs, one after the other
@@ -50,6 +67,7 @@ struct Plan {
    std::vector<int> in_types, out_types;    // numpy type numbers
    std::vector<PyArray_Descr *> out_descr;  // owned references
    std::vector<Signature> sigs;
+   std::vector<DynDim> dyn;   // dims of outputs sized by the data, in output order
    std::size_t last = 0;      // the signature of the previous call, tried first
    PyObject *error = nullptr; // SofieError (owned)
    char err[1024] = "";
@@ -94,6 +112,74 @@ inline const Signature *find(Plan *p, PyObject *const *arrays)
    return nullptr;
 }
 
+// The outputs sized by the data cut to the sizes `run` wrote in `sym` (see the top of this file).
+inline bool trim(const Plan *p, const Signature *s, const std::int64_t *sym, PyObject *result)
+{
+   const npy_intp *bound = s->out_dims.data();
+   std::size_t k = 0;
+   for (int j = 0; j < p->n_out; ++j) {
+      const int r = s->out_ranks[j];
+      if (k == p->dyn.size() || p->dyn[k].out != j) {
+         bound += r;
+         continue;
+      }
+      npy_intp dims[NPY_MAXDIMS];
+      std::memcpy(dims, bound, r * sizeof(npy_intp));
+      bool same = true;
+      for (; k < p->dyn.size() && p->dyn[k].out == j; ++k) {
+         if (p->dyn[k].dim >= r) {
+            PyErr_Format(PyExc_ValueError, "sofie_pycall: output %d has no dimension %d", j, p->dyn[k].dim);
+            return false;
+         }
+         std::int64_t v = 0;
+         for (const Term &t : p->dyn[k].terms) {
+            std::int64_t m = t.coef;
+            for (int i : t.idx)
+               m *= sym[i];
+            v += m;
+         }
+         if (v < 0 || v > bound[p->dyn[k].dim]) {
+            PyErr_Format(p->error, "inference failed: output %d has %lld elements along dimension %d, more than "
+                         "its bound %lld", j, static_cast<long long>(v), p->dyn[k].dim,
+                         static_cast<long long>(bound[p->dyn[k].dim]));
+            return false;
+         }
+         same = same && v == bound[p->dyn[k].dim];
+         dims[p->dyn[k].dim] = static_cast<npy_intp>(v);
+      }
+      bound += r;
+      if (same)
+         continue;
+      auto *full = reinterpret_cast<PyArrayObject *>(PyList_GET_ITEM(result, j));
+      const npy_intp n = PyArray_MultiplyList(dims, r);
+      PyArray_Descr *descr = p->out_descr[j];
+      PyObject *cut;
+      Py_INCREF(descr);  // both constructors steal it
+      if (2 * n >= PyArray_SIZE(full)) {
+         cut = PyArray_NewFromDescr(&PyArray_Type, descr, r, dims, nullptr, PyArray_DATA(full),
+                                    NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_WRITEABLE, nullptr);
+         if (cut) {
+            Py_INCREF(full);
+            if (PyArray_SetBaseObject(reinterpret_cast<PyArrayObject *>(cut), reinterpret_cast<PyObject *>(full))
+                < 0) {
+               Py_DECREF(cut);
+               return false;
+            }
+         }
+      } else {
+         cut = PyArray_Empty(r, dims, descr, 0);
+         if (cut && n)
+            std::memcpy(PyArray_DATA(reinterpret_cast<PyArrayObject *>(cut)), PyArray_DATA(full),
+                        static_cast<std::size_t>(n) * PyArray_ITEMSIZE(full));
+      }
+      if (!cut)
+         return false;
+      PyList_SET_ITEM(result, j, cut);  // does not release the item it replaces:
+      Py_DECREF(full);                  // the view holds its own reference
+   }
+   return true;
+}
+
 // quick(arrays: tuple, out: list | tuple | None) -> list of outputs, or None (take the general path)
 inline PyObject *quick(PyObject *cap, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -114,10 +200,12 @@ inline PyObject *quick(PyObject *cap, PyObject *const *args, Py_ssize_t nargs)
    const Signature *s = find(p, arrays);
    if (!s)
       Py_RETURN_NONE;
-   std::int64_t sym[kMaxSym + 1];
+   std::int64_t sym[2 * kMaxSym + 1] = {};
    std::memcpy(sym, s->sym.data(), s->sym.size() * sizeof(std::int64_t));
    void *outp[kMaxIO];
    PyObject *out = args[1];
+   if (out != Py_None && !p->dyn.empty())
+      Py_RETURN_NONE;  // out= is refused for such models, by Python
    PyObject *result = PyList_New(p->n_out);
    if (!result)
       return nullptr;
@@ -181,6 +269,10 @@ inline PyObject *quick(PyObject *cap, PyObject *const *args, Py_ssize_t nargs)
    if (rc) {
       Py_DECREF(result);
       PyErr_Format(p->error, "inference failed: %s", msg);
+      return nullptr;
+   }
+   if (!p->dyn.empty() && !trim(p, s, sym, result)) {
+      Py_DECREF(result);
       return nullptr;
    }
    return result;
@@ -252,18 +344,66 @@ inline int locked_run(void *plan, std::int64_t *sym, const void *const *in, void
    return p->run(p->session, sym, in, out, err, errlen);
 }
 
-// new_plan(run address, session address, input type numbers, output type numbers, error type)
+// The dims of outputs sized by the data: a tuple of (output, dim, terms), terms a tuple of
+// (coef, *symbol indices), in output order; indices below n_sym_all.
+inline bool read_dyn(PyObject *dyn, int n_out, int n_sym_all, std::vector<DynDim> &to)
+{
+   if (!PyTuple_Check(dyn))
+      return false;
+   for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(dyn); ++k) {
+      PyObject *e = PyTuple_GET_ITEM(dyn, k);
+      if (!PyTuple_Check(e) || PyTuple_GET_SIZE(e) != 3 || !PyTuple_Check(PyTuple_GET_ITEM(e, 2)))
+         return false;
+      DynDim d;
+      d.out = static_cast<int>(PyLong_AsLong(PyTuple_GET_ITEM(e, 0)));
+      d.dim = static_cast<int>(PyLong_AsLong(PyTuple_GET_ITEM(e, 1)));
+      if (PyErr_Occurred() || d.out < 0 || d.out >= n_out || d.dim < 0 || d.dim >= NPY_MAXDIMS
+          || (!to.empty() && to.back().out > d.out))
+         return false;
+      PyObject *terms = PyTuple_GET_ITEM(e, 2);
+      for (Py_ssize_t t = 0; t < PyTuple_GET_SIZE(terms); ++t) {
+         PyObject *term = PyTuple_GET_ITEM(terms, t);
+         if (!PyTuple_Check(term) || PyTuple_GET_SIZE(term) < 1)
+            return false;
+         Term m;
+         m.coef = PyLong_AsLongLong(PyTuple_GET_ITEM(term, 0));
+         for (Py_ssize_t i = 1; i < PyTuple_GET_SIZE(term); ++i) {
+            const long v = PyLong_AsLong(PyTuple_GET_ITEM(term, i));
+            if (v < 0 || v >= n_sym_all)
+               return false;
+            m.idx.push_back(static_cast<int>(v));
+         }
+         if (PyErr_Occurred())
+            return false;
+         d.terms.push_back(std::move(m));
+      }
+      to.push_back(std::move(d));
+   }
+   return true;
+}
+
+// new_plan(run address, session address, input type numbers, output type numbers, error type,
+//          number of input and data-dependent symbols, dims of outputs sized by the data)
 //   -> (capsule, plan address)
 inline PyObject *new_plan(PyObject *, PyObject *const *args, Py_ssize_t nargs)
 {
-   if (nargs != 5 || !PyTuple_Check(args[2]) || !PyTuple_Check(args[3]) || PyTuple_GET_SIZE(args[2]) > kMaxIO
+   if (nargs != 7 || !PyTuple_Check(args[2]) || !PyTuple_Check(args[3]) || PyTuple_GET_SIZE(args[2]) > kMaxIO
        || PyTuple_GET_SIZE(args[3]) > kMaxIO) {
       PyErr_SetString(PyExc_ValueError, "sofie_pycall.new_plan: bad arguments");
+      return nullptr;
+   }
+   const long n_sym_all = PyLong_AsLong(args[5]);
+   std::vector<DynDim> dyn;
+   if (n_sym_all < 0 || n_sym_all > 2 * kMaxSym
+       || !read_dyn(args[6], static_cast<int>(PyTuple_GET_SIZE(args[3])), static_cast<int>(n_sym_all), dyn)) {
+      if (!PyErr_Occurred())
+         PyErr_SetString(PyExc_ValueError, "sofie_pycall.new_plan: bad symbol count or output dims");
       return nullptr;
    }
    auto *p = new (std::nothrow) Plan;
    if (!p)
       return PyErr_NoMemory();
+   p->dyn = std::move(dyn);
    p->run = reinterpret_cast<run_fn>(PyLong_AsVoidPtr(args[0]));
    p->session = PyLong_AsVoidPtr(args[1]);
    p->n_in = static_cast<int>(PyTuple_GET_SIZE(args[2]));

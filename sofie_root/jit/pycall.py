@@ -4,10 +4,11 @@
 cppyy call, ``np.empty``, attribute look-ups for the checks). :func:`make_plan` gives a model
 builtin functions written against the CPython and numpy C APIs (``pycall.hxx``): ``quick(arrays,
 out)`` checks the inputs (exact numpy arrays, dtype, C-contiguous and aligned), finds their shapes
-among the signatures Python has checked (``add``), allocates or checks the outputs and calls
-``run`` with the GIL released; it returns None for anything else, and ``Model.infer`` then takes
-its general path. ``locked_run`` is ``run`` under the same per-model mutex, for that general path
-(called through ctypes).
+among the signatures Python has checked (``add``), allocates or checks the outputs, calls ``run``
+with the GIL released and cuts the outputs whose size depends on the data (NonZero,
+NonMaxSuppression, Unique, ...) to the sizes ``run`` reports; it returns None for anything else,
+and ``Model.infer`` then takes its general path. ``locked_run`` is ``run`` under the same
+per-model mutex, for that general path (called through ctypes).
 
 The builtins are made with ``PyCFunction_NewEx`` from the addresses cling gives, so a call
 costs what a call of a C extension function costs. This needs the CPython headers (``Python.h``
@@ -32,6 +33,8 @@ log = logging.getLogger("sofie_root")
 
 SOURCE_PATH = Path(__file__).resolve().parent / "pycall.hxx"
 _METH_FASTCALL = 0x0080
+#: data-dependent symbols a plan handles (pycall.hxx: kMaxSym); more: the general path
+MAX_DATA_SYMBOLS = 64
 _lock = threading.Lock()
 _api: _Api | None = None
 _failed = False
@@ -109,15 +112,21 @@ def _load() -> _Api | None:
         return _api
 
 
-def make_plan(run_addr: int, session: int, in_types: list[int], out_types: list[int]) -> Plan | None:
+def make_plan(run_addr: int, session: int, in_types: list[int], out_types: list[int], n_sym_all: int = 0,
+              dyn: tuple = ()) -> Plan | None:
     """The quick caller of the model whose ``run`` is at ``run_addr`` with Session ``session``;
-    ``in_types``/``out_types`` are numpy type numbers (``np.dtype(...).num``). None when the
-    C API path is not available (see the module docstring)."""
+    ``in_types``/``out_types`` are numpy type numbers (``np.dtype(...).num``). Outputs sized by
+    the data: ``n_sym_all`` is the number of input and data-dependent symbols (the length of
+    ``sym`` that ``run`` fills) and ``dyn`` the dims of those outputs, ``(output, dim, terms)``
+    in output order, each term ``(coef, *symbol indices)``: the dim is ``sum(coef * prod(sym[i]))``
+    once ``run`` has written the actual sizes. None when the C API path is not available (see the
+    module docstring)."""
     from ..errors import SofieError
 
     api = _load()
     if api is None:
         return None
-    capsule, target = api.new_plan(run_addr, session, tuple(in_types), tuple(out_types), SofieError)
+    capsule, target = api.new_plan(run_addr, session, tuple(in_types), tuple(out_types), SofieError, n_sym_all,
+                                   tuple(dyn))
     make = {name: _new_cfunction(ctypes.byref(api.defs[name]), capsule, None) for name in ("quick", "add", "clear")}
     return Plan(make["quick"], make["add"], make["clear"], cling._RUN(api.locked_run_addr), target, capsule)

@@ -271,3 +271,106 @@ def test_threads_mixing_the_quick_and_the_general_path(quick_way) -> None:
     for t in threads:
         t.join()
     assert not errors, errors[0]
+
+
+def _data_sized_model():
+    """x [N, 4], c [N] -> NonZero(x > 0) [2, nz], Compress(x, c) [nc, 4], Unique(x) (values,
+    inverse, counts: [u], [4N], [u]) and Relu(x) [N, 4]: outputs sized by the data next to a fixed one."""
+    return make_model([helper.make_node("Greater", ["x", "zero"], ["g"]), helper.make_node("NonZero", ["g"], ["nz"]),
+                       helper.make_node("Compress", ["x", "c"], ["cx"], axis=0),
+                       helper.make_node("Unique", ["x"], ["u", "", "inv", "cnt"], sorted=1),
+                       helper.make_node("Relu", ["x"], ["r"])],
+                      [value_info("x", F, ("N", 4)), value_info("c", np.bool_, ("N",))],
+                      [value_info("nz", np.int64, None), value_info("cx", F, None), value_info("u", F, None),
+                       value_info("inv", np.int64, None), value_info("cnt", np.int64, None),
+                       value_info("r", F, None)],
+                      {"zero": np.array(0, F)}, opset=13)
+
+
+def test_outputs_sized_by_the_data(quick_way) -> None:
+    """NonZero, Compress and Unique outputs are allocated at their bound and cut to what the run
+    found, on the quick path as on the general one: every fill (full, more or less than half the
+    bound, empty), fresh C-contiguous arrays each call, out= refused."""
+    proto = _data_sized_model()
+    m = sofie_root.compile(proto)
+    assert (m._pyplan is not None) == (quick_way == "pycall")
+    kept = []
+    for n in (3, 1, 3, 8, 3):
+        for frac in (1.0, 0.75, 0.2, 0.0):  # share of positive x and of true c
+            x = np.where(RNG.random((n, 4)) < frac, RNG.integers(1, 4, (n, 4)), -RNG.integers(0, 3, (n, 4))).astype(F)
+            c = RNG.random(n) < frac
+            for _ in range(3):  # the first call of a signature takes the general path, the next ones the quick one
+                got = m.infer(x, c)
+                want = run_ort(proto, x, c)
+                for g, w in zip(got, want):
+                    assert g.shape == w.shape and g.dtype == w.dtype and g.flags.c_contiguous and g.flags.writeable
+                    np.testing.assert_array_equal(g, w)
+                kept.append((got, [w.copy() for w in want]))
+        if quick_way == "pycall":  # the calls above did take the quick builtin
+            assert ((n, 4), (n,)) in m._signatures and m._quick((x, c), None) is not None
+    for got, want in kept:  # no call wrote into the arrays of another
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+    with pytest.raises(sofie_root.InputError, match="sized by the data"):
+        m.infer(x, c, out=[np.empty(w.shape, w.dtype) for w in want])
+    single = m(x[:1].copy(), c[:1].copy())
+    assert isinstance(single, list) and len(single) == 6
+
+
+def test_run_time_k_reuses_its_variant_with_or_without_conversions() -> None:
+    """TopK with k a graph input (a model specialised per value of k): a call whose k is an exact
+    int64 array finds its variant without conversions; other dtypes, byte orders and views are
+    converted first and reach the same variant; both agree with onnxruntime."""
+    proto = make_model([helper.make_node("TopK", ["x", "k"], ["v", "i"])],
+                       [value_info("x", F, ("N", 16)), value_info("k", np.int64, (1,))],
+                       [value_info("v", F, None), value_info("i", np.int64, None)])
+    m = sofie_root.compile(proto)
+    x = RNG.standard_normal((3, 16)).astype(F)
+    for k in (5, 3, 5, 16, 3):
+        for kk in (np.array([k]), np.array([k], np.int32), np.array([k], ">i8"), np.array([k, 0])[:1],
+                   [k], np.array([k])):
+            for _ in range(2):
+                got = m.infer(x, kk)
+                want = run_ort(proto, x, np.array([k]))
+                for g, w in zip(got, want):
+                    assert g.shape == w.shape and g.dtype == w.dtype
+                    np.testing.assert_array_equal(g, w)
+    assert len(m._variants) == 3 and m._key_plan is not None, "one variant per value of k, whatever its array"
+    v = np.empty((3, 5), F)
+    i = np.empty((3, 5), np.int64)
+    assert m.infer(x, np.array([5]), out=[v, i])[0] is v and np.array_equal(i, run_ort(proto, x, np.array([5]))[1])
+    with pytest.raises(sofie_root.InputError, match=r"'x' expects shape \[N, 16\]"):
+        m.infer(x[:, :8].copy(), np.array([5]))
+    with pytest.raises(sofie_root.InputError, match="takes 2 input"):
+        m.infer(x)
+
+
+def test_threads_on_outputs_sized_by_the_data(quick_way) -> None:
+    """Quick (float32) and general (float64, cast first) calls of a model with outputs sized by
+    the data, from several threads: each call gets its own sizes and arrays."""
+    proto = _data_sized_model()
+    m = sofie_root.compile(proto)
+    cases = []
+    for n, frac in ((1, 1.0), (4, 0.6), (4, 0.1), (9, 0.0)):
+        x = np.where(RNG.random((n, 4)) < frac, RNG.integers(1, 4, (n, 4)), -RNG.integers(0, 3, (n, 4))).astype(F)
+        c = RNG.random(n) < frac
+        cases.append((x, c, run_ort(proto, x, c)))
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        try:
+            for _ in range(30):
+                for x, c, want in cases:
+                    got = m.infer(x if k % 2 else x.astype(np.float64), c)
+                    for g, w in zip(got, want):
+                        assert g.shape == w.shape
+                        np.testing.assert_array_equal(g, w)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
