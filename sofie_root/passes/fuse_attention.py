@@ -82,7 +82,9 @@ def fuse_attention(graph: Graph) -> Graph:
             continue
         x, p = sm.inputs[0], sm.outputs[0]
         xi = graph.tensors[x]
-        if xi.rank != 4 or xi.dtype.name != "float32" or not private(x, uses) or not private(p, uses):
+        # a graph output counts as a use: P private but read by no node is the graph's output
+        if xi.rank != 4 or xi.dtype.name != "float32" or not private(x, uses) or not private(p, uses) \
+                or len(cons.get(p, [])) != 1:
             continue
         pv = cons[p][0]
         if not plain(pv, "MatMul") or pv.inputs[0] != p or pv.inputs[1] == p:

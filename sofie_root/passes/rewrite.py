@@ -22,7 +22,8 @@ def use_counts(graph: Graph) -> dict[str, int]:
 
 
 def private(name: str, uses: Mapping[str, int]) -> bool:
-    """True if ``name`` is read by exactly one node and is not a graph output."""
+    """True if ``name`` has exactly one use: one node reads it and it is not a graph output, or
+    it is a graph output no node reads (callers looking for the reading node check that it exists)."""
     return uses.get(name, 0) == 1
 
 

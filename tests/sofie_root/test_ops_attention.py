@@ -364,6 +364,20 @@ def test_fused_attention_not_when_an_intermediate_is_read_elsewhere() -> None:
     assert "FusedAttention" not in {n.op_type for n in sofie_root.compile(model).graph.nodes}
 
 
+def test_fused_attention_pass_leaves_softmax_outputs_alone() -> None:
+    """A rank-4 Softmax whose output is the graph's output (read by no node: one "use", the
+    output) or that feeds no MatMul is not an attention block: it compiles and matches
+    onnxruntime (the pass once looked up a reader that does not exist and failed to compile it)."""
+    for tail in ([], [helper.make_node("Relu", ["p"], ["y"])]):
+        nodes = [helper.make_node("Softmax", ["x"], ["p"], axis=-1), *tail]
+        out = "y" if tail else "p"
+        model = make_model(nodes, [value_info("x", F, ["N", 4, 6, 10])], [value_info(out, F, None)], opset=17)
+        compiled = sofie_root.compile(model)
+        assert "FusedAttention" not in {n.op_type for n in compiled.graph.nodes}
+        assert_matches_ort(model, RNG.standard_normal((2, 4, 6, 10)).astype(F), compiled=compiled,
+                           rtol=1e-5, atol=1e-6)
+
+
 def test_fused_attention_reads_a_packed_projection_in_place() -> None:
     """qkv(x).view(b, t, 3, h, d).permute(2, 0, 3, 1, 4), q/k/v by Slice + Squeeze, the output
     transposed back to [B, S, H, D]: the node reads the projection and writes the transposed Y
