@@ -19,6 +19,7 @@ and ``SOFIE_ROOT_MAX_RUN_BYTES`` (read when sofie_root is imported; plain byte c
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterable, Mapping
 
 from .errors import ResourceLimitError, SofieError
@@ -48,6 +49,16 @@ _LIMITS = {"compile_bytes": _from_env("SOFIE_ROOT_MAX_COMPILE_BYTES", DEFAULT_CO
            "run_bytes": _from_env("SOFIE_ROOT_MAX_RUN_BYTES", DEFAULT_RUN_BYTES)}
 
 
+#: bound methods to call when the run-time limit changes (models forget the call sizes they checked)
+_ON_RUN_LIMIT_CHANGE: list[weakref.WeakMethod] = []
+
+
+def on_run_limit_change(method) -> None:
+    """Call ``method()`` (a bound method, held weakly) whenever ``set_limits`` changes run_bytes."""
+    _ON_RUN_LIMIT_CHANGE[:] = [m for m in _ON_RUN_LIMIT_CHANGE if m() is not None]
+    _ON_RUN_LIMIT_CHANGE.append(weakref.WeakMethod(method))
+
+
 def get_limits() -> dict[str, int]:
     """The current limits: ``{"compile_bytes": ..., "run_bytes": ...}``."""
     return dict(_LIMITS)
@@ -65,6 +76,11 @@ def set_limits(*, compile_bytes: int | None = None, run_bytes: int | None = None
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < _HARD_CAP:
             raise SofieError(f"set_limits: {key} must be an int between 1 and 2^62, got {value!r}")
         _LIMITS[key] = value
+    if run_bytes is not None and run_bytes != old["run_bytes"]:
+        for ref in list(_ON_RUN_LIMIT_CHANGE):
+            method = ref()
+            if method is not None:
+                method()
     return old
 
 

@@ -273,6 +273,8 @@ class Model:
         # dtypes, half-precision I/O, outputs sized by the data without the builtin)
         quick = (self._pyplan is not None or (self._fast is not None and not data_syms)) and simple_io
         self._signatures: dict[tuple, tuple | None] | None = {} if quick else None
+        # a remembered signature skips the run-time limit: forget them all when the limit changes
+        limits.on_run_limit_change(self._forget_checked_sizes)
         self._in_dtypes = tuple(info.dtype.numpy for info in self._in_infos)
         self._n_in = len(self._in_infos)
 
@@ -293,6 +295,8 @@ class Model:
                      for k, b in self._generated.data_symbols.items()})
         out_shapes = [tuple(d if type(d) is int else (syms[d] if type(d) is str else d.evaluate(syms))
                             for d in shape) for shape, _ in self._out_plans]
+        # the quick path skips the run-time limit: a call above it is never remembered (it raises)
+        self._check_run_bytes(syms)
         if any(0 in s for s in shapes) or any(0 in s for s in out_shapes):
             plan = None
         else:
@@ -313,8 +317,16 @@ class Model:
     def _try_signature(self, shapes: tuple) -> tuple | None:
         try:
             return self._signature(shapes)
-        except InputError:  # the general path explains what is wrong
+        except (InputError, ResourceLimitError):  # the general path explains what is wrong
             return None
+
+    def _forget_checked_sizes(self) -> None:
+        """The run-time limit changed: sizes checked against the old one are checked again."""
+        self._checked_syms = None
+        if self._signatures:
+            self._signatures.clear()
+        if self._pyplan is not None:
+            self._pyplan.clear()
 
     def _quick_outputs(self, specs: tuple, out: Sequence[np.ndarray], inputs: Sequence[np.ndarray]) -> list:
         """Check preallocated outputs against the output specs of a call; the list to write into."""

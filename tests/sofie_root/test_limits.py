@@ -122,6 +122,34 @@ def test_run_limit_names_the_call_and_can_be_raised(limits) -> None:
     np.testing.assert_array_equal(m(np.ones((65, 4), np.float32)), np.ones((65, 4096), np.float32))
 
 
+def test_run_limit_holds_on_repeated_calls_and_after_it_changes(limits) -> None:
+    # the quick path remembers the checks of an input shape: a shape refused once stays refused,
+    # and lowering the limit reaches shapes already remembered (one input and two inputs)
+    for two in (False, True):
+        nodes = [helper.make_node("Tile", ["x", "r"], ["t"])]
+        inputs = [value_info("x", np.float32, ["N", 4])]
+        if two:
+            nodes.append(helper.make_node("Add", ["t", "z"], ["y"]))
+            inputs.append(value_info("z", np.float32, [1]))
+        model = make_model(nodes, inputs, [value_info("y" if two else "t", np.float32, None)], {"r": np.array([1, 1024])})
+        m = sofie_root.compile(model)
+        extra = [np.zeros(1, np.float32)] if two else []
+        x, big = np.ones((64, 4), np.float32), np.ones((65, 4), np.float32)
+        per_64 = (2 if two else 1) << 20  # the output, and the Tile's intermediate before the Add
+        sofie_root.set_limits(run_bytes=per_64)
+        for _ in range(3):
+            with pytest.raises(ResourceLimitError, match="N=65"):
+                m.infer(big, *extra)
+        for _ in range(3):
+            assert m.infer(x, *extra)[0].shape == (64, 4096)
+        sofie_root.set_limits(run_bytes=per_64 // 2)
+        for _ in range(3):
+            with pytest.raises(ResourceLimitError, match="N=64"):
+                m.infer(x, *extra)
+        sofie_root.set_limits(run_bytes=1 << 30)
+        assert m.infer(big, *extra)[0].shape == (65, 4096)
+
+
 def test_set_limits_checks_its_arguments(limits) -> None:
     for bad in (0, -1, 1.5, "1G", True, 1 << 63):
         with pytest.raises(SofieError, match="set_limits"):
