@@ -131,7 +131,10 @@ def convert_model(model: onnx.ModelProto, label: str,
             raise ShapeInferenceError(f"{label}: graph output {name!r} is {kind}; sequences and optionals are "
                                       "supported inside the graph only (return a tensor, e.g. "
                                       "ConcatFromSequence or SequenceAt of the sequence)")
-    io_types = {n: conv.half[n] for n in [*graph.inputs, *graph.outputs] if n in conv.half}
+    # only tensors computed in float32 stand for float16/bfloat16 ones: IsNaN's bool, ArgMax's
+    # int64 or Shape's output of a half tensor keep their own type
+    io_types = {n: conv.half[n] for n in [*graph.inputs, *graph.outputs]
+                if n in conv.half and graph.info(n).dtype.name == "float32"}
     if io_types:
         metadata[IO_TYPES_KEY] = json.dumps(io_types, sort_keys=True)
     graph.metadata.update(metadata)

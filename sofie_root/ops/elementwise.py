@@ -167,7 +167,7 @@ _unary("HardSwish", FLOATS,
        lambda x, dt, v: f"{x} * {_clamp01(f'{_lit(1 / 6, dt)} * {x} + {_lit(0.5, dt)}', dt)}")
 _unary("Swish", FLOATS,
        lambda x, dt, v: f"{x} / ({_lit(1, dt)} + sofie_rt::vm::exp(-{_lit(v.attr('alpha', 1.0), dt)} * {x}))")
-_unary("IsNaN", FLOATS, lambda x, dt, v: f"std::isnan({x})", out_dtype=BOOL)
+_unary("IsNaN", FLOATS, lambda x, dt, v: f"({x} != {x})", out_dtype=BOOL)
 _unary("IsInf", FLOATS,
        lambda x, dt, v: (f"(std::isinf({x}) && ({x} > 0 ? {int(v.attr('detect_positive', 1))} : "
                          f"{int(v.attr('detect_negative', 1))}))"), out_dtype=BOOL)

@@ -41,3 +41,21 @@ def test_half_chain_matches_the_reference(kind):
         # inputs, which can move a float16 rounding by one unit (6 in 100000 values measured)
         np.testing.assert_allclose(got.astype(np.float32), ref.astype(np.float32), rtol=2.0**-10, atol=2e-3)
         assert (got != ref).any(axis=1).sum() <= 1  # one softmax value one unit off moves one row
+
+
+@pytest.mark.parametrize("op, out_type", [("IsNaN", TensorProto.BOOL), ("IsInf", TensorProto.BOOL),
+                                          ("ArgMax", TensorProto.INT64), ("Shape", TensorProto.INT64)])
+def test_non_float_outputs_of_half_tensors_keep_their_type(op, out_type) -> None:
+    # a bool or int64 output computed from a float16 tensor is not a float16 output: it came back
+    # as float16 ones and zeros before (a NaN test read as 1.0)
+    import onnxruntime as ort
+
+    node = helper.make_node(op, ["x"], ["y"])
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", 5])],
+                          [helper.make_tensor_value_info("y", out_type, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    x = np.array([[np.nan, 1, -np.inf, 0, np.inf], [2, -3, 0.5, 7, -1]], np.float16)
+    got = sofie_root.compile(model)(x)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
