@@ -271,6 +271,26 @@ SOFIE_RT_VM_INLINE float expm1(float x)
 }
 SOFIE_RT_VM_INLINE double expm1(double x) { return std::expm1(x); }
 
+// ln(1 + f) + e ln2 for f = m - 1, m in [sqrt(1/2), sqrt(2)): the Cephes polynomial, ln2 split as
+// in exp. A template so that vm::log and the row kernels' 8-lane log8 are one polynomial (T is
+// float or an 8-float vector; T{} + c is a constant of either).
+template <class T>
+SOFIE_RT_VM_INLINE T log_reduced(T f, T e)
+{
+   const T z = f * f;
+   T p = T{} + 7.0376836292E-2f;
+   p = p * f - 1.1514610310E-1f;
+   p = p * f + 1.1676998740E-1f;
+   p = p * f - 1.2420140846E-1f;
+   p = p * f + 1.4249322787E-1f;
+   p = p * f - 1.6668057665E-1f;
+   p = p * f + 2.0000714765E-1f;
+   p = p * f - 2.4999993993E-1f;
+   p = p * f + 3.3333331174E-1f;
+   const T y = f * z * p - e * 2.12194440e-4f - 0.5f * z;
+   return (f + y) + e * 0.693359375f;
+}
+
 // ln x = k ln2 + ln m with m in [sqrt(1/2), sqrt(2)) read from the bits (subnormals are scaled
 // by 2^23 first), ln(1 + f) by the Cephes polynomial, ln2 split as in exp. The special cases are
 // read from the scaled value: under denormals-are-zero the scaling gives 0, so a subnormal x is
@@ -284,18 +304,7 @@ SOFIE_RT_VM_INLINE float log(float x)
    const float m = from_bits(bits(xs) - (ix & 0xFF800000u));
    const float e = float(k) - (sub ? 23.0f : 0.0f);
    const float f = m - 1.0f;
-   const float z = f * f;
-   float p = 7.0376836292E-2f;
-   p = p * f - 1.1514610310E-1f;
-   p = p * f + 1.1676998740E-1f;
-   p = p * f - 1.2420140846E-1f;
-   p = p * f + 1.4249322787E-1f;
-   p = p * f - 1.6668057665E-1f;
-   p = p * f + 2.0000714765E-1f;
-   p = p * f - 2.4999993993E-1f;
-   p = p * f + 3.3333331174E-1f;
-   float y = f * z * p - e * 2.12194440e-4f - 0.5f * z;
-   y = (f + y) + e * 0.693359375f;
+   const float y = log_reduced(f, e);
    const float special = xs == 0.0f ? -kInf : (xs == kInf ? xs : std::numeric_limits<float>::quiet_NaN());
    const float r = (xs > 0.0f && xs < kInf) ? y : special;
    return x != x ? x : r;
@@ -1148,7 +1157,7 @@ SOFIE_RT_VM_INLINE f8 exp8_nonpos(f8 x)
    return p * (f8)((u8)t << 23);
 }
 
-// vm::log on 8 lanes: the same reduction, polynomial and special cases, step for step.
+// vm::log on 8 lanes: the same reduction, polynomial (vm::log_reduced) and special cases.
 SOFIE_RT_VM_INLINE f8 log8(f8 x)
 {
    const f8 inf = splat(std::numeric_limits<float>::infinity());
@@ -1159,18 +1168,7 @@ SOFIE_RT_VM_INLINE f8 log8(f8 x)
    const f8 m = (f8)((i8)xs - (ix & std::int32_t(0xFF800000u)));
    const f8 e = __builtin_convertvector(k, f8) - (sub ? splat(23.0f) : splat(0.0f));
    const f8 f = m - 1.0f;
-   const f8 z = f * f;
-   f8 p = splat(7.0376836292E-2f);
-   p = p * f - 1.1514610310E-1f;
-   p = p * f + 1.1676998740E-1f;
-   p = p * f - 1.2420140846E-1f;
-   p = p * f + 1.4249322787E-1f;
-   p = p * f - 1.6668057665E-1f;
-   p = p * f + 2.0000714765E-1f;
-   p = p * f - 2.4999993993E-1f;
-   p = p * f + 3.3333331174E-1f;
-   f8 y = f * z * p - e * 2.12194440e-4f - 0.5f * z;
-   y = (f + y) + e * 0.693359375f;
+   const f8 y = vm::log_reduced(f, e);
    const f8 special = xs == 0.0f ? -inf : (xs == inf ? xs : splat(std::numeric_limits<float>::quiet_NaN()));
    const f8 r = ((xs > 0.0f) & (xs < inf)) ? y : special;
    return x != x ? x : r;
