@@ -33,6 +33,20 @@ if TYPE_CHECKING:
 FLOATS = ("float32", "float64")
 
 
+def _mask_fields(e, a: str, mask: str, mask_shape, is_bool: bool) -> str:
+    """The kernel's mask fields: the mask broadcast to [B, H, Sq, St] from its own shape (a
+    stride of 0 along a dimension of 1)."""
+    shape = [1] * (4 - len(mask_shape)) + list(mask_shape)
+    strides = []
+    acc = shape[3]
+    for ax in (2, 1, 0):
+        strides.insert(0, 0 if isinstance(shape[ax], int) and shape[ax] == 1 else acc)
+        acc = acc * shape[ax]
+    return (f"{a}.mask = {mask}; {a}.mask_bool = {'true' if is_bool else 'false'}; "
+            f"{a}.mb = {e.dim(strides[0])}; {a}.mh = {e.dim(strides[1])}; {a}.mi = {e.dim(strides[2])}; "
+            f"{a}.mlen = {e.dim(shape[3])};")
+
+
 def attention_scratch(sq, total, d, dv):
     """Elements of ``AttentionArgs::scores`` that ``sofie_rt::attention`` needs (one batch and head
     at a time). The float kernel: Q scaled [Sq, D], K scaled and transposed [D, St8], the scores and
@@ -173,15 +187,7 @@ class Attention(Operator):
         lines.append(f"{a}.nonpad = {e.inp(6) if v.has_input(6) else 'nullptr'};")
         if v.has_input(3):
             m = v.input(3)
-            shape = [1] * (4 - m.rank) + list(m.shape)
-            strides = []
-            acc = shape[3]
-            for ax in (2, 1, 0):
-                strides.insert(0, 0 if isinstance(shape[ax], int) and shape[ax] == 1 else acc)
-                acc = acc * shape[ax]
-            lines.append(f"{a}.mask = {e.inp(3)}; {a}.mask_bool = {'true' if m.dtype == BOOL else 'false'};")
-            lines.append(f"{a}.mb = {e.dim(strides[0])}; {a}.mh = {e.dim(strides[1])}; {a}.mi = {e.dim(strides[2])}; "
-                         f"{a}.mlen = {e.dim(shape[3])};")
+            lines.append(_mask_fields(e, a, e.inp(3), m.shape, m.dtype == BOOL))
         if self._has_out(v, 3):
             lines.append(f"{a}.qk_mode = {int(v.attr('qk_matmul_output_mode', 0))}; {a}.qk = {e.out(3)};")
         lines.append(f"{a}.scores = {e.ws(0)};")
@@ -460,16 +466,7 @@ class FusedAttention(Operator):
         lines.append(f"{a}.causal = false; {a}.left = -1; {a}.right = -1; {a}.nonpad = nullptr;")
         lines.append(f"{a}.softmax_plain = true;")
         if v.has_input(3):
-            m = v.input(3)
-            shape = [1] * (4 - m.rank) + list(m.shape)
-            strides = []
-            acc = shape[3]
-            for ax in (2, 1, 0):
-                strides.insert(0, 0 if isinstance(shape[ax], int) and shape[ax] == 1 else acc)
-                acc = acc * shape[ax]
-            lines.append(f"{a}.mask = {e.inp(3)}; {a}.mask_bool = false;")
-            lines.append(f"{a}.mb = {e.dim(strides[0])}; {a}.mh = {e.dim(strides[1])}; {a}.mi = {e.dim(strides[2])}; "
-                         f"{a}.mlen = {e.dim(shape[3])};")
+            lines.append(_mask_fields(e, a, e.inp(3), v.input(3).shape, False))
         lines.append(f"{a}.scores = {e.ws(0)};")
         lines.append(f"sofie_rt::attention<{dt.cpp}>({a});")
         return "\n".join(lines)
