@@ -2077,6 +2077,11 @@ inline void reduce_inner<float>(const float *x, float *out, std::int64_t outer, 
 // x [64, 64] 95 against 70-84 GFLOP/s (docs/performance.md, "Convolutions and dense layers").
 // One row (batch 1) stays a BLAS gemv (2-3x faster than one row of tiles: 2 accumulators), and a
 // B above 128 KiB a BLAS sgemm per block of 256 rows (see gemm_bias).
+// LEAD NOTE (delete this comment block, do not commit it): this machine is AMD EPYC Zen 2 (znver2), NOT Zen 4:
+// AVX2+FMA only, NO AVX-512, 16 ymm registers (so a register tile has at most ~12-13 accumulators), 2x256-bit
+// FMA pipes; VDIVPS ymm ~10 cycles latency, one per ~3.5-5 cycles. Also: main has 9b2b194 (Buffer::reserve's
+// check inlined; before it ~1 JIT copy in 4 of a small model ran ~45 ns slower by placement): `git merge main`
+// before timing batch-1 cases. Untracked LEAD_NOTE*_READ_ME.md files in your worktree say the same.
 namespace dense {
 
 #if defined(__clang__)
@@ -2090,9 +2095,28 @@ namespace dense {
 #ifdef SOFIE_RT_ROWS_VEC
 using rows::f8;
 
+// one step k of a tile: acc[r] += A[r, k] * B[k, :]
+template <int MR, int NV>
+SOFIE_RT_VM_INLINE void tile_step(f8 (&acc)[MR][NV], const float *A, std::int64_t lda, const float *Bk, std::int64_t k)
+{
+   f8 b[NV];
+   SOFIE_RT_UNROLL
+   for (int v = 0; v < NV; ++v)
+      b[v] = rows::load(Bk + 8 * v);
+   SOFIE_RT_UNROLL
+   for (int r = 0; r < MR; ++r) {
+      const f8 a = rows::splat(A[r * lda + k]);
+      SOFIE_RT_UNROLL
+      for (int v = 0; v < NV; ++v)
+         acc[r][v] += a * b[v];
+   }
+}
+
 // MR rows x NV vectors of 8 columns; the last vector of a Tail tile has nt (< 8) valid columns,
-// and B then comes from a zero-padded copy of the last columns
-template <int MR, int NV, bool Tail>
+// and B then comes from a zero-padded copy of the last columns. U > 1 (packed panels, ldb = 16):
+// K unrolled U times, B addressed by constant offsets (for B read in place, a runtime ldb, the
+// unrolled loop ran out of registers: 2x slower)
+template <int MR, int NV, bool Tail, int U = 1>
 SOFIE_RT_VM_INLINE void tile(std::int64_t K, const float *A, std::int64_t lda, const float *B, std::int64_t ldb,
                              const float *bias, float *C, std::int64_t ldc, std::int64_t nt)
 {
@@ -2105,19 +2129,14 @@ SOFIE_RT_VM_INLINE void tile(std::int64_t K, const float *A, std::int64_t lda, c
       for (int r = 0; r < MR; ++r)
          acc[r][v] = b0;
    }
-   for (std::int64_t k = 0; k < K; ++k) {
-      f8 b[NV];
-      SOFIE_RT_UNROLL
-      for (int v = 0; v < NV; ++v)
-         b[v] = rows::load(B + k * ldb + 8 * v);
-      SOFIE_RT_UNROLL
-      for (int r = 0; r < MR; ++r) {
-         const f8 a = rows::splat(A[r * lda + k]);
+   std::int64_t k = 0;
+   if (U > 1)
+      for (; k + U <= K; k += U)
          SOFIE_RT_UNROLL
-         for (int v = 0; v < NV; ++v)
-            acc[r][v] += a * b[v];
-      }
-   }
+         for (int u = 0; u < U; ++u)
+            tile_step<MR, NV>(acc, A, lda, B + (k + u) * 16, k + u);
+   for (; k < K; ++k)
+      tile_step<MR, NV>(acc, A, lda, B + k * ldb, k);
    SOFIE_RT_UNROLL
    for (int r = 0; r < MR; ++r)
       SOFIE_RT_UNROLL
@@ -2130,23 +2149,33 @@ SOFIE_RT_VM_INLINE void tile(std::int64_t K, const float *A, std::int64_t lda, c
 }
 
 // MR rows, columns [j0, j1); `tail` is B's last N % 16 columns zero-padded to 16 ([K, 16]), read
-// by the one partial tile at the matrix's right edge (16 columns whose second vector is partial)
-template <int MR>
+// by the one partial tile at the matrix's right edge (16 columns whose second vector is partial).
+// PACKED: B is pack_panels' layout (16 columns of all K rows contiguous, zero-padded; ldb and
+// tail unused), so a tile reads one aligned 64-byte line per k instead of a row segment that
+// straddles two lines when N * 4 is not a multiple of 64
+template <int MR, bool PACKED = false>
 inline void row_tiles(std::int64_t K, std::int64_t j0, std::int64_t j1, const float *A, std::int64_t lda,
                       const float *B, std::int64_t ldb, const float *tail, const float *bias, float *C, std::int64_t ldc)
 {
    std::int64_t j = j0;
    for (; j + 16 <= j1; j += 16)
-      tile<MR, 2, false>(K, A, lda, B + j, ldb, bias ? bias + j : nullptr, C + j, ldc, 8);
+      tile<MR, 2, false, PACKED ? 4 : 1>(K, A, lda, PACKED ? B + j * K : B + j, PACKED ? 16 : ldb, bias ? bias + j : nullptr, C + j,
+                         ldc, 8);
    const std::int64_t nt = j1 - j;
+   if (PACKED) {
+      tail = B + j * K;
+   }
    if (nt > 8)
-      tile<MR, 2, true>(K, A, lda, tail, 16, bias ? bias + j : nullptr, C + j, ldc, nt - 8);
-   else if (nt == 8)
+      tile<MR, 2, true, PACKED ? 4 : 1>(K, A, lda, tail, 16, bias ? bias + j : nullptr, C + j, ldc, nt - 8);
+   else if (nt == 8 && !PACKED)
       tile<MR, 1, false>(K, A, lda, B + j, ldb, bias ? bias + j : nullptr, C + j, ldc, 8);
+   else if (nt == 8)
+      tile<MR, 1, false, 4>(K, A, lda, tail, 16, bias ? bias + j : nullptr, C + j, ldc, 8);
    else if (nt > 0)
       tile<MR, 1, true>(K, A, lda, tail, 16, bias ? bias + j : nullptr, C + j, ldc, nt);
 }
 
+template <bool PACKED = false>
 inline void block(std::int64_t M, std::int64_t j0, std::int64_t j1, std::int64_t K, const float *A, std::int64_t lda,
                   const float *B, std::int64_t ldb, const float *tail, const float *bias, float *C, std::int64_t ldc)
 {
@@ -2156,25 +2185,64 @@ inline void block(std::int64_t M, std::int64_t j0, std::int64_t j1, std::int64_t
    const std::int64_t rem = M % 6, full = M - rem - (M > 6 && rem && rem < 3 ? 6 : 0);
    std::int64_t i = 0;
    for (; i < full; i += 6)
-      row_tiles<6>(K, j0, j1, A + i * lda, lda, B, ldb, tail, bias, C + i * ldc, ldc);
+      row_tiles<6, PACKED>(K, j0, j1, A + i * lda, lda, B, ldb, tail, bias, C + i * ldc, ldc);
    A += i * lda;
    C += i * ldc;
    switch (M - i) {
    case 8:
-      row_tiles<4>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc);
-      row_tiles<4>(K, j0, j1, A + 4 * lda, lda, B, ldb, tail, bias, C + 4 * ldc, ldc);
+      row_tiles<4, PACKED>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc);
+      row_tiles<4, PACKED>(K, j0, j1, A + 4 * lda, lda, B, ldb, tail, bias, C + 4 * ldc, ldc);
       break;
    case 7:
-      row_tiles<4>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc);
-      row_tiles<3>(K, j0, j1, A + 4 * lda, lda, B, ldb, tail, bias, C + 4 * ldc, ldc);
+      row_tiles<4, PACKED>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc);
+      row_tiles<3, PACKED>(K, j0, j1, A + 4 * lda, lda, B, ldb, tail, bias, C + 4 * ldc, ldc);
       break;
-   case 5: row_tiles<5>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc); break;
-   case 4: row_tiles<4>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc); break;
-   case 3: row_tiles<3>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc); break;
-   case 2: row_tiles<2>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc); break;
-   case 1: row_tiles<1>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc); break;
+   case 5: row_tiles<5, PACKED>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc); break;
+   case 4: row_tiles<4, PACKED>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc); break;
+   case 3: row_tiles<3, PACKED>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc); break;
+   case 2: row_tiles<2, PACKED>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc); break;
+   case 1: row_tiles<1, PACKED>(K, j0, j1, A, lda, B, ldb, tail, bias, C, ldc); break;
    default: break;
    }
+}
+#endif
+
+#ifdef SOFIE_RT_ROWS_VEC
+// B of more than 32768 floats with K up to DENSE_PACK_MAX_K and at least DENSE_PACK_MIN_ROWS rows
+// runs the tiles on B packed per call (see gemm_bias); larger K stays on BLAS sgemm
+constexpr std::int64_t DENSE_PACK_MAX_K = 512;
+constexpr std::int64_t DENSE_PACK_MIN_ROWS = 32;
+
+// B[K, N] copied into panels of 16 columns, panel p = columns [16p, 16p + 16) of every row, [K, 16]
+// contiguous, the last panel zero-padded; into a buffer of the calling thread (kept and grown, so
+// that a 300 x 300 weight is not a fresh mmap and 90 page faults per call), 64-byte aligned
+inline float *pack_panels(std::int64_t K, std::int64_t N, const float *B, std::int64_t ldb)
+{
+   static thread_local std::vector<float> buf;
+   const std::int64_t np = (N + 15) / 16;
+   const std::size_t need = std::size_t(np * 16 * K + 16);
+   if (buf.size() < need)
+      buf.resize(need);
+   float *P = buf.data();
+   P += (16 - (reinterpret_cast<std::uintptr_t>(P) / sizeof(float)) % 16) % 16;
+   const std::int64_t nfull = N / 16;
+   // B read row by row (sequential), each row scattered over the panels
+   for (std::int64_t k = 0; k < K; ++k) {
+      const float *src = B + k * ldb;
+      float *dst = P + k * 16;
+      for (std::int64_t p = 0; p < nfull; ++p) {
+         rows::store(dst + p * 16 * K, rows::load(src + p * 16));
+         rows::store(dst + p * 16 * K + 8, rows::load(src + p * 16 + 8));
+      }
+   }
+   if (N % 16) {
+      float *dst = P + nfull * 16 * K;
+      const std::int64_t j = nfull * 16;
+      for (std::int64_t k = 0; k < K; ++k)
+         for (std::int64_t l = 0; l < 16; ++l)
+            dst[k * 16 + l] = j + l < N ? B[k * ldb + j + l] : 0.0f;
+   }
+   return P;
 }
 #endif
 
@@ -2182,6 +2250,22 @@ inline void block(std::int64_t M, std::int64_t j0, std::int64_t j1, std::int64_t
 struct no_epilogue {
    void operator()(std::int64_t, std::int64_t) const {}
 };
+
+#ifdef SOFIE_RT_ROWS_VEC
+// C = A B + bias with B in pack_panels' layout P, then epi per block of rows (see gemm_bias): the
+// row tiles of a block (about 16 KiB of C) each sweep all the panels, A's 6 rows staying in L1
+template <class Epi>
+inline void panel_blocks(std::int64_t M, std::int64_t N, std::int64_t K, const float *A, std::int64_t lda,
+                         const float *P, const float *bias, float *C, std::int64_t ldc, Epi &epi)
+{
+   const std::int64_t mb = std::max<std::int64_t>(6, std::min<std::int64_t>(48, 4096 / N) / 6 * 6);
+   for (std::int64_t i = 0; i < M; i += mb) {
+      const std::int64_t rows = std::min<std::int64_t>(mb, M - i);
+      block<true>(rows, 0, N, K, A + i * lda, lda, P, 16, nullptr, bias, C + i * ldc, ldc);
+      epi(i, rows);
+   }
+}
+#endif
 
 // C = A B + bias as above; then epi(r0, rows) is called for each block of rows [r0, r0 + rows)
 // right after the block is written, while it is in L1 or L2 (a fused activation runs there: at
@@ -2225,6 +2309,12 @@ inline void gemm_bias(std::int64_t M, std::int64_t N, std::int64_t K, const T *A
             }
             return;
          }
+         // A larger B is packed into 16-column panels (per call: 4-6 us for 300 x 300, about 1% of
+         // the product at 256 rows) and each tile's 6 rows of A sweep the panels from L2
+         if (K <= DENSE_PACK_MAX_K && M >= DENSE_PACK_MIN_ROWS) {
+            panel_blocks(M, N, K, A, lda, pack_panels(K, N, B, ldb), bias, C, ldc, epi);
+            return;
+         }
          // blocks of 256 rows: each block's bias and epilogue while it is in L2
          for (std::int64_t i = 0; i < M; i += 256) {
             const std::int64_t rows = std::min<std::int64_t>(256, M - i);
@@ -2245,6 +2335,25 @@ inline void gemm_bias(std::int64_t M, std::int64_t N, std::int64_t K, const T *A
          for (std::int64_t j = 0; j < N; ++j)
             C[i * ldc + j] += bias[j];
    epi(std::int64_t(0), M);
+}
+
+// gemm_bias for a constant float B that the compiler also stored packed (P: pack_panels' layout
+// of B, made once by ops/linalg.py's panels() in the weight blob): from DENSE_PACK_MIN_ROWS rows
+// the tiles read P, fewer rows (batch 1's gemv) take gemm_bias on B
+template <class Epi = no_epilogue>
+inline void gemm_bias_panels(std::int64_t M, std::int64_t N, std::int64_t K, const float *A, std::int64_t lda,
+                             const float *B, std::int64_t ldb, const float *P, const float *bias, float *C,
+                             std::int64_t ldc, Epi epi = Epi())
+{
+#ifdef SOFIE_RT_ROWS_VEC
+   if (M >= DENSE_PACK_MIN_ROWS && N > 1 && K > 0) {
+      panel_blocks(M, N, K, A, lda, P, bias, C, ldc, epi);
+      return;
+   }
+#else
+   (void)P;
+#endif
+   gemm_bias<float>(M, N, K, A, lda, B, ldb, bias, C, ldc, epi);
 }
 
 } // namespace dense

@@ -26,7 +26,7 @@ from ..ir.dtypes import DType, dtype_by_name
 from ..ir.graph import Node
 from .base import NodeView, Operator, OutInfo, lookup, register
 from .elementwise import INTERLEAVE, Cast, Clip, Pow, Where, _Binary, _cast_expr, _lit, _Unary, _Variadic, interleaved
-from .linalg import dense_call
+from .linalg import dense_call, panels_input
 
 #: activation attributes of FusedGemm/FusedConv are stored as ``act_<name>``
 ACT_PREFIX = "act_"
@@ -390,7 +390,8 @@ class FusedMatMul(_FusedProduct):
         if dt.cpp == "float":
             # the runtime kernel adds the bias in its accumulators and calls the activation per block
             return dense_call(e, dt, rows, n, k, e.inp(0), e.inp(1), e.inp(2) if has_bias else None, y,
-                              (lambda z: dense_epilogue_expr(act, attrs, z, dt, v.label)) if act else None)
+                              (lambda z: dense_epilogue_expr(act, attrs, z, dt, v.label)) if act else None,
+                              panels_input(v, e))
         r0, rb = e.tmp("r0"), e.tmp("rb")
         one, zero = e.lit(1, dt), e.lit(0, dt)
         return (f"for (std::int64_t {r0} = 0; {r0} < {e.dim(rows)}; {r0} += {ROW_BLOCK}) {{\n"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 from ..ir.dims import Dim, DimLike, broadcast_shapes, numel
 from ..ir.dtypes import FLOAT64, DType
 from .base import NodeView, Operator, OutInfo, register
@@ -16,22 +18,48 @@ NUMERIC = FLOATS + ("int32", "int64", "uint32", "uint64")
 #: weights of at most this many floats run in the runtime's register-blocked kernel; larger
 #: ones in BLAS (``sofie_rt::dense::gemm_bias`` has the same limit, K * N <= 32768)
 DENSE_MAX_WEIGHT = 32768
+#: node attribute set by ``passes.layout.pack_dense_weights``: the node's last input is its
+#: constant B also stored as ``panels(B)``, which the dense kernel reads from 32 rows on
+B_PANELS = "sofie_b_panels"
+#: a constant float weight [K, N] is also stored packed when K is at most PANELS_MAX_K
+#: (``DENSE_PACK_MAX_K`` in runtime.hxx: a tile's 6 rows of A then stay in L1) and N at least
+#: PANELS_MIN_N (narrower, the padded panel does 16 columns of work for N: [256, 64] x [64, 5]
+#: was 4% slower packed); measured in docs/performance.md, "Register-blocked dense layers"
+PANELS_MAX_K = 512
+PANELS_MIN_N = 16
+
+
+def panels(b: np.ndarray) -> np.ndarray:
+    """``b`` [K, N] in the layout of ``sofie_rt::dense::pack_panels``: panels of 16 columns, each
+    [K, 16] contiguous, the last one zero-padded; flat."""
+    k, n = b.shape
+    p = -(-n // 16)
+    padded = np.zeros((k, p * 16), dtype=b.dtype)
+    padded[:, :n] = b
+    return np.ascontiguousarray(padded.reshape(k, p, 16).transpose(1, 0, 2)).reshape(-1)
+
+
+def panels_input(v: NodeView, e) -> str | None:
+    """The C++ pointer of the node's packed B (its last input) when the layout pass added one."""
+    return e.inp(len(v.node.inputs) - 1) if v.attr(B_PANELS, 0) and len(v.node.inputs) > 2 else None
 
 
 def dense_call(e, dt: DType, rows: DimLike, n: DimLike, k: DimLike, a: str, b: str, bias: str | None, y: str,
-               act: Callable[[str], str] | None = None) -> str:
+               act: Callable[[str], str] | None = None, packed: str | None = None) -> str:
     """C++ of ``y[rows, n] = a[rows, k] @ b[k, n] (+ bias[n])``, then ``act`` on every element, by
     the runtime's register-blocked kernel (``sofie_rt::dense::gemm_bias``, float): the bias is
     loaded into the accumulators and the activation runs on each block of rows right after the
-    kernel wrote it (in L1), instead of an sgemm writing the output and passes reading it back."""
+    kernel wrote it (in L1), instead of an sgemm writing the output and passes reading it back.
+    ``packed``: B also in ``panels`` layout (``gemm_bias_panels``)."""
     cols = e.dim(n)
     args = (f"{e.dim(rows)}, {cols}, {e.dim(k)}, {a}, {e.dim(k)}, {b}, {cols}, "
-            f"{bias if bias else 'nullptr'}, {y}, {cols}")
+            + (f"{packed}, " if packed else "") + f"{bias if bias else 'nullptr'}, {y}, {cols}")
+    fn = "sofie_rt::dense::gemm_bias_panels" if packed else f"sofie_rt::dense::gemm_bias<{dt.cpp}>"
     if act is None:
-        return f"sofie_rt::dense::gemm_bias<{dt.cpp}>({args});"
+        return f"{fn}({args});"
     r0, rb, i, x = e.tmp("r0"), e.tmp("rb"), e.tmp("i"), e.tmp("x")
     # the block is contiguous (ldc = n): one flat loop, which the compiler vectorises
-    return (f"sofie_rt::dense::gemm_bias<{dt.cpp}>({args}, [=](std::int64_t {r0}, std::int64_t {rb}) {{\n"
+    return (f"{fn}({args}, [=](std::int64_t {r0}, std::int64_t {rb}) {{\n"
             f"   for (std::int64_t {i} = {r0} * {cols}; {i} < ({r0} + {rb}) * {cols}; ++{i}) "
             f"{{ const {dt.cpp} {x} = {y}[{i}]; {y}[{i}] = {act(x)}; }}\n}});")
 
@@ -79,11 +107,13 @@ class Gemm(Operator):
         c_shape = tuple(v.input(2).shape) if has_c else ()
         # a weight above DENSE_MAX_WEIGHT floats stays on the BLAS path below, whose bias and
         # activation are one pass per block (gemm_bias would give the same product in two passes)
-        small = not (isinstance(n, int) and isinstance(k, int) and n * k > DENSE_MAX_WEIGHT)
+        packed = panels_input(v, e)
+        small = packed is not None or not (isinstance(n, int) and isinstance(k, int) and n * k > DENSE_MAX_WEIGHT)
         if (dt.cpp == "float" and small and not v.attr("transA", 0) and not v.attr("transB", 0)
                 and float(v.attr("alpha", 1.0)) == 1.0
                 and (not has_c or (c_shape in ((n,), (1, n)) and n != 1 and float(beta_v) == 1.0))):
-            lines.append(dense_call(e, dt, m, n, k, e.inp(0), e.inp(1), e.inp(2) if has_c else None, e.out(), act))
+            lines.append(dense_call(e, dt, m, n, k, e.inp(0), e.inp(1), e.inp(2) if has_c else None, e.out(), act,
+                                    packed))
             return "\n".join(lines)
         if dt.is_float and (act is not None or has_c) and c_shape in ((), (1,), (1, 1), (n,), (1, n)):
             lines.append(self._blocked(v, e, m, n, k, dt, alpha, has_c and c_shape[-1:] == (n,) and n != 1,
@@ -183,7 +213,7 @@ class MatMul(Operator):
             # B shared by every batch entry: fold A's batch dimensions into M (one GEMM)
             rows = numel(a_batch) * m
             if dt.cpp == "float":
-                return dense_call(e, dt, rows, n, k, e.inp(0), e.inp(1), None, e.out())
+                return dense_call(e, dt, rows, n, k, e.inp(0), e.inp(1), None, e.out(), packed=panels_input(v, e))
             return (f"sofie_rt::gemm<{dt.cpp}>(false, false, {e.dim(rows)}, {e.dim(n)}, {e.dim(k)}, {one}, "
                     f"{e.inp(0)}, {e.dim(k)}, {e.inp(1)}, {e.dim(n)}, {zero}, {e.out()}, {e.dim(n)});")
         rank = len(batch)

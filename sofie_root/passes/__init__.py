@@ -11,7 +11,7 @@ from .dce import eliminate_dead_code
 from .fuse_activation import fuse_conv_activation, fuse_gemm_activation
 from .fuse_attention import fuse_attention
 from .fuse_elementwise import fuse_elementwise
-from .layout import pretranspose_gemm_weights
+from .layout import pack_dense_weights, pretranspose_gemm_weights
 from .sequences import resolve_sequences
 from .transpose import eliminate_transposes
 
@@ -26,17 +26,19 @@ PASSES = {
     "fuse_conv_activation": fuse_conv_activation,
     "fuse_elementwise": fuse_elementwise,
     "fuse_attention": fuse_attention,
+    "pack_dense_weights": pack_dense_weights,
 }
 
 #: passes whose fused nodes only the CPU code generator runs (the GPU backend skips them)
-CPU_ONLY = frozenset({"fuse_attention"})
+CPU_ONLY = frozenset({"fuse_attention", "pack_dense_weights"})
 
 # Sequence positions are constants once folded; BatchNorm folds before the activation fusions
 # look at what follows a product; weights are pre-transposed before FusedGemm hides the Gemm
-# from that pass; the attention block is matched on plain MatMul/Mul/Add nodes, before the other
+# from that pass; weights are packed for the dense kernel last, on the fused nodes; the attention block is matched on plain MatMul/Mul/Add nodes, before the other
 # fusions take them
 DEFAULT = ("fold_constants", "resolve_sequences", "eliminate_transposes", "fold_batchnorm", "dce", "gemm_pretranspose",
-           "fuse_attention", "fuse_gemm_activation", "fuse_conv_activation", "fuse_elementwise", "dce")
+           "fuse_attention", "fuse_gemm_activation", "fuse_conv_activation", "fuse_elementwise", "dce",
+           "pack_dense_weights")
 
 
 def run_passes(graph: Graph, names: Iterable[str] | None = None) -> Graph:

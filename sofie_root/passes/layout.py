@@ -10,6 +10,13 @@ time step) are stored as ``[dirs, H, gates*H]`` for the same reason, with the no
 ``ops.rnn.R_TRANSPOSED`` telling the operator; the input weights ``W`` likewise
 (``W_TRANSPOSED``; one GEMM over all time steps, [S*B, I] x [I, gates*H]). The transpositions happen once, here, at compile
 time.
+
+A constant float weight ``[K, N]`` of a dense product (K up to 512, N at least 16) is also stored
+in the runtime kernel's panel layout (``ops.linalg.panels``), as an extra last input flagged by
+``ops.linalg.B_PANELS`` (``pack_dense_weights``): from 32 rows the tiles read it, one aligned
+cache line per step with constant offsets, instead of B's rows in place (or, for a B above 128
+KiB, a copy packed on every call); the ``[K, N]`` original stays for fewer rows (batch 1's BLAS
+gemv). The weight's memory doubles for these layers.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..ir.graph import Graph, Node
+from ..ops.linalg import B_PANELS, PANELS_MAX_K, PANELS_MIN_N, panels
 from ..ops.rnn import R_TRANSPOSED, W_TRANSPOSED
 
 _RECURRENT = ("LSTM", "GRU", "RNN")
@@ -72,5 +80,63 @@ def pretranspose_gemm_weights(graph: Graph) -> Graph:
                 changed = True
         nodes.append(node)
     if not changed:
+        return graph
+    return graph.replace(nodes=nodes, initializers=inits, tensors=tensors)
+
+
+def _dense_weight(graph: Graph, node: Node) -> str:
+    """The constant float32 B [K, N] of a product the dense kernel runs with a packable weight
+    (conditions of ``Gemm.emit``'s and ``MatMul``'s ``dense_call`` paths), or ""."""
+    if node.attrs.get(B_PANELS, 0) or len(node.inputs) < 2:
+        return ""
+    if not ((node.domain == "" and node.op_type in ("Gemm", "MatMul"))
+            or (node.domain == "sofie" and node.op_type in ("FusedGemm", "FusedMatMul"))):
+        return ""
+    a, b = node.inputs[0], node.inputs[1]
+    w = graph.initializers.get(b)
+    if w is None or w.dtype != np.float32 or w.ndim != 2 or a not in graph.tensors:
+        return ""
+    k, n = w.shape
+    if not (0 < k <= PANELS_MAX_K and n >= PANELS_MIN_N):
+        return ""
+    if node.op_type in ("Gemm", "FusedGemm"):
+        at = node.attrs
+        if at.get("transA", 0) or at.get("transB", 0) or float(at.get("alpha", 1.0)) != 1.0:
+            return ""
+        if len(node.inputs) > 2 and node.inputs[2] and float(at.get("beta", 1.0)) != 0:
+            c = graph.tensors.get(node.inputs[2])
+            if c is None or tuple(c.shape) not in ((n,), (1, n)) or float(at.get("beta", 1.0)) != 1.0:
+                return ""
+    elif graph.tensors[a].rank < 2:
+        return ""
+    return b
+
+
+def pack_dense_weights(graph: Graph) -> Graph:
+    """Dense products with a large constant float weight get it a second time in panel layout,
+    as a new initializer appended to their inputs (index 3 for Gemm and FusedMatMul, whose input
+    2 is C or the bias, 2 for MatMul) and ``B_PANELS`` set. A weight shared by several nodes is
+    packed once."""
+    inits = dict(graph.initializers)
+    tensors = dict(graph.tensors)
+    packed: dict[str, str] = {}
+    nodes: list[Node] = []
+    for node in graph.nodes:
+        b = _dense_weight(graph, node)
+        if not b:
+            nodes.append(node)
+            continue
+        if b not in packed:
+            name = f"{b}__panels"
+            while name in tensors:
+                name += "_"
+            inits[name] = panels(inits[b])
+            tensors[name] = replace(tensors[b], name=name, shape=(int(inits[name].size),), value=None)
+            packed[b] = name
+        inputs = list(node.inputs)
+        if node.op_type != "MatMul":
+            inputs += [""] * (3 - len(inputs))
+        nodes.append(replace(node, inputs=inputs + [packed[b]], attrs={**node.attrs, B_PANELS: 1}))
+    if not packed:
         return graph
     return graph.replace(nodes=nodes, initializers=inits, tensors=tensors)

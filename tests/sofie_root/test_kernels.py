@@ -121,7 +121,8 @@ def test_matmul_vector_shapes(a_shape, b_shape) -> None:
 @pytest.mark.parametrize("k,n", [
     (5, 3), (8, 8), (7, 16), (13, 21), (32, 40), (64, 64), (3, 300),  # edge tiles: N % 16 in 0..15
     (300, 29), (129, 7),    # K > 128 with a right-edge tile (its padded copy of B on the heap)
-    (300, 200), (520, 72),  # K * N > 32768: BLAS per block of 256 rows, then bias and epilogue
+    (300, 200), (301, 300),  # K * N > 32768: packed panels (the layout pass's, from 32 rows)
+    (520, 72),  # K > 512: BLAS per block of 256 rows, then bias and epilogue
 ])
 @pytest.mark.parametrize("kind", ["matmul", "gemm_bias", "fused_gelu"])
 def test_dense_kernel_edges(k, n, kind) -> None:
@@ -139,10 +140,13 @@ def test_dense_kernel_edges(k, n, kind) -> None:
     model = make_model(nodes, [value_info("a", np.float32, shape)], [value_info("y", np.float32, None)], inits,
                        opset=20)
     m = sofie_root.compile(model)
-    # a Gemm with a weight above DENSE_MAX_WEIGHT floats keeps the BLAS path (one pass for bias and
-    # activation); MatMul/FusedMatMul reach gemm_bias's own BLAS branch for it
-    assert ("dense::gemm_bias" in m.source) == (kind != "gemm_bias" or k * n <= 32768)
-    for batch in (1, 2, 3, 4, 5, 6, 7, 11, 50, 101):
+    # a constant weight with K <= 512 and N >= 16 is also stored in panels (read from 32 rows on);
+    # a Gemm with a larger K and a weight above DENSE_MAX_WEIGHT floats keeps the BLAS path (one
+    # pass for bias and activation); MatMul/FusedMatMul reach gemm_bias's own BLAS branch for it
+    packed = k <= 512 and n >= 16
+    assert ("dense::gemm_bias_panels" in m.source) == packed
+    assert ("dense::gemm_bias" in m.source) == (kind != "gemm_bias" or k * n <= 32768 or packed)
+    for batch in (1, 2, 3, 4, 5, 6, 7, 11, 31, 32, 50, 101):
         a = _rand((batch, *shape[1:]))
         assert_matches_ort(model, a, compiled=m, rtol=2e-5, atol=2e-5 * np.sqrt(k))
 
