@@ -2130,11 +2130,13 @@ SOFIE_RT_VM_INLINE void tile(std::int64_t K, const float *A, std::int64_t lda, c
          acc[r][v] = b0;
    }
    std::int64_t k = 0;
-   if (U > 1)
-      for (; k + U <= K; k += U)
+   if (U > 1) {
+      for (; k + U <= K; k += U) {
          SOFIE_RT_UNROLL
          for (int u = 0; u < U; ++u)
             tile_step<MR, NV>(acc, A, lda, B + (k + u) * 16, k + u);
+      }
+   }
    for (; k < K; ++k)
       tile_step<MR, NV>(acc, A, lda, B + k * ldb, k);
    SOFIE_RT_UNROLL
@@ -2159,12 +2161,11 @@ inline void row_tiles(std::int64_t K, std::int64_t j0, std::int64_t j1, const fl
 {
    std::int64_t j = j0;
    for (; j + 16 <= j1; j += 16)
-      tile<MR, 2, false, PACKED ? 4 : 1>(K, A, lda, PACKED ? B + j * K : B + j, PACKED ? 16 : ldb, bias ? bias + j : nullptr, C + j,
-                         ldc, 8);
+      tile<MR, 2, false, PACKED ? 4 : 1>(K, A, lda, PACKED ? B + j * K : B + j, PACKED ? 16 : ldb,
+                                         bias ? bias + j : nullptr, C + j, ldc, 8);
    const std::int64_t nt = j1 - j;
-   if (PACKED) {
-      tail = B + j * K;
-   }
+   if (PACKED)
+      tail = B + j * K; // the last panel, zero-padded like the tail copy
    if (nt > 8)
       tile<MR, 2, true, PACKED ? 4 : 1>(K, A, lda, tail, 16, bias ? bias + j : nullptr, C + j, ldc, nt - 8);
    else if (nt == 8 && !PACKED)

@@ -14,7 +14,7 @@ from onnx import helper
 
 import sofie_root
 
-from .ort_check import assert_matches_ort, make_model, value_info
+from .ort_check import assert_matches_ort, make_model, run_ort, value_info
 
 RNG = np.random.default_rng(77)
 
@@ -320,3 +320,89 @@ def test_recurrent_W_graph_input_R_constant() -> None:
     for batch in (1, 2):
         assert_matches_ort(model, rng.standard_normal((5, batch, 3)).astype(np.float32), w, compiled=m,
                            rtol=1e-4, atol=1e-5)
+
+
+# -- dense layers on packed panels (passes.layout.pack_dense_weights, dense::gemm_bias_panels) ---
+
+def _panel_model(k: int, n: int, op: str, **attrs):
+    w = _rand((k, n))
+    if op == "Gemm":
+        node = helper.make_node("Gemm", ["a", "W", "C"], ["y"], **attrs)
+        inits, shape = {"W": w, "C": _rand((n,))}, ["N", k]
+    else:
+        node = helper.make_node("MatMul", ["a", "W"], ["y"])
+        inits, shape = {"W": w}, ["N", 2, k]
+    return make_model([node], [value_info("a", np.float32, shape)], [value_info("y", np.float32, None)], inits), inits
+
+
+@pytest.mark.parametrize("k", [1, 5, 17, 33, 300, 301])
+@pytest.mark.parametrize("n", [17, 33, 300, 301])
+@pytest.mark.parametrize("op", ["Gemm", "MatMul"])
+def test_dense_panels_odd_shapes_against_float64(k, n, op) -> None:
+    # every K and N not a multiple of the tile (1 x 16 columns, K unrolled 4x), M from 1 (gemv
+    # on the unpacked B) through 31 (in-place tiles) to 32, 33, 300, 301 (the panels), against
+    # numpy in float64: the error bound is a few ulp of the sum of |a| |w| per output
+    model, inits = _panel_model(k, n, op)
+    m = sofie_root.compile(model)
+    assert "dense::gemm_bias_panels" in m.source
+    (node,) = m.graph.nodes
+    assert node.attrs["sofie_b_panels"] == 1 and node.inputs[-1] == "W__panels"
+    w = inits["W"].astype(np.float64)
+    for rows in (1, 5, 31, 32, 33, 300, 301):
+        a = _rand((rows, k) if op == "Gemm" else (rows, 2, k))
+        got = m.infer(a)[0]
+        a64 = a.astype(np.float64)
+        ref = a64 @ w + (inits["C"].astype(np.float64) if op == "Gemm" else 0.0)
+        bound = 4 * np.finfo(np.float32).eps * (np.abs(a64) @ np.abs(w) + 1) * np.sqrt(k)
+        assert got.shape == ref.shape and (np.abs(got - ref) <= bound).all(), (rows, float(np.abs(got - ref).max()))
+
+
+@pytest.mark.parametrize("attrs", [{"transA": 1}, {"alpha": 0.5}, {"beta": 2.0}])
+def test_dense_panels_not_made_for_other_gemm_forms(attrs) -> None:
+    # transposed A, alpha != 1 or beta != 1 take the BLAS path: no packed copy is stored
+    k, n = 40, 48
+    w, c = _rand((k, n)), _rand((n,))
+    node = helper.make_node("Gemm", ["a", "W", "C"], ["y"], **attrs)
+    shape = [k, "N"] if attrs.get("transA") else ["N", k]
+    model = make_model([node], [value_info("a", np.float32, shape)], [value_info("y", np.float32, None)],
+                       {"W": w, "C": c})
+    m = sofie_root.compile(model)
+    assert "gemm_bias_panels" not in m.source and "W__panels" not in m.graph.initializers
+    for rows in (1, 40):
+        assert_matches_ort(model, _rand((k, rows) if attrs.get("transA") else (rows, k)), compiled=m, rtol=1e-4,
+                           atol=1e-4)
+
+
+def test_dense_panels_nan_inf_and_shared_weight() -> None:
+    # NaN and inf in A reach only their row (inf * a zero weight would be NaN: every product is
+    # computed); an inf in the weight spreads to its column; one weight read by two MatMuls is
+    # packed once; a fused bias + Relu epilogue runs on the panel path
+    k, n = 70, 40
+    w, b = _rand((k, n)), _rand((n,))
+    w[5, 7] = np.inf
+    nodes = [helper.make_node("MatMul", ["a", "W"], ["h"]), helper.make_node("Add", ["h", "b"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["y"]), helper.make_node("MatMul", ["a", "W"], ["z"])]
+    model = make_model(nodes, [value_info("a", np.float32, ["N", 3, k])],
+                       [value_info("y", np.float32, None), value_info("z", np.float32, None)], {"W": w, "b": b})
+    m = sofie_root.compile(model)
+    assert [i for i in m.graph.initializers if i.endswith("__panels")] == ["W__panels"]
+    assert m.source.count("gemm_bias_panels") == 2
+    a = np.abs(_rand((40, 3, k))) + 0.1
+    a[3, 1, 2] = np.nan
+    a[7, 0, 9] = -np.inf
+    y, z = m.infer(a)
+    ref_y, ref_z = run_ort(model, a)
+    for got, ref in ((y, ref_y), (z, ref_z)):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+        fin = np.isfinite(ref)
+        np.testing.assert_allclose(got[fin], ref[fin], rtol=1e-4, atol=1e-4)
+    assert np.isnan(z[3, 1]).all() and np.isinf(np.delete(z.reshape(-1, n), [3 * 3 + 1, 7 * 3], axis=0)[:, 7]).all()
+
+
+def test_dense_panels_skipped_by_the_gpu_pipeline_and_the_empty_pass_list() -> None:
+    from sofie_root.passes import CPU_ONLY, DEFAULT
+
+    assert "pack_dense_weights" in DEFAULT and "pack_dense_weights" in CPU_ONLY
+    model, _ = _panel_model(64, 64, "MatMul")
+    assert "gemm_bias_panels" not in sofie_root.compile(model, passes=[]).source
