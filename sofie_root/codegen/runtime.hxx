@@ -2075,8 +2075,12 @@ inline void reduce_inner<float>(const float *x, float *out, std::int64_t outer, 
 // the bias loaded into the accumulators and C written once. Under cling on the corpus's shapes
 // this is 1.1-1.5x OpenBLAS's sgemm (which also writes C then needs a bias pass), e.g. [12800, 64]
 // x [64, 64] 95 against 70-84 GFLOP/s (docs/performance.md, "Convolutions and dense layers").
-// One row (batch 1) stays a BLAS gemv (2-3x faster than one row of tiles: 2 accumulators), and a
-// B above 128 KiB a BLAS sgemm per block of 256 rows (see gemm_bias).
+// One row (batch 1) stays a BLAS gemv (2-3x faster than one row of tiles: 2 accumulators). A
+// constant weight is also stored in 16-column panels by the compiler (gemm_bias_panels, from 32
+// rows: one aligned line of B per step, K unrolled 4x); a non-constant B above 128 KiB is packed
+// per call, and with K > 512 goes to BLAS sgemm per block of 256 rows (see gemm_bias). This
+// machine has AVX2 without AVX-512 (16 vector registers): 6 x 16 (12 accumulators, 2 B vectors,
+// 1 broadcast) is the largest tile that fits.
 // LEAD NOTE (delete this comment block, do not commit it): this machine is AMD EPYC Zen 2 (znver2), NOT Zen 4:
 // AVX2+FMA only, NO AVX-512, 16 ymm registers (so a register tile has at most ~12-13 accumulators), 2x256-bit
 // FMA pipes; VDIVPS ymm ~10 cycles latency, one per ~3.5-5 cycles. Also: main has 9b2b194 (Buffer::reserve's
@@ -2297,10 +2301,9 @@ inline void gemm_bias(std::int64_t M, std::int64_t N, std::int64_t K, const T *A
                   tail[k * 16 + l] = j + l < N ? B[k * ldb + j + l] : 0.0f;
          }
          // B of at most 128 KiB stays in L1/L2 while the tiles sweep all its columns for a few rows
-         // at a time (blocks of about 16 KiB of C). A larger B (dense's 300 x 300) goes to BLAS,
-         // whose packed panels were 5% faster there than these tiles reading B in place (rows
-         // straddling cache lines); tried and not kept: blocks of 48 rows x 128 or 64 columns,
-         // and packing B per call into 16-column panels (docs/performance.md)
+         // at a time (blocks of about 16 KiB of C). A larger B (dense's 300 x 300) read in place
+         // was 5% slower than BLAS (rows straddling cache lines); packed into panels it is faster
+         // than BLAS (docs/performance.md)
          if (K * N <= 32768) {
             const std::int64_t mb = std::max<std::int64_t>(6, std::min<std::int64_t>(48, 4096 / N) / 6 * 6);
             for (std::int64_t i = 0; i < M; i += mb) {

@@ -105,8 +105,8 @@ class Gemm(Operator):
         lines = [] if k == k2 else [inner_check(e, k, k2)]
         has_c = v.has_input(2) and beta_v != 0
         c_shape = tuple(v.input(2).shape) if has_c else ()
-        # a weight above DENSE_MAX_WEIGHT floats stays on the BLAS path below, whose bias and
-        # activation are one pass per block (gemm_bias would give the same product in two passes)
+        # a weight above DENSE_MAX_WEIGHT floats stays on the BLAS path below (bias and activation
+        # one pass per block) unless the layout pass also stored it in panels (K <= 512)
         packed = panels_input(v, e)
         small = packed is not None or not (isinstance(n, int) and isinstance(k, int) and n * k > DENSE_MAX_WEIGHT)
         if (dt.cpp == "float" and small and not v.attr("transA", 0) and not v.attr("transB", 0)
