@@ -21,7 +21,8 @@ DENSE_MAX_WEIGHT = 32768
 #: node attribute set by ``passes.layout.pack_dense_weights``: the node's last input is its
 #: constant B also stored as ``panels(B)``, which the dense kernel reads from 32 rows on
 B_PANELS = "sofie_b_panels"
-#: a constant float weight [K, N] is also stored packed when K is at most PANELS_MAX_K
+#: a constant float weight [K, N] of more than DENSE_MAX_WEIGHT floats is also stored packed when K
+#: is at most PANELS_MAX_K
 #: (``DENSE_PACK_MAX_K`` in runtime.hxx: a tile's 6 rows of A then stay in L1) and N at least
 #: PANELS_MIN_N (narrower, the padded panel does 16 columns of work for N: [256, 64] x [64, 5]
 #: was 4% slower packed); measured in docs/performance.md, "Register-blocked dense layers"

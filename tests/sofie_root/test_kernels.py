@@ -140,10 +140,10 @@ def test_dense_kernel_edges(k, n, kind) -> None:
     model = make_model(nodes, [value_info("a", np.float32, shape)], [value_info("y", np.float32, None)], inits,
                        opset=20)
     m = sofie_root.compile(model)
-    # a constant weight with K <= 512 and N >= 16 is also stored in panels (read from 32 rows on);
+    # a constant weight above 32768 floats with K <= 512 is also stored in panels (from 32 rows on);
     # a Gemm with a larger K and a weight above DENSE_MAX_WEIGHT floats keeps the BLAS path (one
     # pass for bias and activation); MatMul/FusedMatMul reach gemm_bias's own BLAS branch for it
-    packed = k <= 512 and n >= 16
+    packed = k * n > 32768 and k <= 512 and n >= 16
     assert ("dense::gemm_bias_panels" in m.source) == packed
     assert ("dense::gemm_bias" in m.source) == (kind != "gemm_bias" or k * n <= 32768 or packed)
     for batch in (1, 2, 3, 4, 5, 6, 7, 11, 31, 32, 50, 101):
@@ -338,10 +338,14 @@ def _panel_model(k: int, n: int, op: str, **attrs):
 @pytest.mark.parametrize("k", [1, 5, 17, 33, 300, 301])
 @pytest.mark.parametrize("n", [17, 33, 300, 301])
 @pytest.mark.parametrize("op", ["Gemm", "MatMul"])
-def test_dense_panels_odd_shapes_against_float64(k, n, op) -> None:
+def test_dense_panels_odd_shapes_against_float64(k, n, op, monkeypatch) -> None:
     # every K and N not a multiple of the tile (1 x 16 columns, K unrolled 4x), M from 1 (gemv
     # on the unpacked B) through 31 (in-place tiles) to 32, 33, 300, 301 (the panels), against
-    # numpy in float64: the error bound is a few ulp of the sum of |a| |w| per output
+    # numpy in float64: the error bound is a few ulp of the sum of |a| |w| per output. The weight
+    # size limit of the packing pass is lowered so that small K and N reach the panels too
+    from sofie_root.passes import layout
+
+    monkeypatch.setattr(layout, "DENSE_MAX_WEIGHT", 0)
     model, inits = _panel_model(k, n, op)
     m = sofie_root.compile(model)
     assert "dense::gemm_bias_panels" in m.source
@@ -373,10 +377,13 @@ def test_dense_panels_not_made_for_other_gemm_forms(attrs) -> None:
                            atol=1e-4)
 
 
-def test_dense_panels_nan_inf_and_shared_weight() -> None:
+def test_dense_panels_nan_inf_and_shared_weight(monkeypatch) -> None:
     # NaN and inf in A reach only their row (inf * a zero weight would be NaN: every product is
     # computed); an inf in the weight spreads to its column; one weight read by two MatMuls is
-    # packed once; a fused bias + Relu epilogue runs on the panel path
+    # packed once; a fused bias + Relu epilogue runs on the panel path (the pass's size limit lowered)
+    from sofie_root.passes import layout
+
+    monkeypatch.setattr(layout, "DENSE_MAX_WEIGHT", 0)
     k, n = 70, 40
     w, b = _rand((k, n)), _rand((n,))
     w[5, 7] = np.inf
