@@ -2076,9 +2076,9 @@ inline void reduce_inner<float>(const float *x, float *out, std::int64_t outer, 
 // this is 1.1-1.5x OpenBLAS's sgemm (which also writes C then needs a bias pass), e.g. [12800, 64]
 // x [64, 64] 95 against 70-84 GFLOP/s (docs/performance.md, "Convolutions and dense layers").
 // One row (batch 1) stays a BLAS gemv (2-3x faster than one row of tiles: 2 accumulators). A
-// constant weight is also stored in 16-column panels by the compiler (gemm_bias_panels, from 32
-// rows: one aligned line of B per step, K unrolled 4x); a non-constant B above 128 KiB is packed
-// per call, and with K > 512 goes to BLAS sgemm per block of 256 rows (see gemm_bias). This
+// constant weight above 128 KiB with K <= 512 is also stored in 16-column panels by the compiler
+// (gemm_bias_panels, from 32 rows: one aligned line of B per step, K unrolled 4x); any other B
+// above 128 KiB goes to BLAS sgemm per block of 256 rows (see gemm_bias). This
 // machine has AVX2 without AVX-512 (16 vector registers): 6 x 16 (12 accumulators, 2 B vectors,
 // 1 broadcast) is the largest tile that fits.
 // LEAD NOTE (delete this comment block, do not commit it): this machine is AMD EPYC Zen 2 (znver2), NOT Zen 4:
@@ -2133,16 +2133,30 @@ SOFIE_RT_VM_INLINE void tile(std::int64_t K, const float *A, std::int64_t lda, c
       for (int r = 0; r < MR; ++r)
          acc[r][v] = b0;
    }
-   std::int64_t k = 0;
    if (U > 1) {
+      std::int64_t k = 0;
       for (; k + U <= K; k += U) {
          SOFIE_RT_UNROLL
          for (int u = 0; u < U; ++u)
             tile_step<MR, NV>(acc, A, lda, B + (k + u) * 16, k + u);
       }
+      for (; k < K; ++k)
+         tile_step<MR, NV>(acc, A, lda, B + k * 16, k);
+   } else {
+      for (std::int64_t k = 0; k < K; ++k) {
+         f8 b[NV];
+         SOFIE_RT_UNROLL
+         for (int v = 0; v < NV; ++v)
+            b[v] = rows::load(B + k * ldb + 8 * v);
+         SOFIE_RT_UNROLL
+         for (int r = 0; r < MR; ++r) {
+            const f8 a = rows::splat(A[r * lda + k]);
+            SOFIE_RT_UNROLL
+            for (int v = 0; v < NV; ++v)
+               acc[r][v] += a * b[v];
+         }
+      }
    }
-   for (; k < K; ++k)
-      tile_step<MR, NV>(acc, A, lda, B + k * ldb, k);
    SOFIE_RT_UNROLL
    for (int r = 0; r < MR; ++r)
       SOFIE_RT_UNROLL
@@ -2156,7 +2170,7 @@ SOFIE_RT_VM_INLINE void tile(std::int64_t K, const float *A, std::int64_t lda, c
 
 // MR rows, columns [j0, j1); `tail` is B's last N % 16 columns zero-padded to 16 ([K, 16]), read
 // by the one partial tile at the matrix's right edge (16 columns whose second vector is partial).
-// PACKED: B is pack_panels' layout (16 columns of all K rows contiguous, zero-padded; ldb and
+// PACKED: B is panels() layout (16 columns of all K rows contiguous, zero-padded; ldb and
 // tail unused), so a tile reads one aligned 64-byte line per k instead of a row segment that
 // straddles two lines when N * 4 is not a multiple of 64
 template <int MR, bool PACKED = false>
@@ -2213,42 +2227,12 @@ inline void block(std::int64_t M, std::int64_t j0, std::int64_t j1, std::int64_t
 #endif
 
 #ifdef SOFIE_RT_ROWS_VEC
-// B of more than 32768 floats with K up to DENSE_PACK_MAX_K and at least DENSE_PACK_MIN_ROWS rows
-// runs the tiles on B packed per call (see gemm_bias); larger K stays on BLAS sgemm
+// the packed panels (gemm_bias_panels): B's layout is ops/linalg.py's panels() (16 columns of all
+// K rows contiguous, the last panel zero-padded), made for K up to DENSE_PACK_MAX_K (= linalg's
+// PANELS_MAX_K: a tile's 6 rows of A stay in L1) and read from DENSE_PACK_MIN_ROWS rows
 constexpr std::int64_t DENSE_PACK_MAX_K = 512;
 constexpr std::int64_t DENSE_PACK_MIN_ROWS = 32;
 
-// B[K, N] copied into panels of 16 columns, panel p = columns [16p, 16p + 16) of every row, [K, 16]
-// contiguous, the last panel zero-padded; into a buffer of the calling thread (kept and grown, so
-// that a 300 x 300 weight is not a fresh mmap and 90 page faults per call), 64-byte aligned
-inline float *pack_panels(std::int64_t K, std::int64_t N, const float *B, std::int64_t ldb)
-{
-   static thread_local std::vector<float> buf;
-   const std::int64_t np = (N + 15) / 16;
-   const std::size_t need = std::size_t(np * 16 * K + 16);
-   if (buf.size() < need)
-      buf.resize(need);
-   float *P = buf.data();
-   P += (16 - (reinterpret_cast<std::uintptr_t>(P) / sizeof(float)) % 16) % 16;
-   const std::int64_t nfull = N / 16;
-   // B read row by row (sequential), each row scattered over the panels
-   for (std::int64_t k = 0; k < K; ++k) {
-      const float *src = B + k * ldb;
-      float *dst = P + k * 16;
-      for (std::int64_t p = 0; p < nfull; ++p) {
-         rows::store(dst + p * 16 * K, rows::load(src + p * 16));
-         rows::store(dst + p * 16 * K + 8, rows::load(src + p * 16 + 8));
-      }
-   }
-   if (N % 16) {
-      float *dst = P + nfull * 16 * K;
-      const std::int64_t j = nfull * 16;
-      for (std::int64_t k = 0; k < K; ++k)
-         for (std::int64_t l = 0; l < 16; ++l)
-            dst[k * 16 + l] = j + l < N ? B[k * ldb + j + l] : 0.0f;
-   }
-   return P;
-}
 #endif
 
 // No epilogue (gemm_bias's default).
@@ -2257,7 +2241,7 @@ struct no_epilogue {
 };
 
 #ifdef SOFIE_RT_ROWS_VEC
-// C = A B + bias with B in pack_panels' layout P, then epi per block of rows (see gemm_bias): the
+// C = A B + bias with B in panels() layout P, then epi per block of rows (see gemm_bias): the
 // row tiles of a block (about 16 KiB of C) each sweep all the panels, A's 6 rows staying in L1
 template <class Epi>
 inline void panel_blocks(std::int64_t M, std::int64_t N, std::int64_t K, const float *A, std::int64_t lda,
@@ -2270,6 +2254,7 @@ inline void panel_blocks(std::int64_t M, std::int64_t N, std::int64_t K, const f
       epi(i, rows);
    }
 }
+
 #endif
 
 // C = A B + bias as above; then epi(r0, rows) is called for each block of rows [r0, r0 + rows)
@@ -2303,7 +2288,9 @@ inline void gemm_bias(std::int64_t M, std::int64_t N, std::int64_t K, const T *A
          // B of at most 128 KiB stays in L1/L2 while the tiles sweep all its columns for a few rows
          // at a time (blocks of about 16 KiB of C). A larger B (dense's 300 x 300) read in place
          // was 5% slower than BLAS (rows straddling cache lines); packed into panels it is faster
-         // than BLAS (docs/performance.md)
+         // than BLAS (docs/performance.md). Packing per call here (8-11 us for 300 x 300) was
+         // tried for a non-constant B and not kept: the branch in this inlined function made
+         // every dense layer slower, also at batch 1
          if (K * N <= 32768) {
             const std::int64_t mb = std::max<std::int64_t>(6, std::min<std::int64_t>(48, 4096 / N) / 6 * 6);
             for (std::int64_t i = 0; i < M; i += mb) {
@@ -2313,12 +2300,7 @@ inline void gemm_bias(std::int64_t M, std::int64_t N, std::int64_t K, const T *A
             }
             return;
          }
-         // A larger B is packed into 16-column panels (per call: 4-6 us for 300 x 300, about 1% of
-         // the product at 256 rows) and each tile's 6 rows of A sweep the panels from L2
-         if (K <= DENSE_PACK_MAX_K && M >= DENSE_PACK_MIN_ROWS) {
-            panel_blocks(M, N, K, A, lda, pack_panels(K, N, B, ldb), bias, C, ldc, epi);
-            return;
-         }
+         // (a constant B of this size comes packed: gemm_bias_panels)
          // blocks of 256 rows: each block's bias and epilogue while it is in L2
          for (std::int64_t i = 0; i < M; i += 256) {
             const std::int64_t rows = std::min<std::int64_t>(256, M - i);
@@ -2341,7 +2323,7 @@ inline void gemm_bias(std::int64_t M, std::int64_t N, std::int64_t K, const T *A
    epi(std::int64_t(0), M);
 }
 
-// gemm_bias for a constant float B that the compiler also stored packed (P: pack_panels' layout
+// gemm_bias for a constant float B that the compiler also stored packed (P: panels() layout
 // of B, made once by ops/linalg.py's panels() in the weight blob): from DENSE_PACK_MIN_ROWS rows
 // the tiles read P, fewer rows (batch 1's gemv) take gemm_bias on B
 template <class Epi = no_epilogue>

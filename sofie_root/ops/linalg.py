@@ -31,7 +31,7 @@ PANELS_MIN_N = 16
 
 
 def panels(b: np.ndarray) -> np.ndarray:
-    """``b`` [K, N] in the layout of ``sofie_rt::dense::pack_panels``: panels of 16 columns, each
+    """``b`` [K, N] in the layout ``sofie_rt::dense::gemm_bias_panels`` reads: panels of 16 columns, each
     [K, 16] contiguous, the last one zero-padded; flat."""
     k, n = b.shape
     p = -(-n // 16)
