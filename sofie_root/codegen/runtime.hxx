@@ -156,6 +156,11 @@ inline std::uint64_t fp_mode()
 // chain of them): the exp users evaluate their polynomials in Estrin's order where the accuracy
 // allows it, and NaN is carried through clamps written x < lo ? lo : x (one vmaxps, NaN for NaN)
 // rather than selected back at the end.
+// LEAD NOTE (delete this comment block, do not commit it): this machine is AMD EPYC Zen 2 (znver2), NOT Zen 4:
+// AVX2+FMA only, NO AVX-512, 16 ymm registers (so a register tile has at most ~12-13 accumulators), 2x256-bit
+// FMA pipes; VDIVPS ymm ~10 cycles latency, one per ~3.5-5 cycles. Also: main has 9b2b194 (Buffer::reserve's
+// check inlined; before it ~1 JIT copy in 4 of a small model ran ~45 ns slower by placement): `git merge main`
+// before timing batch-1 cases. Untracked LEAD_NOTE*_READ_ME.md files in your worktree say the same.
 namespace vm {
 
 // Forced inlining: a call left in a loop (cling's inliner gives up on the larger compositions,
@@ -321,32 +326,43 @@ SOFIE_RT_VM_INLINE float log1p(float x)
 }
 SOFIE_RT_VM_INLINE double log1p(double x) { return std::log1p(x); }
 
-// tanh: the rational minimax approximation of ONNX Runtime's MLAS and Eigen (odd degree 13 over
-// even degree 6) on x clamped to [-9, 9] (tanh(9) rounds to 1 in float): no exp, one division,
-// 3.1x faster per element than the exp form it replaces (0.56 against 1.7 ns under cling). Written
-// c * (p / q), not c * p / q, so that tiny and subnormal x keep their relative accuracy (c * p
-// would underflow first). Max error 4.7 ulp over every 1021st float32 pattern, 5.3 ulp over every
-// float in [1e-3, 9.5] (near |x| = 5-8.5, where the fit's absolute error of 2.4e-7 meets results
-// near 1; some x in (7.9, 9) give 1 + 2^-23), 1.2 ulp below |x| = 0.6. NaN stays NaN through the
-// clamp, -0 -> -0, tanh(+-inf) = +-1. Horner, not Estrin: an Estrin form was 3% faster but 0.2 ulp
-// less accurate and gave 1 - 2^-24 at the clamp (so 1 + tanh(-inf) was not 0, which Gelu's tanh
-// form needs to give NaN at -inf).
+// tanh(c) / c ~ P(z) / Q(z), z = c^2, for |c| <= 8.9: a [9/8] rational minimax fit (relative
+// error 3.8e-8 with these float32 coefficients, against 2.4e-7 for the odd-13/even-6 rational of
+// ONNX Runtime's MLAS and Eigen it replaces), Q monic so that its first step is an addition:
+// 1 multiplication, 7 FMAs and an addition where the MLAS form took 1 + 9 FMAs. These loops are
+// bound by the two FMA pipes (the division runs beside them), so the count is the speed: 0.30
+// against 0.36 ns per element under cling (benchmarks/math_ops.py, docs/performance.md). A template
+// so that vm::tanh and the 8-lane rows::tanh8 (fused 1x1 convolution, recurrent gates) are one
+// rational, bit for bit (T is float or the 8-float vector).
+template <class T>
+SOFIE_RT_VM_INLINE T tanh_clamped(T c)
+{
+   const T z = c * c;
+   T p = z * 1.717296988e-02f + 2.650154877e+01f;
+   p = p * z + 4.495033203e+03f;
+   p = p * z + 1.720687656e+05f;
+   p = p * z + 1.285916125e+06f;
+   T q = z + 4.225050659e+02f;
+   q = q * z + 3.327562891e+04f;
+   q = q * z + 6.007072500e+05f;
+   q = q * z + 1.285916125e+06f;
+   return c * (p / q);
+}
+
+// tanh: tanh_clamped on x clamped to [-8.9, 8.9] (beyond, tanh(x) rounds to 1 - 2^-24 or 1; the
+// rational gives exactly 1 at 8.9, so tanh(+-inf) = +-1 and 1 + tanh(-inf) = 0, which Gelu's
+// tanh form needs to give NaN at -inf). Written c * (p / q), not c * p / q, so that tiny and
+// subnormal x keep their relative accuracy (c * p would underflow first). Max error 5.1 ulp, near
+// |x| = 7-8.9 where results lie just below 1 and the roundings of p, q, p / q and c * (p / q) add
+// up (some x there give 1 + 2^-23, as with the MLAS rational, whose bound was 5.3); 1.5 ulp below
+// |x| = 0.6. The two clamps in sequence are one vmaxps and one vminps that keep NaN
+// (x < lo ? lo : x is NaN for NaN); the nested x < lo ? lo : (x > hi ? hi : x) compiled to a
+// compare, a vminps and a vblendvps (8% of tanh's time). -0 -> -0.
 SOFIE_RT_VM_INLINE float tanh(float x)
 {
-   const float c = x < -9.0f ? -9.0f : (x > 9.0f ? 9.0f : x);
-   const float z = c * c;
-   float p = -2.76076847742355e-16f;
-   p = p * z + 2.00018790482477e-13f;
-   p = p * z - 8.60467152213735e-11f;
-   p = p * z + 5.12229709037114e-08f;
-   p = p * z + 1.48572235717979e-05f;
-   p = p * z + 6.37261928875436e-04f;
-   p = p * z + 4.89352455891786e-03f;
-   float q = 1.19825839466702e-06f;
-   q = q * z + 1.18534705686654e-04f;
-   q = q * z + 2.26843463243900e-03f;
-   q = q * z + 4.89352518554385e-03f;
-   return c * (p / q);
+   float c = x < -8.9f ? -8.9f : x;
+   c = c > 8.9f ? 8.9f : c;
+   return vm::tanh_clamped(c);
 }
 SOFIE_RT_VM_INLINE double tanh(double x) { return std::tanh(x); }
 
@@ -759,7 +775,8 @@ inline float gate_tanh(float x)
 inline double gate_tanh(double x) { return std::tanh(x); }
 inline float gate_sigmoid(float x)
 {
-   const float c = x < -18.f ? -18.f : (x > 18.f ? 18.f : x);
+   float c = x < -18.f ? -18.f : x; // two clamps in sequence (vmaxps, vminps), as in vm::tanh
+   c = c > 18.f ? 18.f : c;
    const float x2 = c * c;
    float p = 4.37031012579801e-11f;
    p = p * x2 + 1.15627324459942e-07f;
@@ -772,8 +789,9 @@ inline float gate_sigmoid(float x)
    q = q * x2 + 1.70198817374094e-03f;
    q = q * x2 + 1.16817656904453e-01f;
    q = q * x2 + 9.93151921023180e-01f;
-   const float r = c * p / q + 0.5f;
-   return r < 0.f ? 0.f : (r > 1.f ? 1.f : r);
+   float r = c * p / q + 0.5f;
+   r = r < 0.f ? 0.f : r;
+   return r > 1.f ? 1.f : r;
 }
 inline double gate_sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
@@ -1110,25 +1128,14 @@ SOFIE_RT_VM_INLINE f8 even8(const float *p)
 #endif
 }
 
-// vm::tanh on 8 lanes: the same clamp and rational, step for step (the register-blocked 1x1
-// convolution applies it to its accumulators before the single store).
+// vm::tanh on 8 lanes: the same clamps and rational (vm::tanh_clamped), bit for bit (the
+// register-blocked 1x1 convolution applies it to its accumulators before the single store).
 SOFIE_RT_VM_INLINE f8 tanh8(f8 x)
 {
-   const f8 lo = splat(-9.0f), hi = splat(9.0f);
-   const f8 c = x < lo ? lo : (x > hi ? hi : x);
-   const f8 z = c * c;
-   f8 p = splat(-2.76076847742355e-16f);
-   p = p * z + 2.00018790482477e-13f;
-   p = p * z - 8.60467152213735e-11f;
-   p = p * z + 5.12229709037114e-08f;
-   p = p * z + 1.48572235717979e-05f;
-   p = p * z + 6.37261928875436e-04f;
-   p = p * z + 4.89352455891786e-03f;
-   f8 q = splat(1.19825839466702e-06f);
-   q = q * z + 1.18534705686654e-04f;
-   q = q * z + 2.26843463243900e-03f;
-   q = q * z + 4.89352518554385e-03f;
-   return c * (p / q);
+   const f8 lo = splat(-8.9f), hi = splat(8.9f);
+   f8 c = x < lo ? lo : x;
+   c = c > hi ? hi : c;
+   return vm::tanh_clamped(c);
 }
 
 // e^x for x <= 0 or NaN (softmax after subtracting the maximum), in 12 vector operations where
