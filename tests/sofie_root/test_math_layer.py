@@ -189,6 +189,20 @@ def test_tanh_dense_and_edges(cling_fns) -> None:
     assert np.float32(1) + edges[1] == 0
 
 
+def test_erf_dense_and_edges(cling_fns) -> None:
+    """erf over every 5th float of [1e-3, 4.5] and its negatives (both branches and the switch at
+    0.921875, the clamp at 3.93), and its exact values: +-1 at +-inf and beyond the clamp, -0 kept."""
+    lo, hi = np.float32(1e-3).view(np.int32), np.float32(4.5).view(np.int32)
+    x = np.arange(lo, hi, 5, dtype=np.int32).view(np.float32)
+    x = np.concatenate([x, -x])
+    e = ulp_errors(_call(cling_fns["erf"], x), reference("erf", x.astype(np.float64)))
+    assert e.max() <= BOUNDS["erf"], f"erf: {e.max():.2f} ulp at x={x[np.argmax(e)]!r}"
+    assert e[np.abs(x) >= 0.921875].max() <= 2.0
+    y = _call(cling_fns["erf"], np.float32([np.inf, -np.inf, 3.93, -4.0, 1e30, -0.0, 1e-45]))
+    assert y[:5].tolist() == [1.0, -1.0, 1.0, -1.0, 1.0]
+    assert np.signbit(y[5]) and y[5] == 0 and y[6] == np.float32(1e-45)
+
+
 def test_sigmoid_edges(cling_fns) -> None:
     """Exact 1 and 0 at the ends (0 from x = -88.38 down, where e^-x's scale factor is inf),
     0.5 at +-0, NaN kept, and relative accuracy of the tiny results above the subnormal range."""
