@@ -215,7 +215,7 @@ SOFIE_RT_VM_INLINE float exp_poly_estrin(float r)
 
 // e^r on the same interval to degree 5, 1 + (r + r^2 ((c2 + c3 r) + r^2 (c4 + c5 r))), fitted
 // (iteratively reweighted least squares) to the relative error of e^r: 1.1e-7 (0.9 ulp) with these
-// float32 coefficients. Two FMAs shorter than exp_poly_estrin; sigmoid uses it.
+// float32 coefficients. One FMA fewer than exp_poly_estrin; sigmoid and erfc_pos (gelu) use it.
 SOFIE_RT_VM_INLINE float exp_poly5_estrin(float r)
 {
    const float r2 = r * r;
@@ -255,7 +255,7 @@ SOFIE_RT_VM_INLINE double exp(double x) { return std::exp(x); }
 // e^c = p * scale for c <= 88 (or NaN) without a clamp: Estrin's polynomial p and the factor 2^n
 // (n + 127 in [1, 254] for c in [-87.3, 88.3]; callers that bound c themselves, like erf, use the
 // two parts to end with one FMA).
-// Deg 5 uses exp_poly5_estrin (sigmoid, whose relative error bound allows it).
+// Deg 5 uses exp_poly5_estrin (sigmoid and erfc_pos, whose error bounds allow it).
 template <int Deg = 6>
 SOFIE_RT_VM_INLINE float exp_parts(float c, float &scale)
 {
@@ -430,7 +430,13 @@ SOFIE_RT_VM_INLINE float erfc_pos(float z)
    const float p67 = 1.48851587f * t - 1.13520398f;
    const float p89 = 0.17087277f * t - 0.82215223f;
    const float p = t4 * (t4 * p89 + (t2 * p67 + p45)) + (t2 * p23 + p01);
-   return t * vm::exp_neg(p - z * z);
+   // e^(P - z^2) with the degree-5 polynomial: its 1.1e-7 relative error is small beside the
+   // rounding of z^2 that bounds gelu's accuracy for x < 0 (measured: the same maximum errors),
+   // and one FMA fewer is 6% of gelu's time
+   const float arg = p - z * z;
+   float scale;
+   const float e = vm::exp_parts<5>(arg < -88.0f ? -88.0f : arg, scale);
+   return t * (e * scale);
 }
 
 // erf as ONNX Runtime's MLAS splits it, with our own fits: x P(x^2) for |x| < 0.921875 (degree 5
