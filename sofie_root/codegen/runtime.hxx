@@ -145,7 +145,7 @@ inline std::uint64_t fp_mode()
 // vectorises without -ffast-math). The float64 overloads are std:: (float64 models are rare and
 // keep the library's accuracy). Maximum errors against the correctly rounded result, measured
 // over a sweep of float32 bit patterns (tests/sofie_root/test_math_layer.py, docs/conformance.md, "Numerics"):
-//   exp 0.9 ulp, expm1 1.6, log 0.8, log1p 1.5, tanh 4.7, sigmoid 2.1, softplus 1.9, erf 2.4, pow
+//   exp 0.9 ulp, expm1 1.6, log 0.8, log1p 1.5, tanh 5.4, sigmoid 3.2, softplus 1.9, erf 2.4, pow
 //   1 (computed in double); gelu 6 ulp for x >= 0, 28 ulp (1.7e-6 relative) for -5 < x < 0 and
 //   1.5e-5 relative below -5, where |gelu(x)| < 1.5e-6 (the rounding of z^2 inside erfc's exp).
 // Every function returns NaN for NaN, handles +-0, +-inf and subnormal arguments as the C
@@ -153,14 +153,11 @@ inline std::uint64_t fp_mode()
 // below -87.68; log-type functions produce subnormal results only when the caller has not enabled
 // flush-to-zero, see FPModeGuard).
 // These loops are bound by latency on AVX2 (an FMA takes 4-5 cycles, a polynomial by Horner is a
-// chain of them): the exp users evaluate their polynomials in Estrin's order where the accuracy
-// allows it, and NaN is carried through clamps written x < lo ? lo : x (one vmaxps, NaN for NaN)
-// rather than selected back at the end.
-// LEAD NOTE (delete this comment block, do not commit it): this machine is AMD EPYC Zen 2 (znver2), NOT Zen 4:
-// AVX2+FMA only, NO AVX-512, 16 ymm registers (so a register tile has at most ~12-13 accumulators), 2x256-bit
-// FMA pipes; VDIVPS ymm ~10 cycles latency, one per ~3.5-5 cycles. Also: main has 9b2b194 (Buffer::reserve's
-// check inlined; before it ~1 JIT copy in 4 of a small model ran ~45 ns slower by placement): `git merge main`
-// before timing batch-1 cases. Untracked LEAD_NOTE*_READ_ME.md files in your worktree say the same.
+// chain of them) and by the two FMA pipes, which also take the multiplications, vmaxps/vminps and
+// blends (the division runs beside them): the exp users evaluate their polynomials in Estrin's
+// order where the accuracy allows it, tanh, sigmoid and erf are written for the fewest operations
+// on those pipes (docs/performance.md, "the third pass"), and NaN is carried through clamps written
+// x < lo ? lo : x (one vmaxps, NaN for NaN) rather than selected back at the end.
 namespace vm {
 
 // Forced inlining: a call left in a loop (cling's inliner gives up on the larger compositions,
@@ -250,12 +247,10 @@ SOFIE_RT_VM_INLINE double exp(double x) { return std::exp(x); }
 // e^x for x <= 88 (or NaN, which propagates) inside functions that need no subnormal result:
 // one scale factor 2^n built from t's bits by one shift (t = 1.5 * 2^23 + 127 + n), the clamp at
 // -88 gives 2^-127 -> a zero factor, so e^x is an exact 0 below about -87.7 (subnormal above that
-// down to -87.34, 0 with flush-to-zero), Estrin's polynomial. sigmoid, erf and gelu use it: about
-// 30% faster than exp in their loops.
+// down to -87.34, 0 with flush-to-zero), Estrin's polynomial. softplus uses it.
 // e^c = p * scale for c <= 88 (or NaN) without a clamp: Estrin's polynomial p and the factor 2^n
-// (n + 127 in [1, 254] for c in [-87.3, 88.3]; callers that bound c themselves, like erf, use the
-// two parts to end with one FMA).
-// Deg 5 uses exp_poly5_estrin (sigmoid and erfc_pos, whose error bounds allow it).
+// (n + 127 in [1, 254] for c in [-87.3, 88.3]; sigmoid and erfc_pos bound c themselves). Deg 5
+// uses exp_poly5_estrin (their error bounds allow it; n = 128 at c = 89 gives scale = inf).
 template <int Deg = 6>
 SOFIE_RT_VM_INLINE float exp_parts(float c, float &scale)
 {
