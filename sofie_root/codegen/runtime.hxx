@@ -40,6 +40,14 @@ public:
    {
       if (n <= fSize && fData)
          return false;
+      grow(n, what);
+      return true;
+   }
+
+private:
+   // Out of line and cold: the check above is inlined into every run, the allocation is not.
+   __attribute__((noinline, cold)) void grow(std::size_t n, const char *what)
+   {
       release();
       std::size_t rounded = (n + kAlign - 1) / kAlign * kAlign;
       if (rounded == 0)
@@ -51,10 +59,8 @@ public:
                                   " bytes");
       }
       fSize = rounded;
-      return true;
    }
 
-private:
    void release()
    {
       if (fData)
