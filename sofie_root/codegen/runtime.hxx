@@ -737,6 +737,7 @@ template <class T> SOFIE_RT_VM_INLINE T pow_half(T x)
 
 } // namespace vm
 
+
 // The names generated code used before the vm layer; kept so that other kernels keep compiling.
 inline float exp_core(float x) { return vm::exp(x); }
 inline float fast_exp(float x) { return vm::exp(x); }
@@ -2071,6 +2072,26 @@ inline void reduce_inner<float>(const float *x, float *out, std::int64_t outer, 
 #endif
 
 } // namespace rows
+
+// n copies of v from d (Expand's broadcast runs): forced inline and, for float, written in 8-lane
+// vectors, because cling inlines only always_inline functions, and a plain loop of a short
+// constant length is fully unrolled into scalar stores before its vectoriser sees it (no SLP
+// pass merges them). Expand [1,32,100,1] -> [1,32,100,16], 3200 runs of 16: 15.3 us as
+// std::fill_n (16 scalar stores per run).
+template <class T>
+SOFIE_RT_VM_INLINE void fill(T *d, std::int64_t n, T v)
+{
+   std::int64_t i = 0;
+#ifdef SOFIE_RT_ROWS_VEC
+   if constexpr (std::is_same<T, float>::value) {
+      const rows::f8 s = rows::splat(v);
+      for (; i + 8 <= n; i += 8)
+         rows::store(d + i, s);
+   }
+#endif
+   for (; i < n; ++i)
+      d[i] = v;
+}
 
 // ---- dense layers: register-blocked GEMM with a bias (namespace sofie_rt::dense) ------------
 // C[M, N] = A[M, K] B[K, N] + bias[N] (bias may be null), row-major, no transposition: the
