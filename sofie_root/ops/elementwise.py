@@ -48,8 +48,12 @@ class _Unary(Operator):
 #: 1.65 / 3.06, gelu 2.70 / 1.86 / 1.64, exp 0.89 / 0.66 / 1.13, sigmoid 1.10 / 0.79 / 1.24, log
 #: 1.52 / 1.14 / 1.31, asin 0.54 / 0.45 / 0.59, cosh 1.25 / 0.97 / 1.25; asinh and atanh gain
 #: nothing. With one vector per iteration the long dependence chains (a polynomial, a division)
-#: leave the FMA units idle; at 4 the 16 AVX2 registers spill for the larger bodies.
-INTERLEAVE = {"Tanh": 4, "Erf": 4, "Gelu": 4, "Exp": 4, "Sigmoid": 4, "Log": 2, "Softplus": 2, "Elu": 2,
+#: leave the FMA units idle; at 4 the 16 AVX2 registers spill for the larger bodies. Tanh (the
+#: [9/8] rational) is at 2: at 4 its [1, 128] run took 96 ns instead of 45 from the C++ loop with the
+#: flush-to-zero guard on (41 without it; benchmarks/placement.py, every copy alike), a stall tied
+#: to the guard's MXCSR writes and this loop's code rather than to its arithmetic; [256, 128] 9.9
+#: (4) against 10.3 us (2), ORT 13.4 (docs/performance.md, the third pass).
+INTERLEAVE = {"Tanh": 2, "Erf": 4, "Gelu": 4, "Exp": 4, "Sigmoid": 4, "Log": 2, "Softplus": 2, "Elu": 2,
               "Celu": 2, "Selu": 2, "Swish": 2, "Mish": 2, "Asin": 2, "Acos": 2, "Atan": 2, "Sinh": 2,
               "Cosh": 2, "Acosh": 2}
 
