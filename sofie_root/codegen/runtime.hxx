@@ -162,7 +162,7 @@ inline std::uint64_t fp_mode()
 // chain of them) and by the two FMA pipes, which also take the multiplications, vmaxps/vminps and
 // blends (the division runs beside them): the exp users evaluate their polynomials in Estrin's
 // order where the accuracy allows it, tanh, sigmoid and erf are written for the fewest operations
-// on those pipes (docs/performance.md, "the third pass"), and NaN is carried through clamps written
+// on those pipes (docs/performance.md, "tanh, sigmoid, erf and gelu by operation count"), and NaN is carried through clamps written
 // x < lo ? lo : x (one vmaxps, NaN for NaN) rather than selected back at the end.
 namespace vm {
 

@@ -52,7 +52,7 @@ class _Unary(Operator):
 #: [9/8] rational) is at 2: at 4 its [1, 128] run took 96 ns instead of 45 from the C++ loop with the
 #: flush-to-zero guard on (41 without it; benchmarks/placement.py, every copy alike), a stall tied
 #: to the guard's MXCSR writes and this loop's code rather than to its arithmetic; [256, 128] 9.9
-#: (4) against 10.3 us (2), ORT 13.4 (docs/performance.md, the third pass).
+#: (4) against 10.3 us (2), ORT 13.4 (docs/performance.md, "tanh, sigmoid, erf and gelu by operation count").
 INTERLEAVE = {"Tanh": 2, "Erf": 4, "Gelu": 4, "Exp": 4, "Sigmoid": 4, "Log": 2, "Softplus": 2, "Elu": 2,
               "Celu": 2, "Selu": 2, "Swish": 2, "Mish": 2, "Asin": 2, "Acos": 2, "Atan": 2, "Sinh": 2,
               "Cosh": 2, "Acosh": 2}
