@@ -49,11 +49,10 @@ class _Unary(Operator):
 #: 1.52 / 1.14 / 1.31, asin 0.54 / 0.45 / 0.59, cosh 1.25 / 0.97 / 1.25; asinh and atanh gain
 #: nothing. With one vector per iteration the long dependence chains (a polynomial, a division)
 #: leave the FMA units idle; at 4 the 16 AVX2 registers spill for the larger bodies. Tanh (the
-#: [9/8] rational) is at 2: at 4 its [1, 128] run took 96 ns instead of 45 from the C++ loop with the
-#: flush-to-zero guard on (41 without it; benchmarks/placement.py, every copy alike), a stall tied
-#: to the guard's MXCSR writes and this loop's code rather than to its arithmetic; [256, 128] 9.9
-#: (4) against 10.3 us (2), ORT 13.4 (docs/performance.md, "tanh, sigmoid, erf and gelu by operation count").
-INTERLEAVE = {"Tanh": 2, "Erf": 4, "Gelu": 4, "Exp": 4, "Sigmoid": 4, "Log": 2, "Softplus": 2, "Elu": 2,
+#: [9/8] rational) at 4: [1, 128] 44.5 ns, [256, 128] 9.8 us (ORT 13.3). It was briefly at 2 for a
+#: 96 ns stall at [1, 128] that came from the flush-to-zero guard's stack words, not from this loop
+#: (FPModeGuard keeps them in a cache line of their own now; docs/performance.md).
+INTERLEAVE = {"Tanh": 4, "Erf": 4, "Gelu": 4, "Exp": 4, "Sigmoid": 4, "Log": 2, "Softplus": 2, "Elu": 2,
               "Celu": 2, "Selu": 2, "Swish": 2, "Mish": 2, "Asin": 2, "Acos": 2, "Atan": 2, "Sinh": 2,
               "Cosh": 2, "Acosh": 2}
 
