@@ -438,21 +438,31 @@ def _direct_tiled_ok(g: _Geom, cg: int, mg: int, dt) -> bool:
     # rows that waste more than a fifth of them (10 wide: 16 computed) stay with im2col + GEMM
     # (a 3x3x3 8 -> 16 convolution on rows of 10 was 1.3x slower, calorimeter CNN)
     computed = ow - ow % 8 + (8 if ow % 8 else 0)
-    return (dt.cpp == "float" and mg % TILE_M == 0 and g.s[-1] == 1 and ow >= 8 and ow >= 0.8 * computed
+    return (dt.cpp == "float" and g.s[-1] == 1 and ow >= 8 and ow >= 0.8 * computed
             and cg * padded * 4 <= DIRECT_TILED_MAX_BYTES and not Conv._direct(g, cg))
+
+
+#: the tile of the register-blocked direct convolution (``_direct_tiled``): output channels, and
+#: output rows for tiles of 16 and of 8 positions per row. 6 x 1 x 16 positions = 12 accumulators
+#: (AVX2 has 16 vector registers: 12 + the two input vectors + a broadcast weight), 6 x 2 x 8
+#: positions as many; the 4 x 1 x 16 tile before kept only 8 FMA chains in flight, barely the
+#: 2 FMA units x 4 cycles of latency (3x3 16 -> 32 on 16x16: 28.8 -> 24.6 us, docs/performance.md)
+DIRECT_TILE = (6, 1, 2)
 
 
 def _direct_tiled(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, yg: str, mg: int, cg: int,
                   g: _Geom, t: str, act: Callable[[str], str] | None,
                   act_vec: Callable[[str], str] | None) -> list[str]:
     """Convolution of one image and group as a register-blocked product read straight from the
-    (zero-padded) input ``src`` of spatial shape ``dims``: a tile of ``TILE_M`` output channels x
-    16 (or 8) positions of an output row is summed over the input channels and the kernel taps
-    (unrolled; each tap's input row is a shifted vector load, stride 1 along the row) in named
-    8-float vectors, stored once with the bias and the activation: no im2col matrix (written
-    and read back: with sgemm, the 3x3 16 -> 32 convolution on 16x16 ran at 0.84x onnxruntime
-    at batch 1). Positions past the last whole vector of a row: one more vector ending at the
-    row's end, overlapping the one before."""
+    (zero-padded) input ``src`` of spatial shape ``dims``: a tile of output channels x output rows
+    x 16 (or 8) positions of a row (``DIRECT_TILE_16``, ``DIRECT_TILE_8``) is summed over the
+    input channels and the kernel taps (unrolled; each tap's input row is a shifted vector load,
+    stride 1 along the row; an input vector that several (tap, output row) pairs of the tile read
+    is loaded once) in named 8-float vectors, stored once with the bias and the activation: no
+    im2col matrix (written and read back: with sgemm, the 3x3 16 -> 32 convolution on 16x16 ran
+    at 0.84x onnxruntime at batch 1). Positions past the last whole vector of a row: one more
+    vector ending at the row's end, overlapping the one before; the last rows and output channels
+    that do not fill a tile: smaller tiles."""
     n = g.rank
     kk = _prod(g.k)
     p = _prod(g.out)
@@ -461,64 +471,103 @@ def _direct_tiled(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, 
     dstr = [_prod(dims[j + 1:]) for j in range(n)]
     taps = list(itertools.product(*[range(k) for k in g.k]))
     toff = [sum(tp[j] * g.d[j] * dstr[j] for j in range(n)) for tp in taps]
-    mm, c, r = e.tmp("m"), e.tmp("c"), e.tmp("r")
-    xc, wc, yr = e.tmp("xc"), e.tmp("wc"), e.tmp("yr")
-    lead = [e.tmp("o") for _ in range(n - 1)]
     ns = "sofie_rt::rows::"
     wst = cg * kk  # weight stride between output channels
-    lines = [f"for (std::int64_t {mm} = 0; {mm} < {mg}; {mm} += {TILE_M}) {{"]
-    for j in range(n - 1):
-        lines.append(f"for (std::int64_t {lead[j]} = 0; {lead[j]} < {g.out[j]}; ++{lead[j]}) {{")
+    xstep = g.s[-2] * dstr[-2] if n >= 2 else 0  # input stride between the windows of two output rows
+    lead = [e.tmp("o") for _ in range(n - 1)]
     xoff = " + ".join([f"{lead[j]} * std::int64_t({g.s[j] * dstr[j]})" for j in range(n - 1)] + ["0"])
     yoff = " + ".join([f"{lead[j]} * std::int64_t({_prod(g.out[j + 1:])})" for j in range(n - 1)] + ["0"])
-    lines.append(f"{t} *{yr} = {yg} + {mm} * std::int64_t({p}) + {yoff};")
 
-    def tile(nv: int, start: str) -> list[str]:
-        acc = [[e.tmp("a") for _ in range(nv)] for _ in range(TILE_M)]
-        xs = [e.tmp("xv") for _ in range(nv)]
-        out = []
-        for rr in range(TILE_M):
+    def tile(mm: str, tm: int, nrows: int, nv: int, start: str) -> list[str]:
+        """``tm`` output channels from ``mm`` x ``nrows`` rows x ``nv`` vectors from ``start``."""
+        c, xc, wc, yr = e.tmp("c"), e.tmp("xc"), e.tmp("wc"), e.tmp("yr")
+        acc = [[[e.tmp("a") for _ in range(nv)] for _ in range(nrows)] for _ in range(tm)]
+        body = [f"{t} *{yr} = {yg} + {mm} * std::int64_t({p}) + {yoff};"]
+        for rr in range(tm):
             init = f"{ns}splat({bias}[{mm} + {rr}])" if bias else f"{ns}splat(0.0f)"
-            out.append(f"{ns}f8 " + ", ".join(f"{a} = {init}" for a in acc[rr]) + ";")
-        out += [f"for (std::int64_t {c} = 0; {c} < {cg}; ++{c}) {{",
-                f"const {t} *{xc} = {src} + {c} * std::int64_t({ps}) + {xoff} + {start};",
-                f"const {t} *{wc} = {w} + {mm} * std::int64_t({wst}) + {c} * std::int64_t({kk});"]
+            body.append(f"{ns}f8 " + ", ".join(f"{a} = {init}" for ar in acc[rr] for a in ar) + ";")
+        body += [f"for (std::int64_t {c} = 0; {c} < {cg}; ++{c}) {{",
+                 f"const {t} *{xc} = {src} + {c} * std::int64_t({ps}) + {xoff} + {start};",
+                 f"const {t} *{wc} = {w} + {mm} * std::int64_t({wst}) + {c} * std::int64_t({kk});"]
+        # the (output row, tap) pairs of the tile grouped by the input offset they read
+        reads: dict[int, list[tuple[int, int]]] = {}
         for ti, off in enumerate(toff):
-            out.append("{")
-            out += [f"const {ns}f8 {xs[qq]} = {ns}load({xc} + {off + 8 * qq});" for qq in range(nv)]
-            for rr in range(TILE_M):
-                out += [f"{acc[rr][qq]} += {ns}splat({wc}[{rr * wst + ti}]) * {xs[qq]};" for qq in range(nv)]
-            out.append("}")
-        out.append("}")
+            for ro in range(nrows):
+                reads.setdefault(off + ro * xstep, []).append((ro, ti))
+        for off in sorted(reads):
+            xs = [e.tmp("xv") for _ in range(nv)]
+            body.append("{")
+            body += [f"const {ns}f8 {xs[q]} = {ns}load({xc} + {off + 8 * q});" for q in range(nv)]
+            for ro, ti in reads[off]:
+                for rr in range(tm):
+                    body += [f"{acc[rr][ro][q]} += {ns}splat({wc}[{rr * wst + ti}]) * {xs[q]};" for q in range(nv)]
+            body.append("}")
+        body.append("}")
         if act_vec is not None:
-            for rr in range(TILE_M):
-                out += [f"{acc[rr][qq]} = {act_vec(acc[rr][qq])};" for qq in range(nv)]
-        for rr in range(TILE_M):
-            out += [f"{ns}store({yr} + {rr * p} + {start} + {8 * qq}, {acc[rr][qq]});" for qq in range(nv)]
+            body += [f"{a} = {act_vec(a)};" for am in acc for ar in am for a in ar]
+        for rr in range(tm):
+            for ro in range(nrows):
+                body += [f"{ns}store({yr} + {rr * p + ro * ow} + {start} + {8 * q}, {acc[rr][ro][q]});"
+                         for q in range(nv)]
         if act is not None and act_vec is None:
-            j, xv = e.tmp("j"), e.tmp("x")
-            out.append(f"for (int {r} = 0; {r} < {TILE_M}; ++{r}) for (int {j} = 0; {j} < {8 * nv}; ++{j}) "
-                       f"{{ {t} &{xv} = {yr}[{r} * {p} + {start} + {j}]; {xv} = {act(xv)}; }}")
+            r, ro_, j, xv = e.tmp("r"), e.tmp("ro"), e.tmp("j"), e.tmp("x")
+            body.append(f"for (int {r} = 0; {r} < {tm}; ++{r}) for (int {ro_} = 0; {ro_} < {nrows}; ++{ro_}) "
+                        f"for (int {j} = 0; {j} < {8 * nv}; ++{j}) {{ {t} &{xv} = {yr}[{r} * {p} + {ro_} * {ow} "
+                        f"+ {start} + {j}]; {xv} = {act(xv)}; }}")
+        return body
+
+    def row(mm: str, tm: int, nrows: int, nv: int) -> list[str]:
+        """One row block of ``nrows`` output rows: every ``nv``-vector tile along the row."""
+        span = 8 * nv
+        whole = ow - ow % span
+        out = []
+        if whole > span:
+            i = e.tmp("i")
+            out += [f"for (std::int64_t {i} = 0; {i} < {whole}; {i} += {span}) {{", *tile(mm, tm, nrows, nv, i), "}"]
+        elif whole:
+            out += ["{", *tile(mm, tm, nrows, nv, "0"), "}"]
         return out
 
-    ow16 = ow - ow % 16
-    if ow16:
-        i = e.tmp("i")
-        lines.append(f"for (std::int64_t {i} = 0; {i} < {ow16}; {i} += 16) {{")
-        lines += tile(2, i)
-        lines.append("}")
-    if ow % 16 >= 8:
-        lines.append("{")
-        lines += tile(1, str(ow16))
-        lines.append("}")
-    if ow % 8:
-        # the last ow % 8 positions: a one-vector tile ending at the row's end, overlapping the
-        # previous one (a scalar tail of a 20-wide row made a 3x3x3 convolution 2x slower)
-        lines.append("{")
-        lines += tile(1, str(ow - 8))
-        lines.append("}")
-    lines.append("}" * (n - 1))
-    lines.append("}")
+    def rows_of(mm: str, tm: int) -> list[str]:
+        """Every output row for the channels from ``mm``: rows of 16-position tiles, then the
+        8-position tile and the overlapping last vector of each row."""
+        out = []
+        ow16 = ow - ow % 16
+        parts: list[tuple[int, int, str | None]] = []
+        if ow16:
+            parts.append((r16, 2, None))
+        if ow % 16 >= 8:
+            parts.append((r8, 1, str(ow16)))
+        if ow % 8:
+            # the last ow % 8 positions: a one-vector tile ending at the row's end, overlapping the
+            # previous one (a scalar tail of a 20-wide row made a 3x3x3 convolution 2x slower)
+            parts.append((r8, 1, str(ow - 8)))
+        for nrows, nv, start in parts:
+            nrows = nrows if n >= 2 and g.out[-2] >= nrows else 1
+            blocks = [(nrows, g.out[-2] - g.out[-2] % nrows)] if n >= 2 else [(1, 1)]
+            if n >= 2 and g.out[-2] % nrows:
+                blocks.append((1, g.out[-2] % nrows))
+            first = 0
+            for nr, count in blocks:
+                body = row(mm, tm, nr, nv) if start is None else ["{", *tile(mm, tm, nr, nv, start), "}"]
+                loops = []
+                for j in range(n - 2):
+                    loops.append(f"for (std::int64_t {lead[j]} = 0; {lead[j]} < {g.out[j]}; ++{lead[j]}) {{")
+                if n >= 2:
+                    loops.append(f"for (std::int64_t {lead[-1]} = {first}; {lead[-1]} < {first + count}; "
+                                 f"{lead[-1]} += {nr}) {{")
+                out += loops + body + ["}" * len(loops)]
+                first += count
+        return out
+
+    tm, r16, r8 = DIRECT_TILE
+    tm = min(tm, mg)
+    full = mg - mg % tm
+    mm = e.tmp("m")
+    lines = [f"for (std::int64_t {mm} = 0; {mm} < {full}; {mm} += {tm}) {{", *rows_of(mm, tm), "}"]
+    if mg % tm:
+        # the last output channels that do not fill a tile
+        lines += ["{", f"const std::int64_t {mm} = {full};", *rows_of(mm, mg % tm), "}"]
     return lines
 
 

@@ -83,6 +83,11 @@ CONV_CASES = {
     "direct_tiled_3d": ((1, 2, 3, 4, 21), (4, 2, 2, 2, 3), True, {"pads": [0, 1, 1, 0, 0, 1]}),
     "direct_tiled_group": ((2, 4, 6, 14), (8, 2, 3, 3), True, {"group": 2, "pads": [1, 1, 1, 1]}),
     "direct_tiled_no_pads": ((1, 3, 5, 18), (4, 3, 2, 3), True, {}),
+    # output channels past the whole 6-channel tiles (7 = 6 + 1, 13 = 6 + 6 + 1, 3 < 6), 8-position
+    # tiles of two rows with a last odd row, rows of exactly 8 and of 15 and 20 (an overlapping tile)
+    "direct_tiled_odd_channels": ((2, 3, 7, 15), (7, 3, 3, 3), True, {"pads": [1, 1, 1, 1]}),
+    "direct_tiled_13_rows_of_8": ((1, 2, 3, 5, 8), (13, 2, 2, 3, 3), False, {"pads": [0, 1, 1, 1, 1, 1]}),
+    "direct_tiled_3_channels_1d": ((2, 5, 20), (3, 5, 4), True, {"pads": [2, 1]}),
     # rows of 10: more than a fifth of an overlapping tile wasted, im2col + GEMM instead
     "im2col_short_rows": ((1, 2, 3, 4, 10), (4, 2, 2, 2, 3), True, {"pads": [0, 1, 1, 0, 0, 1]}),
     "conv1d": ((2, 3, 11), (4, 3, 3), True, {"pads": [2, 1], "strides": [2], "dilations": [2]}),
