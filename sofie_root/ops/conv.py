@@ -353,76 +353,92 @@ class Conv(Operator):
         return "\n".join(lines)
 
 
-#: output-channel x position tile of the register-blocked 1x1 convolution (``_pointwise_tiled``)
-TILE_M, TILE_P = 4, 16
+#: output channels x position vectors (of 8) of a tile of the register-blocked 1x1 convolution
+#: (``_pointwise_tiled``), and the output channels of its one-vector tiles (the positions past the
+#: whole tiles)
+TILE_M, TILE_V, TILE_M1 = 4, 3, 12
 
 
 def _tiled_ok(mg: int, p: int, dt) -> bool:
-    return dt.cpp == "float" and mg % TILE_M == 0 and p >= 8
+    return dt.cpp == "float" and p >= 8
 
 
 def _pointwise_tiled(e, xg: str, w: str, bias: str | None, yg: str, mg: int, p: int, cg: int, t: str,
                      act: Callable[[str], str] | None, act_vec: Callable[[str], str] | None,
                      w_strides: tuple[int, int] | None = None) -> list[str]:
     """1x1 convolution of one image and group as a register-blocked product: a tile of
-    ``TILE_M`` output channels x ``TILE_P`` positions is summed over the input channels in
-    named 8-float vectors (the GCC/clang vector extension of ``sofie_rt::rows``, so that cling
-    keeps them in registers: a local array of accumulators stayed in memory, 7x slower), stored
-    once with the bias, and the activation runs on the tile while it is in L1; instead of an
-    sgemm writing the output and a second pass reading it back for bias and activation.
-    Positions past the last whole tile take a tile of one vector, then one ending at the last
-    position (overlapping the one before; a [N, 16, 25] Conv1d ran sgemm at 0.88x onnxruntime). The weight of (output channel r, input
-    channel k) is ``w[r * w_strides[0] + k * w_strides[1]]`` (default ``(cg, 1)``: Conv's
-    [M, C]; ConvTranspose passes its [C, M * kernel] transposed)."""
+    ``TILE_M`` output channels x ``TILE_V`` vectors of 8 positions is summed over the input
+    channels in named 8-float vectors (the GCC/clang vector extension of ``sofie_rt::rows``, so
+    that cling keeps them in registers: a local array of accumulators stayed in memory, 7x
+    slower), stored once with the bias, and the activation runs on the tile while it is in L1;
+    instead of an sgemm writing the output and a second pass reading it back for bias and
+    activation. Positions past the last whole tile take tiles of one vector, the last one ending
+    at the last position (overlapping the one before; a [N, 16, 25] Conv1d ran sgemm at 0.88x
+    onnxruntime); output channels past the last whole tile, a tile of fewer channels. The
+    weight of (output channel r, input channel k) is ``w[r * w_strides[0] + k * w_strides[1]]``
+    (default ``(cg, 1)``: Conv's [M, C]; ConvTranspose passes its [C, M * kernel] transposed)."""
     wsr, wsk = w_strides or (cg, 1)
-    mm, i, k, r, j = e.tmp("m"), e.tmp("i"), e.tmp("k"), e.tmp("r"), e.tmp("j")
+    k, r, j = e.tmp("k"), e.tmp("r"), e.tmp("j")
     xr, wr, xv = e.tmp("xr"), e.tmp("wr"), e.tmp("x")
     ns = "sofie_rt::rows::"
-    p16 = p - p % TILE_P
+    span = 8 * TILE_V
+    pw = p - p % span
 
-    def tile(nv: int, start: str) -> list[str]:
-        acc = [[e.tmp("a") for _ in range(nv)] for _ in range(TILE_M)]
+    def tile(mm: str, tm: int, nv: int, start: str) -> list[str]:
+        acc = [[e.tmp("a") for _ in range(nv)] for _ in range(tm)]
         xs = [e.tmp("xv") for _ in range(nv)]
         out = []
-        for rr in range(TILE_M):
+        for rr in range(tm):
             init = f"{ns}splat({bias}[{mm} + {rr}])" if bias else f"{ns}splat(0.0f)"
             out.append(f"{ns}f8 " + ", ".join(f"{a} = {init}" for a in acc[rr]) + ";")
         out += [f"for (std::int64_t {k} = 0; {k} < {cg}; ++{k}) {{",
                 f"const {t} *{xr} = {xg} + {k} * std::int64_t({p}) + {start};",
                 f"const {t} *{wr} = {w} + {mm} * std::int64_t({wsr}) + {k} * std::int64_t({wsk});"]
         out += [f"const {ns}f8 {xs[q]} = {ns}load({xr} + {8 * q});" for q in range(nv)]
-        for rr in range(TILE_M):
+        for rr in range(tm):
             wv = f"{ns}splat({wr}[{rr * wsr}])"
             out += [f"{acc[rr][q]} += {wv} * {xs[q]};" for q in range(nv)]
         out.append("}")
         if act_vec is not None:
-            for rr in range(TILE_M):
+            for rr in range(tm):
                 out += [f"{acc[rr][q]} = {act_vec(acc[rr][q])};" for q in range(nv)]
-        for rr in range(TILE_M):
+        for rr in range(tm):
             out += [f"{ns}store({yg} + ({mm} + {rr}) * std::int64_t({p}) + {start} + {8 * q}, {acc[rr][q]});"
                     for q in range(nv)]
         if act is not None and act_vec is None:
-            out.append(f"for (int {r} = 0; {r} < {TILE_M}; ++{r}) {{ {t} *__restrict {xr}o = {yg} + ({mm} + {r}) * "
+            out.append(f"for (int {r} = 0; {r} < {tm}; ++{r}) {{ {t} *__restrict {xr}o = {yg} + ({mm} + {r}) * "
                        f"std::int64_t({p}) + {start}; for (int {j} = 0; {j} < {8 * nv}; ++{j}) "
                        f"{{ const {t} {xv} = {xr}o[{j}]; {xr}o[{j}] = {act(xv)}; }} }}")
         return out
 
-    lines = [f"for (std::int64_t {mm} = 0; {mm} < {mg}; {mm} += {TILE_M}) {{"]
-    if p16:
-        lines.append(f"for (std::int64_t {i} = 0; {i} < {p16}; {i} += {TILE_P}) {{")
-        lines += tile(TILE_P // 8, i)
-        lines.append("}")
-    if p % TILE_P >= 8:
-        lines.append("{")
-        lines += tile(1, str(p16))
-        lines.append("}")
-    if p % 8:
-        # the last p % 8 positions: a one-vector tile ending at p, overlapping the previous
-        # one (its positions are computed again and stored with the same values)
-        lines.append("{")
-        lines += tile(1, str(p - 8))
-        lines.append("}")
-    lines.append("}")
+    def channels(tm: int, nv: int, starts: list[str]) -> list[str]:
+        """Tiles of ``nv`` vectors at ``starts`` (a loop variable or numbers) for every output
+        channel: blocks of ``tm``, then the channels that do not fill one."""
+        tm = min(tm, mg)
+        full = mg - mg % tm
+        mm = e.tmp("m")
+
+        def at(mm: str, tm: int) -> list[str]:
+            out = []
+            for start in starts:
+                if start == i:
+                    out += [f"for (std::int64_t {i} = 0; {i} < {pw}; {i} += {span}) {{", *tile(mm, tm, nv, i), "}"]
+                else:
+                    out += ["{", *tile(mm, tm, nv, start), "}"]
+            return out
+
+        lines = [f"for (std::int64_t {mm} = 0; {mm} < {full}; {mm} += {tm}) {{", *at(mm, tm), "}"]
+        if mg % tm:
+            lines += ["{", f"const std::int64_t {mm} = {full};", *at(mm, mg % tm), "}"]
+        return lines
+
+    i = e.tmp("i")
+    lines = channels(TILE_M, TILE_V, [i]) if pw else []
+    # positions past the whole tiles: one-vector tiles of more channels, the last one ending at p
+    # (overlapping the one before: its positions are computed again and stored with the same values)
+    rest = [str(pw + 8 * q) for q in range((p - pw) // 8)] + ([str(p - 8)] if p % 8 else [])
+    if rest:
+        lines += channels(TILE_M1, 1, rest)
     return lines
 
 

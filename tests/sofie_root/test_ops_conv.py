@@ -74,6 +74,9 @@ CONV_CASES = {
     "pointwise_tiled_tail": ((2, 5, 25), (8, 5, 1), True, {}),
     "pointwise_tiled_short": ((2, 3, 3, 3), (4, 3, 1, 1), False, {}),
     "pointwise_tiled_13_group": ((2, 6, 13), (8, 3, 1), True, {"group": 2}),
+    # output channels past the whole 4-channel tiles (13 = 3 x 4 + 1) of 24 positions, then
+    # one-vector tiles of 12 + 1 channels for the positions past them (50 = 2 x 24 + 2)
+    "pointwise_tiled_odd_channels": ((2, 5, 5, 10), (13, 5, 1, 1), True, {}),
     # the register-blocked direct kernel (ops/conv.py _direct_tiled): 16- and 8-position tiles of
     # an output row, scalar tails; pads, dilations, leading strides, groups, 1-D and 3-D
     "direct_tiled": ((2, 3, 9, 20), (8, 3, 3, 3), True, {"pads": [1, 1, 1, 1]}),
@@ -167,6 +170,8 @@ CONVT_CASES = {
     "s2_k2_pads_output_padding": ((1, 3, 3, 9), (3, 2, 2, 2), False,
                                   {"strides": [2, 2], "pads": [1, 0, 0, 0], "output_padding": [1, 1]}),
     "s2_k2_3d": ((1, 2, 2, 3, 4), (2, 2, 2, 2, 2), True, {"strides": [1, 2, 2]}),
+    # 3 output channels x 4 kernel offsets = 12 rows of the register-blocked product over 27 positions
+    "s2_k2_odd_channels": ((2, 5, 3, 9), (5, 3, 2, 2), True, {"strides": [2, 2]}),
     # more kernel offsets than are written out one by one (bounds from tables)
     "kernel_6x6": ((1, 2, 3, 3), (2, 2, 6, 6), True, {"strides": [2, 2], "pads": [1, 2, 0, 1]}),
 }
