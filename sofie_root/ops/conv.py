@@ -603,6 +603,19 @@ def _even_rows(g: _Geom, dt) -> bool:
     return dt.cpp == "float" and g.s[-1] == 2 and g.out[-1] % 8 == 0
 
 
+#: the direct convolution sums each kernel row's taps apart and then adds the rows (three chains of
+#: dependent multiply-adds for a 3x3 kernel instead of one of nine: the FMA latency bounds a row
+#: of one or two vectors)
+DIRECT_SUM_GROUPS = True
+
+
+def _sum_groups(terms: list[str], k_last: int) -> list[str]:
+    """The terms of a window sum as one parenthesised sum per kernel row (``k_last`` taps)."""
+    if not DIRECT_SUM_GROUPS or k_last < 2 or len(terms) <= k_last:
+        return terms
+    return [f"({' + '.join(terms[i:i + k_last])})" for i in range(0, len(terms), k_last)]
+
+
 def _direct_conv(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, yg: str, gi: str, cg: int, mg: int,
                  g: _Geom, t: str, act: Callable[[str], str] | None, even: bool = False) -> list[str]:
     """Direct convolution of one image and group: for each output channel and input channel, every
@@ -640,10 +653,12 @@ def _direct_conv(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, y
     lines.append(f"{t} *__restrict {yr} = {yc} + {_flat(lead + ['0'], g.out)};")
     terms = [f"{wv[i]} * {rows[ks[:-1]]}[{o} * {g.s[-1]} + {ks[-1] * g.d[-1]}]"
              for i, ks in enumerate(itertools.product(*[range(k) for k in g.k]))]
+    terms = _sum_groups(terms, g.k[-1])
     if even:
         ns = "sofie_rt::rows::"
         vterms = [f"{ns}splat({wv[i]}) * {ns}even8({rows[ks[:-1]]} + {o} * 2 + {ks[-1] * g.d[-1]})"
                   for i, ks in enumerate(itertools.product(*[range(k) for k in g.k]))]
+        vterms = _sum_groups(vterms, g.k[-1])
         vstart = f"{ns}splat({b0})" if cg == 1 else f"({first} ? {ns}splat({b0}) : {ns}load({yr} + {o}))"
         lines += ["#ifdef SOFIE_RT_ROWS_VEC",
                   f"for (std::int64_t {o} = 0; {o} < {g.out[-1]}; {o} += 8)",
