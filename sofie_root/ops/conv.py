@@ -285,12 +285,15 @@ class Conv(Operator):
         return ws
 
     def emit(self, v: NodeView, e, act: Callable[[str], str] | None = None,
-             act_vec: Callable[[str], str] | None = None) -> str:
+             act_vec: Callable[[str], str] | None = None, act_vec_regs: bool = True) -> str:
         """``act(x)``, if given, is the C++ expression of an activation of ``x`` (FusedConv): it
         runs with the bias in one pass over each image's (and group's) output block right after
         its GEMM, while the block is still in cache. ``act_vec(v)``, if given, is the same
         activation of a ``sofie_rt::rows::f8`` vector (float only), which the register-blocked
-        1x1 convolution applies to its accumulators."""
+        convolutions apply to their accumulators before the store (``act_vec_regs``: cheap ones,
+        ReLU) or to each block of output channels they have finished (costly ones, tanh: its
+        temporaries for 12 accumulators at once did not fit in the registers; 1x1 16 -> 32 with
+        tanh 6.7 -> 6.4 us, 3x3 1 -> 16 with tanh 2.95 -> 2.5 us)."""
         g, group = self._geom(v)
         x, w = v.input(0), v.input(1)
         t = x.dtype.cpp
@@ -332,7 +335,7 @@ class Conv(Operator):
                 lines.extend(_pad_copy(e, xg, src, cg, g, dims, t))
             bias = f"({e.inp(2)} + {gi} * {mg})" if v.has_input(2) else None
             lines.extend(_direct_tiled(e, src, dims, f"({e.inp(1)} + {gi} * std::int64_t({mg * cg * kk}))", bias,
-                                       yg, mg, cg, g, t, act, act_vec))
+                                       yg, mg, cg, g, t, act, act_vec, act_vec_regs))
             lines.append("#else")
         tiled = self._pointwise(g) and _tiled_ok(mg, p, x.dtype)
         if tiled:
@@ -340,7 +343,7 @@ class Conv(Operator):
             bias = f"({e.inp(2)} + {gi} * {mg})" if v.has_input(2) else None
             lines.append("#ifdef SOFIE_RT_ROWS_VEC")
             lines.extend(_pointwise_tiled(e, xg, f"({e.inp(1)} + {gi} * std::int64_t({mg * cg}))", bias, yg,
-                                          mg, p, cg, t, act, act_vec))
+                                          mg, p, cg, t, act, act_vec, act_vec_regs=act_vec_regs))
             lines.append("#else")
         if self._pointwise(g):
             lines.append(f"const {t} *{col} = {xg};")
@@ -382,7 +385,7 @@ def _tiled_ok(mg: int, p: int, dt) -> bool:
 
 def _pointwise_tiled(e, xg: str, w: str, bias: str | None, yg: str, mg: int, p: int, cg: int, t: str,
                      act: Callable[[str], str] | None, act_vec: Callable[[str], str] | None,
-                     w_strides: tuple[int, int] | None = None) -> list[str]:
+                     w_strides: tuple[int, int] | None = None, act_vec_regs: bool = True) -> list[str]:
     """1x1 convolution of one image and group as a register-blocked product: a tile of
     ``TILE_M`` output channels x ``TILE_V`` vectors of 8 positions is summed over the input
     channels in named 8-float vectors (the GCC/clang vector extension of ``sofie_rt::rows``, so
@@ -400,7 +403,10 @@ def _pointwise_tiled(e, xg: str, w: str, bias: str | None, yg: str, mg: int, p: 
     ns = "sofie_rt::rows::"
     span = 8 * TILE_V
     pw = p - p % span
-    pass_act = act if act_vec is None else None
+    # the activation: on the accumulators (act_vec_regs), or in a pass over each finished block
+    pass_act = act if act_vec is None or not act_vec_regs else None
+    pass_vec = None if act_vec_regs else act_vec
+    act_vec = act_vec if act_vec_regs else None
 
     def tile(mm: str, tm: int, nv: int, start: str) -> list[str]:
         acc = [[e.tmp("a") for _ in range(nv)] for _ in range(tm)]
@@ -438,7 +444,7 @@ def _pointwise_tiled(e, xg: str, w: str, bias: str | None, yg: str, mg: int, p: 
                     out += [f"for (std::int64_t {i} = 0; {i} < {pw}; {i} += {span}) {{", *tile(mm, tm, nv, i), "}"]
                 else:
                     out += ["{", *tile(mm, tm, nv, start), "}"]
-            return out + _act_pass(e, f"{yg} + {mm} * std::int64_t({p})", tm, p, lo, hi, t, pass_act)
+            return out + _act_pass(e, f"{yg} + {mm} * std::int64_t({p})", tm, p, lo, hi, t, pass_act, pass_vec)
 
         return _channel_blocks(e, mg, tm, at)
 
@@ -475,19 +481,28 @@ def _channel_blocks(e, mg: int, tm: int, body: Callable[[str, int], list[str]]) 
 
 
 def _act_pass(e, y: str, rows: int, stride: int, lo: int, hi: int, t: str,
-              act: Callable[[str], str] | None) -> list[str]:
-    """An activation without a vector form over positions ``lo`` to ``hi`` of ``rows`` output
-    channels from ``y`` (``stride`` apart), once a block of output channels of a register-blocked
-    kernel is complete: loops the compiler vectorises, over values still in L1 (per tile, scalar
-    reads of what the tile had just stored as vectors cost a Sigmoid 1x1 16 -> 32 convolution
-    1.3x its time; one pass over the whole output, 64 KiB, read it back from L2)."""
+              act: Callable[[str], str] | None, act_vec: Callable[[str], str] | None = None) -> list[str]:
+    """An activation over positions ``lo`` to ``hi`` of ``rows`` output channels from ``y``
+    (``stride`` apart), once a block of output channels of a register-blocked kernel is complete:
+    loops the compiler vectorises, over values still in L1 (per tile, scalar reads of what the
+    tile had just stored as vectors cost a Sigmoid 1x1 16 -> 32 convolution 1.3x its time; one
+    pass over the whole output, 64 KiB, read it back from L2). With ``act_vec``, whole vectors
+    through it and the last values through ``act``."""
     if act is None or hi <= lo:
         return []
     r, i, xv, yr = e.tmp("r"), e.tmp("i"), e.tmp("x"), e.tmp("ya")
-    return [f"for (std::int64_t {r} = 0; {r} < {rows}; ++{r}) {{",
-            f"{t} *__restrict {yr} = {y} + {r} * std::int64_t({stride});",
-            f"for (std::int64_t {i} = {lo}; {i} < {hi}; ++{i}) {{ const {t} {xv} = {yr}[{i}]; {yr}[{i}] = {act(xv)}; }}",
-            "}"]
+    lines = [f"for (std::int64_t {r} = 0; {r} < {rows}; ++{r}) {{",
+             f"{t} *__restrict {yr} = {y} + {r} * std::int64_t({stride});"]
+    start = lo
+    if act_vec is not None:
+        ns = "sofie_rt::rows::"
+        start = lo + (hi - lo) // 8 * 8
+        lines.append(f"for (std::int64_t {i} = {lo}; {i} < {start}; {i} += 8) "
+                     f"{ns}store({yr} + {i}, {act_vec(f'{ns}load({yr} + {i})')});")
+    if start < hi:
+        lines.append(f"for (std::int64_t {i} = {start}; {i} < {hi}; ++{i}) "
+                     f"{{ const {t} {xv} = {yr}[{i}]; {yr}[{i}] = {act(xv)}; }}")
+    return lines + ["}"]
 
 
 #: the register-blocked direct convolution (``_direct_tiled``) is used while one group's (padded)
@@ -516,7 +531,7 @@ DIRECT_TILE = (6, 1, 2)
 
 def _direct_tiled(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, yg: str, mg: int, cg: int,
                   g: _Geom, t: str, act: Callable[[str], str] | None,
-                  act_vec: Callable[[str], str] | None) -> list[str]:
+                  act_vec: Callable[[str], str] | None, act_vec_regs: bool = True) -> list[str]:
     """Convolution of one image and group as a register-blocked product read straight from the
     (zero-padded) input ``src`` of spatial shape ``dims``: a tile of output channels x output rows
     x 16 (or 8) positions of a row (``DIRECT_TILE_16``, ``DIRECT_TILE_8``) is summed over the
@@ -536,7 +551,10 @@ def _direct_tiled(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, 
     taps = list(itertools.product(*[range(k) for k in g.k]))
     toff = [sum(tp[j] * g.d[j] * dstr[j] for j in range(n)) for tp in taps]
     ns = "sofie_rt::rows::"
-    pass_act = act if act_vec is None else None
+    # the activation: on the accumulators (act_vec_regs), or in a pass over each finished block
+    pass_act = act if act_vec is None or not act_vec_regs else None
+    pass_vec = None if act_vec_regs else act_vec
+    act_vec = act_vec if act_vec_regs else None
     wst = cg * kk  # weight stride between output channels
     xstep = g.s[-2] * dstr[-2] if n >= 2 else 0  # input stride between the windows of two output rows
     lead = [e.tmp("o") for _ in range(n - 1)]
@@ -622,7 +640,7 @@ def _direct_tiled(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, 
 
     tm, r16, r8 = DIRECT_TILE
     lines = _channel_blocks(e, mg, tm, lambda mm, tm: rows_of(mm, tm) + _act_pass(
-        e, f"{yg} + {mm} * std::int64_t({p})", 1, 0, 0, tm * p, t, pass_act))
+        e, f"{yg} + {mm} * std::int64_t({p})", 1, 0, 0, tm * p, t, pass_act, pass_vec))
     return lines
 
 

@@ -170,7 +170,9 @@ class _FusedProduct(Operator):
             if self.base == "Conv" and dt.cpp == "float":
                 vec = conv_vector_activation(act, attrs)
                 if vec is not None:
-                    kw["act_vec"] = vec
+                    # tanh's temporaries for a whole tile of accumulators do not fit in the vector
+                    # registers: it runs over each finished block of output channels instead
+                    kw.update(act_vec=vec, act_vec_regs=act != "Tanh")
             expr_of = dense_epilogue_expr if self.base == "Gemm" else _activation_expr
             return base.emit(self._base_view(v), e,  # type: ignore[union-attr]
                              act=lambda y: expr_of(act, attrs, y, dt, v.label), **kw)
