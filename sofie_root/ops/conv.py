@@ -7,12 +7,13 @@ inputs leave them symbolic is compiled at each call for the input's shape (``Sym
 see ``SpecializingModel``). Conv lowers to im2col + GEMM per
 (image, group), with the im2col matrix in a workspace buffer (skipped for 1x1 convolutions
 without stride or padding) built by row copies from a zero-padded copy of the input; depthwise
-and other convolutions of at most 9 terms per output (3x3 over one input channel) are computed
-directly instead (``_direct_conv``); float 1x1 convolutions with output channels per group a
-multiple of 4 run a register-blocked product with bias and activation before one store
-(``_pointwise_tiled``) instead of sgemm, and float convolutions with stride 1 along the rows a
-register-blocked direct product reading the padded input in place (``_direct_tiled``) instead
-of im2col + sgemm. ConvTranspose is the same register-blocked product (or a GEMM) + col2im over
+and other convolutions of at most 9 terms per output (3x3 over one input channel) with few output
+channels per group are computed directly instead (``_direct_conv``; stride-2 rows from a copy
+split into even and odd positions); float 1x1 convolutions run a register-blocked product with
+bias and activation before one store (``_pointwise_tiled``) instead of sgemm, and float
+convolutions with stride 1 along the rows a register-blocked direct product reading the padded
+input in place (``_direct_tiled``) instead of im2col + sgemm. Their tiles hold 12 accumulators
+of the 16 AVX2 vector registers. ConvTranspose is the same register-blocked product (or a GEMM) + col2im over
 compile-time ranges (``_col2im_add``). Pools loop over the output and over the part of each
 window that lies inside the input, so padding never needs a buffer.
 """
