@@ -77,6 +77,9 @@ CONV_CASES = {
     # output channels past the whole 4-channel tiles (13 = 3 x 4 + 1) of 24 positions, then
     # one-vector tiles of 12 + 1 channels for the positions past them (50 = 2 x 24 + 2)
     "pointwise_tiled_odd_channels": ((2, 5, 5, 10), (13, 5, 1, 1), True, {}),
+    # an input of more than 256 KB: tiles of 6 channels x 16 positions (13 = 5 + 4 + 4; 1042 =
+    # 65 x 16 + an overlapping one-vector tile)
+    "pointwise_tiled_wide_input": ((1, 64, 1042), (13, 64, 1), True, {}),
     # the register-blocked direct kernel (ops/conv.py _direct_tiled): 16- and 8-position tiles of
     # an output row, scalar tails; pads, dilations, leading strides, groups, 1-D and 3-D
     "direct_tiled": ((2, 3, 9, 20), (8, 3, 3, 3), True, {"pads": [1, 1, 1, 1]}),
