@@ -1170,6 +1170,20 @@ SOFIE_RT_VM_INLINE f8 exp8(f8 x)
    return x != x ? x : y;
 }
 
+// p[1], p[3], ..., p[15]: with even8, the two phases of 16 floats (a stride-2 convolution splits
+// its input rows into them once, so that every tap reads contiguous values).
+SOFIE_RT_VM_INLINE f8 odd8(const float *p)
+{
+#if defined(__clang__) || __GNUC__ >= 12
+   return __builtin_shufflevector(load(p), load(p + 8), 1, 3, 5, 7, 9, 11, 13, 15);
+#else
+   f8 v;
+   for (int l = 0; l < 8; ++l)
+      v[l] = p[2 * l + 1];
+   return v;
+#endif
+}
+
 // p[0], p[2], ..., p[14] (a stride-2 row of a convolution); reads p[15] too.
 SOFIE_RT_VM_INLINE f8 even8(const float *p)
 {
