@@ -17,18 +17,6 @@ of the 16 AVX2 vector registers. ConvTranspose is the same register-blocked prod
 compile-time ranges (``_col2im_add``). Pools loop over the output and over the part of each
 window that lies inside the input, so padding never needs a buffer.
 """
-# LEAD NOTE (delete this comment block, do not commit it): this machine is AMD EPYC Zen 2 (znver2), NOT Zen 4:
-# AVX2+FMA only, NO AVX-512, 16 ymm registers (so a register tile has at most ~12-13 accumulators), 2x256-bit
-# FMA pipes; VDIVPS ymm ~10 cycles latency, one per ~3.5-5 cycles. Also: main has 9b2b194 (Buffer::reserve's
-# check inlined; before it ~1 JIT copy in 4 of a small model ran ~45 ns slower by placement): `git merge main`
-# before timing batch-1 cases. Untracked LEAD_NOTE*_READ_ME.md files in your worktree say the same.
-# LEAD NOTE 2 (conv2; delete): PRIORITY: corpus particlenet is at ORT run / infer 1.18 at batch 1 (target >= 1.2;
-# `benchmarks/corpus_min.py particlenet 15 1`). model.profile at b1: three FusedConv 1x1 64->64 + Relu on
-# [1,64,100,16] (p = 1600) take 221, 221, 214 us = 61% of the model (~60 GFLOP/s; peak 113). Besides the tile
-# shape, the loop order matters: for each block of output channels the whole 400 KB input streams again; a
-# position block outer / channel block inner order keeps the [64 x 24] input strip and the 16 KB weight in L1.
-# profile: proto, inp = benchmarks.corpus.MODELS['particlenet'](1); sofie_root.compile(proto).profile(*inp)
-
 
 from __future__ import annotations
 
