@@ -40,6 +40,14 @@ public:
    {
       if (n <= fSize && fData)
          return false;
+      grow(n, what);
+      return true;
+   }
+
+private:
+   // Out of line and cold: the check above is inlined into every run, the allocation is not.
+   __attribute__((noinline, cold)) void grow(std::size_t n, const char *what)
+   {
       release();
       std::size_t rounded = (n + kAlign - 1) / kAlign * kAlign;
       if (rounded == 0)
@@ -51,10 +59,8 @@ public:
                                   " bytes");
       }
       fSize = rounded;
-      return true;
    }
 
-private:
    void release()
    {
       if (fData)
@@ -89,19 +95,25 @@ inline std::size_t round_up(std::size_t n) { return (n + kAlign - 1) / kAlign * 
 // AMD Zen 2, a third of a small model's run (Relu on [1, 128]: 26 -> 17 ns per call).
 // Elsewhere it does nothing. Subnormal inputs read as (signed) zero inside the run and subnormal
 // results become zero; a model opts out with the metadata property sofie_root.flush_denormals=0.
-class FPModeGuard {
+// The saved and the new control word live in the guard's own 64-byte line, written and read by
+// STMXCSR/LDMXCSR directly (inline asm): when the compiler kept them in stack slots it copied them
+// through, sharing a cache line with the run's other stack stores, some runs stalled at the
+// LDMXCSR on AMD Zen 2 (Relu [1, 128] 54 ns instead of 15.5, Tanh 96 instead of 44.5, the same
+// in every compiled copy; benchmarks/placement.py).
+class alignas(64) FPModeGuard {
 public:
    explicit FPModeGuard(bool enable) : fActive(enable)
    {
       if (!fActive)
          return;
 #if defined(__x86_64__) || (defined(__i386__) && defined(__SSE__))
-      fSaved = __builtin_ia32_stmxcsr();
-      __builtin_ia32_ldmxcsr(static_cast<unsigned>(fSaved) | 0x8040u);
+      __asm__ __volatile__("stmxcsr %0" : "=m"(fSaved));
+      fSet = fSaved | 0x8040u;
+      __asm__ __volatile__("ldmxcsr %0" : : "m"(fSet));
 #elif defined(__aarch64__)
       std::uint64_t v;
       __asm__ __volatile__("mrs %0, fpcr" : "=r"(v));
-      fSaved = v;
+      fSaved64 = v;
       __asm__ __volatile__("msr fpcr, %0" : : "r"(v | (std::uint64_t(1) << 24)));
 #endif
    }
@@ -110,9 +122,9 @@ public:
       if (!fActive)
          return;
 #if defined(__x86_64__) || (defined(__i386__) && defined(__SSE__))
-      __builtin_ia32_ldmxcsr(static_cast<unsigned>(fSaved));
+      __asm__ __volatile__("ldmxcsr %0" : : "m"(fSaved));
 #elif defined(__aarch64__)
-      __asm__ __volatile__("msr fpcr, %0" : : "r"(fSaved));
+      __asm__ __volatile__("msr fpcr, %0" : : "r"(fSaved64));
 #endif
    }
    FPModeGuard(const FPModeGuard &) = delete;
@@ -120,7 +132,8 @@ public:
 
 private:
    bool fActive;
-   std::uint64_t fSaved = 0;
+   unsigned fSaved = 0, fSet = 0;
+   std::uint64_t fSaved64 = 0;
 };
 
 // The floating-point control word of the calling thread (MXCSR on x86-64, FPCR on aarch64, 0
@@ -145,7 +158,7 @@ inline std::uint64_t fp_mode()
 // vectorises without -ffast-math). The float64 overloads are std:: (float64 models are rare and
 // keep the library's accuracy). Maximum errors against the correctly rounded result, measured
 // over a sweep of float32 bit patterns (tests/sofie_root/test_math_layer.py, docs/conformance.md, "Numerics"):
-//   exp 0.9 ulp, expm1 1.6, log 0.8, log1p 1.5, tanh 4.7, sigmoid 2.1, softplus 1.9, erf 2.4, pow
+//   exp 0.9 ulp, expm1 1.6, log 0.8, log1p 1.5, tanh 5.4, sigmoid 3.2, softplus 1.9, erf 2.4, pow
 //   1 (computed in double); gelu 6 ulp for x >= 0, 28 ulp (1.7e-6 relative) for -5 < x < 0 and
 //   1.5e-5 relative below -5, where |gelu(x)| < 1.5e-6 (the rounding of z^2 inside erfc's exp).
 // Every function returns NaN for NaN, handles +-0, +-inf and subnormal arguments as the C
@@ -153,9 +166,11 @@ inline std::uint64_t fp_mode()
 // below -87.68; log-type functions produce subnormal results only when the caller has not enabled
 // flush-to-zero, see FPModeGuard).
 // These loops are bound by latency on AVX2 (an FMA takes 4-5 cycles, a polynomial by Horner is a
-// chain of them): the exp users evaluate their polynomials in Estrin's order where the accuracy
-// allows it, and NaN is carried through clamps written x < lo ? lo : x (one vmaxps, NaN for NaN)
-// rather than selected back at the end.
+// chain of them) and by the two FMA pipes, which also take the multiplications, vmaxps/vminps and
+// blends (the division runs beside them): the exp users evaluate their polynomials in Estrin's
+// order where the accuracy allows it, tanh, sigmoid and erf are written for the fewest operations
+// on those pipes (docs/performance.md, "tanh, sigmoid, erf and gelu by operation count"), and NaN is carried through clamps written
+// x < lo ? lo : x (one vmaxps, NaN for NaN) rather than selected back at the end.
 namespace vm {
 
 // Forced inlining: a call left in a loop (cling's inliner gives up on the larger compositions,
@@ -208,6 +223,18 @@ SOFIE_RT_VM_INLINE float exp_poly_estrin(float r)
    return (r2 * q + r) + 1.0f;
 }
 
+// e^r on the same interval to degree 5, 1 + (r + r^2 ((c2 + c3 r) + r^2 (c4 + c5 r))), fitted
+// (iteratively reweighted least squares) to the relative error of e^r: 1.1e-7 (0.9 ulp) with these
+// float32 coefficients. One FMA fewer than exp_poly_estrin; sigmoid and erfc_pos (gelu) use it.
+SOFIE_RT_VM_INLINE float exp_poly5_estrin(float r)
+{
+   const float r2 = r * r;
+   const float k = 1.666712016e-01f * r + 4.999922216e-01f;
+   const float l = 8.312392980e-03f * r + 4.189134762e-02f;
+   const float q = r2 * l + k;
+   return (r2 * q + r) + 1.0f;
+}
+
 // e^x = 2^n e^r, n = round(x / ln2), |r| <= ln2/2 (Cody-Waite: ln2 split in two so n*C1 is
 // exact), e^r by exp_poly. x is clamped to [-88, 89] (NaN passes: x < lo ? lo : x is one vmaxps
 // and NaN for NaN, so no select at the end), which keeps n + 127 in [0, 255]; t = 1.5 * 2^23 + 127
@@ -233,18 +260,21 @@ SOFIE_RT_VM_INLINE double exp(double x) { return std::exp(x); }
 // e^x for x <= 88 (or NaN, which propagates) inside functions that need no subnormal result:
 // one scale factor 2^n built from t's bits by one shift (t = 1.5 * 2^23 + 127 + n), the clamp at
 // -88 gives 2^-127 -> a zero factor, so e^x is an exact 0 below about -87.7 (subnormal above that
-// down to -87.34, 0 with flush-to-zero), Estrin's polynomial. sigmoid, erf and gelu use it: about
-// 30% faster than exp in their loops.
+// down to -87.34, 0 with flush-to-zero), Estrin's polynomial. softplus uses it.
 // e^c = p * scale for c <= 88 (or NaN) without a clamp: Estrin's polynomial p and the factor 2^n
-// (n + 127 in [1, 254] for c in [-87.3, 88.3]; callers that bound c themselves, like erf, use the
-// two parts to end with one FMA).
+// (n + 127 in [1, 254] for c in [-87.3, 88.3]; sigmoid and erfc_pos bound c themselves). Deg 5
+// uses exp_poly5_estrin (their error bounds allow it; n = 128 at c = 89 gives scale = inf).
+template <int Deg = 6>
 SOFIE_RT_VM_INLINE float exp_parts(float c, float &scale)
 {
    const float t = c * 1.44269504088896341f + 12583039.0f; // 1.5 * 2^23 + 127: t's low bits hold n + 127
    const float fn = t - 12583039.0f;
    const float r = (c - fn * 0.693359375f) + fn * 2.12194440e-4f;
    scale = from_bits(bits(t) << 23);
-   return vm::exp_poly_estrin(r);
+   if constexpr (Deg == 5)
+      return vm::exp_poly5_estrin(r);
+   else
+      return vm::exp_poly_estrin(r);
 }
 
 SOFIE_RT_VM_INLINE float exp_neg(float x)
@@ -321,43 +351,64 @@ SOFIE_RT_VM_INLINE float log1p(float x)
 }
 SOFIE_RT_VM_INLINE double log1p(double x) { return std::log1p(x); }
 
-// tanh: the rational minimax approximation of ONNX Runtime's MLAS and Eigen (odd degree 13 over
-// even degree 6) on x clamped to [-9, 9] (tanh(9) rounds to 1 in float): no exp, one division,
-// 3.1x faster per element than the exp form it replaces (0.56 against 1.7 ns under cling). Written
-// c * (p / q), not c * p / q, so that tiny and subnormal x keep their relative accuracy (c * p
-// would underflow first). Max error 4.7 ulp over every 1021st float32 pattern, 5.3 ulp over every
-// float in [1e-3, 9.5] (near |x| = 5-8.5, where the fit's absolute error of 2.4e-7 meets results
-// near 1; some x in (7.9, 9) give 1 + 2^-23), 1.2 ulp below |x| = 0.6. NaN stays NaN through the
-// clamp, -0 -> -0, tanh(+-inf) = +-1. Horner, not Estrin: an Estrin form was 3% faster but 0.2 ulp
-// less accurate and gave 1 - 2^-24 at the clamp (so 1 + tanh(-inf) was not 0, which Gelu's tanh
-// form needs to give NaN at -inf).
+// tanh(c) / c ~ P(z) / Q(z), z = c^2, for |c| <= 8.9: a [9/8] rational minimax fit (relative
+// error 3.8e-8 with these float32 coefficients, against 2.4e-7 for the odd-13/even-6 rational of
+// ONNX Runtime's MLAS and Eigen it replaces), Q monic so that its first step is an addition:
+// 1 multiplication, 7 FMAs and an addition where the MLAS form took 1 + 9 FMAs. These loops are
+// bound by the two FMA pipes (the division runs beside them), so the count is the speed: 0.30
+// against 0.36 ns per element under cling (benchmarks/math_ops.py, docs/performance.md). A template
+// so that vm::tanh and the 8-lane rows::tanh8 (fused 1x1 convolution, recurrent gates) are one
+// rational, bit for bit (T is float or the 8-float vector).
+template <class T>
+SOFIE_RT_VM_INLINE T tanh_clamped(T c)
+{
+   const T z = c * c;
+   T p = z * 1.717296988e-02f + 2.650154877e+01f;
+   p = p * z + 4.495033203e+03f;
+   p = p * z + 1.720687656e+05f;
+   p = p * z + 1.285916125e+06f;
+   T q = z + 4.225050659e+02f;
+   q = q * z + 3.327562891e+04f;
+   q = q * z + 6.007072500e+05f;
+   q = q * z + 1.285916125e+06f;
+   return c * (p / q);
+}
+
+// tanh: tanh_clamped on x clamped to [-8.9, 8.9] (beyond, tanh(x) rounds to 1 - 2^-24 or 1; the
+// rational gives exactly 1 at 8.9, so tanh(+-inf) = +-1 and 1 + tanh(-inf) = 0, which Gelu's
+// tanh form needs to give NaN at -inf). Written c * (p / q), not c * p / q, so that tiny and
+// subnormal x keep their relative accuracy (c * p would underflow first). Max error 5.1 ulp, near
+// |x| = 7-8.9 where results lie just below 1 and the roundings of p, q, p / q and c * (p / q) add
+// up (some x there give 1 + 2^-23, as with the MLAS rational, whose bound was 5.3); 1.5 ulp below
+// |x| = 0.6. The two clamps in sequence are one vmaxps and one vminps that keep NaN
+// (x < lo ? lo : x is NaN for NaN); the nested x < lo ? lo : (x > hi ? hi : x) compiled to a
+// compare, a vminps and a vblendvps (8% of tanh's time). -0 -> -0.
 SOFIE_RT_VM_INLINE float tanh(float x)
 {
-   const float c = x < -9.0f ? -9.0f : (x > 9.0f ? 9.0f : x);
-   const float z = c * c;
-   float p = -2.76076847742355e-16f;
-   p = p * z + 2.00018790482477e-13f;
-   p = p * z - 8.60467152213735e-11f;
-   p = p * z + 5.12229709037114e-08f;
-   p = p * z + 1.48572235717979e-05f;
-   p = p * z + 6.37261928875436e-04f;
-   p = p * z + 4.89352455891786e-03f;
-   float q = 1.19825839466702e-06f;
-   q = q * z + 1.18534705686654e-04f;
-   q = q * z + 2.26843463243900e-03f;
-   q = q * z + 4.89352518554385e-03f;
-   return c * (p / q);
+   float c = x < -8.9f ? -8.9f : x;
+   c = c > 8.9f ? 8.9f : c;
+   return vm::tanh_clamped(c);
 }
 SOFIE_RT_VM_INLINE double tanh(double x) { return std::tanh(x); }
 
-// sigmoid from e = e^-|x| <= 1 (exp_neg, no overflow to handle): 1 / (1 + e) for x >= 0 and
-// e / (1 + e) below (one division either way), which keeps the relative accuracy of the tiny
-// results of large negative x (exact 0 below -87.7). The numerator is chosen by the sign bit of x
-// (one vblendvps, no comparison); NaN propagates through exp_neg (no select at the end).
+// sigmoid as 1 / (1 + e^-x): the relative error of E = e^-x passes to the result damped by
+// E / (1 + E) <= 1, so tiny results of large negative x keep their relative accuracy without the
+// e / (1 + e) branch and its select (and x need not stay live to pick it). -x is clamped to
+// [-88, 89] (NaN passes both clamps); E = p * 2^n by exp_parts with the degree-5 polynomial. At
+// the low end 2^n = 0 (E = 0, sigmoid = 1); at the high end n = 128 makes the exponent field 255,
+// 2^n = inf and sigmoid = 0 exactly (x <= -88.38); between -88.38 and -87.33 the results are the
+// subnormal ones (0 under flush-to-zero, as inside a model). 11 operations on the FMA pipes where
+// the e / (1 + e) form took 12 with the degree-6 polynomial: 0.37 against 0.41 ns per element under
+// cling. Max error 2.7 ulp (onnxruntime's MLAS rational: absolute accuracy only, millions of ulp
+// for x below -9).
 SOFIE_RT_VM_INLINE float sigmoid(float x)
 {
-   const float e = vm::exp_neg(-std::fabs(x));
-   return (std::int32_t(bits(x)) < 0 ? e : 1.0f) / (1.0f + e);
+   float c = -x;
+   c = c < -88.0f ? -88.0f : c;
+   c = c > 89.0f ? 89.0f : c;
+   float scale;
+   const float p = vm::exp_parts<5>(c, scale);
+   return 1.0f / (1.0f + p * scale);
 }
 SOFIE_RT_VM_INLINE double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
@@ -387,35 +438,54 @@ SOFIE_RT_VM_INLINE float erfc_pos(float z)
    const float p67 = 1.48851587f * t - 1.13520398f;
    const float p89 = 0.17087277f * t - 0.82215223f;
    const float p = t4 * (t4 * p89 + (t2 * p67 + p45)) + (t2 * p23 + p01);
-   return t * vm::exp_neg(p - z * z);
+   // e^(P - z^2) with the degree-5 polynomial: its 1.1e-7 relative error is small beside the
+   // rounding of z^2 that bounds gelu's accuracy for x < 0 (measured: the same maximum errors),
+   // and one FMA fewer is 6% of gelu's time
+   const float arg = p - z * z;
+   float scale;
+   const float e = vm::exp_parts<5>(arg < -88.0f ? -88.0f : arg, scale);
+   return t * (e * scale);
 }
 
-// erf as ONNX Runtime's MLAS computes it, with our own fits: x P(x^2) for |x| < 0.921875 (degree 5
-// in x^2, relative error 1.6e-8) and 1 - e^-Q(|x|) with the sign of x above, Q a degree-8 fit of
-// -ln erfc on [0.921875, 3.93] (absolute error 9e-9; erf rounds to 1 beyond 3.93, where |x| is
-// clamped), Q in Estrin's order and e^-Q by exp_parts (Q <= 18: no clamp), 1 - p * 2^n one FMA.
-// No division. NaN passes the clamp (a > 3.93 is false) and every later step. Max error 2.3 ulp.
+// erf as ONNX Runtime's MLAS splits it, with our own fits: x P(x^2) for |x| < 0.921875 (degree 5
+// in x^2, relative error 1.6e-8) and 1 - 2^-Q(c) with the sign of x above, c = |x| clamped at 3.93
+// (erf rounds to 1 beyond). Q = -log2 erfc(c) is a degree-6 polynomial fitted to the error it
+// makes in erf (weighted by erfc(c): 4e-9 absolute, 0.07 ulp, with these float32 coefficients;
+// a fit of -ln erfc to its own error needed degree 8), in Estrin's order. Base 2, so that
+// n = round(-Q) and g = Q + n in [-0.5, 0.5] come from two additions (t = 1.5 * 2^23 + 127 - Q
+// holds n + 127 in its low bits, one shift makes 2^n) with no multiplication by 1/ln2 nor a
+// two-constant reduction; 2^-g is a degree-5 polynomial (relative error 1.1e-7, at most 0.35 ulp
+// of erf where erfc is largest, 0.19), 1 - p * 2^n one FMA. P is evaluated on c^2, which is x^2
+// wherever that branch is taken. These loops are bound by the FMA pipes: 20 operations on them
+// where the e^-Q form took 27, 0.67 against 0.88 ns per element under cling. No division. NaN
+// passes the clamp (a > 3.93 is false) and every later step. Max error 2.3 ulp (in the x P(x^2)
+// branch; 1.7 above 0.92).
 SOFIE_RT_VM_INLINE float erf(float x)
 {
    const float a = std::fabs(x);
-   const float z = x * x;
-   float s = -5.99085085e-4f;
-   s = s * z + 4.99317956e-3f;
-   s = s * z - 2.67666156e-2f;
-   s = s * z + 1.12818161e-1f;
-   s = s * z - 3.76124937e-1f;
-   s = s * z + 1.12837915e+0f;
    const float c = a > 3.93f ? 3.93f : a;
    const float c2 = c * c;
+   float s = -5.99085085e-4f;
+   s = s * c2 + 4.99317956e-3f;
+   s = s * c2 - 2.67666156e-2f;
+   s = s * c2 + 1.12818161e-1f;
+   s = s * c2 - 3.76124937e-1f;
+   s = s * c2 + 1.12837915e+0f;
    const float c4 = c2 * c2;
-   const float p01 = 1.13018203e+00f * c - 3.06349510e-04f;
-   const float p23 = 1.10012121e-01f * c + 6.31906033e-01f;
-   const float p45 = 4.74888738e-03f * c - 2.63866391e-02f;
-   const float p67 = 4.58579780e-05f * c - 5.94821759e-04f;
-   const float q = c4 * (c4 * -1.62878405e-06f + (c2 * p67 + p45)) + (c2 * p23 + p01);
-   float scale;
-   const float p = vm::exp_parts(-q, scale);
-   const float big = from_bits(bits(1.0f - p * scale) | (bits(x) & 0x80000000u)); // 1 - e^-Q >= 0
+   const float p01 = 1.626805186e+00f * c + 3.028473875e-04f;
+   const float p23 = 1.498078406e-01f * c + 9.194090366e-01f;
+   const float p45 = 4.373669624e-03f * c - 3.200097382e-02f;
+   const float q = c4 * (c2 * -2.809418947e-04f + p45) + (c2 * p23 + p01);
+   const float t = 12583039.0f - q; // 1.5 * 2^23 + 127 - Q: rounds to an integer, low bits n + 127
+   const float fn = t - 12583039.0f;
+   const float g = q + fn; // exact
+   const float g2 = g * g;
+   const float e01 = -6.931470037e-01f * g + 1.0f;
+   const float e23 = -5.550733581e-02f * g + 2.402224243e-01f;
+   const float e45 = -1.326472615e-03f * g + 9.671512991e-03f;
+   const float e = g2 * (g2 * e45 + e23) + e01; // 2^-g
+   const float scale = from_bits(bits(t) << 23);
+   const float big = from_bits(bits(1.0f - e * scale) | (bits(x) & 0x80000000u)); // 1 - 2^-Q >= 0
    return a < 0.921875f ? x * s : big;
 }
 SOFIE_RT_VM_INLINE double erf(double x) { return std::erf(x); }
@@ -731,6 +801,7 @@ template <class T> SOFIE_RT_VM_INLINE T pow_half(T x)
 
 } // namespace vm
 
+
 // The names generated code used before the vm layer; kept so that other kernels keep compiling.
 inline float exp_core(float x) { return vm::exp(x); }
 inline float fast_exp(float x) { return vm::exp(x); }
@@ -759,7 +830,8 @@ inline float gate_tanh(float x)
 inline double gate_tanh(double x) { return std::tanh(x); }
 inline float gate_sigmoid(float x)
 {
-   const float c = x < -18.f ? -18.f : (x > 18.f ? 18.f : x);
+   float c = x < -18.f ? -18.f : x; // two clamps in sequence (vmaxps, vminps), as in vm::tanh
+   c = c > 18.f ? 18.f : c;
    const float x2 = c * c;
    float p = 4.37031012579801e-11f;
    p = p * x2 + 1.15627324459942e-07f;
@@ -772,8 +844,9 @@ inline float gate_sigmoid(float x)
    q = q * x2 + 1.70198817374094e-03f;
    q = q * x2 + 1.16817656904453e-01f;
    q = q * x2 + 9.93151921023180e-01f;
-   const float r = c * p / q + 0.5f;
-   return r < 0.f ? 0.f : (r > 1.f ? 1.f : r);
+   float r = c * p / q + 0.5f;
+   r = r < 0.f ? 0.f : r;
+   return r > 1.f ? 1.f : r;
 }
 inline double gate_sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
@@ -1097,6 +1170,20 @@ SOFIE_RT_VM_INLINE f8 exp8(f8 x)
    return x != x ? x : y;
 }
 
+// p[1], p[3], ..., p[15]: with even8, the two phases of 16 floats (a stride-2 convolution splits
+// its input rows into them once, so that every tap reads contiguous values).
+SOFIE_RT_VM_INLINE f8 odd8(const float *p)
+{
+#if defined(__clang__) || __GNUC__ >= 12
+   return __builtin_shufflevector(load(p), load(p + 8), 1, 3, 5, 7, 9, 11, 13, 15);
+#else
+   f8 v;
+   for (int l = 0; l < 8; ++l)
+      v[l] = p[2 * l + 1];
+   return v;
+#endif
+}
+
 // p[0], p[2], ..., p[14] (a stride-2 row of a convolution); reads p[15] too.
 SOFIE_RT_VM_INLINE f8 even8(const float *p)
 {
@@ -1110,25 +1197,14 @@ SOFIE_RT_VM_INLINE f8 even8(const float *p)
 #endif
 }
 
-// vm::tanh on 8 lanes: the same clamp and rational, step for step (the register-blocked 1x1
-// convolution applies it to its accumulators before the single store).
+// vm::tanh on 8 lanes: the same clamps and rational (vm::tanh_clamped), bit for bit (the
+// register-blocked 1x1 convolution applies it to its accumulators before the single store).
 SOFIE_RT_VM_INLINE f8 tanh8(f8 x)
 {
-   const f8 lo = splat(-9.0f), hi = splat(9.0f);
-   const f8 c = x < lo ? lo : (x > hi ? hi : x);
-   const f8 z = c * c;
-   f8 p = splat(-2.76076847742355e-16f);
-   p = p * z + 2.00018790482477e-13f;
-   p = p * z - 8.60467152213735e-11f;
-   p = p * z + 5.12229709037114e-08f;
-   p = p * z + 1.48572235717979e-05f;
-   p = p * z + 6.37261928875436e-04f;
-   p = p * z + 4.89352455891786e-03f;
-   f8 q = splat(1.19825839466702e-06f);
-   q = q * z + 1.18534705686654e-04f;
-   q = q * z + 2.26843463243900e-03f;
-   q = q * z + 4.89352518554385e-03f;
-   return c * (p / q);
+   const f8 lo = splat(-8.9f), hi = splat(8.9f);
+   f8 c = x < lo ? lo : x;
+   c = c > hi ? hi : c;
+   return vm::tanh_clamped(c);
 }
 
 // e^x for x <= 0 or NaN (softmax after subtracting the maximum), in 12 vector operations where
@@ -2065,6 +2141,26 @@ inline void reduce_inner<float>(const float *x, float *out, std::int64_t outer, 
 #endif
 
 } // namespace rows
+
+// n copies of v from d (Expand's broadcast runs): forced inline and, for float, written in 8-lane
+// vectors, because cling inlines only always_inline functions, and a plain loop of a short
+// constant length is fully unrolled into scalar stores before its vectoriser sees it (no SLP
+// pass merges them). Expand [1,32,100,1] -> [1,32,100,16], 3200 runs of 16: 15.3 us as
+// std::fill_n (16 scalar stores per run).
+template <class T>
+SOFIE_RT_VM_INLINE void fill(T *d, std::int64_t n, T v)
+{
+   std::int64_t i = 0;
+#ifdef SOFIE_RT_ROWS_VEC
+   if constexpr (std::is_same<T, float>::value) {
+      const rows::f8 s = rows::splat(v);
+      for (; i + 8 <= n; i += 8)
+         rows::store(d + i, s);
+   }
+#endif
+   for (; i < n; ++i)
+      d[i] = v;
+}
 
 // ---- dense layers: register-blocked GEMM with a bias (namespace sofie_rt::dense) ------------
 // C[M, N] = A[M, K] B[K, N] + bias[N] (bias may be null), row-major, no transposition: the
@@ -3069,6 +3165,55 @@ inline void topk_select_small(const B *kk, std::int64_t n, std::int64_t k, K *be
    }
 }
 
+#ifdef SOFIE_RT_ROWS_VEC
+// The k (2..kTopkSmall) best of 8 contiguous rows of n (<= kTopkRows8MaxN) 32-bit order keys at
+// once, one row per vector lane, without a branch that depends on the data. The one-pass
+// selection above mispredicts about once per kept element (on rows of 100 with k = 17, a kNN's
+// TopK, most of its time). Here each element is inserted into 8 sorted lists in lanes: for every
+// kept position p, from the last to the first, the list moves up where its entry is greater than
+// the new key and the key lands where the one before is not greater; an equal key stays behind
+// (a later index), so ties keep the lower index. Keys are offset by 2^31 for signed compares.
+constexpr std::int64_t kTopkRows8MaxN = 256;
+template <class T, class B>
+inline void topk_rows8(const T *x, std::int64_t n, std::int64_t k, B flip, T *values, std::int64_t *indices)
+{
+   using rows::i8;
+   alignas(32) std::int32_t kt[kTopkRows8MaxN * 8];
+   for (std::int64_t j = 0; j < n; ++j)
+      for (int r = 0; r < 8; ++r)
+         kt[j * 8 + r] = std::int32_t(std::uint32_t(topk_key(x[r * n + j]) ^ flip) ^ 0x80000000u);
+   const i8 all = {-1, -1, -1, -1, -1, -1, -1, -1}, none = {0, 0, 0, 0, 0, 0, 0, 0};
+   i8 bk[kTopkSmall], bi[kTopkSmall];
+   for (std::int64_t p = 0; p < k; ++p)
+      bk[p] = bi[p] = none;
+   for (std::int64_t j = 0; j < n; ++j) {
+      i8 c;
+      std::memcpy(&c, kt + j * 8, sizeof c);
+      const std::int32_t j32 = std::int32_t(j);
+      const i8 cj = {j32, j32, j32, j32, j32, j32, j32, j32};
+      const std::int64_t last = j < k - 1 ? j : k - 1;
+      // slot j is still empty while j < k: every key enters it
+      i8 gt = last == j ? all : i8(bk[last] > c);
+      for (std::int64_t p = last; p > 0; --p) {
+         const i8 gt_before = bk[p - 1] > c;
+         bk[p] = gt_before ? bk[p - 1] : (gt ? c : bk[p]);
+         bi[p] = gt_before ? bi[p - 1] : (gt ? cj : bi[p]);
+         gt = gt_before;
+      }
+      bk[0] = gt ? c : bk[0];
+      bi[0] = gt ? cj : bi[0];
+   }
+   for (int r = 0; r < 8; ++r)
+      for (std::int64_t p = 0; p < k; ++p) {
+         const std::int64_t at = bi[p][r];
+         if (values)
+            values[r * k + p] = x[r * n + at];
+         if (indices)
+            indices[r * k + p] = at;
+      }
+}
+#endif
+
 // ONNX TopK over outer x inner rows of n elements (stride inner): the k largest (or smallest)
 // values, sorted, ties to the lower index. Each element becomes one integer key, (order bits,
 // flipped for `largest`) above (index), so one ascending order on plain integers gives the
@@ -3090,7 +3235,16 @@ inline void topk(const T *x, std::int64_t outer, std::int64_t n, std::int64_t in
    const K low = (K(1) << shift) - 1;
    K *key = static_cast<K *>(work);
    const bool small = k > 1 && k <= kTopkSmall && k < n;
-   for (std::int64_t o = 0; o < outer; ++o) {
+   std::int64_t o0 = 0;
+#ifdef SOFIE_RT_ROWS_VEC
+   if constexpr (sizeof(B) == 4) {
+      if (small && inner == 1 && n <= kTopkRows8MaxN)
+         for (; o0 + 8 <= outer; o0 += 8)
+            topk_rows8(x + o0 * n, n, k, flip, values ? values + o0 * k : nullptr,
+                       indices ? indices + o0 * k : nullptr);
+   }
+#endif
+   for (std::int64_t o = o0; o < outer; ++o) {
       for (std::int64_t i = 0; i < inner; ++i) {
          const T *xb = x + o * n * inner + i;
          if (small) {

@@ -7,12 +7,13 @@ inputs leave them symbolic is compiled at each call for the input's shape (``Sym
 see ``SpecializingModel``). Conv lowers to im2col + GEMM per
 (image, group), with the im2col matrix in a workspace buffer (skipped for 1x1 convolutions
 without stride or padding) built by row copies from a zero-padded copy of the input; depthwise
-and other convolutions of at most 9 terms per output (3x3 over one input channel) are computed
-directly instead (``_direct_conv``); float 1x1 convolutions with output channels per group a
-multiple of 4 run a register-blocked product with bias and activation before one store
-(``_pointwise_tiled``) instead of sgemm, and float convolutions with stride 1 along the rows a
-register-blocked direct product reading the padded input in place (``_direct_tiled``) instead
-of im2col + sgemm. ConvTranspose is the same register-blocked product (or a GEMM) + col2im over
+and other convolutions of at most 9 terms per output (3x3 over one input channel) with few output
+channels per group are computed directly instead (``_direct_conv``; stride-2 rows from a copy
+split into even and odd positions); float 1x1 convolutions run a register-blocked product with
+bias and activation before one store (``_pointwise_tiled``) instead of sgemm, and float
+convolutions with stride 1 along the rows a register-blocked direct product reading the padded
+input in place (``_direct_tiled``) instead of im2col + sgemm. Their tiles hold 12 accumulators
+of the 16 AVX2 vector registers. ConvTranspose is the same register-blocked product (or a GEMM) + col2im over
 compile-time ranges (``_col2im_add``). Pools loop over the output and over the part of each
 window that lies inside the input, so padding never needs a buffer.
 """
@@ -240,13 +241,17 @@ class Conv(Operator):
         return tuple(i + b + e_ for i, b, e_ in zip(g.inp, g.pb, g.pe))
 
     @staticmethod
-    def _direct(g: _Geom, cg: int) -> bool:
+    def _direct(g: _Geom, cg: int, mg: int, dt: DType) -> bool:
         """Direct convolution (a stencil per output row) instead of im2col + GEMM: for depthwise
         and other small reductions (``cg * kernel`` terms per output), where the GEMM per image
         and group is too small for BLAS to pay for its call and the im2col copy (measurements in
-        docs/performance.md, "Convolutions and dense layers")."""
+        docs/performance.md, "Convolutions and dense layers"); but from ``DIRECT_TILED_MIN_M``
+        output channels per group on, the register-blocked direct product where it applies (it
+        loads each input vector once for several output channels: 3x3 1 -> 8 channels 32x32
+        2.4 -> 1.9 us)."""
         kk = _prod(g.k)
-        return kk <= DIRECT_MAX_TAPS and cg * kk <= DIRECT_MAX_TERMS and not Conv._pointwise(g)
+        return (kk <= DIRECT_MAX_TAPS and cg * kk <= DIRECT_MAX_TERMS and not Conv._pointwise(g)
+                and not (mg >= DIRECT_TILED_MIN_M and _direct_tiled_ok(g, cg, mg, dt)))
 
     @classmethod
     def _copy_dims(cls, g: _Geom) -> tuple[int, ...] | None:
@@ -254,27 +259,30 @@ class Conv(Operator):
         return cls._padded(g) if any(g.pb) or any(g.pe) else None
 
     def workspace(self, v: NodeView) -> list[tuple[DType, DimLike]]:
-        g, _ = self._geom(v)
+        g, group = self._geom(v)
         if self._pointwise(g):
             return []
         cg = int(v.input(1).shape[1])
         dt = v.input(0).dtype
-        direct = self._direct(g, cg)
+        direct = self._direct(g, cg, int(v.input(1).shape[0]) // group, dt)
         # the im2col matrix (a one-element stand-in for the direct kernel, so the copy stays ws(1))
         ws: list[tuple[DType, DimLike]] = [(dt, 1 if direct else cg * _prod(g.k) * _prod(g.out))]
         dims = self._copy_dims(g)
         if dims is not None:
-            # the zero-padded copy of the input (+8: the stride-2 vector rows read one value past)
-            ws.append((dt, cg * _prod(dims) + (8 if direct and _even_rows(g, dt) else 0)))
+            # the zero-padded copy of the input (its rows split in two phases for stride 2)
+            ws.append((dt, cg * _prod(_split_dims(dims) if direct and _split_rows(g, dt) else dims)))
         return ws
 
     def emit(self, v: NodeView, e, act: Callable[[str], str] | None = None,
-             act_vec: Callable[[str], str] | None = None) -> str:
+             act_vec: Callable[[str], str] | None = None, act_vec_regs: bool = True) -> str:
         """``act(x)``, if given, is the C++ expression of an activation of ``x`` (FusedConv): it
         runs with the bias in one pass over each image's (and group's) output block right after
         its GEMM, while the block is still in cache. ``act_vec(v)``, if given, is the same
         activation of a ``sofie_rt::rows::f8`` vector (float only), which the register-blocked
-        1x1 convolution applies to its accumulators."""
+        convolutions apply to their accumulators before the store (``act_vec_regs``: cheap ones,
+        ReLU) or to each block of output channels they have finished (costly ones, tanh: its
+        temporaries for 12 accumulators at once did not fit in the registers; 1x1 16 -> 32 with
+        tanh 6.7 -> 6.4 us, 3x3 1 -> 16 with tanh 2.95 -> 2.5 us)."""
         g, group = self._geom(v)
         x, w = v.input(0), v.input(1)
         t = x.dtype.cpp
@@ -286,11 +294,13 @@ class Conv(Operator):
         n, gi = e.tmp("n"), e.tmp("g")
         xg, yg, col = e.tmp("xg"), e.tmp("yg"), e.tmp("col")
         lines = []
-        direct = self._direct(g, cg)
+        direct = self._direct(g, cg, mg, x.dtype)
         copy = None if self._pointwise(g) else self._copy_dims(g)
+        split = direct and copy is not None and _split_rows(g, x.dtype)
         if copy is not None:
             # the borders stay zero: every image only rewrites the interior
-            lines.append(f"std::fill({e.ws(1)}, {e.ws(1)} + {cg * _prod(copy)}, {t}(0));")
+            lines.append(f"std::fill({e.ws(1)}, {e.ws(1)} + {cg * _prod(_split_dims(copy) if split else copy)}, "
+                         f"{t}(0));")
         lines += [f"for (std::int64_t {n} = 0; {n} < {e.dim(x.shape[0])}; ++{n}) {{",
                   f"for (std::int64_t {gi} = 0; {gi} < {group}; ++{gi}) {{",
                   f"const {t} *{xg} = {e.inp(0)} + ({n} * {c} + {gi} * {cg}) * std::int64_t({isz});",
@@ -299,10 +309,9 @@ class Conv(Operator):
             src, dims = xg, g.inp
             if copy is not None:
                 src, dims = e.ws(1), copy
-                lines.extend(_pad_copy(e, xg, src, cg, g, dims, t))
+                lines.extend(_split_copy(e, xg, src, cg, g, dims, t) if split else _pad_copy(e, xg, src, cg, g, dims, t))
             bias = f"{e.inp(2)}[{gi} * {mg} + " + "{m}]" if v.has_input(2) else None
-            lines.extend(_direct_conv(e, src, dims, e.inp(1), bias, yg, gi, cg, mg, g, t, act,
-                                      even=copy is not None and _even_rows(g, x.dtype)))
+            lines.extend(_direct_conv(e, src, dims, e.inp(1), bias, yg, gi, cg, mg, g, t, act, split=split))
             lines.append("}}")
             return "\n".join(lines)
         if _direct_tiled_ok(g, cg, mg, x.dtype) and not self._pointwise(g):
@@ -315,7 +324,7 @@ class Conv(Operator):
                 lines.extend(_pad_copy(e, xg, src, cg, g, dims, t))
             bias = f"({e.inp(2)} + {gi} * {mg})" if v.has_input(2) else None
             lines.extend(_direct_tiled(e, src, dims, f"({e.inp(1)} + {gi} * std::int64_t({mg * cg * kk}))", bias,
-                                       yg, mg, cg, g, t, act, act_vec))
+                                       yg, mg, cg, g, t, act, act_vec, act_vec_regs))
             lines.append("#else")
         tiled = self._pointwise(g) and _tiled_ok(mg, p, x.dtype)
         if tiled:
@@ -323,7 +332,7 @@ class Conv(Operator):
             bias = f"({e.inp(2)} + {gi} * {mg})" if v.has_input(2) else None
             lines.append("#ifdef SOFIE_RT_ROWS_VEC")
             lines.extend(_pointwise_tiled(e, xg, f"({e.inp(1)} + {gi} * std::int64_t({mg * cg}))", bias, yg,
-                                          mg, p, cg, t, act, act_vec))
+                                          mg, p, cg, t, act, act_vec, act_vec_regs=act_vec_regs))
             lines.append("#else")
         if self._pointwise(g):
             lines.append(f"const {t} *{col} = {xg};")
@@ -353,77 +362,142 @@ class Conv(Operator):
         return "\n".join(lines)
 
 
-#: output-channel x position tile of the register-blocked 1x1 convolution (``_pointwise_tiled``)
-TILE_M, TILE_P = 4, 16
+#: output channels x position vectors (of 8) of a tile of the register-blocked 1x1 convolution
+#: (``_pointwise_tiled``), and the output channels of its one-vector tiles (the positions past the
+#: whole tiles)
+TILE_M, TILE_V, TILE_M1 = 4, 3, 12
+#: the tile (output channels, position vectors) of the 1x1 kernel when one group's input is more
+#: than ``POINTWISE_WIDE_BYTES``
+TILE_WIDE, POINTWISE_WIDE_BYTES = (6, 2), 256 * 1024
 
 
 def _tiled_ok(mg: int, p: int, dt) -> bool:
-    return dt.cpp == "float" and mg % TILE_M == 0 and p >= 8
+    return dt.cpp == "float" and p >= 8
 
 
 def _pointwise_tiled(e, xg: str, w: str, bias: str | None, yg: str, mg: int, p: int, cg: int, t: str,
                      act: Callable[[str], str] | None, act_vec: Callable[[str], str] | None,
-                     w_strides: tuple[int, int] | None = None) -> list[str]:
+                     w_strides: tuple[int, int] | None = None, act_vec_regs: bool = True) -> list[str]:
     """1x1 convolution of one image and group as a register-blocked product: a tile of
-    ``TILE_M`` output channels x ``TILE_P`` positions is summed over the input channels in
-    named 8-float vectors (the GCC/clang vector extension of ``sofie_rt::rows``, so that cling
-    keeps them in registers: a local array of accumulators stayed in memory, 7x slower), stored
-    once with the bias, and the activation runs on the tile while it is in L1; instead of an
-    sgemm writing the output and a second pass reading it back for bias and activation.
-    Positions past the last whole tile take a tile of one vector, then one ending at the last
-    position (overlapping the one before; a [N, 16, 25] Conv1d ran sgemm at 0.88x onnxruntime). The weight of (output channel r, input
-    channel k) is ``w[r * w_strides[0] + k * w_strides[1]]`` (default ``(cg, 1)``: Conv's
-    [M, C]; ConvTranspose passes its [C, M * kernel] transposed)."""
+    ``TILE_M`` output channels x ``TILE_V`` vectors of 8 positions is summed over the input
+    channels in named 8-float vectors (the GCC/clang vector extension of ``sofie_rt::rows``, so
+    that cling keeps them in registers: a local array of accumulators stayed in memory, 7x
+    slower), stored once with the bias, and the activation runs on the tile while it is in L1;
+    instead of an sgemm writing the output and a second pass reading it back for bias and
+    activation. Positions past the last whole tile take tiles of one vector, the last one ending
+    at the last position (overlapping the one before; a [N, 16, 25] Conv1d ran sgemm at 0.88x
+    onnxruntime); output channels past the last whole tile, a tile of fewer channels. The
+    weight of (output channel r, input channel k) is ``w[r * w_strides[0] + k * w_strides[1]]``
+    (default ``(cg, 1)``: Conv's [M, C]; ConvTranspose passes its [C, M * kernel] transposed)."""
     wsr, wsk = w_strides or (cg, 1)
-    mm, i, k, r, j = e.tmp("m"), e.tmp("i"), e.tmp("k"), e.tmp("r"), e.tmp("j")
-    xr, wr, xv = e.tmp("xr"), e.tmp("wr"), e.tmp("x")
+    k = e.tmp("k")
+    xr, wr = e.tmp("xr"), e.tmp("wr")
     ns = "sofie_rt::rows::"
-    p16 = p - p % TILE_P
+    # an input too large to stay near the core is read once per block of output channels: fewer,
+    # larger blocks (particlenet's 1x1 64 -> 64 over 1600 positions, 410 KB: b256 267 -> 244 us)
+    tm_main, nv_main = TILE_WIDE if cg * p * 4 > POINTWISE_WIDE_BYTES else (TILE_M, TILE_V)
+    span = 8 * nv_main
+    pw = p - p % span
+    # the activation: on the accumulators (act_vec_regs), or in a pass over each finished block
+    pass_act = act if act_vec is None or not act_vec_regs else None
+    pass_vec = None if act_vec_regs else act_vec
+    act_vec = act_vec if act_vec_regs else None
 
-    def tile(nv: int, start: str) -> list[str]:
-        acc = [[e.tmp("a") for _ in range(nv)] for _ in range(TILE_M)]
+    def tile(mm: str, tm: int, nv: int, start: str) -> list[str]:
+        acc = [[e.tmp("a") for _ in range(nv)] for _ in range(tm)]
         xs = [e.tmp("xv") for _ in range(nv)]
         out = []
-        for rr in range(TILE_M):
+        for rr in range(tm):
             init = f"{ns}splat({bias}[{mm} + {rr}])" if bias else f"{ns}splat(0.0f)"
             out.append(f"{ns}f8 " + ", ".join(f"{a} = {init}" for a in acc[rr]) + ";")
         out += [f"for (std::int64_t {k} = 0; {k} < {cg}; ++{k}) {{",
                 f"const {t} *{xr} = {xg} + {k} * std::int64_t({p}) + {start};",
                 f"const {t} *{wr} = {w} + {mm} * std::int64_t({wsr}) + {k} * std::int64_t({wsk});"]
         out += [f"const {ns}f8 {xs[q]} = {ns}load({xr} + {8 * q});" for q in range(nv)]
-        for rr in range(TILE_M):
+        for rr in range(tm):
             wv = f"{ns}splat({wr}[{rr * wsr}])"
             out += [f"{acc[rr][q]} += {wv} * {xs[q]};" for q in range(nv)]
         out.append("}")
         if act_vec is not None:
-            for rr in range(TILE_M):
+            for rr in range(tm):
                 out += [f"{acc[rr][q]} = {act_vec(acc[rr][q])};" for q in range(nv)]
-        for rr in range(TILE_M):
+        for rr in range(tm):
             out += [f"{ns}store({yg} + ({mm} + {rr}) * std::int64_t({p}) + {start} + {8 * q}, {acc[rr][q]});"
                     for q in range(nv)]
-        if act is not None and act_vec is None:
-            out.append(f"for (int {r} = 0; {r} < {TILE_M}; ++{r}) {{ {t} *__restrict {xr}o = {yg} + ({mm} + {r}) * "
-                       f"std::int64_t({p}) + {start}; for (int {j} = 0; {j} < {8 * nv}; ++{j}) "
-                       f"{{ const {t} {xv} = {xr}o[{j}]; {xr}o[{j}] = {act(xv)}; }} }}")
         return out
 
-    lines = [f"for (std::int64_t {mm} = 0; {mm} < {mg}; {mm} += {TILE_M}) {{"]
-    if p16:
-        lines.append(f"for (std::int64_t {i} = 0; {i} < {p16}; {i} += {TILE_P}) {{")
-        lines += tile(TILE_P // 8, i)
-        lines.append("}")
-    if p % TILE_P >= 8:
-        lines.append("{")
-        lines += tile(1, str(p16))
-        lines.append("}")
-    if p % 8:
-        # the last p % 8 positions: a one-vector tile ending at p, overlapping the previous
-        # one (its positions are computed again and stored with the same values)
-        lines.append("{")
-        lines += tile(1, str(p - 8))
-        lines.append("}")
-    lines.append("}")
+    def channels(tm: int, nv: int, starts: list[str], lo: int) -> list[str]:
+        """Tiles of ``nv`` vectors at ``starts`` (a loop variable or numbers) for every output
+        channel, in blocks of at most ``tm``; an activation without a vector form then runs over
+        the block's positions from ``lo`` to ``hi``."""
+        hi = pw if starts == [i] else p
+
+        def at(mm: str, tm: int) -> list[str]:
+            out = []
+            for start in starts:
+                if start == i:
+                    out += [f"for (std::int64_t {i} = 0; {i} < {pw}; {i} += {span}) {{", *tile(mm, tm, nv, i), "}"]
+                else:
+                    out += ["{", *tile(mm, tm, nv, start), "}"]
+            return out + _act_pass(e, f"{yg} + {mm} * std::int64_t({p})", tm, p, lo, hi, t, pass_act, pass_vec)
+
+        return _channel_blocks(e, mg, tm, at)
+
+    i = e.tmp("i")
+    lines = channels(tm_main, nv_main, [i], 0) if pw else []
+    # positions past the whole tiles: one-vector tiles of more channels, the last one ending at p
+    # (overlapping the one before: its positions are computed again and stored with the same
+    # values, before the activation of a pass, which then runs from the first of them)
+    rest = [str(pw + 8 * q) for q in range((p - pw) // 8)] + ([str(p - 8)] if p % 8 else [])
+    if rest:
+        lines += channels(TILE_M1, 1, rest, min(int(r) for r in rest))
     return lines
+
+
+def _channel_blocks(e, mg: int, tm: int, body: Callable[[str, int], list[str]]) -> list[str]:
+    """Loops over ``mg`` output channels in blocks of at most ``tm``, as even as they can be
+    (32 channels in blocks of 6: 6, 6, 5, 5, 5, 5; a last block of 2 kept 4 FMA chains in flight,
+    half the units' throughput); ``body(first channel, block size)`` is one block's code."""
+    nb = -(-mg // tm)
+    q, r = divmod(mg, nb)
+    lines: list[str] = []
+    first = 0
+    for size, count in ((q + 1, r), (q, nb - r)):
+        if not count:
+            continue
+        mm = e.tmp("m")
+        if count == 1:
+            lines += ["{", f"const std::int64_t {mm} = {first};", *body(mm, size), "}"]
+        else:
+            lines += [f"for (std::int64_t {mm} = {first}; {mm} < {first + size * count}; {mm} += {size}) {{",
+                      *body(mm, size), "}"]
+        first += size * count
+    return lines
+
+
+def _act_pass(e, y: str, rows: int, stride: int, lo: int, hi: int, t: str,
+              act: Callable[[str], str] | None, act_vec: Callable[[str], str] | None = None) -> list[str]:
+    """An activation over positions ``lo`` to ``hi`` of ``rows`` output channels from ``y``
+    (``stride`` apart), once a block of output channels of a register-blocked kernel is complete:
+    loops the compiler vectorises, over values still in L1 (per tile, scalar reads of what the
+    tile had just stored as vectors cost a Sigmoid 1x1 16 -> 32 convolution 1.3x its time; one
+    pass over the whole output, 64 KiB, read it back from L2). With ``act_vec``, whole vectors
+    through it and the last values through ``act``."""
+    if act is None or hi <= lo:
+        return []
+    r, i, xv, yr = e.tmp("r"), e.tmp("i"), e.tmp("x"), e.tmp("ya")
+    lines = [f"for (std::int64_t {r} = 0; {r} < {rows}; ++{r}) {{",
+             f"{t} *__restrict {yr} = {y} + {r} * std::int64_t({stride});"]
+    start = lo
+    if act_vec is not None:
+        ns = "sofie_rt::rows::"
+        start = lo + (hi - lo) // 8 * 8
+        lines.append(f"for (std::int64_t {i} = {lo}; {i} < {start}; {i} += 8) "
+                     f"{ns}store({yr} + {i}, {act_vec(f'{ns}load({yr} + {i})')});")
+    if start < hi:
+        lines.append(f"for (std::int64_t {i} = {start}; {i} < {hi}; ++{i}) "
+                     f"{{ const {t} {xv} = {yr}[{i}]; {yr}[{i}] = {act(xv)}; }}")
+    return lines + ["}"]
 
 
 #: the register-blocked direct convolution (``_direct_tiled``) is used while one group's (padded)
@@ -438,21 +512,31 @@ def _direct_tiled_ok(g: _Geom, cg: int, mg: int, dt) -> bool:
     # rows that waste more than a fifth of them (10 wide: 16 computed) stay with im2col + GEMM
     # (a 3x3x3 8 -> 16 convolution on rows of 10 was 1.3x slower, calorimeter CNN)
     computed = ow - ow % 8 + (8 if ow % 8 else 0)
-    return (dt.cpp == "float" and mg % TILE_M == 0 and g.s[-1] == 1 and ow >= 8 and ow >= 0.8 * computed
-            and cg * padded * 4 <= DIRECT_TILED_MAX_BYTES and not Conv._direct(g, cg))
+    return (dt.cpp == "float" and g.s[-1] == 1 and ow >= 8 and ow >= 0.8 * computed
+            and cg * padded * 4 <= DIRECT_TILED_MAX_BYTES)
+
+
+#: the tile of the register-blocked direct convolution (``_direct_tiled``): output channels, and
+#: output rows for tiles of 16 and of 8 positions per row. 6 x 1 x 16 positions = 12 accumulators
+#: (AVX2 has 16 vector registers: 12 + the two input vectors + a broadcast weight), 6 x 2 x 8
+#: positions as many; the 4 x 1 x 16 tile before kept only 8 FMA chains in flight, barely the
+#: 2 FMA units x 4 cycles of latency (3x3 16 -> 32 on 16x16: 28.8 -> 24.6 us, docs/performance.md)
+DIRECT_TILE = (6, 1, 2)
 
 
 def _direct_tiled(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, yg: str, mg: int, cg: int,
                   g: _Geom, t: str, act: Callable[[str], str] | None,
-                  act_vec: Callable[[str], str] | None) -> list[str]:
+                  act_vec: Callable[[str], str] | None, act_vec_regs: bool = True) -> list[str]:
     """Convolution of one image and group as a register-blocked product read straight from the
-    (zero-padded) input ``src`` of spatial shape ``dims``: a tile of ``TILE_M`` output channels x
-    16 (or 8) positions of an output row is summed over the input channels and the kernel taps
-    (unrolled; each tap's input row is a shifted vector load, stride 1 along the row) in named
-    8-float vectors, stored once with the bias and the activation: no im2col matrix (written
-    and read back: with sgemm, the 3x3 16 -> 32 convolution on 16x16 ran at 0.84x onnxruntime
-    at batch 1). Positions past the last whole vector of a row: one more vector ending at the
-    row's end, overlapping the one before."""
+    (zero-padded) input ``src`` of spatial shape ``dims``: a tile of output channels x output rows
+    x 16 (or 8) positions of a row (``DIRECT_TILE_16``, ``DIRECT_TILE_8``) is summed over the
+    input channels and the kernel taps (unrolled; each tap's input row is a shifted vector load,
+    stride 1 along the row; an input vector that several (tap, output row) pairs of the tile read
+    is loaded once) in named 8-float vectors, stored once with the bias and the activation: no
+    im2col matrix (written and read back: with sgemm, the 3x3 16 -> 32 convolution on 16x16 ran
+    at 0.84x onnxruntime at batch 1). Positions past the last whole vector of a row: one more
+    vector ending at the row's end, overlapping the one before; the last rows and output channels
+    that do not fill a tile: smaller tiles."""
     n = g.rank
     kk = _prod(g.k)
     p = _prod(g.out)
@@ -461,64 +545,97 @@ def _direct_tiled(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, 
     dstr = [_prod(dims[j + 1:]) for j in range(n)]
     taps = list(itertools.product(*[range(k) for k in g.k]))
     toff = [sum(tp[j] * g.d[j] * dstr[j] for j in range(n)) for tp in taps]
-    mm, c, r = e.tmp("m"), e.tmp("c"), e.tmp("r")
-    xc, wc, yr = e.tmp("xc"), e.tmp("wc"), e.tmp("yr")
-    lead = [e.tmp("o") for _ in range(n - 1)]
     ns = "sofie_rt::rows::"
+    # the activation: on the accumulators (act_vec_regs), or in a pass over each finished block
+    pass_act = act if act_vec is None or not act_vec_regs else None
+    pass_vec = None if act_vec_regs else act_vec
+    act_vec = act_vec if act_vec_regs else None
     wst = cg * kk  # weight stride between output channels
-    lines = [f"for (std::int64_t {mm} = 0; {mm} < {mg}; {mm} += {TILE_M}) {{"]
-    for j in range(n - 1):
-        lines.append(f"for (std::int64_t {lead[j]} = 0; {lead[j]} < {g.out[j]}; ++{lead[j]}) {{")
+    xstep = g.s[-2] * dstr[-2] if n >= 2 else 0  # input stride between the windows of two output rows
+    lead = [e.tmp("o") for _ in range(n - 1)]
     xoff = " + ".join([f"{lead[j]} * std::int64_t({g.s[j] * dstr[j]})" for j in range(n - 1)] + ["0"])
     yoff = " + ".join([f"{lead[j]} * std::int64_t({_prod(g.out[j + 1:])})" for j in range(n - 1)] + ["0"])
-    lines.append(f"{t} *{yr} = {yg} + {mm} * std::int64_t({p}) + {yoff};")
 
-    def tile(nv: int, start: str) -> list[str]:
-        acc = [[e.tmp("a") for _ in range(nv)] for _ in range(TILE_M)]
-        xs = [e.tmp("xv") for _ in range(nv)]
-        out = []
-        for rr in range(TILE_M):
+    def tile(mm: str, tm: int, nrows: int, nv: int, start: str) -> list[str]:
+        """``tm`` output channels from ``mm`` x ``nrows`` rows x ``nv`` vectors from ``start``."""
+        c, xc, wc, yr = e.tmp("c"), e.tmp("xc"), e.tmp("wc"), e.tmp("yr")
+        acc = [[[e.tmp("a") for _ in range(nv)] for _ in range(nrows)] for _ in range(tm)]
+        body = [f"{t} *{yr} = {yg} + {mm} * std::int64_t({p}) + {yoff};"]
+        for rr in range(tm):
             init = f"{ns}splat({bias}[{mm} + {rr}])" if bias else f"{ns}splat(0.0f)"
-            out.append(f"{ns}f8 " + ", ".join(f"{a} = {init}" for a in acc[rr]) + ";")
-        out += [f"for (std::int64_t {c} = 0; {c} < {cg}; ++{c}) {{",
-                f"const {t} *{xc} = {src} + {c} * std::int64_t({ps}) + {xoff} + {start};",
-                f"const {t} *{wc} = {w} + {mm} * std::int64_t({wst}) + {c} * std::int64_t({kk});"]
+            body.append(f"{ns}f8 " + ", ".join(f"{a} = {init}" for ar in acc[rr] for a in ar) + ";")
+        body += [f"for (std::int64_t {c} = 0; {c} < {cg}; ++{c}) {{",
+                 f"const {t} *{xc} = {src} + {c} * std::int64_t({ps}) + {xoff} + {start};",
+                 f"const {t} *{wc} = {w} + {mm} * std::int64_t({wst}) + {c} * std::int64_t({kk});"]
+        # the (output row, tap) pairs of the tile grouped by the input offset they read
+        reads: dict[int, list[tuple[int, int]]] = {}
         for ti, off in enumerate(toff):
-            out.append("{")
-            out += [f"const {ns}f8 {xs[qq]} = {ns}load({xc} + {off + 8 * qq});" for qq in range(nv)]
-            for rr in range(TILE_M):
-                out += [f"{acc[rr][qq]} += {ns}splat({wc}[{rr * wst + ti}]) * {xs[qq]};" for qq in range(nv)]
-            out.append("}")
-        out.append("}")
+            for ro in range(nrows):
+                reads.setdefault(off + ro * xstep, []).append((ro, ti))
+        for off in sorted(reads):
+            xs = [e.tmp("xv") for _ in range(nv)]
+            body.append("{")
+            body += [f"const {ns}f8 {xs[q]} = {ns}load({xc} + {off + 8 * q});" for q in range(nv)]
+            for ro, ti in reads[off]:
+                for rr in range(tm):
+                    body += [f"{acc[rr][ro][q]} += {ns}splat({wc}[{rr * wst + ti}]) * {xs[q]};" for q in range(nv)]
+            body.append("}")
+        body.append("}")
         if act_vec is not None:
-            for rr in range(TILE_M):
-                out += [f"{acc[rr][qq]} = {act_vec(acc[rr][qq])};" for qq in range(nv)]
-        for rr in range(TILE_M):
-            out += [f"{ns}store({yr} + {rr * p} + {start} + {8 * qq}, {acc[rr][qq]});" for qq in range(nv)]
-        if act is not None and act_vec is None:
-            j, xv = e.tmp("j"), e.tmp("x")
-            out.append(f"for (int {r} = 0; {r} < {TILE_M}; ++{r}) for (int {j} = 0; {j} < {8 * nv}; ++{j}) "
-                       f"{{ {t} &{xv} = {yr}[{r} * {p} + {start} + {j}]; {xv} = {act(xv)}; }}")
+            body += [f"{a} = {act_vec(a)};" for am in acc for ar in am for a in ar]
+        for rr in range(tm):
+            for ro in range(nrows):
+                body += [f"{ns}store({yr} + {rr * p + ro * ow} + {start} + {8 * q}, {acc[rr][ro][q]});"
+                         for q in range(nv)]
+        return body
+
+    def row(mm: str, tm: int, nrows: int, nv: int) -> list[str]:
+        """One row block of ``nrows`` output rows: every ``nv``-vector tile along the row."""
+        span = 8 * nv
+        whole = ow - ow % span
+        out = []
+        if whole > span:
+            i = e.tmp("i")
+            out += [f"for (std::int64_t {i} = 0; {i} < {whole}; {i} += {span}) {{", *tile(mm, tm, nrows, nv, i), "}"]
+        elif whole:
+            out += ["{", *tile(mm, tm, nrows, nv, "0"), "}"]
         return out
 
-    ow16 = ow - ow % 16
-    if ow16:
-        i = e.tmp("i")
-        lines.append(f"for (std::int64_t {i} = 0; {i} < {ow16}; {i} += 16) {{")
-        lines += tile(2, i)
-        lines.append("}")
-    if ow % 16 >= 8:
-        lines.append("{")
-        lines += tile(1, str(ow16))
-        lines.append("}")
-    if ow % 8:
-        # the last ow % 8 positions: a one-vector tile ending at the row's end, overlapping the
-        # previous one (a scalar tail of a 20-wide row made a 3x3x3 convolution 2x slower)
-        lines.append("{")
-        lines += tile(1, str(ow - 8))
-        lines.append("}")
-    lines.append("}" * (n - 1))
-    lines.append("}")
+    def rows_of(mm: str, tm: int) -> list[str]:
+        """Every output row for the channels from ``mm``: rows of 16-position tiles, then the
+        8-position tile and the overlapping last vector of each row."""
+        out = []
+        ow16 = ow - ow % 16
+        parts: list[tuple[int, int, str | None]] = []
+        if ow16:
+            parts.append((r16, 2, None))
+        if ow % 16 >= 8:
+            parts.append((r8, 1, str(ow16)))
+        if ow % 8:
+            # the last ow % 8 positions: a one-vector tile ending at the row's end, overlapping the
+            # previous one (a scalar tail of a 20-wide row made a 3x3x3 convolution 2x slower)
+            parts.append((r8, 1, str(ow - 8)))
+        for nrows, nv, start in parts:
+            nrows = nrows if n >= 2 and g.out[-2] >= nrows else 1
+            blocks = [(nrows, g.out[-2] - g.out[-2] % nrows)] if n >= 2 else [(1, 1)]
+            if n >= 2 and g.out[-2] % nrows:
+                blocks.append((1, g.out[-2] % nrows))
+            first = 0
+            for nr, count in blocks:
+                body = row(mm, tm, nr, nv) if start is None else ["{", *tile(mm, tm, nr, nv, start), "}"]
+                loops = []
+                for j in range(n - 2):
+                    loops.append(f"for (std::int64_t {lead[j]} = 0; {lead[j]} < {g.out[j]}; ++{lead[j]}) {{")
+                if n >= 2:
+                    loops.append(f"for (std::int64_t {lead[-1]} = {first}; {lead[-1]} < {first + count}; "
+                                 f"{lead[-1]} += {nr}) {{")
+                out += loops + body + ["}" * len(loops)]
+                first += count
+        return out
+
+    tm, r16, r8 = DIRECT_TILE
+    lines = _channel_blocks(e, mg, tm, lambda mm, tm: rows_of(mm, tm) + _act_pass(
+        e, f"{yg} + {mm} * std::int64_t({p})", 1, 0, 0, tm * p, t, pass_act, pass_vec))
     return lines
 
 
@@ -530,16 +647,76 @@ def _direct_tiled(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, 
 #: iterations, so long tap sums lose to OpenBLAS.
 DIRECT_MAX_TAPS = 9
 DIRECT_MAX_TERMS = 9
+#: output channels per group from which a convolution of at most ``DIRECT_MAX_TERMS`` terms runs
+#: the register-blocked ``_direct_tiled`` rather than ``_direct_conv`` (measured under cling, thread
+#: CPU time minima: 3x3 1 -> 4 channels 32x32 1.25 -> 0.96 us, 1 -> 16 16x16 1.10 -> 0.77 us)
+DIRECT_TILED_MIN_M = 4
 
 
-def _even_rows(g: _Geom, dt) -> bool:
-    """Stride-2 output rows of whole 8-float vectors: ``_direct_conv`` reads their taps with
-    ``rows::even8`` (two loads and a shuffle) instead of strided scalar loads."""
-    return dt.cpp == "float" and g.s[-1] == 2 and g.out[-1] % 8 == 0
+def _split_rows(g: _Geom, dt) -> bool:
+    """Stride-2 float rows: the padded copy of ``_direct_conv``'s input stores each row as its two
+    phases (even, then odd padded positions; ``_split_copy``), so that every kernel tap reads
+    contiguous values and the row loop vectorises like a stride-1 one (before: two loads and a
+    shuffle per tap and output vector, ``rows::even8``; the depthwise 3x3 stride-2 convolution of
+    the pixel CNN, 32 channels 16x16, 2.5 -> 1.1 us per image)."""
+    return dt.cpp == "float" and g.s[-1] == 2
+
+
+def _split_dims(dims: tuple[int, ...]) -> tuple[int, ...]:
+    """Spatial shape of the phase-split copy: each row holds two phases of ``ceil(width / 2)``."""
+    return (*dims[:-1], 2 * ((dims[-1] + 1) // 2))
+
+
+def _split_copy(e, src: str, dst: str, cg: int, g: _Geom, dims: tuple[int, ...], t: str) -> list[str]:
+    """Interior of the zero-padded, phase-split input copy (``_split_rows``): padded position j of
+    a row goes to phase j % 2 at j / 2; 16 input values at a time as two vectors (``rows::even8``,
+    ``rows::odd8``), the rest one by one."""
+    n = g.rank
+    sd = _split_dims(dims)
+    half, width, pb = sd[-1] // 2, g.inp[-1], g.pb[-1]
+    c, i, v, xr, dr = e.tmp("c"), e.tmp("i"), e.tmp("v"), e.tmp("xr"), e.tmp("dr")
+    idx = [e.tmp("i") for _ in range(n - 1)]
+    lines = [f"for (std::int64_t {c} = 0; {c} < {cg}; ++{c}) {{"]
+    for j in range(n - 1):
+        lines.append(f"for (std::int64_t {idx[j]} = 0; {idx[j]} < {g.inp[j]}; ++{idx[j]}) {{")
+    lines += [f"const {t} *{xr} = {src} + {_flat([c] + idx + ['0'], (cg,) + g.inp)};",
+              f"{t} *{dr} = {dst} + {_flat([c] + [f'{ii} + {g.pb[j]}' for j, ii in enumerate(idx)] + ['0'], (cg,) + sd)};"]
+    scalar = f"{dr}[(({i} + {pb}) % 2) * {half} + ({i} + {pb}) / 2] = {xr}[{i}];"
+    vec = width // 16
+    # the even input positions land in phase pb % 2 from pb / 2, the odd ones in the other phase
+    even0, odd0 = (pb % 2) * half + pb // 2, ((pb + 1) % 2) * half + (pb + 1) // 2
+    if vec:
+        ns = "sofie_rt::rows::"
+        lines += ["#ifdef SOFIE_RT_ROWS_VEC",
+                  f"for (std::int64_t {v} = 0; {v} < {vec}; ++{v}) {{",
+                  f"{ns}store({dr} + {even0} + 8 * {v}, {ns}even8({xr} + 16 * {v}));",
+                  f"{ns}store({dr} + {odd0} + 8 * {v}, {ns}odd8({xr} + 16 * {v}));",
+                  "}",
+                  f"for (std::int64_t {i} = {16 * vec}; {i} < {width}; ++{i}) {scalar}",
+                  "#else",
+                  f"for (std::int64_t {i} = 0; {i} < {width}; ++{i}) {scalar}",
+                  "#endif"]
+    else:
+        lines.append(f"for (std::int64_t {i} = 0; {i} < {width}; ++{i}) {scalar}")
+    lines.append("}" * n)
+    return lines
+
+
+#: the direct convolution sums each kernel row's taps apart and then adds the rows (three chains of
+#: dependent multiply-adds for a 3x3 kernel instead of one of nine: the FMA latency bounds a row
+#: of one or two vectors)
+DIRECT_SUM_GROUPS = True
+
+
+def _sum_groups(terms: list[str], k_last: int) -> list[str]:
+    """The terms of a window sum as one parenthesised sum per kernel row (``k_last`` taps)."""
+    if not DIRECT_SUM_GROUPS or k_last < 2 or len(terms) <= k_last:
+        return terms
+    return [f"({' + '.join(terms[i:i + k_last])})" for i in range(0, len(terms), k_last)]
 
 
 def _direct_conv(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, yg: str, gi: str, cg: int, mg: int,
-                 g: _Geom, t: str, act: Callable[[str], str] | None, even: bool = False) -> list[str]:
+                 g: _Geom, t: str, act: Callable[[str], str] | None, split: bool = False) -> list[str]:
     """Direct convolution of one image and group: for each output channel and input channel, every
     output row is one loop over the last spatial dimension whose body sums all kernel taps (the
     weights held in scalars, the taps unrolled), so the loop vectorises and keeps its partial sum
@@ -549,6 +726,9 @@ def _direct_conv(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, y
     n = g.rank
     kk = _prod(g.k)
     p = _prod(g.out)
+    # the input's row length: the two phases of a split row (``_split_rows``) or the padded row
+    dims = _split_dims(dims) if split else dims
+    half = dims[-1] // 2
     mm, c, o, first = e.tmp("m"), e.tmp("c"), e.tmp("o"), e.tmp("first")
     yc, wc, xc, yr, b0 = e.tmp("yc"), e.tmp("wc"), e.tmp("xc"), e.tmp("yr"), e.tmp("b")
     wv = [e.tmp("w") for _ in range(kk)]
@@ -573,21 +753,35 @@ def _direct_conv(e, src: str, dims: tuple[int, ...], w: str, bias: str | None, y
     # restrict: the output row never overlaps the input rows (the vectoriser would otherwise add
     # run-time overlap checks to a loop of often one or two vectors)
     lines.append(f"{t} *__restrict {yr} = {yc} + {_flat(lead + ['0'], g.out)};")
-    terms = [f"{wv[i]} * {rows[ks[:-1]]}[{o} * {g.s[-1]} + {ks[-1] * g.d[-1]}]"
+
+    def tap(kx: int) -> str:
+        """Where the tap at kernel offset ``kx`` of the row reads for output position ``o``."""
+        off = kx * g.d[-1]
+        if split:  # padded position 2 o + off: phase off % 2, index o + off / 2
+            return f"{o} + {(off % 2) * half + off // 2}"
+        return f"{o} * {g.s[-1]} + {off}"
+
+    terms = [f"{wv[i]} * {rows[ks[:-1]]}[{tap(ks[-1])}]"
              for i, ks in enumerate(itertools.product(*[range(k) for k in g.k]))]
-    if even:
+    terms = _sum_groups(terms, g.k[-1])
+    start = b0 if cg == 1 else f"({first} ? {b0} : {yr}[{o}])"
+    vec = g.out[-1] - g.out[-1] % 8 if split else 0
+    if vec:
+        # whole vectors of a split row as named 8-float vectors (left to the vectoriser, the loop
+        # of one or two vectors ran 2.4x slower; stride-1 rows vectorise as well either way)
         ns = "sofie_rt::rows::"
-        vterms = [f"{ns}splat({wv[i]}) * {ns}even8({rows[ks[:-1]]} + {o} * 2 + {ks[-1] * g.d[-1]})"
-                  for i, ks in enumerate(itertools.product(*[range(k) for k in g.k]))]
+        vterms = _sum_groups([f"{ns}splat({wv[i]}) * {ns}load({rows[ks[:-1]]} + {tap(ks[-1])})"
+                              for i, ks in enumerate(itertools.product(*[range(k) for k in g.k]))], g.k[-1])
         vstart = f"{ns}splat({b0})" if cg == 1 else f"({first} ? {ns}splat({b0}) : {ns}load({yr} + {o}))"
         lines += ["#ifdef SOFIE_RT_ROWS_VEC",
-                  f"for (std::int64_t {o} = 0; {o} < {g.out[-1]}; {o} += 8)",
+                  f"for (std::int64_t {o} = 0; {o} < {vec}; {o} += 8)",
                   f"   {ns}store({yr} + {o}, {vstart} + ({' + '.join(vterms)}));",
+                  f"for (std::int64_t {o} = {vec}; {o} < {g.out[-1]}; ++{o})",
+                  f"   {yr}[{o}] = {start} + ({' + '.join(terms)});",
                   "#else"]
     lines.append(f"for (std::int64_t {o} = 0; {o} < {g.out[-1]}; ++{o})")
-    start = b0 if cg == 1 else f"({first} ? {b0} : {yr}[{o}])"
     lines.append(f"   {yr}[{o}] = {start} + ({' + '.join(terms)});")
-    if even:
+    if vec:
         lines.append("#endif")
     lines.append("}" * (n - 1))
     lines.append("}")  # input channels

@@ -48,7 +48,10 @@ class _Unary(Operator):
 #: 1.65 / 3.06, gelu 2.70 / 1.86 / 1.64, exp 0.89 / 0.66 / 1.13, sigmoid 1.10 / 0.79 / 1.24, log
 #: 1.52 / 1.14 / 1.31, asin 0.54 / 0.45 / 0.59, cosh 1.25 / 0.97 / 1.25; asinh and atanh gain
 #: nothing. With one vector per iteration the long dependence chains (a polynomial, a division)
-#: leave the FMA units idle; at 4 the 16 AVX2 registers spill for the larger bodies.
+#: leave the FMA units idle; at 4 the 16 AVX2 registers spill for the larger bodies. Tanh (the
+#: [9/8] rational) at 4: [1, 128] 44.5 ns, [256, 128] 9.8 us (ORT 13.3). It was briefly at 2 for a
+#: 96 ns stall at [1, 128] that came from the flush-to-zero guard's stack words, not from this loop
+#: (FPModeGuard keeps them in a cache line of their own now; docs/performance.md).
 INTERLEAVE = {"Tanh": 4, "Erf": 4, "Gelu": 4, "Exp": 4, "Sigmoid": 4, "Log": 2, "Softplus": 2, "Elu": 2,
               "Celu": 2, "Selu": 2, "Swish": 2, "Mish": 2, "Asin": 2, "Acos": 2, "Atan": 2, "Sinh": 2,
               "Cosh": 2, "Acosh": 2}

@@ -138,13 +138,13 @@ def _copy(e, dims: Sequence[DimLike], dst: str, dst_off: DimLike | str, dst_st: 
         # short constant-length copy loop nest, then spends ~10 s vectorising it when both
         # pointers come from the arena (a Transpose [N,8,2,8] -> [N,2,8,8] took 10 s to JIT, 0.05 s
         # as memmove). memmove, not memcpy: nothing here proves the views are disjoint. A
-        # broadcast run (source stride 0) is a std::fill_n.
+        # broadcast run (source stride 0) is a sofie_rt::fill (inlined: std::fill_n stayed a call).
         if not _is(st[0], 1):
             return None
         if _is(st[1], 1):
             return lambda o: f"std::memmove({dst} + {o[0]}, {src} + {o[1]}, std::size_t({_cx(e, n)}) * sizeof(*{dst}));"
         if _is(st[1], 0) and not (isinstance(n, int) and n < 4):
-            return lambda o: f"std::fill_n({dst} + {o[0]}, {_cx(e, n)}, {src}[{o[1]}]);"
+            return lambda o: f"sofie_rt::fill({dst} + {o[0]}, std::int64_t({_cx(e, n)}), {src}[{o[1]}]);"
         return None
 
     return _nest(e, dims, [(dst_off, dst_st), (src_off, src_st)], lambda o: f"{dst}[{o[0]}] = {src}[{o[1]}];",

@@ -174,34 +174,41 @@ def test_conv_batchnorm_relu_becomes_one_fused_conv(dims: int, group: int) -> No
     assert ops(graphs["default"]) == ["FusedConv"]
 
 
-@pytest.mark.parametrize("act", ["Tanh", "Relu", "Sigmoid"])
-@pytest.mark.parametrize("group,bias,hw", [(1, True, (4, 8)), (2, False, (4, 8)), (1, True, (5, 5))])
+@pytest.mark.parametrize("act", ["Tanh", "Relu", "Sigmoid", "LeakyRelu", "Clip6"])
+@pytest.mark.parametrize("group,bias,hw", [(1, True, (4, 8)), (2, False, (4, 8)), (1, True, (5, 5)), (1, True, (5, 7))])
 def test_pointwise_conv_activation_register_tiles(act: str, group: int, bias: bool, hw: tuple) -> None:
     # 8 output channels per group and 32 positions: the register-blocked 1x1 kernel (ops/conv.py
-    # _pointwise_tiled; Tanh on its vector accumulators, the others in a pass over each tile);
-    # 25 positions: a whole tile, a one-vector tile and a scalar tail;
-    # NaN and values beyond tanh's clamp at +-9 included
+    # _pointwise_tiled; Relu, LeakyRelu and Clip on its vector accumulators, Tanh (vectors, then
+    # the last values one by one) and Sigmoid in a pass over each finished block of channels);
+    # 25 and 35 positions: a whole tile, one-vector tiles and an overlapping last one; NaN and
+    # values beyond tanh's clamp at +-9 included
     c_in, c_out = 6, 8 * group
     node = helper.make_node("Conv", ["x", "w"] + (["b"] if bias else []), ["h"], group=group)
     inits = {"w": f32(c_out, c_in // group, 1, 1), **({"b": f32(c_out)} if bias else {})}
-    proto = make_model([node, helper.make_node(act, ["h"], ["y"])], [value_info("x", np.float32, ["N", c_in, *hw])],
-                       [value_info("y", np.float32, None)], inits)
+    act_nodes, act_inits, opset = _act_node(act, {"alpha": 0.2} if act == "LeakyRelu" else {}, "h", "y")
+    proto = make_model([node, *act_nodes], [value_info("x", np.float32, ["N", c_in, *hw])],
+                       [value_info("y", np.float32, None)], {**inits, **act_inits}, opset=opset)
     x = f32(3, c_in, *hw) * 8
     x[1, 2, 3, 4] = np.nan
     graphs = check_all_ways(proto, x, passes=["fuse_conv_activation"])
     assert ops(graphs["default"]) == ["FusedConv"]
 
 
-@pytest.mark.parametrize("act", ["Tanh", "Relu"])
-def test_conv3x3_activation_register_tiles(act: str) -> None:
-    # 3x3 over 4 channels, 8 outputs, rows of 20: the register-blocked direct kernel
-    # (ops/conv.py _direct_tiled; Tanh on its vector accumulators, Relu in a pass over the tile,
-    # both in the overlapping last tile); NaN included
+@pytest.mark.parametrize("act", ["Tanh", "Relu", "Sigmoid", "LeakyRelu", "Clip6"])
+@pytest.mark.parametrize("c_in", [4, 1])
+def test_conv3x3_activation_register_tiles(act: str, c_in: int) -> None:
+    # 3x3 over 4 channels (or 1: 9 terms, the register-blocked kernel from 4 output channels on,
+    # not the stencil of _direct_conv), 8 outputs, rows of 20: the register-blocked direct kernel
+    # (ops/conv.py _direct_tiled; Relu, LeakyRelu and Clip on its vector accumulators, Tanh and
+    # Sigmoid in a pass over each finished block of channels, all in the overlapping last tile);
+    # NaN included
     node = helper.make_node("Conv", ["x", "w", "b"], ["h"], pads=[1, 1, 1, 1])
-    proto = make_model([node, helper.make_node(act, ["h"], ["y"])], [value_info("x", np.float32, ["N", 4, 5, 20])],
-                       [value_info("y", np.float32, None)], {"w": f32(8, 4, 3, 3), "b": f32(8)})
-    x = f32(2, 4, 5, 20) * 8
-    x[1, 2, 3, 4] = np.nan
+    act_nodes, act_inits, opset = _act_node(act, {"alpha": 0.2} if act == "LeakyRelu" else {}, "h", "y")
+    proto = make_model([node, *act_nodes], [value_info("x", np.float32, ["N", c_in, 5, 20])],
+                       [value_info("y", np.float32, None)], {"w": f32(8, c_in, 3, 3), "b": f32(8), **act_inits},
+                       opset=opset)
+    x = f32(2, c_in, 5, 20) * 8
+    x[1, c_in - 1, 3, 4] = np.nan
     graphs = check_all_ways(proto, x, passes=["fuse_conv_activation"])
     assert ops(graphs["default"]) == ["FusedConv"]
 

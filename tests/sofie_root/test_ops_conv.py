@@ -74,6 +74,12 @@ CONV_CASES = {
     "pointwise_tiled_tail": ((2, 5, 25), (8, 5, 1), True, {}),
     "pointwise_tiled_short": ((2, 3, 3, 3), (4, 3, 1, 1), False, {}),
     "pointwise_tiled_13_group": ((2, 6, 13), (8, 3, 1), True, {"group": 2}),
+    # output channels past the whole 4-channel tiles (13 = 3 x 4 + 1) of 24 positions, then
+    # one-vector tiles of 12 + 1 channels for the positions past them (50 = 2 x 24 + 2)
+    "pointwise_tiled_odd_channels": ((2, 5, 5, 10), (13, 5, 1, 1), True, {}),
+    # an input of more than 256 KB: tiles of 6 channels x 16 positions (13 = 5 + 4 + 4; 1042 =
+    # 65 x 16 + an overlapping one-vector tile)
+    "pointwise_tiled_wide_input": ((1, 64, 1042), (13, 64, 1), True, {}),
     # the register-blocked direct kernel (ops/conv.py _direct_tiled): 16- and 8-position tiles of
     # an output row, scalar tails; pads, dilations, leading strides, groups, 1-D and 3-D
     "direct_tiled": ((2, 3, 9, 20), (8, 3, 3, 3), True, {"pads": [1, 1, 1, 1]}),
@@ -83,6 +89,11 @@ CONV_CASES = {
     "direct_tiled_3d": ((1, 2, 3, 4, 21), (4, 2, 2, 2, 3), True, {"pads": [0, 1, 1, 0, 0, 1]}),
     "direct_tiled_group": ((2, 4, 6, 14), (8, 2, 3, 3), True, {"group": 2, "pads": [1, 1, 1, 1]}),
     "direct_tiled_no_pads": ((1, 3, 5, 18), (4, 3, 2, 3), True, {}),
+    # output channels past the whole 6-channel tiles (7 = 6 + 1, 13 = 6 + 6 + 1, 3 < 6), 8-position
+    # tiles of two rows with a last odd row, rows of exactly 8 and of 15 and 20 (an overlapping tile)
+    "direct_tiled_odd_channels": ((2, 3, 7, 15), (7, 3, 3, 3), True, {"pads": [1, 1, 1, 1]}),
+    "direct_tiled_13_rows_of_8": ((1, 2, 3, 5, 8), (13, 2, 2, 3, 3), False, {"pads": [0, 1, 1, 1, 1, 1]}),
+    "direct_tiled_3_channels_1d": ((2, 5, 20), (3, 5, 4), True, {"pads": [2, 1]}),
     # rows of 10: more than a fifth of an overlapping tile wasted, im2col + GEMM instead
     "im2col_short_rows": ((1, 2, 3, 4, 10), (4, 2, 2, 2, 3), True, {"pads": [0, 1, 1, 0, 0, 1]}),
     "conv1d": ((2, 3, 11), (4, 3, 3), True, {"pads": [2, 1], "strides": [2], "dilations": [2]}),
@@ -95,11 +106,17 @@ CONV_CASES = {
                              {"group": 4, "dilations": [2, 2], "strides": [1, 2], "pads": [2, 1, 0, 2]}),
     "direct_depthwise_1d": ((2, 4, 11), (8, 1, 3), False, {"group": 4, "pads": [1, 1]}),
     "direct_3d": ((1, 1, 4, 5, 6), (2, 1, 2, 2, 2), True, {"pads": [1, 0, 1, 0, 1, 1], "strides": [1, 1, 2]}),
-    # stride-2 rows of whole 8-float vectors (rows::even8): depthwise, input channels summed, dilated
+    # stride-2 rows read from a padded copy split into even and odd phases (ops/conv.py _split_rows,
+    # 16 values at a time with rows::even8 / odd8, the rest one by one): depthwise, input channels
+    # summed, dilated, odd padded widths, left pads 0, 1 and 2, 1-D and 3-D
     "direct_s2_vec_depthwise": ((2, 4, 9, 16), (4, 1, 3, 3), True, {"group": 4, "strides": [2, 2], "pads": [1, 1, 1, 1]}),
     "direct_s2_vec_channels": ((2, 3, 5, 32), (4, 3, 1, 3), True, {"strides": [1, 2], "pads": [0, 1, 0, 1]}),
     "direct_s2_vec_dilated": ((1, 2, 6, 16), (2, 1, 3, 3), False,
                               {"group": 2, "dilations": [1, 2], "strides": [1, 2], "pads": [1, 2, 1, 2]}),
+    "direct_s2_split_odd": ((2, 3, 7, 13), (3, 1, 3, 3), True, {"group": 3, "strides": [2, 2], "pads": [1, 0, 0, 1]}),
+    "direct_s2_split_tail": ((1, 2, 5, 19), (4, 2, 1, 3), False, {"strides": [1, 2], "pads": [0, 1, 0, 2]}),
+    "direct_s2_split_1d": ((2, 4, 33), (4, 1, 5), True, {"group": 4, "strides": [2], "pads": [2, 2]}),
+    "direct_s2_split_3d": ((1, 1, 3, 4, 18), (2, 1, 1, 2, 3), True, {"strides": [1, 1, 2], "pads": [0, 1, 1, 0, 0, 1]}),
 }
 
 
@@ -162,6 +179,8 @@ CONVT_CASES = {
     "s2_k2_pads_output_padding": ((1, 3, 3, 9), (3, 2, 2, 2), False,
                                   {"strides": [2, 2], "pads": [1, 0, 0, 0], "output_padding": [1, 1]}),
     "s2_k2_3d": ((1, 2, 2, 3, 4), (2, 2, 2, 2, 2), True, {"strides": [1, 2, 2]}),
+    # 3 output channels x 4 kernel offsets = 12 rows of the register-blocked product over 27 positions
+    "s2_k2_odd_channels": ((2, 5, 3, 9), (5, 3, 2, 2), True, {"strides": [2, 2]}),
     # more kernel offsets than are written out one by one (bounds from tables)
     "kernel_6x6": ((1, 2, 3, 3), (2, 2, 6, 6), True, {"strides": [2, 2], "pads": [1, 2, 0, 1]}),
 }

@@ -322,6 +322,10 @@ inline void sofie_rows_test_log8(const float *x, float *y, long n)
 { for (long i = 0; i + 8 <= n; i += 8) sofie_rt::rows::store(y + i, sofie_rt::rows::log8(sofie_rt::rows::load(x + i))); }
 inline void sofie_rows_test_vmlog(const float *x, float *y, long n)
 { for (long i = 0; i < n; ++i) y[i] = sofie_rt::vm::log(x[i]); }
+inline void sofie_rows_test_tanh8(const float *x, float *y, long n)
+{ for (long i = 0; i + 8 <= n; i += 8) sofie_rt::rows::store(y + i, sofie_rt::rows::tanh8(sofie_rt::rows::load(x + i))); }
+inline void sofie_rows_test_vmtanh(const float *x, float *y, long n)
+{ for (long i = 0; i < n; ++i) y[i] = sofie_rt::vm::tanh(x[i]); }
 """
 
 
@@ -363,6 +367,19 @@ def test_log8_is_vm_log(rows_fns) -> None:
     y8, y1 = np.empty_like(x), np.empty_like(x)
     rows_fns.sofie_rows_test_log8(x, y8, len(x))
     rows_fns.sofie_rows_test_vmlog(x, y1, len(x))
+    same = (y8.view(np.uint32) == y1.view(np.uint32)) | (np.isnan(y8) & np.isnan(y1))
+    assert same.all(), x[~same][:5]
+
+
+def test_tanh8_is_vm_tanh(rows_fns) -> None:
+    """tanh8 (the fused 1x1 convolution's and the recurrent gates' tanh of 8 lanes) gives
+    vm::tanh's bits everywhere: the same clamps and rational (vm::tanh_clamped)."""
+    u = np.arange(0, 2**32, 4099, dtype=np.uint64).astype(np.uint32)
+    x = _pad8(np.concatenate([u.view(F), np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, 8.9, -9.0], F),
+                              np.linspace(-10, 10, 20001, dtype=F)]))
+    y8, y1 = np.empty_like(x), np.empty_like(x)
+    rows_fns.sofie_rows_test_tanh8(x, y8, len(x))
+    rows_fns.sofie_rows_test_vmtanh(x, y1, len(x))
     same = (y8.view(np.uint32) == y1.view(np.uint32)) | (np.isnan(y8) & np.isnan(y1))
     assert same.all(), x[~same][:5]
 

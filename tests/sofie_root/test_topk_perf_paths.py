@@ -95,3 +95,49 @@ def test_small_k_selection_against_onnx_reference(dtype, largest) -> None:
         ref_v, ref_i = _reference_topk(x, k, axis, largest)
         np.testing.assert_array_equal(got_i, ref_i, err_msg=f"axis {axis} k {k}")
         np.testing.assert_array_equal(got_v, ref_v)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+@pytest.mark.parametrize("largest", [0, 1])
+def test_eight_rows_at_once_against_onnx_reference(dtype, largest) -> None:
+    """Rows of 32-bit keys go 8 at a time through one lane each (sofie_rt::topk_rows8): row counts
+    that leave a remainder for the one-row path (13 and 2x13), rows whose length is not a multiple
+    of 8 (37) and the 256 limit, k from 2 to n - 1 and the 32 limit, ties, NaN, +-inf, -0.0,
+    rows sorted either way and all equal, a signed-int minimum (the smallest order key)."""
+    rng = np.random.default_rng(23)
+    for shape in ((2, 13, 37), (1, 17, 256), (1, 8, 9)):
+        x = rng.integers(-5, 6, size=shape).astype(dtype)
+        if x.dtype.kind == "f":
+            x += rng.standard_normal(shape).astype(dtype) * (rng.random(shape) < 0.5)
+            x[rng.random(shape) < 0.05] = np.nan
+            x[rng.random(shape) < 0.03] = np.inf
+            x[rng.random(shape) < 0.03] = -np.inf
+            x[0, 0, :] = -0.0
+        else:
+            x[0, 0, ::3] = np.iinfo(np.int32).min
+            x[0, 1, ::5] = np.iinfo(np.int32).max
+        n = shape[-1]
+        x[0, 2, :] = np.arange(n)
+        x[0, 3, :] = np.arange(n)[::-1]
+        x[0, 4 % shape[1], :] = 1
+        for k in sorted({2, 3, 8, 17, 32, n - 1} & set(range(2, n))):
+            model = _model(x.dtype, list(x.shape), k, -1, largest)
+            got_v, got_i = sofie_root.compile(model).infer(x)
+            ref_v, ref_i = _reference_topk(x, k, -1, largest)
+            np.testing.assert_array_equal(got_i, ref_i, err_msg=f"shape {shape} k {k}")
+            np.testing.assert_array_equal(got_v, ref_v, err_msg=f"shape {shape} k {k}")
+
+
+def test_eight_rows_at_once_one_output() -> None:
+    """Only the indices (a kNN) or only the values requested: the other pointer is null."""
+    rng = np.random.default_rng(29)
+    x = rng.standard_normal((3, 11, 40)).astype(np.float32)
+    ref_v, ref_i = _reference_topk(x, 6, -1, 1)
+    for outputs, ref in ((["", "i"], ref_i), (["v", ""], ref_v)):
+        node = helper.make_node("TopK", ["x", "k"], outputs, axis=-1, largest=1)
+        name = outputs[0] or outputs[1]
+        dt = np.float32 if name == "v" else np.int64
+        model = make_model([node], [value_info("x", np.float32, list(x.shape))], [value_info(name, dt, None)],
+                           initializers={"k": np.array([6], np.int64)}, opset=11)
+        (got,) = sofie_root.compile(model).infer(x)
+        np.testing.assert_array_equal(got, ref)
