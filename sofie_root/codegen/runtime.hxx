@@ -2177,11 +2177,6 @@ SOFIE_RT_VM_INLINE void fill(T *d, std::int64_t n, T v)
 // above 128 KiB goes to BLAS sgemm per block of 256 rows (see gemm_bias). This
 // machine has AVX2 without AVX-512 (16 vector registers): 6 x 16 (12 accumulators, 2 B vectors,
 // 1 broadcast) is the largest tile that fits.
-// LEAD NOTE (delete this comment block, do not commit it): this machine is AMD EPYC Zen 2 (znver2), NOT Zen 4:
-// AVX2+FMA only, NO AVX-512, 16 ymm registers (so a register tile has at most ~12-13 accumulators), 2x256-bit
-// FMA pipes; VDIVPS ymm ~10 cycles latency, one per ~3.5-5 cycles. Also: main has 9b2b194 (Buffer::reserve's
-// check inlined; before it ~1 JIT copy in 4 of a small model ran ~45 ns slower by placement): `git merge main`
-// before timing batch-1 cases. Untracked LEAD_NOTE*_READ_ME.md files in your worktree say the same.
 namespace dense {
 
 #if defined(__clang__)
