@@ -1170,32 +1170,23 @@ SOFIE_RT_VM_INLINE f8 exp8(f8 x)
    return x != x ? x : y;
 }
 
-// p[1], p[3], ..., p[15]: with even8, the two phases of 16 floats (a stride-2 convolution splits
-// its input rows into them once, so that every tap reads contiguous values).
-SOFIE_RT_VM_INLINE f8 odd8(const float *p)
+// p[P], p[P + 2], ..., p[P + 14] of 16 floats: P = 0 is a stride-2 row of a convolution (even8),
+// P = 1 the other phase (odd8; a stride-2 convolution splits its input rows into the two once,
+// so that every tap reads contiguous values). Reads all 16.
+template <int P>
+SOFIE_RT_VM_INLINE f8 phase8(const float *p)
 {
 #if defined(__clang__) || __GNUC__ >= 12
-   return __builtin_shufflevector(load(p), load(p + 8), 1, 3, 5, 7, 9, 11, 13, 15);
+   return __builtin_shufflevector(load(p), load(p + 8), P, P + 2, P + 4, P + 6, P + 8, P + 10, P + 12, P + 14);
 #else
    f8 v;
    for (int l = 0; l < 8; ++l)
-      v[l] = p[2 * l + 1];
+      v[l] = p[2 * l + P];
    return v;
 #endif
 }
-
-// p[0], p[2], ..., p[14] (a stride-2 row of a convolution); reads p[15] too.
-SOFIE_RT_VM_INLINE f8 even8(const float *p)
-{
-#if defined(__clang__) || __GNUC__ >= 12
-   return __builtin_shufflevector(load(p), load(p + 8), 0, 2, 4, 6, 8, 10, 12, 14);
-#else
-   f8 v;
-   for (int l = 0; l < 8; ++l)
-      v[l] = p[2 * l];
-   return v;
-#endif
-}
+SOFIE_RT_VM_INLINE f8 even8(const float *p) { return phase8<0>(p); }
+SOFIE_RT_VM_INLINE f8 odd8(const float *p) { return phase8<1>(p); }
 
 // vm::tanh on 8 lanes: the same clamps and rational (vm::tanh_clamped), bit for bit (the
 // register-blocked 1x1 convolution applies it to its accumulators before the single store).
