@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sofie_root.ir.graph import Graph
+from sofie_root.passes.layout import derived_weights
 
 from .reader import StoredModel, _open, list_models, read, split_spec
 
@@ -31,7 +32,7 @@ def describe(stored: StoredModel) -> dict[str, Any]:
         "inputs": model.get("inputs", []),
         "outputs": model.get("outputs", []),
         "operators": dict(_op_histogram(g).most_common()),
-        "parameters": int(sum(a.size for a in g.initializers.values())),
+        "parameters": int(sum(a.size for k, a in g.initializers.items() if k not in derived_weights(g))),
         "bytes_on_disk": _bytes_on_disk(stored),
         "weight_bytes": int(stored.doc["blob"]["nbytes"]),
         "onnx_bytes": model.get("onnx_bytes"),

@@ -15,6 +15,7 @@ import numpy as np
 from sofie_root import __version__
 from sofie_root.errors import SofieError
 from sofie_root.ir.graph import Graph
+from sofie_root.passes.layout import derived_weights
 
 from .errors import CorruptFileError, ModelExistsError
 from .schema import CHUNK_BYTES, FORMAT_VERSION, MODEL_NAME_RE, BlobBuilder, encode_graph, encode_info
@@ -88,6 +89,7 @@ def build_document(graph: Graph, generated, name: str, model_hash: str,
     graph_doc = encode_graph(graph, builder, placed=placed)
     blob = builder.bytes()
     hints = _column_hints(graph, columns)
+    derived = derived_weights(graph)
     md = graph.metadata
     doc = {
         "format_version": FORMAT_VERSION,
@@ -101,7 +103,7 @@ def build_document(graph: Graph, generated, name: str, model_hash: str,
             "outputs": [_spec(graph, n) for n in graph.outputs],
             "symbols": list(graph.symbols),
             "column_hints": hints,
-            "parameters": int(sum(a.size for a in graph.initializers.values())),
+            "parameters": int(sum(a.size for k, a in graph.initializers.items() if k not in derived)),
             "onnx_bytes": _onnx_bytes(md.get("source", "")),
         },
         "blob": {

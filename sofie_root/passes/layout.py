@@ -115,6 +115,12 @@ def _dense_weight(graph: Graph, node: Node) -> str:
     return b
 
 
+def derived_weights(graph: Graph) -> set[str]:
+    """Initializers that hold another initializer again in another layout (the panels of
+    ``pack_dense_weights``): stored and loaded with the model, not parameters of it."""
+    return {n.inputs[-1] for n in graph.nodes if n.attrs.get(B_PANELS, 0) and n.inputs}
+
+
 def pack_dense_weights(graph: Graph) -> Graph:
     """Dense products with a large constant float weight get it a second time in panel layout,
     as a new initializer appended to their inputs (index 3 for Gemm and FusedMatMul, whose input
