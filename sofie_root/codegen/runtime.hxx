@@ -2225,19 +2225,8 @@ SOFIE_RT_VM_INLINE void tile(std::int64_t K, const float *A, std::int64_t lda, c
       for (; k < K; ++k)
          tile_step<MR, NV>(acc, A, lda, B + k * 16, k);
    } else {
-      for (std::int64_t k = 0; k < K; ++k) {
-         f8 b[NV];
-         SOFIE_RT_UNROLL
-         for (int v = 0; v < NV; ++v)
-            b[v] = rows::load(B + k * ldb + 8 * v);
-         SOFIE_RT_UNROLL
-         for (int r = 0; r < MR; ++r) {
-            const f8 a = rows::splat(A[r * lda + k]);
-            SOFIE_RT_UNROLL
-            for (int v = 0; v < NV; ++v)
-               acc[r][v] += a * b[v];
-         }
-      }
+      for (std::int64_t k = 0; k < K; ++k)
+         tile_step<MR, NV>(acc, A, lda, B + k * ldb, k);
    }
    SOFIE_RT_UNROLL
    for (int r = 0; r < MR; ++r)
