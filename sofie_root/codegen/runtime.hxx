@@ -132,7 +132,7 @@ public:
 
 private:
    bool fActive;
-   unsigned fSaved = 0, fSet = 0;
+   unsigned fSaved, fSet; // written by the constructor when active (a zero-initialising store overlapping them stalled LDMXCSR)
    std::uint64_t fSaved64 = 0;
 };
 
