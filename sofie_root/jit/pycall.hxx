@@ -113,16 +113,17 @@ inline const Signature *find(Plan *p, PyObject *const *arrays)
 }
 
 // The outputs sized by the data cut to the sizes `run` wrote in `sym` (see the top of this file).
-inline bool trim(const Plan *p, const Signature *s, const std::int64_t *sym, PyObject *result)
+// The bounds are the dims of the arrays `quick` allocated, not its Signature's: another thread
+// may add or clear signatures (reallocating `sigs`) while the GIL is released during `run`.
+inline bool trim(const Plan *p, const std::int64_t *sym, PyObject *result)
 {
-   const npy_intp *bound = s->out_dims.data();
    std::size_t k = 0;
    for (int j = 0; j < p->n_out; ++j) {
-      const int r = s->out_ranks[j];
-      if (k == p->dyn.size() || p->dyn[k].out != j) {
-         bound += r;
+      if (k == p->dyn.size() || p->dyn[k].out != j)
          continue;
-      }
+      auto *full = reinterpret_cast<PyArrayObject *>(PyList_GET_ITEM(result, j));
+      const int r = PyArray_NDIM(full);
+      const npy_intp *bound = PyArray_DIMS(full);
       npy_intp dims[NPY_MAXDIMS];
       std::memcpy(dims, bound, r * sizeof(npy_intp));
       bool same = true;
@@ -147,10 +148,8 @@ inline bool trim(const Plan *p, const Signature *s, const std::int64_t *sym, PyO
          same = same && v == bound[p->dyn[k].dim];
          dims[p->dyn[k].dim] = static_cast<npy_intp>(v);
       }
-      bound += r;
       if (same)
          continue;
-      auto *full = reinterpret_cast<PyArrayObject *>(PyList_GET_ITEM(result, j));
       const npy_intp n = PyArray_MultiplyList(dims, r);
       PyArray_Descr *descr = p->out_descr[j];
       PyObject *cut;
@@ -197,6 +196,7 @@ inline PyObject *quick(PyObject *cap, PyObject *const *args, Py_ssize_t nargs)
          Py_RETURN_NONE;
       in[i] = PyArray_DATA(a);
    }
+   // `s` points into p->sigs: used only while this thread holds the GIL (not after `run`)
    const Signature *s = find(p, arrays);
    if (!s)
       Py_RETURN_NONE;
@@ -271,7 +271,7 @@ inline PyObject *quick(PyObject *cap, PyObject *const *args, Py_ssize_t nargs)
       PyErr_Format(p->error, "inference failed: %s", msg);
       return nullptr;
    }
-   if (!p->dyn.empty() && !trim(p, s, sym, result)) {
+   if (!p->dyn.empty() && !trim(p, sym, result)) {
       Py_DECREF(result);
       return nullptr;
    }

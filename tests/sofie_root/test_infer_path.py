@@ -374,3 +374,39 @@ def test_threads_on_outputs_sized_by_the_data(quick_way) -> None:
     for t in threads:
         t.join()
     assert not errors, errors[0]
+
+
+def test_signatures_added_while_another_thread_runs(quick_way) -> None:
+    """One thread calls a model with outputs sized by the data on a large input (a long `run`,
+    with the GIL released) while another makes it learn new signatures, past the 64 after which
+    they are all forgotten: the cut of the running call's outputs must not read the signature
+    table the other thread reallocated or cleared (it did, and crashed in the full suite)."""
+    proto = _data_sized_model()
+    m = sofie_root.compile(proto)
+    x = np.where(RNG.random((4000, 4)) < 0.5, RNG.integers(1, 50, (4000, 4)), -1).astype(F)
+    c = RNG.random(4000) < 0.3
+    want = run_ort(proto, x, c)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def learner() -> None:
+        try:
+            n = 0
+            while not stop.is_set():
+                n = n % (3 * m.MAX_SIGNATURES) + 1
+                m.infer(np.ones((n, 4), F), np.ones(n, bool))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    t = threading.Thread(target=learner)
+    t.start()
+    try:
+        for _ in range(150):
+            got = m.infer(x, c)
+            for g, w in zip(got, want):
+                assert g.shape == w.shape
+                np.testing.assert_array_equal(g, w)
+    finally:
+        stop.set()
+        t.join()
+    assert not errors, errors[0]
