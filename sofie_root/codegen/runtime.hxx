@@ -2201,11 +2201,15 @@ SOFIE_RT_VM_INLINE void tile_step(f8 (&acc)[MR][NV], const float *A, std::int64_
 // MR rows x NV vectors of 8 columns; the last vector of a Tail tile has nt (< 8) valid columns,
 // and B then comes from a zero-padded copy of the last columns. U > 1 (packed panels, ldb = 16):
 // K unrolled U times, B addressed by constant offsets (for B read in place, a runtime ldb, the
-// unrolled loop ran out of registers: 2x slower)
-template <int MR, int NV, bool Tail, int U = 1>
-SOFIE_RT_VM_INLINE void tile(std::int64_t K, const float *A, std::int64_t lda, const float *B, std::int64_t ldb,
+// unrolled loop ran out of registers: 2x slower). KC > 0: K and lda are both KC, known to the
+// compiler (a weight's K is fixed, A's rows are contiguous), so the rows of A are constant offsets
+// and the loop over K is unrolled: [12800, 64] x [64, 64] 95 -> 103 GFLOP/s (docs/performance.md,
+// "Register-blocked dense layers")
+template <int MR, int NV, bool Tail, int U = 1, int KC = 0>
+SOFIE_RT_VM_INLINE void tile(std::int64_t Krt, const float *A, std::int64_t ldart, const float *B, std::int64_t ldb,
                              const float *bias, float *C, std::int64_t ldc, std::int64_t nt)
 {
+   const std::int64_t K = KC > 0 ? KC : Krt, lda = KC > 0 ? KC : ldart;
    f8 acc[MR][NV];
    SOFIE_RT_UNROLL
    for (int v = 0; v < NV; ++v) {
@@ -2244,13 +2248,13 @@ SOFIE_RT_VM_INLINE void tile(std::int64_t K, const float *A, std::int64_t lda, c
 // PACKED: B is panels() layout (16 columns of all K rows contiguous, zero-padded; ldb and
 // tail unused), so a tile reads one aligned 64-byte line per k instead of a row segment that
 // straddles two lines when N * 4 is not a multiple of 64
-template <int MR, bool PACKED = false>
+template <int MR, bool PACKED = false, int KC = 0>
 inline void row_tiles(std::int64_t K, std::int64_t j0, std::int64_t j1, const float *A, std::int64_t lda,
                       const float *B, std::int64_t ldb, const float *tail, const float *bias, float *C, std::int64_t ldc)
 {
    std::int64_t j = j0;
    for (; j + 16 <= j1; j += 16)
-      tile<MR, 2, false, PACKED ? 4 : 1>(K, A, lda, PACKED ? B + j * K : B + j, PACKED ? 16 : ldb,
+      tile<MR, 2, false, PACKED ? 4 : 1, KC>(K, A, lda, PACKED ? B + j * K : B + j, PACKED ? 16 : ldb,
                                          bias ? bias + j : nullptr, C + j, ldc, 8);
    const std::int64_t nt = j1 - j;
    if (PACKED)
@@ -2265,7 +2269,7 @@ inline void row_tiles(std::int64_t K, std::int64_t j0, std::int64_t j1, const fl
       tile<MR, 1, true>(K, A, lda, tail, 16, bias ? bias + j : nullptr, C + j, ldc, nt);
 }
 
-template <bool PACKED = false>
+template <bool PACKED = false, int KC = 0>
 inline void block(std::int64_t M, std::int64_t j0, std::int64_t j1, std::int64_t K, const float *A, std::int64_t lda,
                   const float *B, std::int64_t ldb, const float *tail, const float *bias, float *C, std::int64_t ldc)
 {
@@ -2275,7 +2279,7 @@ inline void block(std::int64_t M, std::int64_t j0, std::int64_t j1, std::int64_t
    const std::int64_t rem = M % 6, full = M - rem - (M > 6 && rem && rem < 3 ? 6 : 0);
    std::int64_t i = 0;
    for (; i < full; i += 6)
-      row_tiles<6, PACKED>(K, j0, j1, A + i * lda, lda, B, ldb, tail, bias, C + i * ldc, ldc);
+      row_tiles<6, PACKED, KC>(K, j0, j1, A + i * lda, lda, B, ldb, tail, bias, C + i * ldc, ldc);
    A += i * lda;
    C += i * ldc;
    switch (M - i) {
@@ -2314,14 +2318,14 @@ struct no_epilogue {
 #ifdef SOFIE_RT_ROWS_VEC
 // C = A B + bias with B in panels() layout P, then epi per block of rows (see gemm_bias): the
 // row tiles of a block (about 16 KiB of C) each sweep all the panels, A's 6 rows staying in L1
-template <class Epi>
+template <int KC, class Epi>
 inline void panel_blocks(std::int64_t M, std::int64_t N, std::int64_t K, const float *A, std::int64_t lda,
                          const float *P, const float *bias, float *C, std::int64_t ldc, Epi &epi)
 {
    const std::int64_t mb = std::max<std::int64_t>(6, std::min<std::int64_t>(48, 4096 / N) / 6 * 6);
    for (std::int64_t i = 0; i < M; i += mb) {
       const std::int64_t rows = std::min<std::int64_t>(mb, M - i);
-      block<true>(rows, 0, N, K, A + i * lda, lda, P, 16, nullptr, bias, C + i * ldc, ldc);
+      block<true, KC>(rows, 0, N, K, A + i * lda, lda, P, 16, nullptr, bias, C + i * ldc, ldc);
       epi(i, rows);
    }
 }
@@ -2331,13 +2335,16 @@ inline void panel_blocks(std::int64_t M, std::int64_t N, std::int64_t K, const f
 // C = A B + bias as above; then epi(r0, rows) is called for each block of rows [r0, r0 + rows)
 // right after the block is written, while it is in L1 or L2 (a fused activation runs there: at
 // batch 256 a pass over the whole output afterwards would read it back from L3 or memory). Blocks
-// follow each other in order and cover every row once.
-template <class T, class Epi = no_epilogue>
+// follow each other in order and cover every row once. KC: K when the compiler may know it (see
+// tile), else 0.
+template <class T, int KC = 0, class Epi = no_epilogue>
 inline void gemm_bias(std::int64_t M, std::int64_t N, std::int64_t K, const T *A, std::int64_t lda, const T *B,
                       std::int64_t ldb, const T *bias, T *C, std::int64_t ldc, Epi epi = Epi())
 {
    if (M <= 0 || N <= 0)
       return;
+   if (KC > 0 && (K != KC || lda != KC)) // the tiles take K and lda to be KC
+      return gemm_bias<T, 0>(M, N, K, A, lda, B, ldb, bias, C, ldc, epi);
 #ifdef SOFIE_RT_ROWS_VEC
    if constexpr (std::is_same<T, float>::value) {
       // one row is a gemv, one column a dot product per row: BLAS (or the loops) do those better
@@ -2366,7 +2373,7 @@ inline void gemm_bias(std::int64_t M, std::int64_t N, std::int64_t K, const T *A
             const std::int64_t mb = std::max<std::int64_t>(6, std::min<std::int64_t>(48, 4096 / N) / 6 * 6);
             for (std::int64_t i = 0; i < M; i += mb) {
                const std::int64_t rows = std::min<std::int64_t>(mb, M - i);
-               block(rows, 0, N, K, A + i * lda, lda, B, ldb, tail, bias, C + i * ldc, ldc);
+               block<false, KC>(rows, 0, N, K, A + i * lda, lda, B, ldb, tail, bias, C + i * ldc, ldc);
                epi(i, rows);
             }
             return;
@@ -2397,20 +2404,23 @@ inline void gemm_bias(std::int64_t M, std::int64_t N, std::int64_t K, const T *A
 // gemm_bias for a constant float B that the compiler also stored packed (P: panels() layout
 // of B, made once by ops/linalg.py's panels() in the weight blob): from DENSE_PACK_MIN_ROWS rows
 // the tiles read P, fewer rows (batch 1's gemv) take gemm_bias on B
-template <class Epi = no_epilogue>
+template <int KC = 0, class Epi = no_epilogue>
 inline void gemm_bias_panels(std::int64_t M, std::int64_t N, std::int64_t K, const float *A, std::int64_t lda,
                              const float *B, std::int64_t ldb, const float *P, const float *bias, float *C,
                              std::int64_t ldc, Epi epi = Epi())
 {
 #ifdef SOFIE_RT_ROWS_VEC
    if (M >= DENSE_PACK_MIN_ROWS && N > 1 && K > 0) {
-      panel_blocks(M, N, K, A, lda, P, bias, C, ldc, epi);
+      if (KC > 0 && (K != KC || lda != KC)) // the tiles take K and lda to be KC
+         panel_blocks<0>(M, N, K, A, lda, P, bias, C, ldc, epi);
+      else
+         panel_blocks<KC>(M, N, K, A, lda, P, bias, C, ldc, epi);
       return;
    }
 #else
    (void)P;
 #endif
-   gemm_bias<float>(M, N, K, A, lda, B, ldb, bias, C, ldc, epi);
+   gemm_bias<float, KC>(M, N, K, A, lda, B, ldb, bias, C, ldc, epi);
 }
 
 } // namespace dense

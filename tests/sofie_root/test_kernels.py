@@ -175,6 +175,45 @@ def test_dense_gelu_epilogue_over_its_range(kind) -> None:
     assert (got[a < -5.6] == 0).all() and (got[a > 0] > 0).all()
 
 
+def test_dense_kernel_fixed_k_template_argument() -> None:
+    """A float weight's fixed K (at most linalg.DENSE_FIXED_MAX_K) reaches the kernel as a template
+    argument (the compiler unrolls the loop over K); a K above the limit and a float64 product do not."""
+    from sofie_root.ops.linalg import DENSE_FIXED_MAX_K
+
+    for k, dtype, fixed in ((24, np.float32, True), (DENSE_FIXED_MAX_K + 8, np.float32, False),
+                            (24, np.float64, False)):
+        model = make_model([helper.make_node("MatMul", ["a", "W"], ["y"])], [value_info("a", dtype, ["N", 3, k])],
+                           [value_info("y", dtype, None)], {"W": _rand((k, 40), dtype)})
+        m = sofie_root.compile(model)
+        assert (f"gemm_bias<float, {k}>" in m.source or f"gemm_bias_panels<{k}>" in m.source) == fixed, m.source
+        assert_matches_ort(model, _rand((5, 3, k), dtype), compiled=m, rtol=2e-5, atol=2e-5 * np.sqrt(k))
+
+
+DENSE_HARNESS = r"""
+// gemm_bias with K fixed at 12 (KC) called with a K or an lda other than KC: the run-time kernel
+inline void sofie_dense_test_kc12(long M, long N, long K, const float *A, long lda, const float *B,
+                                  const float *bias, float *C)
+{ sofie_rt::dense::gemm_bias<float, 12>(M, N, K, A, lda, B, N, bias, C, N); }
+"""
+
+
+@pytest.mark.parametrize("k,lda", [(12, 12), (12, 17), (9, 9), (9, 12)])
+def test_dense_kernel_fixed_k_falls_back_when_called_otherwise(k, lda) -> None:
+    """The tiles read K and lda as KC: a call whose K or lda differs must take the run-time
+    kernel (not read 12 columns of a row of 9, or rows 12 floats apart when they are 17)."""
+    from sofie_root.jit import cling
+
+    ROOT = cling.root()
+    if not hasattr(ROOT, "sofie_dense_test_kc12"):
+        assert ROOT.gInterpreter.Declare(cling.optimized(DENSE_HARNESS))
+    m, n = 37, 40
+    a = _rand((m, lda))
+    b, bias = _rand((k, n)), _rand((n,))
+    c = np.full((m, n), np.nan, np.float32)
+    ROOT.sofie_dense_test_kc12(m, n, k, a, lda, b, bias, c)
+    np.testing.assert_allclose(c, a[:, :k].astype(np.float64) @ b + bias, rtol=1e-5, atol=1e-5)
+
+
 def test_dense_kernel_nan_and_stale_output() -> None:
     # NaN in one row of A reaches only that row; the output buffer's previous NaN does not leak
     k, n = 20, 24
