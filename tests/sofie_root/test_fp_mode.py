@@ -72,6 +72,52 @@ def test_denormals_flushed_inside_run_and_mode_restored(backend, tmp_path, monke
     assert mode() == before
 
 
+MXCSR_HARNESS = r"""
+// calls a model's run with MXCSR set to `mx`: returns MXCSR as run left it (the whole word)
+inline unsigned long long sofie_fp_test_run(unsigned mx, long long fn, long long s, long long sym, long long in,
+                                            long long out)
+{
+   using run_fn = int (*)(void *, std::int64_t *, const void *const *, void *const *, char *, std::size_t);
+   unsigned saved, set = mx, got;
+   char err[256];
+   __asm__ __volatile__("stmxcsr %0" : "=m"(saved));
+   __asm__ __volatile__("ldmxcsr %0" : : "m"(set));
+   const int rc = reinterpret_cast<run_fn>(fn)(reinterpret_cast<void *>(s), reinterpret_cast<std::int64_t *>(sym),
+      reinterpret_cast<const void *const *>(in), reinterpret_cast<void *const *>(out), err, sizeof(err));
+   __asm__ __volatile__("stmxcsr %0" : "=m"(got));
+   __asm__ __volatile__("ldmxcsr %0" : : "m"(saved));
+   return rc ? ~0ull : got;
+}
+"""
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="MXCSR is x86-64's")
+@pytest.mark.parametrize("mx", [0x1F80, 0x1FA0, 0x1FBF, 0x1F81, 0x7F80, 0x3FA0, 0x9FC0, 0x1FC0, 0x9F80])
+def test_every_caller_mode_restored_exactly(mx) -> None:
+    """The guard loads constant words for a caller in MXCSR's power-on mode (any sticky exception
+    flags) and the saved word otherwise (another rounding mode, FTZ or DAZ already set): in every
+    case subnormal products are flushed inside the run and the caller's whole MXCSR, flags
+    included, is what it finds afterwards."""
+    import ctypes
+
+    ROOT = cling.root()
+    if not hasattr(ROOT, "sofie_fp_test_run"):
+        assert ROOT.gInterpreter.Declare(MXCSR_HARNESS)
+    m = sofie_root.compile(_mul_model())
+    x = np.array([[1e-20, 2e-20, 1.0, -1e-20]], np.float32)
+    y = np.full((1, 4), np.nan, np.float32)
+    sym = (ctypes.c_int64 * 1)(1)
+    ins = (ctypes.c_void_p * 1)(x.ctypes.data)
+    outs = (ctypes.c_void_p * 1)(y.ctypes.data)
+    fn = ctypes.cast(m._entry.run, ctypes.c_void_p).value
+    got = int(ROOT.sofie_fp_test_run(mx, fn, int(m._session), ctypes.addressof(sym), ctypes.addressof(ins),
+                                     ctypes.addressof(outs)))
+    assert got == mx, f"MXCSR {mx:#06x} before the run, {got:#06x} after"
+    # round toward zero (0x7F80) gives the same products here; the subnormal ones are flushed
+    assert y[0, 0] == 0.0 and y[0, 1] == 0.0 and y[0, 3] == 0.0 and np.signbit(y[0, 3])
+    assert y[0, 2] == np.float32(1e-20)
+
+
 def test_mode_restored_when_run_throws() -> None:
     node = helper.make_node("Gather", ["x", "i"], ["y"], axis=0)
     model = make_model([node], [value_info("x", np.float32, [3]), value_info("i", np.int64, [1])],
