@@ -99,28 +99,11 @@ inline std::size_t round_up(std::size_t n) { return (n + kAlign - 1) / kAlign * 
 // STMXCSR/LDMXCSR directly (inline asm): when the compiler kept them in stack slots it copied them
 // through, sharing a cache line with the run's other stack stores, some runs stalled at the
 // LDMXCSR on AMD Zen 2 (Relu [1, 128] 54 ns instead of 15.5, Tanh 96 instead of 44.5, the same
-// in every compiled copy; benchmarks/placement.py). Even then LDMXCSR waited for the store of
-// the word it loads in some small models (NegativeLogLikelihoodLoss [1, 10] 44.8 ns against 5.9
-// without the guard): for a caller in MXCSR's power-on mode (the usual one, whatever its sticky
-// flags) both LDMXCSRs now load read-only constants (mxcsr_detail::kWords), 12.0 ns; a caller
-// in any other mode (rounding, FTZ/DAZ of its own) takes the saved word as before.
-namespace mxcsr_detail {
-// MXCSR's power-on value (all exceptions masked, round to nearest, no FTZ/DAZ) and the words
-// LDMXCSR loads for a caller in that mode: [f] that value with exception flags f, [64] it with
-// FTZ|DAZ (read-only data, never a store LDMXCSR would wait for)
-constexpr unsigned kDefault = 0x1F80u;
-struct Words {
-   unsigned w[65];
-   constexpr Words() : w()
-   {
-      for (unsigned f = 0; f < 64; ++f)
-         w[f] = kDefault | f;
-      w[64] = kDefault | 0x8040u;
-   }
-};
-alignas(64) inline constexpr Words kWords{};
-} // namespace mxcsr_detail
-
+// in every compiled copy; benchmarks/placement.py). A few small models still pay about 40 ns
+// (NegativeLogLikelihoodLoss [1, 10] 43 against 6 without the guard). Loading read-only constant
+// words for the usual caller's mode instead moved that stall to other models (Min/Max [1, 128],
+// Hardmax), as did loading only the restored word from constants (Abs, Neg); over the 75 batch-1
+// cases below 80 ns this form costs the least (docs/performance.md, "Per-operator table").
 class alignas(64) FPModeGuard {
 public:
    explicit FPModeGuard(bool enable) : fActive(enable)
@@ -129,11 +112,6 @@ public:
          return;
 #if defined(__x86_64__) || (defined(__i386__) && defined(__SSE__))
       __asm__ __volatile__("stmxcsr %0" : "=m"(fSaved));
-      if ((fSaved & ~0x3Fu) == kDefault) {
-         // the usual caller's mode (any exception flags): both words from constants
-         __asm__ __volatile__("ldmxcsr %0" : : "m"(kWords[64]));
-         return;
-      }
       fSet = fSaved | 0x8040u;
       __asm__ __volatile__("ldmxcsr %0" : : "m"(fSet));
 #elif defined(__aarch64__)
@@ -148,10 +126,7 @@ public:
       if (!fActive)
          return;
 #if defined(__x86_64__) || (defined(__i386__) && defined(__SSE__))
-      if ((fSaved & ~0x3Fu) == kDefault)
-         __asm__ __volatile__("ldmxcsr %0" : : "m"(kWords[fSaved & 0x3Fu]));
-      else
-         __asm__ __volatile__("ldmxcsr %0" : : "m"(fSaved));
+      __asm__ __volatile__("ldmxcsr %0" : : "m"(fSaved));
 #elif defined(__aarch64__)
       __asm__ __volatile__("msr fpcr, %0" : : "r"(fSaved64));
 #endif
@@ -160,8 +135,6 @@ public:
    FPModeGuard &operator=(const FPModeGuard &) = delete;
 
 private:
-   static constexpr unsigned kDefault = mxcsr_detail::kDefault;
-   static constexpr const unsigned (&kWords)[65] = mxcsr_detail::kWords.w;
    bool fActive;
    unsigned fSaved, fSet; // written by the constructor when active (a zero-initialising store overlapping them stalled LDMXCSR)
    std::uint64_t fSaved64 = 0;
