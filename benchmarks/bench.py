@@ -184,12 +184,17 @@ class CppLoop:
         return statistics.median(rep() for _ in range(REPS))
 
 
-def python_rep(fn: Callable[[], object], budget: float = BUDGET) -> Callable[[], float]:
-    """A function timing one repetition of about ``budget`` seconds of ``fn()`` calls: seconds per call."""
+def _calls_per_rep(fn: Callable[[], object], budget: float) -> int:
+    """How many ``fn()`` calls take about ``budget`` seconds (after one warm-up call)."""
     fn()
     t0 = time.perf_counter()
     fn()
-    calls = max(1, int(budget / max(time.perf_counter() - t0, 1e-7)))
+    return max(1, int(budget / max(time.perf_counter() - t0, 1e-7)))
+
+
+def python_rep(fn: Callable[[], object], budget: float = BUDGET) -> Callable[[], float]:
+    """A function timing one repetition of about ``budget`` seconds of ``fn()`` calls: seconds per call."""
+    calls = _calls_per_rep(fn, budget)
 
     def rep() -> float:
         t = time.perf_counter()
@@ -206,10 +211,7 @@ def python_call_median(fn: Callable[[], object], budget: float = BUDGET) -> Call
     difference of two such figures (ORT net = I/O binding minus the Identity floor). The mean of a
     repetition moves by 1-3% of ORT's ~4.4 us call from one repetition to the next, more than a
     batch-1 operator takes; the median of thousands of single calls does not."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    calls = max(1, int(budget / max(time.perf_counter() - t0, 1e-7)))
+    calls = _calls_per_rep(fn, budget)
     clock = time.perf_counter_ns
 
     def rep() -> float:

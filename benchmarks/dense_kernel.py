@@ -6,7 +6,9 @@ layers' shapes of the corpus.
 Both are called from a C++ loop compiled by cling in this process, as the generated code calls
 them: ``sofie_rt::dense::gemm_bias`` (C = A B + bias, the bias in the accumulators) and
 ``sofie_rt::gemm`` (the BLAS chosen by ``SOFIE_ROOT_BLAS``, OpenBLAS by default) followed by a pass
-adding the bias. Times are the thread's CPU time per call (best of 7 timings of a loop of about
+adding the bias. For K up to ``linalg.DENSE_FIXED_MAX_K`` also ``gemm_bias<float, K>``, the form the
+generated code calls for a weight's fixed K, with the seconds cling took to compile its loop (one
+instantiation per K, as a model with that K pays). Times are the thread's CPU time per call (best of 7 timings of a loop of about
 30 MFLOP, then the best of ``--reps`` alternated rounds: on a shared machine a register-bound
 kernel can only be slowed down by others); each result is first checked against numpy. Shapes
 are M x N x K (A is [M, K], B [K, N]). docs/performance.md, "Register-blocked dense layers",
@@ -59,6 +61,40 @@ inline double time_ns(int which, std::int64_t M, std::int64_t N, std::int64_t K,
 """
 
 
+_FIXED = r"""
+namespace sofie_dense_bench_k%(k)d {
+inline double time_ns(std::int64_t M, std::int64_t N, int reps, const float *A, const float *B, const float *bias,
+                      float *C)
+{
+   double best = 1e30;
+   for (int t = 0; t < 7; ++t) {
+      const double t0 = sofie_dense_bench::cpu_ns();
+      for (int r = 0; r < reps; ++r)
+         sofie_rt::dense::gemm_bias<float, %(k)d>(M, N, %(k)d, A, %(k)d, B, N, bias, C, N);
+      const double dt = (sofie_dense_bench::cpu_ns() - t0) / reps;
+      best = dt < best ? dt : best;
+   }
+   return best;
+}
+}
+"""
+
+
+def _fixed_timer(k: int):
+    """The fixed-K kernel's timer for ``k`` and the seconds cling took to compile it."""
+    import time
+
+    from sofie_root.jit import cling
+
+    root = cling.root()
+    t = time.perf_counter()
+    cling._declare(root, cling.optimized(_FIXED % {"k": k}), "the fixed-K dense kernel benchmark")
+    addr = int(root.gInterpreter.ProcessLine(f"(long long)(&sofie_dense_bench_k{k}::time_ns);"))
+    jit = time.perf_counter() - t
+    proto = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, *[ctypes.c_void_p] * 4)
+    return proto(addr), jit
+
+
 def _timer():
     from sofie_root.jit import cling
 
@@ -75,10 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3, help="alternated rounds per shape (default 3)")
     a = p.parse_args(argv)
     shapes = [tuple(int(x) for x in s.split("x")) for s in a.shapes.split(",")] if a.shapes else SHAPES
+    from sofie_root.ops.linalg import DENSE_FIXED_MAX_K
+
     time_ns = _timer()
+    fixed = {k: _fixed_timer(k) for k in sorted({k for _, _, k in shapes if k <= DENSE_FIXED_MAX_K})}
     rng = np.random.default_rng(0)
-    print("| M x N x K | BLAS + bias µs | BLAS + bias GFLOP/s | dense µs | dense GFLOP/s | speed-up |")
-    print("|---|---|---|---|---|---|")
+    print("| M x N x K | BLAS + bias µs | BLAS + bias GFLOP/s | dense µs | dense GFLOP/s | speed-up "
+          "| fixed K µs | fixed K / dense | fixed K JIT s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for m, n, k in shapes:
         x, w = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
         bias = rng.standard_normal(n).astype(np.float32)
@@ -91,11 +131,24 @@ def main(argv: list[str] | None = None) -> int:
             err = float(np.abs(outs[which] - ref).max())
             if not err <= 1e-4 * np.sqrt(k) * (1 + np.abs(ref).max()):
                 raise SystemExit(f"{m}x{n}x{k}: {'BLAS' if which == 0 else 'dense'} differs from numpy by {err}")
-        best = [min(time_ns(which, m, n, k, reps, *ptr, outs[which].ctypes.data) for _ in range(a.reps))
-                for which in (0, 1)]
-        gf = [2 * m * n * k / t for t in best]
+        if k in fixed:
+            out = np.full((m, n), np.nan, np.float32)
+            fixed[k][0](m, n, 1, *ptr, out.ctypes.data)
+            if not np.abs(out - ref).max() <= 1e-4 * np.sqrt(k) * (1 + np.abs(ref).max()):
+                raise SystemExit(f"{m}x{n}x{k}: the fixed-K kernel differs from numpy")
+        best = [1e30] * 3
+        for _ in range(a.reps):  # alternated rounds
+            best[0] = min(best[0], time_ns(0, m, n, k, reps, *ptr, outs[0].ctypes.data))
+            best[1] = min(best[1], time_ns(1, m, n, k, reps, *ptr, outs[1].ctypes.data))
+            if k in fixed:
+                best[2] = min(best[2], fixed[k][0](m, n, reps, *ptr, out.ctypes.data))
+        if k in fixed:
+            fix = f" {best[2] / 1e3:.2f} | {best[1] / best[2]:.3f} | {fixed[k][1]:.2f} |"
+        else:
+            fix = " – | – | – |"
+        gf = [2 * m * n * k / t for t in best[:2]]
         print(f"| {m} x {n} x {k} | {best[0] / 1e3:.2f} | {gf[0]:.1f} | {best[1] / 1e3:.2f} | {gf[1]:.1f} | "
-              f"{best[0] / best[1]:.2f} |")
+              f"{best[0] / best[1]:.2f} |" + fix)
     return 0
 
 

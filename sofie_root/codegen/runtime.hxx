@@ -2207,8 +2207,8 @@ SOFIE_RT_VM_INLINE void tile_step(f8 (&acc)[MR][NV], const float *A, std::int64_
 // K unrolled U times, B addressed by constant offsets (for B read in place, a runtime ldb, the
 // unrolled loop ran out of registers: 2x slower). KC > 0: K and lda are both KC, known to the
 // compiler (a weight's K is fixed, A's rows are contiguous), so the rows of A are constant offsets
-// and the loop over K is unrolled: [12800, 64] x [64, 64] 95 -> 103 GFLOP/s (docs/performance.md,
-// "Register-blocked dense layers")
+// of one pointer: 3-19% faster for K <= 32, within +-2% at K = 64 (benchmarks/dense_kernel.py;
+// docs/performance.md, "A weight's fixed K as a template argument")
 template <int MR, int NV, bool Tail, int U = 1, int KC = 0>
 SOFIE_RT_VM_INLINE void tile(std::int64_t Krt, const float *A, std::int64_t ldart, const float *B, std::int64_t ldb,
                              const float *bias, float *C, std::int64_t ldc, std::int64_t nt)
@@ -2413,12 +2413,11 @@ inline void gemm_bias_panels(std::int64_t M, std::int64_t N, std::int64_t K, con
                              const float *B, std::int64_t ldb, const float *P, const float *bias, float *C,
                              std::int64_t ldc, Epi epi = Epi())
 {
+   if (KC > 0 && (K != KC || lda != KC)) // the tiles take K and lda to be KC
+      return gemm_bias_panels<0>(M, N, K, A, lda, B, ldb, P, bias, C, ldc, epi);
 #ifdef SOFIE_RT_ROWS_VEC
    if (M >= DENSE_PACK_MIN_ROWS && N > 1 && K > 0) {
-      if (KC > 0 && (K != KC || lda != KC)) // the tiles take K and lda to be KC
-         panel_blocks<0>(M, N, K, A, lda, P, bias, C, ldc, epi);
-      else
-         panel_blocks<KC>(M, N, K, A, lda, P, bias, C, ldc, epi);
+      panel_blocks<KC>(M, N, K, A, lda, P, bias, C, ldc, epi);
       return;
    }
 #else

@@ -29,6 +29,7 @@ B_PANELS = "sofie_b_panels"
 PANELS_MAX_K = 512
 PANELS_MIN_N = 16
 #: the largest fixed inner dimension K handed to the dense kernel as a compile-time constant
+#: (each distinct K costs the JIT about 0.1 s: ``benchmarks/dense_kernel.py``)
 DENSE_FIXED_MAX_K = 512
 
 
@@ -57,11 +58,10 @@ def dense_call(e, dt: DType, rows: DimLike, n: DimLike, k: DimLike, a: str, b: s
     cols = e.dim(n)
     args = (f"{e.dim(rows)}, {cols}, {e.dim(k)}, {a}, {e.dim(k)}, {b}, {cols}, "
             + (f"{packed}, " if packed else "") + f"{bias if bias else 'nullptr'}, {y}, {cols}")
-    # a fixed K is given to the kernel as a template argument too: the compiler unrolls the
-    # loop over K (8-9% faster on [12800, 64] x [64, 64]; DENSE_FIXED_MAX_K bounds the code size)
+    # a fixed K is given to the float kernel as a template argument too (0: not fixed), so its
+    # tiles address A's rows by constant offsets (benchmarks/dense_kernel.py, "fixed K" columns)
     kc = k if isinstance(k, int) and 0 < k <= DENSE_FIXED_MAX_K and dt.name == "float32" else 0
-    fn = (f"sofie_rt::dense::gemm_bias_panels<{kc}>" if packed
-          else f"sofie_rt::dense::gemm_bias<{dt.cpp}, {kc}>" if kc else f"sofie_rt::dense::gemm_bias<{dt.cpp}>")
+    fn = f"sofie_rt::dense::gemm_bias_panels<{kc}>" if packed else f"sofie_rt::dense::gemm_bias<{dt.cpp}, {kc}>"
     if act is None:
         return f"{fn}({args});"
     r0, rb, i, x = e.tmp("r0"), e.tmp("rb"), e.tmp("i"), e.tmp("x")
