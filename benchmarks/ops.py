@@ -293,6 +293,10 @@ def cases() -> list[Case]:
     # data movement
     out.append(Case("Transpose [N,50,4,16] perm 0213", "Transpose", [("x", ("N", 50, 4, 16), "normal")],
                     {"perm": [0, 2, 1, 3]}))
+    # batched 2-D transposes (sofie_rt::transpose2d): ParticleNet's [N, C, P] -> [N, P, C] and a
+    # coordinate pair [N, 2, P] (scalar tiles)
+    out.append(Case("Transpose [N,32,100] perm 021", "Transpose", [("x", ("N", 32, 100), "normal")], {"perm": [0, 2, 1]}))
+    out.append(Case("Transpose [N,2,100] perm 021", "Transpose", [("x", ("N", 2, 100), "normal")], {"perm": [0, 2, 1]}))
     out.append(Case("Concat [N,128]+[N,128]", "Concat", [("x", ACT, "normal"), ("x2", ACT, "normal")], {"axis": 1}))
     out.append(Case("Split [N,192] in 3", "Split", [("x", ("N", 192), "normal")], {"axis": 1, "num_outputs": 3},
                     outputs=[("y", F), ("y2", F), ("y3", F)], opset=18))

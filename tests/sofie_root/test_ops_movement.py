@@ -90,6 +90,21 @@ def test_transpose_batched_2d(shape, perm, dtype) -> None:
     assert "transpose2d" in m.source, "the tiled kernel is used"
 
 
+@pytest.mark.parametrize("rows,cols", [(8, 8), (9, 8), (8, 9), (17, 23), (16, 40), (40, 33), (7, 100), (2, 100),
+                                       (100, 7), (1600, 8), (64, 64), (3, 50)], ids=str)
+def test_transpose_float_blocks_bit_exact(rows, cols) -> None:
+    """Float [N, R, C] -> [N, C, R]: the 8 x 8 register blocks (R and C >= 8), the scalar tiles at
+    their right and lower edges and the tile loops kept for the JIT's sake (C > 32), checked bit
+    for bit (NaN payloads, -0, infinities and subnormals are moved, not computed)."""
+    m = sofie_root.compile(build([helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 1])],
+                                 {"x": rand((2, rows, cols))}, {"y": F32}, dims={"x": ["N", rows, cols]}))
+    for n in (1, 3):
+        bits = RNG.integers(0, 2**32, size=(n, rows, cols), dtype=np.uint32)
+        bits.flat[:4] = [0x7FC00001, 0x80000000, 0xFF800000, 0x00000001]  # NaN with payload, -0, -inf, subnormal
+        (y,) = m.infer(bits.view(np.float32))
+        np.testing.assert_array_equal(y.view(np.uint32), bits.transpose(0, 2, 1))
+
+
 # -- Concat --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("axis", [0, 1, 2, -1, -3])
