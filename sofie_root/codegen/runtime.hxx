@@ -1625,16 +1625,22 @@ inline void hardmax_inner<float>(const float *x, float *y, std::int64_t outer, s
 // ArgMax (greater) / ArgMin of contiguous rows of n >= 1 values into out[r], numpy's rules: the
 // first extreme (the last with `last`, ONNX select_last_index), NaN counting as the extreme (the
 // first NaN; the last with `last`).
-template <class T> inline std::int64_t arg_extreme_row(const T *xr, std::int64_t n, bool greater, bool last)
+template <class T>
+SOFIE_RT_VM_INLINE std::int64_t arg_extreme_strided(const T *x, std::int64_t n, std::int64_t stride, bool greater,
+                                                    bool last)
 {
    std::int64_t b = 0;
    for (std::int64_t j = 1; j < n; ++j) {
-      const T v = xr[j], w = xr[b];
+      const T v = x[j * stride], w = x[b * stride];
       const bool better = greater ? v > w : v < w;
       if (last ? (v != v || (w == w && (better || v == w))) : (better || (v != v && w == w)))
          b = j;
    }
    return b;
+}
+template <class T> inline std::int64_t arg_extreme_row(const T *xr, std::int64_t n, bool greater, bool last)
+{
+   return arg_extreme_strided(xr, n, std::int64_t(1), greater, last);
 }
 template <class T>
 inline void arg_extreme(const T *x, std::int64_t *out, std::int64_t rows, std::int64_t n, bool greater, bool last)
@@ -1726,6 +1732,81 @@ inline void arg_extreme<float>(const float *x, std::int64_t *out, std::int64_t r
       else
          arg_extreme_rows8<false, false>(xb, out + r, nr, n, avail);
    }
+}
+#endif
+
+// ArgMax / ArgMin over a strided axis: x is outer x n x inner (inner > 1), out is outer x inner,
+// the rules of arg_extreme_row for every column.
+template <class T>
+inline void arg_extreme_cols(const T *x, std::int64_t *out, std::int64_t outer, std::int64_t n, std::int64_t inner,
+                             bool greater, bool last)
+{
+   for (std::int64_t o = 0; o < outer; ++o)
+      for (std::int64_t c = 0; c < inner; ++c)
+         out[o * inner + c] = arg_extreme_strided(x + o * n * inner + c, n, inner, greater, last);
+}
+#ifdef SOFIE_RT_ROWS_VEC
+// Floats, NV vectors of 8 columns at a time: each lane keeps its extreme and position by selects
+// that follow the scalar rule, NaN included (so no NaN pass); NV independent chains of
+// compare-and-select per step of the axis (one chain is bound by their latency). Positions are
+// counted in float lanes, exact below 2^24.
+template <bool GREATER, bool LAST, int NV>
+SOFIE_RT_VM_INLINE void arg_extreme_cols8(const float *x, std::int64_t *out, std::int64_t n, std::int64_t inner)
+{
+   f8 m[NV], p[NV];
+   for (int v = 0; v < NV; ++v) {
+      m[v] = load(x + 8 * v);
+      p[v] = splat(0.0f);
+   }
+   f8 at = splat(1.0f);
+   for (std::int64_t j = 1; j < n; ++j) {
+      for (int v = 0; v < NV; ++v) {
+         const f8 y = load(x + j * inner + 8 * v);
+         const i8 better = GREATER ? (LAST ? y >= m[v] : y > m[v]) : (LAST ? y <= m[v] : y < m[v]);
+         const i8 up = LAST ? ((y != y) | ((m[v] == m[v]) & better)) : (better | ((y != y) & (m[v] == m[v])));
+         m[v] = up ? y : m[v];
+         p[v] = up ? at : p[v];
+      }
+      at += 1.0f;
+   }
+   for (int v = 0; v < NV; ++v)
+      for (int l = 0; l < 8; ++l)
+         out[8 * v + l] = std::int64_t(p[v][l]);
+}
+template <bool GREATER, bool LAST>
+inline void arg_extreme_cols_f(const float *x, std::int64_t *out, std::int64_t outer, std::int64_t n,
+                               std::int64_t inner)
+{
+   for (std::int64_t o = 0; o < outer; ++o) {
+      const float *xo = x + o * n * inner;
+      std::int64_t *yo = out + o * inner;
+      std::int64_t c = 0;
+      for (; c + 32 <= inner; c += 32)
+         arg_extreme_cols8<GREATER, LAST, 4>(xo + c, yo + c, n, inner);
+      for (; c + 8 <= inner; c += 8)
+         arg_extreme_cols8<GREATER, LAST, 1>(xo + c, yo + c, n, inner);
+      for (; c < inner; ++c)
+         yo[c] = arg_extreme_strided(xo + c, n, inner, GREATER, LAST);
+   }
+}
+template <>
+inline void arg_extreme_cols<float>(const float *x, std::int64_t *out, std::int64_t outer, std::int64_t n,
+                                    std::int64_t inner, bool greater, bool last)
+{
+   if (n >= 16777216 || inner < 8) {
+      for (std::int64_t o = 0; o < outer; ++o)
+         for (std::int64_t c = 0; c < inner; ++c)
+            out[o * inner + c] = arg_extreme_strided(x + o * n * inner + c, n, inner, greater, last);
+      return;
+   }
+   if (greater && last)
+      arg_extreme_cols_f<true, true>(x, out, outer, n, inner);
+   else if (greater)
+      arg_extreme_cols_f<true, false>(x, out, outer, n, inner);
+   else if (last)
+      arg_extreme_cols_f<false, true>(x, out, outer, n, inner);
+   else
+      arg_extreme_cols_f<false, false>(x, out, outer, n, inner);
 }
 #endif
 

@@ -563,7 +563,7 @@ class _Arg(Operator):
 
     def workspace(self, v: NodeView):
         _, _, _, i = self._split(v)
-        return [] if _is1(i) else [(v.input(0).dtype, i)]
+        return [] if _is1(i) or v.input(0).dtype == FLOAT32 else [(v.input(0).dtype, i)]
 
     def _better(self, xv: str, best: str, dt: DType, last: bool) -> str:
         op = (">" if self.greater else "<") + ("=" if last else "")
@@ -635,6 +635,12 @@ class _Arg(Operator):
                 f"for (std::int64_t {o} = 0; {o} < {e.dim(outer)}; ++{o}) {{\n"
                 f"   const {T} *{row} = {x} + {o} * {e.dim(a)};\n"
                 + "\n".join("   " + line for line in body.splitlines()) + "\n}")
+            return "\n".join(lines)
+        if dt == FLOAT32:
+            # sofie_rt::rows::arg_extreme_cols: 32 columns at a time in vector lanes (the scalar
+            # loop below, a branch per element: 0.72x onnxruntime on [N, 50, 64] axis 1)
+            lines.append(f"sofie_rt::rows::arg_extreme_cols<float>({x}, {y}, {e.dim(outer)}, {e.dim(a)}, "
+                         f"{e.dim(inner)}, {'true' if self.greater else 'false'}, {'true' if last else 'false'});")
             return "\n".join(lines)
         best, xv, xo, yo = e.ws(0), e.tmp("x"), e.tmp("xo"), e.tmp("yo")
         n_i = e.dim(inner)

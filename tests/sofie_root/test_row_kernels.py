@@ -114,6 +114,31 @@ def test_arg_rows_with_nan_inf_and_ties(op: str, last: int, dtype) -> None:
     np.testing.assert_array_equal(got, ref)
 
 
+@pytest.mark.parametrize("n,inner", [(1, 8), (2, 9), (50, 64), (7, 3), (13, 40), (5, 77)], ids=str)
+@pytest.mark.parametrize("last", [0, 1])
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+def test_arg_strided_axis_with_nan_inf_and_ties(op: str, last: int, n: int, inner: int) -> None:
+    """A strided axis ([N, n, inner], axis 1): blocks of 32 and of 8 columns in vector lanes and the
+    scalar columns after them, with NaN (one or several in a column, first or not), infinities,
+    -0 against 0 and ties of the extreme, at two batch sizes of one compiled model."""
+    model = make_model([helper.make_node(op, ["x"], ["y"], axis=1, keepdims=0, select_last_index=last)],
+                       [value_info("x", F, ("N", n, inner))], [value_info("y", np.int64, None)], opset=13)
+    m = sofie_root.compile(model)
+    fn = np.argmax if op == "ArgMax" else np.argmin
+    for batch in (3, 1):
+        x = RNG.integers(-2, 3, (batch, n, inner)).astype(F)  # few values: ties everywhere
+        x[0, :, 0] = np.nan
+        x[0, n // 2, 1 % inner] = np.nan
+        x[0, n - 1, (inner - 1)] = np.nan
+        x[0, 0, (inner // 2)] = -np.inf
+        x[0, n - 1, (inner // 2)] = np.inf
+        x[0, :, (inner // 3)] = -0.0
+        x[0, n // 2, (inner // 3)] = 0.0
+        (got,) = m.infer(x)
+        ref = n - 1 - fn(x[:, ::-1], axis=1) if last else fn(x, axis=1)  # NaN counts as the extreme, like numpy
+        np.testing.assert_array_equal(got, ref)
+
+
 # -- sofie_rt::rows kernels (8-lane vectors with a padded tail) ---------------------------------
 
 ROW_LENGTHS = [1, 3, 8, 10, 17, 40, 64]

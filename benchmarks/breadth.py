@@ -1,0 +1,148 @@
+"""A breadth sweep: common operators at shapes, axes and permutations the operator table does not
+hold, against ONNX Runtime, to find the slow ones.
+
+    python benchmarks/breadth.py [REPS] [--match PREFIX,...]
+
+``benchmarks/ops.py`` times every operator at two shapes; a kernel can be fast there and slow on
+another axis, permutation or size (the batched 2-D Transposes were 0.3-0.7x ONNX Runtime at
+shapes the table did not hold). Here the usual HEP operators run at several shapes each: one-node
+models with a symbolic batch, compiled and checked against onnxruntime (allclose, 1e-4), then the
+C++ loop against ORT's I/O binding at batch 1 and 256, interleaved REPS times, one thread;
+**minima**, ORT net = I/O binding minus ORT's fixed cost of a call (an Identity on one float), as
+in ``benchmarks/ops_min.py``. Prints one row per case and the cases below 1.0 at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import sofie_root  # before ROOT: it sets EXTRA_CLING_ARGS
+from benchmarks import ops
+from benchmarks.bench import CppLoop, interleaved, ort_iobinding, python_rep
+from benchmarks.ops import Case
+
+F = np.float32
+
+
+def _w(*shape: int) -> np.ndarray:
+    return (np.random.default_rng(sum(shape)).standard_normal(shape) * 0.1).astype(F)
+
+
+def _i64(*v: int) -> np.ndarray:
+    return np.array(v, np.int64)
+
+
+def cases() -> list[Case]:
+    out: list[Case] = []
+    for shape, perm in (((16, 16, 32), (0, 3, 1, 2)), ((32, 16, 16), (0, 2, 3, 1)), ((4, 50, 16), (0, 1, 3, 2)),
+                        ((50, 4, 16), (0, 2, 3, 1)), ((100, 3), (0, 2, 1)), ((3, 100), (0, 2, 1)),
+                        ((8, 8, 8, 8), (0, 4, 3, 2, 1)), ((100, 16, 32), (0, 2, 1, 3)), ((16, 100, 3), (0, 3, 1, 2))):
+        out.append(Case(f"Transpose [N,{','.join(map(str, shape))}] perm {''.join(map(str, perm))}", "Transpose",
+                        [("x", ("N", *shape), "normal")], {"perm": list(perm)}))
+    for op in ("ReduceSum", "ReduceMean", "ReduceMax"):
+        for shape, axes in (((50, 64), (1,)), ((50, 64), (1, 2)), ((16, 16, 16), (2, 3)), ((16, 16, 16), (1,)),
+                            ((300,), (0,))):
+            out.append(Case(f"{op} [N,{','.join(map(str, shape))}] axes {axes}", op, [("x", ("N", *shape), "normal")],
+                            {"keepdims": 1}, {"axes": _i64(*axes)}, opset=18))
+    for axis in (1, 2, -1):
+        out.append(Case(f"Softmax [N,50,64] axis {axis}", "Softmax", [("x", ("N", 50, 64), "normal")], {"axis": axis}))
+    out.append(Case("Softmax [N,1000]", "Softmax", [("x", ("N", 1000), "normal")], {"axis": -1}))
+    out.append(Case("LogSoftmax [N,7]", "LogSoftmax", [("x", ("N", 7), "normal")], {"axis": -1}))
+    out.append(Case("LayerNormalization [N,50,64] axes -2,-1", "LayerNormalization",
+                    [("x", ("N", 50, 64), "normal")], {"axis": -2}, {"s": _w(50, 64), "b": _w(50, 64)}))
+    out.append(Case("LayerNormalization [N,100,8]", "LayerNormalization", [("x", ("N", 100, 8), "normal")],
+                    {"axis": -1}, {"s": _w(8), "b": _w(8)}))
+    out.append(Case("BatchNormalization [N,64,10,10]", "BatchNormalization", [("x", ("N", 64, 10, 10), "normal")],
+                    {}, {"s": _w(64), "b": _w(64), "m": _w(64), "v": np.abs(_w(64)) + 0.5}))
+    for axis in (1, 2):
+        out.append(Case(f"Concat [N,50,64] x2 axis {axis}", "Concat",
+                        [("x", ("N", 50, 64), "normal"), ("x2", ("N", 50, 64), "normal")], {"axis": axis}))
+    out.append(Case("Slice [N,50,64] step 2 axis 2", "Slice", [("x", ("N", 50, 64), "normal")], {},
+                    {"st": _i64(0), "en": _i64(64), "ax": _i64(2), "sp": _i64(2)}))
+    out.append(Case("Gather [N,50,64] axis 2, 20 indices", "Gather", [("x", ("N", 50, 64), "normal")], {"axis": 2},
+                    {"i": np.arange(0, 60, 3, dtype=np.int64)}))
+    for a, b in (((50, 64), (64,)), ((50, 64), (50, 1)), ((1, 64), (50, 1)), ((16, 16, 16), (16, 1, 1))):
+        out.append(Case(f"Add [N,{','.join(map(str, a))}] + [{','.join(map(str, b))}]", "Add",
+                        [("x", ("N", *a), "normal")], {}, {"c": _w(*b)}))
+    out.append(Case("Mul [N,50,1] * [N,50,64]", "Mul", [("x", ("N", 50, 1), "normal"), ("x2", ("N", 50, 64), "normal")]))
+    out.append(Case("Where [N,50,64] mask [N,1,64]", "Where",
+                    [("c", ("N", 1, 64), "bool"), ("x", ("N", 50, 64), "normal"), ("x2", ("N", 50, 64), "normal")]))
+    out.append(Case("MatMul [N,50,64]x[N,64,50]", "MatMul", [("x", ("N", 50, 64), "normal"),
+                                                           ("x2", ("N", 64, 50), "normal")]))
+    for k, n in ((1000, 10), (16, 1), (64, 10), (128, 128)):
+        out.append(Case(f"Gemm [N,{k}]x[{k},{n}]", "Gemm", [("x", ("N", k), "normal")], {"transB": 1},
+                        {"w": _w(n, k), "b": _w(n)}))
+    out.append(Case("Conv 3x3 32->32 [N,32,16,16]", "Conv", [("x", ("N", 32, 16, 16), "normal")], {"pads": [1] * 4},
+                    {"w": _w(32, 32, 3, 3), "b": _w(32)}))
+    out.append(Case("Conv 1x1 64->64 [N,64,8,8]", "Conv", [("x", ("N", 64, 8, 8), "normal")], {},
+                    {"w": _w(64, 64, 1, 1), "b": _w(64)}))
+    out.append(Case("Conv 5x5 s2 1->16 [N,1,28,28]", "Conv", [("x", ("N", 1, 28, 28), "normal")],
+                    {"pads": [2] * 4, "strides": [2, 2]}, {"w": _w(16, 1, 5, 5), "b": _w(16)}))
+    out.append(Case("Conv1d k=3 16->32 [N,16,100]", "Conv", [("x", ("N", 16, 100), "normal")], {"pads": [1, 1]},
+                    {"w": _w(32, 16, 3), "b": _w(32)}))
+    out.append(Case("Conv 3x3 dil 2 16->16 [N,16,16,16]", "Conv", [("x", ("N", 16, 16, 16), "normal")],
+                    {"pads": [2] * 4, "dilations": [2, 2]}, {"w": _w(16, 16, 3, 3), "b": _w(16)}))
+    out.append(Case("MaxPool 3x3 s2 [N,32,16,16]", "MaxPool", [("x", ("N", 32, 16, 16), "normal")],
+                    {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1] * 4}))
+    out.append(Case("AveragePool 2x2 [N,32,16,16]", "AveragePool", [("x", ("N", 32, 16, 16), "normal")],
+                    {"kernel_shape": [2, 2], "strides": [2, 2]}))
+    out.append(Case("GlobalAveragePool [N,64,8,8]", "GlobalAveragePool", [("x", ("N", 64, 8, 8), "normal")]))
+    for op in ("Relu", "Tanh", "Sigmoid"):
+        out.append(Case(f"{op} [N,1000]", op, [("x", ("N", 1000), "normal")]))
+        out.append(Case(f"{op} [N,7]", op, [("x", ("N", 7), "normal")]))
+    out.append(Case("CumSum [N,50,64] axis 2", "CumSum", [("x", ("N", 50, 64), "normal")], inits={"axis": _i64(2)}))
+    out.append(Case("ArgMax [N,50,64] axis 1", "ArgMax", [("x", ("N", 50, 64), "normal")], {"axis": 1},
+                    outputs=[("y", np.int64)]))
+    return out
+
+
+def main(argv: list[str]) -> int:
+    import onnxruntime as ort
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("reps", nargs="?", type=int, default=5)
+    ap.add_argument("--match", default="", help="comma-separated label prefixes")
+    args = ap.parse_args(argv)
+    pats = [p for p in args.match.split(",") if p]
+    sel = [c for c in cases() if not pats or any(c.label.startswith(p) for p in pats)]
+    loop, floor = CppLoop(), ops.ort_floor()
+    print(f"load {os.getloadavg()[0]:.2f}; minima of {args.reps} interleaved repetitions", flush=True)
+    slow = []
+    for c in sel:
+        proto = c.model()
+        model = sofie_root.compile(proto)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = so.inter_op_num_threads = 1
+        sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        row = f"{c.label:44s}"
+        for b in (1, 256):
+            arrays = c.arrays(b, rng)
+            ours = model.infer(*arrays)
+            ref = sess.run(None, dict(zip((i.name for i in sess.get_inputs()), arrays)))
+            for o, r in zip(ours, ref):
+                if not np.allclose(o, r, rtol=1e-4, atol=1e-4, equal_nan=True):
+                    raise SystemExit(f"{c.label} at batch {b}: the output differs from onnxruntime's")
+            t = interleaved({"cpp": loop.prepare(model, tuple(arrays), 0.01),
+                             "iob": python_rep(ort_iobinding(sess, arrays), 0.01),
+                             "floor": python_rep(floor, 0.01)}, args.reps)
+            cpp = min(t["cpp"])
+            net = max(min(t["iob"]) - min(t["floor"]), 0.01 * min(t["iob"]))
+            row += f" | b{b}: {cpp * 1e6:9.2f} us ORT {net * 1e6:9.2f} ratio {net / cpp:5.2f}"
+            if net / cpp < 1.0:
+                slow.append((net / cpp, f"{c.label} (b{b})"))
+        print(row, flush=True)
+    print(f"load {os.getloadavg()[0]:.2f}")
+    print("below 1.0: " + (", ".join(f"{label} {r:.2f}" for r, label in sorted(slow)) or "none"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
