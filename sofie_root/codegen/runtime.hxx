@@ -3086,6 +3086,42 @@ SOFIE_RT_VM_INLINE void transpose8x8(const float *x, std::int64_t ldx, float *y,
    rows::store(y + 6 * ldy, __builtin_shufflevector(u2, u6, 4, 5, 6, 7, 12, 13, 14, 15));
    rows::store(y + 7 * ldy, __builtin_shufflevector(u3, u7, 4, 5, 6, 7, 12, 13, 14, 15));
 }
+// 8 rows of C = 2, 3 or 4 columns (8 C contiguous floats, [N, P, 3] coordinates and the like) into
+// C vectors of 8: y[c * ldy + i] = x[i * C + c], by C loads, two-source shuffles and C stores
+template <int C> SOFIE_RT_VM_INLINE void deinterleave8(const float *x, float *y, std::int64_t ldy)
+{
+   using rows::f8;
+   const f8 v0 = rows::load(x), v1 = rows::load(x + 8);
+   if constexpr (C == 2) {
+      rows::store(y, __builtin_shufflevector(v0, v1, 0, 2, 4, 6, 8, 10, 12, 14));
+      rows::store(y + ldy, __builtin_shufflevector(v0, v1, 1, 3, 5, 7, 9, 11, 13, 15));
+   } else if constexpr (C == 3) {
+      const f8 v2 = rows::load(x + 16);
+      const f8 t0 = __builtin_shufflevector(v0, v1, 0, 3, 6, 9, 12, 15, 0, 0);
+      const f8 t1 = __builtin_shufflevector(v0, v1, 1, 4, 7, 10, 13, 0, 0, 0);
+      const f8 t2 = __builtin_shufflevector(v0, v1, 2, 5, 8, 11, 14, 0, 0, 0);
+      rows::store(y, __builtin_shufflevector(t0, v2, 0, 1, 2, 3, 4, 5, 10, 13));
+      rows::store(y + ldy, __builtin_shufflevector(t1, v2, 0, 1, 2, 3, 4, 8, 11, 14));
+      rows::store(y + 2 * ldy, __builtin_shufflevector(t2, v2, 0, 1, 2, 3, 4, 9, 12, 15));
+   } else {
+      static_assert(C == 4, "2, 3 or 4 columns");
+      // rows 2k and 2k + 1 in v_k; shuffles within 128-bit lanes gather each column's rows in the
+      // order 0 2 4 6 | 1 3 5 7, one permutation across lanes puts them in order
+      const f8 v2 = rows::load(x + 16), v3 = rows::load(x + 24);
+      const f8 t0 = __builtin_shufflevector(v0, v1, 0, 8, 1, 9, 4, 12, 5, 13);
+      const f8 t1 = __builtin_shufflevector(v0, v1, 2, 10, 3, 11, 6, 14, 7, 15);
+      const f8 t2 = __builtin_shufflevector(v2, v3, 0, 8, 1, 9, 4, 12, 5, 13);
+      const f8 t3 = __builtin_shufflevector(v2, v3, 2, 10, 3, 11, 6, 14, 7, 15);
+      const f8 c0 = __builtin_shufflevector(t0, t2, 0, 1, 8, 9, 4, 5, 12, 13);
+      const f8 c1 = __builtin_shufflevector(t0, t2, 2, 3, 10, 11, 6, 7, 14, 15);
+      const f8 c2 = __builtin_shufflevector(t1, t3, 0, 1, 8, 9, 4, 5, 12, 13);
+      const f8 c3 = __builtin_shufflevector(t1, t3, 2, 3, 10, 11, 6, 7, 14, 15);
+      rows::store(y, __builtin_shufflevector(c0, c0, 0, 4, 1, 5, 2, 6, 3, 7));
+      rows::store(y + ldy, __builtin_shufflevector(c1, c1, 0, 4, 1, 5, 2, 6, 3, 7));
+      rows::store(y + 2 * ldy, __builtin_shufflevector(c2, c2, 0, 4, 1, 5, 2, 6, 3, 7));
+      rows::store(y + 3 * ldy, __builtin_shufflevector(c3, c3, 0, 4, 1, 5, 2, 6, 3, 7));
+   }
+}
 #define SOFIE_RT_TRANSPOSE8 1
 #endif
 
@@ -3105,6 +3141,17 @@ SOFIE_RT_VM_INLINE void transpose2d(const T *x, T *y, std::int64_t batch, std::i
       std::int64_t r0 = 0;
 #ifdef SOFIE_RT_TRANSPOSE8
       if constexpr (std::is_same<T, float>::value) {
+         if (cols >= 2 && cols <= 4) {
+            SOFIE_RT_NO_UNROLL
+            for (; r0 + 8 <= rows; r0 += 8) {
+               if (cols == 2)
+                  deinterleave8<2>(xb + r0 * 2, yb + r0, rows);
+               else if (cols == 3)
+                  deinterleave8<3>(xb + r0 * 3, yb + r0, rows);
+               else
+                  deinterleave8<4>(xb + r0 * 4, yb + r0, rows);
+            }
+         }
          if (cols >= 8) {
             SOFIE_RT_NO_UNROLL
             for (; r0 + 8 <= rows; r0 += 8) {

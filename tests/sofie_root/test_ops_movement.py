@@ -91,10 +91,12 @@ def test_transpose_batched_2d(shape, perm, dtype) -> None:
 
 
 @pytest.mark.parametrize("rows,cols", [(8, 8), (9, 8), (8, 9), (17, 23), (16, 40), (40, 33), (7, 100), (2, 100),
-                                       (100, 7), (1600, 8), (64, 64), (3, 50)], ids=str)
+                                       (100, 7), (1600, 8), (64, 64), (3, 50), (100, 3), (9, 2), (17, 4), (15, 3),
+                                       (7, 4)], ids=str)
 def test_transpose_float_blocks_bit_exact(rows, cols) -> None:
-    """Float [N, R, C] -> [N, C, R]: the 8 x 8 register blocks (R and C >= 8), the scalar tiles at
-    their right and lower edges and the tile loops kept for the JIT's sake (C > 32), checked bit
+    """Float [N, R, C] -> [N, C, R]: the 8 x 8 register blocks (R and C >= 8), the shuffles of 8 rows
+    of 2, 3 or 4 columns, the scalar tiles at their right and lower edges and the tile loops kept
+    for the JIT's sake (C > 32), checked bit
     for bit (NaN payloads, -0, infinities and subnormals are moved, not computed)."""
     m = sofie_root.compile(build([helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 1])],
                                  {"x": rand((2, rows, cols))}, {"y": F32}, dims={"x": ["N", rows, cols]}))
