@@ -151,6 +151,33 @@ def test_dense_kernel_edges(k, n, kind) -> None:
         assert_matches_ort(model, a, compiled=m, rtol=2e-5, atol=2e-5 * np.sqrt(k))
 
 
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 7, 1000])
+@pytest.mark.parametrize("n", [2, 8, 9, 15, 16])
+def test_dense_one_row_narrow_weight(k, n) -> None:
+    """Batch 1 against a weight of 2-16 columns (dense::gemv_narrow: K in sets of 4, the last rows
+    of B read by parts), with and without bias, against float64 numpy; a NaN or an infinity in
+    the input row reaches every output as IEEE arithmetic says (inf * 0 weights give NaN)."""
+    w, b = _rand((k, n)), _rand((n,))
+    w[0, 0] = 0.0
+    for bias in (True, False):
+        names, inits = (["a", "W", "C"], {"W": w, "C": b}) if bias else (["a", "W"], {"W": w})
+        model = make_model([helper.make_node("Gemm", names, ["y"])], [value_info("a", np.float32, ["N", k])],
+                           [value_info("y", np.float32, None)], inits)
+        m = sofie_root.compile(model)
+        a = _rand((1, k))
+        ref = a.astype(np.float64) @ w.astype(np.float64) + (b if bias else 0)
+        np.testing.assert_allclose(m.infer(a)[0], ref, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+        for special in (np.nan, np.inf):
+            a2 = a.copy()
+            a2[0, 0] = special
+            with np.errstate(invalid="ignore"):
+                ref2 = a2.astype(np.float64) @ w.astype(np.float64) + (b if bias else 0)
+            got = m.infer(a2)[0]
+            np.testing.assert_array_equal(np.isnan(got), np.isnan(ref2))
+            np.testing.assert_array_equal(np.isinf(got), np.isinf(ref2))
+
+
+
 @pytest.mark.parametrize("kind", ["fused_matmul", "fused_gemm"])
 def test_dense_gelu_epilogue_over_its_range(kind) -> None:
     # the dense epilogue's Gelu is 0.5 x (1 + erf(x / sqrt2)) with vm::erf (ONNX's formula, as
