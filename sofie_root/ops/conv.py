@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from ..errors import SymbolicDimensionError
 from ..ir.dims import Dim, DimLike, numel
-from ..ir.dtypes import INT32, INT64, DType
+from ..ir.dtypes import FLOAT32, INT32, INT64, DType
 from .base import NodeView, Operator, OutInfo, register
 from .elementwise import pow_expr
 
@@ -343,9 +343,14 @@ class Conv(Operator):
                 src, dims = e.ws(1), self._padded(g)
                 lines.extend(_pad_copy(e, xg, src, cg, g, dims, t))
             lines.extend(_im2col_rows(e, src, col, cg, g, dims, t))
-        lines.append(f"sofie_rt::gemm<{t}>(false, false, {mg}, {p}, {cg * kk}, {e.lit(1, x.dtype)}, "
-                     f"{e.inp(1)} + {gi} * std::int64_t({mg * cg * kk}), {cg * kk}, {col}, {p}, "
-                     f"{e.lit(0, x.dtype)}, {yg}, {p});")
+        if x.dtype == FLOAT32:
+            # the register tiles of the dense layers (BLAS beyond a 128 KiB im2col matrix, as there)
+            lines.append(f"sofie_rt::dense::gemm_bias<float>({mg}, {p}, {cg * kk}, "
+                         f"{e.inp(1)} + {gi} * std::int64_t({mg * cg * kk}), {cg * kk}, {col}, {p}, nullptr, {yg}, {p});")
+        else:
+            lines.append(f"sofie_rt::gemm<{t}>(false, false, {mg}, {p}, {cg * kk}, {e.lit(1, x.dtype)}, "
+                         f"{e.inp(1)} + {gi} * std::int64_t({mg * cg * kk}), {cg * kk}, {col}, {p}, "
+                         f"{e.lit(0, x.dtype)}, {yg}, {p});")
         if v.has_input(2) or act is not None:
             # bias and activation in one pass (before: the bias broadcast into the output, a GEMM
             # reading it back with beta = 1 and a pass for the activation)

@@ -99,6 +99,11 @@ CONV_CASES = {
     "conv1d": ((2, 3, 11), (4, 3, 3), True, {"pads": [2, 1], "strides": [2], "dilations": [2]}),
     "conv3d": ((1, 2, 5, 6, 4), (3, 2, 3, 2, 3), True, {"pads": [1, 0, 1, 0, 1, 1], "strides": [1, 2, 1]}),
     "big_pad": ((1, 1, 3, 3), (2, 1, 2, 2), True, {"pads": [3, 3, 3, 3]}),
+    # im2col + the dense kernel (dense::gemm_bias): 5x5 stride 2 (16 channels: tiles of 6 + 6 + 4
+    # rows), one output channel over 16 positions (gemv_narrow) and over 25 (BLAS gemv)
+    "im2col_5x5_s2": ((2, 1, 28, 28), (16, 1, 5, 5), True, {"pads": [2, 2, 2, 2], "strides": [2, 2]}),
+    "im2col_one_channel_16": ((1, 2, 6, 6), (1, 2, 5, 5), True, {"pads": [1, 1, 1, 1]}),
+    "im2col_one_channel_25": ((1, 2, 9, 9), (1, 2, 5, 5), False, {}),
     # the direct kernel (at most 9 terms per output, ops/conv.py _direct_conv): several input
     # channels summed into a row, dilations and strides on a depthwise kernel, 1-D and 3-D
     "direct_channels": ((2, 3, 7, 6), (4, 3, 1, 3), True, {"pads": [0, 1, 0, 1]}),
