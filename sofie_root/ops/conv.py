@@ -270,7 +270,7 @@ class Conv(Operator):
         dims = self._copy_dims(g)
         if dims is not None:
             # the zero-padded copy of the input (its rows split in two phases for stride 2)
-            ws.append((dt, cg * _prod(_split_dims(dims) if direct and _split_rows(g, dt) else dims)))
+            ws.append((dt, cg * _prod(_split_dims(dims) if _split_rows(g, dt) else dims)))
         return ws
 
     def emit(self, v: NodeView, e, act: Callable[[str], str] | None = None,
@@ -296,7 +296,7 @@ class Conv(Operator):
         lines = []
         direct = self._direct(g, cg, mg, x.dtype)
         copy = None if self._pointwise(g) else self._copy_dims(g)
-        split = direct and copy is not None and _split_rows(g, x.dtype)
+        split = copy is not None and _split_rows(g, x.dtype)
         if copy is not None:
             # the borders stay zero: every image only rewrites the interior
             lines.append(f"std::fill({e.ws(1)}, {e.ws(1)} + {cg * _prod(_split_dims(copy) if split else copy)}, "
@@ -339,10 +339,10 @@ class Conv(Operator):
         else:
             lines.append(f"{t} *{col} = {e.ws(0)};")
             src, dims = xg, g.inp
-            if any(g.pb) or any(g.pe):
-                src, dims = e.ws(1), self._padded(g)
-                lines.extend(_pad_copy(e, xg, src, cg, g, dims, t))
-            lines.extend(_im2col_rows(e, src, col, cg, g, dims, t))
+            if copy is not None:
+                src, dims = e.ws(1), copy
+                lines.extend(_split_copy(e, xg, src, cg, g, dims, t) if split else _pad_copy(e, xg, src, cg, g, dims, t))
+            lines.extend(_im2col_rows(e, src, col, cg, g, dims, t, split=split))
         if x.dtype == FLOAT32:
             # the register tiles of the dense layers (BLAS beyond a 128 KiB im2col matrix, as there)
             lines.append(f"sofie_rt::dense::gemm_bias<float>({mg}, {p}, {cg * kk}, "
@@ -835,13 +835,17 @@ def _pad_copy(e, src: str, dst: str, cg: int, g: _Geom, dims: tuple[int, ...], t
     return lines
 
 
-def _im2col_rows(e, src: str, dst: str, cg: int, g: _Geom, dims: tuple[int, ...], t: str) -> list[str]:
+def _im2col_rows(e, src: str, dst: str, cg: int, g: _Geom, dims: tuple[int, ...], t: str,
+                 split: bool = False) -> list[str]:
     """Rows (channel, kernel offset) x columns (output position) of the input ``src`` of spatial
     shape ``dims``, already padded (every window lies inside it).
 
     Measured under cling (CNN layers 1->8 and 8->16 channels, 3x3, pad 1): the former
     per-element bounds test cost more than the GEMM; a zero-padded copy and one memcpy per output
     row (a strided copy loop of compile-time length when the last stride is > 1) is 5-15x faster.
+    ``split``: ``src`` is the phase-split copy of stride-2 rows (``_split_copy``), where the
+    positions an output row reads are contiguous in one phase: one memcpy per row there too (the
+    strided loop: Conv 5x5 stride 2 1 -> 16 at 0.94x onnxruntime, benchmarks/breadth.py).
     """
     n = g.rank
     c, dp = e.tmp("c"), e.tmp("dp")
@@ -855,6 +859,15 @@ def _im2col_rows(e, src: str, dst: str, cg: int, g: _Geom, dims: tuple[int, ...]
         lines.append(f"for (std::int64_t {os_[j]} = 0; {os_[j]} < {g.out[j]}; ++{os_[j]}) {{")
     pos = [f"{os_[j]} * {g.s[j]} + {ks[j]} * {g.d[j]}" for j in range(n - 1)] + [f"{ks[-1]} * {g.d[-1]}"]
     row, w = e.tmp("row"), g.out[-1]
+    if split:
+        # padded position o * 2 + kd of the row is phase kd % 2 at o + kd / 2
+        half, kd = _split_dims(dims)[-1] // 2, f"{ks[-1]} * {g.d[-1]}"
+        base = _flat([c] + pos[:-1] + ["0"], (cg,) + _split_dims(dims))
+        lines.append(f"const {t} *{row} = {src} + {base} + (({kd}) % 2) * {half} + ({kd}) / 2;")
+        lines.append(f"std::memcpy({dp}, {row}, {w} * sizeof({t}));")
+        lines.append(f"{dp} += {w};")
+        lines.append("}" * (2 * n))
+        return lines
     lines.append(f"const {t} *{row} = {src} + {_flat([c] + pos, (cg,) + tuple(dims))};")
     if g.s[-1] == 1:
         lines.append(f"std::memcpy({dp}, {row}, {w} * sizeof({t}));")

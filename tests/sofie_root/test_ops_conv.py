@@ -104,6 +104,10 @@ CONV_CASES = {
     "im2col_5x5_s2": ((2, 1, 28, 28), (16, 1, 5, 5), True, {"pads": [2, 2, 2, 2], "strides": [2, 2]}),
     "im2col_one_channel_16": ((1, 2, 6, 6), (1, 2, 5, 5), True, {"pads": [1, 1, 1, 1]}),
     "im2col_one_channel_25": ((1, 2, 9, 9), (1, 2, 5, 5), False, {}),
+    # stride-2 rows of im2col read from the phase-split padded copy: dilated, odd left pad, 1-D
+    "im2col_s2_split_dilated": ((1, 3, 9, 15), (4, 3, 3, 3), True,
+                                {"pads": [1, 2, 0, 1], "strides": [2, 2], "dilations": [1, 2]}),
+    "im2col_s2_split_1d": ((2, 4, 21), (5, 4, 5), False, {"pads": [1, 2], "strides": [2]}),
     # the direct kernel (at most 9 terms per output, ops/conv.py _direct_conv): several input
     # channels summed into a row, dilations and strides on a depthwise kernel, 1-D and 3-D
     "direct_channels": ((2, 3, 7, 6), (4, 3, 1, 3), True, {"pads": [0, 1, 0, 1]}),
