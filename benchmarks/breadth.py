@@ -1,7 +1,7 @@
 """A breadth sweep: common operators at shapes, axes and permutations the operator table does not
 hold, against ONNX Runtime, to find the slow ones.
 
-    python benchmarks/breadth.py [REPS] [--match PREFIX,...]
+    python benchmarks/breadth.py [REPS] [--match "PREFIX;PREFIX..."]
 
 ``benchmarks/ops.py`` times every operator at two shapes; a kernel can be fast there and slow on
 another axis, permutation or size (the batched 2-D Transposes were 0.3-0.7x ONNX Runtime at
@@ -100,6 +100,77 @@ def cases() -> list[Case]:
     out.append(Case("CumSum [N,50,64] axis 2", "CumSum", [("x", ("N", 50, 64), "normal")], inits={"axis": _i64(2)}))
     out.append(Case("ArgMax [N,50,64] axis 1", "ArgMax", [("x", ("N", 50, 64), "normal")], {"axis": 1},
                     outputs=[("y", np.int64)]))
+    # second set (2026-12-04): recurrent, resampling, normalisations, gathers and scatters, other
+    # einsum and matmul forms, pools and reductions of other kinds
+    out.append(Case("GRU 50x8->32", "GRU", [("x", (50, "N", 8), "normal")],
+                    {"hidden_size": 32}, {"W": _w(1, 96, 8), "R": _w(1, 96, 32), "B": _w(1, 192)},
+                    outputs=[("y", F)]))
+    out.append(Case("LSTM 20x16->64", "LSTM", [("x", (20, "N", 16), "normal")], {"hidden_size": 64},
+                    {"W": _w(1, 256, 16), "R": _w(1, 256, 64), "B": _w(1, 512)}, outputs=[("y", F)]))
+    out.append(Case("Resize linear x2 [N,16,8,8]", "Resize", [("x", ("N", 16, 8, 8), "normal")],
+                    {"mode": "linear"}, {"roi": np.zeros(0, F), "scales": np.array([1, 1, 2, 2], F)}, opset=19))
+    out.append(Case("Pad reflect [N,16,16,16] by 2", "Pad", [("x", ("N", 16, 16, 16), "normal")], {"mode": "reflect"},
+                    {"pads": _i64(0, 0, 2, 2, 0, 0, 2, 2)}))
+    out.append(Case("Einsum bhqd,bhkd->bhqk", "Einsum", [("q", ("N", 4, 50, 16), "normal"),
+                                                          ("k", ("N", 4, 50, 16), "normal")],
+                    {"equation": "bhqd,bhkd->bhqk"}))
+    out.append(Case("Einsum bij,jk->bik", "Einsum", [("x", ("N", 50, 64), "normal")], {"equation": "bij,jk->bik"},
+                    {"w": _w(64, 32)}))
+    out.append(Case("MatMul [N,100,16]x[16,64]", "MatMul", [("x", ("N", 100, 16), "normal")], {}, {"w": _w(16, 64)}))
+    out.append(Case("MatMul [N,64]x[64,256]", "MatMul", [("x", ("N", 64), "normal")], {}, {"w": _w(64, 256)}))
+    out.append(Case("GroupNormalization [N,32,16,16] 8 groups", "GroupNormalization",
+                    [("x", ("N", 32, 16, 16), "normal")], {"num_groups": 8}, {"s": _w(32), "b": _w(32)}, opset=21))
+    out.append(Case("InstanceNormalization [N,64,100]", "InstanceNormalization", [("x", ("N", 64, 100), "normal")],
+                    {}, {"s": _w(64), "b": _w(64)}))
+    out.append(Case("BatchNormalization [N,64]", "BatchNormalization", [("x", ("N", 64), "normal")],
+                    {}, {"s": _w(64), "b": _w(64), "m": _w(64), "v": np.abs(_w(64)) + 0.5}))
+    out.append(Case("LayerNormalization [N,25,512]", "LayerNormalization", [("x", ("N", 25, 512), "normal")],
+                    {"axis": -1}, {"s": _w(512), "b": _w(512)}))
+    out.append(Case("GatherElements [N,50,64] axis 1", "GatherElements",
+                    [("x", ("N", 50, 64), "normal"), ("i", ("N", 10, 64), "int64:50")], {"axis": 1}))
+    out.append(Case("Gather [N,50,64] 2-D indices axis 1", "Gather", [("x", ("N", 50, 64), "normal")], {"axis": 1},
+                    {"i": (np.arange(12, dtype=np.int64).reshape(3, 4) * 4)}))
+    out.append(Case("ScatterElements add [N,100,16] axis 1", "ScatterElements",
+                    [("x", ("N", 100, 16), "normal"), ("i", ("N", 40, 16), "int64:100"),
+                     ("u", ("N", 40, 16), "normal")], {"axis": 1, "reduction": "add"}))
+    out.append(Case("TopK [N,50,64] axis 1 k=5", "TopK", [("x", ("N", 50, 64), "normal")], {"axis": 1},
+                    {"k": _i64(5)}, outputs=[("v", F), ("i", np.int64)]))
+    for rev, exc in ((1, 1), (1, 0), (0, 1)):
+        out.append(Case(f"CumSum [N,50,64] axis 1{' reverse' * rev}{' exclusive' * exc}", "CumSum",
+                        [("x", ("N", 50, 64), "normal")], {"reverse": rev, "exclusive": exc}, {"axis": _i64(1)}))
+    for op in ("ReduceL2", "ReduceLogSumExp", "ReduceProd", "ReduceSumSquare", "ReduceMin"):
+        out.append(Case(f"{op} [N,50,64] axes (1,)", op, [("x", ("N", 50, 64), "unit")], {"keepdims": 0},
+                        {"axes": _i64(1)}, opset=18))
+    out.append(Case("Softmax [N,4,40,40] axis 2", "Softmax", [("x", ("N", 4, 40, 40), "normal")], {"axis": 2}))
+    out.append(Case("MaxPool 2x2 [N,64,8,8]", "MaxPool", [("x", ("N", 64, 8, 8), "normal")],
+                    {"kernel_shape": [2, 2], "strides": [2, 2]}))
+    out.append(Case("GlobalMaxPool [N,64,8,8]", "GlobalMaxPool", [("x", ("N", 64, 8, 8), "normal")]))
+    out.append(Case("MaxPool1d k3 s1 [N,32,100]", "MaxPool", [("x", ("N", 32, 100), "normal")],
+                    {"kernel_shape": [3], "pads": [1, 1]}))
+    out.append(Case("Conv 3x3 s2 32->64 [N,32,16,16]", "Conv", [("x", ("N", 32, 16, 16), "normal")],
+                    {"pads": [1] * 4, "strides": [2, 2]}, {"w": _w(64, 32, 3, 3), "b": _w(64)}))
+    out.append(Case("Conv 3x3 group 4 32->32 [N,32,16,16]", "Conv", [("x", ("N", 32, 16, 16), "normal")],
+                    {"pads": [1] * 4, "group": 4}, {"w": _w(32, 8, 3, 3), "b": _w(32)}))
+    out.append(Case("Conv1d k=7 1->16 [N,1,200]", "Conv", [("x", ("N", 1, 200), "normal")], {"pads": [3, 3]},
+                    {"w": _w(16, 1, 7), "b": _w(16)}))
+    out.append(Case("ConvTranspose 3x3 s2 32->16 [N,32,8,8]", "ConvTranspose", [("x", ("N", 32, 8, 8), "normal")],
+                    {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]},
+                    {"w": _w(32, 16, 3, 3), "b": _w(16)}))
+    for op, attrs in (("LeakyRelu", {"alpha": 0.1}), ("Elu", {}), ("HardSigmoid", {}), ("Softplus", {}),
+                      ("Erf", {}), ("Gelu", {})):
+        out.append(Case(f"{op} [N,50,64]", op, [("x", ("N", 50, 64), "normal")], attrs, opset=20))
+    out.append(Case("Sum of 3 [N,50,64]", "Sum", [("x", ("N", 50, 64), "normal"), ("x2", ("N", 50, 64), "normal"),
+                                                 ("x3", ("N", 50, 64), "normal")]))
+    out.append(Case("Max [N,50,64] vs [64]", "Max", [("x", ("N", 50, 64), "normal")], {}, {"c": _w(64)}))
+    out.append(Case("Div [N,50,64] / [N,50,1]", "Div", [("x", ("N", 50, 64), "normal"), ("x2", ("N", 50, 1), "pos")]))
+    out.append(Case("Expand [N,1,1] -> [N,50,64]", "Expand", [("x", ("N", 1, 1), "normal")], {},
+                    {"s": _i64(1, 50, 64)}))
+    out.append(Case("Cast float->int64 [N,50,64]", "Cast", [("x", ("N", 50, 64), "normal")], {"to": 7},
+                    outputs=[("y", np.int64)]))
+    out.append(Case("Concat [N,50,16] x4 axis 2", "Concat",
+                    [(f"x{k}", ("N", 50, 16), "normal") for k in range(4)], {"axis": 2}))
+    out.append(Case("Split [N,50,64] in 4 axis 2", "Split", [("x", ("N", 50, 64), "normal")],
+                    {"axis": 2, "num_outputs": 4}, outputs=[(f"y{k}", F) for k in range(4)], opset=18))
     return out
 
 
@@ -108,9 +179,9 @@ def main(argv: list[str]) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("reps", nargs="?", type=int, default=5)
-    ap.add_argument("--match", default="", help="comma-separated label prefixes")
+    ap.add_argument("--match", default="", help="label prefixes separated by semicolons")
     args = ap.parse_args(argv)
-    pats = [p for p in args.match.split(",") if p]
+    pats = [p for p in args.match.split(";") if p]
     sel = [c for c in cases() if not pats or any(c.label.startswith(p) for p in pats)]
     loop, floor = CppLoop(), ops.ort_floor()
     print(f"load {os.getloadavg()[0]:.2f}; minima of {args.reps} interleaved repetitions", flush=True)

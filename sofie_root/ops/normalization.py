@@ -169,6 +169,15 @@ class BatchNormalization(Operator):
             outs += [OutInfo(v.input(3).dtype, (ch,)), OutInfo(v.input(4).dtype, (ch,))]
         return outs
 
+    def workspace(self, v: NodeView) -> list[tuple[DType, DimLike]]:
+        # per channel: scale, mean and bias in X's type, computed once per call (not once per
+        # image: at [N, 64], a double sqrt and division per element made BatchNorm 20x slower
+        # than onnxruntime, benchmarks/breadth.py)
+        if training_mode(v):
+            return []
+        _, ch, _ = self._layout(v)
+        return [(v.input(0).dtype, 3 * ch)] if isinstance(ch, int) else []
+
     def emit(self, v: NodeView, e) -> str:
         if training_mode(v):
             return self._emit_training(v, e)
@@ -177,6 +186,22 @@ class BatchNormalization(Operator):
         eps = e.lit(v.attr("epsilon", 1e-5), FLOAT64)
         b, c, i, xp, yp = e.tmp("n"), e.tmp("c"), e.tmp("i"), e.tmp("xp"), e.tmp("yp")
         a, m, bb = e.tmp("a"), e.tmp("m"), e.tmp("b")
+        if isinstance(ch, int):
+            return "\n".join([
+                f"{t} *const {a} = {e.ws(0)}, *const {m} = {a} + {ch}, *const {bb} = {m} + {ch};",
+                f"for (std::int64_t {c} = 0; {c} < {ch}; ++{c}) {{",
+                f"   {a}[{c}] = {t}(double({e.inp(1)}[{c}]) / std::sqrt(double({e.inp(4)}[{c}]) + {eps}));",
+                f"   {m}[{c}] = {t}({e.inp(3)}[{c}]);",
+                f"   {bb}[{c}] = {t}({e.inp(2)}[{c}]);",
+                "}",
+                f"for (std::int64_t {b} = 0; {b} < {e.dim(n)}; ++{b}) {{",
+                f"for (std::int64_t {c} = 0; {c} < {ch}; ++{c}) {{",
+                f"const {t} *{xp} = {e.inp(0)} + ({b} * {ch} + {c}) * {e.dim(inner)};",
+                f"{t} *{yp} = {e.out()} + ({b} * {ch} + {c}) * {e.dim(inner)};",
+                f"for (std::int64_t {i} = 0; {i} < {e.dim(inner)}; ++{i}) "
+                f"{yp}[{i}] = ({xp}[{i}] - {m}[{c}]) * {a}[{c}] + {bb}[{c}];",
+                "}}",
+            ])
         return "\n".join([
             f"for (std::int64_t {b} = 0; {b} < {e.dim(n)}; ++{b}) {{",
             f"for (std::int64_t {c} = 0; {c} < {e.dim(ch)}; ++{c}) {{",

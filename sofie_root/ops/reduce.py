@@ -959,6 +959,11 @@ class CumSum(Operator):
         na, ni = e.dim(a), e.dim(inner)
         exclusive = bool(v.attr("exclusive", 0))
         reverse = bool(v.attr("reverse", 0))
+        if x.dtype == FLOAT32 and isinstance(inner, int) and inner >= 8:
+            # sofie_rt::rows::scan_cols: running totals of 32 columns in vector registers
+            fn = "scan_cols<" + ("true" if self.combine == "*" else "false") + ">"
+            return (f"sofie_rt::rows::{fn}({e.inp(0)}, {e.out()}, {e.dim(outer)}, {na}, {ni}, "
+                    f"{'true' if reverse else 'false'}, {'true' if exclusive else 'false'});")
         o, s, i = e.tmp("o"), e.tmp("s"), e.tmp("i")
         cur, prev, base = e.tmp("cur"), e.tmp("prev"), e.tmp("base")
         at_cur = f"{na} - 1 - {s}" if reverse else s

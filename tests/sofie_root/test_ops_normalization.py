@@ -75,6 +75,28 @@ def test_batchnorm_symbolic_batch(dtype) -> None:
     _batches(model, lambda n: _rand((n, 4, 3, 3), dtype), rtol=1e-5, atol=1e-5)
 
 
+def test_batchnorm_dense_features_in_place_and_stats_as_inputs() -> None:
+    """[N, 64] (BatchNorm1d after a dense layer): the per-channel scale computed once per call for
+    every row, at batch 1 and 300, in place after a Relu, and with the statistics as graph inputs
+    (computed again at each call: the second call's new statistics are used)."""
+    w = _bn_weights(64)
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("BatchNormalization", ["r", "scale", "B", "mean", "var"], ["y"])]
+    model = make_model(nodes, [value_info("x", np.float32, ["N", 64])], [value_info("y", np.float32, None)], w,
+                       opset=15)
+    m = sofie_root.compile(model)
+    for n in (1, 300):
+        assert_matches_ort(model, _rand((n, 64)), compiled=m, rtol=1e-5, atol=1e-5)
+    names = ["scale", "B", "mean", "var"]
+    node = helper.make_node("BatchNormalization", ["x", *names], ["y"])
+    model = make_model([node], [value_info("x", np.float32, ["N", 64])] +
+                       [value_info(k, np.float32, [64]) for k in names], [value_info("y", np.float32, None)], opset=15)
+    m = sofie_root.compile(model)
+    for _ in range(2):
+        stats = _bn_weights(64)
+        assert_matches_ort(model, _rand((5, 64)), *(stats[k] for k in names), compiled=m, rtol=1e-5, atol=1e-5)
+
+
 def test_batchnorm_opset7_per_activation() -> None:
     """spatial=0 (opset < 9): statistics per (channel, position), shaped like one image."""
     w = {"scale": _rand((3, 4)), "B": _rand((3, 4)), "mean": _rand((3, 4)),

@@ -439,6 +439,37 @@ def test_cumsum_dtypes(dtype, axis_dtype) -> None:
     assert_matches_ort(model, RNG.integers(-9, 9, (2, 3, 4)).astype(dtype))
 
 
+@pytest.mark.parametrize("op", ["CumSum", "CumProd"])
+@pytest.mark.parametrize("inner", [8, 9, 33, 67])
+def test_cumulative_float_columns_in_vector_lanes(op: str, inner: int) -> None:
+    """Float scans along a middle axis of at least 8 columns (sofie_rt::rows::scan_cols: running
+    totals of 32 and of 8 columns in vector registers, the last columns one by one), every
+    reverse/exclusive combination, with NaN and infinities, bit for bit against numpy's
+    sequential accumulation in float32."""
+    variants = [(1, {}), (1, {"exclusive": 1}), (1, {"reverse": 1}), (1, {"exclusive": 1, "reverse": 1})]
+    nodes, outs, inits = [], [], {}
+    for n, (axis, attrs) in enumerate(variants):
+        inits[f"a{n}"] = np.array(axis, np.int64)
+        nodes.append(helper.make_node(op, ["x", f"a{n}"], [f"y{n}"], **attrs))
+        outs.append(value_info(f"y{n}", np.float32, None))
+    model = make_model(nodes, [value_info("x", np.float32, ["N", 7, inner])], outs, inits, opset=26)
+    m = sofie_root.compile(model)
+    acc = np.multiply.accumulate if op == "CumProd" else np.add.accumulate
+    one = np.float32(1 if op == "CumProd" else 0)
+    for n in (1, 3):
+        x = RNG.uniform(0.5, 1.5, (n, 7, inner)).astype(np.float32)
+        x[0, 2, 0], x[0, 4, inner - 1], x[-1, 0, inner // 2] = np.nan, np.inf, -np.inf
+        got = m.infer(x)
+        for g, (_, attrs) in zip(got, variants):
+            xs = x[:, ::-1] if attrs.get("reverse") else x
+            ref = acc(xs, axis=1, dtype=np.float32)
+            if attrs.get("exclusive"):
+                ref = np.concatenate([np.full_like(ref[:, :1], one), ref[:, :-1]], axis=1)
+            if attrs.get("reverse"):
+                ref = ref[:, ::-1]
+            np.testing.assert_array_equal(g, ref)
+
+
 def test_cumsum_rank1_scalar_and_1elem_axis() -> None:
     model = _cumsum_model(np.float32, [6], [(0, {}), (-1, {"exclusive": 1}), (0, {"reverse": 1})])
     assert_matches_ort(model, RNG.standard_normal(6).astype(np.float32))
