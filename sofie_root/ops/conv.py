@@ -1295,8 +1295,18 @@ class _Pool(Operator):
         ks = [e.tmp("k") for _ in range(nd)]
         is_ = [e.tmp("i") for _ in range(nd)]
         cnt = []
+        # the outputs of the last dimension whose window lies inside the input, [first, last):
+        # looped apart with a window of constant bounds (unrolled, the output loop vectorised;
+        # a 1-D MaxPool k3 s1 pad 1 ran at 0.85x onnxruntime with per-output bounds everywhere)
+        jl = nd - 1
+        first = min(g.out[jl], -(-g.pb[jl] // g.s[jl]))
+        last = max(first, min(g.out[jl], (g.inp[jl] - 1 - (g.k[jl] - 1) * g.d[jl] + g.pb[jl]) // g.s[jl] + 1))
+        split = last - first >= 8
+        tail_start = len(lines)
         for j in range(nd):
             d = g.d[j]
+            if j == jl:
+                tail_start = len(lines)
             lines.append(f"for (std::int64_t {os_[j]} = 0; {os_[j]} < {g.out[j]}; ++{os_[j]}) {{")
             lines.append(f"const std::int64_t {bs[j]} = {os_[j]} * {g.s[j]} - {g.pb[j]};")
             lines.append(f"const std::int64_t {lo[j]} = {bs[j]} < 0 ? (-{bs[j]} + {d - 1}) / {d} : 0;")
@@ -1361,7 +1371,25 @@ class _Pool(Operator):
             else:
                 lines.append(f"{yp}[{oi}] = {pow_expr(acc, '', dt, 1.0 / p)};")
         lines.append(f"++{oi};")
-        lines.append("}" * nd)
+        if split:
+            # the last dimension's loop three times: [0, first) and [last, out) as above, and
+            # [first, last) with lo = 0 and hi = k known to the compiler
+            hlen = 5 if self.kind == "avg" and count_pad else 4  # the loop, b, lo, hi (and cp)
+            body = lines[tail_start + hlen:]
+            head = lines[tail_start:tail_start + hlen]
+            loop = head[0]
+            border = [loop.replace(f"= 0; {os_[jl]} < {g.out[jl]};", f"= 0; {os_[jl]} < {first};"), *head[1:],
+                      *body, "}",
+                      loop.replace(f"= 0; {os_[jl]} < {g.out[jl]};", f"= {last}; {os_[jl]} < {g.out[jl]};"),
+                      *head[1:], *body, "}"]
+            inner = [loop.replace(f"= 0; {os_[jl]} < {g.out[jl]};", f"= {first}; {os_[jl]} < {last};"), head[1],
+                     f"constexpr std::int64_t {lo[jl]} = 0;", f"constexpr std::int64_t {hi[jl]} = {g.k[jl]};",
+                     *head[4:], *body, "}"]
+            lines = lines[:tail_start] + border[:len(head) + len(body) + 1] + inner + \
+                border[len(head) + len(body) + 1:]
+            lines.append("}" * (nd - 1))
+        else:
+            lines.append("}" * nd)
         lines.append("}")
         return "\n".join(lines)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..ir.dims import DimLike, numel
+from ..ir.dtypes import FLOAT32
 from .base import NodeView, Operator, OutInfo, register
 
 DTYPES = ("float32", "float64", "int32", "int64")
@@ -227,9 +228,15 @@ class Einsum(Operator):
         lda = M if ta else K
         ldb = K if tb else N
         one, zero = e.lit(1, dt), e.lit(0, dt)
-        call = (f"sofie_rt::gemm<{dt.cpp}>({'true' if ta else 'false'}, {'true' if tb else 'false'}, "
-                f"{e.dim(M)}, {e.dim(N)}, {e.dim(K)}, {one}, {e.inp(a)}{{oa}}, {e.dim(lda)}, "
-                f"{e.inp(b)}{{ob}}, {e.dim(ldb)}, {zero}, {e.out()}{{oc}}, {e.dim(N)});")
+        if dt == FLOAT32 and not ta and not tb:
+            # the dense layers' register tiles (BLAS beyond a 128 KiB B, as there): "bij,jk->bik"
+            # as sgemm ran at 0.86x onnxruntime at batch 256 (benchmarks/breadth.py)
+            call = (f"sofie_rt::dense::gemm_bias<float>({e.dim(M)}, {e.dim(N)}, {e.dim(K)}, {e.inp(a)}{{oa}}, "
+                    f"{e.dim(lda)}, {e.inp(b)}{{ob}}, {e.dim(ldb)}, nullptr, {e.out()}{{oc}}, {e.dim(N)});")
+        else:
+            call = (f"sofie_rt::gemm<{dt.cpp}>({'true' if ta else 'false'}, {'true' if tb else 'false'}, "
+                    f"{e.dim(M)}, {e.dim(N)}, {e.dim(K)}, {one}, {e.inp(a)}{{oa}}, {e.dim(lda)}, "
+                    f"{e.inp(b)}{{ob}}, {e.dim(ldb)}, {zero}, {e.out()}{{oc}}, {e.dim(N)});")
         if not p["batch"]:
             return call.format(oa="", ob="", oc="")
         i = e.tmp("b")

@@ -249,6 +249,10 @@ POOL_CASES = {
     "valid": ((1, 2, 7, 8), {"kernel_shape": [3, 2], "auto_pad": "VALID", "strides": [2, 2]}),
     "pool1d": ((2, 3, 10), {"kernel_shape": [3], "strides": [2], "pads": [1, 1]}),
     "pool3d": ((1, 2, 5, 6, 4), {"kernel_shape": [2, 3, 2], "strides": [2, 1, 2], "pads": [0, 1, 1, 1, 1, 0]}),
+    # rows with 8 or more outputs whose window lies inside: looped apart with constant bounds
+    "wide_rows": ((2, 3, 5, 40), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    "wide_1d_dilated_s2": ((2, 3, 50), {"kernel_shape": [3], "strides": [2], "dilations": [2], "pads": [2, 1]}),
+    "wide_ceil": ((1, 2, 3, 37), {"kernel_shape": [2, 4], "strides": [1, 3], "pads": [0, 2, 1, 1], "ceil_mode": 1}),
 }
 
 
@@ -259,7 +263,7 @@ def test_maxpool(case: str) -> None:
 
 
 @pytest.mark.parametrize("storage_order", [0, 1])
-@pytest.mark.parametrize("case", ["pads_strides", "pool3d", "ceil"])
+@pytest.mark.parametrize("case", ["pads_strides", "pool3d", "ceil", "wide_rows", "wide_1d_dilated_s2"])
 def test_maxpool_indices(case: str, storage_order: int) -> None:
     xs, attrs = POOL_CASES[case]
     model = _model("MaxPool", ["N", *xs[1:]], n_out=2, out_dtypes=[np.float32, np.int64],
