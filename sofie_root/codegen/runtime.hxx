@@ -1059,6 +1059,12 @@ SOFIE_RT_VM_INLINE float hsum(f8 v)
    v += swap2(v);
    return (v + swap1(v))[0];
 }
+SOFIE_RT_VM_INLINE float hprod(f8 v)
+{
+   v *= swap4(v);
+   v *= swap2(v);
+   return (v * swap1(v))[0];
+}
 #else
 SOFIE_RT_VM_INLINE float hmax(f8 v)
 {
@@ -1077,6 +1083,10 @@ SOFIE_RT_VM_INLINE float hmin(f8 v)
 SOFIE_RT_VM_INLINE float hsum(f8 v)
 {
    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+}
+SOFIE_RT_VM_INLINE float hprod(f8 v)
+{
+   return ((v[0] * v[4]) * (v[2] * v[6])) * ((v[1] * v[5]) * (v[3] * v[7]));
 }
 #endif
 SOFIE_RT_VM_INLINE bool any(i8 m)
@@ -2022,7 +2032,9 @@ template <> inline double row_sqdev<float>(const float *x, std::int64_t n, doubl
 
 // Reductions of contiguous rows of n values (n >= 1 for max/min): out[r] for r < rows.
 // kind 0: sum, 1: max, 2: min (NaN anywhere in a row gives NaN), 3: log-sum-exp over the finite
-// maximum (ReduceLogSumExp); the sum is divided by `div` (ReduceMean: n, ReduceSum: 1).
+// maximum (ReduceLogSumExp), 4: product, 5: sum of squares, 6: sum of absolute values; a sum
+// (kind 0) is divided by `div` (ReduceMean: n, ReduceSum: 1). ReduceL2 and ReduceLogSum take
+// kinds 5 and 0 and their square root or log afterwards.
 template <class T> inline void reduce(const T *x, T *out, std::int64_t rows, std::int64_t n, int kind, T div)
 {
    for (std::int64_t r = 0; r < rows; ++r) {
@@ -2033,6 +2045,18 @@ template <class T> inline void reduce(const T *x, T *out, std::int64_t rows, std
          for (std::int64_t i = 0; i < n; ++i)
             acc += xr[i];
          acc /= div;
+      } else if (kind == 4) {
+         acc = 1;
+         for (std::int64_t i = 0; i < n; ++i)
+            acc *= xr[i];
+      } else if (kind == 5) {
+         acc = 0;
+         for (std::int64_t i = 0; i < n; ++i)
+            acc += xr[i] * xr[i];
+      } else if (kind == 6) {
+         acc = 0;
+         for (std::int64_t i = 0; i < n; ++i)
+            acc += xr[i] < T(0) ? T(-xr[i]) : xr[i];
       } else if (kind == 1 || kind == 2) {
          acc = kind == 1 ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
          bool nan = false;
@@ -2075,6 +2099,41 @@ template <> inline void reduce<float>(const float *x, float *out, std::int64_t r
          if (rem)
             s0 += load_part(xr + nv, rem, 0.0f);
          acc = hsum(s0 + s1) / div;
+      } else if (kind >= 4) {
+         // product, sum of squares, sum of |x|: two independent chains of vectors (a single one
+         // waits on the latency of each multiply or add); |x| by clearing the sign bit, so NaN
+         // stays NaN and -0 counts as 0
+         const float init = kind == 4 ? 1.0f : 0.0f;
+         f8 s0 = splat(init), s1 = s0;
+         const i8 nosign = i8{} + 0x7FFFFFFF;
+         auto term = [&](f8 v) -> f8 { return kind == 6 ? (f8)((i8)v & nosign) : v; };
+         std::int64_t i = 0;
+         if (kind == 4) {
+            for (; i + 16 <= nv; i += 16) {
+               s0 *= load(xr + i);
+               s1 *= load(xr + i + 8);
+            }
+            if (i < nv)
+               s0 *= load(xr + i);
+            if (rem)
+               s0 *= load_part(xr + nv, rem, 1.0f);
+            acc = hprod(s0 * s1);
+         } else {
+            for (; i + 16 <= nv; i += 16) {
+               const f8 a = load(xr + i), b = load(xr + i + 8);
+               s0 += kind == 5 ? a * a : term(a);
+               s1 += kind == 5 ? b * b : term(b);
+            }
+            if (i < nv) {
+               const f8 a = load(xr + i);
+               s0 += kind == 5 ? a * a : term(a);
+            }
+            if (rem) {
+               const f8 a = load_part(xr + nv, rem, 0.0f);
+               s0 += kind == 5 ? a * a : term(a);
+            }
+            acc = hsum(s0 + s1);
+         }
       } else if (kind == 1 || kind == 2) {
          const float fill = kind == 1 ? -inf : inf;
          f8 m8 = splat(fill);

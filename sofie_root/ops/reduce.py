@@ -102,7 +102,8 @@ class _Reduce(Operator):
         return []
 
     #: the kind of sofie_rt::rows::reduce doing this reduction over contiguous rows (0 sum,
-    #: 1 max, 2 min, 3 log-sum-exp), or None; ``row_div`` divides a sum (ReduceMean)
+    #: 1 max, 2 min, 3 log-sum-exp, 4 product, 5 sum of squares, 6 sum of absolute values), or
+    #: None; ``row_div`` divides a sum (ReduceMean); ``fin``, if any, runs on its results
     row_kind: int | None = None
     row_div = False
 
@@ -203,8 +204,10 @@ class _Reduce(Operator):
             # [outer kept] x [reduced contiguous rows]: the runtime's row kernel (8-lane vectors)
             outer = groups[0][0] if len(groups) == 2 else 1
             div = f"{dt.cpp}({count})" if self.row_div else f"{dt.cpp}(1)"
+            # (the generated loop of 8 partial products or sums of squares over rows of 64 took
+            # 5-10x ReduceSum's time: 0.9x onnxruntime at [256, 50, 64], benchmarks/ops.py)
             return (f"sofie_rt::rows::reduce<{dt.cpp}>({x}, {y}, {e.dim(outer)}, {e.dim(groups[-1][0])}, "
-                    f"{self.row_kind}, {div});")
+                    f"{self.row_kind}, {div});" + self._finish_outputs(e, dt, y, count))
         if len(reduced) == 1 and groups[-1][1] and dt.is_float:
             # [outer kept] x [reduced contiguous rows] in floating point: 8 partial accumulators
             # per row, since a loop carrying one does not vectorise (the compiler may not reorder
@@ -242,7 +245,7 @@ class _Reduce(Operator):
             outer = groups[0][0] if len(groups) == 3 else 1
             div = f"float({count})" if self.row_div else "1.0f"
             return (f"sofie_rt::rows::reduce_inner<float>({x}, {y}, {e.dim(outer)}, {e.dim(groups[-2][0])}, "
-                    f"{e.dim(groups[-1][0])}, {self.row_kind}, {div});")
+                    f"{e.dim(groups[-1][0])}, {self.row_kind}, {div});" + self._finish_outputs(e, dt, y, count))
         # general: initialise the outputs, accumulate walking the input in order, finish
         lines = [self._fill(e, y, self.init(dt))]
         lines.append(self._walk(e, groups, lambda oo, xv: f"{y}[{oo}] = {self.step(f'{y}[{oo}]', xv, dt)};",
@@ -252,6 +255,15 @@ class _Reduce(Operator):
             lines.append(f"for (std::int64_t {k} = 0; {k} < {e.size_out()}; ++{k})\n"
                          f"   {y}[{k}] = {self.fin(f'{y}[{k}]', count, dt)};")
         return "\n".join(lines)
+
+    def _finish_outputs(self, e, dt: DType, y: str, count: str) -> str:
+        """C++ applying ``fin`` to every output after a runtime kernel (ReduceL2's square root,
+        ReduceLogSum's log); empty when there is none or the kernel divided (ReduceMean)."""
+        if self.row_div or self.fin("", count, dt) is None:
+            return ""
+        k = e.tmp("k")
+        return (f"\nfor (std::int64_t {k} = 0; {k} < {e.size_out()}; ++{k})\n"
+                f"   {y}[{k}] = {self.fin(f'{y}[{k}]', count, dt)};")
 
     @staticmethod
     def _fill(e, ptr: str, value: str) -> str:
@@ -339,6 +351,7 @@ class ReduceProd(_Reduce):
 
     op_type = "ReduceProd"
     dtypes = SUM_TYPES
+    row_kind = 4
     fold = staticmethod(_prod)
 
     def init(self, dt: DType) -> str:
@@ -354,6 +367,7 @@ class ReduceSumSquare(_Reduce):
 
     op_type = "ReduceSumSquare"
     dtypes = SUM_TYPES
+    row_kind = 5
 
     def step(self, acc: str, x: str, dt: DType) -> str:
         return f"{dt.cpp}({acc} + {x} * {x})"
@@ -368,6 +382,7 @@ class ReduceL1(_Reduce):
 
     op_type = "ReduceL1"
     dtypes = SUM_TYPES
+    row_kind = 6
 
     def step(self, acc: str, x: str, dt: DType) -> str:
         return f"{dt.cpp}({acc} + {_abs(x, dt)})"
@@ -382,6 +397,7 @@ class ReduceL2(_Reduce):
 
     op_type = "ReduceL2"
     dtypes = SUM_TYPES
+    row_kind = 5
 
     def step(self, acc: str, x: str, dt: DType) -> str:
         return f"{dt.cpp}({acc} + {x} * {x})"
@@ -399,6 +415,7 @@ class ReduceLogSum(_Reduce):
 
     op_type = "ReduceLogSum"
     dtypes = SUM_TYPES
+    row_kind = 0
 
     def fin(self, acc: str, count: str, dt: DType) -> str | None:
         return _via_double("log", acc, dt)

@@ -199,6 +199,31 @@ def test_reduce_max_min_nan(op: str) -> None:
     np.testing.assert_array_equal(got[2], fn(x, axis=2, keepdims=True))
 
 
+@pytest.mark.parametrize("op", ["ReduceProd", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum"])
+def test_reduce_last_axis_rows_in_vector_lanes(op: str) -> None:
+    """Float rows of the last axis go to sofie_rt::rows::reduce (two chains of 8-lane vectors, a
+    padded tail, then the square root or log): every row length up to two vectors and past, NaN,
+    +-inf and -0 among the values, against float64 numpy."""
+    fns = {"ReduceProd": lambda a: np.prod(a, axis=-1),
+           "ReduceSumSquare": lambda a: np.sum(a * a, axis=-1),
+           "ReduceL1": lambda a: np.sum(np.abs(a), axis=-1),
+           "ReduceL2": lambda a: np.sqrt(np.sum(a * a, axis=-1)),
+           "ReduceLogSum": lambda a: np.log(np.sum(a, axis=-1))}
+    for n in (1, 3, 7, 8, 9, 15, 16, 17, 24, 31, 33, 64, 100):
+        model = _reduce_model(op, 18, np.float32, ["N", 5, n], [([-1], 0)])
+        x = _data(op, (3, 5, n))
+        if n >= 3:
+            x[0, 1, n - 1] = np.nan    # in the tail or the last vector
+            x[1, 2, 0] = np.inf
+            x[2, 3, n // 2] = -np.inf
+            x[2, 4, 1] = -0.0
+        with np.errstate(all="ignore"):
+            want = fns[op](x.astype(np.float64)).astype(np.float32)
+        got = sofie_root.compile(model).infer(x)[0]
+        np.testing.assert_allclose(got, want, rtol=2e-6 * max(1, n) ** 0.5, atol=1e-6, equal_nan=True,
+                                   err_msg=f"{op} rows of {n}")
+
+
 def test_reduce_log_sum_exp_large_and_infinite() -> None:
     model = _reduce_model("ReduceLogSumExp", 18, np.float32, [3, 4, 2], [([1], 0), ([0, 2], 1), (None, 0)])
     x = (RNG.standard_normal((3, 4, 2)) * 200).astype(np.float32)
