@@ -199,12 +199,15 @@ def test_reduce_max_min_nan(op: str) -> None:
     np.testing.assert_array_equal(got[2], fn(x, axis=2, keepdims=True))
 
 
-@pytest.mark.parametrize("op", ["ReduceProd", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum"])
+@pytest.mark.parametrize("op", ["ReduceProd", "ReduceSumSquare", "ReduceL1", "ReduceL2", "ReduceLogSum",
+                                "ReduceMax", "ReduceMin"])
 def test_reduce_last_axis_rows_in_vector_lanes(op: str) -> None:
-    """Float rows of the last axis go to sofie_rt::rows::reduce (two chains of 8-lane vectors, a
-    padded tail, then the square root or log): every row length up to two vectors and past, NaN,
-    +-inf and -0 among the values, against float64 numpy."""
-    fns = {"ReduceProd": lambda a: np.prod(a, axis=-1),
+    """Float rows of the last axis go to sofie_rt::rows::reduce (chains of 8-lane vectors, a
+    padded tail, then the square root or log): every row length up to four vectors and past, NaN
+    in each chain of the maxima and in the tail, +-inf and -0 among the values, against float64
+    numpy."""
+    fns = {"ReduceMax": lambda a: np.max(a, axis=-1), "ReduceMin": lambda a: np.min(a, axis=-1),
+           "ReduceProd": lambda a: np.prod(a, axis=-1),
            "ReduceSumSquare": lambda a: np.sum(a * a, axis=-1),
            "ReduceL1": lambda a: np.sum(np.abs(a), axis=-1),
            "ReduceL2": lambda a: np.sqrt(np.sum(a * a, axis=-1)),
@@ -217,6 +220,8 @@ def test_reduce_last_axis_rows_in_vector_lanes(op: str) -> None:
             x[1, 2, 0] = np.inf
             x[2, 3, n // 2] = -np.inf
             x[2, 4, 1] = -0.0
+            x[1, 0, min(8, n - 1)] = np.nan   # the second vector of a block of four
+            x[1, 4, min(20, n - 1)] = np.nan  # the third
         with np.errstate(all="ignore"):
             want = fns[op](x.astype(np.float64)).astype(np.float32)
         got = sofie_root.compile(model).infer(x)[0]
