@@ -2111,64 +2111,50 @@ template <> inline void reduce<float>(const float *x, float *out, std::int64_t r
          // product, sum of squares, sum of |x|: two independent chains of vectors (a single one
          // waits on the latency of each multiply or add); |x| by clearing the sign bit, so NaN
          // stays NaN and -0 counts as 0
-         const float init = kind == 4 ? 1.0f : 0.0f;
-         f8 s0 = splat(init), s1 = s0;
+         const bool prod = kind == 4;
          const i8 nosign = i8{} + 0x7FFFFFFF;
-         auto term = [&](f8 v) -> f8 { return kind == 6 ? (f8)((i8)v & nosign) : v; };
+         auto fold = [&](f8 s, f8 v) -> f8 {
+            return prod ? s * v : s + (kind == 5 ? v * v : (f8)((i8)v & nosign));
+         };
+         f8 s0 = splat(prod ? 1.0f : 0.0f), s1 = s0;
          std::int64_t i = 0;
-         if (kind == 4) {
-            for (; i + 16 <= nv; i += 16) {
-               s0 *= load(xr + i);
-               s1 *= load(xr + i + 8);
-            }
-            if (i < nv)
-               s0 *= load(xr + i);
-            if (rem)
-               s0 *= load_part(xr + nv, rem, 1.0f);
-            acc = hprod(s0 * s1);
-         } else {
-            for (; i + 16 <= nv; i += 16) {
-               const f8 a = load(xr + i), b = load(xr + i + 8);
-               s0 += kind == 5 ? a * a : term(a);
-               s1 += kind == 5 ? b * b : term(b);
-            }
-            if (i < nv) {
-               const f8 a = load(xr + i);
-               s0 += kind == 5 ? a * a : term(a);
-            }
-            if (rem) {
-               const f8 a = load_part(xr + nv, rem, 0.0f);
-               s0 += kind == 5 ? a * a : term(a);
-            }
-            acc = hsum(s0 + s1);
+         for (; i + 16 <= nv; i += 16) {
+            s0 = fold(s0, load(xr + i));
+            s1 = fold(s1, load(xr + i + 8));
          }
+         if (i < nv)
+            s0 = fold(s0, load(xr + i));
+         if (rem) // the padding lanes (1 or 0) leave every kind unchanged
+            s0 = fold(s0, load_part(xr + nv, rem, prod ? 1.0f : 0.0f));
+         acc = prod ? hprod(s0 * s1) : hsum(s0 + s1);
       } else if (kind == 1 || kind == 2) {
          // four chains of maxima and two of NaN tests: one chain of 32 dependent vmaxps per row
          // of 256 ran at 0.5x onnxruntime ([N,16,16,16] over axes (2, 3), benchmarks/breadth.py)
          const float fill = kind == 1 ? -inf : inf;
-         f8 m[4] = {splat(fill), splat(fill), splat(fill), splat(fill)};
+         auto ext = [&](f8 a, f8 b) -> f8 { return kind == 1 ? vmax(a, b) : vmin(a, b); };
+         f8 m0 = splat(fill), m1 = m0, m2 = m0, m3 = m0;
          i8 nan0 = {}, nan1 = {};
          std::int64_t i = 0;
          for (; i + 32 <= nv; i += 32) {
             const f8 a = load(xr + i), b = load(xr + i + 8), c = load(xr + i + 16), d = load(xr + i + 24);
-            m[0] = kind == 1 ? vmax(a, m[0]) : vmin(a, m[0]);
-            m[1] = kind == 1 ? vmax(b, m[1]) : vmin(b, m[1]);
-            m[2] = kind == 1 ? vmax(c, m[2]) : vmin(c, m[2]);
-            m[3] = kind == 1 ? vmax(d, m[3]) : vmin(d, m[3]);
+            m0 = ext(a, m0);
+            m1 = ext(b, m1);
+            m2 = ext(c, m2);
+            m3 = ext(d, m3);
             nan0 |= (a != a) | (b != b);
             nan1 |= (c != c) | (d != d);
          }
          for (; i < nv; i += 8) {
             const f8 v = load(xr + i);
-            m[0] = kind == 1 ? vmax(v, m[0]) : vmin(v, m[0]);
+            m0 = ext(v, m0);
             nan0 |= v != v;
          }
          if (rem) {
             const f8 v = load_part(xr + nv, rem, fill);
-            m[1] = kind == 1 ? vmax(v, m[1]) : vmin(v, m[1]);
+            m1 = ext(v, m1);
             nan1 |= v != v;
          }
-         const f8 m8 = kind == 1 ? vmax(vmax(m[0], m[1]), vmax(m[2], m[3])) : vmin(vmin(m[0], m[1]), vmin(m[2], m[3]));
+         const f8 m8 = ext(ext(m0, m1), ext(m2, m3));
          acc = any(nan0 | nan1) ? std::numeric_limits<float>::quiet_NaN() : (kind == 1 ? hmax(m8) : hmin(m8));
       } else {
          // the finite maximum: v - v is 0 exactly for finite v, NaN for +-inf and NaN

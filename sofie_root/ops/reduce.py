@@ -89,18 +89,6 @@ class _Reduce(Operator):
     def fin(self, acc: str, count: str, dt: DType) -> str | None:
         return None
 
-    def merge(self, acc: str, other: str, dt: DType) -> str:
-        """C++ combining two partial accumulators (for steps that fold a value in as it is, the step)."""
-        return self.step(acc, other, dt)
-
-    def row_step(self, acc: str, x: str, dt: DType) -> str:
-        """The step in the vectorised row loop (``row_fix`` then corrects what it leaves out)."""
-        return self.step(acc, x, dt)
-
-    def row_fix(self, e, dt: DType, row: str, n: str, acc: str) -> list[str]:
-        """C++ run after the vectorised row loop, correcting ``acc`` (default: nothing)."""
-        return []
-
     #: the kind of sofie_rt::rows::reduce doing this reduction over contiguous rows (0 sum,
     #: 1 max, 2 min, 3 log-sum-exp, 4 product, 5 sum of squares, 6 sum of absolute values), or
     #: None; ``row_div`` divides a sum (ReduceMean); ``fin``, if any, runs on its results
@@ -208,25 +196,9 @@ class _Reduce(Operator):
             # 5-10x ReduceSum's time: 0.9x onnxruntime at [256, 50, 64], benchmarks/ops.py)
             return (f"sofie_rt::rows::reduce<{dt.cpp}>({x}, {y}, {e.dim(outer)}, {e.dim(groups[-1][0])}, "
                     f"{self.row_kind}, {div});" + self._finish_outputs(e, dt, y, count))
-        if len(reduced) == 1 and groups[-1][1] and dt.is_float:
-            # [outer kept] x [reduced contiguous rows] in floating point: 8 partial accumulators
-            # per row, since a loop carrying one does not vectorise (the compiler may not reorder
-            # the operations); integer loops vectorise as they are
-            outer = groups[0][0] if len(groups) == 2 else 1
-            r = groups[-1][0]
-            o, acc, row = e.tmp("o"), e.tmp("acc"), e.tmp("row")
-
-            def step(a: str, i: str, other: str | None = None) -> str:
-                return self.merge(a, other, dt) if other is not None else self.row_step(a, f"{row}[{i}]", dt)
-
-            body = [f"const {T} *{row} = {x} + {o} * {e.dim(r)};",
-                    *_partial(e, dt, e.dim(r), acc, self.init(dt), step),
-                    *self.row_fix(e, dt, row, e.dim(r), acc),
-                    f"{y}[{o}] = {self._finish(acc, count, dt)};"]
-            return (f"for (std::int64_t {o} = 0; {o} < {e.dim(outer)}; ++{o}) {{\n"
-                    + "\n".join("   " + line for line in body) + "\n}")
         if len(reduced) == 1 and groups[-1][1]:
-            # [outer kept] x [reduced]: a local accumulator per output
+            # [outer kept] x [reduced] (integers, or a subclass without a row kernel): a local
+            # accumulator per output
             outer = groups[0][0] if len(groups) == 2 else 1
             r = groups[-1][0]
             o, j, acc, xv = e.tmp("o"), e.tmp("r"), e.tmp("acc"), e.tmp("x")
@@ -250,16 +222,16 @@ class _Reduce(Operator):
         lines = [self._fill(e, y, self.init(dt))]
         lines.append(self._walk(e, groups, lambda oo, xv: f"{y}[{oo}] = {self.step(f'{y}[{oo}]', xv, dt)};",
                                 x, T))
-        if self.fin("", count, dt) is not None:
-            k = e.tmp("k")
-            lines.append(f"for (std::int64_t {k} = 0; {k} < {e.size_out()}; ++{k})\n"
-                         f"   {y}[{k}] = {self.fin(f'{y}[{k}]', count, dt)};")
-        return "\n".join(lines)
+        return "\n".join(lines) + self._fin_loop(e, dt, y, count)
 
     def _finish_outputs(self, e, dt: DType, y: str, count: str) -> str:
         """C++ applying ``fin`` to every output after a runtime kernel (ReduceL2's square root,
-        ReduceLogSum's log); empty when there is none or the kernel divided (ReduceMean)."""
-        if self.row_div or self.fin("", count, dt) is None:
+        ReduceLogSum's log); empty when the kernel divided (ReduceMean)."""
+        return "" if self.row_div else self._fin_loop(e, dt, y, count)
+
+    def _fin_loop(self, e, dt: DType, y: str, count: str) -> str:
+        """C++ (after a newline) applying ``fin`` to every output in place; empty without one."""
+        if self.fin("", count, dt) is None:
             return ""
         k = e.tmp("k")
         return (f"\nfor (std::int64_t {k} = 0; {k} < {e.size_out()}; ++{k})\n"
@@ -372,9 +344,6 @@ class ReduceSumSquare(_Reduce):
     def step(self, acc: str, x: str, dt: DType) -> str:
         return f"{dt.cpp}({acc} + {x} * {x})"
 
-    def merge(self, acc: str, other: str, dt: DType) -> str:
-        return f"{dt.cpp}({acc} + {other})"
-
 
 @register
 class ReduceL1(_Reduce):
@@ -387,9 +356,6 @@ class ReduceL1(_Reduce):
     def step(self, acc: str, x: str, dt: DType) -> str:
         return f"{dt.cpp}({acc} + {_abs(x, dt)})"
 
-    def merge(self, acc: str, other: str, dt: DType) -> str:
-        return f"{dt.cpp}({acc} + {other})"
-
 
 @register
 class ReduceL2(_Reduce):
@@ -401,9 +367,6 @@ class ReduceL2(_Reduce):
 
     def step(self, acc: str, x: str, dt: DType) -> str:
         return f"{dt.cpp}({acc} + {x} * {x})"
-
-    def merge(self, acc: str, other: str, dt: DType) -> str:
-        return f"{dt.cpp}({acc} + {other})"
 
     def fin(self, acc: str, count: str, dt: DType) -> str | None:
         return _via_double("sqrt", acc, dt)
@@ -437,21 +400,6 @@ class _MaxMin(_Reduce):
         if dt.is_float:
             return f"(({x} {op} {acc} || {x} != {x}) ? {x} : {acc})"
         return f"{dt.cpp}({x} {op} {acc} ? {x} : {acc})"
-
-    def row_step(self, acc: str, x: str, dt: DType) -> str:
-        # a plain select vectorises (into max/min instructions); the NaN test is a second,
-        # also vectorised, pass (row_fix): 3-4x faster over rows of 64 than the NaN-aware step
-        if dt.is_float:
-            return f"({x} {'>' if self.greater else '<'} {acc} ? {x} : {acc})"
-        return self.step(acc, x, dt)
-
-    def row_fix(self, e, dt: DType, row: str, n: str, acc: str) -> list[str]:
-        if not dt.is_float:
-            return []
-        nan, j = e.tmp("nan"), e.tmp("j")
-        return [f"std::int64_t {nan} = 0;",
-                f"for (std::int64_t {j} = 0; {j} < {n}; ++{j}) {nan} += {row}[{j}] != {row}[{j}];",
-                f"if ({nan}) {acc} = std::numeric_limits<{dt.cpp}>::quiet_NaN();"]
 
 
 @register
