@@ -506,9 +506,10 @@ def _nearest_copy(e, x, out: Shape, taps: dict, in_st) -> str:
     """Resize where every output value is one input value (nearest): a loop nest over whole
     output rows. The innermost row is a memcpy (kept last axis), ``sofie_rt::repeat_row`` (an
     integer upsampling of the last axis: vector stores, the column duplication a shuffle) or a
-    gather through the index table; at a resized outer axis, an output block whose source index
-    equals the previous one's is a memcpy of the block just written (half the rows of a x2
-    upsampling), instead of one gathered scalar store per output value."""
+    gather through the index table; at a resized outer axis, an output block of several rows whose
+    source index equals the previous one's is a memcpy of the block just written (half the planes
+    of a x2 upsampling of the last three axes), instead of one gathered scalar store per output
+    value; a single row is rebuilt from the input (see the comment in the loop)."""
     t = x.dtype.cpp
     groups = _loop_groups(out, taps, in_st)
     # output elements per iteration of each loop
@@ -537,10 +538,16 @@ def _nearest_copy(e, x, out: Shape, taps: dict, in_st) -> str:
         lines.append(f"for ({I64} {i} = 0; {i} < {e.dim(ext)}; ++{i}) {{")
         depth += 1
         if kind == "r":
-            # the same source block as the previous iteration: copy the block just written
-            lines.append(f"if ({i} > 0 && {tabs[a]}[{i}] == {tabs[a]}[{i} - 1]) {{ std::memcpy({dst} + {o} + "
-                         f"{i} * {e.dim(osz[depth - 1])}, {dst} + {o} + ({i} - 1) * {e.dim(osz[depth - 1])}, "
-                         f"{e.dim(osz[depth - 1])} * sizeof({t})); continue; }}")
+            # the same source block as the previous iteration: copy the block just written. Not
+            # for a block of one innermost run: the copy would read back stores still in flight,
+            # and a load the store buffer cannot forward (the run's vector stores at an address
+            # that is not 64-byte aligned, numpy's usual 16) waits for them to reach the cache:
+            # Upsample x2 [N,16,8,8] took 5x longer at such addresses. That run is rebuilt from
+            # the input instead, which costs what the copy did
+            if depth < len(groups) - 1:
+                lines.append(f"if ({i} > 0 && {tabs[a]}[{i}] == {tabs[a]}[{i} - 1]) {{ std::memcpy({dst} + {o} + "
+                             f"{i} * {e.dim(osz[depth - 1])}, {dst} + {o} + ({i} - 1) * {e.dim(osz[depth - 1])}, "
+                             f"{e.dim(osz[depth - 1])} * sizeof({t})); continue; }}")
             lines.append(f"const {I64} {b2} = {b} + {off(a, i)};")
         else:
             lines.append(f"const {I64} {b2} = {b} + {i} * {e.dim(st)};")
