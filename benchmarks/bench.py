@@ -135,6 +135,21 @@ def compile_time(path: Path) -> float:
     return fresh_process(path)["compile_s"]
 
 
+def aligned_empty(shape, dtype, align: int = 64) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an ``align``-byte boundary.
+
+    The C++ loop writes its outputs here: onnxruntime's I/O binding, which it is compared with,
+    writes into outputs its own allocator made (64-byte aligned), while numpy's ``np.empty`` gives
+    16-byte alignment, at which a row of vector stores straddles cache lines (store-bound cases
+    ran up to 1.6x slower, Tile [256, 64] x 4: 2.8 against 4.4 us; docs/performance.md, "Output
+    alignment")."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + align, np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 class CppLoop:
     """Times the generated ``run`` entry point called from a C++ loop (what an event loop pays)."""
 
@@ -158,7 +173,7 @@ class CppLoop:
         n_sym = len(model._symbols) + len(data)
         values = [syms[s] for s in model._symbols]
         sym = (ctypes.c_int64 * max(1, n_sym))(*values)
-        outs = [np.empty(tuple(d.evaluate(syms) if hasattr(d, "evaluate") else d for d in i.shape), i.dtype.numpy)
+        outs = [aligned_empty(tuple(d.evaluate(syms) if hasattr(d, "evaluate") else d for d in i.shape), i.dtype.numpy)
                 for i in model.graph.output_infos]
         ins = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
         outp = (ctypes.c_void_p * len(outs))(*[o.ctypes.data for o in outs])

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sofie_root  # before ROOT: it sets EXTRA_CLING_ARGS
 from benchmarks import corpus
-from benchmarks.bench import ort_iobinding
+from benchmarks.bench import aligned_empty, ort_iobinding
 from benchmarks.ops import _geomean, ort_floor
 from sofie_root.ir.dims import Dim
 
@@ -179,7 +179,7 @@ class CpuLoop:
         for info, a in zip(model.graph.input_infos, arrays):
             model._bind(info, a.shape, syms)
         sym = (ctypes.c_int64 * max(1, len(model._symbols)))(*[syms[s] for s in model._symbols])
-        outs = [np.empty(tuple(d.evaluate(syms) if isinstance(d, Dim) else d for d in i.shape), i.dtype.numpy)
+        outs = [aligned_empty(tuple(d.evaluate(syms) if isinstance(d, Dim) else d for d in i.shape), i.dtype.numpy)
                 for i in model.graph.output_infos]
         ins = (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
         outp = (ctypes.c_void_p * len(outs))(*[o.ctypes.data for o in outs])

@@ -1266,25 +1266,28 @@ class MaxUnpool(Operator):
         clearing the whole output, then scattering into it: 0.84-0.96x onnxruntime at batch 256).
         Equivalent while no index points into a later plane (whose clearing would erase the
         value; MaxPool's indices stay in their own plane); if one does, or one is out of range,
-        the code that follows (the whole output cleared, then scattered) runs instead."""
+        the code that follows (the whole output cleared, then scattered) runs instead. A plane's
+        indices are checked before its scatter, so the scatter loop is loads and a store only
+        (MaxUnpool 2x2 [N,16,8,8]: 0.64 -> 0.47 us at batch 1, 301 -> 157 us at 256)."""
         x = v.input(0)
         t = x.dtype.cpp
         op = e.dim(numel(shape[2:]))
         ip = e.dim(numel(x.shape[2:]))
-        pl, k, yp, bi, later = e.tmp("pl"), e.tmp("k"), e.tmp("yp"), e.tmp("bi"), e.tmp("later")
+        pl, k, yp, ib, later, bad = e.tmp("pl"), e.tmp("k"), e.tmp("yp"), e.tmp("ib"), e.tmp("later"), e.tmp("bad")
         return "\n".join([
             f"bool {later} = false;",
             f"for ({I64} {pl} = 0; {pl} < {e.dim(numel(x.shape[:2]))}; ++{pl}) {{",
             f"{t} *{yp} = {e.out()} + {pl} * {op};",
             f"std::fill({yp}, {yp} + {op}, {t}(0));",
             f"const std::uint64_t {later}end_ = static_cast<std::uint64_t>(({pl} + 1) * {op});",
-            f"for ({I64} {k} = {pl} * {ip}; {k} < ({pl} + 1) * {ip}; ++{k}) {{",
-            f"const {I64} {bi} = {e.inp(1)}[{k}];",
-            # past the plane (or negative): a select, not a branch; the value goes to element 0
-            f"const bool {later}k_ = static_cast<std::uint64_t>({bi}) >= {later}end_;",
-            f"{later} |= {later}k_;",
-            f"{e.out()}[{later}k_ ? {I64}(0) : {bi}] = {e.inp(0)}[{k}];",
-            "}",
+            f"const {I64} *{ib} = {e.inp(1)} + {pl} * {ip};",
+            # the plane's indices checked first, all at once (a vector reduction), so that the
+            # scatter is a plain load-load-store loop: a select and a flag in it took 2x longer
+            f"bool {bad} = false;",
+            f"for ({I64} {k} = 0; {k} < {ip}; ++{k}) {bad} |= static_cast<std::uint64_t>({ib}[{k}]) >= {later}end_;",
+            f"if ({bad}) {{ {later} = true; break; }}",
+            f"const {t} *{ib}x_ = {e.inp(0)} + {pl} * {ip};",
+            f"for ({I64} {k} = 0; {k} < {ip}; ++{k}) {e.out()}[{ib}[{k}]] = {ib}x_[{k}];",
             "}",
             f"if ({later}) {{  // an index into a later plane or out of range: clear and scatter the whole output",
         ])
