@@ -17,6 +17,9 @@
 #include <string>
 #include <type_traits>
 #include <vector>
+#if defined(__AVX512F__) && !defined(__CUDACC__) && !defined(__HIPCC__)
+#include <immintrin.h>
+#endif
 
 // mod_floor, int_div, nan_max, cast_float_to_int, round_float16, shift_left, ...: shared with the GPU runtime
 #include "scalar.hxx"
@@ -260,6 +263,61 @@ SOFIE_RT_VM_INLINE float exp(float x)
    return (p * from_bits(std::uint32_t(e1))) * from_bits(std::uint32_t(e - e1 + 0x3F800000));
 }
 SOFIE_RT_VM_INLINE double exp(double x) { return std::exp(x); }
+
+#if defined(__AVX512F__) && !defined(__CUDACC__) && !defined(__HIPCC__)
+// exp of 16 lanes: vm::exp's reduction and polynomial, then p 2^n by one vscalefps, which gives
+// the overflow to inf, the results between 2^127 and FLT_MAX and the subnormal ones, each rounded
+// once, with no clamp of n and no second multiplication (vm::exp's 13 operations on the FMA pipes
+// become 11). x is clamped to [-104, 89]: below -103.98 the result rounds to an exact 0, at 89
+// (and +inf) it is inf; NaN passes both clamps (vmaxps/vminps return their second operand then).
+SOFIE_RT_VM_INLINE __m512 exp16(__m512 x)
+{
+   __m512 c = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
+   c = _mm512_min_ps(_mm512_set1_ps(89.0f), c);
+   const __m512 t = _mm512_fmadd_ps(c, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(12582912.0f));
+   const __m512 fn = _mm512_sub_ps(t, _mm512_set1_ps(12582912.0f)); // round(c / ln2), 1.5 * 2^23 as the shifter
+   __m512 r = _mm512_fnmadd_ps(fn, _mm512_set1_ps(0.693359375f), c);
+   r = _mm512_fmadd_ps(fn, _mm512_set1_ps(2.12194440e-4f), r);
+   __m512 p = _mm512_set1_ps(1.389340265e-03f); // exp_poly's coefficients, Horner's order
+   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.370262571e-03f));
+   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166708887e-02f));
+   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.666650623e-01f));
+   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.999999702e-01f));
+   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+   return _mm512_scalef_ps(p, fn);
+}
+#endif
+
+// y[i] = e^x[i] for n floats (the Exp node; y may be x). With AVX-512, 4 x 16 lanes per step by
+// exp16 and a masked tail: [256, 128] took 5.3 us against 6.7 us for the vectorised vm::exp loop
+// (Zen 4; onnxruntime 5.5-5.8). The results are vm::exp's except that, when the caller has not
+// enabled flush-to-zero (inside a model it has, see FPModeGuard), arguments between -103.98 and
+// -87.68 give their subnormal results instead of 0.
+inline void exp_n(const float *x, float *y, std::int64_t n)
+{
+#if defined(__AVX512F__) && !defined(__CUDACC__) && !defined(__HIPCC__)
+   std::int64_t i = 0;
+   for (; i + 64 <= n; i += 64) {
+      const __m512 a = exp16(_mm512_loadu_ps(x + i)), b = exp16(_mm512_loadu_ps(x + i + 16));
+      const __m512 c = exp16(_mm512_loadu_ps(x + i + 32)), d = exp16(_mm512_loadu_ps(x + i + 48));
+      _mm512_storeu_ps(y + i, a);
+      _mm512_storeu_ps(y + i + 16, b);
+      _mm512_storeu_ps(y + i + 32, c);
+      _mm512_storeu_ps(y + i + 48, d);
+   }
+   for (; i < n; i += 16) {
+      const __mmask16 m = n - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n - i)) - 1u);
+      _mm512_mask_storeu_ps(y + i, m, exp16(_mm512_maskz_loadu_ps(m, x + i)));
+   }
+#else
+#if defined(__clang__)
+#pragma clang loop interleave_count(4)
+#endif
+   for (std::int64_t i = 0; i < n; ++i)
+      y[i] = vm::exp(x[i]);
+#endif
+}
 
 // e^x for x <= 88 (or NaN, which propagates) inside functions that need no subnormal result:
 // one scale factor 2^n built from t's bits by one shift (t = 1.5 * 2^23 + 127 + n), the clamp at

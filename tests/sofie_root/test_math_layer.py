@@ -225,6 +225,42 @@ def test_exp_edges(cling_fns) -> None:
     assert np.isnan(_call(cling_fns["gelu"], np.array([-np.inf], np.float32))[0])  # 0.5 * -inf * (1 + erf(-inf))
 
 
+EXP_N_HARNESS = ("inline void sofie_vm_test_exp_n(const float *x, float *y, long n) "
+                 "{ sofie_rt::vm::exp_n(x, y, n); }")
+
+
+def test_exp_n_matches_exp_over_the_float_range(cling_fns) -> None:
+    """The Exp node's array kernel (vscalefps with AVX-512, else the vm::exp loop): within exp's
+    bound over the sweep, bit-identical to vm::exp wherever the result is normal, the edges, and
+    every tail length of the 64-lane steps, in place too."""
+    ROOT = cling.root()
+    if not hasattr(ROOT, "sofie_vm_test_exp_n"):
+        assert ROOT.gInterpreter.Declare(cling.optimized(EXP_N_HARNESS))
+    exp_n = ROOT.sofie_vm_test_exp_n
+    x = sweep()
+    y = _call(exp_n, x)
+    e = ulp_errors(y, np.exp(x.astype(np.float64)))
+    assert e.max() <= BOUNDS["exp"], f"{e.max():.2f} ulp at x={x[np.argmax(e)]!r}"
+    ref = _call(cling_fns["exp"], x)
+    normal = ~(np.abs(ref) < FLT_MIN)
+    assert np.array_equal(y[normal], ref[normal], equal_nan=True)
+    nan_payloads = np.array([0x7FC000FF, 0xFFC000FE, 0x7F800001, 0xFF800001], np.uint32).view(np.float32)
+    assert np.isnan(_call(exp_n, nan_payloads)).all()
+    assert _call(exp_n, np.array([-np.inf, -104.0, -200.0, -1e30], np.float32)).tolist() == [0.0] * 4
+    assert _call(exp_n, np.array([np.inf, 89.0, 88.72284, 1e30], np.float32)).tolist() == [np.inf] * 4
+    rng = np.random.default_rng(3)
+    for n in list(range(0, 70)) + [127, 128, 129, 1000]:
+        v = (rng.standard_normal(n + 1) * 30).astype(np.float32)  # v[n]: past the end, never read
+        want = _call(cling_fns["exp"], v)[:n]
+        got = np.full(n + 1, -7.0, np.float32)  # got[n]: a guard value past the end
+        normal = ~(want < FLT_MIN)  # below: subnormal or 0 (the harness runs without flush-to-zero)
+        exp_n(v, got, n)
+        assert np.array_equal(got[:n][normal], want[normal]) and got[n] == -7.0, n
+        assert (np.abs(got[:n][~normal]) < FLT_MIN).all(), n
+        exp_n(v, v, n)  # in place
+        assert np.array_equal(v[:n], got[:n]), n
+
+
 POW_EXPONENTS = np.array([0.0, -0.0, 1.0, -1.0, 2.0, 3.0, -3.0, 0.5, -0.5, 1 / 3, 2.5, 7.0, -7.0, 1e9, -1e9,
                           16777217.0, np.inf, -np.inf, np.nan, 0.1, 10.3, -200.5, 30.0, -30.0], np.float32)
 
