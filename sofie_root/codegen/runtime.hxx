@@ -17,7 +17,9 @@
 #include <string>
 #include <type_traits>
 #include <vector>
+// the AVX-512 forms of a few kernels (vm::exp_n); never in a GPU compiler's host pass
 #if defined(__AVX512F__) && !defined(__CUDACC__) && !defined(__HIPCC__)
+#define SOFIE_RT_AVX512 1
 #include <immintrin.h>
 #endif
 
@@ -202,16 +204,22 @@ SOFIE_RT_VM_INLINE float from_bits(std::uint32_t u)
    return x;
 }
 constexpr float kInf = std::numeric_limits<float>::infinity();
+// Cody-Waite reduction for exp and log: 1/ln2, and ln2 = kLn2Hi - kLn2Lo, kLn2Hi with 9 significant
+// bits so that n kLn2Hi is exact for the n that occur
+constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = 2.12194440e-4f;
+// exp_poly's coefficients of r^6 ... r^2
+constexpr float kExpC6 = 1.389340265e-03f, kExpC5 = 8.370262571e-03f, kExpC4 = 4.166708887e-02f,
+                kExpC3 = 1.666650623e-01f, kExpC2 = 4.999999702e-01f;
 
 // e^r for |r| <= ln2/2 + 2^-10: 1 + r + r^2 Q(r), Q of degree 4 fitted (Remez) to the relative error
 // of e^r (4.3e-9, 0.07 ulp), by Horner (the last two steps add r and 1, the most accurate order).
 SOFIE_RT_VM_INLINE float exp_poly(float r)
 {
-   float p = 1.389340265e-03f;
-   p = p * r + 8.370262571e-03f;
-   p = p * r + 4.166708887e-02f;
-   p = p * r + 1.666650623e-01f;
-   p = p * r + 4.999999702e-01f;
+   float p = kExpC6;
+   p = p * r + kExpC5;
+   p = p * r + kExpC4;
+   p = p * r + kExpC3;
+   p = p * r + kExpC2;
    p = p * r + 1.0f;
    return p * r + 1.0f;
 }
@@ -223,9 +231,9 @@ SOFIE_RT_VM_INLINE float exp_poly(float r)
 SOFIE_RT_VM_INLINE float exp_poly_estrin(float r)
 {
    const float r2 = r * r;
-   const float k = 1.666650623e-01f * r + 4.999999702e-01f;
-   const float l = 8.370262571e-03f * r + 4.166708887e-02f;
-   const float m = r2 * 1.389340265e-03f + l;
+   const float k = kExpC3 * r + kExpC2;
+   const float l = kExpC5 * r + kExpC4;
+   const float m = r2 * kExpC6 + l;
    const float q = r2 * m + k;
    return (r2 * q + r) + 1.0f;
 }
@@ -254,9 +262,9 @@ SOFIE_RT_VM_INLINE float exp(float x)
 {
    float c = x < -88.0f ? -88.0f : x;
    c = c > 89.0f ? 89.0f : c;
-   const float t = c * 1.44269504088896341f + 12583039.0f; // 1.5 * 2^23 + 127: rounds to an integer
+   const float t = c * kLog2e + 12583039.0f; // 1.5 * 2^23 + 127: rounds to an integer
    const float fn = t - 12583039.0f;
-   const float r = (c - fn * 0.693359375f) + fn * 2.12194440e-4f;
+   const float r = (c - fn * kLn2Hi) + fn * kLn2Lo;
    const float p = vm::exp_poly(r);
    const std::int32_t e = std::int32_t(bits(t) << 23);   // (n + 127) << 23 (the 1.5 * 2^23 bits leave the word)
    const std::int32_t e1 = e < 0x7F000000 ? e : 0x7F000000; // 2^127 at most (vpminsd)
@@ -264,7 +272,7 @@ SOFIE_RT_VM_INLINE float exp(float x)
 }
 SOFIE_RT_VM_INLINE double exp(double x) { return std::exp(x); }
 
-#if defined(__AVX512F__) && !defined(__CUDACC__) && !defined(__HIPCC__)
+#ifdef SOFIE_RT_AVX512
 // exp of 16 lanes: vm::exp's reduction and polynomial, then p 2^n by one vscalefps, which gives
 // the overflow to inf, the results between 2^127 and FLT_MAX and the subnormal ones, each rounded
 // once, with no clamp of n and no second multiplication (vm::exp's 13 operations on the FMA pipes
@@ -274,15 +282,15 @@ SOFIE_RT_VM_INLINE __m512 exp16(__m512 x)
 {
    __m512 c = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
    c = _mm512_min_ps(_mm512_set1_ps(89.0f), c);
-   const __m512 t = _mm512_fmadd_ps(c, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(12582912.0f));
+   const __m512 t = _mm512_fmadd_ps(c, _mm512_set1_ps(kLog2e), _mm512_set1_ps(12582912.0f));
    const __m512 fn = _mm512_sub_ps(t, _mm512_set1_ps(12582912.0f)); // round(c / ln2), 1.5 * 2^23 as the shifter
-   __m512 r = _mm512_fnmadd_ps(fn, _mm512_set1_ps(0.693359375f), c);
-   r = _mm512_fmadd_ps(fn, _mm512_set1_ps(2.12194440e-4f), r);
-   __m512 p = _mm512_set1_ps(1.389340265e-03f); // exp_poly's coefficients, Horner's order
-   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.370262571e-03f));
-   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166708887e-02f));
-   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.666650623e-01f));
-   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.999999702e-01f));
+   __m512 r = _mm512_fnmadd_ps(fn, _mm512_set1_ps(kLn2Hi), c);
+   r = _mm512_fmadd_ps(fn, _mm512_set1_ps(kLn2Lo), r);
+   __m512 p = _mm512_set1_ps(kExpC6); // exp_poly, Horner's order
+   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpC5));
+   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpC4));
+   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpC3));
+   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpC2));
    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
    return _mm512_scalef_ps(p, fn);
@@ -290,13 +298,13 @@ SOFIE_RT_VM_INLINE __m512 exp16(__m512 x)
 #endif
 
 // y[i] = e^x[i] for n floats (the Exp node; y may be x). With AVX-512, 4 x 16 lanes per step by
-// exp16 and a masked tail: [256, 128] took 5.3 us against 6.7 us for the vectorised vm::exp loop
-// (Zen 4; onnxruntime 5.5-5.8). The results are vm::exp's except that, when the caller has not
+// exp16 and a masked tail: [256, 128] took 5.5-5.7 us against 6.5-6.7 us for the vectorised
+// vm::exp loop (Zen 4, benchmarks/alignment.py and ops.py; onnxruntime 5.5-5.8). The results are vm::exp's except that, when the caller has not
 // enabled flush-to-zero (inside a model it has, see FPModeGuard), arguments between -103.98 and
 // -87.68 give their subnormal results instead of 0.
 inline void exp_n(const float *x, float *y, std::int64_t n)
 {
-#if defined(__AVX512F__) && !defined(__CUDACC__) && !defined(__HIPCC__)
+#ifdef SOFIE_RT_AVX512
    std::int64_t i = 0;
    for (; i + 64 <= n; i += 64) {
       const __m512 a = exp16(_mm512_loadu_ps(x + i)), b = exp16(_mm512_loadu_ps(x + i + 16));
@@ -329,9 +337,9 @@ inline void exp_n(const float *x, float *y, std::int64_t n)
 template <int Deg = 6>
 SOFIE_RT_VM_INLINE float exp_parts(float c, float &scale)
 {
-   const float t = c * 1.44269504088896341f + 12583039.0f; // 1.5 * 2^23 + 127: t's low bits hold n + 127
+   const float t = c * kLog2e + 12583039.0f; // 1.5 * 2^23 + 127: t's low bits hold n + 127
    const float fn = t - 12583039.0f;
-   const float r = (c - fn * 0.693359375f) + fn * 2.12194440e-4f;
+   const float r = (c - fn * kLn2Hi) + fn * kLn2Lo;
    scale = from_bits(bits(t) << 23);
    if constexpr (Deg == 5)
       return vm::exp_poly5_estrin(r);
@@ -379,8 +387,8 @@ SOFIE_RT_VM_INLINE T log_reduced(T f, T e)
    p = p * f + 2.0000714765E-1f;
    p = p * f - 2.4999993993E-1f;
    p = p * f + 3.3333331174E-1f;
-   const T y = f * z * p - e * 2.12194440e-4f - 0.5f * z;
-   return (f + y) + e * 0.693359375f;
+   const T y = f * z * p - e * kLn2Lo - 0.5f * z;
+   return (f + y) + e * kLn2Hi;
 }
 
 // ln x = k ln2 + ln m with m in [sqrt(1/2), sqrt(2)) read from the bits (subnormals are scaled
@@ -1225,10 +1233,10 @@ SOFIE_RT_VM_INLINE f8 exp8(f8 x)
 {
    const f8 lo = splat(-104.0f), hi = splat(89.0f);
    const f8 xc = x > lo ? (x < hi ? x : hi) : lo;
-   const f8 t = xc * 1.44269504088896341f + 12582912.0f;
+   const f8 t = xc * vm::kLog2e + 12582912.0f;
    const f8 fn = t - 12582912.0f;
    const i8 n = (i8)t - 0x4B400000;
-   const f8 r = (xc - fn * 0.693359375f) + fn * 2.12194440e-4f;
+   const f8 r = (xc - fn * vm::kLn2Hi) + fn * vm::kLn2Lo;
    f8 p = splat(1.9875691500E-4f);
    p = p * r + 1.3981999507E-3f;
    p = p * r + 8.3334519073E-3f;
@@ -1284,9 +1292,9 @@ SOFIE_RT_VM_INLINE f8 exp8_nonpos(f8 x)
 {
    const f8 lo = splat(-88.0f);
    const f8 xc = lo > x ? lo : x;
-   const f8 t = xc * 1.44269504088896341f + 12583039.0f; // 1.5 * 2^23 + 127
+   const f8 t = xc * vm::kLog2e + 12583039.0f; // 1.5 * 2^23 + 127
    const f8 fn = t - 12583039.0f;
-   const f8 r = (xc - fn * 0.693359375f) + fn * 2.12194440e-4f;
+   const f8 r = (xc - fn * vm::kLn2Hi) + fn * vm::kLn2Lo;
    f8 p = splat(8.31251033e-3f);
    p = p * r + 4.18900996e-2f;
    p = p * r + 1.66671142e-1f;

@@ -33,9 +33,9 @@ class ReuseBroadcast:
         if isinstance(self.op, ew.Clip) and v.opset >= 11 and any(
                 v.has_input(k) and v.const(k) is None for k in (1, 2)):
             return _clip_runtime(v, e)
-        if isinstance(self.op, (ew._Trig, ew._Exp)):
-            # the CPU's float32 Sin/Cos/Tan and Exp call host array loops (vm::map_trig over
-            # blocks, vm::exp_n); on the GPU each work item evaluates the per-element expression
+        if isinstance(self.op, ew._ArrayUnary):
+            # the CPU's float32 Sin/Cos/Tan and Exp call host loops over the array (vm::map_trig,
+            # vm::exp_n); on the GPU each work item evaluates the per-element expression
             return ew._Unary.emit(self.op, v, e)
         return self.op.emit(v, e)
 

@@ -119,34 +119,46 @@ for _name, _fn in [("Floor", "floor"), ("Ceil", "ceil")]:
     _unary(_name, FLOATS, _std(_fn))
 
 
-class _Trig(_Unary):
+class _ArrayUnary(_Unary):
+    """A unary operator whose float32 tensors go through a runtime function over the whole array
+    (``array_call``); float64 and the fused element-wise chains keep the per-element expression
+    (the GPU backends too: the functions are host loops)."""
+
+    def array_call(self) -> str:
+        raise NotImplementedError
+
+    def emit(self, v: NodeView, e) -> str:
+        if v.input(0).dtype.name != "float32":
+            return super().emit(v, e)
+        return f"{self.array_call()}({e.inp(0)}, {e.out(0)}, {e.size_in(0)});"
+
+
+class _Trig(_ArrayUnary):
     """Sin, Cos, Tan: float32 tensors go through sofie_rt::vm::map_trig (the vectorised reduction
     for |x| < 2^28, the library for the rest, block by block); float64 and the fused element-wise
     chains keep std:: (the per-element expression, which has no place for the library fallback)."""
 
     which = 0
 
-    def emit(self, v: NodeView, e) -> str:
-        if v.input(0).dtype.name != "float32":
-            return super().emit(v, e)
-        return f"sofie_rt::vm::map_trig<{self.which}>({e.inp(0)}, {e.out(0)}, {e.size_in(0)});"
+    def array_call(self) -> str:
+        return f"sofie_rt::vm::map_trig<{self.which}>"
 
 
 for _k, (_name, _fn) in enumerate([("Sin", "sin"), ("Cos", "cos"), ("Tan", "tan")]):
     register(type(_name, (_Trig,), {"op_type": _name, "dtypes": FLOATS, "expr": staticmethod(_std(_fn)),
                                     "which": _k, "__doc__": f"ONNX {_name}."}))
-class _Exp(_Unary):
+
+
+class _Exp(_ArrayUnary):
     """Exp: a float32 tensor goes through sofie_rt::vm::exp_n (AVX-512: vscalefps instead of vm::exp's
-    exponent arithmetic, 1.25x faster; else the vm::exp loop); float64 and fused chains use vm::exp."""
+    exponent arithmetic, 1.2x faster; else the vm::exp loop); float64 and fused chains use vm::exp."""
 
     op_type = "Exp"
     dtypes = FLOATS
     expr = staticmethod(_vm("exp"))
 
-    def emit(self, v: NodeView, e) -> str:
-        if v.input(0).dtype.name != "float32":
-            return super().emit(v, e)
-        return f"sofie_rt::vm::exp_n({e.inp(0)}, {e.out(0)}, {e.size_in(0)});"
+    def array_call(self) -> str:
+        return "sofie_rt::vm::exp_n"
 
 
 register(_Exp)
