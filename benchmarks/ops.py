@@ -8,15 +8,18 @@ Each case is one node with a symbolic batch dimension ``N``, compiled once and r
 batch-1-sized and a batch-256-sized shape typical of HEP networks ([N, 128] activations,
 [N, 4, 40, 40] attention scores with and without a key padding mask, [N, 16, 16, 16] feature
 maps, [25, N, 16] sequences, ...). For each shape, in one process, interleaved (A, B, C, D, A,
-...), one thread: the generated ``run`` from a C++ loop, ``model.infer`` from Python, and ONNX
-Runtime ``run`` and I/O binding from Python. Medians; the ratios are medians of per-repetition
-ratios (above 1: faster than ONNX Runtime): **ORT net / C++ loop**, where ORT net is I/O binding
+...), one thread: the generated ``run`` from a C++ loop, ONNX Runtime's ``RunWithBinding`` from a
+C++ loop through its C API (``benchmarks/ort_capi.py``: the session bound once to the inputs and
+to preallocated outputs), ``model.infer`` from Python, and ONNX Runtime ``run`` and I/O binding
+from Python. Medians; the ratios are medians of per-repetition ratios (above 1: faster than ONNX
+Runtime): **ORT C / C++ loop**, both runtimes called from C++ as an event loop calls them, each
+with its whole cost per call; **ORT net / C++ loop**, where ORT net is I/O binding
 minus ORT's fixed cost per call from Python (I/O binding of a one-element Identity model, measured
 in the same rounds), the operator against the operator, both timed call by call (the median
 call of each repetition: ``bench.python_call_median``); **ORT iobind / C++ loop**, which charges
 ORT its Python call; **ORT run / infer**, both from Python.
 The outputs are compared with ONNX Runtime's first (a case that disagrees is reported, not
-timed).
+timed), and the C API loop's outputs after its timed calls with ONNX Runtime's Python results.
 
 Operators that need more than one node (sequences and optionals between tensors, windows and
 mel filters feeding the operator that uses them) are timed as a small graph whose inputs and
@@ -48,7 +51,8 @@ from onnx import helper, numpy_helper
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sofie_root
-from benchmarks.bench import CppLoop, interleaved, ort_iobinding, python_call_median, python_rep
+from benchmarks.bench import CppLoop, aligned_empty, interleaved, ort_iobinding, python_call_median, python_rep
+from benchmarks.ort_capi import OrtCError, OrtCLoop
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "ops.json"
 F = np.float32
@@ -621,8 +625,9 @@ def ort_floor():
     return ort_iobinding(sess, [np.ones(1, F)])
 
 
-def run_case(case: Case, loop: CppLoop, reps: int, budget: float, floor) -> dict:
-    """Compile, check against ORT and time one case at each of its batch sizes."""
+def run_case(case: Case, loop: CppLoop, reps: int, budget: float, floor, ort_c: OrtCLoop | None = None) -> dict:
+    """Compile, check against ORT and time one case at each of its batch sizes (with ``ort_c``,
+    also ONNX Runtime from a C++ loop through its C API)."""
     import onnxruntime as ort
 
     res: dict = {"case": case.label, "op": case.op}
@@ -653,22 +658,28 @@ def run_case(case: Case, loop: CppLoop, reps: int, budget: float, floor) -> dict
             res["error"] = f"onnxruntime at batch {batch}: {e}"[:300]
             return res
         ours = model.infer(*arrays)
-        for a, r in zip(ours, ref):
-            if isinstance(r, list):  # ZipMap's maps, one per row: here the matrix itself
-                r = np.array([[m[k] for k in sorted(m)] for m in r], F).reshape(a.shape)
-            same = (_same_distribution(a, np.asarray(r)) if case.compare == "stats" else
-                    a.shape == r.shape and np.allclose(a.astype(np.float64), r.astype(np.float64), rtol=1e-3,
-                                                       atol=1e-4, equal_nan=True))
-            if not same:
-                res["error"] = f"output differs from onnxruntime at batch {batch}"
-                return res
+        if not _agree(case, ours, ref):
+            res["error"] = f"output differs from onnxruntime at batch {batch}"
+            return res
         variants = {"cpp": loop.prepare(model, tuple(arrays), budget),
                     "infer": python_rep(lambda arrays=arrays: model.infer(*arrays), budget),
                     "ort_run": python_rep(lambda feeds=feeds: sess.run(None, feeds), budget),
                     "ort_iobinding": python_rep(ort_iobinding(sess, arrays), budget),
                     "ort_iob_calls": python_call_median(ort_iobinding(sess, arrays), budget),
                     "ort_floor_calls": python_call_median(floor, budget)}
+        c_sess = _ort_c_session(ort_c, proto, feeds, ref, res, batch)
+        if c_sess is not None:
+            variants["ort_c"] = c_sess.prepare(budget)
         times = interleaved(variants, reps)
+        if c_sess is not None:
+            c_out = list(c_sess.outputs.values())
+            c_sess.close()
+            if not _agree(case, c_out, ref):
+                res["ort_c_error"] = f"ONNX Runtime's C API gave other outputs than its Python API at batch {batch}"
+                del times["ort_c"]
+            else:
+                res[f"ort_c_over_cpp_b{batch}"] = statistics.median(c / a for a, c in zip(times["cpp"],
+                                                                                        times["ort_c"]))
         # ORT's own time for the node: I/O binding minus that of a one-element Identity model
         # (ORT's fixed cost per call from Python), both as medians of single calls (see
         # python_call_median: a difference of two means cannot resolve a batch-1 operator's 50-150
@@ -684,6 +695,36 @@ def run_case(case: Case, loop: CppLoop, reps: int, budget: float, floor) -> dict
                                                                                      times["ort_run"]))
         res["shape_b" + str(batch)] = [list(a.shape) for a in arrays]
     return res
+
+
+def _agree(case: Case, outputs: list, ref: list) -> bool:
+    """Whether ``outputs`` match onnxruntime's ``ref`` (within 1e-3 relative, 1e-4 absolute; random
+    generators by their distribution)."""
+    for a, r in zip(outputs, ref):
+        if isinstance(r, list):  # ZipMap's maps, one per row: here the matrix itself
+            r = np.array([[m[k] for k in sorted(m)] for m in r], F).reshape(a.shape)
+        same = (_same_distribution(a, np.asarray(r)) if case.compare == "stats" else
+                a.shape == r.shape and np.allclose(a.astype(np.float64), r.astype(np.float64), rtol=1e-3,
+                                                   atol=1e-4, equal_nan=True))
+        if not same:
+            return False
+    return True
+
+
+def _ort_c_session(ort_c: OrtCLoop | None, proto, feeds: dict, ref: list, res: dict, batch: int):
+    """The case's session through ORT's C API, bound to its inputs and to 64-byte aligned outputs
+    shaped like ORT's Python results; None (with ``ort_c_error`` set) when that is not possible."""
+    if ort_c is None:
+        return None
+    if not all(isinstance(r, np.ndarray) and r.dtype != object for r in ref):
+        res["ort_c_error"] = "an output that is not a numeric tensor (the C API loop binds tensors only)"
+        return None
+    try:
+        outs = {o.name: aligned_empty(r.shape, r.dtype) for o, r in zip(proto.graph.output, ref)}
+        return ort_c.session(proto.SerializeToString(), {k: np.ascontiguousarray(v) for k, v in feeds.items()}, outs)
+    except (OrtCError, KeyError, ValueError, TypeError) as e:
+        res["ort_c_error"] = f"batch {batch}: {e}"[:300]
+        return None
 
 
 def _same_distribution(a: np.ndarray, b: np.ndarray) -> bool:
@@ -702,20 +743,24 @@ def _geomean(values: list[float]) -> float:
 
 
 def summary(results: list[dict]) -> dict:
-    """Geometric means and the slowest cases of ORT net / C++ loop (over every timed shape), and
-    the geometric means of ORT iobind / C++ loop and ORT run / infer."""
-    ratios = sorted((r[k], f"{r['case']} (b{k.rsplit('_b', 1)[1]})") for r in results for k in r
-                    if k.startswith("ort_net_over_cpp_b"))
+    """Geometric means and the slowest cases of ORT net / C++ loop and of ORT C / C++ loop (over
+    every timed shape), and the geometric means of ORT iobind / C++ loop and ORT run / infer."""
+    def ratios(prefix: str) -> list[tuple[float, str]]:
+        return sorted((r[k], f"{r['case']} (b{k.rsplit('_b', 1)[1]})") for r in results for k in r
+                      if k.startswith(prefix))
+
+    net, c = ratios("ort_net_over_cpp_b"), ratios("ort_c_over_cpp_b")
     raw = [r[k] for r in results for k in r if k.startswith("ort_iobind_over_cpp_b")]
     py = [r[k] for r in results for k in r if k.startswith("ort_run_over_infer_b")]
-    return {"geomean_net": _geomean([v for v, _ in ratios]), "geomean_iobind": _geomean(raw),
-            "geomean_infer": _geomean(py), "timed": len(ratios), "below_1": sum(v < 1 for v, _ in ratios),
-            "slowest": ratios[:15]}
+    return {"geomean_net": _geomean([v for v, _ in net]), "geomean_iobind": _geomean(raw),
+            "geomean_infer": _geomean(py), "timed": len(net), "below_1": sum(v < 1 for v, _ in net),
+            "slowest": net[:15], "geomean_c": _geomean([v for v, _ in c]), "timed_c": len(c),
+            "below_1_c": sum(v < 1 for v, _ in c), "slowest_c": c[:15]}
 
 
 def table(results: list[dict], s: dict, meta: dict) -> str:
     head = ["case"] + [f"{c} b{b}" for b in BATCHES for c in (
-        "µs C++", "µs ORT net", "ORT net / C++", "ORT iobind / C++", "ORT run / infer")]
+        "µs C++", "µs ORT C", "ORT C / C++", "µs ORT net", "ORT net / C++", "ORT iobind / C++", "ORT run / infer")]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
 
     def f(v, fmt=".2f"):
@@ -727,14 +772,22 @@ def table(results: list[dict], s: dict, meta: dict) -> str:
             continue
         row = [r["case"]]
         for b in BATCHES:
-            row += [f(r.get(f"cpp_b{b}_us")), f(r.get(f"ort_net_b{b}_us")), f(r.get(f"ort_net_over_cpp_b{b}")),
+            row += [f(r.get(f"cpp_b{b}_us")), f(r.get(f"ort_c_b{b}_us")), f(r.get(f"ort_c_over_cpp_b{b}")),
+                    f(r.get(f"ort_net_b{b}_us")), f(r.get(f"ort_net_over_cpp_b{b}")),
                     f(r.get(f"ort_iobind_over_cpp_b{b}")), f(r.get(f"ort_run_over_infer_b{b}"))]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+    if s.get("timed_c"):
+        lines.append(f"ORT C / C++ loop (ONNX Runtime's RunWithBinding from a C++ loop) over {s['timed_c']} timed "
+                     f"shapes: geometric mean {s['geomean_c']:.2f}, {s['below_1_c']} below 1.0.")
+        lines.append("Slowest 15 (ORT C / C++ loop): " + ", ".join(f"{n} {v:.2f}" for v, n in s["slowest_c"]) + ".")
     lines.append(f"ORT net / C++ loop over {s['timed']} timed shapes: geometric mean {s['geomean_net']:.2f}, "
                  f"{s['below_1']} below 1.0; ORT iobind / C++ loop: geometric mean {s['geomean_iobind']:.2f}; "
                  f"ORT run / infer: geometric mean {s['geomean_infer']:.2f}.")
     lines.append("Slowest 15 (ORT net / C++ loop): " + ", ".join(f"{n} {v:.2f}" for v, n in s["slowest"]) + ".")
+    if any("ort_c_error" in r and "error" not in r for r in results):
+        lines.append("No ORT C column: " + "; ".join(f"{r['case']} ({r['ort_c_error']})" for r in results
+                                                     if "ort_c_error" in r and "error" not in r) + ".")
     if meta.get("not_covered"):
         lines.append("Not covered: " + "; ".join(f"{op} ({why})" for op, why in sorted(meta["not_covered"].items())))
     lines.append(f"{meta['date']}, onnxruntime {meta['onnxruntime']}, load average {meta['load_start']:.2f} at the "
@@ -765,11 +818,17 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     loop = CppLoop()
     floor = ort_floor()
+    try:
+        ort_c = OrtCLoop()
+    except (OrtCError, OSError) as e:
+        print(f"no ORT C column: {e}", file=sys.stderr)
+        ort_c = None
     results = []
     for i, case in enumerate(selected):
-        results.append(run_case(case, loop, reps, budget, floor))
+        results.append(run_case(case, loop, reps, budget, floor, ort_c))
+        r = results[-1]
         print(f"  [{i + 1}/{len(selected)}] {case.label}: "
-              + (results[-1].get("error", "") or f"{results[-1].get('ort_net_over_cpp_b1', 0):.2f}"),
+              + (r.get("error", "") or f"net {r.get('ort_net_over_cpp_b1', 0):.2f}, C {r.get('ort_c_over_cpp_b1', 0):.2f}"),
               file=sys.stderr, flush=True)
     meta["load_end"] = os.getloadavg()[0]
     meta["seconds"] = time.perf_counter() - t0

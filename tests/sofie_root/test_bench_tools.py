@@ -153,8 +153,53 @@ def test_readme_speed_summary_from_json(tmp_path) -> None:
     assert "batch 256** (`make bench`, 2 HEP networks, ORT run / `infer`): geometric mean **1.00**, 1 of 2 slower" in block
     assert "the slowest: a 0.50, b 2.00" in block
     assert "geometric mean **2.00**, 1 of 3 below 1.0. The slowest 15: Tanh (b1) 0.50, Relu (b256) 2.00" in block
+    assert "C++ against C++" not in block  # a run without the C API column
+    ops["summary"].update({"timed_c": 2, "geomean_c": 3.0, "below_1_c": 0, "slowest_c": [[1.5, "Tanh (b256)"],
+                                                                                         [6.0, "Tanh (b1)"]]})
+    block_c = readme.render(ops, corpus)
+    assert ("ORT C / C++ loop: ONNX Runtime's `RunWithBinding` and the generated `run`, each called from a C++ loop; "
+            "above 1 is faster than ONNX Runtime): geometric mean **3.00**, 0 of 2 below 1.0. The slowest 15: "
+            "Tanh (b256) 1.50, Tanh (b1) 6.00.") in block_c
+    assert "geometric mean **2.00**, 1 of 3 below 1.0. The slowest 15: Tanh (b1) 0.50" in block_c
     text = f"head\n{readme.BEGIN}\nold\n{readme.END}\ntail\n"
     assert readme.replace_block(text, block) == f"head\n{block}\ntail\n"
     with pytest.raises(SystemExit, match="markers"):
         readme.replace_block("no markers", block)
     assert readme.BEGIN in readme.README.read_text() and readme.END in readme.README.read_text()
+
+
+def test_ort_c_api_loop_matches_onnxruntime_python() -> None:
+    # the operator table's "ORT C" column drives ONNX Runtime through its C API by the OrtApi
+    # table's fixed positions: a wrong position would crash or give other outputs than ORT's
+    # Python API on the same model and inputs, and a failing Run must raise with ORT's message
+    import onnxruntime as ort
+
+    from benchmarks import ort_capi
+
+    if ort_capi.library_path() is None:
+        pytest.skip("this onnxruntime wheel ships no libonnxruntime.so")
+    m = make_model([helper.make_node("Add", ["x", "y"], ["s"]), helper.make_node("Tanh", ["s"], ["t"]),
+                    helper.make_node("ReduceSum", ["t"], ["r"], keepdims=1)],
+                   [value_info("x", F, (3, 5)), value_info("y", F, (3, 5))],
+                   [value_info("t", F, None), value_info("r", F, None)], opset=17)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((3, 5)).astype(F), rng.standard_normal((3, 5)).astype(F)
+    ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x, "y": y})
+    loop = ort_capi.OrtCLoop()
+    outs = {"t": np.full((3, 5), np.nan, F), "r": np.full((1, 1), np.nan, F)}
+    s = loop.session(m.SerializeToString(), {"x": x, "y": y}, outs)
+    for binding in (True, False):
+        for o in outs.values():
+            o.fill(np.nan)
+        assert s.run(3, binding=binding) > 0
+        np.testing.assert_array_equal(outs["t"], ref[0])
+        np.testing.assert_array_equal(outs["r"], ref[1])
+    timer = s.prepare(0.001)
+    assert timer() > 0
+    s.close()
+    bad = loop.session(m.SerializeToString(), {"x": x, "y": np.zeros((3, 4), F)}, outs)
+    with pytest.raises(ort_capi.OrtCError, match=r"(?i)dimension|shape"):
+        bad.run(1)
+    bad.close()
+    with pytest.raises(ort_capi.OrtCError):
+        loop.session(b"not an onnx model", {"x": x}, outs)
