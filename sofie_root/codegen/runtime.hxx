@@ -1088,6 +1088,18 @@ SOFIE_RT_VM_INLINE f8 load(const float *p) { return *reinterpret_cast<const f8u 
 SOFIE_RT_VM_INLINE void store(float *p, f8 v) { *reinterpret_cast<f8u *>(p) = v; }
 SOFIE_RT_VM_INLINE f8 splat(float v) { return f8{v, v, v, v, v, v, v, v}; }
 // the first n (< 8) values at p, the other lanes `fill`
+#if defined(SOFIE_RT_AVX512) && defined(__AVX512VL__)
+// one masked load or store (lanes past n are neither read nor written, so they may lie past the
+// end of a buffer); lane by lane these were up to 7 scalar loads or stores
+SOFIE_RT_VM_INLINE f8 load_part(const float *p, std::int64_t n, float fill)
+{
+   return _mm256_mask_loadu_ps(_mm256_set1_ps(fill), __mmask8((1u << n) - 1u), p);
+}
+SOFIE_RT_VM_INLINE void store_part(float *p, f8 v, std::int64_t n)
+{
+   _mm256_mask_storeu_ps(p, __mmask8((1u << n) - 1u), v);
+}
+#else
 SOFIE_RT_VM_INLINE f8 load_part(const float *p, std::int64_t n, float fill)
 {
    f8 v = splat(fill);
@@ -1100,6 +1112,7 @@ SOFIE_RT_VM_INLINE void store_part(float *p, f8 v, std::int64_t n)
    for (int l = 0; l < n; ++l)
       p[l] = v[l];
 }
+#endif
 SOFIE_RT_VM_INLINE f8 vmax(f8 a, f8 b) { return a > b ? a : b; } // NaN in a is left out
 SOFIE_RT_VM_INLINE f8 vmin(f8 a, f8 b) { return a < b ? a : b; }
 #if defined(__clang__) || __GNUC__ >= 12
@@ -2431,9 +2444,10 @@ SOFIE_RT_VM_INLINE void fill(T *d, std::int64_t n, T v)
 // One row (batch 1) stays a BLAS gemv (2-3x faster than one row of tiles: 2 accumulators). A
 // constant weight above 128 KiB with K <= 512 is also stored in 16-column panels by the compiler
 // (gemm_bias_panels, from 32 rows: one aligned line of B per step, K unrolled 4x); any other B
-// above 128 KiB goes to BLAS sgemm per block of 256 rows (see gemm_bias). This
-// machine has AVX2 without AVX-512 (16 vector registers): 6 x 16 (12 accumulators, 2 B vectors,
-// 1 broadcast) is the largest tile that fits.
+// above 128 KiB goes to BLAS sgemm per block of 256 rows (see gemm_bias). With AVX2 (16 vector
+// registers) 6 x 16 (12 accumulators, 2 B vectors, 1 broadcast) is the largest tile that fits;
+// with AVX-512 the tiles are 6 x 32 in 16-lane registers (tile_zmm) and the last columns are read
+// in place by masked loads.
 namespace dense {
 
 #if defined(__clang__)
@@ -2447,14 +2461,16 @@ namespace dense {
 #ifdef SOFIE_RT_ROWS_VEC
 using rows::f8;
 
-// one step k of a tile: acc[r] += A[r, k] * B[k, :]
-template <int MR, int NV>
-SOFIE_RT_VM_INLINE void tile_step(f8 (&acc)[MR][NV], const float *A, std::int64_t lda, const float *Bk, std::int64_t k)
+// one step k of a tile: acc[r] += A[r, k] * B[k, :]; MASK: the last vector has nt valid columns,
+// read by a masked load (B in place, no zero-padded copy)
+template <int MR, int NV, bool MASK = false>
+SOFIE_RT_VM_INLINE void tile_step(f8 (&acc)[MR][NV], const float *A, std::int64_t lda, const float *Bk, std::int64_t k,
+                                  std::int64_t nt = 8)
 {
    f8 b[NV];
    SOFIE_RT_UNROLL
    for (int v = 0; v < NV; ++v)
-      b[v] = rows::load(Bk + 8 * v);
+      b[v] = MASK && v == NV - 1 ? rows::load_part(Bk + 8 * v, nt, 0.0f) : rows::load(Bk + 8 * v);
    SOFIE_RT_UNROLL
    for (int r = 0; r < MR; ++r) {
       const f8 a = rows::splat(A[r * lda + k]);
@@ -2471,7 +2487,7 @@ SOFIE_RT_VM_INLINE void tile_step(f8 (&acc)[MR][NV], const float *A, std::int64_
 // compiler (a weight's K is fixed, A's rows are contiguous), so the rows of A are constant offsets
 // of one pointer: 3-19% faster for K <= 32, within +-2% at K = 64 (benchmarks/dense_kernel.py;
 // docs/performance.md, "A weight's fixed K as a template argument")
-template <int MR, int NV, bool Tail, int U = 1, int KC = 0>
+template <int MR, int NV, bool Tail, int U = 1, int KC = 0, bool MASK = false>
 SOFIE_RT_VM_INLINE void tile(std::int64_t Krt, const float *A, std::int64_t ldart, const float *B, std::int64_t ldb,
                              const float *bias, float *C, std::int64_t ldc, std::int64_t nt)
 {
@@ -2496,7 +2512,7 @@ SOFIE_RT_VM_INLINE void tile(std::int64_t Krt, const float *A, std::int64_t ldar
          tile_step<MR, NV>(acc, A, lda, B + k * 16, k);
    } else {
       for (std::int64_t k = 0; k < K; ++k)
-         tile_step<MR, NV>(acc, A, lda, B + k * ldb, k);
+         tile_step<MR, NV, MASK>(acc, A, lda, B + k * ldb, k, nt);
    }
    SOFIE_RT_UNROLL
    for (int r = 0; r < MR; ++r)
@@ -2509,6 +2525,43 @@ SOFIE_RT_VM_INLINE void tile(std::int64_t Krt, const float *A, std::int64_t ldar
       }
 }
 
+#ifdef SOFIE_RT_AVX512
+// MR rows x 32 columns in 2 x MR accumulators of 16 lanes: row k of columns j..j+15 at P0 + k ldp,
+// of j+16..j+31 at P1 + k ldp (two adjacent packed panels, ldp = 16, or B in place, ldp = ldb).
+// Half the broadcasts of A per multiply-add of the 6 x 16 tile and half the instructions:
+// [N, 300] x [300, 300] at batch 256 417 -> 405 us, [12800, 64] x [64, 64] 951 -> 912 us,
+// [256, 1024] x [1024, 32] 164 -> 144 us (Zen 4, whose FMA units are 256 bits wide: the peak
+// is the same, what the tile gains is issue slots; benchmarks/dense_kernel.py and ops.py)
+template <int MR, int KC = 0>
+SOFIE_RT_VM_INLINE void tile_zmm(std::int64_t Krt, const float *A, std::int64_t ldart, const float *P0,
+                                 const float *P1, std::int64_t ldp, const float *bias, float *C, std::int64_t ldc)
+{
+   const std::int64_t K = KC > 0 ? KC : Krt, lda = KC > 0 ? KC : ldart;
+   __m512 acc[MR][2];
+   const __m512 b0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+   const __m512 b1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
+   SOFIE_RT_UNROLL
+   for (int r = 0; r < MR; ++r) {
+      acc[r][0] = b0;
+      acc[r][1] = b1;
+   }
+   for (std::int64_t k = 0; k < K; ++k) {
+      const __m512 x0 = _mm512_loadu_ps(P0 + k * ldp), x1 = _mm512_loadu_ps(P1 + k * ldp);
+      SOFIE_RT_UNROLL
+      for (int r = 0; r < MR; ++r) {
+         const __m512 a = _mm512_set1_ps(A[r * lda + k]);
+         acc[r][0] = _mm512_fmadd_ps(a, x0, acc[r][0]);
+         acc[r][1] = _mm512_fmadd_ps(a, x1, acc[r][1]);
+      }
+   }
+   SOFIE_RT_UNROLL
+   for (int r = 0; r < MR; ++r) {
+      _mm512_storeu_ps(C + r * ldc, acc[r][0]);
+      _mm512_storeu_ps(C + r * ldc + 16, acc[r][1]);
+   }
+}
+#endif
+
 // MR rows, columns [j0, j1); `tail` is B's last N % 16 columns zero-padded to 16 ([K, 16]), read
 // by the one partial tile at the matrix's right edge (16 columns whose second vector is partial).
 // PACKED: B is panels() layout (16 columns of all K rows contiguous, zero-padded; ldb and
@@ -2519,12 +2572,29 @@ inline void row_tiles(std::int64_t K, std::int64_t j0, std::int64_t j1, const fl
                       const float *B, std::int64_t ldb, const float *tail, const float *bias, float *C, std::int64_t ldc)
 {
    std::int64_t j = j0;
+#ifdef SOFIE_RT_AVX512
+   for (; j + 32 <= j1; j += 32) {
+      if (PACKED)
+         tile_zmm<MR, KC>(K, A, lda, B + j * K, B + (j + 16) * K, 16, bias ? bias + j : nullptr, C + j, ldc);
+      else
+         tile_zmm<MR, KC>(K, A, lda, B + j, B + j + 16, ldb, bias ? bias + j : nullptr, C + j, ldc);
+   }
+#endif
    for (; j + 16 <= j1; j += 16)
       tile<MR, 2, false, PACKED ? 4 : 1, KC>(K, A, lda, PACKED ? B + j * K : B + j, PACKED ? 16 : ldb,
                                          bias ? bias + j : nullptr, C + j, ldc, 8);
    const std::int64_t nt = j1 - j;
    if (PACKED)
       tail = B + j * K; // the last panel, zero-padded like the tail copy
+#if defined(SOFIE_RT_AVX512) && defined(__AVX512VL__)
+   else if (nt % 8) { // B's last columns in place, by masked loads (gemm_bias makes no tail copy)
+      if (nt > 8)
+         tile<MR, 2, true, 1, 0, true>(K, A, lda, B + j, ldb, bias ? bias + j : nullptr, C + j, ldc, nt - 8);
+      else
+         tile<MR, 1, true, 1, 0, true>(K, A, lda, B + j, ldb, bias ? bias + j : nullptr, C + j, ldc, nt);
+      return;
+   }
+#endif
    if (nt > 8)
       tile<MR, 2, true, PACKED ? 4 : 1>(K, A, lda, tail, 16, bias ? bias + j : nullptr, C + j, ldc, nt - 8);
    else if (nt == 8 && !PACKED)
@@ -2668,7 +2738,12 @@ inline void gemm_bias(std::int64_t M, std::int64_t N, std::int64_t K, const T *A
          float stack_tail[16 * 128];
          std::vector<float> heap_tail;
          float *tail = stack_tail;
-         if (N % 16 && N % 16 != 8 && K * N <= 32768) {
+#if defined(SOFIE_RT_AVX512) && defined(__AVX512VL__)
+         const bool copy_tail = false; // row_tiles reads the last columns by masked loads
+#else
+         const bool copy_tail = true;
+#endif
+         if (copy_tail && N % 16 && N % 16 != 8 && K * N <= 32768) {
             if (K > 128) {
                heap_tail.resize(std::size_t(16 * K));
                tail = heap_tail.data();
