@@ -9,7 +9,9 @@ shapes the table did not hold). Here the usual HEP operators run at several shap
 models with a symbolic batch, compiled and checked against onnxruntime (allclose, 1e-4), then the
 C++ loop against ORT's I/O binding at batch 1 and 256, interleaved REPS times, one thread;
 **minima**, ORT net = I/O binding minus ORT's fixed cost of a call (an Identity on one float), as
-in ``benchmarks/ops_min.py``. Prints one row per case and the cases below 1.0 at the end.
+in ``benchmarks/ops_min.py``, and ORT C = ORT's ``RunWithBinding`` from a C++ loop through its C
+API (``benchmarks/ort_capi.py``, as in the operator table). Prints one row per case and the cases
+below 1.0 at the end, by each measure.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sofie_root  # before ROOT: it sets EXTRA_CLING_ARGS
 from benchmarks import ops
-from benchmarks.bench import CppLoop, interleaved, ort_iobinding, python_rep
+from benchmarks.bench import CppLoop, aligned_empty, interleaved, ort_iobinding, python_rep
 from benchmarks.ops import Case
+from benchmarks.ort_capi import OrtCLoop
 
 F = np.float32
 
@@ -183,9 +186,9 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     pats = [p for p in args.match.split(";") if p]
     sel = [c for c in cases() if not pats or any(c.label.startswith(p) for p in pats)]
-    loop, floor = CppLoop(), ops.ort_floor()
+    loop, floor, ort_c = CppLoop(), ops.ort_floor(), OrtCLoop()
     print(f"load {os.getloadavg()[0]:.2f}; minima of {args.reps} interleaved repetitions", flush=True)
-    slow = []
+    slow, slow_c = [], []
     for c in sel:
         proto = c.model()
         model = sofie_root.compile(proto)
@@ -201,17 +204,27 @@ def main(argv: list[str]) -> int:
             for o, r in zip(ours, ref):
                 if not np.allclose(o, r, rtol=1e-4, atol=1e-4, equal_nan=True):
                     raise SystemExit(f"{c.label} at batch {b}: the output differs from onnxruntime's")
+            c_sess = ort_c.session(proto.SerializeToString(), dict(zip((i.name for i in sess.get_inputs()), arrays)),
+                                   {o.name: aligned_empty(r.shape, r.dtype) for o, r in zip(proto.graph.output, ref)})
             t = interleaved({"cpp": loop.prepare(model, tuple(arrays), 0.01),
                              "iob": python_rep(ort_iobinding(sess, arrays), 0.01),
-                             "floor": python_rep(floor, 0.01)}, args.reps)
-            cpp = min(t["cpp"])
+                             "floor": python_rep(floor, 0.01), "c": c_sess.prepare(0.01)}, args.reps)
+            c_out = list(c_sess.outputs.values())
+            c_sess.close()
+            if not all(np.allclose(o, r, rtol=1e-4, atol=1e-4, equal_nan=True) for o, r in zip(c_out, ref)):
+                raise SystemExit(f"{c.label} at batch {b}: ORT's C API gave other outputs than its Python API")
+            cpp, c_ort = min(t["cpp"]), min(t["c"])
             net = max(min(t["iob"]) - min(t["floor"]), 0.01 * min(t["iob"]))
-            row += f" | b{b}: {cpp * 1e6:9.2f} us ORT {net * 1e6:9.2f} ratio {net / cpp:5.2f}"
+            row += (f" | b{b}: {cpp * 1e6:9.2f} us ORT net {net * 1e6:9.2f} ratio {net / cpp:5.2f}"
+                    f" ORT C {c_ort * 1e6:9.2f} ratio {c_ort / cpp:5.2f}")
             if net / cpp < 1.0:
                 slow.append((net / cpp, f"{c.label} (b{b})"))
+            if c_ort / cpp < 1.0:
+                slow_c.append((c_ort / cpp, f"{c.label} (b{b})"))
         print(row, flush=True)
     print(f"load {os.getloadavg()[0]:.2f}")
-    print("below 1.0: " + (", ".join(f"{label} {r:.2f}" for r, label in sorted(slow)) or "none"))
+    print("below 1.0, ORT net: " + (", ".join(f"{label} {r:.2f}" for r, label in sorted(slow)) or "none"))
+    print("below 1.0, ORT C: " + (", ".join(f"{label} {r:.2f}" for r, label in sorted(slow_c)) or "none"))
     return 0
 
 

@@ -12,7 +12,7 @@ The wheel has the library but not its header. ``OrtApi`` is a table of function 
 ONNX Runtime only ever appends to (its C API is ABI-stable across releases: a program built
 against version 1 of the API runs on every later library), so the few functions used here are
 taken from the table by their fixed positions, ``_API`` below, and the table is requested at
-API version 1. Each one is checked by use: a status is read back through ``GetErrorMessage``, the
+API version 10 (onnxruntime 1.10, which has all of them). Each one is checked by use: a status is read back through ``GetErrorMessage``, the
 session must load, and the outputs of a timed run are compared with ORT's Python results by the
 caller (``ops.py`` checks them before timing).
 
@@ -30,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-#: positions in ONNX Runtime's ``OrtApi`` table (onnxruntime_c_api.h, unchanged since API version 1)
+#: the C API version requested (onnxruntime 1.10; every function below exists there)
+_API_VERSION = 10
+#: positions in ONNX Runtime's ``OrtApi`` table (onnxruntime_c_api.h; a position never changes)
 _API = {"CreateStatus": 0, "GetErrorMessage": 2, "CreateEnv": 3, "CreateSessionFromArray": 8, "Run": 9,
         "CreateSessionOptions": 10, "SetSessionLogSeverityLevel": 22, "SetIntraOpNumThreads": 24,
         "SetInterOpNumThreads": 25, "CreateTensorWithDataAsOrtValue": 49, "CreateCpuMemoryInfo": 69,
@@ -108,9 +110,9 @@ class OrtCLoop:
         base = self._lib.OrtGetApiBase().contents
         get_api = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_uint32)(base[0])
         version = ctypes.CFUNCTYPE(ctypes.c_char_p)(base[1])().decode()
-        api = get_api(1)
+        api = get_api(_API_VERSION)
         if not api:
-            raise OrtCError(f"libonnxruntime {version} does not offer API version 1")
+            raise OrtCError(f"libonnxruntime {version} does not offer C API version {_API_VERSION}")
         self.version = version
         table = ctypes.cast(api, ctypes.POINTER(ctypes.c_void_p))
         self._ptr = {name: table[i] for name, i in _API.items()}

@@ -198,8 +198,9 @@ class BatchNormalization(Operator):
                 f"for (std::int64_t {c} = 0; {c} < {ch}; ++{c}) {{",
                 f"const {t} *{xp} = {e.inp(0)} + ({b} * {ch} + {c}) * {e.dim(inner)};",
                 f"{t} *{yp} = {e.out()} + ({b} * {ch} + {c}) * {e.dim(inner)};",
+                f"const {t} {a}c = {a}[{c}], {m}c = {m}[{c}], {bb}c = {bb}[{c}];",
                 f"for (std::int64_t {i} = 0; {i} < {e.dim(inner)}; ++{i}) "
-                f"{yp}[{i}] = ({xp}[{i}] - {m}[{c}]) * {a}[{c}] + {bb}[{c}];",
+                f"{yp}[{i}] = ({xp}[{i}] - {m}c) * {a}c + {bb}c;",
                 "}}",
             ])
         return "\n".join([
