@@ -1278,8 +1278,75 @@ SOFIE_RT_VM_INLINE f8 phase8(const float *p)
    return v;
 #endif
 }
+// the same phase of two vectors a (values 0-7) and b (values 8-15)
+template <int P>
+SOFIE_RT_VM_INLINE f8 phase8v(f8 a, f8 b)
+{
+#if defined(__clang__) || __GNUC__ >= 12
+   return __builtin_shufflevector(a, b, P, P + 2, P + 4, P + 6, P + 8, P + 10, P + 12, P + 14);
+#else
+   f8 v;
+   for (int l = 0; l < 4; ++l) {
+      v[l] = a[2 * l + P];
+      v[l + 4] = b[2 * l + P];
+   }
+   return v;
+#endif
+}
 SOFIE_RT_VM_INLINE f8 even8(const float *p) { return phase8<0>(p); }
 SOFIE_RT_VM_INLINE f8 odd8(const float *p) { return phase8<1>(p); }
+
+// one 2 x 2 window per lane from the two rows' values: r0a, r0b (row 0, 16 values), r1a, r1b
+SOFIE_RT_VM_INLINE f8 maxpool_fold8(f8 r0a, f8 r0b, f8 r1a, f8 r1b)
+{
+   f8 m = vmax(phase8v<0>(r0a, r0b), splat(-std::numeric_limits<float>::infinity()));
+   m = vmax(phase8v<1>(r0a, r0b), m);
+   m = vmax(phase8v<0>(r1a, r1b), m);
+   return vmax(phase8v<1>(r1a, r1b), m);
+}
+SOFIE_RT_VM_INLINE float maxpool_fold1(const float *r0, const float *r1)
+{
+   float m = -std::numeric_limits<float>::infinity();
+   m = r0[0] > m ? r0[0] : m;
+   m = r0[1] > m ? r0[1] : m;
+   m = r1[0] > m ? r1[0] : m;
+   return r1[1] > m ? r1[1] : m;
+}
+// MaxPool with a 2 x 2 window, stride 2 and no padding over `planes` planes of H x W floats into
+// H/2 x W/2 (a last odd row or column is not read): 8 outputs per step from four vectors of the
+// two input rows, split into their even and odd columns. Each output folds its window as the
+// generated loop does, acc = v > acc ? v : acc from -inf in the order (0,0), (0,1), (1,0), (1,1)
+// (so NaN is skipped, docs/conformance.md). Planes 8 wide (W = 8, H even) are taken
+// two output rows per step; the generated loop, one scalar fold per output, ran [N, 64, 8, 8] at
+// 0.4x onnxruntime (benchmarks/breadth.py).
+inline void maxpool2x2(const float *x, float *y, std::int64_t planes, std::int64_t H, std::int64_t W)
+{
+   const std::int64_t OH = H / 2, OW = W / 2;
+   if (W == 8 && H % 2 == 0) {
+      // output row q reads the 16 floats at x + 16 q (its two input rows), writes 4 at y + 4 q
+      const std::int64_t Q = planes * OH;
+      std::int64_t q = 0;
+      for (; q + 2 <= Q; q += 2) {
+         const float *p = x + q * 16;
+         store(y + q * 4, maxpool_fold8(load(p), load(p + 16), load(p + 8), load(p + 24)));
+      }
+      for (; q < Q; ++q)
+         for (std::int64_t j = 0; j < 4; ++j)
+            y[q * 4 + j] = maxpool_fold1(x + q * 16 + 2 * j, x + q * 16 + 8 + 2 * j);
+      return;
+   }
+   for (std::int64_t pl = 0; pl < planes; ++pl)
+      for (std::int64_t i = 0; i < OH; ++i) {
+         const float *r0 = x + (pl * H + 2 * i) * W, *r1 = r0 + W;
+         float *o = y + (pl * OH + i) * OW;
+         std::int64_t j = 0;
+         for (; j + 8 <= OW; j += 8)
+            store(o + j, maxpool_fold8(load(r0 + 2 * j), load(r0 + 2 * j + 8), load(r1 + 2 * j),
+                                       load(r1 + 2 * j + 8)));
+         for (; j < OW; ++j)
+            o[j] = maxpool_fold1(r0 + 2 * j, r1 + 2 * j);
+      }
+}
 
 // vm::tanh on 8 lanes: the same clamps and rational (vm::tanh_clamped), bit for bit (the
 // register-blocked 1x1 convolution applies it to its accumulators before the single store).

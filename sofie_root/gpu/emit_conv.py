@@ -174,7 +174,9 @@ class Pool:
             else:
                 cnt.append(f"std::max<std::int64_t>(0, hi{j}_ - lo{j}_)")
         if self.kind == "max":
-            body.append(f"{t} acc_ = std::numeric_limits<{t}>::lowest(); std::int64_t best_ = -1;")
+            init = f"{t}(-std::numeric_limits<float>::infinity())" if x.dtype.is_float else \
+                f"std::numeric_limits<{t}>::lowest()"
+            body.append(f"{t} acc_ = {init}; std::int64_t best_ = -1;")
         else:
             body.append(f"{t} acc_ = {t}(0);")
         for j in range(nd):
@@ -229,7 +231,9 @@ class GlobalPool:
         t = x.dtype.cpp
         sp = e.dim(numel(x.shape[2:]))
         if self.kind == "max":
-            init, step, res = f"std::numeric_limits<{t}>::lowest()", "acc_ = xp_[j_] > acc_ ? xp_[j_] : acc_;", "acc_"
+            # NaN anywhere in the plane gives NaN and a plane of -inf gives -inf, as the CPU's row kernel
+            init = f"-std::numeric_limits<{t}>::infinity()"
+            step, res = "acc_ = (xp_[j_] > acc_ || xp_[j_] != xp_[j_]) ? xp_[j_] : acc_;", "acc_"
         else:
             init, step, res = f"{t}(0)", "acc_ += xp_[j_];", f"acc_ / {t}({sp})"
         body = (f"const {t} *xp_ = {e.inp(0)} + i * {sp};\n{t} acc_ = {init};\n"

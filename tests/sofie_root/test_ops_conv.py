@@ -309,6 +309,31 @@ def test_lppool_float64_dilations() -> None:
     _batches(model, lambda n: _rand((n, 2, 8, 9), np.float64), check=assert_matches_reference)
 
 
+@pytest.mark.parametrize("hw", [(8, 8), (4, 8), (16, 16), (6, 18), (7, 9), (2, 34), (5, 2)])
+def test_maxpool_2x2_kernel_against_ort(hw: tuple) -> None:
+    # the float32 2x2 stride-2 kernel (rows::maxpool2x2): planes 8 wide two output rows per step
+    # (an odd number of them here), rows of 8 outputs in vectors plus scalar tails, odd sizes
+    # (the last row or column unread); against onnxruntime, and with special values against
+    # numpy under the documented rule (docs/conformance.md): NaN in a window skipped, a window of
+    # NaN only -inf, -inf (a window of it: -inf, not -FLT_MAX), inf and -0 kept
+    model = _model("MaxPool", ["N", 5, *hw], kernel_shape=[2, 2], strides=[2, 2])
+    _batches(model, lambda n: _rand((n, 5, *hw)))
+    x = _rand((3, 5, *hw))
+    x[0, 0, 0, 0] = np.nan
+    x[0, 1, 1, 1] = np.nan
+    x[1, 2, :2, :2] = np.nan
+    x[2, 1, 0, 1] = np.inf
+    x[2, 3, :2, :2] = -np.inf
+    x[0, 4, :2, :2] = -0.0
+    (got,) = sofie_root.compile(model).infer(x)
+    oh, ow = hw[0] // 2, hw[1] // 2
+    win = x[:, :, :2 * oh, :2 * ow].reshape(3, 5, oh, 2, ow, 2).transpose(0, 1, 2, 4, 3, 5).reshape(3, 5, oh, ow, 4)
+    want = np.where(np.isnan(win), -np.inf, win).max(axis=-1)
+    np.testing.assert_array_equal(got, want)
+    assert np.isneginf(got[1, 2, 0, 0]) and np.isneginf(got[2, 3, 0, 0])
+    assert np.isposinf(got[2, 1, 0, 0]) and not np.isnan(got).any()
+
+
 @pytest.mark.parametrize("op,attrs", [("GlobalAveragePool", {}), ("GlobalMaxPool", {}),
                                       ("GlobalLpPool", {}), ("GlobalLpPool", {"p": 1}),
                                       ("GlobalLpPool", {"p": 3})])
@@ -325,6 +350,22 @@ def test_global_pools_float64(op: str, fn) -> None:
     (got,) = sofie_root.compile(_model(op, [2, 3, 4, 3, 2], np.float64)).infer(x)
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, fn(x, axis=(2, 3, 4), keepdims=True), rtol=1e-12)
+
+
+@pytest.mark.parametrize("op,fn", [("GlobalAveragePool", np.mean), ("GlobalMaxPool", np.max)])
+@pytest.mark.parametrize("spatial", [[1], [7], [8, 8], [10, 10], [3, 5, 7]])
+def test_global_pools_row_kernel_special_values(op: str, fn, spatial: list) -> None:
+    # the float32 row kernel over every plane (several planes at a time, vector tails): NaN in a
+    # plane gives NaN, a plane of -inf gives -inf (max) and inf stays inf, as numpy's
+    x = _rand((3, 5, *spatial))
+    x[0, 1].flat[-1] = np.nan
+    x[1, 2] = -np.inf
+    x[2, 0].flat[0] = np.inf
+    (got,) = sofie_root.compile(_model(op, ["N", 5, *spatial])).infer(x)
+    want = fn(x.astype(np.float64), axis=tuple(range(2, x.ndim)), keepdims=True)
+    np.testing.assert_allclose(got, want.astype(np.float32), rtol=1e-5, atol=1e-6)
+    assert np.isnan(got[0, 1]).all() and np.isposinf(got[2, 0]).all()
+    assert np.isneginf(got[1, 2]).all()
 
 
 # -- errors -----------------------------------------------------------------------------------
