@@ -1595,6 +1595,80 @@ template <bool LOG> inline void softmax_row1(const float *xr, float *yr, std::in
    }
 }
 
+#ifdef SOFIE_RT_AVX512
+// exp8_nonpos on 16 lanes: the same operations (the FMAs the compiler makes of exp8_nonpos's
+// expressions written out), so the same values
+SOFIE_RT_VM_INLINE __m512 exp16_nonpos(__m512 x)
+{
+   const __m512 xc = _mm512_max_ps(_mm512_set1_ps(-88.0f), x); // NaN: vmaxps returns x
+   const __m512 t = _mm512_fmadd_ps(xc, _mm512_set1_ps(vm::kLog2e), _mm512_set1_ps(12583039.0f));
+   const __m512 fn = _mm512_sub_ps(t, _mm512_set1_ps(12583039.0f));
+   __m512 r = _mm512_fnmadd_ps(fn, _mm512_set1_ps(vm::kLn2Hi), xc);
+   r = _mm512_fmadd_ps(fn, _mm512_set1_ps(vm::kLn2Lo), r);
+   __m512 p = _mm512_set1_ps(8.31251033e-3f);
+   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.18900996e-2f));
+   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.66671142e-1f));
+   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.99992311e-1f));
+   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+   return _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23)));
+}
+
+// softmax_row1 in 16-lane registers, the tail by masked loads and stores
+template <bool LOG> inline void softmax_row16(const float *xr, float *yr, std::int64_t n)
+{
+   const std::int64_t nv = n & ~std::int64_t(15), rem = n - nv;
+   const __mmask16 tm = __mmask16((1u << rem) - 1u);
+   const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+   __m512 m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf; // four chains; NaN is left out (vmaxps(x, m))
+   std::int64_t i0 = 0;
+   for (; i0 + 64 <= nv; i0 += 64) {
+      m0 = _mm512_max_ps(_mm512_loadu_ps(xr + i0), m0);
+      m1 = _mm512_max_ps(_mm512_loadu_ps(xr + i0 + 16), m1);
+      m2 = _mm512_max_ps(_mm512_loadu_ps(xr + i0 + 32), m2);
+      m3 = _mm512_max_ps(_mm512_loadu_ps(xr + i0 + 48), m3);
+   }
+   for (; i0 < nv; i0 += 16)
+      m0 = _mm512_max_ps(_mm512_loadu_ps(xr + i0), m0);
+   const __m512 tail = _mm512_mask_loadu_ps(ninf, tm, xr + nv);
+   m0 = _mm512_max_ps(tail, m0);
+   const float mx = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3)));
+   const __m512 m = _mm512_set1_ps(mx);
+   __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+   std::int64_t i = 0;
+   for (; i + 32 <= nv; i += 32) {
+      const __m512 a = exp16_nonpos(_mm512_sub_ps(_mm512_loadu_ps(xr + i), m));
+      const __m512 b = exp16_nonpos(_mm512_sub_ps(_mm512_loadu_ps(xr + i + 16), m));
+      if (!LOG) {
+         _mm512_storeu_ps(yr + i, a);
+         _mm512_storeu_ps(yr + i + 16, b);
+      }
+      s0 = _mm512_add_ps(s0, a);
+      s1 = _mm512_add_ps(s1, b);
+   }
+   for (; i < nv; i += 16) {
+      const __m512 a = exp16_nonpos(_mm512_sub_ps(_mm512_loadu_ps(xr + i), m));
+      if (!LOG)
+         _mm512_storeu_ps(yr + i, a);
+      s0 = _mm512_add_ps(s0, a);
+   }
+   const __m512 et = exp16_nonpos(_mm512_sub_ps(tail, m)); // the padding lanes: exp(-inf - m) = 0
+   s1 = _mm512_add_ps(s1, et);
+   const float sum = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+   if (LOG) {
+      const __m512 c = _mm512_set1_ps(mx + vm::log(sum));
+      for (std::int64_t k = 0; k < nv; k += 16)
+         _mm512_storeu_ps(yr + k, _mm512_sub_ps(_mm512_loadu_ps(xr + k), c));
+      _mm512_mask_storeu_ps(yr + nv, tm, _mm512_sub_ps(tail, c));
+   } else {
+      const __m512 inv = _mm512_set1_ps(1.0f / sum);
+      for (std::int64_t k = 0; k < nv; k += 16)
+         _mm512_storeu_ps(yr + k, _mm512_mul_ps(_mm512_loadu_ps(yr + k), inv));
+      _mm512_mask_storeu_ps(yr + nv, tm, _mm512_mul_ps(et, inv));
+   }
+}
+#endif
+
 // Rows in groups of 8 (rows of up to 16 values in registers); rows longer than 512 values one at
 // a time (8 of them would not stay in the first-level cache between the passes, and their fixed
 // costs per row are small anyway), as a single row.
@@ -1602,10 +1676,17 @@ template <> inline void softmax<float>(const float *x, float *y, std::int64_t ro
 {
    if (rows == 1 || n > 512) {
       for (std::int64_t r = 0; r < rows; ++r) {
+#ifdef SOFIE_RT_AVX512
+         if (log)
+            softmax_row16<true>(x + r * n, y + r * n, n);
+         else
+            softmax_row16<false>(x + r * n, y + r * n, n);
+#else
          if (log)
             softmax_row1<true>(x + r * n, y + r * n, n);
          else
             softmax_row1<false>(x + r * n, y + r * n, n);
+#endif
       }
       return;
    }
