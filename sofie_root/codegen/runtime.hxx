@@ -17,10 +17,14 @@
 #include <string>
 #include <type_traits>
 #include <vector>
-// the AVX-512 forms of a few kernels (vm::exp_n); never in a GPU compiler's host pass
+// the AVX-512 forms of a few kernels (vm::exp_n); never in a GPU compiler's host pass.
+// SOFIE_RT_AVX512_VL: also the masked 8-lane loads and stores (rows::load_part, the dense tails)
 #if defined(__AVX512F__) && !defined(__CUDACC__) && !defined(__HIPCC__)
 #define SOFIE_RT_AVX512 1
 #include <immintrin.h>
+#if defined(__AVX512VL__)
+#define SOFIE_RT_AVX512_VL 1
+#endif
 #endif
 
 // mod_floor, int_div, nan_max, cast_float_to_int, round_float16, shift_left, ...: shared with the GPU runtime
@@ -1088,7 +1092,7 @@ SOFIE_RT_VM_INLINE f8 load(const float *p) { return *reinterpret_cast<const f8u 
 SOFIE_RT_VM_INLINE void store(float *p, f8 v) { *reinterpret_cast<f8u *>(p) = v; }
 SOFIE_RT_VM_INLINE f8 splat(float v) { return f8{v, v, v, v, v, v, v, v}; }
 // the first n (< 8) values at p, the other lanes `fill`
-#if defined(SOFIE_RT_AVX512) && defined(__AVX512VL__)
+#ifdef SOFIE_RT_AVX512_VL
 // one masked load or store (lanes past n are neither read nor written, so they may lie past the
 // end of a buffer); lane by lane these were up to 7 scalar loads or stores
 SOFIE_RT_VM_INLINE f8 load_part(const float *p, std::int64_t n, float fill)
@@ -2734,7 +2738,7 @@ inline void row_tiles(std::int64_t K, std::int64_t j0, std::int64_t j1, const fl
    const std::int64_t nt = j1 - j;
    if (PACKED)
       tail = B + j * K; // the last panel, zero-padded like the tail copy
-#if defined(SOFIE_RT_AVX512) && defined(__AVX512VL__)
+#ifdef SOFIE_RT_AVX512_VL
    else if (nt % 8) { // B's last columns in place, by masked loads (gemm_bias makes no tail copy)
       if (nt > 8)
          tile<MR, 2, true, 1, 0, true>(K, A, lda, B + j, ldb, bias ? bias + j : nullptr, C + j, ldc, nt - 8);
@@ -2882,16 +2886,14 @@ inline void gemm_bias(std::int64_t M, std::int64_t N, std::int64_t K, const T *A
          return;
       }
       if (M > 1 && N > 1 && K > 0) {
+#ifdef SOFIE_RT_AVX512_VL
+         const float *tail = nullptr; // row_tiles reads B's last columns in place by masked loads
+#else
          // B's last N % 16 columns, zero-padded to 16 (the tiles read whole vectors of B)
          float stack_tail[16 * 128];
          std::vector<float> heap_tail;
          float *tail = stack_tail;
-#if defined(SOFIE_RT_AVX512) && defined(__AVX512VL__)
-         const bool copy_tail = false; // row_tiles reads the last columns by masked loads
-#else
-         const bool copy_tail = true;
-#endif
-         if (copy_tail && N % 16 && N % 16 != 8 && K * N <= 32768) {
+         if (N % 16 && N % 16 != 8 && K * N <= 32768) {
             if (K > 128) {
                heap_tail.resize(std::size_t(16 * K));
                tail = heap_tail.data();
@@ -2901,6 +2903,7 @@ inline void gemm_bias(std::int64_t M, std::int64_t N, std::int64_t K, const T *A
                for (std::int64_t l = 0; l < 16; ++l)
                   tail[k * 16 + l] = j + l < N ? B[k * ldb + j + l] : 0.0f;
          }
+#endif
          // B of at most 128 KiB stays in L1/L2 while the tiles sweep all its columns for a few rows
          // at a time (blocks of about 16 KiB of C). A larger B (dense's 300 x 300) read in place
          // was 5% slower than BLAS (rows straddling cache lines); packed into panels it is faster

@@ -1238,6 +1238,12 @@ class DeformConv(Operator):
 
 # -- pools ------------------------------------------------------------------------------------
 
+def _inside_outputs(g: _Geom, j: int) -> tuple[int, int]:
+    """The outputs [first, last) of dimension j whose window lies inside the input."""
+    first = min(g.out[j], -(-g.pb[j] // g.s[j]))
+    return first, max(first, min(g.out[j], (g.inp[j] - 1 - (g.k[j] - 1) * g.d[j] + g.pb[j]) // g.s[j] + 1))
+
+
 class _Pool(Operator):
     """Windowed pools: max, average and Lp."""
 
@@ -1305,13 +1311,10 @@ class _Pool(Operator):
         # looped apart with a window of constant bounds (unrolled, the output loop vectorised;
         # a 1-D MaxPool k3 s1 pad 1 ran at 0.85x onnxruntime with per-output bounds everywhere)
         jl = nd - 1
-        first = min(g.out[jl], -(-g.pb[jl] // g.s[jl]))
-        last = max(first, min(g.out[jl], (g.inp[jl] - 1 - (g.k[jl] - 1) * g.d[jl] + g.pb[jl]) // g.s[jl] + 1))
-        # every window of every dimension inside the input (no padding reached, as in a 2x2
-        # stride-2 pool of an even plane): the window bounds are constants everywhere, so the
-        # window loops unroll (per-output bounds made MaxPool 2x2 of [N, 64, 8, 8] 0.4x onnxruntime)
-        inside = all(min(g.out[j], -(-g.pb[j] // g.s[j])) == 0 and
-                     (g.inp[j] - 1 - (g.k[j] - 1) * g.d[j] + g.pb[j]) // g.s[j] + 1 >= g.out[j] for j in range(nd))
+        first, last = _inside_outputs(g, jl)
+        # every window of every dimension inside the input (no padding reached): the window
+        # bounds are constants everywhere, so the window loops unroll
+        inside = all(_inside_outputs(g, j) == (0, g.out[j]) for j in range(nd))
         split = last - first >= 8 and not inside
         tail_start = len(lines)
         for j in range(nd):
